@@ -1,0 +1,82 @@
+//! Clusters, their health reports (agent → hub) and health verdicts (committed by the hub).
+
+use std::net::{IpAddr, SocketAddr};
+
+use super::names::{ClusterName, Region};
+
+/// A cluster registered with the hub. Created through the admin API; an agent can only stream
+/// for a cluster that exists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cluster {
+    /// Unique name.
+    pub name: ClusterName,
+    /// The region DNS places this cluster in.
+    pub region: Region,
+    /// Addresses DNS answers with for this cluster (its gateways' public addresses). When empty,
+    /// DNS uses the gateway addresses the cluster's agent last reported.
+    pub addresses: Vec<IpAddr>,
+    /// Operator drain: a drained cluster gets no new DNS answers but keeps its routes.
+    pub drained: bool,
+}
+
+/// The hub's committed opinion of a cluster's health.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum HealthVerdict {
+    /// No report yet since the cluster was created. DNS treats it as unhealthy, so a cluster
+    /// that never came up gets no traffic.
+    #[default]
+    Unknown,
+    /// Reports arrive and at least one gateway is ready.
+    Healthy,
+    /// Reports stopped, or every gateway is down.
+    Unhealthy,
+}
+
+/// A verdict with when and why it was reached.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterHealth {
+    /// The verdict.
+    pub verdict: HealthVerdict,
+    /// Why, for operators (`"3 reports missed"`, `"gateway 127.0.1.2:8080 refused"`).
+    pub reason: String,
+    /// When the verdict last changed, in Unix milliseconds, stamped by the leader that
+    /// proposed it (never by the replicas applying it, so every replica stores the same value).
+    pub since_unix_ms: u64,
+}
+
+/// What an agent observed in its cluster, sent to the hub about once a second.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthReport {
+    /// The reporting cluster.
+    pub cluster: ClusterName,
+    /// Increases by one per report from one agent process; lets the hub drop reordered reports.
+    pub seq: u64,
+    /// Each gateway instance the agent probes.
+    pub gateways: Vec<GatewayProbe>,
+    /// Per hostname served in this cluster: how many backend endpoints are ready.
+    pub hostnames: Vec<HostnameHealth>,
+}
+
+/// The result of probing one gateway instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayProbe {
+    /// Instance name (the gateway's id as it subscribed to the agent).
+    pub name: String,
+    /// The address clients reach it on (a listener address), if known.
+    pub address: Option<SocketAddr>,
+    /// Whether its readiness probe passed (after the agent's own hysteresis).
+    pub ready: bool,
+    /// Why not, or a short status.
+    pub detail: String,
+}
+
+/// Backend readiness for one hostname in one cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostnameHealth {
+    /// The route hostname (may start with `*.`).
+    pub hostname: String,
+    /// Endpoints behind this hostname's routes that passed their probe.
+    pub ready_endpoints: u32,
+    /// All endpoints behind this hostname's routes.
+    pub total_endpoints: u32,
+}
