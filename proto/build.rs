@@ -5,6 +5,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/meridian/v1/model.proto",
         "proto/meridian/v1/hub.proto",
         "proto/meridian/v1/agent.proto",
+        "proto/meridian/v1/raft.proto",
+        "proto/meridian/v1/store.proto",
     ];
     let descriptors = protox::compile(files, ["proto"])?;
     tonic_prost_build::configure()
