@@ -22,6 +22,9 @@ pub struct DnsView {
     pub clusters: BTreeMap<ClusterName, ClusterView>,
     /// Hostname policies.
     pub hostnames: BTreeMap<Fqdn, HostnamePolicy>,
+    /// DNSSEC signing keys per zone (PKCS#8 DER, ECDSA P-256), generated once by the leader and
+    /// committed, so every hub node signs with the same key.
+    pub zone_keys: BTreeMap<Fqdn, Vec<u8>>,
 }
 
 /// One cluster as DNS sees it.
