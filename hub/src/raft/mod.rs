@@ -10,9 +10,12 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
+
+pub mod transport;
 
 /// The replicated, deterministic state machine Raft drives.
 ///
@@ -51,6 +54,31 @@ pub struct RaftConfig {
     pub heartbeat_ticks: usize,
     /// Take a snapshot and compact the log after this many applied entries.
     pub snapshot_threshold: u64,
+    /// How long [`RaftHandle::propose`], [`RaftHandle::read_index`] and membership changes wait
+    /// (for a leader, for the commit and for the local apply) before failing with
+    /// [`RaftError::Timeout`].
+    pub request_timeout: Duration,
+}
+
+// === impl RaftConfig ===
+
+impl RaftConfig {
+    /// A configuration with the defaults used by `meridian hub`: 50 ms ticks, an election timeout
+    /// of 10 ticks (randomized by raft to 0.5–1 s), a heartbeat every 2 ticks (100 ms), a snapshot
+    /// every 10 000 entries and a 10 s request timeout. `initial_members` starts empty (join).
+    pub fn new(node_id: u64, data_dir: impl Into<PathBuf>, advertise_addr: SocketAddr) -> Self {
+        Self {
+            node_id,
+            data_dir: data_dir.into(),
+            initial_members: BTreeMap::new(),
+            advertise_addr,
+            tick_interval: Duration::from_millis(50),
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            snapshot_threshold: 10_000,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// A node's role.
@@ -84,6 +112,15 @@ pub struct RaftStatus {
     pub applied_index: u64,
     /// Members (id → peer address) in the current configuration.
     pub members: BTreeMap<u64, SocketAddr>,
+    /// When this node last had evidence of a working leader: on a follower, the last message
+    /// from the current leader; on the leader, the latest moment by which a quorum of voters
+    /// (counting itself) had answered it. `None` until the first contact after start.
+    ///
+    /// The applied state of this node (what DNS and agent config are served from) is at most
+    /// `last_leader_contact.elapsed()` (plus one heartbeat interval) behind the group's committed
+    /// state, so `elapsed()` is the staleness bound; it is exported as the
+    /// `raft_leader_contact_age_seconds` gauge. Updated at tick granularity.
+    pub last_leader_contact: Option<Instant>,
 }
 
 /// Errors callers of [`RaftHandle`] see.
@@ -108,4 +145,98 @@ pub enum RaftError {
     /// Storage failed; the node stops rather than risk diverging.
     #[error("raft storage: {0}")]
     Storage(String),
+    /// This node is not the leader (returned by the peer service to forwarded calls; the public
+    /// [`RaftHandle`] methods follow the hint themselves).
+    #[error("not the raft leader; the leader is node {leader_id} at {leader_addr:?}")]
+    NotLeader {
+        /// The leader this node knows (0: none).
+        leader_id: u64,
+        /// That leader's peer address, if known.
+        leader_addr: Option<SocketAddr>,
+    },
+    /// The request is invalid (for example a zero node id or an empty member address).
+    #[error("invalid raft request: {0}")]
+    Invalid(String),
+    /// Forwarding to the leader failed after the request was sent; the command may or may not
+    /// have been applied.
+    #[error("forwarding to the raft leader failed: {0}")]
+    Transport(String),
+}
+
+/// A running Raft node. Cheap to clone; all clones talk to the same node task.
+#[derive(Clone)]
+pub struct RaftHandle {
+    inner: Arc<HandleInner>,
+}
+
+struct HandleInner {
+    status: watch::Receiver<RaftStatus>,
+}
+
+/// Starts the node: opens/creates storage in `config.data_dir`, restores the state machine from
+/// the latest snapshot and the log, and spawns the task that owns the `RawNode`.
+///
+/// Metrics are registered under the `raft` prefix in `registry`.
+pub async fn spawn<S: StateMachine>(
+    config: RaftConfig,
+    state_machine: S,
+    registry: &mut prometheus_client::registry::Registry,
+) -> Result<RaftHandle, RaftError> {
+    let _ = (state_machine, registry);
+    let (_tx, status) = watch::channel(RaftStatus {
+        node_id: config.node_id,
+        ..RaftStatus::default()
+    });
+    Ok(RaftHandle {
+        inner: Arc::new(HandleInner { status }),
+    })
+}
+
+// === impl RaftHandle ===
+
+impl RaftHandle {
+    /// Replicates `command`; returns the state machine's outcome once the entry is committed and
+    /// applied on THIS node. Works on any node: followers forward to the leader over the peer
+    /// gRPC service.
+    pub async fn propose(&self, command: Vec<u8>) -> Result<Vec<u8>, RaftError> {
+        let _ = command;
+        Err(RaftError::Stopped)
+    }
+
+    /// Linearizable read barrier (ReadIndex): returns once this node has applied at least the
+    /// commit index the leader confirmed with a quorum at call time; local reads after it are
+    /// linearizable. Returns that index.
+    pub async fn read_index(&self) -> Result<u64, RaftError> {
+        Err(RaftError::Stopped)
+    }
+
+    /// Status updates (role, term, leader, commit/applied index, members, leader contact).
+    pub fn status(&self) -> watch::Receiver<RaftStatus> {
+        self.inner.status.clone()
+    }
+
+    /// Adds voter `id` reachable at `peer_addr` (or updates its address). One membership change
+    /// at a time; may be called on any node (forwarded to the leader). Returns once the change
+    /// is applied on this node.
+    pub async fn add_member(&self, id: u64, peer_addr: SocketAddr) -> Result<(), RaftError> {
+        let _ = (id, peer_addr);
+        Err(RaftError::Stopped)
+    }
+
+    /// Removes voter `id` (the leader may remove itself; it steps down). One membership change
+    /// at a time; may be called on any node (forwarded to the leader).
+    pub async fn remove_member(&self, id: u64) -> Result<(), RaftError> {
+        let _ = id;
+        Err(RaftError::Stopped)
+    }
+
+    /// The tonic service other hub nodes talk to; the hub mounts it on its gRPC server (the same
+    /// server that serves agents) at `config.advertise_addr`.
+    pub fn peer_service(&self) -> transport::RaftPeerServer {
+        transport::RaftPeerServer::new(transport::PeerService {})
+    }
+
+    /// Stops the node (used by tests and graceful shutdown). Pending calls fail with
+    /// [`RaftError::Stopped`]; the durable state stays on disk.
+    pub async fn shutdown(&self) {}
 }
