@@ -1,1 +1,25 @@
-//! placeholder
+//! The hub's deterministic state machine: clusters, health verdicts, hostname policies, shared
+//! routes, DNSSEC zone keys and the audit log.
+//!
+//! - [`state`]: the [`State`] and the views built from it.
+//! - [`command`]: [`Command`]s and their [`Outcome`]s.
+//! - `apply`: [`State::apply`], the only way the state changes, and [`check_hostname`].
+//! - [`encoding`]: the versioned protobuf encodings of commands, outcomes and snapshots.
+//! - [`machine`]: [`StoreMachine`], the `raft::StateMachine` that publishes views.
+//!
+//! **Invariant:** `State::apply` is deterministic: no clock, randomness or IO. Times come
+//! inside the command, stamped by the proposer.
+
+mod apply;
+pub mod command;
+pub mod encoding;
+pub mod machine;
+pub mod state;
+
+#[cfg(test)]
+mod tests;
+
+pub use apply::check_hostname;
+pub use command::{Action, Command, Outcome, RejectKind, Rejection, verdict_name};
+pub use machine::{StoreMachine, StoreView, StoreWatches};
+pub use state::{AUDIT_CAPACITY, AuditEntry, ClusterRecord, State, ZoneKey};

@@ -1,0 +1,263 @@
+//! `State::apply`: the deterministic transition function, and the validation it shares with
+//! the admin API.
+
+use std::collections::BTreeSet;
+
+use meridian_proto::model::HostnamePolicy;
+
+use super::command::{Action, Command, Outcome, Rejection};
+use super::state::{AuditEntry, ClusterRecord, State, ZoneKey};
+
+/// The largest TTL DNS allows (RFC 2181 §8).
+const MAX_TTL: u32 = 2_147_483_647;
+
+// === impl State ===
+
+impl State {
+    /// Applies `command`, committed at log `index`, and says what happened.
+    ///
+    /// Deterministic: no clock, no randomness, no IO; the same commands at the same indexes
+    /// give the same state on every replica. A refused command leaves the state as it was
+    /// (except for its audit entry). Commands that change state or are refused are audited;
+    /// commands that change nothing are not.
+    pub fn apply(&mut self, index: u64, command: Command) -> Outcome {
+        let action_text = command.action.describe();
+        let outcome = self.transition(index, command.unix_ms, command.action);
+        let result = match &outcome {
+            Outcome::Applied => Some("applied".to_string()),
+            Outcome::Unchanged => None,
+            Outcome::Rejected(rejection) => Some(format!("rejected: {rejection}")),
+        };
+        if let Some(result) = result {
+            self.push_audit(AuditEntry {
+                index,
+                unix_ms: command.unix_ms,
+                actor: command.actor,
+                action: action_text,
+                result,
+            });
+        }
+        outcome
+    }
+
+    fn transition(&mut self, index: u64, unix_ms: u64, action: Action) -> Outcome {
+        match action {
+            Action::PutCluster(cluster) => {
+                match self.clusters.get_mut(&cluster.name) {
+                    Some(record) if record.cluster == cluster => return Outcome::Unchanged,
+                    Some(record) => record.cluster = cluster,
+                    None => {
+                        let record = ClusterRecord {
+                            cluster,
+                            health: Default::default(),
+                            reported_addresses: Vec::new(),
+                        };
+                        self.clusters.insert(record.cluster.name.clone(), record);
+                    }
+                }
+                self.dns_version = index;
+                Outcome::Applied
+            }
+            Action::DeleteCluster(name) => {
+                if !self.clusters.contains_key(&name) {
+                    return Outcome::Rejected(Rejection::not_found(format!(
+                        "cluster {name} does not exist"
+                    )));
+                }
+                let users = self.hostnames_using(&name);
+                if !users.is_empty() {
+                    let users: Vec<String> = users.iter().map(ToString::to_string).collect();
+                    return Outcome::Rejected(Rejection::conflict(format!(
+                        "cluster {name} is still used by hostname {}; change or delete {} first",
+                        users.join(", "),
+                        if users.len() == 1 { "it" } else { "them" }
+                    )));
+                }
+                self.clusters.remove(&name);
+                self.dns_version = index;
+                Outcome::Applied
+            }
+            Action::SetHealth { cluster, health } => {
+                let Some(record) = self.clusters.get_mut(&cluster) else {
+                    return Outcome::Rejected(Rejection::not_found(format!(
+                        "cluster {cluster} does not exist"
+                    )));
+                };
+                // Only a verdict change counts: the tracker may re-propose a verdict (a new
+                // leader, a retried proposal) and `since` must keep the time of the change.
+                if record.health.verdict == health.verdict {
+                    return Outcome::Unchanged;
+                }
+                record.health = health;
+                self.dns_version = index;
+                Outcome::Applied
+            }
+            Action::SetReportedAddresses { cluster, addresses } => {
+                let Some(record) = self.clusters.get_mut(&cluster) else {
+                    return Outcome::Rejected(Rejection::not_found(format!(
+                        "cluster {cluster} does not exist"
+                    )));
+                };
+                if record.reported_addresses == addresses {
+                    return Outcome::Unchanged;
+                }
+                record.reported_addresses = addresses;
+                self.dns_version = index;
+                Outcome::Applied
+            }
+            Action::SetDrained { cluster, drained } => {
+                let Some(record) = self.clusters.get_mut(&cluster) else {
+                    return Outcome::Rejected(Rejection::not_found(format!(
+                        "cluster {cluster} does not exist"
+                    )));
+                };
+                if record.cluster.drained == drained {
+                    return Outcome::Unchanged;
+                }
+                record.cluster.drained = drained;
+                self.dns_version = index;
+                Outcome::Applied
+            }
+            Action::PutHostname(policy) => {
+                if let Err(rejection) = check_hostname(self, &policy) {
+                    return Outcome::Rejected(rejection);
+                }
+                if self.hostnames.get(&policy.fqdn) == Some(&policy) {
+                    return Outcome::Unchanged;
+                }
+                self.hostnames.insert(policy.fqdn.clone(), policy);
+                self.dns_version = index;
+                Outcome::Applied
+            }
+            Action::DeleteHostname(fqdn) => {
+                if self.hostnames.remove(&fqdn).is_none() {
+                    return Outcome::Rejected(Rejection::not_found(format!(
+                        "hostname {fqdn} does not exist"
+                    )));
+                }
+                self.dns_version = index;
+                Outcome::Applied
+            }
+            Action::SetPinned { fqdn, cluster } => {
+                let Some(policy) = self.hostnames.get(&fqdn) else {
+                    return Outcome::Rejected(Rejection::not_found(format!(
+                        "hostname {fqdn} does not exist"
+                    )));
+                };
+                if policy.routing.pinned == cluster {
+                    return Outcome::Unchanged;
+                }
+                let mut policy = policy.clone();
+                policy.routing.pinned = cluster;
+                if let Err(rejection) = check_hostname(self, &policy) {
+                    return Outcome::Rejected(rejection);
+                }
+                self.hostnames.insert(fqdn, policy);
+                self.dns_version = index;
+                Outcome::Applied
+            }
+            Action::PutRoute(route) => {
+                if self.routes.get(&route.key) == Some(&*route) {
+                    return Outcome::Unchanged;
+                }
+                self.routes.insert(route.key.clone(), *route);
+                self.shared_version = index;
+                Outcome::Applied
+            }
+            Action::DeleteRoute(key) => {
+                if self.routes.remove(&key).is_none() {
+                    return Outcome::Rejected(Rejection::not_found(format!(
+                        "route {key} does not exist"
+                    )));
+                }
+                self.shared_version = index;
+                Outcome::Applied
+            }
+            Action::PutZoneKey { zone, pkcs8 } => {
+                if self.zone_keys.contains_key(&zone) {
+                    return Outcome::Rejected(Rejection::conflict(format!(
+                        "zone {zone} already has a DNSSEC key"
+                    )));
+                }
+                if pkcs8.is_empty() {
+                    return Outcome::Rejected(Rejection::invalid("pkcs8", "key is empty"));
+                }
+                // The leader generated the key just before stamping the command.
+                let key = ZoneKey {
+                    pkcs8,
+                    created_unix_ms: unix_ms,
+                };
+                self.zone_keys.insert(zone, key);
+                self.dns_version = index;
+                Outcome::Applied
+            }
+        }
+    }
+}
+
+/// Checks a hostname policy against the state: its targets exist, are listed once, and its
+/// routing knobs are in range. The admin API runs it for a quick 400; `apply` runs it again
+/// because the state may change between the two.
+pub fn check_hostname(state: &State, policy: &HostnamePolicy) -> Result<(), Rejection> {
+    if policy.ttl > MAX_TTL {
+        return Err(Rejection::invalid(
+            "ttl",
+            format!(
+                "{} is larger than the largest DNS TTL {MAX_TTL}",
+                policy.ttl
+            ),
+        ));
+    }
+    if policy.targets.is_empty() {
+        return Err(Rejection::invalid(
+            "targets",
+            "must name at least one cluster",
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for (i, target) in policy.targets.iter().enumerate() {
+        if !state.clusters.contains_key(&target.cluster) {
+            return Err(Rejection::invalid(
+                format!("targets[{i}].cluster"),
+                format!("cluster {} does not exist", target.cluster),
+            ));
+        }
+        if !seen.insert(&target.cluster) {
+            return Err(Rejection::invalid(
+                format!("targets[{i}].cluster"),
+                format!("cluster {} is listed more than once", target.cluster),
+            ));
+        }
+    }
+    let routing = &policy.routing;
+    if routing.max_answers == 0 {
+        return Err(Rejection::invalid(
+            "routing.max_answers",
+            "must be at least 1",
+        ));
+    }
+    if routing.panic_threshold_percent > 100 {
+        return Err(Rejection::invalid(
+            "routing.panic_threshold_percent",
+            format!("{} is more than 100", routing.panic_threshold_percent),
+        ));
+    }
+    let mut regions = BTreeSet::new();
+    for (i, region) in routing.region_order.iter().enumerate() {
+        if !regions.insert(region) {
+            return Err(Rejection::invalid(
+                format!("routing.region_order[{i}]"),
+                format!("region {region} is listed more than once"),
+            ));
+        }
+    }
+    if let Some(pinned) = &routing.pinned
+        && !policy.targets.iter().any(|t| &t.cluster == pinned)
+    {
+        return Err(Rejection::invalid(
+            "routing.pinned",
+            format!("cluster {pinned} is not one of the hostname's targets"),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,220 @@
+//! Commands the state machine applies, and their outcomes.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use meridian_proto::model::{
+    Cluster, ClusterHealth, ClusterName, Fqdn, HostnamePolicy, ObjectKey, route::HttpRoute,
+};
+
+/// One change to the hub state, as it travels through the Raft log.
+///
+/// **Invariant:** everything `apply` needs is inside the command: the time is stamped by the
+/// proposer, never read by the replicas, so every replica reaches the same state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Command {
+    /// Who asked, for the audit log (`admin-api`, `health-tracker`, `agent/us-east`, ...).
+    pub actor: String,
+    /// When the proposer stamped the command, in Unix milliseconds.
+    pub unix_ms: u64,
+    /// What to change.
+    pub action: Action,
+}
+
+/// What a [`Command`] changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Creates or replaces a cluster's definition (its health and reported addresses are kept).
+    PutCluster(Cluster),
+    /// Deletes a cluster no hostname uses.
+    DeleteCluster(ClusterName),
+    /// Records a health verdict (proposed by the leader's health tracker).
+    SetHealth {
+        /// The cluster.
+        cluster: ClusterName,
+        /// The new verdict.
+        health: ClusterHealth,
+    },
+    /// Records the gateway addresses a cluster's agent reported when it registered.
+    SetReportedAddresses {
+        /// The cluster.
+        cluster: ClusterName,
+        /// Its gateways' addresses.
+        addresses: Vec<IpAddr>,
+    },
+    /// Drains (no new DNS answers) or undrains a cluster.
+    SetDrained {
+        /// The cluster.
+        cluster: ClusterName,
+        /// Drained or not.
+        drained: bool,
+    },
+    /// Creates or replaces a hostname's DNS policy.
+    PutHostname(HostnamePolicy),
+    /// Deletes a hostname's DNS policy.
+    DeleteHostname(Fqdn),
+    /// Pins a hostname to one of its target clusters, or unpins it.
+    SetPinned {
+        /// The hostname.
+        fqdn: Fqdn,
+        /// The cluster to pin to; `None` unpins.
+        cluster: Option<ClusterName>,
+    },
+    /// Creates or replaces a shared HTTPRoute (pushed to every cluster).
+    PutRoute(Box<HttpRoute>),
+    /// Deletes a shared HTTPRoute.
+    DeleteRoute(ObjectKey),
+    /// Stores a zone's DNSSEC signing key; refused when the zone already has one, so two
+    /// leaders racing to generate one end up with the first.
+    PutZoneKey {
+        /// The zone apex.
+        zone: Fqdn,
+        /// PKCS#8 DER of an ECDSA P-256 key.
+        pkcs8: Vec<u8>,
+    },
+}
+
+/// The result of applying a command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The command changed the state.
+    Applied,
+    /// The command was valid but the state already held that value.
+    Unchanged,
+    /// The command was refused; the state is unchanged.
+    Rejected(Rejection),
+}
+
+/// Why a command was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.render())]
+pub struct Rejection {
+    /// The kind of refusal.
+    pub kind: RejectKind,
+    /// The field path of the bad value (`targets[0].cluster`), when one field is to blame.
+    pub field: Option<String>,
+    /// Why, for humans.
+    pub message: String,
+}
+
+/// Kinds of refusal; the admin API maps them to HTTP status codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RejectKind {
+    /// Something named does not exist (404).
+    NotFound,
+    /// The command is invalid (400).
+    Invalid,
+    /// The command conflicts with the state (409).
+    Conflict,
+}
+
+// === impl Action ===
+
+impl Action {
+    /// A short description for the audit log and logs: `put cluster us-east`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::PutCluster(cluster) => format!("put cluster {}", cluster.name),
+            Self::DeleteCluster(name) => format!("delete cluster {name}"),
+            Self::SetHealth { cluster, health } => format!(
+                "set health of cluster {cluster} to {} ({})",
+                verdict_name(health.verdict),
+                health.reason
+            ),
+            Self::SetReportedAddresses { cluster, addresses } => {
+                let addresses: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+                format!(
+                    "set reported addresses of cluster {cluster} to [{}]",
+                    addresses.join(", ")
+                )
+            }
+            Self::SetDrained { cluster, drained } => {
+                if *drained {
+                    format!("drain cluster {cluster}")
+                } else {
+                    format!("undrain cluster {cluster}")
+                }
+            }
+            Self::PutHostname(policy) => format!("put hostname {}", policy.fqdn),
+            Self::DeleteHostname(fqdn) => format!("delete hostname {fqdn}"),
+            Self::SetPinned { fqdn, cluster } => match cluster {
+                Some(cluster) => format!("pin hostname {fqdn} to cluster {cluster}"),
+                None => format!("unpin hostname {fqdn}"),
+            },
+            Self::PutRoute(route) => format!("put route {}", route.key),
+            Self::DeleteRoute(key) => format!("delete route {key}"),
+            Self::PutZoneKey { zone, .. } => format!("put DNSSEC key of zone {zone}"),
+        }
+    }
+}
+
+/// The lower-case name of a verdict, as the admin API and logs spell it.
+pub fn verdict_name(verdict: meridian_proto::model::HealthVerdict) -> &'static str {
+    use meridian_proto::model::HealthVerdict;
+    match verdict {
+        HealthVerdict::Unknown => "unknown",
+        HealthVerdict::Healthy => "healthy",
+        HealthVerdict::Unhealthy => "unhealthy",
+    }
+}
+
+// === impl Outcome ===
+
+impl Outcome {
+    /// Turns the outcome into a `Result`: `Ok(true)` when the state changed.
+    pub fn into_result(self) -> Result<bool, Rejection> {
+        match self {
+            Self::Applied => Ok(true),
+            Self::Unchanged => Ok(false),
+            Self::Rejected(rejection) => Err(rejection),
+        }
+    }
+}
+
+// === impl Rejection ===
+
+impl Rejection {
+    /// Something named does not exist.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self {
+            kind: RejectKind::NotFound,
+            field: None,
+            message: message.into(),
+        }
+    }
+
+    /// A field holds a bad value.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            kind: RejectKind::Invalid,
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+
+    /// The command conflicts with the state.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self {
+            kind: RejectKind::Conflict,
+            field: None,
+            message: message.into(),
+        }
+    }
+
+    fn render(&self) -> String {
+        match &self.field {
+            Some(field) if !field.is_empty() => format!("{field}: {}", self.message),
+            _ => self.message.clone(),
+        }
+    }
+}
+
+impl fmt::Display for RejectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NotFound => "not found",
+            Self::Invalid => "invalid",
+            Self::Conflict => "conflict",
+        })
+    }
+}

@@ -1,0 +1,366 @@
+//! The durable, versioned encodings of commands, outcomes and snapshots (protobuf messages from
+//! `store.proto`, built on the model messages through `meridian_proto::convert`).
+//!
+//! **Invariant:** fields and command kinds are only added. Decoding a command of a kind this
+//! build does not know is an error the state machine turns into a refusal, never a panic; a
+//! snapshot with a newer `format_version` is refused.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::IpAddr;
+
+use meridian_proto::convert::ConvertError;
+use meridian_proto::model::{ClusterName, Fqdn, ObjectKey};
+use meridian_proto::pb;
+use prost::Message as _;
+
+use super::command::{Action, Command, Outcome, RejectKind, Rejection};
+use super::state::{AuditEntry, ClusterRecord, State, ZoneKey};
+
+/// The snapshot format this build writes, and the newest it reads.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+
+/// A stored command, outcome or snapshot that cannot be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}: {why}")]
+pub struct DecodeError {
+    /// What was being decoded (`command`, `snapshot`).
+    pub what: &'static str,
+    /// Why it failed, with the field path where known.
+    pub why: String,
+}
+
+// === commands ===
+
+/// Encodes a command for the Raft log.
+pub fn encode_command(command: &Command) -> Vec<u8> {
+    use pb::store_command::Kind;
+    let kind = match &command.action {
+        Action::PutCluster(cluster) => Kind::PutCluster(cluster.into()),
+        Action::DeleteCluster(name) => Kind::DeleteCluster(name.to_string()),
+        Action::SetHealth { cluster, health } => Kind::SetHealth(pb::SetHealth {
+            cluster: cluster.to_string(),
+            health: Some(health.into()),
+        }),
+        Action::SetReportedAddresses { cluster, addresses } => {
+            Kind::SetReportedAddresses(pb::SetReportedAddresses {
+                cluster: cluster.to_string(),
+                addresses: addresses.iter().map(ToString::to_string).collect(),
+            })
+        }
+        Action::SetDrained { cluster, drained } => Kind::SetDrained(pb::SetDrained {
+            cluster: cluster.to_string(),
+            drained: *drained,
+        }),
+        Action::PutHostname(policy) => Kind::PutHostname(policy.into()),
+        Action::DeleteHostname(fqdn) => Kind::DeleteHostname(fqdn.to_string()),
+        Action::SetPinned { fqdn, cluster } => Kind::SetPinned(pb::SetPinned {
+            fqdn: fqdn.to_string(),
+            cluster: cluster
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        }),
+        Action::PutRoute(route) => Kind::PutRoute((&**route).into()),
+        Action::DeleteRoute(key) => Kind::DeleteRoute(key.into()),
+        Action::PutZoneKey { zone, pkcs8 } => Kind::PutZoneKey(pb::ZoneKey {
+            zone: zone.to_string(),
+            pkcs8: pkcs8.clone(),
+            created_unix_ms: command.unix_ms,
+        }),
+    };
+    pb::StoreCommand {
+        actor: command.actor.clone(),
+        unix_ms: command.unix_ms,
+        kind: Some(kind),
+    }
+    .encode_to_vec()
+}
+
+/// Decodes a command from the Raft log.
+pub fn decode_command(bytes: &[u8]) -> Result<Command, DecodeError> {
+    use pb::store_command::Kind;
+    let err = |why: String| DecodeError {
+        what: "command",
+        why,
+    };
+    let message = pb::StoreCommand::decode(bytes).map_err(|e| err(e.to_string()))?;
+    let Some(kind) = message.kind else {
+        return Err(err(
+            "unknown or missing command kind (written by a newer hub?)".to_string(),
+        ));
+    };
+    let action = match kind {
+        Kind::PutCluster(cluster) => Action::PutCluster(
+            cluster
+                .try_into()
+                .map_err(|e: ConvertError| err(e.in_field("put_cluster").to_string()))?,
+        ),
+        Kind::DeleteCluster(name) => Action::DeleteCluster(
+            ClusterName::new(name).map_err(|e| err(format!("delete_cluster: {e}")))?,
+        ),
+        Kind::SetHealth(set) => Action::SetHealth {
+            cluster: ClusterName::new(set.cluster)
+                .map_err(|e| err(format!("set_health.cluster: {e}")))?,
+            health: set
+                .health
+                .ok_or_else(|| err("set_health.health: missing required field".to_string()))?
+                .try_into()
+                .map_err(|e: ConvertError| {
+                    err(e.in_field("health").in_field("set_health").to_string())
+                })?,
+        },
+        Kind::SetReportedAddresses(set) => Action::SetReportedAddresses {
+            cluster: ClusterName::new(set.cluster)
+                .map_err(|e| err(format!("set_reported_addresses.cluster: {e}")))?,
+            addresses: decode_ips(set.addresses)
+                .map_err(|e| err(format!("set_reported_addresses.{e}")))?,
+        },
+        Kind::SetDrained(set) => Action::SetDrained {
+            cluster: ClusterName::new(set.cluster)
+                .map_err(|e| err(format!("set_drained.cluster: {e}")))?,
+            drained: set.drained,
+        },
+        Kind::PutHostname(policy) => Action::PutHostname(
+            policy
+                .try_into()
+                .map_err(|e: ConvertError| err(e.in_field("put_hostname").to_string()))?,
+        ),
+        Kind::DeleteHostname(fqdn) => Action::DeleteHostname(
+            Fqdn::new(&fqdn).map_err(|e| err(format!("delete_hostname: {e}")))?,
+        ),
+        Kind::SetPinned(set) => Action::SetPinned {
+            fqdn: Fqdn::new(&set.fqdn).map_err(|e| err(format!("set_pinned.fqdn: {e}")))?,
+            cluster: if set.cluster.is_empty() {
+                None
+            } else {
+                Some(
+                    ClusterName::new(set.cluster)
+                        .map_err(|e| err(format!("set_pinned.cluster: {e}")))?,
+                )
+            },
+        },
+        Kind::PutRoute(route) => Action::PutRoute(Box::new(
+            route
+                .try_into()
+                .map_err(|e: ConvertError| err(e.in_field("put_route").to_string()))?,
+        )),
+        Kind::DeleteRoute(key) => Action::DeleteRoute(
+            ObjectKey::try_from(key)
+                .map_err(|e: ConvertError| err(e.in_field("delete_route").to_string()))?,
+        ),
+        Kind::PutZoneKey(key) => Action::PutZoneKey {
+            zone: Fqdn::new(&key.zone).map_err(|e| err(format!("put_zone_key.zone: {e}")))?,
+            pkcs8: key.pkcs8,
+        },
+    };
+    Ok(Command {
+        actor: message.actor,
+        unix_ms: message.unix_ms,
+        action,
+    })
+}
+
+fn decode_ips(addresses: Vec<String>) -> Result<Vec<IpAddr>, String> {
+    addresses
+        .into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            a.parse()
+                .map_err(|e| format!("addresses[{i}]: invalid IP address {a:?}: {e}"))
+        })
+        .collect()
+}
+
+// === outcomes ===
+
+/// Encodes an outcome for the proposer.
+pub fn encode_outcome(outcome: &Outcome) -> Vec<u8> {
+    use pb::store_outcome::Code;
+    let (code, field, message) = match outcome {
+        Outcome::Applied => (Code::Applied, String::new(), String::new()),
+        Outcome::Unchanged => (Code::Unchanged, String::new(), String::new()),
+        Outcome::Rejected(rejection) => (
+            match rejection.kind {
+                RejectKind::NotFound => Code::NotFound,
+                RejectKind::Invalid => Code::Invalid,
+                RejectKind::Conflict => Code::Conflict,
+            },
+            rejection.field.clone().unwrap_or_default(),
+            rejection.message.clone(),
+        ),
+    };
+    pb::StoreOutcome {
+        code: code.into(),
+        field,
+        message,
+    }
+    .encode_to_vec()
+}
+
+/// Decodes an outcome returned by a proposal.
+pub fn decode_outcome(bytes: &[u8]) -> Result<Outcome, DecodeError> {
+    use pb::store_outcome::Code;
+    let err = |why: String| DecodeError {
+        what: "outcome",
+        why,
+    };
+    let message = pb::StoreOutcome::decode(bytes).map_err(|e| err(e.to_string()))?;
+    let code = Code::try_from(message.code)
+        .map_err(|_| err(format!("code: unknown value {}", message.code)))?;
+    let field = (!message.field.is_empty()).then_some(message.field);
+    let rejected = |kind| {
+        Outcome::Rejected(Rejection {
+            kind,
+            field: field.clone(),
+            message: message.message.clone(),
+        })
+    };
+    Ok(match code {
+        Code::Applied => Outcome::Applied,
+        Code::Unchanged => Outcome::Unchanged,
+        Code::NotFound => rejected(RejectKind::NotFound),
+        Code::Invalid => rejected(RejectKind::Invalid),
+        Code::Conflict => rejected(RejectKind::Conflict),
+    })
+}
+
+// === snapshots ===
+
+/// Encodes the whole state for a Raft snapshot.
+pub fn encode_snapshot(state: &State) -> Vec<u8> {
+    pb::StoreSnapshot {
+        format_version: SNAPSHOT_FORMAT_VERSION,
+        clusters: state
+            .clusters
+            .values()
+            .map(|record| pb::ClusterRecord {
+                cluster: Some((&record.cluster).into()),
+                health: Some((&record.health).into()),
+                reported_addresses: record
+                    .reported_addresses
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+            })
+            .collect(),
+        hostnames: state.hostnames.values().map(Into::into).collect(),
+        routes: state.routes.values().map(Into::into).collect(),
+        zone_keys: state
+            .zone_keys
+            .iter()
+            .map(|(zone, key)| pb::ZoneKey {
+                zone: zone.to_string(),
+                pkcs8: key.pkcs8.clone(),
+                created_unix_ms: key.created_unix_ms,
+            })
+            .collect(),
+        audit: state
+            .audit
+            .iter()
+            .map(|entry| pb::AuditEntry {
+                index: entry.index,
+                unix_ms: entry.unix_ms,
+                actor: entry.actor.clone(),
+                action: entry.action.clone(),
+                result: entry.result.clone(),
+            })
+            .collect(),
+        shared_version: state.shared_version,
+        dns_version: state.dns_version,
+    }
+    .encode_to_vec()
+}
+
+/// Decodes a snapshot written by [`encode_snapshot`] (this or an older format version).
+pub fn decode_snapshot(bytes: &[u8]) -> Result<State, DecodeError> {
+    let err = |why: String| DecodeError {
+        what: "snapshot",
+        why,
+    };
+    let message = pb::StoreSnapshot::decode(bytes).map_err(|e| err(e.to_string()))?;
+    if message.format_version > SNAPSHOT_FORMAT_VERSION {
+        return Err(err(format!(
+            "format_version {} is newer than this build reads ({SNAPSHOT_FORMAT_VERSION}); upgrade this hub",
+            message.format_version
+        )));
+    }
+    let mut clusters = BTreeMap::new();
+    for (i, record) in message.clusters.into_iter().enumerate() {
+        let cluster: meridian_proto::model::Cluster = record
+            .cluster
+            .ok_or_else(|| err(format!("clusters[{i}].cluster: missing required field")))?
+            .try_into()
+            .map_err(|e: ConvertError| {
+                err(e
+                    .in_field("cluster")
+                    .at_index(i)
+                    .in_field("clusters")
+                    .to_string())
+            })?;
+        let health = match record.health {
+            Some(health) => health.try_into().map_err(|e: ConvertError| {
+                err(e
+                    .in_field("health")
+                    .at_index(i)
+                    .in_field("clusters")
+                    .to_string())
+            })?,
+            None => Default::default(),
+        };
+        let reported_addresses =
+            decode_ips(record.reported_addresses).map_err(|e| err(format!("clusters[{i}].{e}")))?;
+        clusters.insert(
+            cluster.name.clone(),
+            ClusterRecord {
+                cluster,
+                health,
+                reported_addresses,
+            },
+        );
+    }
+    let mut hostnames = BTreeMap::new();
+    for (i, policy) in message.hostnames.into_iter().enumerate() {
+        let policy: meridian_proto::model::HostnamePolicy = policy
+            .try_into()
+            .map_err(|e: ConvertError| err(e.at_index(i).in_field("hostnames").to_string()))?;
+        hostnames.insert(policy.fqdn.clone(), policy);
+    }
+    let mut routes = BTreeMap::new();
+    for (i, route) in message.routes.into_iter().enumerate() {
+        let route: meridian_proto::model::route::HttpRoute = route
+            .try_into()
+            .map_err(|e: ConvertError| err(e.at_index(i).in_field("routes").to_string()))?;
+        routes.insert(route.key.clone(), route);
+    }
+    let mut zone_keys = BTreeMap::new();
+    for (i, key) in message.zone_keys.into_iter().enumerate() {
+        let zone = Fqdn::new(&key.zone).map_err(|e| err(format!("zone_keys[{i}].zone: {e}")))?;
+        zone_keys.insert(
+            zone,
+            ZoneKey {
+                pkcs8: key.pkcs8,
+                created_unix_ms: key.created_unix_ms,
+            },
+        );
+    }
+    let audit: VecDeque<AuditEntry> = message
+        .audit
+        .into_iter()
+        .map(|entry| AuditEntry {
+            index: entry.index,
+            unix_ms: entry.unix_ms,
+            actor: entry.actor,
+            action: entry.action,
+            result: entry.result,
+        })
+        .collect();
+    Ok(State {
+        clusters,
+        hostnames,
+        routes,
+        zone_keys,
+        audit,
+        shared_version: message.shared_version,
+        dns_version: message.dns_version,
+    })
+}

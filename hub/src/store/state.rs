@@ -1,0 +1,128 @@
+//! The hub's replicated state: clusters, health, hostname policies, shared routes, zone keys
+//! and the audit log.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::IpAddr;
+
+use meridian_proto::model::{
+    Cluster, ClusterHealth, ClusterName, Fqdn, HostnamePolicy, ObjectKey, SharedConfig,
+    route::HttpRoute,
+};
+
+use crate::dns::{ClusterView, DnsView};
+
+/// How many audit entries the state keeps (oldest are dropped first).
+pub const AUDIT_CAPACITY: usize = 1000;
+
+/// Everything the hub replicates. Changed only by [`State::apply`](crate::store::State::apply).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct State {
+    /// Registered clusters with their health and reported addresses.
+    pub clusters: BTreeMap<ClusterName, ClusterRecord>,
+    /// Hostname DNS policies.
+    pub hostnames: BTreeMap<Fqdn, HostnamePolicy>,
+    /// Shared HTTPRoutes, pushed to every cluster.
+    pub routes: BTreeMap<ObjectKey, HttpRoute>,
+    /// DNSSEC signing keys per zone.
+    pub zone_keys: BTreeMap<Fqdn, ZoneKey>,
+    /// The last [`AUDIT_CAPACITY`] audited commands, oldest first.
+    pub audit: VecDeque<AuditEntry>,
+    /// The log index of the last change to shared routes (the `SharedConfig` version).
+    pub shared_version: u64,
+    /// The log index of the last change to anything DNS answers depend on.
+    pub dns_version: u64,
+}
+
+/// A cluster and what the hub learned about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterRecord {
+    /// The definition from the admin API.
+    pub cluster: Cluster,
+    /// The committed health verdict.
+    pub health: ClusterHealth,
+    /// Gateway addresses the cluster's agent reported when it registered.
+    pub reported_addresses: Vec<IpAddr>,
+}
+
+/// A zone's DNSSEC signing key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ZoneKey {
+    /// PKCS#8 DER of an ECDSA P-256 key.
+    pub pkcs8: Vec<u8>,
+    /// When the leader generated it, Unix milliseconds.
+    pub created_unix_ms: u64,
+}
+
+/// One audit log entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// The log index of the command.
+    pub index: u64,
+    /// The proposer's timestamp, Unix milliseconds.
+    pub unix_ms: u64,
+    /// Who asked.
+    pub actor: String,
+    /// What was asked (`put cluster us-east`).
+    pub action: String,
+    /// `applied`, or `rejected: <why>`.
+    pub result: String,
+}
+
+// === impl State ===
+
+impl State {
+    /// The view DNS answers are computed from. Its `applied_index` is the index of the last
+    /// DNS-relevant change, so every node publishes the same view (and SOA serial) for the same
+    /// content, however its applies were batched.
+    pub fn dns_view(&self) -> DnsView {
+        DnsView {
+            applied_index: self.dns_version,
+            clusters: self
+                .clusters
+                .iter()
+                .map(|(name, record)| {
+                    let view = ClusterView {
+                        cluster: record.cluster.clone(),
+                        health: record.health.clone(),
+                        reported_addresses: record.reported_addresses.clone(),
+                    };
+                    (name.clone(), view)
+                })
+                .collect(),
+            hostnames: self.hostnames.clone(),
+            zone_keys: self
+                .zone_keys
+                .iter()
+                .map(|(zone, key)| (zone.clone(), key.pkcs8.clone()))
+                .collect(),
+        }
+    }
+
+    /// What every agent receives: the shared routes, versioned by the index of their last change.
+    pub fn shared_config(&self) -> SharedConfig {
+        SharedConfig {
+            version: self.shared_version,
+            http_routes: self.routes.values().cloned().collect(),
+            certificates: Vec::new(),
+        }
+    }
+
+    /// The hostnames whose policy names `cluster` as a target or pin.
+    pub fn hostnames_using(&self, cluster: &ClusterName) -> Vec<&Fqdn> {
+        self.hostnames
+            .values()
+            .filter(|policy| {
+                policy.targets.iter().any(|t| &t.cluster == cluster)
+                    || policy.routing.pinned.as_ref() == Some(cluster)
+            })
+            .map(|policy| &policy.fqdn)
+            .collect()
+    }
+
+    pub(super) fn push_audit(&mut self, entry: AuditEntry) {
+        while self.audit.len() >= AUDIT_CAPACITY {
+            self.audit.pop_front();
+        }
+        self.audit.push_back(entry);
+    }
+}

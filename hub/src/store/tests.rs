@@ -1,0 +1,566 @@
+//! Tests of `State::apply`, the encodings and the publishing state machine.
+
+use std::net::IpAddr;
+
+use meridian_proto::model::route::{HttpRoute, HttpRouteRule};
+use meridian_proto::model::{
+    Cluster, ClusterHealth, ClusterName, Fqdn, HealthVerdict, HostnamePolicy, HostnameTarget,
+    ObjectKey, Region, Routing,
+};
+use prometheus_client::registry::Registry;
+
+use super::encoding::{
+    decode_command, decode_outcome, decode_snapshot, encode_command, encode_outcome,
+    encode_snapshot,
+};
+use super::*;
+use crate::raft::StateMachine as _;
+
+fn name(s: &str) -> ClusterName {
+    ClusterName::new(s).unwrap()
+}
+
+fn cluster(n: &str, region: &str, addr: &str) -> Cluster {
+    Cluster {
+        name: name(n),
+        region: Region::new(region).unwrap(),
+        addresses: vec![addr.parse().unwrap()],
+        drained: false,
+    }
+}
+
+fn hostname(fqdn: &str, targets: &[&str]) -> HostnamePolicy {
+    HostnamePolicy {
+        fqdn: Fqdn::new(fqdn).unwrap(),
+        ttl: 30,
+        targets: targets
+            .iter()
+            .map(|t| HostnameTarget {
+                cluster: name(t),
+                weight: 1,
+            })
+            .collect(),
+        routing: Routing::default(),
+    }
+}
+
+fn route(ns: &str, n: &str) -> HttpRoute {
+    HttpRoute {
+        key: ObjectKey::new(ns, n).unwrap(),
+        created_unix_ms: 0,
+        parent_refs: Vec::new(),
+        hostnames: vec!["app.demo.meridian.test".to_string()],
+        rules: vec![HttpRouteRule {
+            name: None,
+            matches: Vec::new(),
+            filters: Vec::new(),
+            backend_refs: Vec::new(),
+            timeouts: Default::default(),
+            retry: None,
+        }],
+    }
+}
+
+fn cmd(action: Action) -> Command {
+    Command {
+        actor: "test".to_string(),
+        unix_ms: 1_700_000_000_000,
+        action,
+    }
+}
+
+fn health(verdict: HealthVerdict, reason: &str) -> ClusterHealth {
+    ClusterHealth {
+        verdict,
+        reason: reason.to_string(),
+        since_unix_ms: 1,
+    }
+}
+
+/// A realistic sequence touching every command kind.
+fn script() -> Vec<Action> {
+    vec![
+        Action::PutCluster(cluster("us-east", "us", "127.0.1.1")),
+        Action::PutCluster(cluster("eu-west", "eu", "127.0.1.2")),
+        Action::PutHostname(hostname("app.demo.meridian.test", &["us-east", "eu-west"])),
+        Action::SetHealth {
+            cluster: name("us-east"),
+            health: health(HealthVerdict::Healthy, "2 good reports"),
+        },
+        Action::SetReportedAddresses {
+            cluster: name("eu-west"),
+            addresses: vec!["127.0.1.2".parse::<IpAddr>().unwrap()],
+        },
+        Action::SetDrained {
+            cluster: name("eu-west"),
+            drained: true,
+        },
+        Action::SetPinned {
+            fqdn: Fqdn::new("app.demo.meridian.test").unwrap(),
+            cluster: Some(name("us-east")),
+        },
+        Action::PutRoute(Box::new(route("shop", "web"))),
+        Action::PutZoneKey {
+            zone: Fqdn::new("demo.meridian.test").unwrap(),
+            pkcs8: vec![1, 2, 3],
+        },
+        // Refused ones are part of the history too.
+        Action::DeleteCluster(name("us-east")),
+        Action::DeleteRoute(ObjectKey::new("shop", "missing").unwrap()),
+    ]
+}
+
+fn run(actions: Vec<Action>) -> (State, Vec<Outcome>) {
+    let mut state = State::default();
+    let outcomes = actions
+        .into_iter()
+        .enumerate()
+        .map(|(i, a)| state.apply(i as u64 + 1, cmd(a)))
+        .collect();
+    (state, outcomes)
+}
+
+fn base() -> State {
+    run(vec![
+        Action::PutCluster(cluster("us-east", "us", "127.0.1.1")),
+        Action::PutCluster(cluster("eu-west", "eu", "127.0.1.2")),
+        Action::PutHostname(hostname("app.demo.meridian.test", &["us-east", "eu-west"])),
+        Action::PutRoute(Box::new(route("shop", "web"))),
+    ])
+    .0
+}
+
+/// Applies `action` at index 100 to the base state; checks the outcome and that a refused
+/// command changed nothing but the audit log.
+fn check(action: Action, expected: Result<bool, (RejectKind, &str)>) {
+    let mut state = base();
+    let before = state.clone();
+    let description = action.describe();
+    let outcome = state.apply(100, cmd(action));
+    match (outcome.into_result(), expected) {
+        (Ok(changed), Ok(want)) => {
+            assert_eq!(changed, want, "{description}: changed");
+            if !changed {
+                assert_eq!(state, before, "{description}: unchanged state");
+            }
+        }
+        (Err(rejection), Err((kind, text))) => {
+            assert_eq!(rejection.kind, kind, "{description}: {rejection}");
+            assert!(
+                rejection.to_string().contains(text),
+                "{description}: {rejection:?} does not mention {text:?}"
+            );
+            let mut without_audit = state.clone();
+            let entry = without_audit.audit.pop_back().unwrap();
+            assert!(entry.result.starts_with("rejected: "), "{entry:?}");
+            assert_eq!(
+                without_audit, before,
+                "{description}: refused but changed state"
+            );
+        }
+        (got, want) => panic!("{description}: got {got:?}, want {want:?}"),
+    }
+}
+
+#[test]
+fn apply_table() {
+    let app = || Fqdn::new("app.demo.meridian.test").unwrap();
+    let mut unknown_target = hostname("b.demo.meridian.test", &["us-east", "ap-south"]);
+    unknown_target.ttl = 60;
+    let mut bad_pin = hostname("c.demo.meridian.test", &["us-east"]);
+    bad_pin.routing.pinned = Some(name("eu-west"));
+    let mut zero_answers = hostname("d.demo.meridian.test", &["us-east"]);
+    zero_answers.routing.max_answers = 0;
+    let mut panic_pct = hostname("d.demo.meridian.test", &["us-east"]);
+    panic_pct.routing.panic_threshold_percent = 101;
+    let mut changed_cluster = cluster("us-east", "us", "127.0.1.1");
+    changed_cluster.region = Region::new("us-2").unwrap();
+
+    use RejectKind::*;
+    let cases: Vec<(Action, Result<bool, (RejectKind, &str)>)> = vec![
+        // Upserts: a new value changes state, the same value does not.
+        (
+            Action::PutCluster(cluster("ap-south", "ap", "127.0.1.3")),
+            Ok(true),
+        ),
+        (
+            Action::PutCluster(cluster("us-east", "us", "127.0.1.1")),
+            Ok(false),
+        ),
+        (Action::PutCluster(changed_cluster), Ok(true)),
+        (
+            Action::PutHostname(hostname("app.demo.meridian.test", &["us-east", "eu-west"])),
+            Ok(false),
+        ),
+        (
+            Action::PutHostname(hostname("app.demo.meridian.test", &["us-east"])),
+            Ok(true),
+        ),
+        (Action::PutRoute(Box::new(route("shop", "web"))), Ok(false)),
+        (Action::PutRoute(Box::new(route("shop", "api"))), Ok(true)),
+        // Deletes.
+        (
+            Action::DeleteCluster(name("nope")),
+            Err((NotFound, "cluster nope does not exist")),
+        ),
+        (
+            Action::DeleteCluster(name("us-east")),
+            Err((Conflict, "still used by hostname app.demo.meridian.test")),
+        ),
+        (Action::DeleteHostname(app()), Ok(true)),
+        (
+            Action::DeleteHostname(Fqdn::new("x.demo.meridian.test").unwrap()),
+            Err((NotFound, "hostname x.demo.meridian.test")),
+        ),
+        (
+            Action::DeleteRoute(ObjectKey::new("shop", "web").unwrap()),
+            Ok(true),
+        ),
+        (
+            Action::DeleteRoute(ObjectKey::new("shop", "nope").unwrap()),
+            Err((NotFound, "route shop/nope")),
+        ),
+        // Hostname validation.
+        (
+            Action::PutHostname(unknown_target),
+            Err((
+                Invalid,
+                "targets[1].cluster: cluster ap-south does not exist",
+            )),
+        ),
+        (
+            Action::PutHostname(hostname("e.demo.meridian.test", &[])),
+            Err((Invalid, "targets: must name at least one")),
+        ),
+        (
+            Action::PutHostname(hostname("e.demo.meridian.test", &["us-east", "us-east"])),
+            Err((
+                Invalid,
+                "targets[1].cluster: cluster us-east is listed more than once",
+            )),
+        ),
+        (
+            Action::PutHostname(bad_pin),
+            Err((Invalid, "routing.pinned")),
+        ),
+        (
+            Action::PutHostname(zero_answers),
+            Err((Invalid, "routing.max_answers")),
+        ),
+        (
+            Action::PutHostname(panic_pct),
+            Err((Invalid, "routing.panic_threshold_percent")),
+        ),
+        // Health and reported addresses.
+        (
+            Action::SetHealth {
+                cluster: name("us-east"),
+                health: health(HealthVerdict::Unhealthy, "missed"),
+            },
+            Ok(true),
+        ),
+        (
+            Action::SetHealth {
+                cluster: name("us-east"),
+                health: health(HealthVerdict::Unknown, "same verdict"),
+            },
+            Ok(false),
+        ),
+        (
+            Action::SetHealth {
+                cluster: name("nope"),
+                health: health(HealthVerdict::Healthy, ""),
+            },
+            Err((NotFound, "cluster nope")),
+        ),
+        (
+            Action::SetReportedAddresses {
+                cluster: name("us-east"),
+                addresses: vec!["10.0.0.1".parse().unwrap()],
+            },
+            Ok(true),
+        ),
+        (
+            Action::SetReportedAddresses {
+                cluster: name("us-east"),
+                addresses: vec![],
+            },
+            Ok(false),
+        ),
+        (
+            Action::SetReportedAddresses {
+                cluster: name("nope"),
+                addresses: vec![],
+            },
+            Err((NotFound, "cluster nope")),
+        ),
+        // Operator controls.
+        (
+            Action::SetDrained {
+                cluster: name("eu-west"),
+                drained: true,
+            },
+            Ok(true),
+        ),
+        (
+            Action::SetDrained {
+                cluster: name("eu-west"),
+                drained: false,
+            },
+            Ok(false),
+        ),
+        (
+            Action::SetDrained {
+                cluster: name("nope"),
+                drained: true,
+            },
+            Err((NotFound, "cluster nope")),
+        ),
+        (
+            Action::SetPinned {
+                fqdn: app(),
+                cluster: Some(name("eu-west")),
+            },
+            Ok(true),
+        ),
+        (
+            Action::SetPinned {
+                fqdn: app(),
+                cluster: None,
+            },
+            Ok(false),
+        ),
+        (
+            Action::SetPinned {
+                fqdn: app(),
+                cluster: Some(name("ap-south")),
+            },
+            Err((Invalid, "routing.pinned: cluster ap-south")),
+        ),
+        (
+            Action::SetPinned {
+                fqdn: Fqdn::new("x.demo.meridian.test").unwrap(),
+                cluster: None,
+            },
+            Err((NotFound, "hostname x.demo.meridian.test")),
+        ),
+        // Zone keys: the first wins.
+        (
+            Action::PutZoneKey {
+                zone: Fqdn::new("demo.meridian.test").unwrap(),
+                pkcs8: vec![7],
+            },
+            Ok(true),
+        ),
+        (
+            Action::PutZoneKey {
+                zone: Fqdn::new("demo.meridian.test").unwrap(),
+                pkcs8: vec![],
+            },
+            Err((Invalid, "pkcs8")),
+        ),
+    ];
+    for (action, expected) in cases {
+        check(action, expected);
+    }
+}
+
+#[test]
+fn second_zone_key_is_refused() {
+    let zone = Fqdn::new("demo.meridian.test").unwrap();
+    let (state, outcomes) = run(vec![
+        Action::PutZoneKey {
+            zone: zone.clone(),
+            pkcs8: vec![1],
+        },
+        Action::PutZoneKey {
+            zone: zone.clone(),
+            pkcs8: vec![2],
+        },
+    ]);
+    assert_eq!(outcomes[0], Outcome::Applied);
+    assert!(matches!(&outcomes[1], Outcome::Rejected(r) if r.kind == RejectKind::Conflict));
+    assert_eq!(state.zone_keys[&zone].pkcs8, vec![1]);
+    assert_eq!(state.zone_keys[&zone].created_unix_ms, 1_700_000_000_000);
+}
+
+#[test]
+fn put_cluster_keeps_health_and_reported_addresses() {
+    let (state, _) = run(vec![
+        Action::PutCluster(cluster("us-east", "us", "127.0.1.1")),
+        Action::SetHealth {
+            cluster: name("us-east"),
+            health: health(HealthVerdict::Healthy, "ok"),
+        },
+        Action::SetReportedAddresses {
+            cluster: name("us-east"),
+            addresses: vec!["10.1.1.1".parse().unwrap()],
+        },
+        Action::PutCluster(cluster("us-east", "us", "127.0.1.9")),
+    ]);
+    let record = &state.clusters[&name("us-east")];
+    assert_eq!(record.health.verdict, HealthVerdict::Healthy);
+    assert_eq!(
+        record.reported_addresses,
+        vec!["10.1.1.1".parse::<IpAddr>().unwrap()]
+    );
+    assert_eq!(
+        record.cluster.addresses,
+        vec!["127.0.1.9".parse::<IpAddr>().unwrap()]
+    );
+}
+
+#[test]
+fn versions_follow_the_changes_they_describe() {
+    let (state, _) = run(script());
+    // The route was put at index 8; the zone key (index 9) is the last DNS-relevant change.
+    assert_eq!(state.shared_version, 8);
+    assert_eq!(state.dns_version, 9);
+    assert_eq!(state.shared_config().version, 8);
+    assert_eq!(state.shared_config().http_routes.len(), 1);
+    let view = state.dns_view();
+    assert_eq!(view.applied_index, 9);
+    assert_eq!(view.clusters.len(), 2);
+    assert!(view.clusters[&name("eu-west")].cluster.drained);
+    assert_eq!(view.zone_keys.len(), 1);
+}
+
+#[test]
+fn apply_is_deterministic() {
+    let (a, outcomes_a) = run(script());
+    let (b, outcomes_b) = run(script());
+    assert_eq!(a, b);
+    assert_eq!(outcomes_a, outcomes_b);
+    // Two refusals at the end.
+    assert!(matches!(outcomes_a[9], Outcome::Rejected(_)));
+    assert!(matches!(outcomes_a[10], Outcome::Rejected(_)));
+}
+
+#[test]
+fn audit_records_who_when_what() {
+    let (state, _) = run(script());
+    let first = &state.audit[0];
+    assert_eq!(first.index, 1);
+    assert_eq!(first.actor, "test");
+    assert_eq!(first.unix_ms, 1_700_000_000_000);
+    assert_eq!(first.action, "put cluster us-east");
+    assert_eq!(first.result, "applied");
+    let last = state.audit.back().unwrap();
+    assert_eq!(last.action, "delete route shop/missing");
+    assert!(
+        last.result
+            .starts_with("rejected: route shop/missing does not exist")
+    );
+}
+
+#[test]
+fn audit_log_is_bounded() {
+    let mut state = State::default();
+    for i in 0..(AUDIT_CAPACITY as u64 + 10) {
+        let mut c = cluster("us-east", "us", "127.0.1.1");
+        c.drained = i % 2 == 0;
+        state.apply(i + 1, cmd(Action::PutCluster(c)));
+    }
+    assert_eq!(state.audit.len(), AUDIT_CAPACITY);
+    assert_eq!(state.audit[0].index, 11);
+}
+
+#[test]
+fn commands_round_trip_through_their_encoding() {
+    for action in script() {
+        let command = cmd(action);
+        let decoded = decode_command(&encode_command(&command)).unwrap();
+        assert_eq!(decoded, command);
+    }
+}
+
+#[test]
+fn undecodable_commands_are_errors_not_panics() {
+    let err = decode_command(&[0xff, 0xff, 0xff]).unwrap_err();
+    assert_eq!(err.what, "command");
+    // A command of a kind this build does not know decodes to no kind.
+    let err = decode_command(&[]).unwrap_err();
+    assert!(err.why.contains("unknown or missing command kind"), "{err}");
+    // A bad name inside a known kind names the field.
+    use prost::Message as _;
+    let bad = meridian_proto::pb::StoreCommand {
+        actor: String::new(),
+        unix_ms: 0,
+        kind: Some(meridian_proto::pb::store_command::Kind::PutCluster(
+            meridian_proto::pb::Cluster {
+                name: "Bad_Name".to_string(),
+                region: "us".to_string(),
+                addresses: vec![],
+                drained: false,
+            },
+        )),
+    };
+    let err = decode_command(&bad.encode_to_vec()).unwrap_err();
+    assert!(err.why.starts_with("put_cluster.name: "), "{err}");
+}
+
+#[test]
+fn outcomes_round_trip() {
+    for outcome in [
+        Outcome::Applied,
+        Outcome::Unchanged,
+        Outcome::Rejected(Rejection::invalid("targets[0].cluster", "nope")),
+        Outcome::Rejected(Rejection::not_found("cluster x does not exist")),
+        Outcome::Rejected(Rejection::conflict("in use")),
+    ] {
+        assert_eq!(decode_outcome(&encode_outcome(&outcome)).unwrap(), outcome);
+    }
+}
+
+#[test]
+fn snapshot_restores_an_equal_state() {
+    let (state, _) = run(script());
+    let restored = decode_snapshot(&encode_snapshot(&state)).unwrap();
+    assert_eq!(restored, state);
+}
+
+#[test]
+fn newer_snapshot_formats_are_refused() {
+    use prost::Message as _;
+    let snapshot = meridian_proto::pb::StoreSnapshot {
+        format_version: 99,
+        ..Default::default()
+    };
+    let err = decode_snapshot(&snapshot.encode_to_vec()).unwrap_err();
+    assert!(err.why.contains("format_version 99"), "{err}");
+}
+
+#[test]
+fn machine_publishes_views_after_each_batch() {
+    let mut registry = Registry::default();
+    let (mut machine, watches) = StoreMachine::new(&mut registry);
+    for (i, action) in script().into_iter().enumerate() {
+        let outcome = machine.apply(i as u64 + 1, &encode_command(&cmd(action)));
+        decode_outcome(&outcome).unwrap();
+    }
+    // Nothing is published until the batch ends.
+    assert_eq!(watches.view.borrow().applied_index, 0);
+    machine.applied(11);
+    assert_eq!(watches.view.borrow().applied_index, 11);
+    assert_eq!(watches.view.borrow().state.clusters.len(), 2);
+    assert_eq!(watches.dns.borrow().applied_index, 9);
+    assert_eq!(watches.shared.borrow().version, 8);
+
+    // Garbage is refused with an outcome, and the empty raft entry is a no-op.
+    let outcome = decode_outcome(&machine.apply(12, &[0xff, 0x01])).unwrap();
+    assert!(matches!(outcome, Outcome::Rejected(r) if r.kind == RejectKind::Invalid));
+    let outcome = decode_outcome(&machine.apply(13, &[])).unwrap();
+    assert_eq!(outcome, Outcome::Unchanged);
+
+    // Snapshot and restore into a fresh machine.
+    let snapshot = machine.snapshot();
+    let (mut other, other_watches) = StoreMachine::new(&mut Registry::default());
+    other.restore(13, &snapshot).unwrap();
+    assert_eq!(
+        other_watches.view.borrow().state,
+        watches.view.borrow().state
+    );
+    assert_eq!(*other_watches.dns.borrow(), *watches.dns.borrow());
+    assert_eq!(*other_watches.shared.borrow(), *watches.shared.borrow());
+    assert!(other.restore(14, b"\xff\xff").is_err());
+}
