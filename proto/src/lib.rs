@@ -8,6 +8,7 @@
 //! **Boundary:** prost types never leave this crate's `pb` and `convert` modules except as
 //! tonic service traits and clients.
 
+pub mod convert;
 pub mod model;
 
 /// Generated protobuf and gRPC types (package `meridian.v1`).

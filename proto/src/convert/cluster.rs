@@ -1,0 +1,157 @@
+//! Clusters, health reports and health verdicts on the wire.
+
+use super::net::{ip, optional_socket_addr};
+use super::{Context, ConvertError, each, each_with, encode_all, enumeration};
+use crate::model::{
+    Cluster, ClusterHealth, ClusterName, GatewayProbe, HealthReport, HealthVerdict, HostnameHealth,
+    Region,
+};
+use crate::pb;
+
+// === impl Cluster ===
+
+impl From<&Cluster> for pb::Cluster {
+    fn from(cluster: &Cluster) -> Self {
+        Self {
+            name: cluster.name.to_string(),
+            region: cluster.region.to_string(),
+            addresses: cluster.addresses.iter().map(ToString::to_string).collect(),
+            drained: cluster.drained,
+        }
+    }
+}
+
+impl TryFrom<pb::Cluster> for Cluster {
+    type Error = ConvertError;
+
+    fn try_from(cluster: pb::Cluster) -> Result<Self, ConvertError> {
+        Ok(Self {
+            name: ClusterName::new(cluster.name).field("name")?,
+            region: Region::new(cluster.region).field("region")?,
+            addresses: each_with(cluster.addresses, "addresses", ip)?,
+            drained: cluster.drained,
+        })
+    }
+}
+
+// === impl HealthVerdict ===
+
+impl From<HealthVerdict> for pb::HealthVerdict {
+    fn from(verdict: HealthVerdict) -> Self {
+        match verdict {
+            HealthVerdict::Unknown => Self::Unknown,
+            HealthVerdict::Healthy => Self::Healthy,
+            HealthVerdict::Unhealthy => Self::Unhealthy,
+        }
+    }
+}
+
+impl From<pb::HealthVerdict> for HealthVerdict {
+    fn from(verdict: pb::HealthVerdict) -> Self {
+        match verdict {
+            pb::HealthVerdict::Unknown => Self::Unknown,
+            pb::HealthVerdict::Healthy => Self::Healthy,
+            pb::HealthVerdict::Unhealthy => Self::Unhealthy,
+        }
+    }
+}
+
+// === impl ClusterHealth ===
+
+impl From<&ClusterHealth> for pb::ClusterHealth {
+    fn from(health: &ClusterHealth) -> Self {
+        Self {
+            verdict: pb::HealthVerdict::from(health.verdict).into(),
+            reason: health.reason.clone(),
+            since_unix_ms: health.since_unix_ms,
+        }
+    }
+}
+
+impl TryFrom<pb::ClusterHealth> for ClusterHealth {
+    type Error = ConvertError;
+
+    fn try_from(health: pb::ClusterHealth) -> Result<Self, ConvertError> {
+        Ok(Self {
+            verdict: enumeration::<pb::HealthVerdict>(health.verdict, "verdict")?.into(),
+            reason: health.reason,
+            since_unix_ms: health.since_unix_ms,
+        })
+    }
+}
+
+// === impl HealthReport ===
+
+impl From<&HealthReport> for pb::HealthReport {
+    fn from(report: &HealthReport) -> Self {
+        Self {
+            cluster: report.cluster.to_string(),
+            seq: report.seq,
+            gateways: encode_all(&report.gateways),
+            hostnames: encode_all(&report.hostnames),
+        }
+    }
+}
+
+impl TryFrom<pb::HealthReport> for HealthReport {
+    type Error = ConvertError;
+
+    fn try_from(report: pb::HealthReport) -> Result<Self, ConvertError> {
+        Ok(Self {
+            cluster: ClusterName::new(report.cluster).field("cluster")?,
+            seq: report.seq,
+            gateways: each(report.gateways, "gateways")?,
+            hostnames: each(report.hostnames, "hostnames")?,
+        })
+    }
+}
+
+// === impl GatewayProbe ===
+
+impl From<&GatewayProbe> for pb::GatewayProbe {
+    fn from(probe: &GatewayProbe) -> Self {
+        Self {
+            name: probe.name.clone(),
+            address: probe.address.map(|a| a.to_string()).unwrap_or_default(),
+            ready: probe.ready,
+            detail: probe.detail.clone(),
+        }
+    }
+}
+
+impl TryFrom<pb::GatewayProbe> for GatewayProbe {
+    type Error = ConvertError;
+
+    fn try_from(probe: pb::GatewayProbe) -> Result<Self, ConvertError> {
+        Ok(Self {
+            name: probe.name,
+            address: optional_socket_addr(probe.address).field("address")?,
+            ready: probe.ready,
+            detail: probe.detail,
+        })
+    }
+}
+
+// === impl HostnameHealth ===
+
+impl From<&HostnameHealth> for pb::HostnameHealth {
+    fn from(health: &HostnameHealth) -> Self {
+        Self {
+            hostname: health.hostname.clone(),
+            ready_endpoints: health.ready_endpoints,
+            total_endpoints: health.total_endpoints,
+        }
+    }
+}
+
+impl TryFrom<pb::HostnameHealth> for HostnameHealth {
+    type Error = ConvertError;
+
+    fn try_from(health: pb::HostnameHealth) -> Result<Self, ConvertError> {
+        Ok(Self {
+            hostname: health.hostname,
+            ready_endpoints: health.ready_endpoints,
+            total_endpoints: health.total_endpoints,
+        })
+    }
+}
