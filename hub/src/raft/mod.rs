@@ -8,7 +8,7 @@
 //! persisted, and applied locally.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,6 +58,9 @@ pub struct RaftConfig {
     /// (for a leader, for the commit and for the local apply) before failing with
     /// [`RaftError::Timeout`].
     pub request_timeout: Duration,
+    /// Source IP for connections to peers (multi-homed hosts, firewall rules keyed on the source
+    /// address). `None`: chosen by the OS.
+    pub outbound_source_ip: Option<IpAddr>,
 }
 
 // === impl RaftConfig ===
@@ -65,7 +68,8 @@ pub struct RaftConfig {
 impl RaftConfig {
     /// A configuration with the defaults used by `meridian hub`: 50 ms ticks, an election timeout
     /// of 10 ticks (randomized by raft to 0.5–1 s), a heartbeat every 2 ticks (100 ms), a snapshot
-    /// every 10 000 entries and a 10 s request timeout. `initial_members` starts empty (join).
+    /// every 10 000 entries and a 10 s request timeout. `initial_members` starts empty (join); set
+    /// it to the same map on every node of a new group to bootstrap it.
     pub fn new(node_id: u64, data_dir: impl Into<PathBuf>, advertise_addr: SocketAddr) -> Self {
         Self {
             node_id,
@@ -77,6 +81,7 @@ impl RaftConfig {
             heartbeat_ticks: 2,
             snapshot_threshold: 10_000,
             request_timeout: Duration::from_secs(10),
+            outbound_source_ip: None,
         }
     }
 }
