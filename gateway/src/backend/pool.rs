@@ -1,0 +1,252 @@
+//! Per-endpoint upstream connections: a stack of idle HTTP/1.1 keep-alive connections, or one
+//! shared multiplexed HTTP/2 (h2c) connection, plus one-off connections for upgrades.
+//!
+//! Pools are keyed by (endpoint address, protocol) and outlive config swaps: the runtime hands
+//! the same `Arc<EndpointPool>` to every snapshot that still names the endpoint, so a swap keeps
+//! warm connections. The only lock is the pool's own short critical section (push/pop).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::client::conn::{http1, http2};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use meridian_proto::model::gateway::AppProtocol;
+use tokio::net::TcpStream;
+
+use crate::proxy::body::{ProxyBody, ReqBody};
+
+/// Connections to one backend endpoint.
+#[derive(Debug)]
+pub(crate) struct EndpointPool {
+    /// The endpoint.
+    pub(crate) addr: SocketAddr,
+    /// How to talk to it.
+    pub(crate) protocol: AppProtocol,
+    settings: PoolSettings,
+    idle: Mutex<Vec<http1::SendRequest<ReqBody>>>,
+    h2: Mutex<Option<http2::SendRequest<ReqBody>>>,
+}
+
+/// Pool limits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PoolSettings {
+    /// Idle HTTP/1.1 connections kept.
+    pub(crate) max_idle: usize,
+    /// TCP connect timeout.
+    pub(crate) connect_timeout: Duration,
+}
+
+/// A keep-alive connection on its way back to the pool once its response body ends.
+#[derive(Debug)]
+pub(crate) struct PoolReturn {
+    pool: Arc<EndpointPool>,
+    sender: http1::SendRequest<ReqBody>,
+}
+
+/// Why an upstream exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UpstreamError {
+    /// TCP connect failed.
+    #[error("connecting to {addr}: {source}")]
+    Connect {
+        /// Endpoint.
+        addr: SocketAddr,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// TCP connect timed out.
+    #[error("connecting to {addr}: timed out")]
+    ConnectTimeout {
+        /// Endpoint.
+        addr: SocketAddr,
+    },
+    /// The HTTP exchange failed (reset, closed, malformed response).
+    #[error("upstream {addr}: {source}")]
+    Http {
+        /// Endpoint.
+        addr: SocketAddr,
+        /// hyper's error.
+        source: hyper::Error,
+    },
+}
+
+// === impl EndpointPool ===
+
+impl EndpointPool {
+    /// An empty pool for one endpoint.
+    pub(crate) fn new(addr: SocketAddr, protocol: AppProtocol, settings: PoolSettings) -> Self {
+        Self {
+            addr,
+            protocol,
+            settings,
+            idle: Mutex::new(Vec::new()),
+            h2: Mutex::new(None),
+        }
+    }
+
+    /// Sends one request, reusing a pooled connection when possible.
+    pub(crate) async fn send(
+        self: &Arc<Self>,
+        request: Request<ReqBody>,
+    ) -> Result<Response<ProxyBody>, UpstreamError> {
+        match self.protocol {
+            AppProtocol::H2c => self.send_h2(request).await,
+            AppProtocol::Http1 | AppProtocol::WebSocket => self.send_h1(request).await,
+        }
+    }
+
+    /// Sends a request that asks for a protocol upgrade on a fresh, unpooled HTTP/1.1
+    /// connection; the caller takes over the upgraded stream from the response.
+    pub(crate) async fn send_upgrade(
+        self: &Arc<Self>,
+        request: Request<ReqBody>,
+    ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
+        let stream = self.connect_tcp().await?;
+        let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| self.http_error(source))?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        sender.send_request(request).await.map_err(|source| self.http_error(source))
+    }
+
+    async fn send_h1(
+        self: &Arc<Self>,
+        mut request: Request<ReqBody>,
+    ) -> Result<Response<ProxyBody>, UpstreamError> {
+        while let Some(mut sender) = self.checkout_idle().await {
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok(self.wrap_h1(response, sender)),
+                Err(mut error) => match error.take_message() {
+                    // The pooled connection closed before the request went out (a keep-alive
+                    // race with the backend): safe to resend on another connection.
+                    Some(unsent) => request = unsent,
+                    None => return Err(self.http_error(error.into_error())),
+                },
+            }
+        }
+        let stream = self.connect_tcp().await?;
+        let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| self.http_error(source))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let response = sender.send_request(request).await.map_err(|source| self.http_error(source))?;
+        Ok(self.wrap_h1(response, sender))
+    }
+
+    fn wrap_h1(
+        self: &Arc<Self>,
+        response: Response<hyper::body::Incoming>,
+        sender: http1::SendRequest<ReqBody>,
+    ) -> Response<ProxyBody> {
+        let pool_return = PoolReturn {
+            pool: Arc::clone(self),
+            sender,
+        };
+        response.map(|body| ProxyBody::upstream(body, Some(pool_return)))
+    }
+
+    async fn checkout_idle(&self) -> Option<http1::SendRequest<ReqBody>> {
+        loop {
+            let mut sender = self.pop_idle()?;
+            if sender.is_closed() {
+                continue;
+            }
+            if sender.is_ready() || sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    fn pop_idle(&self) -> Option<http1::SendRequest<ReqBody>> {
+        match self.idle.lock() {
+            Ok(mut idle) => idle.pop(),
+            Err(poisoned) => poisoned.into_inner().pop(),
+        }
+    }
+
+    fn push_idle(&self, sender: http1::SendRequest<ReqBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = match self.idle.lock() {
+            Ok(idle) => idle,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if idle.len() < self.settings.max_idle {
+            idle.push(sender);
+        }
+    }
+
+    async fn send_h2(
+        self: &Arc<Self>,
+        request: Request<ReqBody>,
+    ) -> Result<Response<ProxyBody>, UpstreamError> {
+        let shared = {
+            let guard = match self.h2.lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            guard.as_ref().filter(|sender| !sender.is_closed()).cloned()
+        };
+        let mut sender = match shared {
+            Some(sender) => sender,
+            None => {
+                let stream = self.connect_tcp().await?;
+                let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                    .await
+                    .map_err(|source| self.http_error(source))?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                let mut guard = match self.h2.lock() {
+                    Ok(guard) => guard,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                *guard = Some(sender.clone());
+                sender
+            }
+        };
+        sender.ready().await.map_err(|source| self.http_error(source))?;
+        let response = sender.send_request(request).await.map_err(|source| self.http_error(source))?;
+        Ok(response.map(|body| ProxyBody::upstream(body, None)))
+    }
+
+    async fn connect_tcp(&self) -> Result<TcpStream, UpstreamError> {
+        let addr = self.addr;
+        let stream = tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout { addr })?
+            .map_err(|source| UpstreamError::Connect { addr, source })?;
+        // Proxied requests are small writes; Nagle would add latency to every one.
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    fn http_error(&self, source: hyper::Error) -> UpstreamError {
+        UpstreamError::Http {
+            addr: self.addr,
+            source,
+        }
+    }
+
+    /// Idle HTTP/1.1 connections currently pooled.
+    #[cfg(test)]
+    pub(crate) fn n_idle(&self) -> usize {
+        self.idle.lock().map(|idle| idle.len()).unwrap_or(0)
+    }
+}
+
+// === impl PoolReturn ===
+
+impl PoolReturn {
+    /// Puts the connection back into its pool.
+    pub(crate) fn release(self) {
+        self.pool.push_idle(self.sender);
+    }
+}

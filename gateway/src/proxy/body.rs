@@ -1,0 +1,184 @@
+//! Body types of the proxy: [`ReqBody`] (what goes upstream: the client's streaming body, or a
+//! buffered copy for retries and mirrors) and [`ProxyBody`] (what goes downstream: a local
+//! answer, or the upstream body, which hands its keep-alive connection back to the pool when it
+//! ends).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+use crate::backend::pool::PoolReturn;
+
+/// A request body sent upstream.
+#[derive(Debug)]
+pub(crate) enum ReqBody {
+    /// The client's body, streamed.
+    Incoming(Incoming),
+    /// A buffered body (retries and mirrors resend it).
+    Full(Option<Bytes>),
+}
+
+/// A response body sent downstream.
+#[derive(Debug)]
+pub(crate) struct ProxyBody {
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Full(Option<Bytes>),
+    Upstream {
+        body: Incoming,
+        /// Returned to the pool once the body ended; dropped (closing the connection) if the
+        /// body is abandoned midway.
+        pool_return: Option<PoolReturn>,
+    },
+}
+
+// === impl ReqBody ===
+
+impl ReqBody {
+    /// A buffered body.
+    pub(crate) fn full(bytes: Bytes) -> Self {
+        if bytes.is_empty() { Self::Full(None) } else { Self::Full(Some(bytes)) }
+    }
+}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Incoming(body) => Pin::new(body).poll_frame(cx),
+            Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Incoming(body) => body.is_end_stream(),
+            Self::Full(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Incoming(body) => body.size_hint(),
+            Self::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
+// === impl ProxyBody ===
+
+impl ProxyBody {
+    /// An empty body.
+    pub(crate) fn empty() -> Self {
+        Self { kind: Kind::Full(None) }
+    }
+
+    /// A local answer.
+    pub(crate) fn full(bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        Self {
+            kind: Kind::Full(if bytes.is_empty() { None } else { Some(bytes) }),
+        }
+    }
+
+    /// An upstream body; `pool_return` goes back to its pool when the body ends.
+    pub(crate) fn upstream(body: Incoming, pool_return: Option<PoolReturn>) -> Self {
+        let mut this = Self {
+            kind: Kind::Upstream { body, pool_return },
+        };
+        this.release_if_done();
+        this
+    }
+
+    /// Hands the connection back as soon as the upstream body is complete: hyper's server stops
+    /// polling a body once `is_end_stream` is true, so waiting for `None` could leak it.
+    fn release_if_done(&mut self) {
+        if let Kind::Upstream { body, pool_return } = &mut self.kind {
+            if body.is_end_stream() {
+                if let Some(pool_return) = pool_return.take() {
+                    pool_return.release();
+                }
+            }
+        }
+    }
+
+    /// Collects the whole body (for tests and small local uses).
+    #[cfg(test)]
+    pub(crate) async fn collect_bytes(self) -> Result<Bytes, hyper::Error> {
+        Ok(BodyExt::collect(self).await?.to_bytes())
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        match &mut this.kind {
+            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Upstream { body, pool_return } => {
+                let polled = Pin::new(body).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(None) => {
+                        if let Some(pool_return) = pool_return.take() {
+                            pool_return.release();
+                        }
+                    }
+                    Poll::Ready(Some(Ok(_))) => this.release_if_done(),
+                    // An error poisons the connection: drop it instead of pooling it.
+                    Poll::Ready(Some(Err(_))) => *pool_return = None,
+                    Poll::Pending => {}
+                }
+                polled
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(bytes) => bytes.is_none(),
+            Kind::Upstream { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Upstream { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+/// Reads a body into memory, failing once it exceeds `limit` bytes.
+pub(crate) async fn collect_limited(body: Incoming, limit: usize) -> Result<Bytes, CollectError> {
+    let limited = http_body_util::Limited::new(body, limit);
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(CollectError::TooLarge),
+        Err(error) => Err(CollectError::Read(error.to_string())),
+    }
+}
+
+/// Why a body could not be buffered.
+#[derive(Debug)]
+pub(crate) enum CollectError {
+    /// Longer than the limit.
+    TooLarge,
+    /// The client's body failed.
+    Read(String),
+}

@@ -1,0 +1,538 @@
+//! Forwarding a matched request: local answers (CORS preflight, redirects, 500/503 for
+//! invalid or empty backends), filters, the weighted backend draw, mirrors, WebSocket
+//! upgrades, and the upstream exchange under the rule's timeouts and retry stanza.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use meridian_proto::model::gateway::AppProtocol;
+use tracing::debug;
+
+use super::answer;
+use super::body::{CollectError, ProxyBody, ReqBody, collect_limited};
+use super::server::ConnCtx;
+use crate::backend::pool::{EndpointPool, UpstreamError};
+use crate::backend::{BackendTarget, ServiceBackend};
+use crate::filter::cors::CorsPolicy;
+use crate::filter::redirect::{Redirect, RedirectInput};
+use crate::filter::rewrite::{Rewrite, modify_path};
+use crate::route::{RetryPolicy, Rule};
+
+/// The winning match of a request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Matched<'a> {
+    /// The rule.
+    pub(crate) rule: &'a Arc<Rule>,
+    /// The PathPrefix value that matched (for ReplacePrefixMatch).
+    pub(crate) matched_prefix: Option<&'a str>,
+}
+
+/// The result of forwarding.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    /// What goes back to the client.
+    pub(crate) response: Response<ProxyBody>,
+    /// The backend that was chosen, if any.
+    pub(crate) backend: Option<Arc<str>>,
+    /// Upstream attempts made.
+    pub(crate) attempts: u32,
+}
+
+/// Header names removed before forwarding (RFC 9110 §7.6.1 hop-by-hop fields).
+const HOP_BY_HOP: [HeaderName; 5] = [
+    header::CONNECTION,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::TRAILER,
+];
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// Runs the rule for one request.
+pub(crate) async fn process(
+    ctx: &ConnCtx,
+    listener_port: u16,
+    host: &str,
+    matched: Matched<'_>,
+    request: Request<Incoming>,
+) -> Outcome {
+    let started = Instant::now();
+    let rule = &**matched.rule;
+    let grpc = rule.grpc;
+    let filters = &rule.filters;
+
+    if let Some(cors) = &filters.cors {
+        if CorsPolicy::is_preflight(request.method(), request.headers()) {
+            let mut response = Response::new(ProxyBody::empty());
+            *response.headers_mut() = cors.preflight_headers(request.headers());
+            return local(response);
+        }
+    }
+    let origin = filters.cors.as_ref().and_then(|_| request.headers().get(header::ORIGIN).cloned());
+
+    if let Some(redirect) = &filters.redirect {
+        return local(redirect_answer(redirect, ctx, listener_port, host, request.uri().path(), request.uri().query(), matched.matched_prefix));
+    }
+
+    let (mut parts, body) = request.into_parts();
+    if let Some(modifier) = &filters.request_headers {
+        modifier.apply(&mut parts.headers);
+    }
+    let mut target = UpstreamTarget {
+        path: None,
+        authority: None,
+    };
+    if let Some(rewrite) = &filters.rewrite {
+        target.apply(rewrite, &parts.uri, matched.matched_prefix);
+    }
+
+    let Some(choice) = rule.backends.pick() else {
+        return local(answer::failure(grpc, StatusCode::INTERNAL_SERVER_ERROR, "the route rule has no backends\n"));
+    };
+    let service = match &choice.target {
+        BackendTarget::Service(service) => service,
+        BackendTarget::Invalid { name, reason } => {
+            debug!(backend = %name, %reason, "request drew an invalid backendRef");
+            let mut outcome = local(answer::failure(grpc, StatusCode::INTERNAL_SERVER_ERROR, "invalid backend reference\n"));
+            outcome.backend = Some(Arc::clone(name));
+            return outcome;
+        }
+    };
+    let backend_name = Some(Arc::clone(&service.name));
+    if service.endpoints.is_empty() {
+        return Outcome {
+            response: answer::failure(grpc, StatusCode::SERVICE_UNAVAILABLE, "no ready endpoints for the backend\n"),
+            backend: backend_name,
+            attempts: 0,
+        };
+    }
+    if let Some(redirect) = &choice.filters.redirect {
+        let path = target.path.clone().unwrap_or_else(|| parts.uri.path().to_string());
+        let mut outcome = local(redirect_answer(redirect, ctx, listener_port, host, &path, parts.uri.query(), matched.matched_prefix));
+        outcome.backend = backend_name;
+        return outcome;
+    }
+    if let Some(modifier) = &choice.filters.request_headers {
+        modifier.apply(&mut parts.headers);
+    }
+    if let Some(rewrite) = &choice.filters.rewrite {
+        target.apply(rewrite, &parts.uri, matched.matched_prefix);
+    }
+
+    if is_upgrade(&parts) {
+        let response = upgrade(ctx, service, parts, body, &target).await;
+        return Outcome {
+            response,
+            backend: backend_name,
+            attempts: 1,
+        };
+    }
+
+    // Buffer only when retries or mirrors need to resend the body.
+    let limit = ctx.shared.options.max_buffered_body;
+    let body = if rule.needs_buffering && within_limit(&body, limit) {
+        match collect_limited(body, limit).await {
+            Ok(bytes) => Payload::Buffered(bytes),
+            Err(CollectError::TooLarge) => {
+                return local(answer::failure(grpc, StatusCode::PAYLOAD_TOO_LARGE, "request body too large to retry or mirror\n"));
+            }
+            Err(CollectError::Read(error)) => {
+                debug!(%error, "reading the request body failed");
+                return local(answer::failure(grpc, StatusCode::BAD_REQUEST, "reading the request body failed\n"));
+            }
+        }
+    } else {
+        Payload::Streaming(body)
+    };
+
+    prepare_headers(&mut parts.headers, ctx.remote, ctx.scheme);
+    let authority = target
+        .authority
+        .clone()
+        .or_else(|| parts.uri.authority().map(|a| a.as_str().to_string()))
+        .or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
+        .unwrap_or_default();
+    if let Some(rewritten) = &target.authority {
+        if let Ok(value) = HeaderValue::try_from(rewritten.as_str()) {
+            parts.headers.insert(header::HOST, value);
+        }
+    }
+    let path_and_query = match &target.path {
+        Some(path) => match parts.uri.query() {
+            Some(query) => format!("{path}?{query}"),
+            None => path.clone(),
+        },
+        None => parts.uri.path_and_query().map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string()),
+    };
+    let head = UpstreamHead {
+        method: parts.method,
+        headers: parts.headers,
+        authority,
+        path_and_query,
+    };
+
+    if let Payload::Buffered(bytes) = &body {
+        for mirror in filters.mirrors.iter().chain(choice.filters.mirrors.iter()) {
+            if mirror.sample(rand::random()) {
+                if let BackendTarget::Service(mirror_service) = &mirror.target {
+                    if let Some(endpoint) = mirror_service.next_endpoint() {
+                        if let Ok(copy) = head.request(endpoint.protocol, ReqBody::full(bytes.clone())) {
+                            mirror.send_copy(Arc::clone(endpoint), copy, Arc::clone(&mirror_service.name));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    let deadline = rule.request_timeout.map(|t| started + t);
+    let exchange = exchange(rule, service, head, body);
+    let (result, attempts) = match deadline {
+        Some(deadline) => match tokio::time::timeout_at(deadline.into(), exchange).await {
+            Ok(done) => done,
+            Err(_) => (Err(Failure::Timeout), 0),
+        },
+        None => exchange.await,
+    };
+    let response = match result {
+        Ok(mut response) => {
+            service.metrics.record_status(response.status().as_u16());
+            strip_response_headers(response.headers_mut());
+            if let Some(modifier) = &choice.filters.response_headers {
+                modifier.apply(response.headers_mut());
+            }
+            if let Some(modifier) = &filters.response_headers {
+                modifier.apply(response.headers_mut());
+            }
+            if let Some(cors) = &filters.cors {
+                cors.apply_to_response(origin.as_ref(), response.headers_mut());
+            }
+            response
+        }
+        Err(Failure::Timeout) => answer::failure(grpc, StatusCode::GATEWAY_TIMEOUT, "upstream request timed out\n"),
+        Err(Failure::Upstream(error)) => {
+            debug!(%error, "upstream failed");
+            answer::failure(grpc, StatusCode::SERVICE_UNAVAILABLE, "upstream connection failed\n")
+        }
+    };
+    Outcome {
+        response,
+        backend: backend_name,
+        attempts,
+    }
+}
+
+fn local(response: Response<ProxyBody>) -> Outcome {
+    Outcome {
+        response,
+        backend: None,
+        attempts: 0,
+    }
+}
+
+fn redirect_answer(
+    redirect: &Redirect,
+    ctx: &ConnCtx,
+    listener_port: u16,
+    host: &str,
+    path: &str,
+    query: Option<&str>,
+    matched_prefix: Option<&str>,
+) -> Response<ProxyBody> {
+    let location = redirect.location(&RedirectInput {
+        scheme: ctx.scheme,
+        host,
+        listener_port,
+        path,
+        query,
+        matched_prefix,
+    });
+    answer::redirect(redirect.status, &location)
+}
+
+/// Where the request goes after URL rewrites.
+#[derive(Debug)]
+struct UpstreamTarget {
+    path: Option<String>,
+    authority: Option<String>,
+}
+
+impl UpstreamTarget {
+    fn apply(&mut self, rewrite: &Rewrite, uri: &Uri, matched_prefix: Option<&str>) {
+        if let Some(hostname) = &rewrite.hostname {
+            self.authority = hostname.to_str().ok().map(str::to_string);
+        }
+        if let Some(modifier) = &rewrite.path {
+            let current = self.path.clone().unwrap_or_else(|| uri.path().to_string());
+            self.path = Some(modify_path(modifier, &current, matched_prefix));
+        }
+    }
+}
+
+enum Payload {
+    Streaming(Incoming),
+    Buffered(Bytes),
+}
+
+/// A request head ready for any upstream protocol.
+struct UpstreamHead {
+    method: http::Method,
+    headers: HeaderMap,
+    authority: String,
+    path_and_query: String,
+}
+
+impl UpstreamHead {
+    /// Builds a request, cloning the head (for retries and mirrors).
+    fn request(&self, protocol: AppProtocol, body: ReqBody) -> Result<Request<ReqBody>, http::Error> {
+        build(protocol, self.method.clone(), self.headers.clone(), &self.authority, &self.path_and_query, body)
+    }
+
+    /// Builds a request, consuming the head.
+    fn into_request(self, protocol: AppProtocol, body: ReqBody) -> Result<Request<ReqBody>, http::Error> {
+        build(protocol, self.method, self.headers, &self.authority, &self.path_and_query, body)
+    }
+}
+
+fn build(
+    protocol: AppProtocol,
+    method: http::Method,
+    mut headers: HeaderMap,
+    authority: &str,
+    path_and_query: &str,
+    body: ReqBody,
+) -> Result<Request<ReqBody>, http::Error> {
+    let (uri, version) = match protocol {
+        AppProtocol::H2c => {
+            // HTTP/2 carries the host in :authority; a Host header would duplicate it.
+            headers.remove(header::HOST);
+            let uri = Uri::builder()
+                .scheme(Scheme::HTTP)
+                .authority(Authority::try_from(authority).unwrap_or_else(|_| Authority::from_static("localhost")))
+                .path_and_query(PathAndQuery::try_from(path_and_query)?)
+                .build()?;
+            (uri, Version::HTTP_2)
+        }
+        AppProtocol::Http1 | AppProtocol::WebSocket => {
+            if !headers.contains_key(header::HOST) {
+                if let Ok(value) = HeaderValue::try_from(authority) {
+                    headers.insert(header::HOST, value);
+                }
+            }
+            (Uri::try_from(path_and_query)?, Version::HTTP_11)
+        }
+    };
+    let mut request = Request::new(body);
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = version;
+    *request.headers_mut() = headers;
+    Ok(request)
+}
+
+enum Failure {
+    Timeout,
+    Upstream(UpstreamError),
+}
+
+/// The upstream exchange with per-attempt timeouts and retries; returns the result and the
+/// number of attempts.
+async fn exchange(
+    rule: &Rule,
+    service: &ServiceBackend,
+    head: UpstreamHead,
+    body: Payload,
+) -> (Result<Response<ProxyBody>, Failure>, u32) {
+    let retry: Option<&RetryPolicy> = match &body {
+        Payload::Buffered(_) => rule.retry.as_ref(),
+        // A body too large to buffer cannot be resent.
+        Payload::Streaming(_) => None,
+    };
+    let max_attempts = 1 + retry.map_or(0, |r| r.attempts);
+    let mut body = Some(body);
+    let mut head = Some(head);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let Some(endpoint) = service.next_endpoint() else {
+            return (Err(Failure::Upstream(UpstreamError::ConnectTimeout { addr: SocketAddr::from(([0, 0, 0, 0], 0)) })), attempt - 1);
+        };
+        let last = attempt >= max_attempts;
+        let request = match (body.as_ref(), head.as_ref()) {
+            (Some(Payload::Buffered(bytes)), Some(h)) if !last => h.request(endpoint.protocol, ReqBody::full(bytes.clone())),
+            _ => match (body.take(), head.take()) {
+                (Some(Payload::Buffered(bytes)), Some(h)) => h.into_request(endpoint.protocol, ReqBody::full(bytes)),
+                (Some(Payload::Streaming(incoming)), Some(h)) => h.into_request(endpoint.protocol, ReqBody::Incoming(incoming)),
+                _ => return (Err(Failure::Timeout), attempt - 1),
+            },
+        };
+        let request = match request {
+            Ok(request) => request,
+            Err(_) => {
+                return (Ok(answer::error(StatusCode::BAD_REQUEST, "cannot build the upstream request\n")), attempt - 1);
+            }
+        };
+        let result = send_once(endpoint, request, rule.backend_timeout).await;
+        let retryable = match &result {
+            Ok(response) => retry.is_some_and(|r| r.codes.contains(&response.status().as_u16())),
+            Err(Failure::Upstream(_)) => {
+                service.metrics.record_error();
+                retry.is_some()
+            }
+            Err(Failure::Timeout) => retry.is_some(),
+        };
+        if !retryable || last || head.is_none() {
+            return (result, attempt);
+        }
+        if let Ok(response) = &result {
+            service.metrics.record_status(response.status().as_u16());
+        }
+        drop(result);
+        let backoff = retry.map_or(Duration::ZERO, |r| r.backoff);
+        debug!(attempt, backend = %service.name, "retrying");
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+async fn send_once(endpoint: &Arc<EndpointPool>, request: Request<ReqBody>, timeout: Option<Duration>) -> Result<Response<ProxyBody>, Failure> {
+    let send = endpoint.send(request);
+    match timeout {
+        Some(timeout) => match tokio::time::timeout(timeout, send).await {
+            Ok(result) => result.map_err(Failure::Upstream),
+            Err(_) => Err(Failure::Timeout),
+        },
+        None => send.await.map_err(Failure::Upstream),
+    }
+}
+
+fn within_limit(body: &Incoming, limit: usize) -> bool {
+    use hyper::body::Body;
+    body.size_hint().exact().is_none_or(|n| n <= limit as u64)
+}
+
+/// Removes hop-by-hop headers and adds the `X-Forwarded-*` headers.
+fn prepare_headers(headers: &mut HeaderMap, remote: SocketAddr, scheme: &'static str) {
+    strip_connection_listed(headers);
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
+    // gRPC needs `te: trailers`; any other TE value is hop-by-hop.
+    if headers.get(header::TE).is_some_and(|te| te != "trailers") {
+        headers.remove(header::TE);
+    }
+    let ip = remote.ip().to_string();
+    let forwarded = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(previous) => format!("{previous}, {ip}"),
+        None => ip,
+    };
+    if let Ok(value) = HeaderValue::try_from(forwarded) {
+        headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
+}
+
+fn strip_connection_listed(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+}
+
+fn strip_response_headers(headers: &mut HeaderMap) {
+    strip_connection_listed(headers);
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
+}
+
+fn is_upgrade(parts: &Parts) -> bool {
+    parts.version == Version::HTTP_11
+        && parts.headers.contains_key(header::UPGRADE)
+        && parts
+            .headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Proxies an HTTP/1.1 upgrade (WebSocket): forwards the handshake on a fresh connection and,
+/// on 101, splices the two upgraded streams.
+async fn upgrade(ctx: &ConnCtx, service: &ServiceBackend, mut parts: Parts, body: Incoming, target: &UpstreamTarget) -> Response<ProxyBody> {
+    let Some(endpoint) = service.next_endpoint() else {
+        return answer::error(StatusCode::SERVICE_UNAVAILABLE, "no ready endpoints for the backend\n");
+    };
+    let Some(client_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+        return answer::error(StatusCode::BAD_REQUEST, "this connection cannot be upgraded\n");
+    };
+    let upgrade_value = parts.headers.get(header::UPGRADE).cloned();
+    prepare_headers(&mut parts.headers, ctx.remote, ctx.scheme);
+    if let Some(value) = upgrade_value {
+        parts.headers.insert(header::UPGRADE, value);
+        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    if let Some(authority) = &target.authority {
+        if let Ok(value) = HeaderValue::try_from(authority.as_str()) {
+            parts.headers.insert(header::HOST, value);
+        }
+    }
+    let path_and_query = match &target.path {
+        Some(path) => match parts.uri.query() {
+            Some(query) => format!("{path}?{query}"),
+            None => path.clone(),
+        },
+        None => parts.uri.path_and_query().map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string()),
+    };
+    let Ok(uri) = Uri::try_from(path_and_query) else {
+        return answer::error(StatusCode::BAD_REQUEST, "invalid request target\n");
+    };
+    let mut request = Request::new(ReqBody::Incoming(body));
+    *request.method_mut() = parts.method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = parts.headers;
+    let mut response = match endpoint.send_upgrade(request).await {
+        Ok(response) => response,
+        Err(error) => {
+            service.metrics.record_error();
+            debug!(%error, "upgrade request failed");
+            return answer::error(StatusCode::SERVICE_UNAVAILABLE, "upstream connection failed\n");
+        }
+    };
+    service.metrics.record_status(response.status().as_u16());
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        strip_response_headers(response.headers_mut());
+        return response.map(|body| ProxyBody::upstream(body, None));
+    }
+    let upstream_upgrade = hyper::upgrade::on(&mut response);
+    tokio::spawn(async move {
+        let (client, upstream) = tokio::join!(client_upgrade, upstream_upgrade);
+        if let (Ok(client), Ok(upstream)) = (client, upstream) {
+            let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(upstream)).await;
+        }
+    });
+    let (parts, _) = response.into_parts();
+    Response::from_parts(parts, ProxyBody::empty())
+}

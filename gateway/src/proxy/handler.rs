@@ -1,0 +1,102 @@
+//! The request entry point: listener selection (isolation, 421), route lookup (404 /
+//! gRPC Unimplemented), then forwarding; records metrics and the access log.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use tracing::info;
+
+use super::answer;
+use super::body::ProxyBody;
+use super::forward::{self, Matched};
+use super::server::ConnCtx;
+use crate::metrics::StatusLabels;
+use crate::route::grpc::is_grpc_request;
+use crate::route::host::normalize_host;
+use crate::route::matcher::{PathMatcher, RequestView};
+
+/// Handles one request.
+pub(crate) async fn handle(ctx: Arc<ConnCtx>, request: Request<Incoming>) -> Response<ProxyBody> {
+    let start = Instant::now();
+    let table = ctx.port.table.load_full();
+    let authority = match request.uri().authority() {
+        Some(authority) => authority.as_str(),
+        None => request
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or(""),
+    };
+    let host = normalize_host(authority).into_owned();
+    let grpc = is_grpc_request(request.headers());
+
+    let Some(listener) = table.listener_for_host(&host) else {
+        return unmatched(&ctx, &request, &host, start, answer::failure(grpc, StatusCode::NOT_FOUND, "no listener for this host\n"));
+    };
+    if let Some(sni_listener) = &ctx.sni_listener {
+        if **sni_listener != *listener.name {
+            return unmatched(&ctx, &request, &host, start, answer::error(StatusCode::MISDIRECTED_REQUEST, "misdirected request: the TLS server name selects another listener\n"));
+        }
+    }
+
+    let mut matched = None;
+    if grpc && listener.has_grpc() {
+        matched = listener
+            .find_grpc(&host, request.uri().path(), request.headers())
+            .map(|entry| Matched { rule: &entry.rule, matched_prefix: None });
+    }
+    if matched.is_none() {
+        let mut view = RequestView::new(request.uri(), request.method(), request.headers());
+        matched = listener.find_http(&host, &mut view).map(|entry| Matched {
+            rule: &entry.rule,
+            matched_prefix: match &entry.matcher.path {
+                PathMatcher::Prefix(prefix) => Some(&**prefix),
+                _ => None,
+            },
+        });
+    }
+    let Some(matched) = matched else {
+        let grpc_miss = grpc && listener.has_grpc();
+        return unmatched(&ctx, &request, &host, start, answer::failure(grpc_miss, StatusCode::NOT_FOUND, "no route matches\n"));
+    };
+
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let rule = matched.rule;
+    let outcome = forward::process(&ctx, table.port, &host, matched, request).await;
+    let status = outcome.response.status();
+    let elapsed = start.elapsed();
+    rule.metrics.record(status.as_u16(), elapsed);
+    info!(
+        target: "access",
+        remote = %ctx.remote,
+        method = %method,
+        host = %host,
+        path = %path,
+        status = status.as_u16(),
+        route = %rule.route,
+        rule = rule.rule_index,
+        backend = outcome.backend.as_deref().unwrap_or("-"),
+        attempts = outcome.attempts,
+        micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+    );
+    outcome.response
+}
+
+fn unmatched(ctx: &ConnCtx, request: &Request<Incoming>, host: &str, start: Instant, response: Response<ProxyBody>) -> Response<ProxyBody> {
+    let status = response.status().as_u16();
+    ctx.shared.metrics.unmatched.get_or_create(&StatusLabels { status }).inc();
+    info!(
+        target: "access",
+        remote = %ctx.remote,
+        method = %request.method(),
+        host = %host,
+        path = %request.uri().path(),
+        status,
+        route = "-",
+        micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
+    );
+    response
+}

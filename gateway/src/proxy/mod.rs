@@ -1,0 +1,25 @@
+//! The data path: accept loops and connection serving ([`server`]), the request pipeline
+//! ([`handler`]), upstream forwarding with timeouts and retries ([`forward`]), locally
+//! generated answers ([`answer`]), TLS passthrough ([`passthrough`]) and body types ([`body`]).
+//!
+//! Life of a request:
+//! 1. `server`: a port's accept loop takes a TCP connection; TLS ports read the ClientHello
+//!    (SNI), then either pass the raw stream to a TLSRoute backend or terminate TLS with the
+//!    certificate chosen by SNI; hyper serves HTTP/1.1 or HTTP/2 (h2c prior knowledge or ALPN).
+//! 2. `handler`: each request loads the port's current table (one `ArcSwap` load: requests pick
+//!    up a new config as soon as it is swapped in, and keep their snapshot until they finish),
+//!    selects the single most specific listener for the Host (listener isolation; 404 if none;
+//!    421 if TLS SNI chose another listener), then the winning route match (404 if none).
+//! 3. `forward`: CORS preflight and redirects answer locally; otherwise header modifiers and
+//!    rewrites apply, a backendRef is drawn by weight (500 for an invalid one, 503 when it has
+//!    no ready endpoint), mirrors get a copy, and the request goes to a pooled connection of the
+//!    next ready endpoint, within the backendRequest and request timeouts (504) and the retry
+//!    stanza; response header modifiers and CORS headers apply on the way back.
+//! 4. `handler`: per-rule metrics and one `access` log event per request.
+
+pub(crate) mod answer;
+pub(crate) mod body;
+pub(crate) mod forward;
+pub(crate) mod handler;
+pub(crate) mod passthrough;
+pub(crate) mod server;

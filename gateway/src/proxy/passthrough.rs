@@ -1,0 +1,49 @@
+//! TLS passthrough: routes a raw TLS connection by SNI to a TLSRoute backend and copies bytes
+//! both ways, starting with the ClientHello already read. Unknown SNI, an invalid backend or
+//! no ready endpoint closes the connection (the spec's "connection rejected").
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tracing::{debug, info};
+
+use crate::backend::BackendTarget;
+use crate::route::ListenerTable;
+use crate::tls::client_hello::PeekedHello;
+
+/// Serves one passthrough connection to completion.
+pub(crate) async fn run(mut client: TcpStream, hello: PeekedHello, listener: Arc<ListenerTable>, remote: SocketAddr) {
+    let sni = hello.sni.as_deref();
+    let Some(target) = listener.find_tls(sni) else {
+        debug!(%remote, ?sni, listener = %listener.name, "no TLSRoute for SNI; rejecting");
+        return;
+    };
+    let Some(choice) = target.backends.pick() else {
+        debug!(%remote, ?sni, route = %target.route, "TLSRoute has no backends; rejecting");
+        return;
+    };
+    let BackendTarget::Service(service) = &choice.target else {
+        debug!(%remote, ?sni, route = %target.route, "TLSRoute backend is invalid; rejecting");
+        return;
+    };
+    let Some(endpoint) = service.next_endpoint() else {
+        debug!(%remote, ?sni, backend = %service.name, "no ready endpoint; rejecting");
+        return;
+    };
+    let mut upstream = match TcpStream::connect(endpoint.addr).await {
+        Ok(stream) => stream,
+        Err(error) => {
+            service.metrics.record_error();
+            debug!(%remote, backend = %service.name, %error, "passthrough connect failed");
+            return;
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    if upstream.write_all(&hello.bytes).await.is_err() {
+        return;
+    }
+    info!(target: "access", kind = "tls-passthrough", %remote, sni = sni.unwrap_or(""), route = %target.route, backend = %service.name);
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+}

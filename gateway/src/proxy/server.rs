@@ -1,0 +1,301 @@
+//! Accept loops and connection serving for one port, and draining.
+//!
+//! Each bound port has a [`PortState`]: the current table (an `ArcSwap` the runtime replaces on
+//! every config) and a drain signal. Connections subscribe to the drain signal; draining a
+//! port stops its accept loops, asks every connection to finish gracefully (HTTP/1.1 closes
+//! after the in-flight response, HTTP/2 sends GOAWAY) and waits for them up to a deadline.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+use super::handler;
+use super::passthrough;
+use crate::metrics::{GatewayMetrics, PortLabels};
+use crate::options::GatewayOptions;
+use crate::route::{PortKind, PortTable};
+use crate::tls::client_hello::read_client_hello;
+use crate::tls::prefixed::PrefixedIo;
+
+/// Process-wide state every connection needs.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// Metrics.
+    pub(crate) metrics: GatewayMetrics,
+    /// Options.
+    pub(crate) options: GatewayOptions,
+    http: auto::Builder<TokioExecutor>,
+}
+
+/// One bound port's live state.
+#[derive(Debug)]
+pub(crate) struct PortState {
+    /// The port.
+    pub(crate) port: u16,
+    /// What it serves; replaced on every config.
+    pub(crate) table: ArcSwap<PortTable>,
+    drain: watch::Sender<bool>,
+    active: Gauge,
+}
+
+/// Per-connection context handed to every request.
+#[derive(Debug)]
+pub(crate) struct ConnCtx {
+    /// The port's state.
+    pub(crate) port: Arc<PortState>,
+    /// Shared state.
+    pub(crate) shared: Arc<Shared>,
+    /// Client address.
+    pub(crate) remote: SocketAddr,
+    /// `http` or `https`.
+    pub(crate) scheme: &'static str,
+    /// The listener the TLS SNI selected (requests for another listener's hosts get 421).
+    pub(crate) sni_listener: Option<Arc<str>>,
+}
+
+/// A port with running accept loops.
+#[derive(Debug)]
+pub(crate) struct BoundPort {
+    /// Its live state.
+    pub(crate) state: Arc<PortState>,
+    /// Addresses bound.
+    pub(crate) addrs: Vec<SocketAddr>,
+    /// Plain or TLS (a change of kind re-binds the port).
+    pub(crate) kind: PortKind,
+    accept_tasks: Vec<JoinHandle<()>>,
+}
+
+// === impl Shared ===
+
+impl Shared {
+    /// Builds the hyper server settings from the options.
+    pub(crate) fn new(metrics: GatewayMetrics, options: GatewayOptions) -> Self {
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        http.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30))
+            .max_buf_size(options.max_http1_buf.max(8192))
+            .keep_alive(true);
+        http.http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(options.max_h2_streams)
+            .max_header_list_size(64 * 1024)
+            .max_send_buf_size(256 * 1024);
+        Self { metrics, options, http }
+    }
+}
+
+// === impl PortState ===
+
+impl PortState {
+    /// New state for a port about to be bound.
+    pub(crate) fn new(table: Arc<PortTable>, metrics: &GatewayMetrics) -> Self {
+        let port = table.port;
+        let (drain, _) = watch::channel(false);
+        Self {
+            port,
+            table: ArcSwap::new(table),
+            drain,
+            active: metrics.active_connections.get_or_create(&PortLabels { port }).clone(),
+        }
+    }
+}
+
+/// Binds every address of a port; on failure, nothing stays bound.
+pub(crate) async fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, (SocketAddr, std::io::Error)> {
+    let mut listeners = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        }
+        .map_err(|e| (*addr, e))?;
+        // Allows re-binding right after a previous listener on the port closed.
+        socket.set_reuseaddr(true).map_err(|e| (*addr, e))?;
+        socket.bind(*addr).map_err(|e| (*addr, e))?;
+        listeners.push(socket.listen(4096).map_err(|e| (*addr, e))?);
+    }
+    Ok(listeners)
+}
+
+// === impl BoundPort ===
+
+impl BoundPort {
+    /// Starts accept loops over already-bound listeners.
+    pub(crate) fn start(listeners: Vec<TcpListener>, state: Arc<PortState>, kind: PortKind, shared: &Arc<Shared>) -> Self {
+        let addrs = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let accept_tasks = listeners
+            .into_iter()
+            .map(|listener| tokio::spawn(accept_loop(listener, Arc::clone(&state), Arc::clone(shared))))
+            .collect();
+        Self {
+            state,
+            addrs,
+            kind,
+            accept_tasks,
+        }
+    }
+
+    /// Stops accepting: the accept loops end and their sockets are closed when this returns,
+    /// so the port can be bound again at once.
+    pub(crate) async fn close(&mut self) {
+        for task in &self.accept_tasks {
+            task.abort();
+        }
+        for task in self.accept_tasks.drain(..) {
+            let _ = task.await;
+        }
+    }
+
+    /// Asks every connection of the port to finish gracefully and waits for them, at most
+    /// `timeout` (connections still open then are left to end on their own).
+    pub(crate) fn drain(self, timeout: Duration) -> impl Future<Output = ()> + Send + 'static {
+        for task in &self.accept_tasks {
+            task.abort();
+        }
+        let state = self.state;
+        async move {
+            let _ = state.drain.send(true);
+            if tokio::time::timeout(timeout, state.drain.closed()).await.is_err() {
+                warn!(port = state.port, remaining = state.drain.receiver_count(), "drain timed out");
+            }
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<PortState>, shared: Arc<Shared>) {
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                warn!(port = state.port, %error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let drain = state.drain.subscribe();
+        tokio::spawn(serve_connection(stream, remote, Arc::clone(&state), Arc::clone(&shared), drain));
+    }
+}
+
+async fn serve_connection(mut stream: TcpStream, remote: SocketAddr, state: Arc<PortState>, shared: Arc<Shared>, drain: watch::Receiver<bool>) {
+    state.active.inc();
+    let _active = ActiveGuard(state.active.clone());
+    let table = state.table.load_full();
+    match table.kind {
+        PortKind::Http => {
+            let ctx = ConnCtx {
+                port: Arc::clone(&state),
+                shared: Arc::clone(&shared),
+                remote,
+                scheme: "http",
+                sni_listener: None,
+            };
+            serve_http(stream, ctx, drain).await;
+        }
+        PortKind::Tls => {
+            let timeout = shared.options.tls_handshake_timeout;
+            let failures = shared.metrics.tls_handshake_failures.get_or_create(&PortLabels { port: state.port }).clone();
+            let hello = match tokio::time::timeout(timeout, read_client_hello(&mut stream)).await {
+                Ok(Ok(hello)) => hello,
+                Ok(Err(error)) => {
+                    failures.inc();
+                    debug!(%remote, %error, "TLS ClientHello failed");
+                    return;
+                }
+                Err(_) => {
+                    failures.inc();
+                    debug!(%remote, "TLS ClientHello timed out");
+                    return;
+                }
+            };
+            if table.has_passthrough {
+                if let Some(listener) = table.passthrough_listener(hello.sni.as_deref()) {
+                    passthrough::run(stream, hello, Arc::clone(listener), remote).await;
+                    return;
+                }
+            }
+            let Some(tls) = table.tls.clone() else {
+                failures.inc();
+                debug!(%remote, sni = ?hello.sni, "no TLS listener for this SNI");
+                return;
+            };
+            let sni_listener = hello.sni.as_deref().and_then(|sni| table.listeners.best(sni)).map(|l| Arc::clone(&l.name));
+            let io = PrefixedIo::new(hello.bytes, stream);
+            let accepted = tokio::time::timeout(timeout, tokio_rustls::TlsAcceptor::from(tls).accept(io)).await;
+            let tls_stream = match accepted {
+                Ok(Ok(s)) => s,
+                Ok(Err(error)) => {
+                    failures.inc();
+                    debug!(%remote, %error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    failures.inc();
+                    debug!(%remote, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let ctx = ConnCtx {
+                port: Arc::clone(&state),
+                shared: Arc::clone(&shared),
+                remote,
+                scheme: "https",
+                sni_listener,
+            };
+            serve_http(tls_stream, ctx, drain).await;
+        }
+    }
+}
+
+async fn serve_http<I>(io: I, ctx: ConnCtx, mut drain: watch::Receiver<bool>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let shared = Arc::clone(&ctx.shared);
+    let ctx = Arc::new(ctx);
+    let service = service_fn(move |request| {
+        let ctx = Arc::clone(&ctx);
+        async move { Ok::<_, Infallible>(handler::handle(ctx, request).await) }
+    });
+    let conn = shared.http.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(error) = result {
+                debug!(%error, "connection ended with an error");
+            }
+        }
+        () = wait_for_drain(&mut drain) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+async fn wait_for_drain(drain: &mut watch::Receiver<bool>) {
+    // An error means the port is gone; drain then too.
+    let _ = drain.wait_for(|draining| *draining).await;
+}
+
+struct ActiveGuard(Gauge);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

@@ -1,0 +1,8 @@
+//! TLS: certificates from PEM ([`certs`]), the SNI certificate resolver ([`sni`]), ClientHello
+//! parsing for passthrough ([`client_hello`]) and a stream that replays already-read bytes
+//! ([`prefixed`]).
+
+pub(crate) mod certs;
+pub(crate) mod client_hello;
+pub(crate) mod prefixed;
+pub(crate) mod sni;
