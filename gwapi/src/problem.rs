@@ -1,0 +1,109 @@
+//! [`Problem`]: one precise complaint about one document, naming where it came from and the
+//! offending field.
+
+use std::fmt;
+
+/// One problem with one document: the source (file name or `request`), the document number in
+/// a multi-document file, the object kind and key when known, the field path
+/// (`spec.rules[1].matches[0].path.value`) and what is wrong.
+///
+/// Display: `routes.yaml doc 2 HTTPRoute shop/web: spec.rules[1].matches[0].path.value: must
+/// start with '/'`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// File name, or another label for where the text came from.
+    pub source: String,
+    /// 1-based document number within the source; `None` for a single JSON body.
+    pub doc: Option<usize>,
+    /// Object kind (`HTTPRoute`), when the document got that far.
+    pub kind: Option<String>,
+    /// `namespace/name` (or `name` for cluster-scoped objects), when known.
+    pub key: Option<String>,
+    /// Field path inside the object; empty for document-level problems.
+    pub path: String,
+    /// What is wrong, as a sentence fragment without a trailing period.
+    pub message: String,
+}
+
+impl std::error::Error for Problem {}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)?;
+        if let Some(doc) = self.doc {
+            write!(f, " doc {doc}")?;
+        }
+        if let Some(kind) = &self.kind {
+            write!(f, " {kind}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, " {key}")?;
+        }
+        f.write_str(": ")?;
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Where a document came from; every [`Problem`] about it starts from here.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Origin {
+    /// File name (or `request`, or a cluster watch label).
+    pub source: String,
+    /// 1-based document number; `None` for a single JSON body.
+    pub doc: Option<usize>,
+}
+
+// === impl Origin ===
+
+impl Origin {
+    /// An origin for document `doc` (1-based) of `source`.
+    pub fn new(source: impl Into<String>, doc: Option<usize>) -> Self {
+        Self {
+            source: source.into(),
+            doc,
+        }
+    }
+
+    /// A problem about the whole document, before its kind is known.
+    pub fn problem(&self, message: impl Into<String>) -> Problem {
+        Problem {
+            source: self.source.clone(),
+            doc: self.doc,
+            kind: None,
+            key: None,
+            path: String::new(),
+            message: message.into(),
+        }
+    }
+
+    /// A problem about field `path` of the object `kind` `key`.
+    pub fn object_problem(
+        &self,
+        kind: &str,
+        key: Option<&str>,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Problem {
+        Problem {
+            source: self.source.clone(),
+            doc: self.doc,
+            kind: Some(kind.to_string()),
+            key: key.map(str::to_string),
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)?;
+        if let Some(doc) = self.doc {
+            write!(f, " doc {doc}")?;
+        }
+        Ok(())
+    }
+}

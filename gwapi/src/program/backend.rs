@@ -1,0 +1,274 @@
+//! Backend resolution: every `BackendRef` of an attached route gets a `Resolution`, and every
+//! resolved Service port becomes a `Backend` with endpoints from its EndpointSlices.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+
+use meridian_proto::model::gateway::{AppProtocol, Backend, Endpoint};
+use meridian_proto::model::route::{
+    BackendRef, GrpcRoute, HttpBackendRef, HttpFilter, HttpRoute, Resolution, ServiceKey, TlsRoute,
+};
+
+use super::index::{Index, Reference};
+use crate::k8s;
+use crate::status::{Reason, RouteKind};
+
+const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+
+/// A backend reference that did not resolve, for the route's `ResolvedRefs` condition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RefFailure {
+    pub(crate) reason: Reason,
+    pub(crate) message: String,
+}
+
+/// Resolves references against one [`Index`].
+pub(crate) struct Resolver<'i, 'a> {
+    pub(crate) index: &'i Index<'a>,
+}
+
+// === impl Resolver ===
+
+impl Resolver<'_, '_> {
+    /// A copy of `route` with every backend resolved; mirrors whose backend does not resolve
+    /// are removed (the spec: "mirror not configured").
+    pub(crate) fn http_route(
+        &self,
+        route: &HttpRoute,
+        failures: &mut Vec<RefFailure>,
+    ) -> HttpRoute {
+        let mut out = route.clone();
+        let namespace = route.key.namespace.as_str();
+        for rule in &mut out.rules {
+            rule.filters = self.filters(&rule.filters, RouteKind::Http, namespace, failures);
+            self.backends(&mut rule.backend_refs, RouteKind::Http, namespace, failures);
+        }
+        out
+    }
+
+    /// As [`Self::http_route`] for a GRPCRoute.
+    pub(crate) fn grpc_route(
+        &self,
+        route: &GrpcRoute,
+        failures: &mut Vec<RefFailure>,
+    ) -> GrpcRoute {
+        let mut out = route.clone();
+        let namespace = route.key.namespace.as_str();
+        for rule in &mut out.rules {
+            rule.filters = self.filters(&rule.filters, RouteKind::Grpc, namespace, failures);
+            self.backends(&mut rule.backend_refs, RouteKind::Grpc, namespace, failures);
+        }
+        out
+    }
+
+    /// As [`Self::http_route`] for a TLSRoute.
+    pub(crate) fn tls_route(&self, route: &TlsRoute, failures: &mut Vec<RefFailure>) -> TlsRoute {
+        let mut out = route.clone();
+        let namespace = route.key.namespace.as_str();
+        self.backends(&mut out.backend_refs, RouteKind::Tls, namespace, failures);
+        out
+    }
+
+    fn backends(
+        &self,
+        backends: &mut [HttpBackendRef],
+        kind: RouteKind,
+        namespace: &str,
+        failures: &mut Vec<RefFailure>,
+    ) {
+        for backend in backends {
+            backend.backend_ref.resolution = self.resolve(&backend.backend_ref, kind, namespace);
+            if let Resolution::Invalid { reason, message } = &backend.backend_ref.resolution {
+                failures.push(RefFailure {
+                    reason: reason_from(reason),
+                    message: message.clone(),
+                });
+            }
+            backend.filters = self.filters(&backend.filters, kind, namespace, failures);
+        }
+    }
+
+    fn filters(
+        &self,
+        filters: &[HttpFilter],
+        kind: RouteKind,
+        namespace: &str,
+        failures: &mut Vec<RefFailure>,
+    ) -> Vec<HttpFilter> {
+        let mut out = Vec::with_capacity(filters.len());
+        for filter in filters {
+            match filter {
+                HttpFilter::RequestMirror(mirror) => {
+                    let mut mirror = mirror.clone();
+                    mirror.backend_ref.resolution =
+                        self.resolve(&mirror.backend_ref, kind, namespace);
+                    match &mirror.backend_ref.resolution {
+                        Resolution::Invalid { reason, message } => failures.push(RefFailure {
+                            reason: reason_from(reason),
+                            message: format!("mirror not configured: {message}"),
+                        }),
+                        _ => out.push(HttpFilter::RequestMirror(mirror)),
+                    }
+                }
+                other => out.push(other.clone()),
+            }
+        }
+        out
+    }
+
+    /// Resolves one reference: kind, ReferenceGrant, Service, port, appProtocol, in that order.
+    pub(crate) fn resolve(
+        &self,
+        reference: &BackendRef,
+        kind: RouteKind,
+        namespace: &str,
+    ) -> Resolution {
+        let invalid = |reason: Reason, message: String| Resolution::Invalid {
+            reason: reason.as_str().to_string(),
+            message,
+        };
+        let target = format!("{}/{}", reference.namespace, reference.name);
+        if !reference.group.is_empty() || reference.kind != "Service" {
+            let group = if reference.group.is_empty() {
+                String::new()
+            } else {
+                format!("{}/", reference.group)
+            };
+            return invalid(
+                Reason::InvalidKind,
+                format!(
+                    "backend {target} has unsupported kind {group}{} (only core Services)",
+                    reference.kind
+                ),
+            );
+        }
+        let allowed = self.index.reference_allowed(&Reference {
+            from_group: GATEWAY_GROUP,
+            from_kind: kind.as_str(),
+            from_namespace: namespace,
+            to_group: "",
+            to_kind: "Service",
+            to_namespace: &reference.namespace,
+            to_name: &reference.name,
+        });
+        if !allowed {
+            return invalid(
+                Reason::RefNotPermitted,
+                format!(
+                    "Service {target} is in another namespace and no ReferenceGrant allows {} from {namespace}",
+                    kind.as_str()
+                ),
+            );
+        }
+        let Some(service) = self.index.service(&reference.namespace, &reference.name) else {
+            return invalid(
+                Reason::BackendNotFound,
+                format!("Service {target} not found"),
+            );
+        };
+        let Some(port) = reference.port else {
+            return invalid(
+                Reason::BackendNotFound,
+                format!("Service {target}: no port given"),
+            );
+        };
+        let Some(service_port) = service_port(service, port) else {
+            return invalid(
+                Reason::BackendNotFound,
+                format!("Service {target} has no port {port}"),
+            );
+        };
+        if let Err(app_protocol) = app_protocol(service_port) {
+            return invalid(
+                Reason::UnsupportedProtocol,
+                format!(
+                    "Service {target} port {port} has unsupported appProtocol {app_protocol:?}"
+                ),
+            );
+        }
+        Resolution::Service(ServiceKey {
+            namespace: reference.namespace.clone(),
+            name: reference.name.clone(),
+            port,
+        })
+    }
+
+    /// The programmed backend of a resolved Service port: its protocol and its endpoints.
+    ///
+    /// The Service port is mapped to EndpointSlice ports by name (an unnamed Service port maps
+    /// to the unnamed slice port), as kube-proxy does. Readiness is `conditions.ready`, absent
+    /// meaning ready. Endpoints are sorted and deduplicated so equal inputs give equal configs.
+    pub(crate) fn backend(&self, key: &ServiceKey) -> Backend {
+        let service = self.index.service(&key.namespace, &key.name);
+        let service_port = service.and_then(|s| service_port(s, key.port));
+        let app_protocol = service_port
+            .and_then(|p| app_protocol(p).ok())
+            .unwrap_or_default();
+        let port_name = service_port.and_then(|p| p.name.as_deref()).unwrap_or("");
+        let mut endpoints = BTreeSet::new();
+        for slice in self.index.slices(&key.namespace, &key.name) {
+            if slice.address_type != "IPv4" && slice.address_type != "IPv6" {
+                continue;
+            }
+            let target_port = slice
+                .ports
+                .iter()
+                .find(|p| p.name.as_deref().unwrap_or("") == port_name)
+                .and_then(|p| p.port)
+                .and_then(|p| u16::try_from(p).ok());
+            let Some(target_port) = target_port else {
+                continue;
+            };
+            for endpoint in &slice.endpoints {
+                let ready = endpoint
+                    .conditions
+                    .as_ref()
+                    .and_then(|c| c.ready)
+                    .unwrap_or(true);
+                for address in &endpoint.addresses {
+                    if let Ok(ip) = address.parse::<IpAddr>() {
+                        endpoints.insert((SocketAddr::new(ip, target_port), ready));
+                    }
+                }
+            }
+        }
+        Backend {
+            key: key.clone(),
+            app_protocol,
+            endpoints: endpoints
+                .into_iter()
+                .map(|(addr, ready)| Endpoint { addr, ready })
+                .collect(),
+        }
+    }
+}
+
+/// The Service port with number `port`.
+fn service_port(service: &k8s::Service, port: u16) -> Option<&k8s::ServicePort> {
+    service
+        .spec
+        .ports
+        .iter()
+        .find(|p| p.port == i64::from(port))
+}
+
+/// Maps a Service port's `appProtocol`: absent, `http` or `kubernetes.io/http` → HTTP/1.1;
+/// `kubernetes.io/h2c` (or `h2c`) → h2c; `kubernetes.io/ws` (or `ws`) → WebSocket. Anything
+/// else (`https`, `kubernetes.io/wss`, `grpc`, ...) is unsupported.
+fn app_protocol(port: &k8s::ServicePort) -> Result<AppProtocol, String> {
+    match port.app_protocol.as_deref() {
+        None | Some("http" | "HTTP" | "kubernetes.io/http") => Ok(AppProtocol::Http1),
+        Some("kubernetes.io/h2c" | "h2c") => Ok(AppProtocol::H2c),
+        Some("kubernetes.io/ws" | "ws") => Ok(AppProtocol::WebSocket),
+        Some(other) => Err(other.to_string()),
+    }
+}
+
+fn reason_from(reason: &str) -> Reason {
+    match reason {
+        "InvalidKind" => Reason::InvalidKind,
+        "RefNotPermitted" => Reason::RefNotPermitted,
+        "UnsupportedProtocol" => Reason::UnsupportedProtocol,
+        _ => Reason::BackendNotFound,
+    }
+}

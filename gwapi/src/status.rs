@@ -1,0 +1,385 @@
+//! Status conditions computed by programming a Gateway: Gateway and listener conditions, and
+//! per-route, per-parent conditions, with the exact types and reasons of the Gateway API spec.
+//!
+//! Conditions are keyed by type: each list holds at most one condition of each type.
+
+use std::fmt;
+
+use meridian_proto::model::ObjectKey;
+use meridian_proto::model::route::ParentRef;
+
+/// The status of one Gateway and of every route that referenced it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GatewayStatus {
+    /// The Gateway.
+    pub gateway: Option<ObjectKey>,
+    /// Gateway conditions: `Accepted` and `Programmed`.
+    pub conditions: Vec<Condition>,
+    /// One entry per listener in the Gateway's spec order.
+    pub listeners: Vec<ListenerStatus>,
+    /// One entry per route with at least one parentRef naming this Gateway, in
+    /// (kind, key, origin) order.
+    pub routes: Vec<RouteStatus>,
+}
+
+/// The status of one listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerStatus {
+    /// Listener name.
+    pub name: String,
+    /// The route kinds that may attach (only valid kinds are listed).
+    pub supported_kinds: Vec<RouteKind>,
+    /// Routes with `Accepted=True` attached to this listener (counted even when the listener
+    /// itself is not accepted, as the spec says).
+    pub attached_routes: u32,
+    /// `Accepted`, `Programmed`, `ResolvedRefs` and `Conflicted`.
+    pub conditions: Vec<Condition>,
+}
+
+/// The status of one route towards the Gateway being programmed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteStatus {
+    /// Route kind.
+    pub kind: RouteKind,
+    /// Route key.
+    pub key: ObjectKey,
+    /// Whether the route came from the local source or from the hub.
+    pub origin: RouteOrigin,
+    /// One entry per parentRef that names this Gateway.
+    pub parents: Vec<RouteParentStatus>,
+}
+
+/// Where a route came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RouteOrigin {
+    /// The agent's own source (a YAML directory or the cluster).
+    Local,
+    /// Pushed by the hub to every cluster.
+    Shared,
+}
+
+/// The conditions of a route for one of its parentRefs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteParentStatus {
+    /// The parentRef as written (with defaults filled in).
+    pub parent_ref: ParentRef,
+    /// `Accepted`, `ResolvedRefs` and, when rules were dropped, `PartiallyInvalid`.
+    pub conditions: Vec<Condition>,
+}
+
+/// Route kinds Meridian serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RouteKind {
+    /// HTTPRoute.
+    Http,
+    /// GRPCRoute.
+    Grpc,
+    /// TLSRoute.
+    Tls,
+}
+
+/// One status condition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Condition {
+    /// Condition type.
+    pub type_: ConditionType,
+    /// True, False or Unknown.
+    pub status: ConditionStatus,
+    /// Machine-readable reason (the spec's names).
+    pub reason: Reason,
+    /// Human-readable detail.
+    pub message: String,
+    /// The object's `metadata.generation` these conditions describe.
+    pub observed_generation: i64,
+}
+
+/// Condition types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ConditionType {
+    /// `Accepted`.
+    Accepted,
+    /// `Programmed`.
+    Programmed,
+    /// `ResolvedRefs`.
+    ResolvedRefs,
+    /// `Conflicted` (True is bad).
+    Conflicted,
+    /// `PartiallyInvalid` (only present when True).
+    PartiallyInvalid,
+}
+
+/// Condition status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConditionStatus {
+    /// `True`.
+    True,
+    /// `False`.
+    False,
+    /// `Unknown`.
+    Unknown,
+}
+
+/// Condition reasons, spelled as the Gateway API spec spells them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// `Accepted`.
+    Accepted,
+    /// `Programmed`.
+    Programmed,
+    /// `ResolvedRefs`.
+    ResolvedRefs,
+    /// `ListenersNotValid`: some (True) or all (False) listeners are invalid.
+    ListenersNotValid,
+    /// `Invalid`.
+    Invalid,
+    /// `InvalidParameters`.
+    InvalidParameters,
+    /// `UnsupportedAddress`.
+    UnsupportedAddress,
+    /// `Pending`.
+    Pending,
+    /// `UnsupportedProtocol`.
+    UnsupportedProtocol,
+    /// `UnsupportedValue`.
+    UnsupportedValue,
+    /// `ProtocolConflict`.
+    ProtocolConflict,
+    /// `HostnameConflict`.
+    HostnameConflict,
+    /// `NoConflicts`.
+    NoConflicts,
+    /// `InvalidCertificateRef`.
+    InvalidCertificateRef,
+    /// `InvalidRouteKinds`.
+    InvalidRouteKinds,
+    /// `RefNotPermitted`.
+    RefNotPermitted,
+    /// `NotAllowedByListeners`.
+    NotAllowedByListeners,
+    /// `NoMatchingListenerHostname`.
+    NoMatchingListenerHostname,
+    /// `NoMatchingParent`.
+    NoMatchingParent,
+    /// `IncompatibleFilters`.
+    IncompatibleFilters,
+    /// `InvalidKind`.
+    InvalidKind,
+    /// `BackendNotFound`.
+    BackendNotFound,
+    /// `Shadowed` (Meridian-specific): a local route is replaced by the hub's shared route with
+    /// the same namespace and name.
+    Shadowed,
+}
+
+// === impl GatewayStatus ===
+
+impl GatewayStatus {
+    /// The Gateway condition of `type_`, if set.
+    pub fn condition(&self, type_: ConditionType) -> Option<&Condition> {
+        find(&self.conditions, type_)
+    }
+
+    /// The status of listener `name`.
+    pub fn listener(&self, name: &str) -> Option<&ListenerStatus> {
+        self.listeners.iter().find(|l| l.name == name)
+    }
+
+    /// The status of a route (any origin; the shared one first).
+    pub fn route(&self, kind: RouteKind, key: &ObjectKey) -> Option<&RouteStatus> {
+        let mut found = self
+            .routes
+            .iter()
+            .filter(|r| r.kind == kind && &r.key == key);
+        let first = found.next();
+        match found.next() {
+            Some(second) if second.origin == RouteOrigin::Shared => Some(second),
+            _ => first,
+        }
+    }
+}
+
+// === impl ListenerStatus ===
+
+impl ListenerStatus {
+    /// The listener condition of `type_`, if set.
+    pub fn condition(&self, type_: ConditionType) -> Option<&Condition> {
+        find(&self.conditions, type_)
+    }
+}
+
+// === impl RouteParentStatus ===
+
+impl RouteParentStatus {
+    /// The condition of `type_`, if set.
+    pub fn condition(&self, type_: ConditionType) -> Option<&Condition> {
+        find(&self.conditions, type_)
+    }
+}
+
+fn find(conditions: &[Condition], type_: ConditionType) -> Option<&Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+// === impl RouteKind ===
+
+impl RouteKind {
+    /// The Kubernetes kind (`HTTPRoute`, `GRPCRoute`, `TLSRoute`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "HTTPRoute",
+            Self::Grpc => "GRPCRoute",
+            Self::Tls => "TLSRoute",
+        }
+    }
+
+    /// Parses a Kubernetes kind name.
+    pub fn from_kind(kind: &str) -> Option<Self> {
+        match kind {
+            "HTTPRoute" => Some(Self::Http),
+            "GRPCRoute" => Some(Self::Grpc),
+            "TLSRoute" => Some(Self::Tls),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for RouteKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// === impl Condition ===
+
+impl Condition {
+    /// A condition with `status` True.
+    pub fn ok(
+        type_: ConditionType,
+        reason: Reason,
+        message: impl Into<String>,
+        generation: i64,
+    ) -> Self {
+        Self::new(type_, ConditionStatus::True, reason, message, generation)
+    }
+
+    /// A condition with `status` False.
+    pub fn bad(
+        type_: ConditionType,
+        reason: Reason,
+        message: impl Into<String>,
+        generation: i64,
+    ) -> Self {
+        Self::new(type_, ConditionStatus::False, reason, message, generation)
+    }
+
+    /// A condition.
+    pub fn new(
+        type_: ConditionType,
+        status: ConditionStatus,
+        reason: Reason,
+        message: impl Into<String>,
+        generation: i64,
+    ) -> Self {
+        Self {
+            type_,
+            status,
+            reason,
+            message: message.into(),
+            observed_generation: generation,
+        }
+    }
+
+    /// Whether the status is True.
+    pub fn is_true(&self) -> bool {
+        self.status == ConditionStatus::True
+    }
+}
+
+impl fmt::Display for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}/{}", self.type_, self.status, self.reason)?;
+        if !self.message.is_empty() {
+            write!(f, ": {}", self.message)?;
+        }
+        Ok(())
+    }
+}
+
+// === impl ConditionType ===
+
+impl ConditionType {
+    /// The spec's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "Accepted",
+            Self::Programmed => "Programmed",
+            Self::ResolvedRefs => "ResolvedRefs",
+            Self::Conflicted => "Conflicted",
+            Self::PartiallyInvalid => "PartiallyInvalid",
+        }
+    }
+}
+
+impl fmt::Display for ConditionType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// === impl ConditionStatus ===
+
+impl ConditionStatus {
+    /// `True`, `False` or `Unknown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::True => "True",
+            Self::False => "False",
+            Self::Unknown => "Unknown",
+        }
+    }
+}
+
+impl fmt::Display for ConditionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// === impl Reason ===
+
+impl Reason {
+    /// The spec's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "Accepted",
+            Self::Programmed => "Programmed",
+            Self::ResolvedRefs => "ResolvedRefs",
+            Self::ListenersNotValid => "ListenersNotValid",
+            Self::Invalid => "Invalid",
+            Self::InvalidParameters => "InvalidParameters",
+            Self::UnsupportedAddress => "UnsupportedAddress",
+            Self::Pending => "Pending",
+            Self::UnsupportedProtocol => "UnsupportedProtocol",
+            Self::UnsupportedValue => "UnsupportedValue",
+            Self::ProtocolConflict => "ProtocolConflict",
+            Self::HostnameConflict => "HostnameConflict",
+            Self::NoConflicts => "NoConflicts",
+            Self::InvalidCertificateRef => "InvalidCertificateRef",
+            Self::InvalidRouteKinds => "InvalidRouteKinds",
+            Self::RefNotPermitted => "RefNotPermitted",
+            Self::NotAllowedByListeners => "NotAllowedByListeners",
+            Self::NoMatchingListenerHostname => "NoMatchingListenerHostname",
+            Self::NoMatchingParent => "NoMatchingParent",
+            Self::IncompatibleFilters => "IncompatibleFilters",
+            Self::InvalidKind => "InvalidKind",
+            Self::BackendNotFound => "BackendNotFound",
+            Self::Shadowed => "Shadowed",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
