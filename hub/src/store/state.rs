@@ -95,6 +95,7 @@ impl State {
                 .iter()
                 .map(|(zone, key)| (zone.clone(), key.pkcs8.clone()))
                 .collect(),
+            records: Vec::new(),
         }
     }
 

@@ -70,3 +70,75 @@ impl Default for Routing {
         }
     }
 }
+
+/// A static record served by the hub's zones: apex records, CNAME aliases, TXT (ACME DNS-01
+/// challenges, SPF, verification tokens), MX. Hostnames with a [`HostnamePolicy`] get their
+/// A/AAAA answers from the policy instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsRecord {
+    /// The owner name; must lie inside one of the hub's zones.
+    pub name: Fqdn,
+    /// TTL in seconds.
+    pub ttl: u32,
+    /// The record's data.
+    pub data: RecordData,
+}
+
+/// The data of a [`DnsRecord`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordData {
+    /// An IPv4 address.
+    A(std::net::Ipv4Addr),
+    /// An IPv6 address.
+    Aaaa(std::net::Ipv6Addr),
+    /// An alias; a name with a CNAME has no other data and cannot be a zone apex.
+    Cname(Fqdn),
+    /// Text strings, each at most 255 bytes.
+    Txt(Vec<String>),
+    /// A mail exchanger.
+    Mx {
+        /// Lower is preferred.
+        preference: u16,
+        /// The exchanger's host name.
+        exchange: Fqdn,
+    },
+}
+
+impl RecordData {
+    /// The record type's name (`A`, `AAAA`, `CNAME`, `TXT`, `MX`).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::A(_) => "A",
+            Self::Aaaa(_) => "AAAA",
+            Self::Cname(_) => "CNAME",
+            Self::Txt(_) => "TXT",
+            Self::Mx { .. } => "MX",
+        }
+    }
+
+    /// Checks limits the wire format imposes (TXT strings of at most 255 bytes, at most 4000
+    /// bytes of text in one record).
+    pub fn check(&self) -> Result<(), super::ModelError> {
+        if let Self::Txt(strings) = self {
+            if strings.is_empty() {
+                return Err(super::ModelError::invalid("TXT record", "", "needs at least one string"));
+            }
+            if let Some(long) = strings.iter().find(|s| s.len() > 255) {
+                return Err(super::ModelError::invalid(
+                    "TXT string",
+                    long,
+                    format!("is {} bytes long, at most 255 are allowed", long.len()),
+                ));
+            }
+            let total: usize = strings.iter().map(|s| s.len() + 1).sum();
+            if total > 4000 {
+                return Err(super::ModelError::invalid(
+                    "TXT record",
+                    &strings.join(" "),
+                    format!("holds {total} bytes, at most 4000 are allowed"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}

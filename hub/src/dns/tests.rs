@@ -1,0 +1,2 @@
+//! Unit tests of the DNS module: answer policy tables, geo placement, config validation,
+//! and the request path on raw packets.
