@@ -1,0 +1,590 @@
+//! `meridian dev`: a 3-node hub, two simulated clusters and demo backends on one machine.
+//!
+//! Every component is its own OS process of this binary, started in dependency order:
+//! hubs → (cluster and hostname registered through the admin API) → echo backends → agents →
+//! gateways → the shared route. `dev.json` in the state directory says where everything is,
+//! and a short guide with `dig` and `curl` commands is printed. Ctrl-C or SIGTERM stops all.
+
+mod cluster;
+mod supervisor;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::json;
+
+use cluster::{DevCluster, GATEWAY_NAME, GATEWAY_NAMESPACE};
+use supervisor::{Component, Supervisor};
+
+/// The demo zone.
+const ZONE: &str = "demo.meridian.test";
+/// The demo hostname, served by both clusters.
+const HOSTNAME: &str = "app.demo.meridian.test";
+
+/// Arguments of `meridian dev`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Where hub data, cluster configs, logs and `dev.json` go. Wiped at start: each run is fresh.
+    #[arg(long, default_value = "./.meridian-dev")]
+    state_dir: PathBuf,
+    /// Number of hub nodes (3 or 5 for a real quorum; 1 for the smallest setup).
+    #[arg(long, default_value_t = 3)]
+    hubs: u8,
+    /// Seconds before a component that died is started again, as a kubelet would restart a pod
+    /// (0: never restart).
+    #[arg(long, default_value_t = 10)]
+    restart_after: u64,
+    /// Write `{"dev_json": PATH, "pid": PID}` here once everything is up (for tests and scripts).
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+}
+
+/// Where a hub node listens.
+struct HubNode {
+    id: u8,
+    grpc: SocketAddr,
+    admin: SocketAddr,
+    dns: SocketAddr,
+    component: Arc<Component>,
+}
+
+/// A running simulated cluster.
+struct RunningCluster {
+    spec: DevCluster,
+    gateway: SocketAddr,
+    gateway_admin: String,
+    gateway_component: Arc<Component>,
+    agent_component: Arc<Component>,
+    agent_admin: String,
+    backends: Vec<(String, SocketAddr, Arc<Component>)>,
+}
+
+/// Runs `meridian dev` until Ctrl-C or SIGTERM.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    if args.hubs == 0 {
+        bail!("--hubs must be at least 1");
+    }
+    let state_dir = prepare_state_dir(&args.state_dir)?;
+    let exe = std::env::current_exe().context("locate the meridian binary")?;
+    let restart_after = (args.restart_after > 0).then(|| Duration::from_secs(args.restart_after));
+    let supervisor = Supervisor::new(
+        exe,
+        state_dir.join("run"),
+        state_dir.join("logs"),
+        restart_after,
+    );
+
+    let started = Instant::now();
+    let outcome = tokio::select! {
+        result = start_everything(&supervisor, &state_dir, args.hubs) => result,
+        _ = shutdown_signal() => Err(anyhow::anyhow!("interrupted while starting")),
+    };
+    let (hubs, clusters) = match outcome {
+        Ok(running) => running,
+        Err(error) => {
+            supervisor.stop_all(Duration::from_secs(5)).await;
+            return Err(error.context(format!(
+                "meridian dev failed to start; logs are in {}",
+                state_dir.join("logs").display()
+            )));
+        }
+    };
+
+    let dev_json = state_dir.join("dev.json");
+    write_dev_json(&dev_json, &hubs, &clusters)?;
+    print_guide(&state_dir, &hubs, &clusters, started.elapsed());
+    if let Some(ready) = &args.ready_file {
+        write_atomic(
+            ready,
+            &json!({"dev_json": dev_json, "pid": std::process::id()}).to_string(),
+        )?;
+    }
+
+    // Keep dev.json's pids true when a component is restarted.
+    let mut pid_changes = supervisor.pid_changes();
+    loop {
+        tokio::select! {
+            _ = shutdown_signal() => break,
+            _ = pid_changes.changed() => {
+                if let Err(error) = write_dev_json(&dev_json, &hubs, &clusters) {
+                    tracing::warn!(%error, "could not update dev.json");
+                }
+            }
+        }
+    }
+    eprintln!("stopping meridian dev ...");
+    supervisor.stop_all(Duration::from_secs(5)).await;
+    Ok(())
+}
+
+async fn start_everything(
+    supervisor: &Arc<Supervisor>,
+    state_dir: &Path,
+    n_hubs: u8,
+) -> anyhow::Result<(Vec<HubNode>, Vec<RunningCluster>)> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let hubs = start_hubs(supervisor, state_dir, n_hubs).await?;
+    let admin = format!("http://{}", hubs[0].admin);
+    wait_for_leader(&http, &admin).await?;
+
+    let specs = cluster::clusters();
+    for spec in &specs {
+        put_json(
+            &http,
+            &format!("{admin}/v1/clusters/{}", spec.name),
+            &json!({"region": spec.region, "addresses": [spec.gateway_ip.to_string()]}),
+        )
+        .await?;
+    }
+    let targets: Vec<_> = specs
+        .iter()
+        .map(|s| json!({"cluster": s.name, "weight": 1}))
+        .collect();
+    put_json(
+        &http,
+        &format!("{admin}/v1/hostnames/{HOSTNAME}"),
+        &json!({"ttl": 5, "targets": targets}),
+    )
+    .await?;
+
+    let hub_grpc: Vec<String> = hubs.iter().map(|h| format!("http://{}", h.grpc)).collect();
+    let mut clusters = Vec::new();
+    for spec in specs {
+        clusters.push(start_cluster(supervisor, state_dir, spec, &hub_grpc).await?);
+    }
+    put_json(
+        &http,
+        &format!("{admin}/v1/routes/demo/app"),
+        &cluster::shared_route(HOSTNAME),
+    )
+    .await?;
+    wait_until_serving(&http, &hubs[0], &clusters).await?;
+    Ok((hubs, clusters))
+}
+
+async fn start_hubs(
+    supervisor: &Arc<Supervisor>,
+    state_dir: &Path,
+    n_hubs: u8,
+) -> anyhow::Result<Vec<HubNode>> {
+    let localhost = IpAddr::from([127, 0, 0, 1]);
+    let mut planned = Vec::new();
+    for id in 1..=n_hubs {
+        planned.push((
+            id,
+            SocketAddr::new(localhost, free_port(localhost)?),
+            SocketAddr::new(localhost, free_port(localhost)?),
+            SocketAddr::new(localhost, free_port(localhost)?),
+        ));
+    }
+    let peers = planned
+        .iter()
+        .map(|(id, grpc, _, _)| format!("{id}={grpc}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    // Start every node before waiting for any: a node is ready only once it can serve, and the
+    // first needs a quorum of the others to elect a leader.
+    let mut starts = Vec::new();
+    for (id, grpc, admin, dns) in planned {
+        let mut args: Vec<String> = vec![
+            "hub".into(),
+            "--id".into(),
+            id.to_string(),
+            "--data-dir".into(),
+            state_dir.join(format!("hub-{id}")).display().to_string(),
+            "--grpc".into(),
+            grpc.to_string(),
+            "--admin".into(),
+            admin.to_string(),
+            "--dns".into(),
+            dns.to_string(),
+            "--peers".into(),
+            peers.clone(),
+            "--zone".into(),
+            ZONE.into(),
+        ];
+        for spec in cluster::clusters() {
+            args.push("--geo-cidr".into());
+            args.push(format!("{}={}", spec.client_subnet, spec.region));
+        }
+        let supervisor = supervisor.clone();
+        starts.push(tokio::spawn(async move {
+            let name = format!("hub-{id}");
+            let (component, _) = supervisor
+                .start(&name, args, Duration::from_secs(60))
+                .await?;
+            Ok::<_, anyhow::Error>(HubNode {
+                id,
+                grpc,
+                admin,
+                dns,
+                component,
+            })
+        }));
+    }
+    let mut hubs = Vec::new();
+    for start in starts {
+        hubs.push(start.await??);
+    }
+    Ok(hubs)
+}
+
+async fn start_cluster(
+    supervisor: &Arc<Supervisor>,
+    state_dir: &Path,
+    spec: DevCluster,
+    hub_grpc: &[String],
+) -> anyhow::Result<RunningCluster> {
+    let dir = state_dir.join("clusters").join(spec.name);
+    let mut backends = Vec::new();
+    for n in 1..=2 {
+        let name = format!("{}-echo-{n}", spec.name);
+        let (component, ready) = supervisor
+            .start(
+                &name,
+                vec![
+                    "echo".into(),
+                    "--listen".into(),
+                    "127.0.0.1:0".into(),
+                    "--name".into(),
+                    name.clone(),
+                ],
+                Duration::from_secs(20),
+            )
+            .await?;
+        let addr = ready_addr(&ready, &["listen", "addr", "http"])
+            .with_context(|| format!("{name} ready file has no address: {ready}"))?;
+        backends.push((name, addr, component));
+    }
+    let gateway_port = free_port(spec.gateway_ip)?;
+    let addrs: Vec<SocketAddr> = backends.iter().map(|(_, addr, _)| *addr).collect();
+    cluster::write_config(&dir.join("config"), &spec, gateway_port, &addrs)?;
+
+    let agent_name = format!("{}-agent", spec.name);
+    let (agent_component, agent_ready) = supervisor
+        .start(
+            &agent_name,
+            vec![
+                "agent".into(),
+                "--cluster".into(),
+                spec.name.into(),
+                "--config-dir".into(),
+                dir.join("config").display().to_string(),
+                "--hub".into(),
+                hub_grpc.join(","),
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+                "--admin".into(),
+                "127.0.0.1:0".into(),
+                "--state-dir".into(),
+                dir.join("agent").display().to_string(),
+            ],
+            Duration::from_secs(30),
+        )
+        .await?;
+    let agent_grpc = ready_addr(&agent_ready, &["grpc", "listen"])
+        .with_context(|| format!("{agent_name} ready file has no grpc address: {agent_ready}"))?;
+    let agent_admin = ready_addr(&agent_ready, &["admin"])
+        .map(|a| format!("http://{a}"))
+        .unwrap_or_default();
+
+    let gateway_name = format!("{}-gateway", spec.name);
+    let (gateway_component, gateway_ready) = supervisor
+        .start(
+            &gateway_name,
+            vec![
+                "gateway".into(),
+                "--agent".into(),
+                format!("http://{agent_grpc}"),
+                "--gateway".into(),
+                format!("{GATEWAY_NAMESPACE}/{GATEWAY_NAME}"),
+                "--instance".into(),
+                format!("{}-gateway-1", spec.name),
+                "--admin".into(),
+                SocketAddr::new(spec.gateway_ip, 0).to_string(),
+            ],
+            Duration::from_secs(30),
+        )
+        .await?;
+    let gateway_admin = ready_addr(&gateway_ready, &["admin"])
+        .map(|a| format!("http://{a}"))
+        .unwrap_or_default();
+    Ok(RunningCluster {
+        gateway: SocketAddr::new(spec.gateway_ip, gateway_port),
+        spec,
+        gateway_admin,
+        gateway_component,
+        agent_component,
+        agent_admin,
+        backends,
+    })
+}
+
+/// Waits until the whole path works: DNS answers each region's subnet with its own cluster and
+/// each gateway serves the shared route from its own backends.
+async fn wait_until_serving(
+    http: &reqwest::Client,
+    hub: &HubNode,
+    clusters: &[RunningCluster],
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for cluster in clusters {
+        let url = format!("http://{}/", cluster.gateway);
+        loop {
+            let served = http
+                .get(&url)
+                .header("host", HOSTNAME)
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success());
+            if served.is_some() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "gateway {} never served {HOSTNAME}; see {}",
+                    cluster.gateway,
+                    cluster.gateway_component.log_file().display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // DNS: the status API tells when every cluster is healthy; the answers follow from that.
+    let status_url = format!("http://{}/v1/status", hub.admin);
+    loop {
+        let healthy = match http.get(&status_url).send().await {
+            Ok(response) => response
+                .json::<serde_json::Value>()
+                .await
+                .map(|status| all_clusters_healthy(&status, clusters.len()))
+                .unwrap_or(false),
+            Err(_) => false,
+        };
+        if healthy {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "clusters did not become healthy within 60s; see {}",
+                hub.component.log_file().display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// True when the status document lists `n` clusters, all healthy. Accepts a list or a map of
+/// clusters with a `verdict`/`health` field.
+fn all_clusters_healthy(status: &serde_json::Value, n: usize) -> bool {
+    let clusters: Vec<&serde_json::Value> = match status.get("clusters") {
+        Some(serde_json::Value::Array(list)) => list.iter().collect(),
+        Some(serde_json::Value::Object(map)) => map.values().collect(),
+        _ => return false,
+    };
+    clusters.len() == n
+        && clusters.iter().all(|c| {
+            let verdict = c
+                .get("verdict")
+                .or_else(|| c.get("health"))
+                .or_else(|| c.pointer("/health/verdict"))
+                .and_then(|v| v.as_str())
+                .unwrap_or("");
+            verdict.eq_ignore_ascii_case("healthy")
+        })
+}
+
+async fn wait_for_leader(http: &reqwest::Client, admin: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(response) = http.get(format!("{admin}/v1/status")).send().await {
+            if let Ok(status) = response.json::<serde_json::Value>().await {
+                let leader = status
+                    .get("leader_id")
+                    .or_else(|| status.get("leader"))
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(0);
+                if leader != 0 {
+                    return Ok(());
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the hub elected no leader within 30s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// PUTs JSON, retrying while the hub is between leaders.
+async fn put_json(
+    http: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let error = match http.put(url).json(body).send().await {
+            Ok(response) if response.status().is_success() => return Ok(()),
+            Ok(response) if response.status().is_client_error() => {
+                let status = response.status();
+                let text = response.text().await.unwrap_or_default();
+                bail!("PUT {url} was refused ({status}): {text}");
+            }
+            Ok(response) => format!("{}", response.status()),
+            Err(error) => error.to_string(),
+        };
+        if Instant::now() > deadline {
+            bail!("PUT {url} failed: {error}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Reads the first of `keys` that holds a socket address in a ready file.
+fn ready_addr(ready: &serde_json::Value, keys: &[&str]) -> Option<SocketAddr> {
+    keys.iter()
+        .filter_map(|key| ready.get(*key).and_then(|v| v.as_str()))
+        .find_map(|text| text.trim_start_matches("http://").parse().ok())
+}
+
+fn free_port(ip: IpAddr) -> anyhow::Result<u16> {
+    for _ in 0..50 {
+        let tcp = std::net::TcpListener::bind(SocketAddr::new(ip, 0))
+            .with_context(|| format!("bind {ip}:0"))?;
+        let port = tcp.local_addr()?.port();
+        if std::net::UdpSocket::bind(SocketAddr::new(ip, port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port on {ip}")
+}
+
+fn prepare_state_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    if dir.exists() {
+        // Each run starts fresh: ports are chosen anew, and old Raft membership would name
+        // addresses nobody listens on any more.
+        std::fs::remove_dir_all(dir)
+            .with_context(|| format!("clear the state directory {}", dir.display()))?;
+    }
+    for sub in ["run", "logs", "clusters"] {
+        std::fs::create_dir_all(dir.join(sub))
+            .with_context(|| format!("create {}", dir.join(sub).display()))?;
+    }
+    Ok(std::fs::canonicalize(dir)?)
+}
+
+fn write_dev_json(
+    path: &Path,
+    hubs: &[HubNode],
+    clusters: &[RunningCluster],
+) -> anyhow::Result<()> {
+    let doc = json!({
+        "dns": hubs[0].dns.to_string(),
+        "admin": format!("http://{}", hubs[0].admin),
+        "zone": ZONE,
+        "hostname": HOSTNAME,
+        "hubs": hubs.iter().map(|h| json!({
+            "id": h.id,
+            "pid": h.component.pid(),
+            "admin": format!("http://{}", h.admin),
+            "grpc": format!("http://{}", h.grpc),
+            "dns": h.dns.to_string(),
+        })).collect::<Vec<_>>(),
+        "clusters": clusters.iter().map(|c| json!({
+            "name": c.spec.name,
+            "region": c.spec.region,
+            "client_subnet": c.spec.client_subnet,
+            "gateway": c.gateway.to_string(),
+            "gateway_pid": c.gateway_component.pid(),
+            "gateway_admin": c.gateway_admin,
+            "agent_pid": c.agent_component.pid(),
+            "agent_admin": c.agent_admin,
+            "backends": c.backends.iter().map(|(name, addr, component)| json!({
+                "name": name, "addr": addr.to_string(), "pid": component.pid(),
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    });
+    write_atomic(path, &serde_json::to_string_pretty(&doc)?)
+}
+
+fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))?;
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+fn print_guide(state_dir: &Path, hubs: &[HubNode], clusters: &[RunningCluster], took: Duration) {
+    let dns = hubs[0].dns;
+    let admin = hubs[0].admin;
+    println!();
+    println!("Meridian dev is up in {:.1}s: {} hub nodes, {} clusters.", took.as_secs_f64(), hubs.len(), clusters.len());
+    println!("State, logs and dev.json: {}", state_dir.display());
+    println!();
+    println!("Ask the GeoDNS which cluster a client in each region gets:");
+    for c in clusters {
+        println!(
+            "  dig @{} -p {} {HOSTNAME} A +subnet={}    # {} client -> {} ({})",
+            dns.ip(),
+            dns.port(),
+            c.spec.client_subnet,
+            c.spec.region,
+            c.gateway.ip(),
+            c.spec.name
+        );
+    }
+    println!();
+    println!("Call the app through each cluster's gateway:");
+    for c in clusters {
+        println!("  curl -H 'Host: {HOSTNAME}' http://{}/", c.gateway);
+    }
+    if let Some(eu) = clusters.iter().find(|c| c.spec.name == "eu-west") {
+        println!();
+        println!("Fail a cluster over: kill its gateway and ask DNS again within a few seconds:");
+        println!("  kill -9 {}   # eu-west gateway (dev restarts it after a while, like a kubelet)", eu.gateway_component.pid());
+        println!(
+            "  dig @{} -p {} {HOSTNAME} A +subnet={} +short",
+            dns.ip(),
+            dns.port(),
+            eu.spec.client_subnet
+        );
+    }
+    println!();
+    println!("Inspect the hub:");
+    println!("  meridian ctl --hub http://{admin} status");
+    println!("  meridian ctl --hub http://{admin} clusters");
+    println!("  curl http://{admin}/v1/status");
+    println!();
+    println!("Press Ctrl-C to stop everything.");
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
