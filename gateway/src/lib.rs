@@ -16,6 +16,7 @@
 //! - `admin`: `/ready`, `/healthz`, `/metrics`, `/config`.
 //! - [`agent`]: [`run_agent_subscription`], the ConfigDiscovery client (ACK/NACK).
 //! - `metrics`: Prometheus families and lock-free per-rule handles.
+//! - [`echo`]: the echo backend of `meridian echo` and the tests (not part of the data path).
 //!
 //! **Invariant:** the request path reads one immutable compiled table per request through an
 //! `ArcSwap`; the only lock it can take is an endpoint pool's short push/pop.
@@ -25,6 +26,7 @@
 mod admin;
 pub mod agent;
 mod backend;
+pub mod echo;
 pub mod error;
 mod filter;
 mod metrics;
@@ -38,3 +40,6 @@ pub use agent::run_agent_subscription;
 pub use error::{ConfigError, GatewayError};
 pub use options::GatewayOptions;
 pub use runtime::{GatewayHandle, spawn};
+/// The metrics registry type [`spawn`] takes (re-exported so callers need no direct
+/// prometheus-client dependency).
+pub use prometheus_client::registry::Registry;

@@ -1,10 +1,213 @@
-//! `meridian gateway`.
+//! `meridian gateway`: the data plane, fed either by an agent (`--agent URL --gateway NS/NAME`,
+//! ConfigDiscovery with ACK/NACK) or, standalone, by a directory of Gateway API YAML
+//! (`--config-dir DIR`), which it re-reads when files change.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, bail};
+use meridian_gateway::{GatewayHandle, GatewayOptions};
+use meridian_proto::model::ObjectKey;
+use tracing::{info, warn};
 
 /// Arguments of `meridian gateway`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The agent's ConfigDiscovery endpoint (`http://host:port`).
+    #[arg(long, conflicts_with = "config_dir", required_unless_present = "config_dir")]
+    agent: Option<String>,
+    /// Standalone mode: serve the Gateway API objects in this directory (no hub, no agent).
+    #[arg(long)]
+    config_dir: Option<PathBuf>,
+    /// The Gateway served (`namespace/name`); required with `--agent`, and with `--config-dir`
+    /// when the directory holds several Gateways.
+    #[arg(long)]
+    gateway: Option<String>,
+    /// Instance name reported to the agent (default: the admin address).
+    #[arg(long)]
+    instance: Option<String>,
+    /// Admin address (`/ready`, `/healthz`, `/metrics`, `/config`).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    admin: SocketAddr,
+    /// Write `{"admin": ADDR, "pid": N, ...}` here once serving.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+    /// How long in-flight requests may take to finish on shutdown, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    drain_timeout_ms: u64,
+    /// Standalone mode: how often to check the directory for changes, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    poll_ms: u64,
+}
 
-/// Runs `meridian gateway`.
-pub async fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("meridian gateway is not built yet")
+/// Runs `meridian gateway` until SIGINT/SIGTERM, then drains.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let mut options = GatewayOptions::new(args.admin, args.instance.clone().unwrap_or_default());
+    options.drain_timeout = Duration::from_millis(args.drain_timeout_ms);
+    let registry = meridian_gateway::Registry::default();
+    let handle = meridian_gateway::spawn(options, registry).await?;
+    let instance = args.instance.clone().unwrap_or_else(|| handle.admin_addr().to_string());
+
+    match (&args.agent, &args.config_dir) {
+        (Some(agent), None) => {
+            let Some(gateway) = &args.gateway else {
+                bail!("--gateway NS/NAME is required with --agent");
+            };
+            let gateway: ObjectKey = gateway.parse().context("--gateway")?;
+            write_ready(&args, &handle)?;
+            let subscription = tokio::spawn(meridian_gateway::run_agent_subscription(handle.clone(), agent.clone(), gateway, instance));
+            wait_for_signal().await;
+            subscription.abort();
+        }
+        (None, Some(dir)) => {
+            let gateway = match &args.gateway {
+                Some(g) => Some(g.parse::<ObjectKey>().context("--gateway")?),
+                None => None,
+            };
+            let mut watcher = DirWatcher::new(dir.clone(), gateway);
+            watcher.reload(&handle).await;
+            write_ready(&args, &handle)?;
+            let poll = Duration::from_millis(args.poll_ms.max(50));
+            let signal = wait_for_signal();
+            tokio::pin!(signal);
+            loop {
+                tokio::select! {
+                    () = &mut signal => break,
+                    () = tokio::time::sleep(poll) => {
+                        if watcher.changed() {
+                            watcher.reload(&handle).await;
+                        }
+                    }
+                }
+            }
+        }
+        _ => bail!("give exactly one of --agent or --config-dir"),
+    }
+    info!("shutting down: draining connections");
+    handle.shutdown().await;
+    Ok(())
+}
+
+fn write_ready(args: &Args, handle: &GatewayHandle) -> anyhow::Result<()> {
+    let listeners: Vec<String> = handle.bound_addrs().iter().map(ToString::to_string).collect();
+    if let Some(path) = &args.ready_file {
+        write_ready_file(
+            path,
+            &serde_json::json!({
+                "admin": handle.admin_addr().to_string(),
+                "pid": std::process::id(),
+                "listeners": listeners,
+                "version": handle.config_version(),
+            }),
+        )?;
+    }
+    info!(admin = %handle.admin_addr(), ?listeners, version = handle.config_version(), "ready");
+    Ok(())
+}
+
+/// Standalone mode's file source: re-reads the directory when a file's name, size or mtime
+/// changes, programs the chosen Gateway with `meridian_gwapi::program`, and applies it. A
+/// directory with unparsable files keeps the last good config (the problems are logged).
+///
+/// (A poll loop over `meridian_gwapi::load_dir`; the agent crate's file source serves the
+/// same purpose for agents.)
+struct DirWatcher {
+    dir: PathBuf,
+    gateway: Option<ObjectKey>,
+    fingerprint: Vec<(PathBuf, u64, Option<SystemTime>)>,
+    version: u64,
+}
+
+impl DirWatcher {
+    fn new(dir: PathBuf, gateway: Option<ObjectKey>) -> Self {
+        Self {
+            dir,
+            gateway,
+            fingerprint: Vec::new(),
+            version: 0,
+        }
+    }
+
+    fn scan(&self) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+        meridian_gwapi::config_files(&self.dir)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|path| {
+                let meta = std::fs::metadata(&path).ok();
+                let size = meta.as_ref().map_or(0, std::fs::Metadata::len);
+                let modified = meta.and_then(|m| m.modified().ok());
+                (path, size, modified)
+            })
+            .collect()
+    }
+
+    fn changed(&self) -> bool {
+        self.scan() != self.fingerprint
+    }
+
+    async fn reload(&mut self, handle: &GatewayHandle) {
+        self.fingerprint = self.scan();
+        let (objects, problems) = meridian_gwapi::load_dir(&self.dir);
+        if !problems.is_empty() {
+            for problem in &problems {
+                warn!(%problem, "invalid configuration");
+            }
+            if handle.config_version() > 0 {
+                warn!(n_problems = problems.len(), "keeping the last good config");
+                return;
+            }
+        }
+        let gateways = meridian_gwapi::gateways(&objects);
+        let gateway = match (&self.gateway, gateways.as_slice()) {
+            (Some(chosen), _) => chosen.clone(),
+            (None, [only]) => only.clone(),
+            (None, []) => {
+                warn!(dir = %self.dir.display(), "no Gateway in the directory");
+                return;
+            }
+            (None, many) => {
+                let names: Vec<String> = many.iter().map(ToString::to_string).collect();
+                warn!(?names, "several Gateways in the directory; choose one with --gateway");
+                return;
+            }
+        };
+        let programmed = meridian_gwapi::program(&objects, &[], &gateway);
+        log_status(&programmed.status);
+        self.version += 1;
+        let mut config = programmed.config;
+        config.version = self.version;
+        match handle.apply(config).await {
+            Ok(()) => info!(version = self.version, %gateway, "applied the directory's config"),
+            Err(error) => warn!(%error, "config rejected; keeping the last good config"),
+        }
+    }
+}
+
+fn log_status(status: &impl std::fmt::Debug) {
+    tracing::debug!(?status, "gateway status");
+}
+
+/// Writes `value` as JSON to `path` atomically (temp file + rename), so readers never see a
+/// partial file.
+pub(crate) fn write_ready_file(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, value.to_string()).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub(crate) async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }
