@@ -1,10 +1,190 @@
-//! `meridian agent`.
+//! `meridian agent`: one per cluster. Reads a directory of Gateway API YAML, serves the
+//! programmed config to gateways (`ConfigDiscovery` gRPC), probes them and their backends and,
+//! unless standalone, streams health to the hub and serves the hub's shared routes.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use meridian_agent::AgentConfig;
+use meridian_proto::model::ClusterName;
 
 /// Arguments of `meridian agent`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The cluster this agent serves, as registered on the hub. Required with --hub;
+    /// defaults to `standalone` without one.
+    #[arg(long, value_name = "NAME")]
+    cluster: Option<String>,
+    /// Directory of Gateway API YAML/JSON (Gateway, HTTPRoute, GRPCRoute, TLSRoute,
+    /// ReferenceGrant, Service, EndpointSlice, Secret); re-read when files change.
+    #[arg(long, value_name = "DIR")]
+    config_dir: PathBuf,
+    /// Hub gRPC URLs, comma-separated or repeated (`http://10.0.0.1:7001`). Without any, the
+    /// agent runs standalone and serves the directory's config alone.
+    #[arg(long = "hub", value_name = "URL[,URL...]", value_delimiter = ',')]
+    hubs: Vec<String>,
+    /// Where gateways subscribe (`ConfigDiscovery` gRPC). Port 0 picks a free port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7600")]
+    listen: SocketAddr,
+    /// Admin HTTP address (`/healthz`, `/ready`, `/metrics`, `/status`). Port 0 picks one.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7601")]
+    admin: SocketAddr,
+    /// Directory for the agent's state (the hub's last SharedConfig, served after a restart
+    /// while the hub is unreachable).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// How often the config directory is checked for changes, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    poll_interval_ms: u64,
+    /// Once serving, write `{"grpc":..,"admin":..,"pid":..}` here (atomically: a temporary
+    /// file renamed into place).
+    #[arg(long, value_name = "PATH")]
+    ready_file: Option<PathBuf>,
+}
 
-/// Runs `meridian agent`.
-pub async fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("meridian agent is not built yet")
+/// Runs `meridian agent` until Ctrl-C or SIGTERM.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let config = build_config(&args)?;
+    if let Some(path) = &args.ready_file {
+        // A stale file from an earlier run must not look like this run being ready.
+        let _ = std::fs::remove_file(path);
+    }
+    let registry = meridian_agent::Registry::default();
+    let mut agent = meridian_agent::spawn(config, registry)
+        .await
+        .context("starting the agent")?;
+    if let Some(path) = &args.ready_file {
+        let ready = serde_json::json!({
+            "grpc": agent.grpc_addr().to_string(),
+            "admin": agent.admin_addr().to_string(),
+            "pid": std::process::id(),
+        });
+        write_atomically(path, &ready.to_string())
+            .with_context(|| format!("writing the ready file {}", path.display()))?;
+    }
+    let outcome = tokio::select! {
+        signal = wait_for_signal() => signal,
+        server = agent.failed() => Err(anyhow::anyhow!("the agent's {server} server stopped unexpectedly")),
+    };
+    tracing::info!("shutting down");
+    agent.shutdown().await;
+    if let Some(path) = &args.ready_file {
+        let _ = std::fs::remove_file(path);
+    }
+    outcome
+}
+
+/// Writes `contents` to `path` through a temporary file in the same directory and a rename,
+/// so a reader never sees a partial file.
+fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(format!(".tmp.{}", std::process::id()));
+    let temp = PathBuf::from(temp);
+    std::fs::write(&temp, contents)?;
+    std::fs::rename(&temp, path)
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+/// The agent configuration from the flags.
+fn build_config(args: &Args) -> anyhow::Result<AgentConfig> {
+    let hubs: Vec<String> = args
+        .hubs
+        .iter()
+        .map(|hub| hub.trim().to_string())
+        .filter(|hub| !hub.is_empty())
+        .collect();
+    let cluster = match (&args.cluster, hubs.is_empty()) {
+        (Some(name), _) => name.clone(),
+        (None, true) => "standalone".to_string(),
+        (None, false) => {
+            bail!("--cluster is required with --hub (the name the hub knows this cluster by)")
+        }
+    };
+    let cluster = ClusterName::new(cluster).context("--cluster")?;
+    if args.poll_interval_ms == 0 {
+        bail!("--poll-interval-ms must be at least 1");
+    }
+    let mut config = AgentConfig::new(cluster, &args.config_dir);
+    config.hubs = hubs;
+    config.listen = args.listen;
+    config.admin = args.admin;
+    config.state_dir = args.state_dir.clone();
+    config.poll_interval = Duration::from_millis(args.poll_interval_ms);
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn config(argv: &[&str]) -> anyhow::Result<AgentConfig> {
+        let cli = Cli::try_parse_from(std::iter::once("agent").chain(argv.iter().copied()))?;
+        build_config(&cli.args)
+    }
+
+    #[test]
+    fn flags_build_the_config() {
+        let config = config(&[
+            "--cluster",
+            "us-east",
+            "--config-dir",
+            "/etc/meridian",
+            "--hub",
+            "http://127.0.0.1:7001, http://127.0.0.1:7002",
+            "--hub",
+            "http://127.0.0.1:7003",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--state-dir",
+            "/var/lib/meridian",
+        ])
+        .unwrap();
+        assert_eq!(config.cluster.as_str(), "us-east");
+        assert_eq!(
+            config.hubs,
+            [
+                "http://127.0.0.1:7001",
+                "http://127.0.0.1:7002",
+                "http://127.0.0.1:7003"
+            ]
+        );
+        assert_eq!(config.listen.port(), 0);
+        assert_eq!(config.state_dir, Some(PathBuf::from("/var/lib/meridian")));
+    }
+
+    #[test]
+    fn standalone_needs_no_cluster_but_a_hub_does() {
+        let standalone = config(&["--config-dir", "/etc/meridian"]).unwrap();
+        assert!(standalone.is_standalone());
+        assert_eq!(standalone.cluster.as_str(), "standalone");
+
+        let error = config(&["--config-dir", "d", "--hub", "http://127.0.0.1:7001"]).unwrap_err();
+        assert!(
+            error.to_string().contains("--cluster is required"),
+            "{error}"
+        );
+        let error = config(&["--config-dir", "d", "--cluster", "Bad_Name"]).unwrap_err();
+        assert!(format!("{error:#}").contains("cluster name"), "{error:#}");
+    }
 }

@@ -1,0 +1,213 @@
+//! Tests for the directory source: change detection, last good content, deletions.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+fn service(name: &str, port: u32) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  ports:\n  - name: http\n    port: {port}\n"
+    )
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+/// A compact description of updates: `init`, `+a.yaml(n)` (InitApply with n objects),
+/// `done`, `apply a.yaml(n)`, `delete a.yaml`, `problems[a.yaml doc 1, ...]`.
+fn describe(updates: &[SourceUpdate]) -> Vec<String> {
+    updates
+        .iter()
+        .map(|update| match update {
+            SourceUpdate::Event(Event::Init) => "init".to_string(),
+            SourceUpdate::Event(Event::InitApply(unit)) => {
+                format!("+{}({})", unit.id, unit.objects.len())
+            }
+            SourceUpdate::Event(Event::InitDone) => "done".to_string(),
+            SourceUpdate::Event(Event::Apply(unit)) => {
+                format!("apply {}({})", unit.id, unit.objects.len())
+            }
+            SourceUpdate::Event(Event::Delete(unit)) => format!("delete {}", unit.id),
+            SourceUpdate::Problems(problems) => format!(
+                "problems[{}]",
+                problems
+                    .iter()
+                    .map(|p| format!(
+                        "{}{}",
+                        p.source,
+                        p.doc.map(|d| format!(" doc {d}")).unwrap_or_default()
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
+        .collect()
+}
+
+fn source(dir: &Path) -> FileSource {
+    FileSource::new(dir, Duration::from_millis(500))
+}
+
+#[test]
+fn first_poll_lists_every_valid_file_then_only_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "a.yaml",
+        &format!("{}---\n{}", service("one", 80), service("two", 81)),
+    );
+    write(dir.path(), "b.yml", &service("three", 80));
+    write(dir.path(), "notes.txt", "not config");
+    write(dir.path(), ".a.yaml.swp", "kind: [");
+    let mut source = source(dir.path());
+
+    assert_eq!(
+        describe(&source.poll()),
+        ["init", "+a.yaml(2)", "+b.yml(1)", "done", "problems[]"]
+    );
+    // Nothing changed: nothing to say (files just written are re-read, but their bytes match).
+    assert!(source.poll().is_empty());
+
+    write(dir.path(), "b.yml", &service("three", 8080));
+    assert_eq!(describe(&source.poll()), ["apply b.yml(1)"]);
+
+    // Same bytes written again (a touch): no event.
+    write(dir.path(), "b.yml", &service("three", 8080));
+    assert!(source.poll().is_empty());
+}
+
+#[test]
+fn invalid_edit_keeps_last_good_content_and_reports_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.yaml", &service("one", 80));
+    let mut source = source(dir.path());
+    source.poll();
+
+    // Bad YAML: no apply, one problem naming the file and document.
+    write(dir.path(), "a.yaml", "apiVersion: v1\nkind: [unclosed\n");
+    assert_eq!(describe(&source.poll()), ["problems[a.yaml doc 1]"]);
+    assert_eq!(
+        source.files["a.yaml"].last_good.as_ref().map(|o| o.len()),
+        Some(1)
+    );
+
+    // An object that fails validation (port out of range): also not applied, with the field.
+    write(dir.path(), "a.yaml", &service("one", 70000));
+    let updates = source.poll();
+    assert_eq!(describe(&updates), ["problems[a.yaml doc 1]"]);
+    let SourceUpdate::Problems(problems) = &updates[0] else {
+        panic!()
+    };
+    assert_eq!(problems[0].path, "spec.ports[0].port", "{}", problems[0]);
+
+    // A valid edit applies and clears the problem.
+    write(dir.path(), "a.yaml", &service("one", 8081));
+    assert_eq!(describe(&source.poll()), ["apply a.yaml(1)", "problems[]"]);
+
+    // Going back to exactly the last good content after a bad edit clears the problem
+    // without an apply (nothing changed for the index).
+    write(dir.path(), "a.yaml", "kind: [");
+    source.poll();
+    write(dir.path(), "a.yaml", &service("one", 8081));
+    assert_eq!(describe(&source.poll()), ["problems[]"]);
+}
+
+#[test]
+fn a_file_invalid_from_the_start_contributes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "bad.yaml", "kind: [");
+    write(dir.path(), "good.yaml", &service("one", 80));
+    let mut source = source(dir.path());
+    assert_eq!(
+        describe(&source.poll()),
+        ["init", "+good.yaml(1)", "done", "problems[bad.yaml doc 1]"]
+    );
+}
+
+#[test]
+fn deleting_a_file_removes_its_objects_and_its_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.yaml", &service("one", 80));
+    write(dir.path(), "b.yaml", "kind: [");
+    let mut source = source(dir.path());
+    source.poll();
+
+    std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
+    std::fs::remove_file(dir.path().join("b.yaml")).unwrap();
+    assert_eq!(describe(&source.poll()), ["delete a.yaml", "problems[]"]);
+    assert!(source.poll().is_empty());
+}
+
+#[test]
+fn an_unreadable_directory_changes_nothing() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("config");
+    std::fs::create_dir(&dir).unwrap();
+    write(&dir, "a.yaml", &service("one", 80));
+    let mut source = source(&dir);
+    source.poll();
+
+    std::fs::rename(&dir, parent.path().join("moved")).unwrap();
+    let updates = source.poll();
+    assert_eq!(updates.len(), 1, "{:?}", describe(&updates));
+    let SourceUpdate::Problems(problems) = &updates[0] else {
+        panic!()
+    };
+    assert!(
+        problems[0].message.contains("cannot list directory"),
+        "{}",
+        problems[0]
+    );
+    assert!(source.poll().is_empty(), "the same problem is not repeated");
+
+    std::fs::rename(parent.path().join("moved"), &dir).unwrap();
+    assert_eq!(describe(&source.poll()), ["problems[]"]);
+}
+
+#[test]
+fn same_length_rewrites_in_one_clock_tick_are_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.yaml", &service("one", 80));
+    let mut source = source(dir.path());
+    source.poll();
+    // Same length, written right after the first read: the fingerprint may be identical,
+    // but the file is young, so it is re-read.
+    write(dir.path(), "a.yaml", &service("one", 81));
+    assert_eq!(describe(&source.poll()), ["apply a.yaml(1)"]);
+}
+
+#[tokio::test]
+async fn run_sends_updates_until_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.yaml", &service("one", 80));
+    let (updates_tx, mut updates_rx) = tokio::sync::mpsc::channel(16);
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(
+        FileSource::new(dir.path(), Duration::from_millis(20)).run(updates_tx, shutdown_rx),
+    );
+
+    let mut seen = Vec::new();
+    while seen.last().map(String::as_str) != Some("problems[]") {
+        let update = tokio::time::timeout(Duration::from_secs(5), updates_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        seen.extend(describe(&[update]));
+    }
+    assert_eq!(seen, ["init", "+a.yaml(1)", "done", "problems[]"]);
+
+    write(dir.path(), "a.yaml", &service("one", 9090));
+    let update = tokio::time::timeout(Duration::from_secs(5), updates_rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(describe(&[update]), ["apply a.yaml(1)"]);
+
+    shutdown_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
