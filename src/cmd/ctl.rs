@@ -1,10 +1,711 @@
-//! `meridian ctl`.
+//! `meridian ctl`: a CLI over the hub's admin API. Human tables by default, `-o json` for the
+//! API's own JSON.
+
+mod manifest;
+mod table;
+
+use std::io::Read as _;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, anyhow, bail};
+use serde_json::{Value, json};
+
+use self::manifest::Resource;
+use self::table::Table;
 
 /// Arguments of `meridian ctl`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The admin API of any hub node (writes are forwarded to the leader).
+    #[arg(
+        long,
+        env = "MERIDIAN_HUB",
+        default_value = "http://127.0.0.1:4001",
+        global = true
+    )]
+    hub: String,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table, global = true)]
+    output: Output,
+    /// Who you are, for the audit log (sent as X-Meridian-Actor).
+    #[arg(long, env = "MERIDIAN_ACTOR", global = true)]
+    actor: Option<String>,
+    /// Read this node's applied state without a linearizable barrier (works without quorum).
+    #[arg(long, global = true)]
+    stale: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    /// Aligned columns.
+    Table,
+    /// The admin API's JSON.
+    Json,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Node, Raft and cluster health status.
+    Status,
+    /// List clusters with their health.
+    Clusters,
+    /// List hostname policies.
+    Hostnames,
+    /// List shared HTTPRoutes.
+    Routes,
+    /// Show one object as JSON: `cluster NAME`, `hostname FQDN` or `route NAMESPACE/NAME`.
+    Get {
+        /// cluster, hostname or route.
+        kind: String,
+        /// Its name.
+        name: String,
+    },
+    /// Create or update the objects in YAML files (Cluster, HostnamePolicy, HTTPRoute).
+    Apply {
+        /// Files with one or more YAML documents; `-` reads standard input.
+        #[arg(short = 'f', long = "file", required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Delete objects: `delete -f FILE`, or `delete cluster NAME` / `hostname FQDN` /
+    /// `route NAMESPACE/NAME`.
+    Delete {
+        /// Delete what these files describe.
+        #[arg(short = 'f', long = "file")]
+        files: Vec<PathBuf>,
+        /// cluster, hostname or route (without -f).
+        kind: Option<String>,
+        /// Its name (without -f).
+        name: Option<String>,
+    },
+    /// Stop giving a cluster new DNS answers (it keeps its routes).
+    Drain {
+        /// The cluster.
+        cluster: String,
+    },
+    /// Undo `drain`.
+    Undrain {
+        /// The cluster.
+        cluster: String,
+    },
+    /// Answer a hostname only with one of its clusters while it is healthy.
+    Pin {
+        /// The hostname.
+        fqdn: String,
+        /// The cluster.
+        cluster: String,
+    },
+    /// Undo `pin`.
+    Unpin {
+        /// The hostname.
+        fqdn: String,
+    },
+    /// DNS tools.
+    Dns {
+        #[command(subcommand)]
+        command: DnsCommand,
+    },
+    /// Hub membership.
+    Members {
+        #[command(subcommand)]
+        command: MembersCommand,
+    },
+    /// The audit log: who changed what, when.
+    Audit {
+        /// How many of the latest entries.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum DnsCommand {
+    /// The answer a client would get, and why.
+    Explain {
+        /// The query name.
+        name: String,
+        /// The query type.
+        #[arg(long = "type", short = 't', default_value = "A")]
+        qtype: String,
+        /// The client (or ECS subnet) address; defaults to yours as the hub sees it.
+        #[arg(long)]
+        client: Option<String>,
+    },
+    /// The DS records to publish in the parent zone.
+    Ds {
+        /// The zone.
+        zone: String,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum MembersCommand {
+    /// List the hub nodes.
+    List,
+    /// Add a node (started with `meridian hub --join`).
+    Add {
+        /// Its id.
+        id: u64,
+        /// Its gRPC address.
+        addr: String,
+    },
+    /// Remove a node.
+    Remove {
+        /// Its id.
+        id: u64,
+    },
+}
 
 /// Runs `meridian ctl`.
-pub async fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("meridian ctl is not built yet")
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let client = Client::new(&args)?;
+    match &args.command {
+        Command::Status => status(&client, args.output).await,
+        Command::Clusters => clusters(&client, args.output).await,
+        Command::Hostnames => hostnames(&client, args.output).await,
+        Command::Routes => routes(&client, args.output).await,
+        Command::Get { kind, name } => {
+            let path = object_path(kind, name)?;
+            print_json(&client.get(&path).await?);
+            Ok(())
+        }
+        Command::Apply { files } => apply(&client, files, args.output).await,
+        Command::Delete { files, kind, name } => {
+            delete(
+                &client,
+                files,
+                kind.as_deref(),
+                name.as_deref(),
+                args.output,
+            )
+            .await
+        }
+        Command::Drain { cluster } => {
+            let answer = client
+                .post(&format!("/v1/clusters/{cluster}/drain"), &json!({}))
+                .await?;
+            report_change(args.output, &answer, &format!("cluster/{cluster} drained"))
+        }
+        Command::Undrain { cluster } => {
+            let answer = client
+                .post(&format!("/v1/clusters/{cluster}/undrain"), &json!({}))
+                .await?;
+            report_change(
+                args.output,
+                &answer,
+                &format!("cluster/{cluster} undrained"),
+            )
+        }
+        Command::Pin { fqdn, cluster } => {
+            let answer = client
+                .post(
+                    &format!("/v1/hostnames/{fqdn}/pin"),
+                    &json!({ "cluster": cluster }),
+                )
+                .await?;
+            report_change(
+                args.output,
+                &answer,
+                &format!("hostname/{fqdn} pinned to {cluster}"),
+            )
+        }
+        Command::Unpin { fqdn } => {
+            let answer = client
+                .post(&format!("/v1/hostnames/{fqdn}/unpin"), &json!({}))
+                .await?;
+            report_change(args.output, &answer, &format!("hostname/{fqdn} unpinned"))
+        }
+        Command::Dns { command } => dns(&client, command, args.output).await,
+        Command::Members { command } => members(&client, command, args.output).await,
+        Command::Audit { limit } => audit(&client, *limit, args.output).await,
+    }
+}
+
+// === the HTTP client ===
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    actor: Option<String>,
+    stale: bool,
+}
+
+impl Client {
+    fn new(args: &Args) -> anyhow::Result<Self> {
+        let base = args.hub.trim_end_matches('/');
+        let base = if base.contains("://") {
+            base.to_string()
+        } else {
+            format!("http://{base}")
+        };
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Self {
+            http,
+            base,
+            actor: args.actor.clone(),
+            stale: args.stale,
+        })
+    }
+
+    fn url(&self, path: &str, read: bool) -> String {
+        if read && self.stale {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            format!("{}{path}{sep}stale=true", self.base)
+        } else {
+            format!("{}{path}", self.base)
+        }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Value> {
+        let request = match &self.actor {
+            Some(actor) => request.header("x-meridian-actor", actor),
+            None => request,
+        };
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("{what}: cannot reach the hub at {}", self.base))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .with_context(|| format!("{what}: reading the answer"))?;
+        if status.is_success() {
+            return serde_json::from_str(&text)
+                .or_else(|_| Ok(Value::String(text.trim().to_string())));
+        }
+        let message = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or_else(|| text.trim().to_string());
+        Err(anyhow!("{what}: {status}: {message}"))
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(self.http.get(self.url(path, true)), &format!("GET {path}"))
+            .await
+    }
+
+    async fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(
+            self.http.put(self.url(path, false)).json(body),
+            &format!("PUT {path}"),
+        )
+        .await
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(
+            self.http.post(self.url(path, false)).json(body),
+            &format!("POST {path}"),
+        )
+        .await
+    }
+
+    async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(
+            self.http.delete(self.url(path, false)),
+            &format!("DELETE {path}"),
+        )
+        .await
+    }
+}
+
+fn print_json(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+    );
+}
+
+fn report_change(output: Output, answer: &Value, text: &str) -> anyhow::Result<()> {
+    match output {
+        Output::Json => print_json(answer),
+        Output::Table => {
+            let unchanged = answer.get("changed") == Some(&Value::Bool(false));
+            println!("{text}{}", if unchanged { " (unchanged)" } else { "" });
+        }
+    }
+    Ok(())
+}
+
+fn object_path(kind: &str, name: &str) -> anyhow::Result<String> {
+    Ok(match kind {
+        "cluster" | "clusters" => format!("/v1/clusters/{name}"),
+        "hostname" | "hostnames" => format!("/v1/hostnames/{name}"),
+        "route" | "routes" => {
+            let (namespace, name) = name
+                .split_once('/')
+                .with_context(|| format!("route {name:?}: expected NAMESPACE/NAME"))?;
+            format!("/v1/routes/{namespace}/{name}")
+        }
+        other => bail!("unknown kind {other:?}: expected cluster, hostname or route"),
+    })
+}
+
+fn str_of<'a>(value: &'a Value, key: &str) -> &'a str {
+    value.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+fn list_of(value: &Value, key: &str) -> String {
+    value
+        .get(key)
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .map(|i| {
+                    i.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| i.to_string())
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+fn items(value: &Value, key: &str) -> Vec<Value> {
+    value
+        .get(key)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// "12s ago" for a Unix-milliseconds time (empty for 0).
+fn age(unix_ms: u64) -> String {
+    if unix_ms == 0 {
+        return String::new();
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let secs = now.saturating_sub(unix_ms) / 1000;
+    match secs {
+        0..120 => format!("{secs}s ago"),
+        120..7200 => format!("{}m ago", secs / 60),
+        7200..172_800 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86_400),
+    }
+}
+
+// === commands ===
+
+fn cluster_table(clusters: &[Value]) -> Table {
+    let mut table = Table::new(&[
+        "NAME",
+        "REGION",
+        "HEALTH",
+        "SINCE",
+        "DRAINED",
+        "ADDRESSES",
+        "REPORTED",
+        "REASON",
+    ]);
+    for cluster in clusters {
+        let health = cluster.get("health").cloned().unwrap_or(Value::Null);
+        table.row(vec![
+            str_of(cluster, "name").to_string(),
+            str_of(cluster, "region").to_string(),
+            str_of(&health, "verdict").to_string(),
+            age(health
+                .get("since_unix_ms")
+                .and_then(Value::as_u64)
+                .unwrap_or(0)),
+            if cluster.get("drained") == Some(&Value::Bool(true)) {
+                "yes".into()
+            } else {
+                "no".into()
+            },
+            list_of(cluster, "addresses"),
+            list_of(cluster, "reported_addresses"),
+            str_of(&health, "reason").to_string(),
+        ]);
+    }
+    table
+}
+
+async fn status(client: &Client, output: Output) -> anyhow::Result<()> {
+    let status = client.get("/v1/status").await?;
+    if output == Output::Json {
+        print_json(&status);
+        return Ok(());
+    }
+    let leader = match status.get("leader_addr").and_then(Value::as_str) {
+        Some(addr) => format!("{} ({addr})", status["leader_id"]),
+        None => "none known".to_string(),
+    };
+    println!(
+        "node:      {} ({})",
+        status["node_id"],
+        str_of(&status, "role")
+    );
+    println!("term:      {}", status["term"]);
+    println!("leader:    {leader}");
+    println!(
+        "index:     applied {} / committed {}",
+        status["applied_index"], status["commit_index"]
+    );
+    if let Some(age) = status
+        .get("leader_contact_age_seconds")
+        .and_then(Value::as_f64)
+    {
+        println!("staleness: leader heard from {age:.2}s ago");
+    }
+    let members: Vec<String> = items(&status, "members")
+        .iter()
+        .map(|m| format!("{}={}", m["id"], str_of(m, "addr")))
+        .collect();
+    println!("members:   {}", members.join(", "));
+    println!();
+    print!("{}", cluster_table(&items(&status, "clusters")));
+    Ok(())
+}
+
+async fn clusters(client: &Client, output: Output) -> anyhow::Result<()> {
+    let answer = client.get("/v1/clusters").await?;
+    match output {
+        Output::Json => print_json(&answer),
+        Output::Table => print!("{}", cluster_table(&items(&answer, "items"))),
+    }
+    Ok(())
+}
+
+async fn hostnames(client: &Client, output: Output) -> anyhow::Result<()> {
+    let answer = client.get("/v1/hostnames").await?;
+    if output == Output::Json {
+        print_json(&answer);
+        return Ok(());
+    }
+    let mut table = Table::new(&["FQDN", "TTL", "TARGETS", "GEO", "ANSWERS", "PINNED"]);
+    for hostname in items(&answer, "items") {
+        let targets: Vec<String> = items(&hostname, "targets")
+            .iter()
+            .map(|t| format!("{}:{}", str_of(t, "cluster"), t["weight"]))
+            .collect();
+        let routing = hostname.get("routing").cloned().unwrap_or(Value::Null);
+        table.row(vec![
+            str_of(&hostname, "fqdn").to_string(),
+            hostname["ttl"].to_string(),
+            targets.join(","),
+            routing["geo"].to_string(),
+            routing["max_answers"].to_string(),
+            routing
+                .get("pinned")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+        ]);
+    }
+    print!("{table}");
+    Ok(())
+}
+
+async fn routes(client: &Client, output: Output) -> anyhow::Result<()> {
+    let answer = client.get("/v1/routes").await?;
+    if output == Output::Json {
+        print_json(&answer);
+        return Ok(());
+    }
+    let mut table = Table::new(&["NAMESPACE", "NAME", "HOSTNAMES", "RULES"]);
+    for route in items(&answer, "items") {
+        let metadata = route.get("metadata").cloned().unwrap_or(Value::Null);
+        let spec = route.get("spec").cloned().unwrap_or(Value::Null);
+        table.row(vec![
+            str_of(&metadata, "namespace").to_string(),
+            str_of(&metadata, "name").to_string(),
+            list_of(&spec, "hostnames"),
+            items(&spec, "rules").len().to_string(),
+        ]);
+    }
+    print!("{table}");
+    Ok(())
+}
+
+fn read_manifests(files: &[PathBuf]) -> anyhow::Result<Vec<Resource>> {
+    let mut resources = Vec::new();
+    let mut problems = Vec::new();
+    for file in files {
+        let (text, source) = if file.as_os_str() == "-" {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("reading standard input")?;
+            (text, "<stdin>".to_string())
+        } else {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            (text, file.display().to_string())
+        };
+        match manifest::parse(&text, &source) {
+            Ok(parsed) => resources.extend(parsed),
+            Err(found) => problems.extend(found),
+        }
+    }
+    if !problems.is_empty() {
+        bail!("nothing applied:\n  {}", problems.join("\n  "));
+    }
+    // Clusters before the hostnames that name them, routes last; stable within a kind.
+    resources.sort_by_key(|r| r.kind);
+    Ok(resources)
+}
+
+async fn apply(client: &Client, files: &[PathBuf], output: Output) -> anyhow::Result<()> {
+    let resources = read_manifests(files)?;
+    let mut answers = Vec::new();
+    for (done, resource) in resources.iter().enumerate() {
+        match client.put(&resource.path, &resource.body).await {
+            Ok(answer) => {
+                if output == Output::Table {
+                    println!("{} configured", resource.label());
+                }
+                answers.push(answer);
+            }
+            Err(err) => {
+                return Err(err.context(format!(
+                    "{} ({}) was refused; {done} of {} objects were applied before it",
+                    resource.label(),
+                    resource.source,
+                    resources.len()
+                )));
+            }
+        }
+    }
+    if output == Output::Json {
+        print_json(&Value::Array(answers));
+    }
+    Ok(())
+}
+
+async fn delete(
+    client: &Client,
+    files: &[PathBuf],
+    kind: Option<&str>,
+    name: Option<&str>,
+    output: Output,
+) -> anyhow::Result<()> {
+    let paths: Vec<(String, String)> = if files.is_empty() {
+        let (Some(kind), Some(name)) = (kind, name) else {
+            bail!("give -f FILE, or a kind (cluster, hostname, route) and a name");
+        };
+        vec![(object_path(kind, name)?, format!("{kind}/{name}"))]
+    } else {
+        // Routes first, then hostnames, then the clusters they name.
+        read_manifests(files)?
+            .into_iter()
+            .rev()
+            .map(|r| (r.path.clone(), r.label()))
+            .collect()
+    };
+    for (path, label) in paths {
+        let answer = client.delete(&path).await?;
+        match output {
+            Output::Json => print_json(&answer),
+            Output::Table => println!("{label} deleted"),
+        }
+    }
+    Ok(())
+}
+
+async fn dns(client: &Client, command: &DnsCommand, output: Output) -> anyhow::Result<()> {
+    match command {
+        DnsCommand::Explain {
+            name,
+            qtype,
+            client: address,
+        } => {
+            let mut path = format!("/v1/dns/explain?name={name}&type={qtype}");
+            if let Some(address) = address {
+                path.push_str(&format!("&client={address}"));
+            }
+            let answer = client.get(&path).await?;
+            // The explanation is a tree of reasons; JSON reads best in both modes.
+            let _ = output;
+            print_json(&answer);
+        }
+        DnsCommand::Ds { zone } => {
+            let answer = client.get(&format!("/v1/dns/ds/{zone}")).await?;
+            match output {
+                Output::Json => print_json(&answer),
+                Output::Table => {
+                    for record in items(&answer, "ds") {
+                        println!("{}", record.as_str().unwrap_or_default());
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn members(client: &Client, command: &MembersCommand, output: Output) -> anyhow::Result<()> {
+    let answer = match command {
+        MembersCommand::List => {
+            let answer = client.get("/v1/members").await?;
+            if output == Output::Table {
+                let mut table = Table::new(&["ID", "ADDRESS", "LEADER"]);
+                for member in items(&answer, "members") {
+                    table.row(vec![
+                        member["id"].to_string(),
+                        str_of(&member, "addr").to_string(),
+                        if member["leader"] == Value::Bool(true) {
+                            "*".into()
+                        } else {
+                            String::new()
+                        },
+                    ]);
+                }
+                print!("{table}");
+                return Ok(());
+            }
+            answer
+        }
+        MembersCommand::Add { id, addr } => {
+            let answer = client
+                .post("/v1/members", &json!({ "id": id, "addr": addr }))
+                .await?;
+            if output == Output::Table {
+                println!("node {id} ({addr}) added");
+                return Ok(());
+            }
+            answer
+        }
+        MembersCommand::Remove { id } => {
+            let answer = client.delete(&format!("/v1/members/{id}")).await?;
+            if output == Output::Table {
+                println!("node {id} removed");
+                return Ok(());
+            }
+            answer
+        }
+    };
+    print_json(&answer);
+    Ok(())
+}
+
+async fn audit(client: &Client, limit: usize, output: Output) -> anyhow::Result<()> {
+    let answer = client.get(&format!("/v1/audit?limit={limit}")).await?;
+    if output == Output::Json {
+        print_json(&answer);
+        return Ok(());
+    }
+    let mut table = Table::new(&["INDEX", "WHEN", "ACTOR", "ACTION", "RESULT"]);
+    for entry in items(&answer, "entries") {
+        table.row(vec![
+            entry["index"].to_string(),
+            age(entry["unix_ms"].as_u64().unwrap_or(0)),
+            str_of(&entry, "actor").to_string(),
+            str_of(&entry, "action").to_string(),
+            str_of(&entry, "result").to_string(),
+        ]);
+    }
+    print!("{table}");
+    Ok(())
 }

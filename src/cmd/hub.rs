@@ -1,10 +1,289 @@
-//! `meridian hub`.
+//! `meridian hub`: one hub node (Raft member, GeoDNS, admin API, agent API).
+//!
+//! Configuration comes from `--config FILE` (YAML, see `meridian_hub::HubConfig`), with flags
+//! overriding or replacing it, so tests and `meridian dev` need no file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use meridian_hub::dns::{NameserverConfig, ZoneConfig};
+use meridian_hub::{Hub, HubConfig};
 
 /// Arguments of `meridian hub`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// YAML configuration file; flags below override its values.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// This node's Raft id (non-zero). Required without --config.
+    #[arg(long, value_name = "N")]
+    id: Option<u64>,
+    /// Data directory (Raft log and snapshots). Required without --config.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// gRPC listen address (agents, Raft peers). Port 0 picks one (single node only).
+    #[arg(long, value_name = "ADDR")]
+    grpc: Option<SocketAddr>,
+    /// gRPC address other nodes and agents use, when it differs from --grpc.
+    #[arg(long, value_name = "ADDR")]
+    advertise: Option<SocketAddr>,
+    /// Admin API listen address.
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+    /// DNS listen address (UDP and TCP).
+    #[arg(long, value_name = "ADDR")]
+    dns: Option<SocketAddr>,
+    /// Initial Raft members of a new group: `1=ADDR,2=ADDR,3=ADDR` (gRPC addresses), the same
+    /// on every node. Without it (and without --join) the node is a group of one.
+    #[arg(long, value_name = "ID=ADDR,...")]
+    peers: Option<String>,
+    /// Start without members and wait to be added (`meridian ctl members add ID ADDR`).
+    #[arg(long)]
+    join: bool,
+    /// An authoritative zone (repeatable).
+    #[arg(long = "zone", value_name = "ORIGIN")]
+    zones: Vec<String>,
+    /// A name server of every --zone zone: `NAME=IP` (repeatable).
+    #[arg(long = "nameserver", value_name = "NAME=IP")]
+    nameservers: Vec<String>,
+    /// Sign the --zone zones with DNSSEC (the leader generates and commits the keys).
+    #[arg(long)]
+    dnssec: bool,
+    /// Client network → region override: `203.0.113.0/24=us` (repeatable).
+    #[arg(long = "geo-cidr", value_name = "CIDR=REGION")]
+    geo_cidrs: Vec<String>,
+    /// A MaxMind-format (GeoIP2/GeoLite2 Country or City) database.
+    #[arg(long, value_name = "FILE")]
+    geo_mmdb: Option<PathBuf>,
+    /// Expected interval of agents' health reports, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    report_interval_ms: Option<u64>,
+    /// Reports missed before a cluster is unhealthy.
+    #[arg(long, value_name = "N")]
+    missed_reports: Option<u32>,
+    /// Once serving, write `{"admin":..,"grpc":..,"dns":..,"pid":..,"node_id":..}` here
+    /// (atomically: a temporary file renamed into place).
+    #[arg(long, value_name = "PATH")]
+    ready_file: Option<PathBuf>,
+}
 
-/// Runs `meridian hub`.
-pub async fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("meridian hub is not built yet")
+/// Runs `meridian hub` until Ctrl-C or SIGTERM.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let config = build_config(&args)?;
+    if let Some(path) = &args.ready_file {
+        // A stale file from an earlier run must not look like this run being ready.
+        let _ = std::fs::remove_file(path);
+    }
+    let hub = Hub::spawn(config).await.context("starting the hub")?;
+    if let Some(path) = &args.ready_file {
+        let ready = serde_json::json!({
+            "admin": hub.admin_addr().to_string(),
+            "grpc": hub.grpc_addr().to_string(),
+            "dns": hub.dns_addr().to_string(),
+            "pid": std::process::id(),
+            "node_id": hub.node_id(),
+        });
+        write_atomically(path, &ready.to_string())
+            .with_context(|| format!("writing the ready file {}", path.display()))?;
+    }
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    hub.shutdown().await;
+    if let Some(path) = &args.ready_file {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+/// The node configuration: the file's (if any) with the flags applied.
+fn build_config(args: &Args) -> anyhow::Result<HubConfig> {
+    let mut config = match &args.config {
+        Some(path) => HubConfig::from_file(path)?,
+        None => {
+            let (Some(id), Some(data_dir)) = (args.id, &args.data_dir) else {
+                bail!("--id and --data-dir are required without --config");
+            };
+            HubConfig::new(id, data_dir)
+        }
+    };
+    if let Some(id) = args.id {
+        config.node_id = id;
+    }
+    if let Some(dir) = &args.data_dir {
+        config.data_dir = dir.clone();
+    }
+    if let Some(addr) = args.grpc {
+        config.grpc_listen = addr;
+    }
+    if let Some(addr) = args.advertise {
+        config.grpc_advertise = Some(addr);
+    }
+    if let Some(addr) = args.admin {
+        config.admin_listen = addr;
+    }
+    if let Some(addr) = args.dns {
+        config.dns.listen = addr;
+    }
+    if let Some(peers) = &args.peers {
+        config.members = parse_peers(peers)?;
+    }
+    if args.join {
+        config.join = true;
+        config.members.clear();
+    }
+    let mut nameservers = Vec::new();
+    for spec in &args.nameservers {
+        let (name, ip) = spec
+            .split_once('=')
+            .with_context(|| format!("--nameserver {spec:?}: expected NAME=IP"))?;
+        let ip = ip
+            .parse()
+            .with_context(|| format!("--nameserver {spec:?}: {ip:?} is not an IP address"))?;
+        nameservers.push(NameserverConfig {
+            name: name.to_string(),
+            addresses: vec![ip],
+        });
+    }
+    for origin in &args.zones {
+        let origin = origin.trim_end_matches('.').to_ascii_lowercase();
+        if let Some(zone) = config.dns.zones.iter_mut().find(|z| z.origin == origin) {
+            zone.dnssec |= args.dnssec;
+            if !nameservers.is_empty() {
+                zone.nameservers = nameservers.clone();
+            }
+            continue;
+        }
+        // Start from the file format's defaults so both ways of configuring agree.
+        let mut zone: ZoneConfig = serde_json::from_value(serde_json::json!({ "origin": origin }))
+            .context("building a zone config")?;
+        zone.dnssec = args.dnssec;
+        zone.nameservers = nameservers.clone();
+        config.dns.zones.push(zone);
+    }
+    for spec in &args.geo_cidrs {
+        let (cidr, region) = spec
+            .split_once('=')
+            .with_context(|| format!("--geo-cidr {spec:?}: expected CIDR=REGION"))?;
+        config
+            .dns
+            .geo
+            .networks
+            .insert(cidr.to_string(), region.to_string());
+    }
+    if let Some(mmdb) = &args.geo_mmdb {
+        config.dns.geo.mmdb = Some(mmdb.clone());
+    }
+    if let Some(ms) = args.report_interval_ms {
+        config.health.report_interval_ms = ms;
+    }
+    if let Some(n) = args.missed_reports {
+        config.health.missed_reports = n;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+/// Parses `1=127.0.0.1:7001,2=127.0.0.1:7002`.
+fn parse_peers(spec: &str) -> anyhow::Result<std::collections::BTreeMap<u64, SocketAddr>> {
+    let mut members = std::collections::BTreeMap::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .with_context(|| format!("--peers: {part:?} is not ID=ADDR"))?;
+        let id: u64 = id
+            .parse()
+            .with_context(|| format!("--peers: {id:?} is not a node id"))?;
+        let addr: SocketAddr = addr
+            .parse()
+            .with_context(|| format!("--peers: {addr:?} is not a host:port address"))?;
+        if members.insert(id, addr).is_some() {
+            bail!("--peers: node {id} is listed twice");
+        }
+    }
+    Ok(members)
+}
+
+/// Writes `contents` to `path` so readers see either nothing or the whole file.
+pub fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(format!(".tmp.{}", std::process::id()));
+    let temp = PathBuf::from(temp);
+    std::fs::write(&temp, contents)?;
+    std::fs::rename(&temp, path)
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn config(argv: &[&str]) -> anyhow::Result<HubConfig> {
+        let cli = Cli::try_parse_from(std::iter::once("hub").chain(argv.iter().copied()))?;
+        build_config(&cli.args)
+    }
+
+    #[test]
+    fn flags_build_a_three_node_config() {
+        let config = config(&[
+            "--id",
+            "2",
+            "--data-dir",
+            "/tmp/h2",
+            "--grpc",
+            "127.0.0.1:7002",
+            "--admin",
+            "127.0.0.1:4002",
+            "--dns",
+            "127.0.0.1:5302",
+            "--peers",
+            "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003",
+            "--zone",
+            "Demo.Meridian.Test.",
+            "--dnssec",
+            "--geo-cidr",
+            "203.0.113.0/24=us",
+            "--nameserver",
+            "ns1.demo.meridian.test=127.0.0.1",
+        ])
+        .unwrap();
+        assert_eq!(config.node_id, 2);
+        assert_eq!(config.members.len(), 3);
+        assert_eq!(config.dns.listen, "127.0.0.1:5302".parse().unwrap());
+        assert_eq!(config.dns.zones[0].origin, "demo.meridian.test");
+        assert!(config.dns.zones[0].dnssec);
+        assert_eq!(config.dns.zones[0].nameservers.len(), 1);
+        assert_eq!(config.dns.geo.networks["203.0.113.0/24"], "us");
+    }
+
+    #[test]
+    fn bad_flags_are_explained() {
+        let err = config(&["--id", "1"]).unwrap_err().to_string();
+        assert!(err.contains("--data-dir"), "{err}");
+        let err = config(&["--id", "1", "--data-dir", "/x", "--peers", "1=nowhere"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"nowhere\""), "{err}");
+        let err = config(&["--id", "1", "--data-dir", "/x", "--peers", "2=127.0.0.1:1"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("members"), "{err}");
+    }
 }

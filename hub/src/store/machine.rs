@@ -18,11 +18,10 @@ use crate::dns::DnsView;
 /// The committed state as of one applied index, for readers (admin API, health tracker).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StoreView {
-    /// The applied log index when this view was published (views are published only when the
-    /// state changed, so a node may have applied further).
+    /// The last applied log index.
     pub applied_index: u64,
-    /// The state.
-    pub state: State,
+    /// The state; shared between views of batches that did not change it.
+    pub state: Arc<State>,
 }
 
 /// The receiving ends of everything [`StoreMachine`] publishes.
@@ -107,7 +106,7 @@ impl StoreMachine {
         });
         self.view_tx.send_replace(Arc::new(StoreView {
             applied_index: self.applied_index,
-            state: state.clone(),
+            state: Arc::new(state.clone()),
         }));
         self.dirty = false;
     }
@@ -152,10 +151,20 @@ impl crate::raft::StateMachine for StoreMachine {
 
     fn applied(&mut self, index: u64) {
         self.applied_index = index;
-        // A batch that changed nothing (raft's empty entries, repeated PUTs) keeps the
-        // published view: cloning the state for it would buy readers nothing.
         if self.dirty {
             self.publish();
+        } else {
+            // A batch that changed nothing (raft's empty entries, repeated PUTs) shares the
+            // published state and only moves the index, so readers waiting for an index
+            // (linearizable reads) see it applied.
+            self.view_tx.send_modify(|view| {
+                if view.applied_index != index {
+                    *view = Arc::new(StoreView {
+                        applied_index: index,
+                        state: view.state.clone(),
+                    });
+                }
+            });
         }
     }
 

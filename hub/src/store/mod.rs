@@ -14,6 +14,7 @@ mod apply;
 pub mod command;
 pub mod encoding;
 pub mod machine;
+pub mod proposer;
 pub mod state;
 
 #[cfg(test)]
@@ -22,4 +23,5 @@ mod tests;
 pub use apply::check_hostname;
 pub use command::{Action, Command, Outcome, RejectKind, Rejection, verdict_name};
 pub use machine::{StoreMachine, StoreView, StoreWatches};
+pub use proposer::{ProposeError, Proposer, unix_now_ms};
 pub use state::{AUDIT_CAPACITY, AuditEntry, ClusterRecord, State, ZoneKey};

@@ -130,9 +130,12 @@ fn base() -> State {
     .0
 }
 
+/// `Ok(changed)`, or the refusal's kind and a text its message contains.
+type Expected = Result<bool, (RejectKind, &'static str)>;
+
 /// Applies `action` at index 100 to the base state; checks the outcome and that a refused
 /// command changed nothing but the audit log.
-fn check(action: Action, expected: Result<bool, (RejectKind, &str)>) {
+fn check(action: Action, expected: Expected) {
     let mut state = base();
     let before = state.clone();
     let description = action.describe();
@@ -177,7 +180,7 @@ fn apply_table() {
     changed_cluster.region = Region::new("us-2").unwrap();
 
     use RejectKind::*;
-    let cases: Vec<(Action, Result<bool, (RejectKind, &str)>)> = vec![
+    let cases: Vec<(Action, Expected)> = vec![
         // Upserts: a new value changes state, the same value does not.
         (
             Action::PutCluster(cluster("ap-south", "ap", "127.0.1.3")),

@@ -1,0 +1,690 @@
+//! The admin HTTP API (axum, JSON). See `docs/admin-api.md` for every route and shape.
+//!
+//! **Guarantees:**
+//! - Writes go through Raft (any node; followers forward) and are idempotent upserts or
+//!   deletes; a refused write changes nothing.
+//! - Reads are linearizable (a ReadIndex barrier, then this node's applied state) unless the
+//!   query says `?stale=true`, which answers from this node's applied state at once.
+//! - Invalid input gets 400 with `{"error": "<field>: <why>", "field": "<field>"}`, unknown
+//!   names 404, conflicts 409, no quorum 503.
+
+mod body;
+mod error;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use meridian_proto::model::{ClusterName, Fqdn, ObjectKey};
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+pub use self::body::{
+    AuditJson, ClusterBody, ClusterJson, HealthJson, HostnameJson, MemberBody, PinBody,
+    RoutingJson, TargetJson,
+};
+pub use self::error::{ApiError, ErrorBody};
+use crate::dns::{self, DnsConfig, DnsView};
+use crate::raft::{RaftHandle, Role};
+use crate::store::{Action, Proposer, StoreView, check_hostname};
+
+/// The request header naming who makes a change, for the audit log.
+pub const ACTOR_HEADER: &str = "x-meridian-actor";
+/// The actor when the header is absent.
+pub const DEFAULT_ACTOR: &str = "admin-api";
+/// How long a linearizable read waits for this node to apply up to the read index.
+const APPLY_WAIT: Duration = Duration::from_secs(10);
+
+/// What the admin API needs from the node.
+pub struct AdminDeps {
+    /// This node's id.
+    pub node_id: u64,
+    /// Status, read barrier and membership.
+    pub raft: RaftHandle,
+    /// Writes.
+    pub proposer: Proposer,
+    /// The committed state.
+    pub view: watch::Receiver<Arc<StoreView>>,
+    /// What DNS answers from (for `explain` and `ds`).
+    pub dns_view: watch::Receiver<Arc<DnsView>>,
+    /// The node's DNS configuration (zones, geo map).
+    pub dns_config: DnsConfig,
+    /// The node's metrics, complete (every component registered before the API starts).
+    pub registry: Arc<Registry>,
+}
+
+type AppState = Arc<AdminDeps>;
+
+/// The admin API's routes.
+pub fn router(deps: AdminDeps) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/status", get(status))
+        .route("/v1/clusters", get(list_clusters))
+        .route(
+            "/v1/clusters/{name}",
+            get(get_cluster).put(put_cluster).delete(delete_cluster),
+        )
+        .route("/v1/clusters/{name}/drain", post(drain_cluster))
+        .route("/v1/clusters/{name}/undrain", post(undrain_cluster))
+        .route("/v1/hostnames", get(list_hostnames))
+        .route(
+            "/v1/hostnames/{fqdn}",
+            get(get_hostname).put(put_hostname).delete(delete_hostname),
+        )
+        .route("/v1/hostnames/{fqdn}/pin", post(pin_hostname))
+        .route("/v1/hostnames/{fqdn}/unpin", post(unpin_hostname))
+        .route("/v1/routes", get(list_routes))
+        .route(
+            "/v1/routes/{namespace}/{name}",
+            get(get_route).put(put_route).delete(delete_route),
+        )
+        .route("/v1/dns/explain", get(dns_explain))
+        .route("/v1/dns/ds/{zone}", get(dns_ds))
+        .route("/v1/audit", get(audit))
+        .route("/v1/members", get(list_members).post(add_member))
+        .route("/v1/members/{id}", axum::routing::delete(remove_member))
+        .fallback(not_found)
+        .with_state(Arc::new(deps))
+}
+
+/// `?stale=true` on reads.
+#[derive(Debug, Default, Deserialize)]
+struct ReadQuery {
+    #[serde(default)]
+    stale: bool,
+}
+
+// === reads ===
+
+/// The state to answer a read from: after a ReadIndex barrier unless `stale`.
+async fn read_view(state: &AppState, stale: bool) -> Result<Arc<StoreView>, ApiError> {
+    if stale {
+        return Ok(state.view.borrow().clone());
+    }
+    let index = state.raft.read_index().await.map_err(|err| {
+        let mut api = ApiError::from(err);
+        api.message = format!(
+            "linearizable read failed: {}; add ?stale=true to read this node's applied state",
+            api.message
+        );
+        api
+    })?;
+    let mut view = state.view.clone();
+    let ready = tokio::time::timeout(APPLY_WAIT, view.wait_for(|v| v.applied_index >= index))
+        .await
+        .map_err(|_| ApiError {
+            status: StatusCode::GATEWAY_TIMEOUT,
+            field: None,
+            message: format!("this node did not apply up to index {index} in time"),
+        })?
+        .map_err(|_| ApiError::internal("the state machine stopped".into()))?;
+    Ok(ready.clone())
+}
+
+fn actor(headers: &HeaderMap) -> Result<String, ApiError> {
+    let Some(value) = headers.get(ACTOR_HEADER) else {
+        return Ok(DEFAULT_ACTOR.to_string());
+    };
+    let actor = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|a| !a.is_empty() && a.len() <= 128 && a.chars().all(|c| !c.is_control()))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                Some("X-Meridian-Actor".into()),
+                "must be 1 to 128 printable characters".into(),
+            )
+        })?;
+    Ok(actor.to_string())
+}
+
+async fn submit(state: &AppState, headers: &HeaderMap, action: Action) -> Result<bool, ApiError> {
+    let actor = actor(headers)?;
+    let outcome = state.proposer.submit(&actor, action).await?;
+    Ok(outcome.into_result()?)
+}
+
+fn path_cluster(name: &str) -> Result<ClusterName, ApiError> {
+    ClusterName::new(name).map_err(|e| ApiError::bad_request(Some("name".into()), e.to_string()))
+}
+
+fn path_fqdn(fqdn: &str) -> Result<Fqdn, ApiError> {
+    Fqdn::new(fqdn).map_err(|e| ApiError::bad_request(Some("fqdn".into()), e.to_string()))
+}
+
+fn path_route_key(namespace: &str, name: &str) -> Result<ObjectKey, ApiError> {
+    ObjectKey::new(namespace, name).map_err(|e| {
+        let field = if e.what == "namespace" {
+            "namespace"
+        } else {
+            "name"
+        };
+        ApiError::bad_request(Some(field.into()), e.to_string())
+    })
+}
+
+// === handlers: node ===
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut text = String::new();
+    if let Err(err) = prometheus_client::encoding::text::encode(&mut text, &state.registry) {
+        return ApiError::internal(format!("encoding metrics: {err}")).into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route; see docs/admin-api.md".into())
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Follower => "follower",
+        Role::Candidate => "candidate",
+        Role::PreCandidate => "pre-candidate",
+        Role::Leader => "leader",
+    }
+}
+
+async fn status(State(state): State<AppState>) -> Json<Value> {
+    let raft = state.raft.status().borrow().clone();
+    let view = state.view.borrow().clone();
+    let clusters: Vec<ClusterJson> = view.state.clusters.values().map(Into::into).collect();
+    Json(json!({
+        "node_id": state.node_id,
+        "role": role_name(raft.role),
+        "term": raft.term,
+        "leader_id": raft.leader_id,
+        "leader_addr": raft.members.get(&raft.leader_id).map(ToString::to_string),
+        "commit_index": raft.commit_index,
+        "applied_index": raft.applied_index,
+        "leader_contact_age_seconds": raft.last_leader_contact.map(|t| t.elapsed().as_secs_f64()),
+        "members": raft.members.iter().map(|(id, addr)| json!({"id": id, "addr": addr.to_string()})).collect::<Vec<_>>(),
+        "shared_version": view.state.shared_version,
+        "dns_version": view.state.dns_version,
+        "clusters": clusters,
+    }))
+}
+
+// === handlers: clusters ===
+
+async fn list_clusters(
+    State(state): State<AppState>,
+    Query(query): Query<ReadQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let view = read_view(&state, query.stale).await?;
+    let items: Vec<ClusterJson> = view.state.clusters.values().map(Into::into).collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+async fn get_cluster(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<ReadQuery>,
+) -> Result<Json<ClusterJson>, ApiError> {
+    let name = path_cluster(&name)?;
+    let view = read_view(&state, query.stale).await?;
+    let record = view
+        .state
+        .clusters
+        .get(&name)
+        .ok_or_else(|| ApiError::not_found(format!("cluster {name} does not exist")))?;
+    Ok(Json(record.into()))
+}
+
+async fn put_cluster(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<ClusterJson>, ApiError> {
+    let name = path_cluster(&name)?;
+    let cluster = body::parse_json::<ClusterBody>(&body)?.into_model(&name)?;
+    submit(&state, &headers, Action::PutCluster(cluster.clone())).await?;
+    let view = state.view.borrow().clone();
+    let json = match view.state.clusters.get(&name) {
+        Some(record) => record.into(),
+        None => (&crate::store::ClusterRecord {
+            cluster,
+            health: Default::default(),
+            reported_addresses: Vec::new(),
+        })
+            .into(),
+    };
+    Ok(Json(json))
+}
+
+async fn delete_cluster(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let name = path_cluster(&name)?;
+    submit(&state, &headers, Action::DeleteCluster(name.clone())).await?;
+    Ok(Json(json!({ "deleted": name.to_string() })))
+}
+
+async fn set_drained(
+    state: AppState,
+    name: String,
+    headers: HeaderMap,
+    drained: bool,
+) -> Result<Json<Value>, ApiError> {
+    let cluster = path_cluster(&name)?;
+    let changed = submit(
+        &state,
+        &headers,
+        Action::SetDrained {
+            cluster: cluster.clone(),
+            drained,
+        },
+    )
+    .await?;
+    Ok(Json(json!({
+        "cluster": cluster.to_string(),
+        "drained": drained,
+        "changed": changed,
+    })))
+}
+
+async fn drain_cluster(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    set_drained(state, name, headers, true).await
+}
+
+async fn undrain_cluster(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    set_drained(state, name, headers, false).await
+}
+
+// === handlers: hostnames ===
+
+async fn list_hostnames(
+    State(state): State<AppState>,
+    Query(query): Query<ReadQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let view = read_view(&state, query.stale).await?;
+    let items: Vec<HostnameJson> = view.state.hostnames.values().map(Into::into).collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+async fn get_hostname(
+    State(state): State<AppState>,
+    Path(fqdn): Path<String>,
+    Query(query): Query<ReadQuery>,
+) -> Result<Json<HostnameJson>, ApiError> {
+    let fqdn = path_fqdn(&fqdn)?;
+    let view = read_view(&state, query.stale).await?;
+    let policy = view
+        .state
+        .hostnames
+        .get(&fqdn)
+        .ok_or_else(|| ApiError::not_found(format!("hostname {fqdn} does not exist")))?;
+    Ok(Json(policy.into()))
+}
+
+/// Checks that `fqdn` lies in a zone this node serves (when it serves any).
+fn check_in_zone(config: &DnsConfig, fqdn: &Fqdn) -> Result<(), ApiError> {
+    if config.zones.is_empty() {
+        return Ok(());
+    }
+    let zones: Vec<Fqdn> = config
+        .zones
+        .iter()
+        .filter_map(|z| Fqdn::new(&z.origin).ok())
+        .collect();
+    if zones.iter().any(|zone| fqdn.is_within(zone)) {
+        return Ok(());
+    }
+    let zones: Vec<String> = zones.iter().map(ToString::to_string).collect();
+    Err(ApiError::bad_request(
+        Some("fqdn".into()),
+        format!(
+            "{fqdn} is not inside a zone this hub serves ({})",
+            zones.join(", ")
+        ),
+    ))
+}
+
+async fn put_hostname(
+    State(state): State<AppState>,
+    Path(fqdn): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<HostnameJson>, ApiError> {
+    let fqdn = path_fqdn(&fqdn)?;
+    let policy = body::parse_json::<HostnameJson>(&body)?.into_model(&fqdn)?;
+    check_in_zone(&state.dns_config, &fqdn)?;
+    // A quick answer against this node's state; apply checks again against the committed one.
+    check_hostname(&state.view.borrow().state, &policy)?;
+    submit(&state, &headers, Action::PutHostname(policy.clone())).await?;
+    Ok(Json((&policy).into()))
+}
+
+async fn delete_hostname(
+    State(state): State<AppState>,
+    Path(fqdn): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let fqdn = path_fqdn(&fqdn)?;
+    submit(&state, &headers, Action::DeleteHostname(fqdn.clone())).await?;
+    Ok(Json(json!({ "deleted": fqdn.to_string() })))
+}
+
+async fn pin_hostname(
+    State(state): State<AppState>,
+    Path(fqdn): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let fqdn = path_fqdn(&fqdn)?;
+    let pin = body::parse_json::<PinBody>(&body)?;
+    let cluster = ClusterName::new(pin.cluster)
+        .map_err(|e| ApiError::bad_request(Some("cluster".into()), e.to_string()))?;
+    let changed = submit(
+        &state,
+        &headers,
+        Action::SetPinned {
+            fqdn: fqdn.clone(),
+            cluster: Some(cluster.clone()),
+        },
+    )
+    .await?;
+    Ok(Json(json!({
+        "fqdn": fqdn.to_string(),
+        "pinned": cluster.to_string(),
+        "changed": changed,
+    })))
+}
+
+async fn unpin_hostname(
+    State(state): State<AppState>,
+    Path(fqdn): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let fqdn = path_fqdn(&fqdn)?;
+    let changed = submit(
+        &state,
+        &headers,
+        Action::SetPinned {
+            fqdn: fqdn.clone(),
+            cluster: None,
+        },
+    )
+    .await?;
+    Ok(Json(json!({
+        "fqdn": fqdn.to_string(),
+        "pinned": null,
+        "changed": changed,
+    })))
+}
+
+// === handlers: routes ===
+
+async fn list_routes(
+    State(state): State<AppState>,
+    Query(query): Query<ReadQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let view = read_view(&state, query.stale).await?;
+    let items: Vec<Value> = view
+        .state
+        .routes
+        .values()
+        .map(meridian_gwapi::http_route_to_json)
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+async fn get_route(
+    State(state): State<AppState>,
+    Path((namespace, name)): Path<(String, String)>,
+    Query(query): Query<ReadQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let key = path_route_key(&namespace, &name)?;
+    let view = read_view(&state, query.stale).await?;
+    let route = view
+        .state
+        .routes
+        .get(&key)
+        .ok_or_else(|| ApiError::not_found(format!("route {key} does not exist")))?;
+    Ok(Json(meridian_gwapi::http_route_to_json(route)))
+}
+
+/// Parses an HTTPRoute body for the route at `key`: `metadata.namespace`/`name` must match
+/// the path or be absent (then they are taken from it), `apiVersion` and `kind` default to
+/// Gateway API v1 `HTTPRoute`.
+fn parse_route(
+    key: &ObjectKey,
+    bytes: &[u8],
+) -> Result<meridian_proto::model::route::HttpRoute, ApiError> {
+    let mut value: Value = body::parse_json(bytes)?;
+    let Some(object) = value.as_object_mut() else {
+        return Err(ApiError::bad_request(
+            None,
+            "the body must be a JSON object (a Gateway API HTTPRoute)".into(),
+        ));
+    };
+    object
+        .entry("apiVersion")
+        .or_insert_with(|| json!("gateway.networking.k8s.io/v1"));
+    object.entry("kind").or_insert_with(|| json!("HTTPRoute"));
+    let metadata = object.entry("metadata").or_insert_with(|| json!({}));
+    let Some(metadata) = metadata.as_object_mut() else {
+        return Err(ApiError::bad_request(
+            Some("metadata".into()),
+            "must be an object".into(),
+        ));
+    };
+    for (field, expected) in [("namespace", &key.namespace), ("name", &key.name)] {
+        match metadata.get(field) {
+            None | Some(Value::Null) => {
+                metadata.insert(field.to_string(), json!(expected));
+            }
+            Some(Value::String(given)) if given == expected => {}
+            Some(given) => {
+                return Err(ApiError::bad_request(
+                    Some(format!("metadata.{field}")),
+                    format!("{given} does not match the path's {field} {expected:?}"),
+                ));
+            }
+        }
+    }
+    meridian_gwapi::http_route_from_json(&value).map_err(|problems| {
+        // The field paths are inside the message: a route can have several problems.
+        let messages: Vec<String> = problems
+            .iter()
+            .map(|p| {
+                if p.path.is_empty() {
+                    p.message.clone()
+                } else {
+                    format!("{}: {}", p.path, p.message)
+                }
+            })
+            .collect();
+        ApiError::bad_request(
+            None,
+            format!("invalid HTTPRoute {key}: {}", messages.join("; ")),
+        )
+    })
+}
+
+async fn put_route(
+    State(state): State<AppState>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let key = path_route_key(&namespace, &name)?;
+    let route = parse_route(&key, &body)?;
+    let json = meridian_gwapi::http_route_to_json(&route);
+    submit(&state, &headers, Action::PutRoute(Box::new(route))).await?;
+    Ok(Json(json))
+}
+
+async fn delete_route(
+    State(state): State<AppState>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let key = path_route_key(&namespace, &name)?;
+    submit(&state, &headers, Action::DeleteRoute(key.clone())).await?;
+    Ok(Json(json!({ "deleted": key.to_string() })))
+}
+
+// === handlers: DNS ===
+
+#[derive(Debug, Deserialize)]
+struct ExplainQuery {
+    name: Option<String>,
+    #[serde(rename = "type")]
+    qtype: Option<String>,
+    client: Option<String>,
+}
+
+async fn dns_explain(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(query): Query<ExplainQuery>,
+) -> Result<Response, ApiError> {
+    let name = query
+        .name
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::bad_request(Some("name".into()), "is required".into()))?;
+    let qtype = query.qtype.unwrap_or_else(|| "A".to_string());
+    let client: IpAddr = match query.client {
+        Some(client) => client.parse().map_err(|_| {
+            ApiError::bad_request(
+                Some("client".into()),
+                format!("{client:?} is not an IP address"),
+            )
+        })?,
+        None => peer.ip(),
+    };
+    let view = state.dns_view.borrow().clone();
+    match dns::explain(&state.dns_config, &view, &name, &qtype, client) {
+        Ok(explanation) => Ok(Json(explanation).into_response()),
+        Err(dns::DnsError::Query(why)) => Err(ApiError::bad_request(None, why)),
+        Err(dns::DnsError::Zone { zone, why }) => {
+            Err(ApiError::not_found(format!("zone {zone}: {why}")))
+        }
+        Err(err) => Err(ApiError::internal(err.to_string())),
+    }
+}
+
+async fn dns_ds(
+    State(state): State<AppState>,
+    Path(zone): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let zone =
+        Fqdn::new(&zone).map_err(|e| ApiError::bad_request(Some("zone".into()), e.to_string()))?;
+    let view = state.dns_view.borrow().clone();
+    match dns::ds_records(&view, &zone) {
+        Ok(records) => Ok(Json(json!({ "zone": zone.to_string(), "ds": records }))),
+        Err(dns::DnsError::Zone { zone, why }) => {
+            Err(ApiError::not_found(format!("zone {zone}: {why}")))
+        }
+        Err(err) => Err(ApiError::internal(err.to_string())),
+    }
+}
+
+// === handlers: audit ===
+
+#[derive(Debug, Deserialize)]
+struct AuditQuery {
+    #[serde(default)]
+    stale: bool,
+    limit: Option<usize>,
+}
+
+async fn audit(
+    State(state): State<AppState>,
+    Query(query): Query<AuditQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let view = read_view(&state, query.stale).await?;
+    let limit = query.limit.unwrap_or(100);
+    let skip = view.state.audit.len().saturating_sub(limit);
+    let entries: Vec<AuditJson> = view.state.audit.iter().skip(skip).map(Into::into).collect();
+    Ok(Json(json!({ "entries": entries })))
+}
+
+// === handlers: members ===
+
+async fn list_members(State(state): State<AppState>) -> Json<Value> {
+    let raft = state.raft.status().borrow().clone();
+    let members: Vec<Value> = raft
+        .members
+        .iter()
+        .map(|(id, addr)| {
+            json!({
+                "id": id,
+                "addr": addr.to_string(),
+                "leader": *id == raft.leader_id,
+            })
+        })
+        .collect();
+    Json(json!({ "leader_id": raft.leader_id, "members": members }))
+}
+
+async fn add_member(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let (id, addr) = body::parse_json::<MemberBody>(&body)?.into_parts()?;
+    state.raft.add_member(id, addr).await?;
+    Ok(Json(json!({ "added": id, "addr": addr.to_string() })))
+}
+
+async fn remove_member(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id: u64 = id.parse().ok().filter(|id| *id != 0).ok_or_else(|| {
+        ApiError::bad_request(Some("id".into()), format!("{id:?} is not a node id"))
+    })?;
+    state.raft.remove_member(id).await?;
+    Ok(Json(json!({ "removed": id })))
+}
+
+// === serving ===
+
+/// Serves the admin API on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
+}

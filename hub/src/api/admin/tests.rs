@@ -1,0 +1,205 @@
+//! Admin API request validation: every 400 names the bad field.
+
+use meridian_proto::model::{AllUnhealthy, ClusterName, Fqdn, ObjectKey};
+
+use super::body::{ClusterBody, HostnameJson, MemberBody, parse_json};
+use super::{ApiError, parse_route};
+
+fn cluster(body: &str) -> Result<meridian_proto::model::Cluster, ApiError> {
+    parse_json::<ClusterBody>(body.as_bytes())?.into_model(&ClusterName::new("us-east").unwrap())
+}
+
+fn hostname(body: &str) -> Result<meridian_proto::model::HostnamePolicy, ApiError> {
+    parse_json::<HostnameJson>(body.as_bytes())?
+        .into_model(&Fqdn::new("app.demo.meridian.test").unwrap())
+}
+
+/// Asserts that `result` is a 400 naming `field` in its field and its message.
+fn check_400<T: std::fmt::Debug>(result: Result<T, ApiError>, field: &str, text: &str) {
+    let err = result.expect_err("accepted an invalid body");
+    assert_eq!(err.status, 400, "{err:?}");
+    assert!(
+        err.text().contains(field) && err.text().contains(text),
+        "{:?} does not name {field:?} / {text:?}",
+        err.text()
+    );
+}
+
+#[test]
+fn valid_cluster_bodies() {
+    let c = cluster(r#"{"region":"us","addresses":["127.0.1.1","::1"]}"#).unwrap();
+    assert_eq!(c.name.as_str(), "us-east");
+    assert_eq!(c.addresses.len(), 2);
+    assert!(!c.drained);
+    // A GET answer can be PUT back: read-only fields are ignored.
+    let c = cluster(
+        r#"{"name":"us-east","region":"us","addresses":[],"drained":true,
+            "health":{"verdict":"healthy"},"reported_addresses":["10.0.0.1"]}"#,
+    )
+    .unwrap();
+    assert!(c.drained);
+}
+
+#[test]
+fn invalid_cluster_bodies_name_the_field() {
+    let cases = [
+        (r#"{"addresses":[]}"#, "region", "missing field"),
+        (r#"{"region":"US"}"#, "region", "invalid region"),
+        (
+            r#"{"region":"us","addresses":["nope"]}"#,
+            "addresses[0]",
+            "not an IP address",
+        ),
+        (
+            r#"{"region":"us","addresses":["10.0.0.1","10.0.0.1"]}"#,
+            "addresses[1]",
+            "more than once",
+        ),
+        (
+            r#"{"region":"us","drained":"yes"}"#,
+            "drained",
+            "invalid type",
+        ),
+        (
+            r#"{"region":"us","colour":"blue"}"#,
+            "colour",
+            "unknown field",
+        ),
+        (
+            r#"{"region":"us","name":"eu-west"}"#,
+            "name",
+            "does not match",
+        ),
+        (r#"{"region": "us""#, "EOF", "EOF"),
+    ];
+    for (body, field, text) in cases {
+        check_400(cluster(body), field, text);
+    }
+}
+
+#[test]
+fn hostname_defaults_and_full_shape() {
+    let policy = hostname(r#"{"targets":[{"cluster":"us-east"}]}"#).unwrap();
+    assert_eq!(policy.ttl, 30);
+    assert_eq!(policy.targets[0].weight, 1);
+    assert!(policy.routing.geo);
+    assert_eq!(policy.routing.max_answers, 1);
+
+    let body = r#"{
+        "fqdn": "APP.demo.meridian.test.",
+        "ttl": 10,
+        "targets": [{"cluster": "us-east", "weight": 3}, {"cluster": "eu-west", "weight": 0}],
+        "routing": {"geo": false, "region_order": ["us", "eu"], "max_answers": 2,
+                    "when_all_unhealthy": "fail-closed", "panic_threshold_percent": 30,
+                    "pinned": "eu-west"}
+    }"#;
+    let policy = hostname(body).unwrap();
+    assert_eq!(policy.routing.when_all_unhealthy, AllUnhealthy::FailClosed);
+    assert_eq!(policy.routing.pinned.as_ref().unwrap().as_str(), "eu-west");
+    // The JSON form round-trips.
+    let json = serde_json::to_string(&HostnameJson::from(&policy)).unwrap();
+    assert_eq!(hostname(&json).unwrap(), policy);
+}
+
+#[test]
+fn invalid_hostname_bodies_name_the_field() {
+    let cases = [
+        (r#"{}"#, "targets", "missing field"),
+        (
+            r#"{"targets":[{"cluster":"Bad"}]}"#,
+            "targets[0].cluster",
+            "invalid cluster name",
+        ),
+        (
+            r#"{"targets":[{"cluster":"a","weight":-1}]}"#,
+            "targets[0].weight",
+            "invalid value",
+        ),
+        (r#"{"targets":[],"ttl":"long"}"#, "ttl", "invalid type"),
+        (
+            r#"{"targets":[],"routing":{"max_answers":"x"}}"#,
+            "routing.max_answers",
+            "invalid type",
+        ),
+        (
+            r#"{"targets":[],"routing":{"when_all_unhealthy":"panic"}}"#,
+            "routing.when_all_unhealthy",
+            "neither",
+        ),
+        (
+            r#"{"targets":[],"routing":{"panic_threshold_percent":101}}"#,
+            "routing.panic_threshold_percent",
+            "0..=100",
+        ),
+        (
+            r#"{"targets":[],"routing":{"region_order":["us","EU"]}}"#,
+            "routing.region_order[1]",
+            "invalid region",
+        ),
+        (
+            r#"{"targets":[],"routing":{"pinned":"No"}}"#,
+            "routing.pinned",
+            "invalid cluster name",
+        ),
+        (
+            r#"{"targets":[],"routing":{"sticky":true}}"#,
+            "routing.sticky",
+            "unknown field",
+        ),
+        (
+            r#"{"targets":[],"fqdn":"other.demo.meridian.test"}"#,
+            "fqdn",
+            "does not match",
+        ),
+    ];
+    for (body, field, text) in cases {
+        check_400(hostname(body), field, text);
+    }
+}
+
+#[test]
+fn member_bodies() {
+    let parse = |body: &str| parse_json::<MemberBody>(body.as_bytes())?.into_parts();
+    assert_eq!(
+        parse(r#"{"id":4,"addr":"127.0.0.1:7004"}"#).unwrap(),
+        (4, "127.0.0.1:7004".parse().unwrap())
+    );
+    check_400(parse(r#"{"id":0,"addr":"127.0.0.1:7004"}"#), "id", "0");
+    check_400(
+        parse(r#"{"id":4,"addr":"localhost"}"#),
+        "addr",
+        "socket address",
+    );
+    check_400(
+        parse(r#"{"id":4,"addr":"0.0.0.0:7004"}"#),
+        "addr",
+        "cannot be reached",
+    );
+    check_400(parse(r#"{"addr":"127.0.0.1:7004"}"#), "id", "missing field");
+}
+
+#[test]
+fn route_bodies_take_their_key_from_the_path() {
+    let key = ObjectKey::new("shop", "web").unwrap();
+    let body = r#"{"spec":{"hostnames":["app.demo.meridian.test"],
+        "rules":[{"matches":[{"path":{"type":"PathPrefix","value":"/"}}],
+                  "backendRefs":[{"name":"echo","port":8080}]}]}}"#;
+    let route = parse_route(&key, body.as_bytes()).unwrap();
+    assert_eq!(route.key, key);
+    assert_eq!(route.hostnames, ["app.demo.meridian.test"]);
+
+    let mismatched = r#"{"metadata":{"namespace":"other"},"spec":{}}"#;
+    check_400(
+        parse_route(&key, mismatched.as_bytes()),
+        "metadata.namespace",
+        "does not match",
+    );
+    check_400(parse_route(&key, b"[1,2]"), "", "JSON object");
+    let bad_path =
+        r#"{"spec":{"rules":[{"matches":[{"path":{"type":"PathPrefix","value":"no-slash"}}]}]}}"#;
+    check_400(
+        parse_route(&key, bad_path.as_bytes()),
+        "spec.rules[0].matches[0].path",
+        "",
+    );
+}

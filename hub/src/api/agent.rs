@@ -1,0 +1,363 @@
+//! The `Hub` gRPC service agents use: `Register`, then one `Session` stream per agent carrying
+//! health reports in and `SharedConfig` snapshots out.
+
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use meridian_proto::model::{ClusterName, HealthReport, SharedConfig};
+use meridian_proto::pb;
+use meridian_proto::pb::hub_server::Hub;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::health::{HealthHandle, Origin};
+use crate::raft::RaftHandle;
+use crate::store::{Action, Outcome, Proposer, StoreView};
+
+/// Messages buffered towards one agent; a slow agent gets the newest config once it catches up.
+const OUTBOUND: usize = 4;
+
+/// The agent-facing gRPC service of one hub node.
+#[derive(Clone)]
+pub struct AgentService {
+    inner: Arc<Inner>,
+}
+
+/// What the agent service needs from the node.
+pub struct AgentDeps {
+    /// This node's id.
+    pub node_id: u64,
+    /// For leader hints.
+    pub raft: RaftHandle,
+    /// For recording reported gateway addresses.
+    pub proposer: Proposer,
+    /// The committed state.
+    pub view: watch::Receiver<Arc<StoreView>>,
+    /// What agents receive.
+    pub shared: watch::Receiver<Arc<SharedConfig>>,
+    /// Where reports go.
+    pub health: HealthHandle,
+    /// Ends every session on shutdown.
+    pub shutdown: CancellationToken,
+}
+
+struct Inner {
+    deps: AgentDeps,
+    metrics: Metrics,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AckLabels {
+    cluster: String,
+    result: &'static str,
+}
+
+struct Metrics {
+    sessions: Gauge,
+    pushes: Counter,
+    acks: Family<AckLabels, Counter>,
+    invalid_reports: Counter,
+}
+
+type SessionStream = Pin<Box<dyn Stream<Item = Result<pb::HubMessage, Status>> + Send>>;
+
+// === impl AgentService ===
+
+impl AgentService {
+    /// Builds the service and registers its metrics.
+    pub fn new(deps: AgentDeps, registry: &mut Registry) -> Self {
+        let metrics = Metrics {
+            sessions: Gauge::default(),
+            pushes: Counter::default(),
+            acks: Family::default(),
+            invalid_reports: Counter::default(),
+        };
+        registry.register(
+            "meridian_hub_agent_sessions",
+            "Agent sessions open on this node",
+            metrics.sessions.clone(),
+        );
+        registry.register(
+            "meridian_hub_agent_config_pushes",
+            "SharedConfig snapshots sent to agents",
+            metrics.pushes.clone(),
+        );
+        registry.register(
+            "meridian_hub_agent_config_acks",
+            "Agents' answers to SharedConfig snapshots, by cluster and result (ack or nack)",
+            metrics.acks.clone(),
+        );
+        registry.register(
+            "meridian_hub_agent_invalid_reports",
+            "Health reports dropped because they did not decode",
+            metrics.invalid_reports.clone(),
+        );
+        Self {
+            inner: Arc::new(Inner { deps, metrics }),
+        }
+    }
+
+    /// The tonic service to mount.
+    pub fn into_server(self) -> pb::hub_server::HubServer<Self> {
+        pb::hub_server::HubServer::new(self)
+    }
+
+    fn leader_hint(&self) -> String {
+        let status = self.inner.deps.raft.status();
+        let status = status.borrow();
+        status
+            .members
+            .get(&status.leader_id)
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    }
+}
+
+fn cluster_name(name: String, field: &str) -> Result<ClusterName, Status> {
+    ClusterName::new(name).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
+}
+
+fn unknown_cluster(cluster: &ClusterName) -> Status {
+    Status::not_found(format!(
+        "cluster {cluster} is not registered with the hub; create it first \
+         (PUT /v1/clusters/{cluster} or `meridian ctl apply`)"
+    ))
+}
+
+/// Parses an agent's gateway address: an IP, or an IP with a port (the port is dropped:
+/// DNS answers carry addresses only).
+fn gateway_ip(value: &str) -> Option<IpAddr> {
+    value
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| value.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+}
+
+#[tonic::async_trait]
+impl Hub for AgentService {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let request = request.into_inner();
+        let cluster = cluster_name(request.cluster, "cluster")?;
+        let mut addresses = Vec::new();
+        for (i, value) in request.gateway_addresses.iter().enumerate() {
+            let ip = gateway_ip(value).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "gateway_addresses[{i}]: {value:?} is not an IP address"
+                ))
+            })?;
+            if !addresses.contains(&ip) {
+                addresses.push(ip);
+            }
+        }
+        // A cluster created a moment ago on another node must be visible: read through the
+        // barrier when a leader is reachable, else from this node's applied state.
+        if let Err(err) = self.inner.deps.raft.read_index().await {
+            tracing::debug!(error = %err, "register: reading local state without a barrier");
+        }
+        let view = self.inner.deps.view.borrow().clone();
+        let Some(record) = view.state.clusters.get(&cluster) else {
+            return Err(unknown_cluster(&cluster));
+        };
+        if record.reported_addresses != addresses {
+            // In the background: registration must not wait for (or fail on) a quorum.
+            let proposer = self.inner.deps.proposer.clone();
+            let actor = format!("agent/{cluster}");
+            let action = Action::SetReportedAddresses {
+                cluster: cluster.clone(),
+                addresses,
+            };
+            tokio::spawn(async move {
+                match proposer.submit(&actor, action).await {
+                    Ok(Outcome::Rejected(rejection)) => {
+                        tracing::warn!(%actor, %rejection, "reported addresses refused");
+                    }
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::warn!(%actor, error = %err, "could not record reported addresses");
+                    }
+                }
+            });
+        }
+        tracing::info!(
+            %cluster,
+            agent_version = %request.agent_version,
+            "agent registered"
+        );
+        Ok(Response::new(pb::RegisterResponse {
+            cluster: Some((&record.cluster).into()),
+            node_id: self.inner.deps.node_id,
+            leader_hint: self.leader_hint(),
+        }))
+    }
+
+    type SessionStream = SessionStream;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("the stream ended before its hello"))?;
+        let Some(pb::agent_message::Kind::Hello(hello)) = first.kind else {
+            return Err(Status::invalid_argument(
+                "the first message of a session must be `hello`",
+            ));
+        };
+        let cluster = cluster_name(hello.cluster, "hello.cluster")?;
+        if !self
+            .inner
+            .deps
+            .view
+            .borrow()
+            .state
+            .clusters
+            .contains_key(&cluster)
+        {
+            return Err(unknown_cluster(&cluster));
+        }
+        let instance = if hello.instance_id.is_empty() {
+            format!("anonymous/{cluster}")
+        } else {
+            hello.instance_id
+        };
+        tracing::info!(%cluster, %instance, have_version = hello.have_version, "agent session opened");
+        let (tx, rx) = mpsc::channel(OUTBOUND);
+        let session = Session {
+            inner: self.inner.clone(),
+            cluster,
+            instance,
+            tx,
+        };
+        tokio::spawn(session.run(inbound));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+// === the session task ===
+
+struct Session {
+    inner: Arc<Inner>,
+    cluster: ClusterName,
+    instance: String,
+    tx: mpsc::Sender<Result<pb::HubMessage, Status>>,
+}
+
+impl Session {
+    async fn run(self, mut inbound: Streaming<pb::AgentMessage>) {
+        let metrics = &self.inner.metrics;
+        metrics.sessions.inc();
+        let mut shared = self.inner.deps.shared.clone();
+        let shutdown = self.inner.deps.shutdown.clone();
+        // The full config at once, then again on every change.
+        let mut sent_version = None;
+        let mut push_due = true;
+        let end = loop {
+            if push_due {
+                push_due = false;
+                let config = shared.borrow_and_update().clone();
+                if sent_version != Some(config.version) {
+                    sent_version = Some(config.version);
+                    let message = pb::HubMessage {
+                        kind: Some(pb::hub_message::Kind::Config((&*config).into())),
+                    };
+                    if self.tx.send(Ok(message)).await.is_err() {
+                        break "agent went away";
+                    }
+                    metrics.pushes.inc();
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    let _ = self.tx.send(Err(Status::unavailable("hub node is shutting down"))).await;
+                    break "hub shutting down";
+                }
+                () = self.tx.closed() => break "agent went away",
+                changed = shared.changed() => {
+                    if changed.is_err() {
+                        break "hub state machine stopped";
+                    }
+                    push_due = true;
+                }
+                message = inbound.message() => match message {
+                    Ok(Some(message)) => {
+                        if let Err(status) = self.on_message(message) {
+                            let _ = self.tx.send(Err(status)).await;
+                            break "protocol error";
+                        }
+                    }
+                    Ok(None) => break "agent closed the stream",
+                    Err(_) => break "stream error",
+                },
+            }
+        };
+        metrics.sessions.dec();
+        tracing::info!(cluster = %self.cluster, instance = %self.instance, reason = end, "agent session closed");
+    }
+
+    fn on_message(&self, message: pb::AgentMessage) -> Result<(), Status> {
+        use pb::agent_message::Kind;
+        match message.kind {
+            Some(Kind::Health(report)) => match HealthReport::try_from(report) {
+                Ok(report) if report.cluster != self.cluster => {
+                    return Err(Status::invalid_argument(format!(
+                        "health.cluster: this session is for cluster {}, not {}",
+                        self.cluster, report.cluster
+                    )));
+                }
+                Ok(report) => {
+                    self.inner
+                        .deps
+                        .health
+                        .report(&self.instance, report, Origin::Local);
+                }
+                Err(err) => {
+                    self.inner.metrics.invalid_reports.inc();
+                    tracing::warn!(cluster = %self.cluster, error = %err.in_field("health"), "dropping an invalid health report");
+                }
+            },
+            Some(Kind::Ack(ack)) => {
+                let result = if ack.error.is_empty() {
+                    tracing::debug!(cluster = %self.cluster, version = ack.version, "agent applied shared config");
+                    "ack"
+                } else {
+                    tracing::warn!(cluster = %self.cluster, version = ack.version, error = %ack.error, "agent rejected shared config");
+                    "nack"
+                };
+                self.inner
+                    .metrics
+                    .acks
+                    .get_or_create(&AckLabels {
+                        cluster: self.cluster.to_string(),
+                        result,
+                    })
+                    .inc();
+            }
+            Some(Kind::Hello(_)) => {
+                return Err(Status::invalid_argument(
+                    "`hello` may only be the first message of a session",
+                ));
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "empty or unknown agent message kind",
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,253 @@
+//! Tracker tests, driven by a fake clock: feed reports and time, assert the verdicts it asks for.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use meridian_proto::model::{ClusterName, GatewayProbe, HealthReport, HealthVerdict};
+
+use super::tracker::{Accepted, Tracker, VerdictChange};
+use crate::config::HealthConfig;
+
+/// A tracker plus a fake clock and the committed verdicts, updated as if every change the
+/// tracker asks for committed at once.
+struct Harness {
+    tracker: Tracker,
+    start: Instant,
+    now: Duration,
+    committed: BTreeMap<ClusterName, HealthVerdict>,
+    seq: u64,
+}
+
+fn us() -> ClusterName {
+    ClusterName::new("us-east").unwrap()
+}
+
+fn report(cluster: &ClusterName, seq: u64, ready: &[bool]) -> HealthReport {
+    HealthReport {
+        cluster: cluster.clone(),
+        seq,
+        gateways: ready
+            .iter()
+            .enumerate()
+            .map(|(i, &ready)| GatewayProbe {
+                name: format!("gw-{i}"),
+                address: Some(format!("127.0.1.{}:8080", i + 1).parse().unwrap()),
+                ready,
+                detail: if ready {
+                    String::new()
+                } else {
+                    "connection refused".into()
+                },
+            })
+            .collect(),
+        hostnames: Vec::new(),
+    }
+}
+
+impl Harness {
+    fn new(config: HealthConfig) -> Self {
+        let mut tracker = Tracker::new(config);
+        let start = Instant::now();
+        tracker.set_leader(start, true);
+        let committed = BTreeMap::from([(us(), HealthVerdict::Unknown)]);
+        // The node evaluates as soon as it leads: that is when it first sees the clusters.
+        assert!(tracker.evaluate(start, &committed).is_empty());
+        Self {
+            tracker,
+            start,
+            now: Duration::ZERO,
+            committed,
+            seq: 0,
+        }
+    }
+
+    fn at(&self) -> Instant {
+        self.start + self.now
+    }
+
+    /// Advances the clock by `ms`, then evaluates and commits.
+    fn advance(&mut self, ms: u64) -> Vec<VerdictChange> {
+        self.now += Duration::from_millis(ms);
+        let changes = self.tracker.evaluate(self.at(), &self.committed);
+        for change in &changes {
+            self.committed
+                .insert(change.cluster.clone(), change.verdict);
+        }
+        changes
+    }
+
+    /// One report (gateways ready or not), one second after the previous step.
+    fn report(&mut self, ready: &[bool]) -> Vec<VerdictChange> {
+        self.now += Duration::from_millis(1000);
+        self.seq += 1;
+        let accepted = self
+            .tracker
+            .report(self.at(), "agent-1", &report(&us(), self.seq, ready));
+        assert_eq!(accepted, Accepted::Yes);
+        self.advance(0)
+    }
+
+    fn verdict(&self) -> HealthVerdict {
+        self.committed[&us()]
+    }
+}
+
+fn verdicts(changes: &[VerdictChange]) -> Vec<HealthVerdict> {
+    changes.iter().map(|c| c.verdict).collect()
+}
+
+#[test]
+fn rise_needs_consecutive_good_reports() {
+    let mut h = Harness::new(HealthConfig::default());
+    assert!(
+        h.report(&[true]).is_empty(),
+        "one good report is not enough"
+    );
+    let changes = h.report(&[true]);
+    assert_eq!(verdicts(&changes), [HealthVerdict::Healthy]);
+    assert_eq!(changes[0].reason, "2 consecutive good reports");
+    // Steady state asks for nothing.
+    assert!(h.report(&[true]).is_empty());
+}
+
+#[test]
+fn all_gateways_down_fails_at_once_and_recovers_with_hysteresis() {
+    let mut h = Harness::new(HealthConfig::default());
+    h.report(&[true, true]);
+    h.report(&[true, true]);
+    assert_eq!(h.verdict(), HealthVerdict::Healthy);
+    // One gateway down is still healthy.
+    assert!(h.report(&[true, false]).is_empty());
+    // All down: fall = 1.
+    let changes = h.report(&[false, false]);
+    assert_eq!(verdicts(&changes), [HealthVerdict::Unhealthy]);
+    assert!(
+        changes[0].reason.contains("no gateway ready (2 probed)")
+            && changes[0]
+                .reason
+                .contains("gw-0 (127.0.1.1:8080): connection refused"),
+        "{}",
+        changes[0].reason
+    );
+    // Flapping: good, bad, good does not bring it back.
+    assert!(h.report(&[true, false]).is_empty());
+    assert!(h.report(&[false, false]).is_empty());
+    assert!(h.report(&[true, false]).is_empty());
+    assert_eq!(h.verdict(), HealthVerdict::Unhealthy);
+    assert_eq!(verdicts(&h.report(&[true, true])), [HealthVerdict::Healthy]);
+}
+
+#[test]
+fn fall_threshold_above_one_tolerates_single_bad_reports() {
+    let mut h = Harness::new(HealthConfig {
+        fall: 2,
+        ..HealthConfig::default()
+    });
+    h.report(&[true]);
+    h.report(&[true]);
+    assert!(h.report(&[false]).is_empty());
+    assert!(h.report(&[true]).is_empty());
+    assert!(h.report(&[false]).is_empty());
+    assert_eq!(verdicts(&h.report(&[false])), [HealthVerdict::Unhealthy]);
+}
+
+#[test]
+fn no_gateways_is_a_bad_report() {
+    let mut h = Harness::new(HealthConfig::default());
+    h.report(&[true]);
+    h.report(&[true]);
+    let changes = h.report(&[]);
+    assert_eq!(verdicts(&changes), [HealthVerdict::Unhealthy]);
+    assert_eq!(changes[0].reason, "the agent reports no gateways");
+}
+
+#[test]
+fn silence_fails_after_the_miss_timeout_and_reports_bring_it_back() {
+    let mut h = Harness::new(HealthConfig::default());
+    h.report(&[true]);
+    h.report(&[true]);
+    assert_eq!(h.verdict(), HealthVerdict::Healthy);
+    // 3 s of silence is tolerated, a bit more is not.
+    assert!(h.advance(3000).is_empty());
+    let changes = h.advance(100);
+    assert_eq!(verdicts(&changes), [HealthVerdict::Unhealthy]);
+    assert_eq!(changes[0].reason, "no health report for 3.1s");
+    // The first report after the silence starts a new streak.
+    assert!(h.report(&[true]).is_empty());
+    assert_eq!(verdicts(&h.report(&[true])), [HealthVerdict::Healthy]);
+}
+
+#[test]
+fn a_new_leader_waits_out_the_grace_period() {
+    let mut h = Harness::new(HealthConfig {
+        leader_grace_ms: Some(5000),
+        ..HealthConfig::default()
+    });
+    h.committed.insert(us(), HealthVerdict::Healthy);
+    // No reports at all: nothing during grace, even though 3 s passed.
+    assert!(h.advance(4000).is_empty());
+    let changes = h.advance(1001);
+    assert_eq!(verdicts(&changes), [HealthVerdict::Unhealthy]);
+    assert_eq!(changes[0].reason, "no health report in 5.0s");
+}
+
+#[test]
+fn reports_during_grace_keep_a_healthy_cluster_healthy() {
+    let mut h = Harness::new(HealthConfig::default());
+    h.committed.insert(us(), HealthVerdict::Healthy);
+    for _ in 0..10 {
+        assert!(h.report(&[true]).is_empty());
+    }
+}
+
+#[test]
+fn followers_decide_nothing() {
+    let mut h = Harness::new(HealthConfig::default());
+    h.report(&[true]);
+    h.tracker.set_leader(h.at(), false);
+    let accepted = h
+        .tracker
+        .report(h.at(), "agent-1", &report(&us(), 99, &[true]));
+    assert_eq!(accepted, Accepted::NotLeader);
+    assert!(h.advance(10_000).is_empty());
+    // Leading again starts from scratch with a grace period.
+    h.tracker.set_leader(h.at(), true);
+    assert!(h.advance(0).is_empty());
+    assert!(h.advance(2000).is_empty());
+    assert_eq!(verdicts(&h.advance(1100)), [HealthVerdict::Unhealthy]);
+}
+
+#[test]
+fn reordered_reports_are_dropped_but_a_restarted_agent_is_not() {
+    let mut h = Harness::new(HealthConfig::default());
+    h.report(&[true]);
+    h.report(&[true]);
+    let at = h.at();
+    let stale = h.tracker.report(at, "agent-1", &report(&us(), 1, &[false]));
+    assert_eq!(stale, Accepted::Stale);
+    assert!(h.advance(0).is_empty());
+    // A new agent process starts counting at 1 again.
+    let restarted = h.tracker.report(at, "agent-2", &report(&us(), 1, &[false]));
+    assert_eq!(restarted, Accepted::Yes);
+    assert_eq!(verdicts(&h.advance(0)), [HealthVerdict::Unhealthy]);
+}
+
+#[test]
+fn clusters_never_heard_from_become_unhealthy_once() {
+    let mut h = Harness::new(HealthConfig::default());
+    assert!(h.advance(3000).is_empty());
+    let changes = h.advance(100);
+    assert_eq!(verdicts(&changes), [HealthVerdict::Unhealthy]);
+    assert!(
+        h.advance(5000).is_empty(),
+        "asks only while the verdict differs"
+    );
+    // A cluster created later gets its own full timeout.
+    let eu = ClusterName::new("eu-west").unwrap();
+    h.committed.insert(eu.clone(), HealthVerdict::Unknown);
+    assert!(h.advance(0).is_empty());
+    assert!(h.advance(3000).is_empty());
+    let changes = h.advance(100);
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].cluster, eu);
+}

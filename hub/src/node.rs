@@ -1,0 +1,309 @@
+//! [`Hub::spawn`]: one running hub node, wired from its parts.
+//!
+//! ```text
+//!  admin API ──propose──▶ raft ──apply──▶ StoreMachine ──watch──▶ DnsView ─▶ dns
+//!  agents ──reports──▶ health ─(leader)─propose─▶ raft        ├──▶ SharedConfig ─▶ agent sessions
+//!          (follower)──HubPeer──▶ leader's health             └──▶ StoreView ─▶ admin reads, health
+//! ```
+//!
+//! One tonic server per node serves the agents' `Hub` service, the Raft peer service and the
+//! `HubPeer` service on the node's gRPC address.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use meridian_proto::model::Fqdn;
+use meridian_proto::pb::hub_peer_server::HubPeerServer;
+use prometheus_client::registry::Registry;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::admin::{self, AdminDeps};
+use crate::api::agent::{AgentDeps, AgentService};
+use crate::api::peer::PeerService;
+use crate::config::{ConfigError, HubConfig};
+use crate::dns::{self, DnsError, DnsHandle};
+use crate::health::{self, HealthDeps};
+use crate::raft::{self, RaftError, RaftHandle};
+use crate::store::{Proposer, StoreMachine, StoreWatches};
+use crate::zone_keys;
+
+/// How long shutdown waits for the servers to drain.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Starts hub nodes.
+pub struct Hub;
+
+/// Sockets bound by the caller before the node starts (tests and `meridian dev` pre-bind ports
+/// so every node knows the others' addresses). `None` binds the configured address.
+#[derive(Debug, Default)]
+pub struct HubListeners {
+    /// For the gRPC server.
+    pub grpc: Option<std::net::TcpListener>,
+    /// For the admin API.
+    pub admin: Option<std::net::TcpListener>,
+}
+
+/// A running hub node.
+pub struct HubHandle {
+    node_id: u64,
+    admin_addr: SocketAddr,
+    grpc_addr: SocketAddr,
+    dns_addr: SocketAddr,
+    raft: RaftHandle,
+    watches: StoreWatches,
+    shutdown: CancellationToken,
+    dns: DnsHandle,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// The configuration is invalid.
+    #[error("hub config: {0}")]
+    Config(#[from] ConfigError),
+    /// A socket or directory could not be set up.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done (`binding the admin API on 127.0.0.1:4001`).
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Raft did not start.
+    #[error("raft: {0}")]
+    Raft(#[from] RaftError),
+    /// DNS did not start.
+    #[error(transparent)]
+    Dns(#[from] DnsError),
+}
+
+// === impl Hub ===
+
+impl Hub {
+    /// Starts a node, binding the configured addresses.
+    pub async fn spawn(config: HubConfig) -> Result<HubHandle, HubError> {
+        Self::spawn_with(config, HubListeners::default()).await
+    }
+
+    /// Starts a node on pre-bound listeners where given.
+    pub async fn spawn_with(
+        config: HubConfig,
+        listeners: HubListeners,
+    ) -> Result<HubHandle, HubError> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| HubError::Io {
+            what: format!("creating data directory {}", config.data_dir.display()),
+            source,
+        })?;
+        let grpc_listener = listen(listeners.grpc, config.grpc_listen, "the gRPC server").await?;
+        let grpc_addr = local_addr(&grpc_listener, "the gRPC server")?;
+        let advertise = match config.grpc_advertise {
+            Some(advertise) => advertise,
+            None if grpc_addr.ip().is_unspecified() => {
+                return Err(HubError::Config(ConfigError::Invalid {
+                    field: "grpc_advertise".into(),
+                    why: format!(
+                        "required when the gRPC server listens on {grpc_addr} (other nodes \
+                         and agents need a reachable address)"
+                    ),
+                }));
+            }
+            None => grpc_addr,
+        };
+        let admin_listener = listen(listeners.admin, config.admin_listen, "the admin API").await?;
+        let admin_addr = local_addr(&admin_listener, "the admin API")?;
+
+        let mut registry = Registry::default();
+        let shutdown = CancellationToken::new();
+        let (machine, watches) = StoreMachine::new(&mut registry);
+        let raft = raft::spawn(config.raft_config(advertise), machine, &mut registry).await?;
+        let proposer = Proposer::new(raft.clone());
+
+        let health = health::spawn(
+            config.health.clone(),
+            HealthDeps {
+                node_id: config.node_id,
+                raft: raft.clone(),
+                proposer: proposer.clone(),
+                view: watches.view.clone(),
+            },
+            &mut registry,
+            shutdown.child_token(),
+        );
+        let dns = dns::spawn(config.dns.clone(), watches.dns.clone(), &mut registry).await?;
+        let dns_addr = dns.local_addr();
+
+        let mut tasks = Vec::new();
+        let dnssec_zones: Vec<Fqdn> = config
+            .dns
+            .zones
+            .iter()
+            .filter(|zone| zone.dnssec)
+            .filter_map(|zone| Fqdn::new(&zone.origin).ok())
+            .collect();
+        tasks.push(tokio::spawn(zone_keys::run(
+            dnssec_zones,
+            format!("hub/{}", config.node_id),
+            raft.status(),
+            watches.view.clone(),
+            proposer.clone(),
+            shutdown.child_token(),
+        )));
+
+        let agent_service = AgentService::new(
+            AgentDeps {
+                node_id: config.node_id,
+                raft: raft.clone(),
+                proposer: proposer.clone(),
+                view: watches.view.clone(),
+                shared: watches.shared.clone(),
+                health: health.clone(),
+                shutdown: shutdown.child_token(),
+            },
+            &mut registry,
+        );
+        let peer_service = PeerService::new(raft.status(), health);
+        let grpc_shutdown = shutdown.child_token();
+        let grpc = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(raft.peer_service())
+            .add_service(agent_service.into_server())
+            .add_service(HubPeerServer::new(peer_service))
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(grpc_listener),
+                grpc_shutdown.cancelled_owned(),
+            );
+        tasks.push(tokio::spawn(async move {
+            if let Err(err) = grpc.await {
+                tracing::error!(error = %err, "gRPC server failed");
+            }
+        }));
+
+        let router = admin::router(AdminDeps {
+            node_id: config.node_id,
+            raft: raft.clone(),
+            proposer,
+            view: watches.view.clone(),
+            dns_view: watches.dns.clone(),
+            dns_config: config.dns.clone(),
+            registry: Arc::new(registry),
+        });
+        let admin_shutdown = shutdown.child_token();
+        tasks.push(tokio::spawn(async move {
+            if let Err(err) = admin::serve(admin_listener, router, admin_shutdown).await {
+                tracing::error!(error = %err, "admin API failed");
+            }
+        }));
+
+        tracing::info!(
+            node = config.node_id,
+            admin = %admin_addr,
+            grpc = %grpc_addr,
+            advertise = %advertise,
+            dns = %dns_addr,
+            "hub node serving"
+        );
+        Ok(HubHandle {
+            node_id: config.node_id,
+            admin_addr,
+            grpc_addr,
+            dns_addr,
+            raft,
+            watches,
+            shutdown,
+            dns,
+            tasks,
+        })
+    }
+}
+
+async fn listen(
+    pre_bound: Option<std::net::TcpListener>,
+    addr: SocketAddr,
+    what: &str,
+) -> Result<tokio::net::TcpListener, HubError> {
+    match pre_bound {
+        Some(listener) => listener
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpListener::from_std(listener))
+            .map_err(|source| HubError::Io {
+                what: format!("adopting the pre-bound listener for {what}"),
+                source,
+            }),
+        None => tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| HubError::Io {
+                what: format!("binding {what} on {addr}"),
+                source,
+            }),
+    }
+}
+
+fn local_addr(listener: &tokio::net::TcpListener, what: &str) -> Result<SocketAddr, HubError> {
+    listener.local_addr().map_err(|source| HubError::Io {
+        what: format!("reading the address of {what}"),
+        source,
+    })
+}
+
+// === impl HubHandle ===
+
+impl HubHandle {
+    /// This node's id.
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// The bound admin API address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The bound gRPC address (agents, Raft peers, HubPeer).
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// The bound DNS address (UDP and TCP).
+    pub fn dns_addr(&self) -> SocketAddr {
+        self.dns_addr
+    }
+
+    /// The node's Raft handle.
+    pub fn raft(&self) -> &RaftHandle {
+        &self.raft
+    }
+
+    /// The views the state machine publishes.
+    pub fn watches(&self) -> &StoreWatches {
+        &self.watches
+    }
+
+    /// A token cancelled when the node shuts down.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops serving: closes the APIs (agents see their sessions end), stops DNS and Raft
+    /// (the durable state stays on disk) and waits for the tasks, at most a few seconds.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.raft.shutdown().await;
+        self.dns.shutdown().await;
+        for task in self.tasks {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(SHUTDOWN_GRACE, task).await.is_err() {
+                tracing::warn!(
+                    node = self.node_id,
+                    "a hub task did not stop in time; aborting it"
+                );
+                abort.abort();
+            }
+        }
+    }
+}
