@@ -29,6 +29,8 @@ mod backend;
 pub mod echo;
 pub mod error;
 mod filter;
+#[cfg(test)]
+mod fixtures;
 mod metrics;
 pub mod options;
 mod proxy;
