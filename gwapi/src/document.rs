@@ -261,7 +261,8 @@ fn decode<T: DeserializeOwned>(
     kind: &str,
     problems: &mut Vec<Problem>,
 ) -> Option<T> {
-    let key = object_key_hint(&value);
+    let cluster_scoped = matches!(kind, "Namespace" | "GatewayClass");
+    let key = object_key_hint(&value, cluster_scoped);
     match serde_path_to_error::deserialize::<_, T>(value) {
         Ok(object) => Some(object),
         Err(error) => {
@@ -271,21 +272,41 @@ fn decode<T: DeserializeOwned>(
                 kind,
                 key.as_deref(),
                 path,
-                error.into_inner().to_string(),
+                readable_type_error(&error.into_inner().to_string()),
             ));
             None
         }
     }
 }
 
-/// `namespace/name` (or `name`) from raw metadata, for problems raised before validation.
-pub(crate) fn object_key_hint(value: &serde_json::Value) -> Option<String> {
+/// `namespace/name` (or `name` for cluster-scoped kinds) from raw metadata, for problems
+/// raised before validation.
+fn object_key_hint(value: &serde_json::Value, cluster_scoped: bool) -> Option<String> {
     let metadata = value.get("metadata")?;
     let name = metadata.get("name")?.as_str()?;
-    Some(match metadata.get("namespace").and_then(|n| n.as_str()) {
-        Some(namespace) => format!("{namespace}/{name}"),
-        None => name.to_string(),
-    })
+    if cluster_scoped {
+        return Some(name.to_string());
+    }
+    let namespace = metadata
+        .get("namespace")
+        .and_then(|n| n.as_str())
+        .unwrap_or("default");
+    Some(format!("{namespace}/{name}"))
+}
+
+/// serde names Rust types (`expected i64`); users write YAML.
+fn readable_type_error(message: &str) -> String {
+    let message = message
+        .replace("expected i64", "expected an integer")
+        .replace("expected u16", "expected an integer")
+        .replace("expected a boolean", "expected true or false");
+    if message.starts_with("invalid type: boolean") {
+        // Kubernetes' YAML reads y/n/yes/no/on/off as booleans too; say how to get a string.
+        return format!(
+            "{message} (YAML reads y, n, yes, no, on and off as booleans: quote the value)"
+        );
+    }
+    message
 }
 
 fn json_type(value: &serde_json::Value) -> &'static str {
@@ -390,3 +411,6 @@ fn strip_location(message: &str) -> &str {
         None => message,
     }
 }
+
+#[cfg(test)]
+mod tests;

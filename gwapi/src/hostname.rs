@@ -60,3 +60,97 @@ pub fn intersect_hostnames(listener: Option<&str>, route: &[String]) -> Option<V
     }
     (!out.is_empty()).then_some(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Gateway API §1.4: the effective hostnames are the narrower of listener and route.
+    /// (listener hostname, route hostnames, effective hostnames or `None`).
+    type Case<'a> = (Option<&'a str>, &'a [&'a str], Option<&'a [&'a str]>);
+
+    #[test]
+    fn intersection_table() {
+        let cases: &[Case<'_>] = &[
+            (None, &[], Some(&[])),
+            (None, &["a.example.com"], Some(&["a.example.com"])),
+            (Some("test.example.com"), &[], Some(&["test.example.com"])),
+            (
+                Some("test.example.com"),
+                &["test.example.com"],
+                Some(&["test.example.com"]),
+            ),
+            (
+                Some("test.example.com"),
+                &["*.example.com"],
+                Some(&["test.example.com"]),
+            ),
+            (Some("test.example.com"), &["other.example.com"], None),
+            (Some("test.example.com"), &["*.test.example.com"], None),
+            (
+                Some("*.example.com"),
+                &["*.example.com"],
+                Some(&["*.example.com"]),
+            ),
+            (
+                Some("*.example.com"),
+                &["test.example.com"],
+                Some(&["test.example.com"]),
+            ),
+            (
+                Some("*.example.com"),
+                &["foo.test.example.com"],
+                Some(&["foo.test.example.com"]),
+            ),
+            (
+                Some("*.example.com"),
+                &["*.foo.example.com"],
+                Some(&["*.foo.example.com"]),
+            ),
+            (
+                Some("*.foo.example.com"),
+                &["*.example.com"],
+                Some(&["*.foo.example.com"]),
+            ),
+            (Some("*.example.com"), &["example.com"], None),
+            (Some("*.example.com"), &["*.net"], None),
+            (Some("*.example.com"), &["badexample.com"], None),
+            (
+                Some("*.example.com"),
+                &[
+                    "a.example.com",
+                    "example.net",
+                    "*.example.com",
+                    "a.example.com",
+                ],
+                Some(&["a.example.com", "*.example.com"]),
+            ),
+            (Some("very.specific.com"), &["*.wildcard.io"], None),
+        ];
+        for (listener, route, expected) in cases {
+            let route: Vec<String> = route.iter().map(|s| s.to_string()).collect();
+            let got = intersect_hostnames(*listener, &route);
+            let expected = expected.map(|e| e.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+            assert_eq!(got, expected, "listener {listener:?} route {route:?}");
+        }
+    }
+
+    #[test]
+    fn wildcards_match_one_or_more_labels_never_the_bare_suffix() {
+        let cases = [
+            ("*.example.com", "a.example.com", true),
+            ("*.example.com", "a.b.example.com", true),
+            ("*.example.com", "example.com", false),
+            ("*.example.com", "aexample.com", false),
+            ("foo.example.com", "foo.example.com", true),
+            ("foo.example.com", "bar.example.com", false),
+        ];
+        for (pattern, host, expected) in cases {
+            assert_eq!(
+                hostname_matches(pattern, host),
+                expected,
+                "{pattern} vs {host}"
+            );
+        }
+    }
+}

@@ -527,3 +527,6 @@ fn model_listener(state: &ListenerState<'_>, addresses: &[IpAddr]) -> Listener {
         tls,
     }
 }
+
+#[cfg(test)]
+mod tests;

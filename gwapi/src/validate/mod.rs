@@ -151,3 +151,6 @@ pub(crate) fn cluster_meta(
     }
     true
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,218 @@
+//! Tests for document splitting and parsing: good documents are kept, each bad one is reported
+//! with its file, document number, object and field path.
+
+use super::*;
+
+fn problems_of(text: &str) -> Vec<String> {
+    parse_documents(text, "routes.yaml")
+        .1
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+fn kinds_of(text: &str) -> Vec<String> {
+    parse_documents(text, "routes.yaml")
+        .0
+        .iter()
+        .map(|o| match &o.resource {
+            Resource::GatewayClass(_) => "GatewayClass".to_string(),
+            Resource::Gateway(_) => "Gateway".to_string(),
+            Resource::HttpRoute(_) => "HTTPRoute".to_string(),
+            Resource::GrpcRoute(_) => "GRPCRoute".to_string(),
+            Resource::TlsRoute(_) => "TLSRoute".to_string(),
+            Resource::ReferenceGrant(_) => "ReferenceGrant".to_string(),
+            Resource::Service(_) => "Service".to_string(),
+            Resource::EndpointSlice(_) => "EndpointSlice".to_string(),
+            Resource::Secret(_) => "Secret".to_string(),
+            Resource::Namespace(_) => "Namespace".to_string(),
+            Resource::Ignored { kind, .. } => format!("ignored {kind}"),
+        })
+        .collect()
+}
+
+const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: shop\nspec:\n  ports:\n  - port: 80\n";
+const ROUTE: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: web\n  namespace: shop\nspec:\n  parentRefs:\n  - name: gw\n";
+
+#[test]
+fn good_documents_survive_bad_neighbours() {
+    let text =
+        format!("# leading comment\n---\n{SERVICE}---\napiVersion: v1\nkind: [\n---\n{ROUTE}...\n");
+    assert_eq!(kinds_of(&text), ["Service", "HTTPRoute"]);
+    assert_eq!(
+        problems_of(&text),
+        ["routes.yaml doc 2: invalid YAML at line 13 column 7: unclosed bracket '['"]
+    );
+}
+
+#[test]
+fn each_document_problem_names_file_doc_object_and_field() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  ports:\n  - port: abc\n",
+            "routes.yaml doc 1 Service default/web: spec.ports[0].port: invalid type: string \"abc\", expected an integer",
+        ),
+        (
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  labels: {app: yes}\n",
+            "routes.yaml doc 1 Service default/web: metadata.labels.app: invalid type: boolean `true`, expected a string (YAML reads y, n, yes, no, on and off as booleans: quote the value)",
+        ),
+        (
+            "kind: Service\nmetadata:\n  name: web\n",
+            "routes.yaml doc 1: apiVersion: required field is missing or not a string",
+        ),
+        (
+            "apiVersion: v1\nmetadata:\n  name: web\n",
+            "routes.yaml doc 1: kind: required field is missing or not a string",
+        ),
+        (
+            "- a\n- b\n",
+            "routes.yaml doc 1: expected a Kubernetes object (a mapping with apiVersion and kind), found a list",
+        ),
+        (
+            "apiVersion: gateway.networking.k8s.io/v1alpha1\nkind: HTTPRoute\nmetadata:\n  name: web\n",
+            "routes.yaml doc 1 HTTPRoute: apiVersion: unsupported value \"gateway.networking.k8s.io/v1alpha1\" for kind HTTPRoute (supported: gateway.networking.k8s.io/v1, gateway.networking.k8s.io/v1beta1)",
+        ),
+        (
+            "apiVersion: v1\nkind: Service\nmetadata:\n  namespace: shop\n",
+            "routes.yaml doc 1 Service shop/: metadata.name: required field is missing",
+        ),
+        (
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: Web\n",
+            "routes.yaml doc 1 Service default/Web: metadata.name: \"Web\" is not a valid object name: contains 'W'; only lower-case letters, digits and '-' are allowed",
+        ),
+        (
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: web\n  namespace: shop\n  creationTimestamp: yesterday\n",
+            "routes.yaml doc 1 HTTPRoute shop/web: metadata.creationTimestamp: \"yesterday\" is not an RFC 3339 timestamp: the 'year' component could not be parsed",
+        ),
+        (
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: web\nspec:\n  rules:\n  - matches:\n    - path:\n        type: PathPrefix\n        value: foo\n",
+            "routes.yaml doc 1 HTTPRoute default/web: spec.rules[0].matches[0].path.value: must start with '/'",
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(problems_of(text), [*expected], "for {text}");
+    }
+}
+
+#[test]
+fn documents_are_numbered_from_one_skipping_empty_ones() {
+    let text = format!(
+        "---\n---\n# only a comment\n---\n{SERVICE}---\n{}",
+        ROUTE.replace("name: gw", "name: gw\n  hostnames: [\"Bad\"]")
+    );
+    let problems = problems_of(&text);
+    assert_eq!(problems.len(), 1);
+    assert!(
+        problems[0].starts_with("routes.yaml doc 2 HTTPRoute shop/web: spec.hostnames[0]: "),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn json_text_and_lists_parse_like_yaml() {
+    let json = r#"{"apiVersion":"v1","kind":"List","items":[
+        {"apiVersion":"v1","kind":"Namespace","metadata":{"name":"shop","labels":{"team":"a"}}},
+        {"apiVersion":"v1","kind":"Service","metadata":{"name":"web","namespace":"shop"},"spec":{"ports":[{"port":80}]}}
+    ]}"#;
+    assert_eq!(kinds_of(json), ["Namespace", "Service"]);
+    assert!(problems_of(json).is_empty());
+}
+
+#[test]
+fn unknown_kinds_are_ignored_not_reported() {
+    let text = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n";
+    assert_eq!(kinds_of(text), ["ignored Deployment", "ignored ConfigMap"]);
+    assert!(problems_of(text).is_empty());
+}
+
+#[test]
+fn unknown_fields_are_ignored() {
+    let text = format!("{ROUTE}  somethingNew: true\nstatus:\n  parents: []\n");
+    assert_eq!(kinds_of(&text), ["HTTPRoute"]);
+    assert!(problems_of(&text).is_empty());
+}
+
+#[test]
+fn document_markers_follow_yaml() {
+    let cases: &[(&str, usize)] = &[
+        ("", 0),
+        ("---\n", 0),
+        (
+            "--- {apiVersion: v1, kind: Namespace, metadata: {name: a}}\n",
+            1,
+        ),
+        (
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n...\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: b}\n",
+            2,
+        ),
+        (
+            "apiVersion: v1\r\nkind: Namespace\r\nmetadata: {name: a}\r\n---\r\napiVersion: v1\r\nkind: Namespace\r\nmetadata: {name: b}\r\n",
+            2,
+        ),
+        // `---` inside a block scalar is indented, so it does not split the document.
+        (
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n  annotations:\n    note: |\n      ---\n      text\n",
+            1,
+        ),
+    ];
+    for (text, n_objects) in cases {
+        let (objects, problems) = parse_documents(text, "f.yaml");
+        assert!(problems.is_empty(), "{text:?}: {problems:?}");
+        assert_eq!(objects.len(), *n_objects, "{text:?}");
+    }
+}
+
+#[test]
+fn parse_value_feeds_a_watcher() {
+    let value = serde_json::json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "shop", "labels": {"env": "prod"}}
+    });
+    let (object, problems) = parse_value(value, &Origin::new("watch", None));
+    assert!(problems.is_empty());
+    let Some(Object {
+        resource: Resource::Namespace(ns),
+        ..
+    }) = object
+    else {
+        panic!("expected a Namespace, got {object:?}");
+    };
+    assert_eq!(
+        ns.metadata.labels.get("env").map(String::as_str),
+        Some("prod")
+    );
+}
+
+#[test]
+fn secrets_keep_bad_data_but_report_it() {
+    let text = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: tls\ntype: kubernetes.io/tls\ndata:\n  tls.crt: '!!!'\n";
+    assert_eq!(kinds_of(text), ["Secret"]);
+    let problems = problems_of(text);
+    assert_eq!(problems.len(), 1);
+    assert!(
+        problems[0]
+            .starts_with("routes.yaml doc 1 Secret default/tls: data.tls.crt: invalid base64"),
+        "{problems:?}"
+    );
+    // Debug output never shows secret values.
+    let (objects, _) = parse_documents(text, "x");
+    assert!(!format!("{objects:?}").contains("!!!"));
+}
+
+#[test]
+fn endpoint_slices_drop_bad_addresses() {
+    let text = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  labels: {kubernetes.io/service-name: web}\naddressType: IPv4\nendpoints:\n- addresses: [10.0.0.1, 'fe80::1', nope]\nports:\n- port: 8080\n";
+    let (objects, problems) = parse_documents(text, "eps.yaml");
+    let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        problems,
+        [
+            "eps.yaml doc 1 EndpointSlice default/web-1: endpoints[0].addresses[1]: \"fe80::1\" does not match addressType IPv4",
+            "eps.yaml doc 1 EndpointSlice default/web-1: endpoints[0].addresses[2]: \"nope\" is not an IP address",
+        ]
+    );
+    let Resource::EndpointSlice(slice) = &objects[0].resource else {
+        panic!("expected an EndpointSlice");
+    };
+    assert_eq!(slice.endpoints[0].addresses, ["10.0.0.1"]);
+}

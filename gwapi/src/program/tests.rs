@@ -1,0 +1,1299 @@
+//! Programming tests, modelled on the upstream conformance cases: attachment and allowedRoutes,
+//! hostname intersection, ReferenceGrant grant and revoke, backend resolution (including the
+//! proportional share of invalid backends), endpoints by port name, certificates, listener
+//! conflicts, shared routes, and the exact status reasons.
+
+use std::net::SocketAddr;
+
+use base64::Engine;
+use meridian_proto::model::ObjectKey;
+use meridian_proto::model::gateway::{AppProtocol, Endpoint, ListenerProtocol, TlsMode};
+use meridian_proto::model::route::{HttpFilter, HttpRoute, Resolution, ServiceKey};
+
+use super::*;
+use crate::document::parse_documents;
+use crate::http_route_from_json;
+use crate::status::{ConditionStatus, ConditionType, RouteKind, RouteOrigin};
+
+const BASE: &str = include_str!("../../tests/fixtures/base.yaml");
+
+/// The base fixture plus `extra` documents, as an object set. Problems in `extra` are allowed
+/// (some tests use invalid objects on purpose); the base must be clean.
+fn set(extra: &str) -> ObjectSet {
+    let (mut objects, problems) = parse_documents(BASE, "base.yaml");
+    assert!(problems.is_empty(), "{problems:?}");
+    let (more, _) = parse_documents(extra, "extra.yaml");
+    objects.extend(more);
+    let (set, problems) = ObjectSet::from_objects(objects);
+    assert!(problems.is_empty(), "{problems:?}");
+    set
+}
+
+fn key(text: &str) -> ObjectKey {
+    text.parse().expect("valid key")
+}
+
+fn same_namespace() -> ObjectKey {
+    key("infra/same-namespace")
+}
+
+/// (status, reason) of a condition, for compact assertions.
+fn cond(conditions: &[Condition], type_: ConditionType) -> (ConditionStatus, Reason) {
+    let c = conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {conditions:?}"));
+    (c.status, c.reason)
+}
+
+use ConditionStatus::{False, True};
+
+/// The conditions of route `route` (any kind) towards its first parentRef.
+fn route_conditions(programmed: &Programmed, kind: RouteKind, route: &str) -> Vec<Condition> {
+    let status = programmed
+        .status
+        .route(kind, &key(route))
+        .unwrap_or_else(|| panic!("no status for {route} in {:?}", programmed.status.routes));
+    status.parents[0].conditions.clone()
+}
+
+fn http_route(name: &str, namespace: &str, parent: &str, rules: &str) -> String {
+    format!(
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n  parentRefs: [{parent}]\n  rules: {rules}\n"
+    )
+}
+
+fn backend(port: u16) -> String {
+    format!("[{{backendRefs: [{{name: infra-backend-v1, port: {port}}}]}}]")
+}
+
+#[test]
+fn simple_same_namespace_route_is_programmed() {
+    let objects = set(&http_route(
+        "web",
+        "infra",
+        "{name: same-namespace}",
+        &backend(8080),
+    ));
+    let programmed = program(&objects, &[], &same_namespace());
+    let config = &programmed.config;
+    assert_eq!(config.version, 0);
+    assert_eq!(config.gateway, Some(same_namespace()));
+    assert_eq!(config.listeners.len(), 1);
+    let listener = &config.listeners[0];
+    assert_eq!(
+        (
+            listener.name.as_str(),
+            listener.port,
+            listener.protocol,
+            listener.hostname.as_deref()
+        ),
+        ("http", 80, ListenerProtocol::Http, None)
+    );
+    assert_eq!(
+        listener.addresses,
+        ["127.0.1.1".parse::<std::net::IpAddr>().expect("ip")]
+    );
+    assert_eq!(config.http_routes.len(), 1);
+    let attached = &config.http_routes[0];
+    assert_eq!(attached.attachments.len(), 1);
+    assert_eq!(attached.attachments[0].listener, "http");
+    assert!(attached.attachments[0].hostnames.is_empty());
+    let service = ServiceKey {
+        namespace: "infra".into(),
+        name: "infra-backend-v1".into(),
+        port: 8080,
+    };
+    assert_eq!(
+        attached.route.rules[0].backend_refs[0]
+            .backend_ref
+            .resolution,
+        Resolution::Service(service.clone())
+    );
+    assert_eq!(config.backends.len(), 1);
+    let backend = &config.backends[0];
+    assert_eq!(backend.key, service);
+    assert_eq!(backend.app_protocol, AppProtocol::Http1);
+    let endpoint = |addr: &str, ready| Endpoint {
+        addr: addr.parse::<SocketAddr>().expect("addr"),
+        ready,
+    };
+    // Both slices (IPv4 and IPv6) contribute; readiness absent means ready.
+    assert_eq!(
+        backend.endpoints,
+        [
+            endpoint("10.0.0.1:3000", true),
+            endpoint("10.0.0.2:3000", false),
+            endpoint("10.0.0.3:3000", true),
+            endpoint("[fd00::1]:3000", true),
+        ]
+    );
+
+    let status = &programmed.status;
+    assert_eq!(
+        cond(&status.conditions, ConditionType::Accepted),
+        (True, Reason::Accepted)
+    );
+    assert_eq!(
+        cond(&status.conditions, ConditionType::Programmed),
+        (True, Reason::Programmed)
+    );
+    assert_eq!(status.conditions[0].observed_generation, 3);
+    let listener = status.listener("http").expect("listener status");
+    assert_eq!(listener.attached_routes, 1);
+    assert_eq!(listener.supported_kinds, [RouteKind::Http, RouteKind::Grpc]);
+    for (type_, expected) in [
+        (ConditionType::Accepted, (True, Reason::Accepted)),
+        (ConditionType::Programmed, (True, Reason::Programmed)),
+        (ConditionType::ResolvedRefs, (True, Reason::ResolvedRefs)),
+        (ConditionType::Conflicted, (False, Reason::NoConflicts)),
+    ] {
+        assert_eq!(cond(&listener.conditions, type_), expected, "{type_}");
+    }
+    let conditions = route_conditions(&programmed, RouteKind::Http, "infra/web");
+    assert_eq!(
+        cond(&conditions, ConditionType::Accepted),
+        (True, Reason::Accepted)
+    );
+    assert_eq!(
+        cond(&conditions, ConditionType::ResolvedRefs),
+        (True, Reason::ResolvedRefs)
+    );
+    assert!(
+        conditions
+            .iter()
+            .all(|c| c.type_ != ConditionType::PartiallyInvalid)
+    );
+}
+
+#[test]
+fn endpoints_map_service_ports_to_slice_ports_by_name() {
+    let objects = set(&http_route(
+        "protocols",
+        "infra",
+        "{name: same-namespace}",
+        "[{backendRefs: [{name: infra-backend-v1, port: 8081}]}, {backendRefs: [{name: infra-backend-v1, port: 8082}]}, {backendRefs: [{name: infra-backend-v2, port: 8080}]}]",
+    ));
+    let config = program(&objects, &[], &same_namespace()).config;
+    let summary: Vec<(u16, AppProtocol, Vec<String>)> = config
+        .backends
+        .iter()
+        .map(|b| {
+            (
+                b.key.port,
+                b.app_protocol,
+                b.endpoints.iter().map(|e| e.addr.to_string()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                8081,
+                AppProtocol::H2c,
+                vec![
+                    "10.0.0.1:3001".to_string(),
+                    "10.0.0.2:3001".into(),
+                    "10.0.0.3:3001".into()
+                ]
+            ),
+            (
+                8082,
+                AppProtocol::WebSocket,
+                vec![
+                    "10.0.0.1:3002".to_string(),
+                    "10.0.0.2:3002".into(),
+                    "10.0.0.3:3002".into()
+                ]
+            ),
+            // infra-backend-v2's port is unnamed; its slice's port is unnamed too.
+            (8080, AppProtocol::Http1, vec!["10.9.9.9:9999".to_string()]),
+        ]
+    );
+}
+
+#[test]
+fn backend_failures_carry_the_spec_reasons() {
+    let cases: &[(&str, Reason, &str)] = &[
+        (
+            "{name: nope, port: 8080}",
+            Reason::BackendNotFound,
+            "Service infra/nope not found",
+        ),
+        (
+            "{name: infra-backend-v1, port: 9999}",
+            Reason::BackendNotFound,
+            "Service infra/infra-backend-v1 has no port 9999",
+        ),
+        (
+            "{group: example.com, kind: Bucket, name: b}",
+            Reason::InvalidKind,
+            "backend infra/b has unsupported kind example.com/Bucket (only core Services)",
+        ),
+        (
+            "{kind: ConfigMap, name: c}",
+            Reason::InvalidKind,
+            "backend infra/c has unsupported kind ConfigMap (only core Services)",
+        ),
+        (
+            "{name: infra-backend-v1, port: 8443}",
+            Reason::UnsupportedProtocol,
+            "Service infra/infra-backend-v1 port 8443 has unsupported appProtocol \"kubernetes.io/wss\"",
+        ),
+        (
+            "{name: web-backend, namespace: web-backend, port: 8080}",
+            Reason::RefNotPermitted,
+            "Service web-backend/web-backend is in another namespace and no ReferenceGrant allows HTTPRoute from infra",
+        ),
+    ];
+    for (reference, reason, message) in cases {
+        let objects = set(&http_route(
+            "bad",
+            "infra",
+            "{name: same-namespace}",
+            &format!("[{{backendRefs: [{reference}]}}]"),
+        ));
+        let programmed = program(&objects, &[], &same_namespace());
+        let conditions = route_conditions(&programmed, RouteKind::Http, "infra/bad");
+        // Invalid backends never stop a route from being accepted: the gateway answers 500.
+        assert_eq!(
+            cond(&conditions, ConditionType::Accepted),
+            (True, Reason::Accepted),
+            "{reference}"
+        );
+        assert_eq!(
+            cond(&conditions, ConditionType::ResolvedRefs),
+            (False, *reason),
+            "{reference}"
+        );
+        let resolution = &programmed.config.http_routes[0].route.rules[0].backend_refs[0]
+            .backend_ref
+            .resolution;
+        assert_eq!(
+            resolution,
+            &Resolution::Invalid {
+                reason: reason.as_str().to_string(),
+                message: message.to_string()
+            },
+            "{reference}"
+        );
+        assert!(programmed.config.backends.is_empty(), "{reference}");
+    }
+}
+
+#[test]
+fn invalid_backends_keep_their_weight_share() {
+    let objects = set(&http_route(
+        "split",
+        "infra",
+        "{name: same-namespace}",
+        "[{backendRefs: [{name: infra-backend-v1, port: 8080, weight: 1}, {name: missing, port: 8080, weight: 1}, {name: infra-backend-v2, port: 8080, weight: 0}]}]",
+    ));
+    let programmed = program(&objects, &[], &same_namespace());
+    let refs = &programmed.config.http_routes[0].route.rules[0].backend_refs;
+    let summary: Vec<(u32, bool)> = refs
+        .iter()
+        .map(|b| {
+            (
+                b.weight,
+                matches!(b.backend_ref.resolution, Resolution::Service(_)),
+            )
+        })
+        .collect();
+    // 1:1 between a valid and an invalid backend: the gateway serves 50% as 500s.
+    assert_eq!(summary, [(1, true), (1, false), (0, true)]);
+    let conditions = route_conditions(&programmed, RouteKind::Http, "infra/split");
+    assert_eq!(
+        cond(&conditions, ConditionType::ResolvedRefs),
+        (False, Reason::BackendNotFound)
+    );
+    let keys: Vec<&str> = programmed
+        .config
+        .backends
+        .iter()
+        .map(|b| b.key.name.as_str())
+        .collect();
+    assert_eq!(keys, ["infra-backend-v1", "infra-backend-v2"]);
+}
+
+#[test]
+fn reference_grants_allow_and_revoke_cross_namespace_backends() {
+    let route = http_route(
+        "cross",
+        "infra",
+        "{name: same-namespace}",
+        "[{backendRefs: [{name: web-backend, namespace: web-backend, port: 8080}]}]",
+    );
+    let grant = |from_kind: &str, from_ns: &str, to: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata:\n  name: g\n  namespace: web-backend\nspec:\n  from: [{{group: gateway.networking.k8s.io, kind: {from_kind}, namespace: {from_ns}}}]\n  to: [{to}]\n"
+        )
+    };
+    let cases: &[(String, bool)] = &[
+        (String::new(), false),
+        (
+            grant("HTTPRoute", "infra", "{group: '', kind: Service}"),
+            true,
+        ),
+        (
+            grant(
+                "HTTPRoute",
+                "infra",
+                "{group: '', kind: Service, name: web-backend}",
+            ),
+            true,
+        ),
+        (
+            grant(
+                "HTTPRoute",
+                "infra",
+                "{group: '', kind: Service, name: other}",
+            ),
+            false,
+        ),
+        (
+            grant("GRPCRoute", "infra", "{group: '', kind: Service}"),
+            false,
+        ),
+        (
+            grant("HTTPRoute", "app-backend", "{group: '', kind: Service}"),
+            false,
+        ),
+        (
+            grant("HTTPRoute", "infra", "{group: '', kind: Secret}"),
+            false,
+        ),
+    ];
+    for (grant, allowed) in cases {
+        let objects = set(&format!("{route}{grant}"));
+        let programmed = program(&objects, &[], &same_namespace());
+        let resolution = &programmed.config.http_routes[0].route.rules[0].backend_refs[0]
+            .backend_ref
+            .resolution;
+        assert_eq!(
+            matches!(resolution, Resolution::Service(_)),
+            *allowed,
+            "grant {grant}"
+        );
+        let conditions = route_conditions(&programmed, RouteKind::Http, "infra/cross");
+        let expected = if *allowed {
+            (True, Reason::ResolvedRefs)
+        } else {
+            (False, Reason::RefNotPermitted)
+        };
+        assert_eq!(
+            cond(&conditions, ConditionType::ResolvedRefs),
+            expected,
+            "grant {grant}"
+        );
+        assert_eq!(
+            cond(&conditions, ConditionType::Accepted),
+            (True, Reason::Accepted)
+        );
+    }
+}
+
+#[test]
+fn allowed_routes_namespaces_same_all_and_selector() {
+    let routes = [
+        http_route("r", "infra", "{name: same-namespace, namespace: infra}, {name: all-namespaces, namespace: infra}, {name: backend-namespaces, namespace: infra}", "[{}]"),
+        http_route("r", "web-backend", "{name: same-namespace, namespace: infra}, {name: all-namespaces, namespace: infra}, {name: backend-namespaces, namespace: infra}", "[{}]"),
+        // `other` has no Namespace object, so it has no labels.
+        http_route("r", "other", "{name: same-namespace, namespace: infra}, {name: all-namespaces, namespace: infra}, {name: backend-namespaces, namespace: infra}", "[{}]"),
+    ]
+    .join("");
+    let objects = set(&routes);
+    let expectations = [
+        ("same-namespace", [true, false, false]),
+        ("all-namespaces", [true, true, true]),
+        ("backend-namespaces", [false, true, false]),
+    ];
+    for (gateway, accepted) in expectations {
+        let programmed = program(&objects, &[], &key(&format!("infra/{gateway}")));
+        for (route, expected) in ["infra/r", "web-backend/r", "other/r"].iter().zip(accepted) {
+            let status = programmed
+                .status
+                .route(RouteKind::Http, &key(route))
+                .expect("status");
+            assert_eq!(
+                status.parents.len(),
+                1,
+                "only the parentRef naming this Gateway"
+            );
+            let got = cond(&status.parents[0].conditions, ConditionType::Accepted);
+            let want = if expected {
+                (True, Reason::Accepted)
+            } else {
+                (False, Reason::NotAllowedByListeners)
+            };
+            assert_eq!(got, want, "{route} on {gateway}");
+        }
+        let n_accepted = accepted.iter().filter(|a| **a).count() as u32;
+        assert_eq!(
+            programmed.status.listeners[0].attached_routes, n_accepted,
+            "{gateway}"
+        );
+        assert_eq!(
+            programmed.config.http_routes.len(),
+            n_accepted as usize,
+            "{gateway}"
+        );
+    }
+}
+
+const MULTI: &str = "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: multi, namespace: infra}
+spec:
+  gatewayClassName: meridian
+  listeners:
+  - {name: http, port: 80, protocol: HTTP}
+  - {name: alt, port: 8080, protocol: HTTP}
+  - {name: specific, port: 80, protocol: HTTP, hostname: very.specific.com}
+  - {name: wildcard, port: 80, protocol: HTTP, hostname: '*.wildcard.io'}
+  - {name: tls-only, port: 8443, protocol: TLS, tls: {mode: Passthrough}, allowedRoutes: {kinds: [{kind: TLSRoute}]}}
+";
+
+#[test]
+fn parent_refs_select_listeners_by_section_name_and_port() {
+    let cases: &[(&str, Result<&[&str], Reason>)] = &[
+        (
+            "{name: multi}",
+            Ok(&["http", "alt", "specific", "wildcard"]),
+        ),
+        ("{name: multi, sectionName: alt}", Ok(&["alt"])),
+        ("{name: multi, port: 8080}", Ok(&["alt"])),
+        (
+            "{name: multi, port: 80}",
+            Ok(&["http", "specific", "wildcard"]),
+        ),
+        ("{name: multi, sectionName: alt, port: 8080}", Ok(&["alt"])),
+        (
+            "{name: multi, sectionName: nope}",
+            Err(Reason::NoMatchingParent),
+        ),
+        ("{name: multi, port: 9090}", Err(Reason::NoMatchingParent)),
+        (
+            "{name: multi, sectionName: alt, port: 80}",
+            Err(Reason::NoMatchingParent),
+        ),
+        (
+            "{name: multi, sectionName: tls-only}",
+            Err(Reason::NotAllowedByListeners),
+        ),
+    ];
+    for (parent, expected) in cases {
+        let objects = set(&format!(
+            "{MULTI}{}",
+            http_route("r", "infra", parent, "[{}]")
+        ));
+        let programmed = program(&objects, &[], &key("infra/multi"));
+        let conditions = route_conditions(&programmed, RouteKind::Http, "infra/r");
+        match expected {
+            Ok(listeners) => {
+                assert_eq!(
+                    cond(&conditions, ConditionType::Accepted),
+                    (True, Reason::Accepted),
+                    "{parent}"
+                );
+                let got: Vec<&str> = programmed.config.http_routes[0]
+                    .attachments
+                    .iter()
+                    .map(|a| a.listener.as_str())
+                    .collect();
+                assert_eq!(got, *listeners, "{parent}");
+                for status in &programmed.status.listeners {
+                    let want = u32::from(listeners.contains(&status.name.as_str()));
+                    assert_eq!(status.attached_routes, want, "{parent} {}", status.name);
+                }
+            }
+            Err(reason) => {
+                assert_eq!(
+                    cond(&conditions, ConditionType::Accepted),
+                    (False, *reason),
+                    "{parent}"
+                );
+                assert!(programmed.config.http_routes.is_empty());
+            }
+        }
+    }
+}
+
+#[test]
+fn hostnames_narrow_per_listener_and_may_not_match_at_all() {
+    let routes = [
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: exact, namespace: infra}\nspec:\n  parentRefs: [{name: multi, port: 80}]\n  hostnames: [very.specific.com]\n",
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: wild, namespace: infra}\nspec:\n  parentRefs: [{name: multi, port: 80}]\n  hostnames: ['*.specific.com', 'foo.wildcard.io']\n",
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: none, namespace: infra}\nspec:\n  parentRefs: [{name: multi, sectionName: specific}]\n  hostnames: [nope.example.com]\n",
+    ]
+    .concat();
+    let objects = set(&format!("{MULTI}{routes}"));
+    let programmed = program(&objects, &[], &key("infra/multi"));
+    let attachments = |name: &str| -> Vec<(String, Vec<String>)> {
+        programmed
+            .config
+            .http_routes
+            .iter()
+            .find(|r| r.route.key.name == name)
+            .map(|r| {
+                r.attachments
+                    .iter()
+                    .map(|a| (a.listener.clone(), a.hostnames.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        attachments("exact"),
+        [
+            ("http".to_string(), s(&["very.specific.com"])),
+            ("specific".to_string(), s(&["very.specific.com"]))
+        ]
+    );
+    assert_eq!(
+        attachments("wild"),
+        [
+            (
+                "http".to_string(),
+                s(&["*.specific.com", "foo.wildcard.io"])
+            ),
+            ("specific".to_string(), s(&["very.specific.com"])),
+            ("wildcard".to_string(), s(&["foo.wildcard.io"])),
+        ]
+    );
+    let conditions = route_conditions(&programmed, RouteKind::Http, "infra/none");
+    assert_eq!(
+        cond(&conditions, ConditionType::Accepted),
+        (False, Reason::NoMatchingListenerHostname)
+    );
+    let counts: Vec<u32> = programmed
+        .status
+        .listeners
+        .iter()
+        .map(|l| l.attached_routes)
+        .collect();
+    assert_eq!(counts, [2, 0, 2, 1, 0]);
+}
+
+#[test]
+fn listener_kinds_and_protocol_validity() {
+    let gateway = "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: kinds, namespace: infra}
+spec:
+  gatewayClassName: meridian
+  listeners:
+  - {name: http, port: 80, protocol: HTTP, allowedRoutes: {kinds: [{kind: HTTPRoute}, {kind: TLSRoute}, {group: example.com, kind: HTTPRoute}]}}
+  - {name: tcp, port: 9000, protocol: TCP}
+  - {name: tls-only, port: 8443, protocol: TLS, tls: {mode: Passthrough}, allowedRoutes: {kinds: [{kind: TLSRoute}]}}
+";
+    let objects = set(&format!(
+        "{gateway}{}",
+        http_route("r", "infra", "{name: kinds}", "[{}]")
+    ));
+    let programmed = program(&objects, &[], &key("infra/kinds"));
+    let status = &programmed.status;
+    assert_eq!(
+        cond(&status.conditions, ConditionType::Accepted),
+        (True, Reason::ListenersNotValid)
+    );
+    let http = status.listener("http").expect("http");
+    assert_eq!(http.supported_kinds, [RouteKind::Http]);
+    assert_eq!(
+        cond(&http.conditions, ConditionType::ResolvedRefs),
+        (False, Reason::InvalidRouteKinds)
+    );
+    assert_eq!(
+        http.conditions
+            .iter()
+            .find(|c| c.type_ == ConditionType::ResolvedRefs)
+            .expect("c")
+            .message,
+        "route kinds not supported by this listener: gateway.networking.k8s.io/TLSRoute, example.com/HTTPRoute"
+    );
+    assert_eq!(
+        cond(&http.conditions, ConditionType::Programmed),
+        (True, Reason::Programmed)
+    );
+    let tcp = status.listener("tcp").expect("tcp");
+    assert!(tcp.supported_kinds.is_empty());
+    assert_eq!(
+        cond(&tcp.conditions, ConditionType::Accepted),
+        (False, Reason::UnsupportedProtocol)
+    );
+    assert_eq!(
+        cond(&tcp.conditions, ConditionType::Programmed),
+        (False, Reason::Invalid)
+    );
+    let tls = status.listener("tls-only").expect("tls");
+    assert_eq!(tls.supported_kinds, [RouteKind::Tls]);
+    let names: Vec<&str> = programmed
+        .config
+        .listeners
+        .iter()
+        .map(|l| l.name.as_str())
+        .collect();
+    assert_eq!(names, ["http", "tls-only"]);
+    assert_eq!(
+        programmed.config.listeners[1].tls.as_ref().map(|t| t.mode),
+        Some(TlsMode::Passthrough)
+    );
+    // The HTTPRoute attaches to `http` only.
+    assert_eq!(programmed.config.http_routes[0].attachments.len(), 1);
+
+    let only_tcp = "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: tcp, namespace: infra}
+spec:
+  gatewayClassName: meridian
+  listeners:
+  - {name: tcp, port: 9000, protocol: TCP}
+";
+    let programmed = program(&set(only_tcp), &[], &key("infra/tcp"));
+    assert_eq!(
+        cond(&programmed.status.conditions, ConditionType::Accepted),
+        (False, Reason::ListenersNotValid)
+    );
+    assert_eq!(
+        cond(&programmed.status.conditions, ConditionType::Programmed),
+        (False, Reason::Invalid)
+    );
+    assert!(programmed.config.listeners.is_empty());
+}
+
+#[test]
+fn listener_conflicts() {
+    let gateway = |listeners: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: c, namespace: infra}}\nspec:\n  gatewayClassName: meridian\n  listeners: {listeners}\n"
+        )
+    };
+    type Expected<'a> = &'a [(&'a str, Option<Reason>)];
+    let cases: &[(&str, Expected<'_>)] = &[
+        (
+            "[{name: a, port: 80, protocol: HTTP, hostname: x.com}, {name: b, port: 80, protocol: HTTP, hostname: x.com}, {name: c, port: 80, protocol: HTTP}]",
+            &[
+                ("a", Some(Reason::HostnameConflict)),
+                ("b", Some(Reason::HostnameConflict)),
+                ("c", None),
+            ],
+        ),
+        (
+            "[{name: a, port: 80, protocol: HTTP}, {name: b, port: 80, protocol: HTTP}]",
+            &[
+                ("a", Some(Reason::HostnameConflict)),
+                ("b", Some(Reason::HostnameConflict)),
+            ],
+        ),
+        (
+            "[{name: a, port: 443, protocol: HTTP}, {name: b, port: 443, protocol: TLS, hostname: y.com, tls: {mode: Passthrough}}, {name: c, port: 80, protocol: HTTP}]",
+            &[
+                ("a", Some(Reason::ProtocolConflict)),
+                ("b", Some(Reason::ProtocolConflict)),
+                ("c", None),
+            ],
+        ),
+        (
+            "[{name: a, port: 443, protocol: TLS, hostname: a.com, tls: {mode: Passthrough}}, {name: b, port: 443, protocol: TLS, hostname: b.com, tls: {mode: Terminate, certificateRefs: [{name: s}]}}]",
+            &[
+                ("a", Some(Reason::ProtocolConflict)),
+                ("b", Some(Reason::ProtocolConflict)),
+            ],
+        ),
+        (
+            "[{name: a, port: 443, protocol: TLS, hostname: a.com, tls: {mode: Passthrough}}, {name: b, port: 443, protocol: TLS, hostname: b.com, tls: {mode: Passthrough}}]",
+            &[("a", None), ("b", None)],
+        ),
+    ];
+    for (listeners, expected) in cases {
+        let programmed = program(&set(&gateway(listeners)), &[], &key("infra/c"));
+        for (name, conflict) in *expected {
+            let status = programmed.status.listener(name).expect("listener");
+            let conflicted = cond(&status.conditions, ConditionType::Conflicted);
+            match conflict {
+                Some(reason) => {
+                    assert_eq!(conflicted, (True, *reason), "{listeners} {name}");
+                    assert_eq!(
+                        cond(&status.conditions, ConditionType::Accepted),
+                        (False, *reason)
+                    );
+                    assert!(programmed.config.listeners.iter().all(|l| l.name != *name));
+                }
+                None => assert_eq!(
+                    conflicted,
+                    (False, Reason::NoConflicts),
+                    "{listeners} {name}"
+                ),
+            }
+        }
+    }
+}
+
+/// A `kubernetes.io/tls` Secret with a fresh self-signed certificate for `host`.
+fn tls_secret(name: &str, namespace: &str, host: &str) -> String {
+    let generated = rcgen::generate_simple_self_signed(vec![host.to_string()]).expect("cert");
+    let b64 = |s: String| base64::engine::general_purpose::STANDARD.encode(s);
+    format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {namespace}}}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n",
+        b64(generated.cert.pem()),
+        b64(generated.signing_key.serialize_pem())
+    )
+}
+
+fn https_gateway(certificate_ref: &str) -> String {
+    format!(
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: https, namespace: infra}}\nspec:\n  gatewayClassName: meridian\n  listeners:\n  - {{name: https, port: 443, protocol: HTTPS, hostname: example.org, tls: {{certificateRefs: [{certificate_ref}]}}}}\n  - {{name: http, port: 80, protocol: HTTP}}\n"
+    )
+}
+
+#[test]
+fn certificates_resolve_from_secrets() {
+    let good = tls_secret("cert", "infra", "example.org");
+    let elsewhere = tls_secret("cert", "web-backend", "example.org");
+    let grant = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: ReferenceGrant\nmetadata: {name: certs, namespace: web-backend}\nspec:\n  from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: infra}]\n  to: [{group: '', kind: Secret}]\n";
+    let malformed = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: cert, namespace: infra}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: bm90IGEgY2VydA==\n  tls.key: bm90IGEga2V5\n";
+    let opaque = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: cert, namespace: infra}\ntype: Opaque\nstringData: {tls.crt: x, tls.key: y}\n";
+    let cases: Vec<(String, Result<(), Reason>)> = vec![
+        (format!("{}{good}", https_gateway("{name: cert}")), Ok(())),
+        (
+            https_gateway("{name: cert}"),
+            Err(Reason::InvalidCertificateRef),
+        ),
+        (
+            format!("{}{malformed}", https_gateway("{name: cert}")),
+            Err(Reason::InvalidCertificateRef),
+        ),
+        (
+            format!("{}{opaque}", https_gateway("{name: cert}")),
+            Err(Reason::InvalidCertificateRef),
+        ),
+        (
+            format!(
+                "{}{good}",
+                https_gateway("{group: '', kind: ConfigMap, name: cert}")
+            ),
+            Err(Reason::InvalidCertificateRef),
+        ),
+        (
+            format!(
+                "{}{elsewhere}",
+                https_gateway("{name: cert, namespace: web-backend}")
+            ),
+            Err(Reason::RefNotPermitted),
+        ),
+        (
+            format!(
+                "{}{elsewhere}{grant}",
+                https_gateway("{name: cert, namespace: web-backend}")
+            ),
+            Ok(()),
+        ),
+    ];
+    for (objects_yaml, expected) in &cases {
+        let route = http_route("r", "infra", "{name: https}", "[{}]");
+        let programmed = program(
+            &set(&format!("{objects_yaml}{route}")),
+            &[],
+            &key("infra/https"),
+        );
+        let listener = programmed.status.listener("https").expect("listener");
+        // The route attaches to both listeners and is counted on https either way.
+        assert_eq!(listener.attached_routes, 1);
+        match expected {
+            Ok(()) => {
+                assert_eq!(
+                    cond(&listener.conditions, ConditionType::ResolvedRefs),
+                    (True, Reason::ResolvedRefs)
+                );
+                assert_eq!(
+                    cond(&listener.conditions, ConditionType::Programmed),
+                    (True, Reason::Programmed)
+                );
+                let config_listener = &programmed.config.listeners[0];
+                assert_eq!(config_listener.protocol, ListenerProtocol::Https);
+                let tls = config_listener.tls.as_ref().expect("tls");
+                assert_eq!(tls.mode, TlsMode::Terminate);
+                assert_eq!(tls.certificates.len(), 1);
+                assert!(
+                    tls.certificates[0]
+                        .cert_chain_pem
+                        .starts_with("-----BEGIN CERTIFICATE-----")
+                );
+                assert!(
+                    tls.certificates[0]
+                        .private_key_pem
+                        .contains("PRIVATE KEY-----")
+                );
+            }
+            Err(reason) => {
+                assert_eq!(
+                    cond(&listener.conditions, ConditionType::ResolvedRefs),
+                    (False, *reason),
+                    "{objects_yaml}"
+                );
+                assert_eq!(
+                    cond(&listener.conditions, ConditionType::Accepted),
+                    (True, Reason::Accepted)
+                );
+                assert_eq!(
+                    cond(&listener.conditions, ConditionType::Programmed),
+                    (False, Reason::Invalid)
+                );
+                let names: Vec<&str> = programmed
+                    .config
+                    .listeners
+                    .iter()
+                    .map(|l| l.name.as_str())
+                    .collect();
+                assert_eq!(names, ["http"]);
+                assert_eq!(programmed.config.http_routes[0].attachments.len(), 1);
+            }
+        }
+    }
+}
+
+#[test]
+fn http_and_grpc_routes_do_not_share_a_listener() {
+    let grpc = |name: &str, created: &str, hostnames: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: {name}, namespace: infra, creationTimestamp: '{created}'}}\nspec:\n  parentRefs: [{{name: same-namespace}}]\n  hostnames: {hostnames}\n  rules: [{{backendRefs: [{{name: infra-backend-v1, port: 8081}}]}}]\n"
+        )
+    };
+    let http = |name: &str, created: &str, hostnames: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: infra, creationTimestamp: '{created}'}}\nspec:\n  parentRefs: [{{name: same-namespace}}]\n  hostnames: {hostnames}\n"
+        )
+    };
+    // The older GRPCRoute wins the listener.
+    let objects = set(&format!(
+        "{}{}",
+        grpc("g", "2024-01-01T00:00:00Z", "[]"),
+        http("h", "2024-06-01T00:00:00Z", "[]")
+    ));
+    let programmed = program(&objects, &[], &same_namespace());
+    assert_eq!(
+        cond(
+            &route_conditions(&programmed, RouteKind::Grpc, "infra/g"),
+            ConditionType::Accepted
+        ),
+        (True, Reason::Accepted)
+    );
+    assert_eq!(
+        cond(
+            &route_conditions(&programmed, RouteKind::Http, "infra/h"),
+            ConditionType::Accepted
+        ),
+        (False, Reason::NotAllowedByListeners)
+    );
+    assert_eq!(programmed.config.grpc_routes.len(), 1);
+    assert!(programmed.config.http_routes.is_empty());
+    assert_eq!(programmed.status.listeners[0].attached_routes, 1);
+    assert_eq!(programmed.config.backends[0].app_protocol, AppProtocol::H2c);
+
+    // Disjoint hostnames: both attach.
+    let objects = set(&format!(
+        "{}{}",
+        grpc("g", "2024-01-01T00:00:00Z", "[grpc.example.com]"),
+        http("h", "2024-06-01T00:00:00Z", "[www.example.com]")
+    ));
+    let programmed = program(&objects, &[], &same_namespace());
+    assert_eq!(programmed.config.grpc_routes.len(), 1);
+    assert_eq!(programmed.config.http_routes.len(), 1);
+    assert_eq!(programmed.status.listeners[0].attached_routes, 2);
+}
+
+#[test]
+fn shared_routes_replace_local_ones_with_the_same_key() {
+    let local = http_route("web", "infra", "{name: same-namespace}", &backend(8080));
+    let objects = set(&local);
+    let shared = http_route_from_json(&serde_json::json!({
+        "metadata": {"name": "web", "namespace": "infra"},
+        "spec": {
+            "parentRefs": [{"name": "same-namespace"}],
+            "hostnames": ["global.example.com"],
+            "rules": [{"backendRefs": [{"name": "infra-backend-v2", "port": 8080}]}]
+        }
+    }))
+    .expect("valid shared route");
+    let extra = http_route_from_json(&serde_json::json!({
+        "metadata": {"name": "only-shared", "namespace": "infra"},
+        "spec": {"parentRefs": [{"name": "same-namespace"}]}
+    }))
+    .expect("valid shared route");
+    let programmed = program(&objects, &[shared, extra], &same_namespace());
+    let keys: Vec<(String, Vec<String>)> = programmed
+        .config
+        .http_routes
+        .iter()
+        .map(|r| (r.route.key.to_string(), r.route.hostnames.clone()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            (
+                "infra/web".to_string(),
+                vec!["global.example.com".to_string()]
+            ),
+            ("infra/only-shared".to_string(), vec![]),
+        ]
+    );
+    let statuses: Vec<(RouteOrigin, (ConditionStatus, Reason))> = programmed
+        .status
+        .routes
+        .iter()
+        .filter(|r| r.key == key("infra/web"))
+        .map(|r| {
+            (
+                r.origin,
+                cond(&r.parents[0].conditions, ConditionType::Accepted),
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            (RouteOrigin::Local, (False, Reason::Shadowed)),
+            (RouteOrigin::Shared, (True, Reason::Accepted)),
+        ]
+    );
+    // The shadowed route's backends are not programmed; the shared route's are.
+    let backends: Vec<&str> = programmed
+        .config
+        .backends
+        .iter()
+        .map(|b| b.key.name.as_str())
+        .collect();
+    assert_eq!(backends, ["infra-backend-v2"]);
+    assert_eq!(programmed.status.listeners[0].attached_routes, 2);
+}
+
+#[test]
+fn partially_invalid_and_rejected_routes_report_it() {
+    let routes = [
+        http_route(
+            "partial",
+            "infra",
+            "{name: same-namespace}",
+            "[{matches: [{path: {value: /ok}}]}, {matches: [{path: {value: bad}}]}]",
+        ),
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: rejected, namespace: infra}\nspec:\n  parentRefs: [{name: same-namespace}]\n  hostnames: [Upper.example.com]\n".to_string(),
+    ]
+    .concat();
+    let programmed = program(&set(&routes), &[], &same_namespace());
+    let partial = route_conditions(&programmed, RouteKind::Http, "infra/partial");
+    assert_eq!(
+        cond(&partial, ConditionType::Accepted),
+        (True, Reason::Accepted)
+    );
+    assert_eq!(
+        cond(&partial, ConditionType::PartiallyInvalid),
+        (True, Reason::UnsupportedValue)
+    );
+    let message = &partial
+        .iter()
+        .find(|c| c.type_ == ConditionType::PartiallyInvalid)
+        .expect("c")
+        .message;
+    assert_eq!(
+        message,
+        "Dropped Rule(s): spec.rules[1].matches[0].path.value: must start with '/'"
+    );
+    let rejected = route_conditions(&programmed, RouteKind::Http, "infra/rejected");
+    assert_eq!(
+        cond(&rejected, ConditionType::Accepted),
+        (False, Reason::UnsupportedValue)
+    );
+    let names: Vec<&str> = programmed
+        .config
+        .http_routes
+        .iter()
+        .map(|r| r.route.key.name.as_str())
+        .collect();
+    assert_eq!(names, ["partial"]);
+    assert_eq!(programmed.config.http_routes[0].route.rules.len(), 1);
+}
+
+#[test]
+fn mirrors_with_unresolved_backends_are_not_configured() {
+    let objects = set(&http_route(
+        "mirror",
+        "infra",
+        "{name: same-namespace}",
+        "[{filters: [{type: RequestMirror, requestMirror: {backendRef: {name: infra-backend-v2, port: 8080}}}, {type: RequestMirror, requestMirror: {backendRef: {name: gone, port: 8080}}}], backendRefs: [{name: infra-backend-v1, port: 8080}]}]",
+    ));
+    let programmed = program(&objects, &[], &same_namespace());
+    let filters = &programmed.config.http_routes[0].route.rules[0].filters;
+    assert_eq!(filters.len(), 1);
+    let HttpFilter::RequestMirror(mirror) = &filters[0] else {
+        panic!("expected the valid mirror");
+    };
+    assert!(
+        matches!(&mirror.backend_ref.resolution, Resolution::Service(k) if k.name == "infra-backend-v2")
+    );
+    let conditions = route_conditions(&programmed, RouteKind::Http, "infra/mirror");
+    assert_eq!(
+        cond(&conditions, ConditionType::ResolvedRefs),
+        (False, Reason::BackendNotFound)
+    );
+    let backends: Vec<&str> = programmed
+        .config
+        .backends
+        .iter()
+        .map(|b| b.key.name.as_str())
+        .collect();
+    assert_eq!(backends, ["infra-backend-v1", "infra-backend-v2"]);
+}
+
+#[test]
+fn tls_routes_attach_to_passthrough_listeners_only() {
+    let routes = "---
+apiVersion: gateway.networking.k8s.io/v1alpha3
+kind: TLSRoute
+metadata: {name: tls, namespace: infra}
+spec:
+  parentRefs: [{name: multi}]
+  hostnames: [abc.example.com]
+  rules: [{backendRefs: [{name: infra-backend-v1, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {name: on-http, namespace: infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [abc.example.com]
+  rules: [{backendRefs: [{name: infra-backend-v1, port: 8080}]}]
+";
+    let objects = set(&format!("{MULTI}{routes}"));
+    let programmed = program(&objects, &[], &key("infra/multi"));
+    assert_eq!(programmed.config.tls_routes.len(), 1);
+    let attached = &programmed.config.tls_routes[0];
+    assert_eq!(attached.attachments[0].listener, "tls-only");
+    assert_eq!(attached.attachments[0].hostnames, ["abc.example.com"]);
+    assert!(matches!(
+        attached.route.backend_refs[0].backend_ref.resolution,
+        Resolution::Service(_)
+    ));
+    let programmed = program(&objects, &[], &same_namespace());
+    assert_eq!(
+        cond(
+            &route_conditions(&programmed, RouteKind::Tls, "infra/on-http"),
+            ConditionType::Accepted
+        ),
+        (False, Reason::NotAllowedByListeners)
+    );
+}
+
+#[test]
+fn gateway_level_conditions() {
+    let gateway = |extra: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: g, namespace: infra}}\nspec:\n  gatewayClassName: meridian\n  listeners: [{{name: http, port: 80, protocol: HTTP}}]\n{extra}"
+        )
+    };
+    let cases: &[(&str, (ConditionStatus, Reason), bool)] = &[
+        ("", (True, Reason::Accepted), true),
+        (
+            "  addresses: [{type: IPAddress, value: '::1'}, {value: 127.0.0.9}]\n",
+            (True, Reason::Accepted),
+            true,
+        ),
+        (
+            "  addresses: [{type: Hostname, value: gw.example.com}]\n",
+            (False, Reason::UnsupportedAddress),
+            false,
+        ),
+        (
+            "  infrastructure: {parametersRef: {group: example.com, kind: Params, name: p}}\n",
+            (False, Reason::InvalidParameters),
+            false,
+        ),
+    ];
+    for (extra, accepted, programmed_ok) in cases {
+        let programmed = program(&set(&gateway(extra)), &[], &key("infra/g"));
+        assert_eq!(
+            cond(&programmed.status.conditions, ConditionType::Accepted),
+            *accepted,
+            "{extra}"
+        );
+        let expected_programmed = if *programmed_ok {
+            (True, Reason::Programmed)
+        } else {
+            (False, Reason::Invalid)
+        };
+        assert_eq!(
+            cond(&programmed.status.conditions, ConditionType::Programmed),
+            expected_programmed,
+            "{extra}"
+        );
+        assert_eq!(
+            programmed.config.listeners.is_empty(),
+            !programmed_ok,
+            "{extra}"
+        );
+    }
+    let programmed = program(
+        &set(&gateway(
+            "  addresses: [{type: IPAddress, value: '::1'}, {value: 127.0.0.9}]\n",
+        )),
+        &[],
+        &key("infra/g"),
+    );
+    let addresses: Vec<String> = programmed.config.listeners[0]
+        .addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(addresses, ["::1", "127.0.0.9"]);
+
+    let missing = program(&set(""), &[], &key("infra/missing"));
+    assert_eq!(
+        cond(&missing.status.conditions, ConditionType::Accepted),
+        (False, Reason::Invalid)
+    );
+    assert!(missing.config.listeners.is_empty());
+}
+
+#[test]
+fn gateways_are_selected_by_class() {
+    let all = set("");
+    let names: Vec<String> = gateways(&all).iter().map(ToString::to_string).collect();
+    assert_eq!(
+        names,
+        [
+            "infra/all-namespaces",
+            "infra/backend-namespaces",
+            "infra/same-namespace"
+        ]
+    );
+    let other_class = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: theirs, namespace: infra}\nspec:\n  gatewayClassName: envoy\n  listeners: [{name: http, port: 80, protocol: HTTP}]\n";
+    assert!(!gateways(&set(other_class)).contains(&key("infra/theirs")));
+    // Without any GatewayClass every Gateway is ours (a plain directory).
+    let (objects, _) = parse_documents(other_class, "x.yaml");
+    let (bare, _) = ObjectSet::from_objects(objects);
+    assert_eq!(gateways(&bare), [key("infra/theirs")]);
+}
+
+#[test]
+fn one_route_with_two_parent_refs_to_one_gateway_counts_once_per_listener() {
+    let objects = set(&format!(
+        "{MULTI}{}",
+        http_route(
+            "r",
+            "infra",
+            "{name: multi, sectionName: http}, {name: multi, port: 80}",
+            "[{}]"
+        )
+    ));
+    let programmed = program(&objects, &[], &key("infra/multi"));
+    let status = programmed
+        .status
+        .route(RouteKind::Http, &key("infra/r"))
+        .expect("status");
+    assert_eq!(status.parents.len(), 2);
+    let counts: Vec<u32> = programmed
+        .status
+        .listeners
+        .iter()
+        .map(|l| l.attached_routes)
+        .collect();
+    assert_eq!(counts, [1, 0, 1, 1, 0]);
+    let listeners: Vec<&str> = programmed.config.http_routes[0]
+        .attachments
+        .iter()
+        .map(|a| a.listener.as_str())
+        .collect();
+    assert_eq!(listeners, ["http", "specific", "wildcard"]);
+}
+
+#[test]
+fn shared_route_json_round_trips() {
+    let value = serde_json::json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "web", "namespace": "shop", "creationTimestamp": "2024-05-01T10:00:00Z"},
+        "spec": {
+            "parentRefs": [{"name": "gw", "namespace": "infra", "sectionName": "https"}],
+            "hostnames": ["app.example.com", "*.app.example.com"],
+            "rules": [{
+                "name": "main",
+                "matches": [
+                    {"path": {"type": "PathPrefix", "value": "/api"}, "headers": [{"name": "x-v", "value": "2"}], "method": "GET"},
+                    {"path": {"type": "RegularExpression", "value": "/v[0-9]+"}, "queryParams": [{"type": "RegularExpression", "name": "q", "value": "a.*"}]}
+                ],
+                "filters": [
+                    {"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "a", "value": "b"}], "add": [{"name": "c", "value": "d"}], "remove": ["e"]}},
+                    {"type": "ResponseHeaderModifier", "responseHeaderModifier": {"remove": ["server"]}},
+                    {"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "m", "port": 80}, "fraction": {"numerator": 1, "denominator": 3}}},
+                    {"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "m", "port": 80}, "percent": 20}},
+                    {"type": "CORS", "cors": {"allowOrigins": ["https://a.example"], "allowCredentials": true, "allowMethods": ["GET"], "maxAge": 60}}
+                ],
+                "backendRefs": [
+                    {"name": "web", "port": 8080, "weight": 3, "filters": [{"type": "URLRewrite", "urlRewrite": {"hostname": "internal", "path": {"type": "ReplaceFullPath", "replaceFullPath": "/x"}}}]},
+                    {"group": "", "kind": "Service", "name": "web2", "namespace": "other", "port": 8080}
+                ],
+                "timeouts": {"request": "10s", "backendRequest": "2s500ms"},
+                "retry": {"codes": [500, 503], "attempts": 2, "backoff": "100ms"}
+            }, {
+                "matches": [{"path": {"type": "PathPrefix", "value": "/old"}}],
+                "filters": [{"type": "RequestRedirect", "requestRedirect": {"scheme": "https", "port": 443, "statusCode": 308, "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/new"}}}]
+            }]
+        }
+    });
+    let route: HttpRoute = http_route_from_json(&value).expect("valid");
+    assert_eq!(route.created_unix_ms, 1_714_557_600_000);
+    let rendered = crate::http_route_to_json(&route);
+    let again = http_route_from_json(&rendered).expect("rendered form is valid");
+    assert_eq!(again, route);
+    assert_eq!(
+        rendered["metadata"]["creationTimestamp"],
+        "2024-05-01T10:00:00Z"
+    );
+    assert_eq!(
+        rendered["spec"]["rules"][0]["timeouts"]["backendRequest"],
+        "2s500ms"
+    );
+    assert_eq!(rendered["kind"], "HTTPRoute");
+}
+
+#[test]
+fn admin_api_rejects_anything_invalid_with_field_paths() {
+    let cases: &[(serde_json::Value, &[&str])] = &[
+        (
+            serde_json::json!({"metadata": {"name": "web"}, "spec": {"rules": [{"matches": [{"path": {"value": "x"}}]}, {}]}}),
+            &[
+                "request HTTPRoute default/web: spec.rules[0].matches[0].path.value: must start with '/'",
+            ],
+        ),
+        (
+            serde_json::json!({"metadata": {"name": "web"}, "spec": {"rules": [{"backendRefs": [{"name": "s", "port": "80"}]}]}}),
+            &[
+                "request HTTPRoute default/web: spec.rules[0].backendRefs[0].port: invalid type: string \"80\", expected an integer",
+            ],
+        ),
+        (
+            serde_json::json!({"kind": "Gateway", "metadata": {"name": "web"}}),
+            &["request: kind: expected HTTPRoute, found \"Gateway\""],
+        ),
+        (
+            serde_json::json!({"spec": {}}),
+            &["request HTTPRoute default/: metadata.name: required field is missing"],
+        ),
+        (
+            serde_json::json!({"metadata": {"name": "web"}, "spec": {"rules": []}}),
+            &["request HTTPRoute default/web: the route has no rules"],
+        ),
+    ];
+    for (value, expected) in cases {
+        let problems: Vec<String> = http_route_from_json(value)
+            .expect_err("invalid")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(problems, *expected, "{value}");
+    }
+}
