@@ -41,10 +41,16 @@ pub struct ProbeConfig {
     pub gateway_interval: Duration,
     /// How long one gateway probe may take before it counts as failed.
     pub gateway_timeout: Duration,
+    /// The gateway probe interval while a state change is pending (after a failure from up,
+    /// or a success from down), like HAProxy's `fastinter`: it confirms a change sooner
+    /// without probing faster all the time.
+    pub gateway_recheck_interval: Duration,
     /// How often each backend endpoint gets a TCP connect.
     pub backend_interval: Duration,
     /// How long one backend connect may take before it counts as failed.
     pub backend_timeout: Duration,
+    /// The backend probe interval while a state change is pending.
+    pub backend_recheck_interval: Duration,
     /// Consecutive successes that turn a down target up.
     pub rise: u32,
     /// Consecutive failures that turn an up (or not yet judged) target down.
@@ -99,8 +105,10 @@ impl Default for ProbeConfig {
         Self {
             gateway_interval: Duration::from_millis(500),
             gateway_timeout: Duration::from_millis(300),
+            gateway_recheck_interval: Duration::from_millis(100),
             backend_interval: Duration::from_secs(1),
             backend_timeout: Duration::from_millis(500),
+            backend_recheck_interval: Duration::from_millis(250),
             rise: 2,
             fall: 2,
         }

@@ -260,14 +260,17 @@ async fn gateway_loop(
     results: mpsc::Sender<ProbeResult>,
 ) {
     let uri: Option<http::Uri> = format!("http://{admin}/ready").parse().ok();
-    let mut ticker = tokio::time::interval(config.gateway_interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pace = Pace::new(
+        &config,
+        config.gateway_interval,
+        config.gateway_recheck_interval,
+    );
     loop {
-        ticker.tick().await;
         let (ok, detail) = match &uri {
             Some(uri) => probe_http(&client, uri.clone(), config.gateway_timeout).await,
             None => (false, format!("admin address {admin:?} is not host:port")),
         };
+        let wait = pace.record(ok);
         let result = ProbeResult {
             target: target.clone(),
             ok,
@@ -276,15 +279,19 @@ async fn gateway_loop(
         if results.send(result).await.is_err() {
             return;
         }
+        tokio::time::sleep(wait).await;
     }
 }
 
 async fn backend_loop(addr: SocketAddr, config: ProbeConfig, results: mpsc::Sender<ProbeResult>) {
-    let mut ticker = tokio::time::interval(config.backend_interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pace = Pace::new(
+        &config,
+        config.backend_interval,
+        config.backend_recheck_interval,
+    );
     loop {
-        ticker.tick().await;
         let (ok, detail) = probe_tcp(addr, config.backend_timeout).await;
+        let wait = pace.record(ok);
         let result = ProbeResult {
             target: ProbeTarget::Backend(addr),
             ok,
@@ -292,6 +299,60 @@ async fn backend_loop(addr: SocketAddr, config: ProbeConfig, results: mpsc::Send
         };
         if results.send(result).await.is_err() {
             return;
+        }
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Chooses the wait before the next probe: the recheck interval while the loop's own view of
+/// the target is mid-transition (fewer than `fall` failures after a success, or fewer than
+/// `rise` successes after a failure), the normal interval otherwise.
+///
+/// The loop mirrors the hysteresis counts locally instead of asking the index, so the probe
+/// pace never waits on another task.
+#[derive(Debug)]
+pub(crate) struct Pace {
+    interval: Duration,
+    recheck: Duration,
+    rise: u32,
+    fall: u32,
+    last_ok: Option<bool>,
+    streak: u32,
+    settled: bool,
+}
+
+impl Pace {
+    pub(crate) fn new(config: &ProbeConfig, interval: Duration, recheck: Duration) -> Self {
+        Self {
+            interval,
+            recheck: recheck.min(interval),
+            rise: config.rise.max(1),
+            fall: config.fall.max(1),
+            last_ok: None,
+            streak: 0,
+            settled: true,
+        }
+    }
+
+    /// Records a result and returns how long to wait before the next probe.
+    pub(crate) fn record(&mut self, ok: bool) -> Duration {
+        if self.last_ok == Some(ok) {
+            self.streak = self.streak.saturating_add(1);
+        } else {
+            // A change of result starts a pending transition; so does a first failure (a
+            // target not judged yet goes down only after `fall` failures).
+            self.settled = self.last_ok.is_none() && ok;
+            self.streak = 1;
+            self.last_ok = Some(ok);
+        }
+        let needed = if ok { self.rise } else { self.fall };
+        if self.streak >= needed {
+            self.settled = true;
+        }
+        if self.settled {
+            self.interval
+        } else {
+            self.recheck
         }
     }
 }

@@ -48,7 +48,8 @@ use crate::status::{
 /// unless the same instance subscribes again first.
 const CLOSED_SESSION_RETENTION: Duration = Duration::from_secs(60);
 
-/// How often `/status` is rebuilt at most while only probe counters change.
+/// How often `/status` is rebuilt at most while only probe results arrive (other changes
+/// rebuild it at once).
 const STATUS_REFRESH: Duration = Duration::from_millis(200);
 
 /// What a gateway said when it subscribed.
@@ -276,9 +277,15 @@ impl Index {
             tokio::select! {
                 biased;
                 _ = shutdown.wait_for(|stop| *stop) => return,
-                Some(msg) = messages.recv() => self.on_message(msg),
+                Some(msg) = messages.recv() => {
+                    self.on_message(msg);
+                    self.publish_status();
+                }
                 update = source.recv(), if source_open => match update {
-                    Some(update) => self.on_source(update),
+                    Some(update) => {
+                        self.on_source(update);
+                        self.publish_status();
+                    }
                     None => {
                         tracing::warn!("the source stopped; serving what it delivered last");
                         source_open = false;

@@ -77,6 +77,31 @@ fn record_reports_only_transitions() {
     assert_eq!(state.force_down("closed"), None);
 }
 
+#[test]
+fn pace_rechecks_quickly_only_while_a_change_is_pending() {
+    let config = config();
+    let (n, f) = (500, 100);
+    let table: &[(&str, &[u64])] = &[
+        ("++++", &[n, n, n, n]),
+        // A first failure, and a failure after successes, are rechecked quickly until `fall`
+        // failures settle the state.
+        ("--", &[f, n]),
+        ("++--", &[n, n, f, n]),
+        // Recovery likewise needs `rise` successes.
+        ("--++", &[f, n, f, n]),
+        // A single blip costs one fast recheck per direction.
+        ("++-+", &[n, n, f, f]),
+    ];
+    for (input, expected) in table {
+        let mut pace = Pace::new(&config, Duration::from_millis(n), Duration::from_millis(f));
+        let waits: Vec<u64> = input
+            .chars()
+            .map(|c| pace.record(c == '+').as_millis() as u64)
+            .collect();
+        assert_eq!(waits, *expected, "sequence {input:?}");
+    }
+}
+
 async fn next_result(results: &mut mpsc::Receiver<ProbeResult>) -> ProbeResult {
     tokio::time::timeout(Duration::from_secs(5), results.recv())
         .await
