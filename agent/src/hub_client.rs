@@ -71,12 +71,34 @@ pub(crate) struct HubClientParts {
     pub(crate) health: watch::Receiver<Arc<HealthView>>,
     /// Where accepted SharedConfigs go.
     pub(crate) index: IndexHandle,
+    /// True once the source was read and gateways programmed; the client registers only
+    /// then, so that `Register` and the first report describe the cluster.
+    pub(crate) ready: watch::Receiver<bool>,
     /// Published connection state.
     pub(crate) status: watch::Sender<Arc<HubStatus>>,
-    /// The version already in use (from the state directory), sent in `hello`.
-    pub(crate) initial_version: u64,
+    /// The SharedConfig already in use (from the state directory); its version goes in `hello`.
+    pub(crate) initial: Option<Arc<SharedConfig>>,
     /// Metrics.
     pub(crate) metrics: Metrics,
+}
+
+/// How long writing one message to the hub session may wait for the hub to read; a hub that
+/// stops reading is treated like a broken session.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Writes one message to the session, failing the attempt when the hub stops reading.
+async fn send(
+    outbound: &mpsc::Sender<pb::AgentMessage>,
+    message: pb::AgentMessage,
+) -> Result<(), AttemptError> {
+    match tokio::time::timeout(SEND_TIMEOUT, outbound.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(AttemptError::Closed),
+        Err(_) => Err(AttemptError::Session(format!(
+            "the hub read nothing for {}s",
+            SEND_TIMEOUT.as_secs()
+        ))),
+    }
 }
 
 /// A random id for this agent process, sent in `hello`.
@@ -123,7 +145,8 @@ enum AttemptError {
 /// Runs until `shutdown` fires.
 pub(crate) async fn run(mut parts: HubClientParts, mut shutdown: watch::Receiver<bool>) {
     let instance = instance_id();
-    let mut current_version = parts.initial_version;
+    let mut current = parts.initial.clone();
+    let current_version = current.as_ref().map_or(0, |c| c.version);
     let mut failures: u32 = 0;
     let mut next_hub = 0usize;
     let mut seq: u64 = 0;
@@ -137,13 +160,18 @@ pub(crate) async fn run(mut parts: HubClientParts, mut shutdown: watch::Receiver
         }
         .into();
     });
+    let mut ready = parts.ready.clone();
+    tokio::select! {
+        _ = ready.wait_for(|ready| *ready) => {}
+        _ = shutdown.wait_for(|stop| *stop) => return,
+    }
     loop {
         let endpoint = parts.hubs[next_hub % parts.hubs.len()].clone();
         let url = endpoint.uri().to_string();
         set_state(&parts.status, "connecting", Some(&url), None);
         let mut got_message = false;
         let outcome = tokio::select! {
-            outcome = attempt(&mut parts, &endpoint, &instance, &mut current_version, &mut seq, &mut got_message) => outcome,
+            outcome = attempt(&mut parts, &endpoint, &instance, &mut current, &mut seq, &mut got_message) => outcome,
             _ = shutdown.wait_for(|stop| *stop) => Err(AttemptError::Shutdown),
         };
         parts.metrics.hub_connected.set(0);
@@ -199,7 +227,7 @@ async fn attempt(
     parts: &mut HubClientParts,
     endpoint: &Endpoint,
     instance: &str,
-    current_version: &mut u64,
+    current: &mut Option<Arc<SharedConfig>>,
     seq: &mut u64,
     got_message: &mut bool,
 ) -> Result<(), AttemptError> {
@@ -246,7 +274,7 @@ async fn attempt(
     let hello = pb::AgentMessage {
         kind: Some(pb::agent_message::Kind::Hello(pb::AgentHello {
             cluster: parts.cluster.to_string(),
-            have_version: *current_version,
+            have_version: current.as_ref().map_or(0, |c| c.version),
             instance_id: instance.to_string(),
         })),
     };
@@ -289,11 +317,9 @@ async fn attempt(
                 let Some(message) = message else { return Ok(()) };
                 *got_message = true;
                 if let Some(pb::hub_message::Kind::Config(config)) = message.kind {
-                    let ack = apply_snapshot(parts, config, current_version).await?;
-                    outbound
-                        .send(pb::AgentMessage { kind: Some(pb::agent_message::Kind::Ack(ack)) })
-                        .await
-                        .map_err(|_| AttemptError::Closed)?;
+                    let ack = apply_snapshot(parts, config, current).await?;
+                    let ack = pb::AgentMessage { kind: Some(pb::agent_message::Kind::Ack(ack)) };
+                    send(&outbound, ack).await?;
                 }
             }
         }
@@ -314,10 +340,7 @@ async fn send_report(
             &report,
         ))),
     };
-    outbound
-        .send(message)
-        .await
-        .map_err(|_| AttemptError::Closed)?;
+    send(outbound, message).await?;
     parts.metrics.hub_reports.inc();
     if *reported_epoch != Some(view.readiness_epoch) {
         if let (Some(changed_at), Some(_)) = (view.readiness_changed_at, *reported_epoch) {
@@ -345,7 +368,7 @@ async fn send_report(
 async fn apply_snapshot(
     parts: &mut HubClientParts,
     message: pb::SharedConfig,
-    current_version: &mut u64,
+    current: &mut Option<Arc<SharedConfig>>,
 ) -> Result<pb::ConfigAck, AttemptError> {
     let version = message.version;
     let config = match SharedConfig::try_from(message) {
@@ -360,12 +383,20 @@ async fn apply_snapshot(
             return Ok(pb::ConfigAck { version, error });
         }
     };
-    if version < *current_version {
+    if current.as_deref() == Some(&config) {
+        // The snapshot every new session starts with, unchanged: nothing to apply or save.
+        return Ok(pb::ConfigAck {
+            version,
+            error: String::new(),
+        });
+    }
+    let current_version = current.as_ref().map_or(0, |c| c.version);
+    if version < current_version {
         // The hub is the source of truth even when its version goes back (a lagging node,
         // or a rebuilt hub); say so, because it is unusual.
         tracing::info!(
             version,
-            previous = *current_version,
+            previous = current_version,
             "hub sent an older SharedConfig version; applying it"
         );
     }
@@ -374,7 +405,7 @@ async fn apply_snapshot(
     if parts.index.apply_shared(config.clone()).await.is_err() {
         return Err(AttemptError::Shutdown);
     }
-    *current_version = version;
+    *current = Some(config.clone());
     parts
         .metrics
         .shared_config_version

@@ -155,7 +155,7 @@ pub async fn spawn(config: AgentConfig, mut registry: Registry) -> Result<AgentH
         },
         _ => None,
     };
-    let initial_version = initial_shared.as_ref().map_or(0, |shared| shared.version);
+    let initial_shared = initial_shared.map(Arc::new);
 
     let grpc_listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -192,7 +192,7 @@ pub async fn spawn(config: AgentConfig, mut registry: Registry) -> Result<AgentH
             location: source.location(),
             probes: config.probes.clone(),
             metrics: metrics.clone(),
-            initial_shared,
+            initial_shared: initial_shared.clone(),
         },
         source_rx,
         probe_rx,
@@ -221,8 +221,9 @@ pub async fn spawn(config: AgentConfig, mut registry: Registry) -> Result<AgentH
             state_dir: config.state_dir.clone(),
             health: outputs.health.clone(),
             index: index.clone(),
+            ready: outputs.ready.clone(),
             status: hub_status_tx,
-            initial_version,
+            initial: initial_shared.clone(),
             metrics: metrics.clone(),
         };
         tasks.push(tokio::spawn(hub_client::run(parts, shutdown.clone())));

@@ -95,7 +95,7 @@ pub(crate) struct IndexParts {
     pub(crate) probes: ProbeConfig,
     pub(crate) metrics: Metrics,
     /// A SharedConfig to start with (loaded from the state directory).
-    pub(crate) initial_shared: Option<SharedConfig>,
+    pub(crate) initial_shared: Option<Arc<SharedConfig>>,
 }
 
 enum Msg {
@@ -218,7 +218,7 @@ pub(crate) fn spawn(
     let (health_tx, health) = watch::channel(Arc::new(HealthView::default()));
     let (status_tx, status) = watch::channel(Arc::new(AgentStatus::default()));
     let (ready_tx, ready) = watch::channel(false);
-    let shared = Arc::new(parts.initial_shared.clone().unwrap_or_default());
+    let shared = parts.initial_shared.clone().unwrap_or_default();
     let first_version = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(1))
@@ -302,9 +302,17 @@ impl Index {
             Msg::OpenSession(info, reply) => {
                 let session = self.next_session;
                 self.next_session += 1;
-                // A reconnecting instance replaces its closed predecessor in reports.
-                self.sessions.retain(|_, s| {
-                    s.open || s.info.instance != info.instance || s.info.gateway != info.gateway
+                // A reconnecting instance replaces its predecessor: a closed one, or an open
+                // one whose broken connection has not been noticed yet (its stream's later
+                // messages name a session that no longer exists and are ignored).
+                let metrics = &self.parts.metrics;
+                self.sessions.retain(|old, s| {
+                    let same = s.info.instance == info.instance && s.info.gateway == info.gateway;
+                    if same && s.open {
+                        metrics.gateway_subscriptions.dec();
+                        tracing::info!(session = *old, replaced_by = session, instance = %info.instance, "gateway resubscribed; the older subscription is dropped");
+                    }
+                    !same
                 });
                 if !self.versioner.served().contains_key(&info.gateway) {
                     tracing::warn!(
