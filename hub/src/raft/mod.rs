@@ -6,16 +6,42 @@
 //! **Invariant:** one task owns the `RawNode`; everything else talks to it through
 //! [`RaftHandle`]. A proposal is acknowledged only after its entry is committed by a majority,
 //! persisted, and applied locally.
+//!
+//! - `node`: the task that owns the `RawNode` and drives the Ready loop.
+//! - `storage`: the durable log on redb (`impl raft::Storage`).
+//! - [`transport`]: the peer gRPC service and the outbound streams.
+//! - `metrics`: prometheus metrics (prefix `raft`).
+//! - `log`: raft-rs' slog records into `tracing`.
+//!
+//! **Bootstrap and join:** a node whose data directory is empty and whose
+//! [`RaftConfig::initial_members`] is non-empty starts a new group with exactly those voters;
+//! every initial node must be given the same map. A node with an empty data directory and no
+//! initial members waits until an existing member calls [`RaftHandle::add_member`] for it; the
+//! leader then sends it a snapshot. A node with a non-empty data directory ignores
+//! `initial_members` and resumes from its log (member addresses are replicated in the log and in
+//! snapshots).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
+use tonic::transport::Channel;
 
+use self::metrics::Metrics;
+use self::node::{Applied, MemberChange, Msg, ProposeFailure};
+use self::transport::Forwarded;
+
+mod log;
+mod metrics;
+mod node;
+mod storage;
 pub mod transport;
+
+#[cfg(test)]
+mod tests;
 
 /// The replicated, deterministic state machine Raft drives.
 ///
@@ -175,44 +201,161 @@ pub struct RaftHandle {
 }
 
 struct HandleInner {
+    config: RaftConfig,
+    tx: mpsc::Sender<Msg>,
     status: watch::Receiver<RaftStatus>,
+    metrics: Metrics,
+    /// Channels to leaders for forwarded calls, by address (tonic channels reconnect by
+    /// themselves; the std mutex is held only to clone or insert).
+    channels: Mutex<HashMap<SocketAddr, Channel>>,
 }
 
 /// Starts the node: opens/creates storage in `config.data_dir`, restores the state machine from
 /// the latest snapshot and the log, and spawns the task that owns the `RawNode`.
 ///
+/// Returns once the committed log has been replayed into `state_machine`. The peer service
+/// ([`RaftHandle::peer_service`]) must be served at `config.advertise_addr` for the node to
+/// reach its peers; messages that arrive before it is mounted are simply retransmitted.
 /// Metrics are registered under the `raft` prefix in `registry`.
 pub async fn spawn<S: StateMachine>(
     config: RaftConfig,
     state_machine: S,
     registry: &mut prometheus_client::registry::Registry,
 ) -> Result<RaftHandle, RaftError> {
-    let _ = (state_machine, registry);
-    let (_tx, status) = watch::channel(RaftStatus {
+    validate(&config)?;
+    let metrics = Metrics::new(registry);
+    let (tx, inbox) = mpsc::channel(node::MAILBOX);
+    let (status_tx, status) = watch::channel(RaftStatus {
         node_id: config.node_id,
         ..RaftStatus::default()
     });
+    node::start(
+        config.clone(),
+        state_machine,
+        metrics.clone(),
+        inbox,
+        tx.downgrade(),
+        status_tx,
+    )
+    .await?;
     Ok(RaftHandle {
-        inner: Arc::new(HandleInner { status }),
+        inner: Arc::new(HandleInner {
+            config,
+            tx,
+            status,
+            metrics,
+            channels: Mutex::new(HashMap::new()),
+        }),
     })
 }
 
+fn validate(config: &RaftConfig) -> Result<(), RaftError> {
+    if config.node_id == 0 {
+        return Err(RaftError::Invalid("node_id must not be 0".into()));
+    }
+    if config.tick_interval.is_zero() {
+        return Err(RaftError::Invalid("tick_interval must be positive".into()));
+    }
+    if config.heartbeat_ticks == 0 || config.election_ticks <= config.heartbeat_ticks {
+        return Err(RaftError::Invalid(format!(
+            "election_ticks ({}) must be greater than heartbeat_ticks ({}), which must be positive",
+            config.election_ticks, config.heartbeat_ticks
+        )));
+    }
+    if config.snapshot_threshold == 0 {
+        return Err(RaftError::Invalid(
+            "snapshot_threshold must be positive".into(),
+        ));
+    }
+    if config.initial_members.contains_key(&0) {
+        return Err(RaftError::Invalid(
+            "initial_members: node id 0 is not allowed".into(),
+        ));
+    }
+    if let Some(addr) = config.initial_members.get(&config.node_id)
+        && *addr != config.advertise_addr
+    {
+        return Err(RaftError::Invalid(format!(
+            "initial_members names this node ({}) at {addr}, but advertise_addr is {}",
+            config.node_id, config.advertise_addr
+        )));
+    }
+    Ok(())
+}
+
 // === impl RaftHandle ===
+
+impl std::fmt::Debug for RaftHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftHandle")
+            .field("node_id", &self.inner.config.node_id)
+            .field("advertise_addr", &self.inner.config.advertise_addr)
+            .finish_non_exhaustive()
+    }
+}
 
 impl RaftHandle {
     /// Replicates `command`; returns the state machine's outcome once the entry is committed and
     /// applied on THIS node. Works on any node: followers forward to the leader over the peer
     /// gRPC service.
+    ///
+    /// **Guarantees:** `Ok` means the command was applied exactly once. Proposals that were
+    /// definitely not applied (no leader yet, a leader change overwrote the entry, the leader
+    /// could not be reached) are retried until `request_timeout`.
+    ///
+    /// **Errors:** [`RaftError::NoLeader`] if no leader showed up in time (nothing was applied);
+    /// [`RaftError::Timeout`], [`RaftError::Dropped`] and [`RaftError::Transport`] when the
+    /// outcome is unknown (the command may or may not have been applied);
+    /// [`RaftError::Invalid`] for a command over 32 MiB; [`RaftError::Stopped`].
     pub async fn propose(&self, command: Vec<u8>) -> Result<Vec<u8>, RaftError> {
-        let _ = command;
-        Err(RaftError::Stopped)
+        let started = Instant::now();
+        let result = if command.len() > transport::MAX_COMMAND_BYTES {
+            Err(RaftError::Invalid(format!(
+                "command of {} bytes exceeds the {} byte limit",
+                command.len(),
+                transport::MAX_COMMAND_BYTES
+            )))
+        } else {
+            self.replicate(Request::Propose(command), started).await
+        };
+        self.record(started, &result);
+        result.map(|applied| applied.outcome)
     }
 
     /// Linearizable read barrier (ReadIndex): returns once this node has applied at least the
     /// commit index the leader confirmed with a quorum at call time; local reads after it are
     /// linearizable. Returns that index.
+    ///
+    /// **Errors:** [`RaftError::NoLeader`] if no leader could confirm in `request_timeout`
+    /// (this node is cut off from the majority, or an election did not finish);
+    /// [`RaftError::Timeout`] if the local apply did not catch up in time; [`RaftError::Stopped`].
     pub async fn read_index(&self) -> Result<u64, RaftError> {
-        Err(RaftError::Stopped)
+        let deadline = Instant::now() + self.inner.config.request_timeout;
+        let round = node::read_round_timeout(&self.inner.config);
+        let mut leader_seen = false;
+        loop {
+            let (reply, answer) = oneshot::channel();
+            self.to_node(Msg::ReadIndex { reply }).await?;
+            let wait = round.min(deadline.saturating_duration_since(Instant::now()));
+            match tokio::time::timeout(wait, answer).await {
+                Ok(Ok(Ok(index))) => {
+                    self.wait_applied(index, deadline).await?;
+                    return Ok(index);
+                }
+                Ok(Ok(Err(ProposeFailure::Failed(e)))) => return Err(e),
+                Ok(Ok(Err(_))) => self.wait_for_leader(deadline).await?,
+                Ok(Err(_)) => return Err(RaftError::Stopped),
+                // The round was lost (the leader changed or is unreachable): ask again.
+                Err(_) => leader_seen = true,
+            }
+            if Instant::now() >= deadline {
+                return Err(if leader_seen {
+                    RaftError::Timeout(self.inner.config.request_timeout)
+                } else {
+                    RaftError::NoLeader
+                });
+            }
+        }
     }
 
     /// Status updates (role, term, leader, commit/applied index, members, leader contact).
@@ -223,25 +366,305 @@ impl RaftHandle {
     /// Adds voter `id` reachable at `peer_addr` (or updates its address). One membership change
     /// at a time; may be called on any node (forwarded to the leader). Returns once the change
     /// is applied on this node.
+    ///
+    /// The new node must be running with an empty data directory and no `initial_members`; it
+    /// receives the leader's snapshot and then the log.
     pub async fn add_member(&self, id: u64, peer_addr: SocketAddr) -> Result<(), RaftError> {
-        let _ = (id, peer_addr);
-        Err(RaftError::Stopped)
+        let started = Instant::now();
+        let result = self
+            .replicate(
+                Request::Change(MemberChange::Add {
+                    id,
+                    addr: peer_addr,
+                }),
+                started,
+            )
+            .await;
+        self.record(started, &result);
+        result.map(|_| ())
     }
 
-    /// Removes voter `id` (the leader may remove itself; it steps down). One membership change
-    /// at a time; may be called on any node (forwarded to the leader).
+    /// Removes voter `id` (the leader may remove itself: it hands leadership to another voter).
+    /// One membership change at a time; may be called on any node (forwarded to the leader).
     pub async fn remove_member(&self, id: u64) -> Result<(), RaftError> {
-        let _ = id;
-        Err(RaftError::Stopped)
+        let started = Instant::now();
+        let result = self
+            .replicate(Request::Change(MemberChange::Remove { id }), started)
+            .await;
+        self.record(started, &result);
+        result.map(|_| ())
     }
 
     /// The tonic service other hub nodes talk to; the hub mounts it on its gRPC server (the same
     /// server that serves agents) at `config.advertise_addr`.
     pub fn peer_service(&self) -> transport::RaftPeerServer {
-        transport::RaftPeerServer::new(transport::PeerService {})
+        transport::PeerService::server(self.clone())
     }
 
     /// Stops the node (used by tests and graceful shutdown). Pending calls fail with
-    /// [`RaftError::Stopped`]; the durable state stays on disk.
-    pub async fn shutdown(&self) {}
+    /// [`RaftError::Stopped`]; the durable state stays on disk and its file is closed when this
+    /// returns, so a new node may open the same directory.
+    pub async fn shutdown(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.inner.tx.send(Msg::Shutdown { reply }).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    fn record<T>(&self, started: Instant, result: &Result<T, RaftError>) {
+        match result {
+            Ok(_) => self
+                .inner
+                .metrics
+                .commit_latency
+                .observe(started.elapsed().as_secs_f64()),
+            Err(e) => self.inner.metrics.proposal_failed(match e {
+                RaftError::NoLeader => "no_leader",
+                RaftError::Dropped(_) => "dropped",
+                RaftError::Timeout(_) => "timeout",
+                RaftError::Stopped => "stopped",
+                RaftError::Membership(_) => "membership",
+                RaftError::Storage(_) => "storage",
+                RaftError::NotLeader { .. } => "not_leader",
+                RaftError::Invalid(_) => "invalid",
+                RaftError::Transport(_) => "transport",
+            }),
+        }
+    }
+
+    /// Proposes on this node or forwards to the leader until applied here or out of time.
+    async fn replicate(&self, request: Request, started: Instant) -> Result<Applied, RaftError> {
+        let timeout = self.inner.config.request_timeout;
+        let deadline = started + timeout;
+        // Whether some attempt may have reached a leader's log (decides NoLeader vs Timeout).
+        let mut maybe_proposed = false;
+        let mut target: Option<SocketAddr> = None;
+        loop {
+            if Instant::now() >= deadline {
+                return Err(if maybe_proposed {
+                    RaftError::Timeout(timeout)
+                } else {
+                    RaftError::NoLeader
+                });
+            }
+            let forward_to = match target.take() {
+                Some(addr) => Some(addr),
+                None => match self.here(&request, deadline).await {
+                    Ok(applied) => return Ok(applied),
+                    Err(ProposeFailure::Retry(why)) => {
+                        tracing::debug!(node = self.inner.config.node_id, %why, "retrying a proposal");
+                        maybe_proposed = true;
+                        self.wait_for_leader(deadline)
+                            .await
+                            .map_err(|_| self.out_of_time(maybe_proposed))?;
+                        continue;
+                    }
+                    Err(ProposeFailure::Failed(RaftError::Timeout(_))) => {
+                        return Err(RaftError::Timeout(timeout));
+                    }
+                    Err(ProposeFailure::Failed(e)) => return Err(e),
+                    Err(ProposeFailure::NotLeader {
+                        leader_id,
+                        leader_addr,
+                    }) => {
+                        if leader_id == 0 || leader_id == self.inner.config.node_id {
+                            None
+                        } else {
+                            leader_addr
+                        }
+                    }
+                },
+            };
+            let Some(addr) = forward_to else {
+                self.wait_for_leader(deadline)
+                    .await
+                    .map_err(|_| self.out_of_time(maybe_proposed))?;
+                continue;
+            };
+            let Some(channel) = self.channel(addr).await else {
+                // The leader we know is unreachable; wait for the group to elect another.
+                self.pause(deadline).await;
+                continue;
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            maybe_proposed = true;
+            let forwarded = match &request {
+                Request::Propose(command) => {
+                    transport::forward_propose(channel, command.clone(), remaining, timeout).await
+                }
+                Request::Change(change) => {
+                    transport::forward_change(channel, *change, remaining, timeout).await
+                }
+            };
+            match forwarded {
+                Forwarded::Applied(applied) => {
+                    self.wait_applied(applied.index, deadline).await?;
+                    return Ok(applied);
+                }
+                Forwarded::Retry(hint) => {
+                    self.forget_channel(addr);
+                    if hint.is_some() && hint != Some(addr) {
+                        target = hint;
+                    } else {
+                        self.pause(deadline).await;
+                    }
+                }
+                Forwarded::Failed(e) => return Err(e),
+            }
+        }
+    }
+
+    fn out_of_time(&self, maybe_proposed: bool) -> RaftError {
+        if maybe_proposed {
+            RaftError::Timeout(self.inner.config.request_timeout)
+        } else {
+            RaftError::NoLeader
+        }
+    }
+
+    /// Proposes on this node only (the peer service's entry point on the leader); retries
+    /// definite drops until the deadline.
+    async fn here(&self, request: &Request, deadline: Instant) -> Result<Applied, ProposeFailure> {
+        let (reply, answer) = oneshot::channel();
+        let msg = match request {
+            Request::Propose(command) => Msg::Propose {
+                command: command.clone(),
+                reply,
+            },
+            Request::Change(change) => Msg::ChangeMembership {
+                change: *change,
+                reply,
+            },
+        };
+        self.to_node(msg).await.map_err(ProposeFailure::Failed)?;
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(wait, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ProposeFailure::Failed(RaftError::Stopped)),
+            Err(_) => Err(ProposeFailure::Failed(RaftError::Timeout(
+                self.inner.config.request_timeout,
+            ))),
+        }
+    }
+
+    /// A forwarded proposal, served on the leader.
+    pub(crate) async fn propose_here(&self, command: Vec<u8>) -> Result<Applied, ProposeFailure> {
+        self.here_with_retries(Request::Propose(command)).await
+    }
+
+    /// A forwarded membership change, served on the leader.
+    pub(crate) async fn change_here(
+        &self,
+        change: MemberChange,
+    ) -> Result<Applied, ProposeFailure> {
+        self.here_with_retries(Request::Change(change)).await
+    }
+
+    async fn here_with_retries(&self, request: Request) -> Result<Applied, ProposeFailure> {
+        let deadline = Instant::now() + self.inner.config.request_timeout;
+        loop {
+            match self.here(&request, deadline).await {
+                Err(ProposeFailure::Retry(why)) if Instant::now() < deadline => {
+                    tracing::debug!(node = self.inner.config.node_id, %why, "retrying a forwarded proposal");
+                    self.pause(deadline).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn to_node(&self, msg: Msg) -> Result<(), RaftError> {
+        self.inner
+            .tx
+            .send(msg)
+            .await
+            .map_err(|_| RaftError::Stopped)
+    }
+
+    /// Waits until this node has applied `index`.
+    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), RaftError> {
+        let mut status = self.inner.status.clone();
+        loop {
+            if status.borrow_and_update().applied_index >= index {
+                return Ok(());
+            }
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(wait, status.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(RaftError::Stopped),
+                Err(_) => return Err(RaftError::Timeout(self.inner.config.request_timeout)),
+            }
+        }
+    }
+
+    /// Waits for a status change that may bring a (new) leader, at most one election timeout;
+    /// `Err(NoLeader)` once the deadline passed.
+    async fn wait_for_leader(&self, deadline: Instant) -> Result<(), RaftError> {
+        let mut status = self.inner.status.clone();
+        let before = status.borrow_and_update().leader_id;
+        let round = node::read_round_timeout(&self.inner.config) / 2;
+        let until = deadline.min(Instant::now() + round);
+        loop {
+            let wait = until.saturating_duration_since(Instant::now());
+            if wait.is_zero() {
+                break;
+            }
+            match tokio::time::timeout(wait, status.changed()).await {
+                Ok(Ok(())) => {
+                    let leader = status.borrow_and_update().leader_id;
+                    if leader != 0 && leader != before {
+                        break;
+                    }
+                }
+                Ok(Err(_)) => return Err(RaftError::Stopped),
+                Err(_) => break,
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(RaftError::NoLeader);
+        }
+        Ok(())
+    }
+
+    /// A short pause before retrying (a few ticks, bounded by the deadline).
+    async fn pause(&self, deadline: Instant) {
+        let pause = self.inner.config.tick_interval * 2;
+        let until = deadline.min(Instant::now() + pause);
+        tokio::time::sleep_until(until.into()).await;
+    }
+
+    async fn channel(&self, addr: SocketAddr) -> Option<Channel> {
+        if let Some(channel) = self.channels().get(&addr) {
+            return Some(channel.clone());
+        }
+        let endpoint = transport::peer_endpoint(addr, self.inner.config.outbound_source_ip).ok()?;
+        match endpoint.connect().await {
+            Ok(channel) => {
+                self.channels().insert(addr, channel.clone());
+                Some(channel)
+            }
+            Err(e) => {
+                tracing::debug!(node = self.inner.config.node_id, %addr, error = %e, "cannot reach the leader");
+                None
+            }
+        }
+    }
+
+    fn forget_channel(&self, addr: SocketAddr) {
+        self.channels().remove(&addr);
+    }
+
+    fn channels(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Channel>> {
+        // A poisoned map of channels is still a valid cache.
+        self.inner
+            .channels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A replicated request.
+enum Request {
+    Propose(Vec<u8>),
+    Change(MemberChange),
 }

@@ -1,0 +1,1080 @@
+//! The task that owns the `RawNode`: one OS thread per node, fed by a closed [`Msg`] enum,
+//! driving raft-rs' Ready loop against the durable storage, the state machine and the transport.
+//!
+//! **Ready loop** (raft-rs docs, "Processing the `Ready` State"), once per loop iteration:
+//! 1. note the soft state (role, leader);
+//! 2. send `messages` (only the leader has them; it may send before persisting);
+//! 3. hand out read states (ReadIndex answers);
+//! 4. persist the received snapshot, the new entries and the hard state in ONE redb
+//!    transaction, fsync'd when raft says `must_sync`;
+//! 5. restore the state machine from that snapshot, if any;
+//! 6. apply `committed_entries` in order (the commit index is durable: it is either in this
+//!    Ready's hard state or was written before; applied state itself becomes durable only via
+//!    snapshots, which record the commit index with them);
+//! 7. send `persisted_messages` (votes and append responses only leave after the fsync);
+//! 8. `advance`, then from the `LightReady`: note the commit index (written with the next
+//!    transaction), send its messages, apply its committed entries;
+//! 9. `advance_apply`, and take a snapshot + compact the log past the threshold.
+//!
+//! **Proposal matching:** every proposal carries a 16-byte id (a per-start random nonce and a
+//! counter) in the entry context. The leader records the index its entry got; when that index is
+//! applied, the entry's context decides: our id → the outcome goes to the caller; another entry →
+//! our entry was overwritten (a leader change) and definitely not applied → the caller retries.
+//!
+//! It runs on its own thread with a current-thread runtime because fsync blocks: the loop is
+//! strictly sequential anyway, and this keeps the blocking IO off the hub's async workers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use meridian_proto::pb;
+use prost::Message as _;
+use protobuf::Message as _;
+use raft::eraftpb::{
+    ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, Entry, EntryType, Message,
+    Snapshot, SnapshotMetadata,
+};
+use raft::{RawNode, ReadOnlyOption, SnapshotStatus, StateRole, Storage as _};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::metrics::Metrics;
+use super::storage::{DiskStorage, ReadyWrite, StorageFailure};
+use super::transport::Transport;
+use super::{RaftConfig, RaftError, RaftStatus, Role, StateMachine};
+
+/// Everything the node task reacts to.
+pub(crate) enum Msg {
+    /// A raft message from a peer.
+    Raft(Box<Message>),
+    /// Propose a command (only succeeds on the leader).
+    Propose {
+        command: Vec<u8>,
+        reply: oneshot::Sender<Result<Applied, ProposeFailure>>,
+    },
+    /// Propose a membership change (only succeeds on the leader).
+    ChangeMembership {
+        change: MemberChange,
+        reply: oneshot::Sender<Result<Applied, ProposeFailure>>,
+    },
+    /// Start a ReadIndex round; the reply is the index to wait for.
+    ReadIndex {
+        reply: oneshot::Sender<Result<u64, ProposeFailure>>,
+    },
+    /// A peer's advertised address, seen on an inbound stream.
+    PeerSeen { id: u64, addr: SocketAddr },
+    /// The transport could not deliver to this peer.
+    Unreachable(u64),
+    /// The outcome of sending a snapshot to a peer.
+    SnapshotSent { to: u64, ok: bool },
+    /// Stop the node; the reply is sent once storage is closed.
+    Shutdown { reply: oneshot::Sender<()> },
+}
+
+/// A proposal (or membership change) applied on this node.
+#[derive(Debug)]
+pub(crate) struct Applied {
+    pub(crate) index: u64,
+    pub(crate) outcome: Vec<u8>,
+}
+
+/// Why a request to the node task did not produce an [`Applied`].
+#[derive(Debug)]
+pub(crate) enum ProposeFailure {
+    /// This node is not the leader; nothing was proposed.
+    NotLeader {
+        leader_id: u64,
+        leader_addr: Option<SocketAddr>,
+    },
+    /// Definitely not applied (dropped by raft, or overwritten by another leader's entry); safe
+    /// to retry.
+    Retry(String),
+    /// A final error.
+    Failed(RaftError),
+}
+
+/// One membership change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MemberChange {
+    /// Add voter `id` at `addr` (or update its address).
+    Add { id: u64, addr: SocketAddr },
+    /// Remove voter `id`.
+    Remove { id: u64 },
+}
+
+/// The node's mailbox capacity: a full mailbox slows peers' streams down (gRPC flow control)
+/// and callers' proposals wait.
+pub(crate) const MAILBOX: usize = 4096;
+
+/// Raft's limit on the bytes of entries in one append message.
+const MAX_SIZE_PER_MSG: u64 = 1 << 20;
+/// Raft's limit on proposed-but-uncommitted bytes on the leader (then proposals are dropped).
+const MAX_UNCOMMITTED_SIZE: u64 = 256 << 20;
+/// At most this many bytes of committed entries per Ready.
+const MAX_COMMITTED_SIZE_PER_READY: u64 = 64 << 20;
+/// At most this many mailbox messages are taken per loop iteration (group commit).
+const MAX_BATCH: usize = 1024;
+
+type Reply = oneshot::Sender<Result<Applied, ProposeFailure>>;
+
+struct Waiter {
+    id: [u8; 16],
+    reply: Reply,
+}
+
+/// The node task's state.
+struct Node<S> {
+    id: u64,
+    config: RaftConfig,
+    raw: RawNode<DiskStorage>,
+    sm: S,
+    transport: Transport,
+    metrics: Metrics,
+    status_tx: watch::Sender<RaftStatus>,
+    inbox: mpsc::Receiver<Msg>,
+    /// Member addresses as of the applied index.
+    peers: BTreeMap<u64, SocketAddr>,
+    /// Addresses peers announced on inbound streams; used only for ids not in `peers` (a node
+    /// that joined and has not yet applied the configuration that names the leader).
+    learned: HashMap<u64, SocketAddr>,
+    /// Proposals in flight on this leader, by the log index their entry got.
+    waiters: BTreeMap<u64, Waiter>,
+    /// ReadIndex rounds in flight, by request id.
+    reads: HashMap<u64, oneshot::Sender<Result<u64, ProposeFailure>>>,
+    nonce: u64,
+    next_seq: u64,
+    applied: u64,
+    leader_id: u64,
+    /// Follower: last message from the current leader.
+    leader_heard: Option<Instant>,
+    /// Leader: last message from each peer in the current term.
+    peer_heard: HashMap<u64, Instant>,
+    /// The published contact time (refreshed on ticks).
+    contact: Option<Instant>,
+    /// Answers to proposals applied in the current batch, sent once the state machine has
+    /// published the batch (`applied`), so a caller reads its own write.
+    answers: Vec<(Reply, Result<Applied, ProposeFailure>)>,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+/// Opens storage, restores the state machine and starts the node thread. Returns once the node
+/// is running (after replaying the committed log) or failed to start.
+pub(crate) async fn start<S: StateMachine>(
+    config: RaftConfig,
+    state_machine: S,
+    metrics: Metrics,
+    inbox: mpsc::Receiver<Msg>,
+    node_tx: mpsc::WeakSender<Msg>,
+    status_tx: watch::Sender<RaftStatus>,
+) -> Result<(), RaftError> {
+    let runtime = tokio::runtime::Handle::current();
+    let (started_tx, started_rx) = oneshot::channel();
+    let name = format!("raft-{}", config.node_id);
+    let node_id = config.node_id;
+    let thread = std::thread::Builder::new().name(name).spawn(move || {
+        let local = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(local) => local,
+            Err(e) => {
+                let _ = started_tx.send(Err(RaftError::Storage(format!(
+                    "starting the raft thread's runtime: {e}"
+                ))));
+                return;
+            }
+        };
+        let transport = Transport::new(&config, runtime, node_tx, metrics.clone());
+        let node = match Node::open(config, state_machine, transport, metrics, inbox, status_tx) {
+            Ok(node) => node,
+            Err(e) => {
+                let _ = started_tx.send(Err(e));
+                return;
+            }
+        };
+        // raft-rs panics on states it considers corrupt (e.g. a leader's commit index beyond a
+        // follower's log: a data directory wiped while the node was still a member). Contain
+        // it to this node: callers see `Stopped`, the process keeps serving.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            local.block_on(node.run(started_tx))
+        }));
+        if outcome.is_err() {
+            tracing::error!(
+                node = node_id,
+                "raft node panicked and stopped; if its data directory was wiped while it was \
+                 a member, remove it from the group and add it again"
+            );
+        }
+    });
+    if let Err(e) = thread {
+        return Err(RaftError::Storage(format!("spawning the raft thread: {e}")));
+    }
+    started_rx.await.unwrap_or(Err(RaftError::Stopped))
+}
+
+// === impl Node ===
+
+impl<S: StateMachine> Node<S> {
+    fn open(
+        config: RaftConfig,
+        mut sm: S,
+        transport: Transport,
+        metrics: Metrics,
+        inbox: mpsc::Receiver<Msg>,
+        status_tx: watch::Sender<RaftStatus>,
+    ) -> Result<Self, RaftError> {
+        let id = config.node_id;
+        if id == 0 {
+            return Err(RaftError::Invalid("node_id must not be 0".into()));
+        }
+        let storage_error = |e: StorageFailure| RaftError::Storage(e.to_string());
+        let mut storage = DiskStorage::open(&config.data_dir).map_err(storage_error)?;
+
+        if storage.is_empty() {
+            if config.initial_members.is_empty() {
+                tracing::info!(
+                    node = id,
+                    "empty raft log and no initial members: waiting to be added to a group"
+                );
+            } else {
+                if !config.initial_members.contains_key(&id) {
+                    return Err(RaftError::Invalid(format!(
+                        "initial_members {:?} must include this node ({id})",
+                        config.initial_members.keys().collect::<Vec<_>>()
+                    )));
+                }
+                let conf_state = raft::eraftpb::ConfState {
+                    voters: config.initial_members.keys().copied().collect(),
+                    ..Default::default()
+                };
+                let data = encode_snapshot_data(&config.initial_members, sm.snapshot());
+                storage.bootstrap(conf_state, data).map_err(storage_error)?;
+                tracing::info!(node = id, members = ?config.initial_members, "bootstrapped a new raft group");
+            }
+        } else if !config.initial_members.is_empty() {
+            tracing::debug!(node = id, "raft log exists; initial_members ignored");
+        }
+
+        // Restore the state machine from the latest snapshot; the log after it is replayed by
+        // the first Readys (raft hands out committed entries after `applied`).
+        let snapshot_index = storage.snapshot_meta().index;
+        let mut peers = BTreeMap::new();
+        if snapshot_index > 0 {
+            let data = storage.snapshot_data().map_err(storage_error)?;
+            let (snapshot_peers, state) = decode_snapshot_data(&data)
+                .map_err(|e| RaftError::Storage(format!("stored snapshot: {e}")))?;
+            sm.restore(snapshot_index, &state).map_err(|e| {
+                RaftError::Storage(format!(
+                    "restoring the state machine from the snapshot at {snapshot_index}: {e}"
+                ))
+            })?;
+            sm.applied(snapshot_index);
+            peers = snapshot_peers;
+        }
+
+        let raft_config = raft::Config {
+            id,
+            election_tick: config.election_ticks,
+            heartbeat_tick: config.heartbeat_ticks,
+            applied: snapshot_index,
+            max_size_per_msg: MAX_SIZE_PER_MSG,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            read_only_option: ReadOnlyOption::Safe,
+            max_uncommitted_size: MAX_UNCOMMITTED_SIZE,
+            max_committed_size_per_ready: MAX_COMMITTED_SIZE_PER_READY,
+            ..raft::Config::default()
+        };
+        raft_config
+            .validate()
+            .map_err(|e| RaftError::Invalid(format!("raft configuration: {e}")))?;
+        let raw = RawNode::new(&raft_config, storage, &super::log::logger(id))
+            .map_err(|e| RaftError::Storage(format!("starting raft: {e}")))?;
+
+        let mut node = Self {
+            id,
+            config,
+            raw,
+            sm,
+            transport,
+            metrics,
+            status_tx,
+            inbox,
+            peers,
+            learned: HashMap::new(),
+            waiters: BTreeMap::new(),
+            reads: HashMap::new(),
+            nonce: rand::random(),
+            next_seq: 0,
+            applied: snapshot_index,
+            leader_id: 0,
+            leader_heard: None,
+            peer_heard: HashMap::new(),
+            contact: None,
+            answers: Vec::new(),
+            shutdown: None,
+        };
+        node.metrics.applied_index.set(gauge(snapshot_index));
+        // Replay the committed log before reporting the node started.
+        node.drive_ready()
+            .map_err(|e| RaftError::Storage(e.to_string()))?;
+        node.publish_status();
+        Ok(node)
+    }
+
+    /// The loop: wait for a message or a tick, take what else is queued, process the Ready.
+    async fn run(mut self, started: oneshot::Sender<Result<(), RaftError>>) {
+        let _ = started.send(Ok(()));
+        tracing::info!(node = self.id, addr = %self.config.advertise_addr, "raft node started");
+        let mut ticker = tokio::time::interval(self.config.tick_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let failure = loop {
+            tokio::select! {
+                msg = self.inbox.recv() => match msg {
+                    Some(msg) => self.handle(msg),
+                    // Every handle and peer service was dropped.
+                    None => break None,
+                },
+                _ = ticker.tick() => self.on_tick(),
+            }
+            for _ in 0..MAX_BATCH {
+                match self.inbox.try_recv() {
+                    Ok(msg) => self.handle(msg),
+                    Err(_) => break,
+                }
+            }
+            if self.shutdown.is_some() {
+                break None;
+            }
+            if let Err(e) = self.drive_ready() {
+                break Some(e);
+            }
+            self.publish_status();
+        };
+        if let Some(e) = &failure {
+            tracing::error!(node = self.id, error = %e, "raft storage failed; stopping the node");
+        }
+        let error = match failure {
+            Some(e) => RaftError::Storage(e.to_string()),
+            None => RaftError::Stopped,
+        };
+        self.stop(error);
+    }
+
+    fn stop(mut self, error: RaftError) {
+        for (_, waiter) in std::mem::take(&mut self.waiters) {
+            let _ = waiter
+                .reply
+                .send(Err(ProposeFailure::Failed(error.clone())));
+        }
+        for (_, reply) in std::mem::take(&mut self.reads) {
+            let _ = reply.send(Err(ProposeFailure::Failed(error.clone())));
+        }
+        self.status_tx.send_modify(|status| {
+            status.role = Role::Follower;
+            status.leader_id = 0;
+        });
+        // Write a commit index learned since the last Ready, so a clean restart replays
+        // everything this node knew to be committed.
+        if let Err(e) = self.raw.mut_store().persist(ReadyWrite {
+            snapshot: None,
+            entries: &[],
+            hard_state: None,
+            sync: true,
+        }) {
+            tracing::warn!(node = self.id, error = %e, "could not write the last commit index");
+        }
+        let shutdown = self.shutdown.take();
+        let id = self.id;
+        // Close the database (and its file lock) and the peer links before confirming.
+        drop(self);
+        tracing::info!(node = id, "raft node stopped");
+        if let Some(reply) = shutdown {
+            let _ = reply.send(());
+        }
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Raft(message) => self.step(*message),
+            Msg::Propose { command, reply } => self.propose(command, reply),
+            Msg::ChangeMembership { change, reply } => self.change_membership(change, reply),
+            Msg::ReadIndex { reply } => self.read_index(reply),
+            Msg::PeerSeen { id, addr } => {
+                if !self.peers.contains_key(&id) && self.learned.get(&id) != Some(&addr) {
+                    tracing::debug!(node = self.id, peer = id, %addr, "learned a peer address");
+                    self.learned.insert(id, addr);
+                }
+            }
+            Msg::Unreachable(id) => self.raw.report_unreachable(id),
+            Msg::SnapshotSent { to, ok } => {
+                let status = if ok {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(to, status);
+            }
+            Msg::Shutdown { reply } => self.shutdown = Some(reply),
+        }
+    }
+
+    fn step(&mut self, message: Message) {
+        if message.to != self.id {
+            tracing::debug!(
+                node = self.id,
+                to = message.to,
+                "dropping a raft message for another node"
+            );
+            return;
+        }
+        let from = message.from;
+        let term = message.term;
+        if let Err(e) = self.raw.step(message) {
+            tracing::debug!(node = self.id, from, error = %e, "raft refused a message");
+            return;
+        }
+        let raft = &self.raw.raft;
+        if term == raft.term && term != 0 {
+            let now = Instant::now();
+            if raft.state == StateRole::Leader {
+                self.peer_heard.insert(from, now);
+            } else if from == raft.leader_id {
+                self.leader_heard = Some(now);
+            }
+        }
+    }
+
+    fn propose(
+        &mut self,
+        command: Vec<u8>,
+        reply: oneshot::Sender<Result<Applied, ProposeFailure>>,
+    ) {
+        if let Some(failure) = self.not_leader() {
+            let _ = reply.send(Err(failure));
+            return;
+        }
+        let id = self.next_proposal_id();
+        match self.raw.propose(id.to_vec(), command) {
+            Ok(()) => self.add_waiter(id, reply),
+            Err(raft::Error::ProposalDropped) => {
+                let _ = reply.send(Err(ProposeFailure::Retry(
+                    "raft dropped the proposal (leadership transfer or too many uncommitted bytes)"
+                        .into(),
+                )));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(ProposeFailure::Failed(RaftError::Dropped(
+                    e.to_string(),
+                ))));
+            }
+        }
+    }
+
+    fn change_membership(
+        &mut self,
+        change: MemberChange,
+        reply: oneshot::Sender<Result<Applied, ProposeFailure>>,
+    ) {
+        if let Some(failure) = self.not_leader() {
+            let _ = reply.send(Err(failure));
+            return;
+        }
+        let refuse = |reply: oneshot::Sender<_>, why: String| {
+            let _ = reply.send(Err(ProposeFailure::Failed(RaftError::Membership(why))));
+        };
+        if self.raw.raft.has_pending_conf() {
+            return refuse(
+                reply,
+                "another membership change is in progress; retry once it is applied".into(),
+            );
+        }
+        let conf = self.raw.raft.prs().conf().to_conf_state();
+        if !conf.voters_outgoing.is_empty() {
+            return refuse(
+                reply,
+                "the group is in a joint configuration; retry shortly".into(),
+            );
+        }
+        let (change_type, node_id, peer_addr) = match change {
+            MemberChange::Add { id, addr } => {
+                if id == 0 {
+                    let _ = reply.send(Err(ProposeFailure::Failed(RaftError::Invalid(
+                        "node id must not be 0".into(),
+                    ))));
+                    return;
+                }
+                if conf.voters.contains(&id) && self.peers.get(&id) == Some(&addr) {
+                    // Already a member at this address: nothing to change.
+                    let _ = reply.send(Ok(Applied {
+                        index: self.applied,
+                        outcome: Vec::new(),
+                    }));
+                    return;
+                }
+                (ConfChangeType::AddNode, id, addr.to_string())
+            }
+            MemberChange::Remove { id } => {
+                if !conf.voters.contains(&id) && !conf.learners.contains(&id) {
+                    let _ = reply.send(Ok(Applied {
+                        index: self.applied,
+                        outcome: Vec::new(),
+                    }));
+                    return;
+                }
+                if conf.voters == [id] {
+                    return refuse(reply, format!("node {id} is the last voter"));
+                }
+                (ConfChangeType::RemoveNode, id, String::new())
+            }
+        };
+        let proposal_id = self.next_proposal_id();
+        let context = pb::RaftConfChangeContext {
+            version: 1,
+            peer_addr,
+            proposal_id: proposal_id.to_vec(),
+        }
+        .encode_to_vec();
+        let mut single = ConfChangeSingle::default();
+        single.set_change_type(change_type);
+        single.node_id = node_id;
+        let mut cc = ConfChangeV2::default();
+        cc.mut_changes().push(single);
+        match self.raw.propose_conf_change(context, cc) {
+            Ok(()) => self.add_waiter(proposal_id, reply),
+            Err(raft::Error::ProposalDropped) => {
+                let _ = reply.send(Err(ProposeFailure::Retry(
+                    "raft dropped the membership change".into(),
+                )));
+            }
+            Err(e) => refuse(reply, e.to_string()),
+        }
+    }
+
+    fn read_index(&mut self, reply: oneshot::Sender<Result<u64, ProposeFailure>>) {
+        if self.raw.raft.leader_id == 0 {
+            // raft-rs silently drops reads without a leader; answer now so the caller can wait
+            // for one.
+            let _ = reply.send(Err(ProposeFailure::NotLeader {
+                leader_id: 0,
+                leader_addr: None,
+            }));
+            return;
+        }
+        self.next_seq += 1;
+        let read_id = self.next_seq;
+        self.raw.read_index(read_id.to_be_bytes().to_vec());
+        self.reads.insert(read_id, reply);
+    }
+
+    /// `Some` unless this node is the leader and can take proposals.
+    fn not_leader(&self) -> Option<ProposeFailure> {
+        let raft = &self.raw.raft;
+        if raft.state != StateRole::Leader {
+            let leader_id = raft.leader_id;
+            return Some(ProposeFailure::NotLeader {
+                leader_id,
+                leader_addr: self.address_of(leader_id),
+            });
+        }
+        if raft.lead_transferee.is_some() {
+            return Some(ProposeFailure::Retry(
+                "leadership is being transferred".into(),
+            ));
+        }
+        None
+    }
+
+    fn next_proposal_id(&mut self) -> [u8; 16] {
+        self.next_seq += 1;
+        let mut id = [0; 16];
+        id[..8].copy_from_slice(&self.nonce.to_be_bytes());
+        id[8..].copy_from_slice(&self.next_seq.to_be_bytes());
+        id
+    }
+
+    fn add_waiter(
+        &mut self,
+        id: [u8; 16],
+        reply: oneshot::Sender<Result<Applied, ProposeFailure>>,
+    ) {
+        let index = self.raw.raft.raft_log.last_index();
+        if let Some(old) = self.waiters.insert(index, Waiter { id, reply }) {
+            // Our log was truncated below an older proposal of ours and reused its index: that
+            // proposal's entry is gone.
+            let _ = old.reply.send(Err(ProposeFailure::Retry(format!(
+                "entry {index} was overwritten by a newer leader"
+            ))));
+        }
+    }
+
+    fn address_of(&self, id: u64) -> Option<SocketAddr> {
+        if id == self.id {
+            return Some(self.config.advertise_addr);
+        }
+        self.peers
+            .get(&id)
+            .or_else(|| self.learned.get(&id))
+            .copied()
+    }
+
+    fn on_tick(&mut self) {
+        self.raw.tick();
+        self.reads.retain(|_, reply| !reply.is_closed());
+        self.waiters.retain(|_, waiter| !waiter.reply.is_closed());
+        self.step_down_if_removed();
+        self.refresh_contact();
+    }
+
+    /// raft-rs keeps a removed leader leading; hand leadership to the most up-to-date voter.
+    fn step_down_if_removed(&mut self) {
+        let raft = &self.raw.raft;
+        if raft.state != StateRole::Leader
+            || raft.prs().conf().voters().contains(self.id)
+            || raft.lead_transferee.is_some()
+        {
+            return;
+        }
+        let best = raft
+            .prs()
+            .conf()
+            .voters()
+            .ids()
+            .iter()
+            .filter_map(|id| raft.prs().get(id).map(|pr| (pr.matched, id)))
+            .max();
+        if let Some((_, transferee)) = best {
+            tracing::info!(
+                node = self.id,
+                transferee,
+                "removed from the group while leader; transferring leadership"
+            );
+            self.raw.transfer_leader(transferee);
+        }
+    }
+
+    fn refresh_contact(&mut self) {
+        let now = Instant::now();
+        let raft = &self.raw.raft;
+        if raft.state == StateRole::Leader {
+            let voters: Vec<u64> = raft.prs().conf().voters().ids().iter().collect();
+            let mut heard: Vec<Instant> = voters
+                .iter()
+                .filter_map(|id| {
+                    if *id == self.id {
+                        Some(now)
+                    } else {
+                        self.peer_heard.get(id).copied()
+                    }
+                })
+                .collect();
+            heard.sort_unstable_by(|a, b| b.cmp(a));
+            let quorum = voters.len() / 2 + 1;
+            if let Some(at) = heard.get(quorum.saturating_sub(1)) {
+                self.contact = Some(*at);
+            }
+        } else if raft.leader_id != 0
+            && let Some(heard) = self.leader_heard
+        {
+            self.contact = Some(heard);
+        }
+        let age = self
+            .contact
+            .map_or(-1.0, |at| now.duration_since(at).as_secs_f64());
+        self.metrics.leader_contact_age.set(age);
+    }
+
+    /// Processes Readys until raft has nothing more to do.
+    fn drive_ready(&mut self) -> Result<(), StorageFailure> {
+        // Each round may make more entries committed (a single node commits on persist).
+        for _ in 0..16 {
+            if !self.raw.has_ready() {
+                break;
+            }
+            self.on_ready()?;
+        }
+        // Raft may have asked for a fresh snapshot without producing a Ready.
+        self.maybe_snapshot()
+    }
+
+    fn on_ready(&mut self) -> Result<(), StorageFailure> {
+        let mut ready = self.raw.ready();
+
+        // 1. Soft state.
+        if let Some(ss) = ready.ss() {
+            if ss.leader_id != self.leader_id {
+                if ss.leader_id != 0 {
+                    self.metrics.leader_changes.inc();
+                    tracing::info!(
+                        node = self.id,
+                        leader = ss.leader_id,
+                        term = self.raw.raft.term,
+                        "new raft leader"
+                    );
+                }
+                self.leader_id = ss.leader_id;
+                self.leader_heard = None;
+                self.peer_heard.clear();
+            }
+            self.metrics.role.set(role_gauge(ss.raft_state));
+        }
+
+        // 2. The leader's messages may go out before its own fsync.
+        if !ready.messages().is_empty() {
+            let messages = ready.take_messages();
+            self.send(messages);
+        }
+
+        // 3. ReadIndex answers.
+        for state in ready.take_read_states() {
+            let read_id = <[u8; 8]>::try_from(state.request_ctx.as_slice())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            if let Some(reply) = self.reads.remove(&read_id) {
+                let _ = reply.send(Ok(state.index));
+            }
+        }
+
+        // 4. One transaction: snapshot, entries, hard state.
+        let snapshot =
+            (ready.snapshot().get_metadata().index != 0).then(|| ready.snapshot().clone());
+        let started = Instant::now();
+        self.raw.mut_store().persist(ReadyWrite {
+            snapshot: snapshot.as_ref(),
+            entries: ready.entries(),
+            hard_state: ready.hs(),
+            sync: ready.must_sync(),
+        })?;
+        self.metrics
+            .storage_write_latency
+            .observe(started.elapsed().as_secs_f64());
+
+        // 5. Install the received snapshot into the state machine.
+        if let Some(snapshot) = snapshot {
+            self.install_snapshot(&snapshot)?;
+        }
+
+        // 6. Apply.
+        let committed = ready.take_committed_entries();
+        self.apply(committed);
+
+        // 7. Messages that must follow the fsync (votes, append responses).
+        if !ready.persisted_messages().is_empty() {
+            let messages = ready.take_persisted_messages();
+            self.send(messages);
+        }
+
+        // 8. Advance and handle the LightReady.
+        let mut light = self.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.raw.mut_store().note_commit(commit);
+        }
+        let messages = light.take_messages();
+        self.send(messages);
+        let committed = light.take_committed_entries();
+        self.apply(committed);
+
+        // 9. Tell raft what was applied; snapshot past the threshold.
+        self.raw.advance_apply();
+        self.metrics
+            .commit_index
+            .set(gauge(self.raw.raft.raft_log.committed));
+        self.metrics.term.set(gauge(self.raw.raft.term));
+        self.maybe_snapshot()
+    }
+
+    fn send(&mut self, messages: Vec<Message>) {
+        if messages.is_empty() {
+            return;
+        }
+        let unreachable = {
+            let peers = &self.peers;
+            let learned = &self.learned;
+            self.transport.send(messages, |id| {
+                peers.get(&id).or_else(|| learned.get(&id)).copied()
+            })
+        };
+        for id in unreachable {
+            self.raw.report_unreachable(id);
+        }
+    }
+
+    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageFailure> {
+        let index = snapshot.get_metadata().index;
+        let fail = |what: String| StorageFailure::new(&self.config.data_dir, what);
+        let (peers, state) = decode_snapshot_data(snapshot.get_data())
+            .map_err(|e| fail(format!("snapshot at {index} from the leader: {e}")))?;
+        self.sm.restore(index, &state).map_err(|e| {
+            fail(format!(
+                "restoring the state machine from the leader's snapshot at {index}: {e}"
+            ))
+        })?;
+        self.peers = peers;
+        self.applied = index;
+        // Proposals at or below the snapshot can no longer be matched to their entries.
+        let unresolved: Vec<u64> = self.waiters.range(..=index).map(|(i, _)| *i).collect();
+        for waiter_index in unresolved {
+            if let Some(waiter) = self.waiters.remove(&waiter_index) {
+                let _ = waiter
+                    .reply
+                    .send(Err(ProposeFailure::Failed(RaftError::Dropped(format!(
+                        "a snapshot at index {index} replaced the log; entry {waiter_index} may or may not have been applied"
+                    )))));
+            }
+        }
+        self.sm.applied(index);
+        self.metrics.snapshots_installed.inc();
+        self.metrics
+            .snapshot_size
+            .set(gauge(snapshot.get_data().len() as u64));
+        self.metrics.applied_index.set(gauge(index));
+        tracing::info!(
+            node = self.id,
+            index,
+            bytes = snapshot.get_data().len(),
+            "installed a snapshot from the leader"
+        );
+        Ok(())
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) {
+        let Some(last) = entries.last().map(|e| e.index) else {
+            return;
+        };
+        for entry in entries {
+            let index = entry.index;
+            if index <= self.applied {
+                continue;
+            }
+            match entry.get_entry_type() {
+                EntryType::EntryNormal => {
+                    if entry.context.is_empty() {
+                        // A new leader's empty entry.
+                        self.resolve(index, None, Vec::new());
+                    } else {
+                        let outcome = self.sm.apply(index, &entry.data);
+                        self.resolve(index, Some(&entry.context), outcome);
+                    }
+                }
+                EntryType::EntryConfChangeV2 | EntryType::EntryConfChange => {
+                    self.apply_conf_change(&entry);
+                }
+            }
+            self.applied = index;
+        }
+        debug_assert!(self.applied >= last);
+        self.sm.applied(self.applied);
+        self.metrics.applied_index.set(gauge(self.applied));
+        for (reply, result) in self.answers.drain(..) {
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Answers the waiter at `index`, if any: ours if the entry carries its id.
+    fn resolve(&mut self, index: u64, context: Option<&[u8]>, outcome: Vec<u8>) {
+        let Some(waiter) = self.waiters.remove(&index) else {
+            return;
+        };
+        let result = if context == Some(waiter.id.as_slice()) {
+            Ok(Applied { index, outcome })
+        } else {
+            Err(ProposeFailure::Retry(format!(
+                "entry {index} was overwritten by another leader's entry"
+            )))
+        };
+        self.answers.push((waiter.reply, result));
+    }
+
+    fn apply_conf_change(&mut self, entry: &Entry) {
+        let index = entry.index;
+        let cc = if entry.get_entry_type() == EntryType::EntryConfChangeV2 {
+            ConfChangeV2::parse_from_bytes(&entry.data)
+        } else {
+            ConfChange::parse_from_bytes(&entry.data).map(raft_proto::ConfChangeI::into_v2)
+        };
+        let cc = match cc {
+            Ok(cc) => cc,
+            Err(e) => {
+                tracing::error!(node = self.id, index, error = %e, "undecodable configuration change; skipped");
+                return;
+            }
+        };
+        let context = if entry.context.is_empty() {
+            None
+        } else {
+            match pb::RaftConfChangeContext::decode(entry.context.as_ref()) {
+                Ok(context) => Some(context),
+                Err(e) => {
+                    tracing::warn!(node = self.id, index, error = %e, "undecodable configuration change context");
+                    None
+                }
+            }
+        };
+        let waiter_id = context.as_ref().map(|c| c.proposal_id.clone());
+        match self.raw.apply_conf_change(&cc) {
+            Ok(conf_state) => {
+                for change in cc.get_changes() {
+                    match change.get_change_type() {
+                        ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                            let addr = context
+                                .as_ref()
+                                .and_then(|c| c.peer_addr.parse::<SocketAddr>().ok());
+                            if let Some(addr) = addr {
+                                self.peers.insert(change.node_id, addr);
+                                self.learned.remove(&change.node_id);
+                            }
+                        }
+                        ConfChangeType::RemoveNode => {
+                            self.peers.remove(&change.node_id);
+                        }
+                    }
+                }
+                let members: Vec<u64> = conf_state
+                    .voters
+                    .iter()
+                    .chain(conf_state.learners.iter())
+                    .copied()
+                    .collect();
+                self.peers.retain(|id, _| members.contains(id));
+                self.transport.retain(|id| members.contains(&id));
+                tracing::info!(node = self.id, index, voters = ?conf_state.voters, peers = ?self.peers, "applied a membership change");
+                self.resolve(index, waiter_id.as_deref(), Vec::new());
+            }
+            Err(e) => {
+                tracing::warn!(node = self.id, index, error = %e, "raft refused a membership change");
+                if let Some(waiter) = self.waiters.remove(&index) {
+                    let result = if Some(waiter.id.as_slice()) == waiter_id.as_deref() {
+                        Err(ProposeFailure::Failed(RaftError::Membership(e.to_string())))
+                    } else {
+                        Err(ProposeFailure::Retry(format!(
+                            "entry {index} was overwritten by another leader's entry"
+                        )))
+                    };
+                    self.answers.push((waiter.reply, result));
+                }
+            }
+        }
+    }
+
+    fn maybe_snapshot(&mut self) -> Result<(), StorageFailure> {
+        let threshold = self.config.snapshot_threshold.max(1);
+        let last_snapshot = self.raw.store().snapshot_meta().index;
+        let requested = self.raw.store().take_snapshot_request();
+        if self.applied <= last_snapshot || (!requested && self.applied < last_snapshot + threshold)
+        {
+            return Ok(());
+        }
+        let index = self.applied;
+        let term = self.raw.store().term(index).map_err(|e| {
+            StorageFailure::new(&self.config.data_dir, format!("term of {index}: {e}"))
+        })?;
+        let data = encode_snapshot_data(&self.peers, self.sm.snapshot());
+        let mut meta = SnapshotMetadata {
+            index,
+            term,
+            ..Default::default()
+        };
+        meta.set_conf_state(self.raw.raft.prs().conf().to_conf_state());
+        // Keep a tail of the log so a follower slightly behind gets entries, not a snapshot.
+        let compact_to = index.saturating_sub(threshold / 4);
+        let size = data.len();
+        self.raw
+            .mut_store()
+            .save_local_snapshot(meta, &data, compact_to)?;
+        self.metrics.snapshots_created.inc();
+        self.metrics.snapshot_size.set(gauge(size as u64));
+        tracing::info!(
+            node = self.id,
+            index,
+            bytes = size,
+            compacted_through = compact_to,
+            "took a snapshot and compacted the log"
+        );
+        Ok(())
+    }
+
+    fn publish_status(&mut self) {
+        let raft = &self.raw.raft;
+        let conf = raft.prs().conf().to_conf_state();
+        let mut members = BTreeMap::new();
+        for id in conf.voters.iter().chain(conf.voters_outgoing.iter()) {
+            if let Some(addr) = self.address_of(*id) {
+                members.insert(*id, addr);
+            }
+        }
+        let status = RaftStatus {
+            node_id: self.id,
+            role: match raft.state {
+                StateRole::Follower => Role::Follower,
+                StateRole::Candidate => Role::Candidate,
+                StateRole::PreCandidate => Role::PreCandidate,
+                StateRole::Leader => Role::Leader,
+            },
+            term: raft.term,
+            leader_id: raft.leader_id,
+            commit_index: raft.raft_log.committed,
+            applied_index: self.applied,
+            members,
+            last_leader_contact: self.contact,
+        };
+        self.status_tx.send_if_modified(|current| {
+            if *current == status {
+                false
+            } else {
+                *current = status;
+                true
+            }
+        });
+    }
+}
+
+fn role_gauge(role: StateRole) -> i64 {
+    match role {
+        StateRole::Follower => 0,
+        StateRole::PreCandidate => 1,
+        StateRole::Candidate => 2,
+        StateRole::Leader => 3,
+    }
+}
+
+fn gauge(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Encodes a snapshot payload: member addresses and the state machine's snapshot.
+fn encode_snapshot_data(peers: &BTreeMap<u64, SocketAddr>, state: Vec<u8>) -> Vec<u8> {
+    pb::RaftSnapshotData {
+        version: 1,
+        peers: peers
+            .iter()
+            .map(|(id, addr)| (*id, addr.to_string()))
+            .collect(),
+        state,
+    }
+    .encode_to_vec()
+}
+
+/// Decodes a snapshot payload written by [`encode_snapshot_data`].
+fn decode_snapshot_data(bytes: &[u8]) -> Result<(BTreeMap<u64, SocketAddr>, Vec<u8>), String> {
+    let data = pb::RaftSnapshotData::decode(bytes).map_err(|e| format!("undecodable: {e}"))?;
+    if data.version != 1 {
+        return Err(format!(
+            "unsupported snapshot format version {}",
+            data.version
+        ));
+    }
+    let mut peers = BTreeMap::new();
+    for (id, addr) in data.peers {
+        let addr = addr
+            .parse::<SocketAddr>()
+            .map_err(|e| format!("peer {id} address {addr:?}: {e}"))?;
+        peers.insert(id, addr);
+    }
+    Ok((peers, data.state))
+}
+
+/// How long a caller should wait for one ReadIndex round before asking again.
+pub(crate) fn read_round_timeout(config: &RaftConfig) -> Duration {
+    config.tick_interval * u32::try_from(config.election_ticks.max(1) * 2).unwrap_or(u32::MAX)
+}

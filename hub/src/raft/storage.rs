@@ -1,0 +1,561 @@
+//! Durable Raft storage on redb: log entries, hard state, the latest snapshot (metadata and data)
+//! and the compaction point; implements `raft::Storage`.
+//!
+//! **Invariant:** every change the Ready loop makes is one redb write transaction (fsync'd with
+//! `Durability::Immediate` whenever raft says the Ready must be synced), and the in-memory mirror
+//! is updated only after that transaction committed. The log tail since the compaction point is
+//! mirrored in memory, so `raft::Storage` reads never touch the disk (except the snapshot data).
+//!
+//! Layout (format version 1):
+//! - table `raft_log`: index → encoded `eraftpb::Entry`, for indexes `compacted + 1 ..= last`.
+//! - table `raft_meta`: `hard_state` (encoded `HardState`), `snapshot_meta` (encoded
+//!   `SnapshotMetadata`, its conf state is the configuration at the snapshot index),
+//!   `snapshot_data` (the snapshot payload), `compacted` (index and term of the last compacted
+//!   entry, 16 bytes big-endian), `format` (u32 big-endian).
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+
+use protobuf::Message as _;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::{GetEntriesContext, RaftState, StorageError};
+use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
+
+const KEY_FORMAT: &str = "format";
+const KEY_HARD_STATE: &str = "hard_state";
+const KEY_SNAPSHOT_META: &str = "snapshot_meta";
+const KEY_SNAPSHOT_DATA: &str = "snapshot_data";
+const KEY_COMPACTED: &str = "compacted";
+
+const FORMAT_VERSION: u32 = 1;
+
+/// The file inside the data directory.
+const FILE_NAME: &str = "raft.redb";
+
+/// A storage failure. The node stops on any of these rather than risk diverging.
+#[derive(Debug, thiserror::Error)]
+#[error("raft storage {path}: {what}")]
+pub(crate) struct StorageFailure {
+    path: PathBuf,
+    what: String,
+}
+
+// === impl StorageFailure ===
+
+impl StorageFailure {
+    /// A failure about the storage under `dir`.
+    pub(crate) fn new(dir: &Path, what: String) -> Self {
+        Self {
+            path: dir.to_path_buf(),
+            what,
+        }
+    }
+}
+
+/// The durable log of one node.
+pub(crate) struct DiskStorage {
+    db: Database,
+    path: PathBuf,
+    hard_state: HardState,
+    /// The latest snapshot (index 0: none).
+    snapshot_meta: SnapshotMetadata,
+    /// The last entry removed from the log (0, 0 if none).
+    compacted_index: u64,
+    compacted_term: u64,
+    /// Entries `compacted_index + 1 ..= last_index`, in order and contiguous.
+    entries: VecDeque<Entry>,
+    /// A commit index learned from a `LightReady`, written with the next transaction: losing it
+    /// in a crash only means re-learning it from the leader.
+    pending_commit: Option<u64>,
+    /// Set when raft asked for a snapshot the stored one cannot serve (too old, or taken before
+    /// the receiver joined the configuration, which it would refuse); the node then takes a
+    /// fresh one and raft asks again on its next attempt.
+    snapshot_wanted: Cell<bool>,
+}
+
+/// What one Ready asks to persist, written in one transaction.
+pub(crate) struct ReadyWrite<'a> {
+    /// A snapshot received from the leader (replaces the whole log).
+    pub(crate) snapshot: Option<&'a Snapshot>,
+    /// New log entries; an entry at an existing index truncates the log from there.
+    pub(crate) entries: &'a [Entry],
+    /// A changed hard state.
+    pub(crate) hard_state: Option<&'a HardState>,
+    /// Whether the write must be fsync'd before returning (raft's `must_sync`).
+    pub(crate) sync: bool,
+}
+
+// === impl DiskStorage ===
+
+impl DiskStorage {
+    /// Opens (or creates) the storage in `dir` and loads the log tail into memory.
+    pub(crate) fn open(dir: &Path) -> Result<Self, StorageFailure> {
+        let path = dir.join(FILE_NAME);
+        let fail = |what: String| StorageFailure {
+            path: path.clone(),
+            what,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| fail(format!("creating directory: {e}")))?;
+        let db = Database::create(&path).map_err(|e| fail(format!("opening database: {e}")))?;
+        let mut storage = Self {
+            db,
+            path: path.clone(),
+            hard_state: HardState::default(),
+            snapshot_meta: SnapshotMetadata::default(),
+            compacted_index: 0,
+            compacted_term: 0,
+            entries: VecDeque::new(),
+            pending_commit: None,
+            snapshot_wanted: Cell::new(false),
+        };
+        storage.load()?;
+        Ok(storage)
+    }
+
+    fn load(&mut self) -> Result<(), StorageFailure> {
+        let path = self.path.clone();
+        let fail = |what: &dyn std::fmt::Display| StorageFailure::new(&path, what.to_string());
+        let txn = self.db.begin_read().map_err(|e| fail(&e))?;
+        let meta = match txn.open_table(META) {
+            Ok(table) => table,
+            // A fresh database.
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(fail(&e)),
+        };
+        let get = |key: &str| -> Result<Option<Vec<u8>>, StorageFailure> {
+            Ok(meta
+                .get(key)
+                .map_err(|e| fail(&e))?
+                .map(|v| v.value().to_vec()))
+        };
+        if let Some(format) = get(KEY_FORMAT)? {
+            let version = <[u8; 4]>::try_from(format.as_slice())
+                .map(u32::from_be_bytes)
+                .map_err(|_| fail(&"format marker is not 4 bytes"))?;
+            if version != FORMAT_VERSION {
+                return Err(fail(&format!(
+                    "unsupported format version {version} (this build reads {FORMAT_VERSION})"
+                )));
+            }
+        }
+        if let Some(bytes) = get(KEY_HARD_STATE)? {
+            self.hard_state = HardState::parse_from_bytes(&bytes)
+                .map_err(|e| fail(&format!("decoding hard state: {e}")))?;
+        }
+        if let Some(bytes) = get(KEY_SNAPSHOT_META)? {
+            self.snapshot_meta = SnapshotMetadata::parse_from_bytes(&bytes)
+                .map_err(|e| fail(&format!("decoding snapshot metadata: {e}")))?;
+        }
+        if let Some(bytes) = get(KEY_COMPACTED)? {
+            let (index, term) = decode_compacted(&bytes)
+                .ok_or_else(|| fail(&"compaction marker is not 16 bytes"))?;
+            self.compacted_index = index;
+            self.compacted_term = term;
+        }
+        let log = match txn.open_table(LOG) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(fail(&e)),
+        };
+        let first = self.compacted_index + 1;
+        for (expected, row) in (first..).zip(log.range(first..).map_err(|e| fail(&e))?) {
+            let (key, value) = row.map_err(|e| fail(&e))?;
+            let entry = Entry::parse_from_bytes(value.value())
+                .map_err(|e| fail(&format!("decoding entry {}: {e}", key.value())))?;
+            if key.value() != expected || entry.index != expected {
+                return Err(fail(&format!(
+                    "log is not contiguous: expected index {expected}, found key {} entry {}",
+                    key.value(),
+                    entry.index
+                )));
+            }
+            self.entries.push_back(entry);
+        }
+        Ok(())
+    }
+
+    /// Whether nothing was ever written (a new node).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.snapshot_meta.index == 0
+            && self.entries.is_empty()
+            && self.hard_state == HardState::default()
+    }
+
+    /// Initializes a new group's first node state: a snapshot at index 1, term 1 holding the
+    /// initial configuration and `data` (the initial members and state machine). Every initial
+    /// member writes the same snapshot, so their logs agree; a node that joins later has nothing
+    /// at index 1 and therefore receives this (or a later) snapshot from the leader.
+    pub(crate) fn bootstrap(
+        &mut self,
+        conf_state: ConfState,
+        data: Vec<u8>,
+    ) -> Result<(), StorageFailure> {
+        let mut snapshot = Snapshot::default();
+        snapshot.set_data(data.into());
+        let meta = snapshot.mut_metadata();
+        meta.index = 1;
+        meta.term = 1;
+        meta.set_conf_state(conf_state);
+        let hard_state = HardState {
+            term: 1,
+            commit: 1,
+            ..Default::default()
+        };
+        self.persist(ReadyWrite {
+            snapshot: Some(&snapshot),
+            entries: &[],
+            hard_state: Some(&hard_state),
+            sync: true,
+        })
+    }
+
+    /// The latest snapshot's metadata (index 0: none).
+    pub(crate) fn snapshot_meta(&self) -> &SnapshotMetadata {
+        &self.snapshot_meta
+    }
+
+    /// The latest snapshot's payload (empty if none).
+    pub(crate) fn snapshot_data(&self) -> Result<Vec<u8>, StorageFailure> {
+        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let meta = match txn.open_table(META) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.fail(e)),
+        };
+        Ok(meta
+            .get(KEY_SNAPSHOT_DATA)
+            .map_err(|e| self.fail(e))?
+            .map(|v| v.value().to_vec())
+            .unwrap_or_default())
+    }
+
+    /// The persisted hard state.
+    #[cfg(test)]
+    pub(crate) fn hard_state(&self) -> &HardState {
+        &self.hard_state
+    }
+
+    /// Whether raft asked for a newer snapshot than the stored one since the last call.
+    pub(crate) fn take_snapshot_request(&self) -> bool {
+        self.snapshot_wanted.replace(false)
+    }
+
+    /// Remembers a commit index from a `LightReady`; it is written with the next transaction.
+    pub(crate) fn note_commit(&mut self, commit: u64) {
+        if commit > self.hard_state.commit {
+            self.pending_commit = Some(commit.max(self.pending_commit.unwrap_or(0)));
+        }
+    }
+
+    /// Writes one Ready in one transaction: the snapshot first (it replaces the log), then the
+    /// entries, then the hard state.
+    pub(crate) fn persist(&mut self, write: ReadyWrite<'_>) -> Result<(), StorageFailure> {
+        if write.snapshot.is_none()
+            && write.entries.is_empty()
+            && write.hard_state.is_none()
+            && self.pending_commit.is_none()
+        {
+            return Ok(());
+        }
+        // The mirror after this write, computed first and installed only after the commit.
+        let mut hard_state = write
+            .hard_state
+            .cloned()
+            .unwrap_or_else(|| self.hard_state.clone());
+        if let Some(commit) = self.pending_commit {
+            hard_state.commit = hard_state.commit.max(commit);
+        }
+        let mut snapshot_meta = None;
+        let mut compacted = (self.compacted_index, self.compacted_term);
+        let mut clear_log = false;
+        if let Some(snapshot) = write.snapshot {
+            let meta = snapshot.get_metadata();
+            if meta.index < self.compacted_index {
+                return Err(self.fail(format!(
+                    "snapshot at index {} is older than the compaction point {}",
+                    meta.index, self.compacted_index
+                )));
+            }
+            hard_state.term = hard_state.term.max(meta.term);
+            hard_state.commit = hard_state.commit.max(meta.index);
+            compacted = (meta.index, meta.term);
+            snapshot_meta = Some(meta.clone());
+            clear_log = true;
+        }
+        let last_index = if clear_log {
+            compacted.0
+        } else {
+            self.last_index_inner()
+        };
+        let first_new = write.entries.first().map(|e| e.index);
+        if let Some(first_new) = first_new {
+            if first_new <= compacted.0 {
+                return Err(self.fail(format!(
+                    "appending at index {first_new}, at or below the compaction point {}",
+                    compacted.0
+                )));
+            }
+            if first_new > last_index + 1 {
+                return Err(self.fail(format!(
+                    "appending at index {first_new} leaves a gap after the last index {last_index}"
+                )));
+            }
+        }
+
+        let mut txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+        let durability = if write.sync {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        txn.set_durability(durability).map_err(|e| self.fail(e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.fail(e))?;
+            let mut log = txn.open_table(LOG).map_err(|e| self.fail(e))?;
+            meta.insert(KEY_FORMAT, FORMAT_VERSION.to_be_bytes().as_slice())
+                .map_err(|e| self.fail(e))?;
+            if let Some(snapshot) = write.snapshot {
+                let meta_bytes = encode(snapshot.get_metadata(), &self.path)?;
+                meta.insert(KEY_SNAPSHOT_META, meta_bytes.as_slice())
+                    .map_err(|e| self.fail(e))?;
+                meta.insert(KEY_SNAPSHOT_DATA, snapshot.get_data())
+                    .map_err(|e| self.fail(e))?;
+                meta.insert(
+                    KEY_COMPACTED,
+                    encode_compacted(compacted.0, compacted.1).as_slice(),
+                )
+                .map_err(|e| self.fail(e))?;
+                log.retain(|_, _| false).map_err(|e| self.fail(e))?;
+            }
+            if let Some(first_new) = first_new {
+                // Raft overwrites a conflicting suffix: drop everything from the first new index.
+                log.retain_in(first_new.., |_, _| false)
+                    .map_err(|e| self.fail(e))?;
+                for entry in write.entries {
+                    let bytes = encode(entry, &self.path)?;
+                    log.insert(entry.index, bytes.as_slice())
+                        .map_err(|e| self.fail(e))?;
+                }
+            }
+            let hard_state_bytes = encode(&hard_state, &self.path)?;
+            meta.insert(KEY_HARD_STATE, hard_state_bytes.as_slice())
+                .map_err(|e| self.fail(e))?;
+        }
+        txn.commit().map_err(|e| self.fail(e))?;
+
+        // Committed: install the new state in the mirror.
+        self.hard_state = hard_state;
+        self.pending_commit = None;
+        if let Some(meta) = snapshot_meta {
+            self.snapshot_meta = meta;
+            self.compacted_index = compacted.0;
+            self.compacted_term = compacted.1;
+            self.entries.clear();
+        }
+        if let Some(first_new) = first_new {
+            let keep = (first_new - self.compacted_index - 1) as usize;
+            self.entries.truncate(keep);
+            self.entries.extend(write.entries.iter().cloned());
+        }
+        Ok(())
+    }
+
+    /// Stores a snapshot this node took of its own state machine at `meta.index` (which must be
+    /// applied, hence committed and in the log) and compacts the log through `compact_to`
+    /// (at most the snapshot index), in one fsync'd transaction.
+    pub(crate) fn save_local_snapshot(
+        &mut self,
+        meta: SnapshotMetadata,
+        data: &[u8],
+        compact_to: u64,
+    ) -> Result<(), StorageFailure> {
+        if meta.index <= self.snapshot_meta.index {
+            return Ok(());
+        }
+        let compact_to = compact_to.min(meta.index).max(self.compacted_index);
+        let compact_term = if compact_to == self.compacted_index {
+            self.compacted_term
+        } else {
+            self.entry(compact_to)
+                .map(|e| e.term)
+                .ok_or_else(|| self.fail(format!("compacting to missing index {compact_to}")))?
+        };
+        // The snapshot's index is committed; record that so a restart never sees applied state
+        // ahead of the commit index (raft-rs' warning about persisting the commit index).
+        let mut hard_state = self.hard_state.clone();
+        hard_state.commit = hard_state
+            .commit
+            .max(meta.index)
+            .max(self.pending_commit.unwrap_or(0));
+
+        let mut txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| self.fail(e))?;
+        {
+            let mut meta_table = txn.open_table(META).map_err(|e| self.fail(e))?;
+            let mut log = txn.open_table(LOG).map_err(|e| self.fail(e))?;
+            let meta_bytes = encode(&meta, &self.path)?;
+            meta_table
+                .insert(KEY_SNAPSHOT_META, meta_bytes.as_slice())
+                .map_err(|e| self.fail(e))?;
+            meta_table
+                .insert(KEY_SNAPSHOT_DATA, data)
+                .map_err(|e| self.fail(e))?;
+            meta_table
+                .insert(
+                    KEY_COMPACTED,
+                    encode_compacted(compact_to, compact_term).as_slice(),
+                )
+                .map_err(|e| self.fail(e))?;
+            let hard_state_bytes = encode(&hard_state, &self.path)?;
+            meta_table
+                .insert(KEY_HARD_STATE, hard_state_bytes.as_slice())
+                .map_err(|e| self.fail(e))?;
+            log.retain_in(..=compact_to, |_, _| false)
+                .map_err(|e| self.fail(e))?;
+        }
+        txn.commit().map_err(|e| self.fail(e))?;
+
+        self.hard_state = hard_state;
+        self.pending_commit = None;
+        self.snapshot_meta = meta;
+        let n_removed = (compact_to - self.compacted_index) as usize;
+        self.entries.drain(..n_removed.min(self.entries.len()));
+        self.compacted_index = compact_to;
+        self.compacted_term = compact_term;
+        Ok(())
+    }
+
+    fn entry(&self, index: u64) -> Option<&Entry> {
+        if index <= self.compacted_index {
+            return None;
+        }
+        self.entries
+            .get(usize::try_from(index - self.compacted_index - 1).ok()?)
+    }
+
+    fn last_index_inner(&self) -> u64 {
+        self.entries
+            .back()
+            .map_or(self.compacted_index, |entry| entry.index)
+    }
+
+    fn fail(&self, what: impl ToString) -> StorageFailure {
+        StorageFailure {
+            path: self.path.clone(),
+            what: what.to_string(),
+        }
+    }
+}
+
+fn encode(message: &impl protobuf::Message, path: &Path) -> Result<Vec<u8>, StorageFailure> {
+    message.write_to_bytes().map_err(|e| StorageFailure {
+        path: path.to_path_buf(),
+        what: format!("encoding: {e}"),
+    })
+}
+
+fn encode_compacted(index: u64, term: u64) -> [u8; 16] {
+    let mut bytes = [0; 16];
+    bytes[..8].copy_from_slice(&index.to_be_bytes());
+    bytes[8..].copy_from_slice(&term.to_be_bytes());
+    bytes
+}
+
+fn decode_compacted(bytes: &[u8]) -> Option<(u64, u64)> {
+    let index = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+    let term = u64::from_be_bytes(bytes.get(8..16)?.try_into().ok()?);
+    Some((index, term))
+}
+
+// === impl raft::Storage for DiskStorage ===
+
+impl raft::Storage for DiskStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(
+            self.hard_state.clone(),
+            self.snapshot_meta.get_conf_state().clone(),
+        ))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low <= self.compacted_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last_index_inner() + 1 || low > high {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let start = (low - self.compacted_index - 1) as usize;
+        let end = (high - self.compacted_index - 1) as usize;
+        let mut entries: Vec<Entry> = self.entries.range(start..end).cloned().collect();
+        raft::util::limit_size(&mut entries, max_size.into());
+        Ok(entries)
+    }
+
+    fn term(&self, index: u64) -> raft::Result<u64> {
+        if index == self.compacted_index {
+            return Ok(self.compacted_term);
+        }
+        if index == self.snapshot_meta.index {
+            return Ok(self.snapshot_meta.term);
+        }
+        if index < self.compacted_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        match self.entry(index) {
+            Some(entry) => Ok(entry.term),
+            None => Err(raft::Error::Store(StorageError::Unavailable)),
+        }
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.compacted_index + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last_index_inner())
+    }
+
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        // Snapshots are taken by the node after applying (it owns the state machine), so only the
+        // stored one can be handed out. A follower refuses a snapshot whose configuration does
+        // not name it (a node added after the snapshot was taken): ask the node for a fresh one.
+        let conf = self.snapshot_meta.get_conf_state();
+        let names_receiver = conf
+            .voters
+            .iter()
+            .chain(&conf.learners)
+            .chain(&conf.voters_outgoing)
+            .any(|id| *id == to);
+        if self.snapshot_meta.index == 0
+            || self.snapshot_meta.index < request_index
+            || !names_receiver
+        {
+            self.snapshot_wanted.set(true);
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        let data = self
+            .snapshot_data()
+            .map_err(|e| raft::Error::Store(StorageError::Other(Box::new(e))))?;
+        let mut snapshot = Snapshot::default();
+        snapshot.set_metadata(self.snapshot_meta.clone());
+        snapshot.set_data(data.into());
+        Ok(snapshot)
+    }
+}
+
+#[cfg(test)]
+#[path = "tests_storage.rs"]
+mod tests;
