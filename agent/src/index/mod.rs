@@ -20,6 +20,9 @@
 
 mod version;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -494,13 +497,19 @@ impl Index {
                 let Some(state) = self.backend_probes.get_mut(&addr) else {
                     return;
                 };
+                let before = state.health();
                 if let Some(health) = state.record(result.ok, &result.detail, config) {
                     self.parts
                         .metrics
                         .probe_transitions
                         .get_or_create(&[("kind", "backend"), ("to", health.as_str())])
                         .inc();
-                    tracing::info!(%addr, health = health.as_str(), detail = %result.detail, "backend probe changed");
+                    // A fresh endpoint passing its first probe is routine; say it quietly.
+                    if before == Health::Unknown && health == Health::Up {
+                        tracing::debug!(%addr, detail = %result.detail, "backend probe passed");
+                    } else {
+                        tracing::info!(%addr, health = health.as_str(), detail = %result.detail, "backend probe changed");
+                    }
                     self.overlay();
                 }
                 self.status_dirty = true;
