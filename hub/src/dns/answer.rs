@@ -27,9 +27,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use meridian_proto::model::{
-    AllUnhealthy, ClusterName, HealthVerdict, HostnamePolicy, Region,
-};
+use meridian_proto::model::{AllUnhealthy, ClusterName, HealthVerdict, HostnamePolicy, Region};
 
 use super::ClusterView;
 use super::config::RegionLocation;
@@ -210,7 +208,10 @@ pub(crate) fn plan(
         let eligible = !view.cluster.drained && !addresses.is_empty();
         let healthy = eligible && view.health.verdict == HealthVerdict::Healthy;
         if eligible && view.health.since_unix_ms > 0 {
-            let until = view.health.since_unix_ms.saturating_add(context.stable_after_ms);
+            let until = view
+                .health
+                .since_unix_ms
+                .saturating_add(context.stable_after_ms);
             if until > context.now_unix_ms {
                 stable_at = Some(stable_at.map_or(until, |s| s.max(until)));
             }
@@ -378,7 +379,8 @@ fn groups(
     }
     // Weight 0: only when nothing else is healthy; equal shares among themselves, in the same
     // region preference.
-    let mut last_resort: Vec<&Candidate> = healthy.iter().copied().filter(|c| c.weight == 0).collect();
+    let mut last_resort: Vec<&Candidate> =
+        healthy.iter().copied().filter(|c| c.weight == 0).collect();
     let rank = |c: &Candidate| {
         c.region
             .as_ref()
@@ -442,13 +444,20 @@ pub(crate) fn pick_weighted(cumulative: &[u64], random: u64) -> usize {
 
 /// Weighted random order without replacement (Efraimidis–Spirakis with integer keys):
 /// writes the member indexes of `weights` into `order`, heavier ones likelier first.
-pub(crate) fn weighted_order(weights: &[u32], mut next_random: impl FnMut() -> u64, order: &mut Vec<usize>) {
+pub(crate) fn weighted_order(
+    weights: &[u32],
+    mut next_random: impl FnMut() -> u64,
+    order: &mut Vec<usize>,
+) {
     order.clear();
     order.extend(0..weights.len());
     // Repeated weighted picks from the remaining members; groups are small.
     for position in 0..order.len() {
         let remaining = &order[position..];
-        let total: u64 = remaining.iter().map(|&i| u64::from(weights[i].max(1))).sum();
+        let total: u64 = remaining
+            .iter()
+            .map(|&i| u64::from(weights[i].max(1)))
+            .sum();
         let mut point = next_random() % total.max(1);
         let mut chosen = position;
         for (offset, &index) in remaining.iter().enumerate() {

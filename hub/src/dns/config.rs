@@ -275,7 +275,8 @@ impl DnsConfig {
         for (index, zone) in self.zones.iter().enumerate() {
             let checked = check_zone(zone, &format!("zones[{index}]"))?;
             for other in &zones {
-                if checked.origin.is_within(&other.origin) || other.origin.is_within(&checked.origin)
+                if checked.origin.is_within(&other.origin)
+                    || other.origin.is_within(&checked.origin)
                 {
                     return Err(config_error(
                         format!("zones[{index}].origin"),
@@ -345,8 +346,8 @@ fn config_error(field: impl Into<String>, why: impl Into<String>) -> DnsError {
 }
 
 fn check_zone(zone: &ZoneConfig, path: &str) -> Result<CheckedZone, DnsError> {
-    let origin =
-        Fqdn::new(&zone.origin).map_err(|e| config_error(format!("{path}.origin"), e.to_string()))?;
+    let origin = Fqdn::new(&zone.origin)
+        .map_err(|e| config_error(format!("{path}.origin"), e.to_string()))?;
     if zone.nameservers.is_empty() {
         return Err(config_error(
             format!("{path}.nameservers"),
@@ -376,15 +377,15 @@ fn check_zone(zone: &ZoneConfig, path: &str) -> Result<CheckedZone, DnsError> {
         nameservers.push((name, ns.addresses.clone()));
     }
     let mname = match &zone.soa.mname {
-        Some(mname) => {
-            Fqdn::new(mname).map_err(|e| config_error(format!("{path}.soa.mname"), e.to_string()))?
-        }
+        Some(mname) => Fqdn::new(mname)
+            .map_err(|e| config_error(format!("{path}.soa.mname"), e.to_string()))?,
         None => nameservers[0].0.clone(),
     };
     let rname = match &zone.soa.rname {
         Some(rname) => {
             let rname = rname.replacen('@', ".", 1);
-            Fqdn::new(&rname).map_err(|e| config_error(format!("{path}.soa.rname"), e.to_string()))?
+            Fqdn::new(&rname)
+                .map_err(|e| config_error(format!("{path}.soa.rname"), e.to_string()))?
         }
         None => Fqdn::new(format!("hostmaster.{origin}"))
             .map_err(|e| config_error(format!("{path}.origin"), e.to_string()))?,
@@ -395,7 +396,10 @@ fn check_zone(zone: &ZoneConfig, path: &str) -> Result<CheckedZone, DnsError> {
         ("expire", zone.soa.expire),
     ] {
         if value == 0 {
-            return Err(config_error(format!("{path}.soa.{field}"), "must be above 0"));
+            return Err(config_error(
+                format!("{path}.soa.{field}"),
+                "must be above 0",
+            ));
         }
     }
     if zone.ttl == 0 {
@@ -422,9 +426,9 @@ fn check_geo(geo: &GeoConfig) -> Result<CheckedGeo, DnsError> {
     let mut networks = Vec::with_capacity(geo.networks.len());
     for (cidr, region) in &geo.networks {
         let field = format!("geo.networks[{cidr:?}]");
-        let net: IpNet = cidr
-            .parse()
-            .map_err(|_| config_error(&field, format!("{cidr:?} is not a CIDR like 192.0.2.0/24")))?;
+        let net: IpNet = cidr.parse().map_err(|_| {
+            config_error(&field, format!("{cidr:?} is not a CIDR like 192.0.2.0/24"))
+        })?;
         if net.trunc() != net {
             return Err(config_error(
                 field,

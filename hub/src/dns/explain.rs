@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::SystemTime;
 
-use hickory_proto::op::{Message, MessageType, OpCode, Query};
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{LowerName, Name, RecordType};
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::Request;
@@ -152,9 +152,13 @@ pub(crate) fn explain_snapshot(
         qtype: rtype.to_string(),
         client,
         zone,
-        rcode: reply.rcode.to_string(),
+        rcode: rcode_name(reply.rcode),
         answers: reply.answers.iter().map(|r| r.get().to_string()).collect(),
-        authority: reply.authorities.iter().map(|r| r.get().to_string()).collect(),
+        authority: reply
+            .authorities
+            .iter()
+            .map(|r| r.get().to_string())
+            .collect(),
         client_region: located
             .region
             .and_then(|id| geo.regions().get(usize::from(id)))
@@ -165,6 +169,20 @@ pub(crate) fn explain_snapshot(
         serial: snapshot.serial,
         problems: snapshot.problems.clone(),
     })
+}
+
+/// The mnemonic of a response code, as dig prints it.
+fn rcode_name(rcode: ResponseCode) -> String {
+    match u16::from(rcode) {
+        0 => "NOERROR".into(),
+        1 => "FORMERR".into(),
+        2 => "SERVFAIL".into(),
+        3 => "NXDOMAIN".into(),
+        4 => "NOTIMP".into(),
+        5 => "REFUSED".into(),
+        16 => "BADVERS".into(),
+        other => format!("RCODE{other}"),
+    }
 }
 
 fn source_name(source: GeoSource) -> &'static str {

@@ -106,15 +106,16 @@ struct TrieNode {
 impl GeoMap {
     /// Compiles the validated config, opening the database if one is configured.
     pub(crate) fn new(geo: &CheckedGeo) -> Result<Self, DnsError> {
-        let mmdb = match &geo.mmdb {
-            Some(path) => Some(maxminddb::Reader::open_readfile(path).map_err(|error| {
-                DnsError::Config {
-                    field: "geo.mmdb".into(),
-                    why: format!("cannot open {}: {error}", path.display()),
-                }
-            })?),
-            None => None,
-        };
+        let mmdb =
+            match &geo.mmdb {
+                Some(path) => Some(maxminddb::Reader::open_readfile(path).map_err(|error| {
+                    DnsError::Config {
+                        field: "geo.mmdb".into(),
+                        why: format!("cannot open {}: {error}", path.display()),
+                    }
+                })?),
+                None => None,
+            };
         Self::with_reader(geo, mmdb)
     }
 
@@ -141,14 +142,8 @@ impl GeoMap {
         for (net, region) in &geo.networks {
             let id = map.intern(region)?;
             match net {
-                ipnet::IpNet::V4(net) => {
-                    map.v4
-                        .insert(&net.addr().octets(), net.prefix_len(), id)
-                }
-                ipnet::IpNet::V6(net) => {
-                    map.v6
-                        .insert(&net.addr().octets(), net.prefix_len(), id)
-                }
+                ipnet::IpNet::V4(net) => map.v4.insert(&net.addr().octets(), net.prefix_len(), id),
+                ipnet::IpNet::V6(net) => map.v6.insert(&net.addr().octets(), net.prefix_len(), id),
             }
         }
         for (code, region) in &geo.countries {

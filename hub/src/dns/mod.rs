@@ -39,7 +39,7 @@ pub use config::{
 };
 pub use dnssec::generate_zone_key;
 pub use explain::{Explanation, HostnameExplanation, explain};
-pub use server::{DnsExplainer, DnsHandle, spawn};
+pub use server::{DnsExplainer, DnsHandle, PacketAnswerer, spawn};
 
 /// Everything the DNS server needs from the hub's committed state, published by the hub after
 /// every applied change.

@@ -287,9 +287,7 @@ impl<'s> Answerer<'s, '_> {
         self.push_set(set);
         if qtype == RecordType::NS {
             let zone = &self.snapshot.zones[node.zone];
-            self.reply
-                .additionals
-                .extend(zone.glue.iter().map(Rr::Ref));
+            self.reply.additionals.extend(zone.glue.iter().map(Rr::Ref));
         }
         Outcome::Answered
     }
@@ -489,7 +487,14 @@ pub(crate) fn encode_udp(
     if fits {
         return Ok(());
     }
-    encode_truncated(request, reply.rcode, reply.authoritative, reply.edns.clone(), max, out)
+    encode_truncated(
+        request,
+        reply.rcode,
+        reply.authoritative,
+        reply.edns.clone(),
+        max,
+        out,
+    )
 }
 
 /// Encodes the rate limiter's "slip" answer: TC set, no records, so a real client retries
@@ -504,7 +509,14 @@ pub(crate) fn encode_slip(
         edns.set_max_payload(limits.max_udp_payload);
         edns
     });
-    encode_truncated(request, ResponseCode::NoError, false, edns, udp_payload(request, limits), out)
+    encode_truncated(
+        request,
+        ResponseCode::NoError,
+        false,
+        edns,
+        udp_payload(request, limits),
+        out,
+    )
 }
 
 fn encode_truncated(
@@ -534,7 +546,9 @@ fn encode_truncated(
 /// The UDP payload limit for a response to `request`.
 pub(crate) fn udp_payload(request: &MessageRequest, limits: Limits) -> u16 {
     match &request.edns {
-        Some(edns) => edns.max_payload().clamp(512, limits.max_udp_payload.max(512)),
+        Some(edns) => edns
+            .max_payload()
+            .clamp(512, limits.max_udp_payload.max(512)),
         None => 512,
     }
 }
@@ -550,7 +564,7 @@ pub(crate) fn encode_formerr(packet: &[u8], out: &mut Vec<u8>) -> bool {
     // QR=1, opcode copied, RD copied; RCODE=FORMERR; all counts 0.
     let opcode_and_rd = packet[2] & 0b0111_1001;
     out.push(0b1000_0000 | opcode_and_rd);
-    out.push(u8::from(ResponseCode::FormErr.low()));
+    out.push(ResponseCode::FormErr.low());
     out.extend_from_slice(&[0; 8]);
     true
 }

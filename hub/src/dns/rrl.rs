@@ -72,7 +72,7 @@ impl RateLimiter {
         };
         if count <= self.per_second {
             Verdict::Send
-        } else if self.slip > 0 && (count - self.per_second) % self.slip == 0 {
+        } else if self.slip > 0 && (count - self.per_second).is_multiple_of(self.slip) {
             Verdict::Slip
         } else {
             Verdict::Drop

@@ -35,7 +35,7 @@ use socket2::{Domain, Socket, Type};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::config::DnsConfig;
+use super::config::{CheckedConfig, DnsConfig};
 use super::explain::{self, Explanation};
 use super::geo::GeoMap;
 use super::respond::{self, Limits};
@@ -174,9 +174,21 @@ impl Drop for DnsHandle {
 
 impl DnsExplainer {
     /// What `client` would get for `name`/`qtype` from the snapshot being served now.
-    pub fn explain(&self, name: &str, qtype: &str, client: IpAddr) -> Result<Explanation, DnsError> {
+    pub fn explain(
+        &self,
+        name: &str,
+        qtype: &str,
+        client: IpAddr,
+    ) -> Result<Explanation, DnsError> {
         let snapshot = self.shared.snapshot.load_full();
-        explain::explain_snapshot(&snapshot, &self.shared.geo, self.shared.limits, name, qtype, client)
+        explain::explain_snapshot(
+            &snapshot,
+            &self.shared.geo,
+            self.shared.limits,
+            name,
+            qtype,
+            client,
+        )
     }
 }
 
@@ -199,12 +211,7 @@ pub async fn spawn(
                 why: format!("loading the database failed: {e}"),
             })??,
     );
-    let build_config = BuildConfig {
-        zones: checked.zones.clone(),
-        coordinates: checked.geo.regions.clone(),
-        unstable_ttl: config.unstable_ttl,
-        stable_after_ms: config.stable_after_secs.saturating_mul(1000),
-    };
+    let build_config = build_config(&config, &checked);
     let mut builder = SnapshotBuilder::new(build_config, geo.clone());
     let initial_view = view.borrow_and_update().clone();
     let (builder, initial) = tokio::task::spawn_blocking(move || {
@@ -224,16 +231,7 @@ pub async fn spawn(
     metrics.builds.inc();
     metrics.serial.set(i64::from(initial.serial));
     metrics.problems.set(initial.problems.len() as i64);
-    let shared = Arc::new(Shared {
-        snapshot: ArcSwap::from_pointee(initial),
-        geo,
-        limits: Limits {
-            max_udp_payload: config.max_udp_payload,
-        },
-        rate_limiter: RateLimiter::new(&config.rate_limit, checked.rate_limit_exempt.clone()),
-        stopping: AtomicBool::new(false),
-        metrics,
-    });
+    let shared = Arc::new(Shared::new(&config, &checked, geo, initial, metrics));
 
     let n_sockets = match config.udp_sockets {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -276,11 +274,59 @@ pub async fn spawn(
     })
 }
 
+/// The request path without sockets: compiles a view under a config and answers raw
+/// datagrams exactly as the UDP threads do (rate limiting included). Used by the fuzz target
+/// and by tests that need byte-level control.
+pub struct PacketAnswerer {
+    shared: Shared,
+    out: Vec<u8>,
+    rng: SmallRng,
+}
+
+impl PacketAnswerer {
+    /// Compiles `view` under `config` (opening its geo database, if any).
+    pub fn new(config: &DnsConfig, view: &DnsView) -> Result<Self, DnsError> {
+        let checked = config.checked()?;
+        let geo = Arc::new(GeoMap::new(&checked.geo)?);
+        let mut builder = SnapshotBuilder::new(build_config(config, &checked), geo.clone());
+        let snapshot = builder.build(view, SystemTime::now());
+        let metrics = Metrics::new(&mut Registry::default());
+        Ok(Self {
+            shared: Shared::new(config, &checked, geo, snapshot, metrics),
+            out: Vec::with_capacity(4096),
+            rng: SmallRng::seed_from_u64(0x5eed),
+        })
+    }
+
+    /// The response to one UDP datagram from `src`, or `None` when the server sends nothing.
+    pub fn answer_udp(&mut self, packet: &[u8], src: SocketAddr) -> Option<&[u8]> {
+        self.shared
+            .handle_udp(packet, src, &mut self.out, &mut self.rng)
+            .then_some(self.out.as_slice())
+    }
+}
+
+fn build_config(config: &DnsConfig, checked: &CheckedConfig) -> BuildConfig {
+    BuildConfig {
+        zones: checked.zones.clone(),
+        coordinates: checked.geo.regions.clone(),
+        unstable_ttl: config.unstable_ttl,
+        stable_after_ms: config.stable_after_secs.saturating_mul(1000),
+    }
+}
+
 /// Binds `n` UDP sockets (SO_REUSEPORT) and one TCP listener on the same address and port.
 fn bind(
     listen: SocketAddr,
     n: usize,
-) -> Result<(Vec<std::net::UdpSocket>, tokio::net::TcpListener, SocketAddr), DnsError> {
+) -> Result<
+    (
+        Vec<std::net::UdpSocket>,
+        tokio::net::TcpListener,
+        SocketAddr,
+    ),
+    DnsError,
+> {
     let io_error = |addr: SocketAddr| move |source: io::Error| DnsError::Io { addr, source };
     let attempts = if listen.port() == 0 { PORT_ATTEMPTS } else { 1 };
     let mut last_error = None;
@@ -344,7 +390,9 @@ fn udp_loop(socket: std::net::UdpSocket, shared: &Shared) {
             Err(error)
                 if matches!(
                     error.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
                 ) =>
             {
                 continue;
@@ -369,8 +417,33 @@ fn udp_loop(socket: std::net::UdpSocket, shared: &Shared) {
 // === impl Shared ===
 
 impl Shared {
+    fn new(
+        config: &DnsConfig,
+        checked: &CheckedConfig,
+        geo: Arc<GeoMap>,
+        snapshot: ZoneSnapshot,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            geo,
+            limits: Limits {
+                max_udp_payload: config.max_udp_payload,
+            },
+            rate_limiter: RateLimiter::new(&config.rate_limit, checked.rate_limit_exempt.clone()),
+            stopping: AtomicBool::new(false),
+            metrics,
+        }
+    }
+
     /// Answers one datagram into `out`; false when nothing must be sent.
-    fn handle_udp(&self, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>, rng: &mut SmallRng) -> bool {
+    fn handle_udp(
+        &self,
+        packet: &[u8],
+        src: SocketAddr,
+        out: &mut Vec<u8>,
+        rng: &mut SmallRng,
+    ) -> bool {
         // Shorter than a header, or a response (QR set): never answer, so two servers cannot be
         // made to bounce packets between each other.
         if packet.len() < 12 || packet[2] & 0x80 != 0 {
@@ -519,7 +592,11 @@ async fn watch_views(
         shared.metrics.builds.inc();
         shared.metrics.serial.set(i64::from(snapshot.serial));
         shared.metrics.problems.set(snapshot.problems.len() as i64);
-        debug!(serial = snapshot.serial, names = snapshot.names.len(), "dns snapshot rebuilt");
+        debug!(
+            serial = snapshot.serial,
+            names = snapshot.names.len(),
+            "dns snapshot rebuilt"
+        );
         shared.snapshot.store(Arc::new(snapshot));
     }
 }
@@ -554,50 +631,49 @@ impl Metrics {
             "Times the zone snapshot was compiled",
             builds.clone(),
         );
-        registry.register("meridian_dns_serial", "SOA serial being served", serial.clone());
+        registry.register(
+            "meridian_dns_serial",
+            "SOA serial being served",
+            serial.clone(),
+        );
         registry.register(
             "meridian_dns_data_problems",
             "Records or hostnames the last snapshot could not serve (see the logs)",
             problems.clone(),
         );
-        let counters = |transport: &'static str| RcodeCounters {
-            noerror: responses
-                .get_or_create(&ResponseLabels { transport, rcode: "NOERROR" })
-                .clone(),
-            nxdomain: responses
-                .get_or_create(&ResponseLabels { transport, rcode: "NXDOMAIN" })
-                .clone(),
-            refused: responses
-                .get_or_create(&ResponseLabels { transport, rcode: "REFUSED" })
-                .clone(),
-            formerr: responses
-                .get_or_create(&ResponseLabels { transport, rcode: "FORMERR" })
-                .clone(),
-            notimp: responses
-                .get_or_create(&ResponseLabels { transport, rcode: "NOTIMP" })
-                .clone(),
-            badvers: responses
-                .get_or_create(&ResponseLabels { transport, rcode: "BADVERS" })
-                .clone(),
-            other: responses
-                .get_or_create(&ResponseLabels { transport, rcode: "OTHER" })
-                .clone(),
+        let counters = |transport: &'static str| {
+            let rcode =
+                |rcode: &'static str| counter(&responses, ResponseLabels { transport, rcode });
+            RcodeCounters {
+                noerror: rcode("NOERROR"),
+                nxdomain: rcode("NXDOMAIN"),
+                refused: rcode("REFUSED"),
+                formerr: rcode("FORMERR"),
+                notimp: rcode("NOTIMP"),
+                badvers: rcode("BADVERS"),
+                other: rcode("OTHER"),
+            }
         };
         Self {
             udp: counters("udp"),
             tcp: counters("tcp"),
             malformed,
-            rate_dropped: rate_limited
-                .get_or_create(&ActionLabels { action: "dropped" })
-                .clone(),
-            rate_slipped: rate_limited
-                .get_or_create(&ActionLabels { action: "slipped" })
-                .clone(),
+            rate_dropped: counter(&rate_limited, ActionLabels { action: "dropped" }),
+            rate_slipped: counter(&rate_limited, ActionLabels { action: "slipped" }),
             builds,
             serial,
             problems,
         }
     }
+}
+
+/// One counter of a family. A separate function so the family's read guard is dropped before
+/// the next label set is created (holding it across `get_or_create` deadlocks).
+fn counter<L>(family: &Family<L, Counter>, labels: L) -> Counter
+where
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+{
+    family.get_or_create(&labels).clone()
 }
 
 impl RcodeCounters {

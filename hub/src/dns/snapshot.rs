@@ -178,7 +178,9 @@ impl SnapshotBuilder {
             let origin = to_name(&zone.origin);
             let signer = if zone.dnssec {
                 match view.zone_keys.get(&zone.origin) {
-                    Some(pkcs8) => self.signer(&zone.origin, &origin, pkcs8, zone.ttl, &mut problems),
+                    Some(pkcs8) => {
+                        self.signer(&zone.origin, &origin, pkcs8, zone.ttl, &mut problems)
+                    }
                     None => {
                         problems.push(format!(
                             "zone {}: DNSSEC is on but the hub has no key for it yet; serving unsigned",
@@ -331,8 +333,7 @@ impl SnapshotBuilder {
                 problems: &mut problems,
             };
             let set = sign.rrset(rrset_records);
-            insert_node(&mut names, zone_index, &owner)
-                .add(*rtype, set);
+            insert_node(&mut names, zone_index, &owner).add(*rtype, set);
         }
 
         // Hostname policies.
@@ -345,7 +346,9 @@ impl SnapshotBuilder {
         };
         for (fqdn, policy) in &view.hostnames {
             let Some(zone_index) = zone_of(&self.config.zones, fqdn) else {
-                problems.push(format!("hostname {fqdn}: outside every served zone; not served"));
+                problems.push(format!(
+                    "hostname {fqdn}: outside every served zone; not served"
+                ));
                 continue;
             };
             let signer = zones[zone_index].signer.clone();
@@ -452,7 +455,12 @@ impl SignContext<'_> {
         let mut rdata: Vec<String> = records.iter().map(|r| r.data.to_string()).collect();
         rdata.sort();
         if let Some(first) = records.first() {
-            key.push_str(&format!(" {} {} {}", first.name, first.ttl, first.record_type()));
+            key.push_str(&format!(
+                " {} {} {}",
+                first.name,
+                first.ttl,
+                first.record_type()
+            ));
         }
         for data in &rdata {
             key.push(' ');
@@ -553,10 +561,7 @@ fn compile_family(
         if addrs.is_empty() {
             return None;
         }
-        let key = (
-            format!("{}/{}", member.cluster, plan.ttl),
-            rtype,
-        );
+        let key = (format!("{}/{}", member.cluster, plan.ttl), rtype);
         Some(
             member_sets
                 .entry(key)
@@ -797,7 +802,9 @@ pub(crate) fn signed_denial(
 ) -> Option<Vec<Record>> {
     let signer = zone.signer.as_ref()?;
     let nsec = dnssec::compact_nsec(owner, types, zone.negative_ttl)?;
-    let rrsig = signer.sign(std::slice::from_ref(&nsec), zone.validity).ok()?;
+    let rrsig = signer
+        .sign(std::slice::from_ref(&nsec), zone.validity)
+        .ok()?;
     Some(vec![nsec, rrsig])
 }
 
