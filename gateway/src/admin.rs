@@ -24,7 +24,12 @@ struct AdminState {
 }
 
 /// Serves the admin API until the task is aborted.
-pub(crate) async fn serve(listener: TcpListener, registry: Arc<Registry>, status: watch::Receiver<Status>, instance: String) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    status: watch::Receiver<Status>,
+    instance: String,
+) {
     let state = AdminState {
         registry,
         status,
@@ -44,11 +49,23 @@ pub(crate) async fn serve(listener: TcpListener, registry: Arc<Registry>, status
 async fn ready(State(state): State<AdminState>) -> Response {
     let status = state.status.borrow().clone();
     if status.ready && status.version > 0 {
-        (StatusCode::OK, format!("ready: config version {}\n", status.version)).into_response()
+        (
+            StatusCode::OK,
+            format!("ready: config version {}\n", status.version),
+        )
+            .into_response()
     } else if status.version == 0 {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: no config applied yet\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no config applied yet\n",
+        )
+            .into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: listeners are not all bound\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: listeners are not all bound\n",
+        )
+            .into_response()
     }
 }
 
@@ -56,11 +73,18 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     let mut text = String::new();
     match prometheus_client::encoding::text::encode(&mut text, &state.registry) {
         Ok(()) => (
-            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
             text,
         )
             .into_response(),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed\n").into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "encoding metrics failed\n",
+        )
+            .into_response(),
     }
 }
 

@@ -22,7 +22,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Subscribes to the agent at `agent_endpoint` (`http://host:port`) for the Gateway
 /// `gateway`, applies every snapshot to `handle` and answers ACK/NACK; reconnects with
 /// backoff. Runs until the future is dropped (cancelled).
-pub async fn run_agent_subscription(handle: GatewayHandle, agent_endpoint: String, gateway: ObjectKey, instance: String) {
+pub async fn run_agent_subscription(
+    handle: GatewayHandle,
+    agent_endpoint: String,
+    gateway: ObjectKey,
+    instance: String,
+) {
     let mut backoff = MIN_BACKOFF;
     loop {
         match subscribe_once(&handle, &agent_endpoint, &gateway, &instance).await {
@@ -32,17 +37,25 @@ pub async fn run_agent_subscription(handle: GatewayHandle, agent_endpoint: Strin
                     backoff = MIN_BACKOFF;
                 }
             }
-            Err(error) => warn!(agent = %agent_endpoint, %error, "agent subscription failed; retrying"),
+            Err(error) => {
+                warn!(agent = %agent_endpoint, %error, "agent subscription failed; retrying")
+            }
         }
         // Jitter spreads reconnects of many gateways after an agent restart.
-        let jitter = Duration::from_millis(rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1));
+        let jitter =
+            Duration::from_millis(rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1));
         tokio::time::sleep(backoff + jitter).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
 /// One subscription; returns how many configs it received before the stream ended.
-async fn subscribe_once(handle: &GatewayHandle, endpoint: &str, gateway: &ObjectKey, instance: &str) -> Result<u64, String> {
+async fn subscribe_once(
+    handle: &GatewayHandle,
+    endpoint: &str,
+    gateway: &ObjectKey,
+    instance: &str,
+) -> Result<u64, String> {
     let mut client = ConfigDiscoveryClient::connect(endpoint.to_string())
         .await
         .map_err(|e| format!("connecting: {e}"))?;
@@ -55,7 +68,9 @@ async fn subscribe_once(handle: &GatewayHandle, endpoint: &str, gateway: &Object
             have_version: handle.config_version(),
         })),
     };
-    tx.send(subscribe).await.map_err(|_| "stream closed".to_string())?;
+    tx.send(subscribe)
+        .await
+        .map_err(|_| "stream closed".to_string())?;
     let mut stream = client
         .subscribe(ReceiverStream::new(rx))
         .await
@@ -63,7 +78,11 @@ async fn subscribe_once(handle: &GatewayHandle, endpoint: &str, gateway: &Object
         .into_inner();
     info!(agent = %endpoint, %gateway, "subscribed to agent");
     let mut n_configs = 0;
-    while let Some(wire) = stream.message().await.map_err(|status| format!("receiving: {status}"))? {
+    while let Some(wire) = stream
+        .message()
+        .await
+        .map_err(|status| format!("receiving: {status}"))?
+    {
         n_configs += 1;
         let version = wire.version;
         let error = match GatewayConfig::try_from(wire) {
@@ -79,7 +98,9 @@ async fn subscribe_once(handle: &GatewayHandle, endpoint: &str, gateway: &Object
         let ack = pb::GatewayMessage {
             kind: Some(Kind::Ack(pb::GatewayAck { version, error })),
         };
-        tx.send(ack).await.map_err(|_| "stream closed".to_string())?;
+        tx.send(ack)
+            .await
+            .map_err(|_| "stream closed".to_string())?;
     }
     Ok(n_configs)
 }

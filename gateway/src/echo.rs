@@ -98,14 +98,18 @@ async fn accept_loop(listener: TcpListener, state: Arc<EchoState>) {
         let builder = Arc::clone(&builder);
         tokio::spawn(async move {
             // A duplicate of the socket lets a request ask for a TCP reset of its connection.
-            let Ok((stream, resetter)) = split_resetter(stream) else { return };
+            let Ok((stream, resetter)) = split_resetter(stream) else {
+                return;
+            };
             let resetter = Arc::new(Mutex::new(Some(resetter)));
             let service = service_fn(move |request| {
                 let state = Arc::clone(&state);
                 let resetter = Arc::clone(&resetter);
                 async move { handle(state, resetter, remote, request).await }
             });
-            let _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await;
+            let _ = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .await;
         });
     }
 }
@@ -131,12 +135,32 @@ impl std::error::Error for Reset {}
 
 type Resetter = Arc<Mutex<Option<std::net::TcpStream>>>;
 
-async fn handle(state: Arc<EchoState>, resetter: Resetter, remote: SocketAddr, mut request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Reset> {
-    let uri = request.uri().path_and_query().map_or("/", |pq| pq.as_str()).to_string();
+async fn handle(
+    state: Arc<EchoState>,
+    resetter: Resetter,
+    remote: SocketAddr,
+    mut request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Reset> {
+    let uri = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_string();
     info!(target: "echo", backend = %state.options.name, "Echoing back request made to {uri} to client ({remote})");
     let params = crate::route::matcher::parse_query(request.uri().query().unwrap_or(""));
-    let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
 
     if request.uri().path() == "/health" {
         return Ok(text(StatusCode::OK, "ok\n"));
@@ -144,7 +168,10 @@ async fn handle(state: Arc<EchoState>, resetter: Resetter, remote: SocketAddr, m
     if is_websocket(&request) {
         return Ok(websocket_upgrade(&mut request));
     }
-    if let Some(delay) = param("delay").or_else(|| header("x-echo-delay")).and_then(|d| parse_duration(&d)) {
+    if let Some(delay) = param("delay")
+        .or_else(|| header("x-echo-delay"))
+        .and_then(|d| parse_duration(&d))
+    {
         tokio::time::sleep(delay).await;
     }
     if let Some(succeed_after) = param("succeedAfter").and_then(|n| n.parse::<u32>().ok()) {
@@ -159,7 +186,10 @@ async fn handle(state: Arc<EchoState>, resetter: Resetter, remote: SocketAddr, m
             if let Some(delay) = param("delayRetry").and_then(|d| parse_duration(&d)) {
                 tokio::time::sleep(delay).await;
             }
-            match param("responseCode").and_then(|c| c.parse::<u16>().ok()).and_then(|c| StatusCode::from_u16(c).ok()) {
+            match param("responseCode")
+                .and_then(|c| c.parse::<u16>().ok())
+                .and_then(|c| StatusCode::from_u16(c).ok())
+            {
                 Some(status) => return Ok(text(status, "failing as asked\n")),
                 None => {
                     reset(&resetter);
@@ -211,15 +241,19 @@ async fn handle(state: Arc<EchoState>, resetter: Resetter, remote: SocketAddr, m
     let _ = request.into_body().collect().await;
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if let Some(set) = set_headers {
         for pair in set.split(',') {
-            if let Some((name, value)) = pair.split_once(':') {
-                if let (Ok(name), Ok(value)) = (http::HeaderName::try_from(name.trim()), HeaderValue::try_from(value.trim())) {
-                    response.headers_mut().append(name, value);
-                }
+            if let Some((name, value)) = pair.split_once(':')
+                && let (Ok(name), Ok(value)) = (
+                    http::HeaderName::try_from(name.trim()),
+                    HeaderValue::try_from(value.trim()),
+                )
+            {
+                response.headers_mut().append(name, value);
             }
         }
     }
@@ -228,11 +262,11 @@ async fn handle(state: Arc<EchoState>, resetter: Resetter, remote: SocketAddr, m
 
 fn reset(resetter: &Resetter) {
     let dup = resetter.lock().unwrap_or_else(|p| p.into_inner()).take();
-    if let Some(dup) = dup {
-        if let Ok(stream) = TcpStream::from_std(dup) {
-            // Zero linger turns the close into a RST once hyper drops its side too.
-            let _ = stream.set_zero_linger();
-        }
+    if let Some(dup) = dup
+        && let Ok(stream) = TcpStream::from_std(dup)
+    {
+        // Zero linger turns the close into a RST once hyper drops its side too.
+        let _ = stream.set_zero_linger();
     }
 }
 
@@ -292,12 +326,19 @@ fn is_websocket(request: &Request<Incoming>) -> bool {
 }
 
 fn websocket_upgrade(request: &mut Request<Incoming>) -> Response<Full<Bytes>> {
-    let Some(key) = request.headers().get("sec-websocket-key").and_then(|k| k.to_str().ok()).map(str::to_string) else {
+    let Some(key) = request
+        .headers()
+        .get("sec-websocket-key")
+        .and_then(|k| k.to_str().ok())
+        .map(str::to_string)
+    else {
         return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
     };
     let on_upgrade = hyper::upgrade::on(request);
     tokio::spawn(async move {
-        let Ok(upgraded) = on_upgrade.await else { return };
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
         let mut io = TokioIo::new(upgraded);
         loop {
             match read_message(&mut io).await {
@@ -306,7 +347,10 @@ fn websocket_upgrade(request: &mut Request<Incoming>) -> Response<Full<Bytes>> {
                     return;
                 }
                 Ok(Some(Message::Ping(payload))) => {
-                    if write_message(&mut io, &Message::Pong(payload), None).await.is_err() {
+                    if write_message(&mut io, &Message::Pong(payload), None)
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }

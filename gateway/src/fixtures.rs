@@ -13,9 +13,9 @@ use meridian_proto::model::route::{
 };
 
 use crate::backend::pool::PoolSettings;
+use crate::error::ConfigError;
 use crate::metrics::GatewayMetrics;
 use crate::route::compile::{CompileContext, CompiledConfig, PoolMap, compile};
-use crate::error::ConfigError;
 
 /// An HTTP listener.
 pub(crate) fn http_listener(name: &str, port: u16, hostname: Option<&str>) -> Listener {
@@ -147,7 +147,11 @@ pub(crate) fn rule(matches: Vec<M>, backends: Vec<HttpBackendRef>) -> HttpRouteR
 }
 
 /// A rule with filters.
-pub(crate) fn rule_with(matches: Vec<M>, filters: Vec<HttpFilter>, backends: Vec<HttpBackendRef>) -> HttpRouteRule {
+pub(crate) fn rule_with(
+    matches: Vec<M>,
+    filters: Vec<HttpFilter>,
+    backends: Vec<HttpBackendRef>,
+) -> HttpRouteRule {
     HttpRouteRule {
         filters,
         ..rule(matches, backends)
@@ -155,7 +159,12 @@ pub(crate) fn rule_with(matches: Vec<M>, filters: Vec<HttpFilter>, backends: Vec
 }
 
 /// An HTTPRoute.
-pub(crate) fn route(name: &str, created_unix_ms: i64, hostnames: &[&str], rules: Vec<HttpRouteRule>) -> HttpRoute {
+pub(crate) fn route(
+    name: &str,
+    created_unix_ms: i64,
+    hostnames: &[&str],
+    rules: Vec<HttpRouteRule>,
+) -> HttpRoute {
     HttpRoute {
         key: key(name),
         created_unix_ms,

@@ -41,7 +41,7 @@ mod tls;
 pub use agent::run_agent_subscription;
 pub use error::{ConfigError, GatewayError};
 pub use options::GatewayOptions;
-pub use runtime::{GatewayHandle, spawn};
 /// The metrics registry type [`spawn`] takes (re-exported so callers need no direct
 /// prometheus-client dependency).
 pub use prometheus_client::registry::Registry;
+pub use runtime::{GatewayHandle, check_config, spawn};

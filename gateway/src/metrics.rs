@@ -261,19 +261,16 @@ impl AtomicHistogram {
     /// Adds one observation.
     pub(crate) fn observe(&self, elapsed: Duration) {
         let seconds = elapsed.as_secs_f64();
-        let slot = BUCKETS.iter().position(|&le| seconds <= le).unwrap_or(BUCKETS.len());
+        let slot = BUCKETS
+            .iter()
+            .position(|&le| seconds <= le)
+            .unwrap_or(BUCKETS.len());
         if let Some(bucket) = self.inner.buckets.get(slot) {
             bucket.fetch_add(1, Ordering::Relaxed);
         }
         self.inner.count.fetch_add(1, Ordering::Relaxed);
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         self.inner.sum_micros.fetch_add(micros, Ordering::Relaxed);
-    }
-
-    /// Number of observations.
-    #[cfg(test)]
-    pub(crate) fn count(&self) -> u64 {
-        self.inner.count.load(Ordering::Relaxed)
     }
 }
 
@@ -288,7 +285,11 @@ impl EncodeMetric for AtomicHistogram {
             .zip(self.inner.buckets.iter())
             .map(|(&le, count)| (le, count.load(Ordering::Relaxed)))
             .collect();
-        let inf = self.inner.buckets.last().map_or(0, |c| c.load(Ordering::Relaxed));
+        let inf = self
+            .inner
+            .buckets
+            .last()
+            .map_or(0, |c| c.load(Ordering::Relaxed));
         buckets.push((f64::INFINITY, inf));
         let count = buckets.iter().map(|(_, c)| c).sum();
         let sum = self.inner.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;

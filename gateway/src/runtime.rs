@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use meridian_proto::model::gateway::GatewayConfig;
 use prometheus_client::registry::Registry;
+
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
@@ -57,7 +58,10 @@ enum Msg {
 
 /// Starts a gateway with no config: the admin server answers at once (`/ready` is 503 until
 /// the first [`GatewayHandle::apply`]), and no traffic port is bound yet.
-pub async fn spawn(options: GatewayOptions, mut registry: Registry) -> Result<GatewayHandle, GatewayError> {
+pub async fn spawn(
+    options: GatewayOptions,
+    mut registry: Registry,
+) -> Result<GatewayHandle, GatewayError> {
     let metrics = GatewayMetrics::new(&mut registry);
     let admin_listener = tokio::net::TcpListener::bind(options.admin_addr)
         .await
@@ -65,10 +69,12 @@ pub async fn spawn(options: GatewayOptions, mut registry: Registry) -> Result<Ga
             addr: options.admin_addr,
             source,
         })?;
-    let admin_addr = admin_listener.local_addr().map_err(|source| GatewayError::BindAdmin {
-        addr: options.admin_addr,
-        source,
-    })?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|source| GatewayError::BindAdmin {
+            addr: options.admin_addr,
+            source,
+        })?;
     let (status_tx, status_rx) = watch::channel(Status::default());
     let (tx, rx) = mpsc::channel(16);
     let admin_task = tokio::spawn(admin::serve(
@@ -95,6 +101,26 @@ pub async fn spawn(options: GatewayOptions, mut registry: Registry) -> Result<Ga
         admin_addr,
         status: status_rx,
     })
+}
+
+/// Validates and compiles `config` exactly as [`GatewayHandle::apply`] would, without binding
+/// or serving anything (a dry run; also what the route-compile benchmark measures). Returns
+/// the number of route matches compiled.
+pub fn check_config(config: &GatewayConfig) -> Result<usize, ConfigError> {
+    let mut registry = Registry::default();
+    let metrics = GatewayMetrics::new(&mut registry);
+    let pools = PoolMap::new();
+    let ctx = CompileContext {
+        metrics: &metrics,
+        pools: &pools,
+        pool_settings: PoolSettings {
+            max_idle: 0,
+            connect_timeout: std::time::Duration::from_secs(1),
+        },
+        default_backoff: std::time::Duration::ZERO,
+    };
+    let compiled = compile(config, &ctx)?;
+    Ok(compiled.summary.listeners.iter().map(|l| l.entries).sum())
 }
 
 // === impl GatewayHandle ===
@@ -162,12 +188,19 @@ impl Runtime {
                     let result = self.apply(&config).await;
                     match &result {
                         Ok(()) => {
-                            self.metrics.config_applies.get_or_create(&ResultLabels { result: "ok" }).inc();
+                            self.metrics
+                                .config_applies
+                                .get_or_create(&ResultLabels { result: "ok" })
+                                .inc();
                             info!(version, "config applied");
                         }
                         Err(error) => {
-                            self.metrics.config_applies.get_or_create(&ResultLabels { result: "rejected" }).inc();
-                            self.status.send_modify(|s| s.last_error = Some(error.to_string()));
+                            self.metrics
+                                .config_applies
+                                .get_or_create(&ResultLabels { result: "rejected" })
+                                .inc();
+                            self.status
+                                .send_modify(|s| s.last_error = Some(error.to_string()));
                             warn!(version, %error, "config rejected; keeping the last good config");
                         }
                     }
@@ -233,7 +266,9 @@ impl Runtime {
             .collect();
         let mut rebind_error = None;
         for port in stale {
-            let Some(mut bound) = self.ports.remove(&port) else { continue };
+            let Some(mut bound) = self.ports.remove(&port) else {
+                continue;
+            };
             bound.close().await;
             tokio::spawn(bound.drain(timeout));
             if let Some(plan) = compiled.ports.get(&port) {
@@ -263,8 +298,14 @@ impl Runtime {
             }
         }
         self.pools = compiled.pools;
-        self.metrics.config_version.set(i64::try_from(compiled.version).unwrap_or(i64::MAX));
-        let bound: Vec<SocketAddr> = self.ports.values().flat_map(|p| p.addrs.iter().copied()).collect();
+        self.metrics
+            .config_version
+            .set(i64::try_from(compiled.version).unwrap_or(i64::MAX));
+        let bound: Vec<SocketAddr> = self
+            .ports
+            .values()
+            .flat_map(|p| p.addrs.iter().copied())
+            .collect();
         let ready = rebind_error.is_none();
         self.status.send_modify(|s| {
             s.version = compiled.version;

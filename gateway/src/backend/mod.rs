@@ -100,7 +100,10 @@ impl WeightedBackends {
                 total
             })
             .collect();
-        Self { choices, cumulative }
+        Self {
+            choices,
+            cumulative,
+        }
     }
 
     /// Sum of the weights.

@@ -110,7 +110,10 @@ impl EndpointPool {
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
         });
-        sender.send_request(request).await.map_err(|source| self.http_error(source))
+        sender
+            .send_request(request)
+            .await
+            .map_err(|source| self.http_error(source))
     }
 
     async fn send_h1(
@@ -135,7 +138,10 @@ impl EndpointPool {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let response = sender.send_request(request).await.map_err(|source| self.http_error(source))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|source| self.http_error(source))?;
         Ok(self.wrap_h1(response, sender))
     }
 
@@ -212,8 +218,14 @@ impl EndpointPool {
                 sender
             }
         };
-        sender.ready().await.map_err(|source| self.http_error(source))?;
-        let response = sender.send_request(request).await.map_err(|source| self.http_error(source))?;
+        sender
+            .ready()
+            .await
+            .map_err(|source| self.http_error(source))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|source| self.http_error(source))?;
         Ok(response.map(|body| ProxyBody::upstream(body, None)))
     }
 
@@ -233,12 +245,6 @@ impl EndpointPool {
             addr: self.addr,
             source,
         }
-    }
-
-    /// Idle HTTP/1.1 connections currently pooled.
-    #[cfg(test)]
-    pub(crate) fn n_idle(&self) -> usize {
-        self.idle.lock().map(|idle| idle.len()).unwrap_or(0)
     }
 }
 

@@ -38,7 +38,11 @@ pub fn base64(bytes: &[u8]) -> String {
     const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -52,7 +56,11 @@ pub fn base64(bytes: &[u8]) -> String {
 }
 
 /// Writes one message as a single frame; clients must mask (`mask = Some(key)`).
-pub async fn write_message<W: AsyncWrite + Unpin>(w: &mut W, message: &Message, mask: Option<[u8; 4]>) -> std::io::Result<()> {
+pub async fn write_message<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    message: &Message,
+    mask: Option<[u8; 4]>,
+) -> std::io::Result<()> {
     let (opcode, payload): (u8, &[u8]) = match message {
         Message::Text(t) => (1, t.as_bytes()),
         Message::Binary(b) => (2, b),
@@ -104,7 +112,10 @@ pub async fn read_message<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Op
             127 => r.read_u64().await?,
             n => u64::from(n),
         };
-        let len = usize::try_from(len).ok().filter(|&n| n <= MAX_MESSAGE).ok_or_else(|| invalid("frame too large"))?;
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|&n| n <= MAX_MESSAGE)
+            .ok_or_else(|| invalid("frame too large"))?;
         let mut key = [0u8; 4];
         if masked {
             r.read_exact(&mut key).await?;
@@ -120,7 +131,7 @@ pub async fn read_message<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Op
             8 => return Ok(Some(Message::Close)),
             9 => return Ok(Some(Message::Ping(payload))),
             10 => return Ok(Some(Message::Pong(payload))),
-            0 | 1 | 2 => {
+            0..=2 => {
                 if opcode != 0 {
                     message_opcode = opcode;
                 }
@@ -130,7 +141,10 @@ pub async fn read_message<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Op
                 message.extend_from_slice(&payload);
                 if fin {
                     return Ok(Some(if message_opcode == 1 {
-                        Message::Text(String::from_utf8(message).map_err(|_| invalid("text frame is not UTF-8"))?)
+                        Message::Text(
+                            String::from_utf8(message)
+                                .map_err(|_| invalid("text frame is not UTF-8"))?,
+                        )
                     } else {
                         Message::Binary(message)
                     }));
@@ -151,7 +165,10 @@ mod tests {
 
     #[test]
     fn accept_key_matches_rfc_6455_example() {
-        assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
         assert_eq!(base64(b"f"), "Zg==");
         assert_eq!(base64(b"fo"), "Zm8=");
         assert_eq!(base64(b"foo"), "Zm9v");
@@ -160,7 +177,12 @@ mod tests {
     #[tokio::test]
     async fn frames_round_trip_masked_and_unmasked() {
         for mask in [None, Some([1, 2, 3, 4])] {
-            for message in [Message::Text("héllo".into()), Message::Binary(vec![0, 1, 2, 255]), Message::Binary(vec![7; 70_000]), Message::Close] {
+            for message in [
+                Message::Text("héllo".into()),
+                Message::Binary(vec![0, 1, 2, 255]),
+                Message::Binary(vec![7; 70_000]),
+                Message::Close,
+            ] {
                 let mut wire = Vec::new();
                 write_message(&mut wire, &message, mask).await.unwrap();
                 let mut reader: &[u8] = &wire;

@@ -41,10 +41,17 @@ impl CorsPolicy {
                 any_origin = true;
                 continue;
             }
-            origins.push(OriginPattern::parse(origin).ok_or_else(|| format!("invalid CORS origin {origin:?}"))?);
+            origins.push(
+                OriginPattern::parse(origin)
+                    .ok_or_else(|| format!("invalid CORS origin {origin:?}"))?,
+            );
         }
         let join = |values: &[String], what: &str| -> Result<Option<HeaderValue>, String> {
-            let listed: Vec<&str> = values.iter().map(String::as_str).filter(|v| *v != "*").collect();
+            let listed: Vec<&str> = values
+                .iter()
+                .map(String::as_str)
+                .filter(|v| *v != "*")
+                .collect();
             if listed.is_empty() {
                 return Ok(None);
             }
@@ -90,7 +97,11 @@ impl CorsPolicy {
         self.origin_headers(origin, &mut out);
         if let Some(requested) = request.get(header::ACCESS_CONTROL_REQUEST_METHOD) {
             let methods = if self.any_method {
-                if self.allow_credentials { Some(requested.clone()) } else { Some(HeaderValue::from_static("*")) }
+                if self.allow_credentials {
+                    Some(requested.clone())
+                } else {
+                    Some(HeaderValue::from_static("*"))
+                }
             } else {
                 self.allow_methods.clone()
             };
@@ -124,14 +135,20 @@ impl CorsPolicy {
     }
 
     fn origin_headers(&self, origin: &HeaderValue, out: &mut HeaderMap) {
-        let allow_origin = if self.any_origin && !self.allow_credentials && !self.origins.iter().any(|p| p.matches_value(origin)) {
+        let allow_origin = if self.any_origin
+            && !self.allow_credentials
+            && !self.origins.iter().any(|p| p.matches_value(origin))
+        {
             HeaderValue::from_static("*")
         } else {
             origin.clone()
         };
         out.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin);
         if self.allow_credentials {
-            out.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+            out.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
         }
         if let Some(expose) = &self.expose_headers {
             out.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, expose.clone());
@@ -144,7 +161,9 @@ impl OriginPattern {
     fn parse(origin: &str) -> Option<Self> {
         let (scheme, rest) = origin.split_once("://")?;
         let (host, port) = match rest.rsplit_once(':') {
-            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !port.is_empty() => (host, Some(port.to_string())),
+            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !port.is_empty() => {
+                (host, Some(port.to_string()))
+            }
             _ => (rest, None),
         };
         if host.is_empty() || scheme.is_empty() {
@@ -196,19 +215,32 @@ mod tests {
     fn request(origin: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
         headers.insert(header::ORIGIN, HeaderValue::from_str(origin).unwrap());
-        headers.insert(header::ACCESS_CONTROL_REQUEST_METHOD, HeaderValue::from_static("GET"));
-        headers.insert(header::ACCESS_CONTROL_REQUEST_HEADERS, HeaderValue::from_static("x-header-1"));
+        headers.insert(
+            header::ACCESS_CONTROL_REQUEST_METHOD,
+            HeaderValue::from_static("GET"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_REQUEST_HEADERS,
+            HeaderValue::from_static("x-header-1"),
+        );
         headers
     }
 
     #[test]
     fn preflight_from_allowed_origins() {
         let p = policy(true);
-        for origin in ["https://www.foo.com", "https://www.bar.com", "https://a.b.bar.com"] {
+        for origin in [
+            "https://www.foo.com",
+            "https://www.bar.com",
+            "https://a.b.bar.com",
+        ] {
             let out = p.preflight_headers(&request(origin));
             assert_eq!(out[header::ACCESS_CONTROL_ALLOW_ORIGIN], origin);
             assert_eq!(out[header::ACCESS_CONTROL_ALLOW_METHODS], "GET, OPTIONS");
-            assert_eq!(out[header::ACCESS_CONTROL_ALLOW_HEADERS], "x-header-1, x-header-2");
+            assert_eq!(
+                out[header::ACCESS_CONTROL_ALLOW_HEADERS],
+                "x-header-1, x-header-2"
+            );
             assert_eq!(out[header::ACCESS_CONTROL_EXPOSE_HEADERS], "x-header-3");
             assert_eq!(out[header::ACCESS_CONTROL_MAX_AGE], "3600");
             assert_eq!(out[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
@@ -218,7 +250,12 @@ mod tests {
     #[test]
     fn disallowed_origins_get_no_cors_headers() {
         let p = policy(false);
-        for origin in ["https://foobar.com", "http://www.foo.com", "https://bar.com", "https://www.foo.com:8443"] {
+        for origin in [
+            "https://foobar.com",
+            "http://www.foo.com",
+            "https://bar.com",
+            "https://www.foo.com:8443",
+        ] {
             assert!(p.preflight_headers(&request(origin)).is_empty(), "{origin}");
         }
         let out = p.preflight_headers(&request("https://www.foo.com"));

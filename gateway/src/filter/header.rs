@@ -75,7 +75,10 @@ mod tests {
     use meridian_proto::model::route::HeaderModifier as Model;
 
     fn s(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]

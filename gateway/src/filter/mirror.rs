@@ -26,12 +26,19 @@ impl Mirror {
         match self.fraction {
             None => true,
             Some((_, 0)) => false,
-            Some((numerator, denominator)) => random % u64::from(denominator) < u64::from(numerator),
+            Some((numerator, denominator)) => {
+                random % u64::from(denominator) < u64::from(numerator)
+            }
         }
     }
 
     /// Sends `request` (a copy of the real one) to `endpoint` in the background.
-    pub(crate) fn send_copy(&self, endpoint: Arc<EndpointPool>, request: Request<ReqBody>, backend: Arc<str>) {
+    pub(crate) fn send_copy(
+        &self,
+        endpoint: Arc<EndpointPool>,
+        request: Request<ReqBody>,
+        backend: Arc<str>,
+    ) {
         tokio::spawn(async move {
             match endpoint.send(request).await {
                 Ok(response) => {
@@ -59,7 +66,10 @@ mod tests {
         };
         let hits = (0..10_000u64).filter(|&r| mirror.sample(r)).count();
         assert_eq!(hits, 5_000);
-        let none = Mirror { fraction: Some((0, 100)), ..mirror };
+        let none = Mirror {
+            fraction: Some((0, 100)),
+            ..mirror
+        };
         assert!(!(0..1000u64).any(|r| none.sample(r)));
     }
 }

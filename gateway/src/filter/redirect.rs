@@ -89,7 +89,12 @@ fn well_known_port(scheme: &str) -> Option<u16> {
 mod tests {
     use super::*;
 
-    fn redirect(scheme: Option<&str>, hostname: Option<&str>, port: Option<u16>, path: Option<PathModifier>) -> Redirect {
+    fn redirect(
+        scheme: Option<&str>,
+        hostname: Option<&str>,
+        port: Option<u16>,
+        path: Option<PathModifier>,
+    ) -> Redirect {
         Redirect {
             scheme: scheme.map(str::to_string),
             hostname: hostname.map(str::to_string),
@@ -99,22 +104,113 @@ mod tests {
         }
     }
 
+    /// (filter, request scheme, listener port, path, query, matched prefix, expected).
+    type Case<'a> = (
+        Redirect,
+        &'a str,
+        u16,
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+        &'a str,
+    );
+
     #[test]
     fn location_table() {
         let prefix = |s: &str| Some(PathModifier::ReplacePrefixMatch(s.to_string()));
         let full = |s: &str| Some(PathModifier::ReplaceFullPath(s.to_string()));
         // (filter, request scheme, listener port, path, query, matched prefix, expected)
-        let table: Vec<(Redirect, &str, u16, &str, Option<&str>, Option<&str>, &str)> = vec![
-            (redirect(None, Some("example.org"), None, None), "http", 80, "/hostname-redirect", None, None, "http://example.org/hostname-redirect"),
-            (redirect(None, None, None, None), "http", 8080, "/x", None, None, "http://gw.example:8080/x"),
-            (redirect(Some("https"), None, None, None), "http", 80, "/scheme", None, None, "https://gw.example/scheme"),
-            (redirect(Some("https"), None, Some(8443), None), "http", 80, "/s", None, None, "https://gw.example:8443/s"),
-            (redirect(None, None, Some(8083), None), "http", 80, "/port", None, None, "http://gw.example:8083/port"),
-            (redirect(None, None, Some(80), None), "http", 8080, "/p", None, None, "http://gw.example/p"),
-            (redirect(Some("http"), None, None, None), "https", 443, "/p", None, None, "http://gw.example/p"),
-            (redirect(None, None, None, None), "https", 443, "/p", None, None, "https://gw.example/p"),
-            (redirect(None, None, None, prefix("/replacement-prefix")), "http", 80, "/original-prefix/lemon", None, Some("/original-prefix"), "http://gw.example/replacement-prefix/lemon"),
-            (redirect(None, None, None, full("/full-path-replacement")), "http", 80, "/full/path/original", Some("a=b"), Some("/full"), "http://gw.example/full-path-replacement?a=b"),
+        let table: Vec<Case<'_>> = vec![
+            (
+                redirect(None, Some("example.org"), None, None),
+                "http",
+                80,
+                "/hostname-redirect",
+                None,
+                None,
+                "http://example.org/hostname-redirect",
+            ),
+            (
+                redirect(None, None, None, None),
+                "http",
+                8080,
+                "/x",
+                None,
+                None,
+                "http://gw.example:8080/x",
+            ),
+            (
+                redirect(Some("https"), None, None, None),
+                "http",
+                80,
+                "/scheme",
+                None,
+                None,
+                "https://gw.example/scheme",
+            ),
+            (
+                redirect(Some("https"), None, Some(8443), None),
+                "http",
+                80,
+                "/s",
+                None,
+                None,
+                "https://gw.example:8443/s",
+            ),
+            (
+                redirect(None, None, Some(8083), None),
+                "http",
+                80,
+                "/port",
+                None,
+                None,
+                "http://gw.example:8083/port",
+            ),
+            (
+                redirect(None, None, Some(80), None),
+                "http",
+                8080,
+                "/p",
+                None,
+                None,
+                "http://gw.example/p",
+            ),
+            (
+                redirect(Some("http"), None, None, None),
+                "https",
+                443,
+                "/p",
+                None,
+                None,
+                "http://gw.example/p",
+            ),
+            (
+                redirect(None, None, None, None),
+                "https",
+                443,
+                "/p",
+                None,
+                None,
+                "https://gw.example/p",
+            ),
+            (
+                redirect(None, None, None, prefix("/replacement-prefix")),
+                "http",
+                80,
+                "/original-prefix/lemon",
+                None,
+                Some("/original-prefix"),
+                "http://gw.example/replacement-prefix/lemon",
+            ),
+            (
+                redirect(None, None, None, full("/full-path-replacement")),
+                "http",
+                80,
+                "/full/path/original",
+                Some("a=b"),
+                Some("/full"),
+                "http://gw.example/full-path-replacement?a=b",
+            ),
         ];
         for (filter, scheme, listener_port, path, query, matched_prefix, want) in table {
             let input = RedirectInput {

@@ -18,7 +18,11 @@ pub(crate) struct Rewrite {
 /// `ReplacePrefixMatch` is element-wise, per the spec's table: prefix `/foo` with `/xyz` turns
 /// `/foo/bar` into `/xyz/bar`, `/foo` into `/xyz`, `/foo/` into `/xyz/`; an empty or `/`
 /// replacement strips the prefix and never leaves an empty path.
-pub(crate) fn modify_path(modifier: &PathModifier, path: &str, matched_prefix: Option<&str>) -> String {
+pub(crate) fn modify_path(
+    modifier: &PathModifier,
+    path: &str,
+    matched_prefix: Option<&str>,
+) -> String {
     match modifier {
         PathModifier::ReplaceFullPath(full) => full.clone(),
         PathModifier::ReplacePrefixMatch(replacement) => {
@@ -60,7 +64,12 @@ mod tests {
             ("/strip-prefix", "/", "/strip-prefix/three", "/three"),
             ("/strip-prefix", "/", "/strip-prefix", "/"),
             ("", "/xyz", "/foo", "/xyz/foo"),
-            ("/original-prefix", "/replacement-prefix", "/original-prefix/lemon", "/replacement-prefix/lemon"),
+            (
+                "/original-prefix",
+                "/replacement-prefix",
+                "/original-prefix/lemon",
+                "/replacement-prefix/lemon",
+            ),
         ];
         for (prefix, replacement, path, want) in table {
             let modifier = PathModifier::ReplacePrefixMatch(replacement.to_string());
@@ -75,6 +84,9 @@ mod tests {
     #[test]
     fn replace_full_path_ignores_the_request_path() {
         let modifier = PathModifier::ReplaceFullPath("/one".into());
-        assert_eq!(modify_path(&modifier, "/full/one/two", Some("/full")), "/one");
+        assert_eq!(
+            modify_path(&modifier, "/full/one/two", Some("/full")),
+            "/one"
+        );
     }
 }

@@ -20,9 +20,10 @@ pub(crate) enum GrpcCode {
 pub(crate) fn error(status: StatusCode, message: &'static str) -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody::full(message));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 
@@ -30,14 +31,21 @@ pub(crate) fn error(status: StatusCode, message: &'static str) -> Response<Proxy
 pub(crate) fn grpc_error(code: GrpcCode, message: &'static str) -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody::empty());
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
     headers.insert("grpc-status", HeaderValue::from(code as u16));
     headers.insert("grpc-message", HeaderValue::from_static(message));
     response
 }
 
 /// The answer for an error status, shaped for gRPC when the request was gRPC.
-pub(crate) fn failure(grpc: bool, status: StatusCode, message: &'static str) -> Response<ProxyBody> {
+pub(crate) fn failure(
+    grpc: bool,
+    status: StatusCode,
+    message: &'static str,
+) -> Response<ProxyBody> {
     if !grpc {
         return error(status, message);
     }

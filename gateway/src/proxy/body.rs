@@ -43,7 +43,11 @@ enum Kind {
 impl ReqBody {
     /// A buffered body.
     pub(crate) fn full(bytes: Bytes) -> Self {
-        if bytes.is_empty() { Self::Full(None) } else { Self::Full(Some(bytes)) }
+        if bytes.is_empty() {
+            Self::Full(None)
+        } else {
+            Self::Full(Some(bytes))
+        }
     }
 }
 
@@ -81,7 +85,9 @@ impl Body for ReqBody {
 impl ProxyBody {
     /// An empty body.
     pub(crate) fn empty() -> Self {
-        Self { kind: Kind::Full(None) }
+        Self {
+            kind: Kind::Full(None),
+        }
     }
 
     /// A local answer.
@@ -104,19 +110,12 @@ impl ProxyBody {
     /// Hands the connection back as soon as the upstream body is complete: hyper's server stops
     /// polling a body once `is_end_stream` is true, so waiting for `None` could leak it.
     fn release_if_done(&mut self) {
-        if let Kind::Upstream { body, pool_return } = &mut self.kind {
-            if body.is_end_stream() {
-                if let Some(pool_return) = pool_return.take() {
-                    pool_return.release();
-                }
-            }
+        if let Kind::Upstream { body, pool_return } = &mut self.kind
+            && body.is_end_stream()
+            && let Some(pool_return) = pool_return.take()
+        {
+            pool_return.release();
         }
-    }
-
-    /// Collects the whole body (for tests and small local uses).
-    #[cfg(test)]
-    pub(crate) async fn collect_bytes(self) -> Result<Bytes, hyper::Error> {
-        Ok(BodyExt::collect(self).await?.to_bytes())
     }
 }
 

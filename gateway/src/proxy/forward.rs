@@ -73,17 +73,28 @@ pub(crate) async fn process(
     let grpc = rule.grpc;
     let filters = &rule.filters;
 
-    if let Some(cors) = &filters.cors {
-        if CorsPolicy::is_preflight(request.method(), request.headers()) {
-            let mut response = Response::new(ProxyBody::empty());
-            *response.headers_mut() = cors.preflight_headers(request.headers());
-            return local(response);
-        }
+    if let Some(cors) = &filters.cors
+        && CorsPolicy::is_preflight(request.method(), request.headers())
+    {
+        let mut response = Response::new(ProxyBody::empty());
+        *response.headers_mut() = cors.preflight_headers(request.headers());
+        return local(response);
     }
-    let origin = filters.cors.as_ref().and_then(|_| request.headers().get(header::ORIGIN).cloned());
+    let origin = filters
+        .cors
+        .as_ref()
+        .and_then(|_| request.headers().get(header::ORIGIN).cloned());
 
     if let Some(redirect) = &filters.redirect {
-        return local(redirect_answer(redirect, ctx, listener_port, host, request.uri().path(), request.uri().query(), matched.matched_prefix));
+        return local(redirect_answer(
+            redirect,
+            ctx,
+            listener_port,
+            host,
+            request.uri().path(),
+            request.uri().query(),
+            matched.matched_prefix,
+        ));
     }
 
     let (mut parts, body) = request.into_parts();
@@ -99,13 +110,21 @@ pub(crate) async fn process(
     }
 
     let Some(choice) = rule.backends.pick() else {
-        return local(answer::failure(grpc, StatusCode::INTERNAL_SERVER_ERROR, "the route rule has no backends\n"));
+        return local(answer::failure(
+            grpc,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the route rule has no backends\n",
+        ));
     };
     let service = match &choice.target {
         BackendTarget::Service(service) => service,
         BackendTarget::Invalid { name, reason } => {
             debug!(backend = %name, %reason, "request drew an invalid backendRef");
-            let mut outcome = local(answer::failure(grpc, StatusCode::INTERNAL_SERVER_ERROR, "invalid backend reference\n"));
+            let mut outcome = local(answer::failure(
+                grpc,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "invalid backend reference\n",
+            ));
             outcome.backend = Some(Arc::clone(name));
             return outcome;
         }
@@ -113,14 +132,29 @@ pub(crate) async fn process(
     let backend_name = Some(Arc::clone(&service.name));
     if service.endpoints.is_empty() {
         return Outcome {
-            response: answer::failure(grpc, StatusCode::SERVICE_UNAVAILABLE, "no ready endpoints for the backend\n"),
+            response: answer::failure(
+                grpc,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no ready endpoints for the backend\n",
+            ),
             backend: backend_name,
             attempts: 0,
         };
     }
     if let Some(redirect) = &choice.filters.redirect {
-        let path = target.path.clone().unwrap_or_else(|| parts.uri.path().to_string());
-        let mut outcome = local(redirect_answer(redirect, ctx, listener_port, host, &path, parts.uri.query(), matched.matched_prefix));
+        let path = target
+            .path
+            .clone()
+            .unwrap_or_else(|| parts.uri.path().to_string());
+        let mut outcome = local(redirect_answer(
+            redirect,
+            ctx,
+            listener_port,
+            host,
+            &path,
+            parts.uri.query(),
+            matched.matched_prefix,
+        ));
         outcome.backend = backend_name;
         return outcome;
     }
@@ -146,11 +180,19 @@ pub(crate) async fn process(
         match collect_limited(body, limit).await {
             Ok(bytes) => Payload::Buffered(bytes),
             Err(CollectError::TooLarge) => {
-                return local(answer::failure(grpc, StatusCode::PAYLOAD_TOO_LARGE, "request body too large to retry or mirror\n"));
+                return local(answer::failure(
+                    grpc,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body too large to retry or mirror\n",
+                ));
             }
             Err(CollectError::Read(error)) => {
                 debug!(%error, "reading the request body failed");
-                return local(answer::failure(grpc, StatusCode::BAD_REQUEST, "reading the request body failed\n"));
+                return local(answer::failure(
+                    grpc,
+                    StatusCode::BAD_REQUEST,
+                    "reading the request body failed\n",
+                ));
             }
         }
     } else {
@@ -162,19 +204,28 @@ pub(crate) async fn process(
         .authority
         .clone()
         .or_else(|| parts.uri.authority().map(|a| a.as_str().to_string()))
-        .or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
+        .or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
         .unwrap_or_default();
-    if let Some(rewritten) = &target.authority {
-        if let Ok(value) = HeaderValue::try_from(rewritten.as_str()) {
-            parts.headers.insert(header::HOST, value);
-        }
+    if let Some(rewritten) = &target.authority
+        && let Ok(value) = HeaderValue::try_from(rewritten.as_str())
+    {
+        parts.headers.insert(header::HOST, value);
     }
     let path_and_query = match &target.path {
         Some(path) => match parts.uri.query() {
             Some(query) => format!("{path}?{query}"),
             None => path.clone(),
         },
-        None => parts.uri.path_and_query().map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string()),
+        None => parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string()),
     };
     let head = UpstreamHead {
         method: parts.method,
@@ -185,14 +236,12 @@ pub(crate) async fn process(
 
     if let Payload::Buffered(bytes) = &body {
         for mirror in filters.mirrors.iter().chain(choice.filters.mirrors.iter()) {
-            if mirror.sample(rand::random()) {
-                if let BackendTarget::Service(mirror_service) = &mirror.target {
-                    if let Some(endpoint) = mirror_service.next_endpoint() {
-                        if let Ok(copy) = head.request(endpoint.protocol, ReqBody::full(bytes.clone())) {
-                            mirror.send_copy(Arc::clone(endpoint), copy, Arc::clone(&mirror_service.name));
-                        }
-                    }
-                }
+            if mirror.sample(rand::random())
+                && let BackendTarget::Service(mirror_service) = &mirror.target
+                && let Some(endpoint) = mirror_service.next_endpoint()
+                && let Ok(copy) = head.request(endpoint.protocol, ReqBody::full(bytes.clone()))
+            {
+                mirror.send_copy(Arc::clone(endpoint), copy, Arc::clone(&mirror_service.name));
             }
         }
     }
@@ -221,10 +270,18 @@ pub(crate) async fn process(
             }
             response
         }
-        Err(Failure::Timeout) => answer::failure(grpc, StatusCode::GATEWAY_TIMEOUT, "upstream request timed out\n"),
+        Err(Failure::Timeout) => answer::failure(
+            grpc,
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream request timed out\n",
+        ),
         Err(Failure::Upstream(error)) => {
             debug!(%error, "upstream failed");
-            answer::failure(grpc, StatusCode::SERVICE_UNAVAILABLE, "upstream connection failed\n")
+            answer::failure(
+                grpc,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream connection failed\n",
+            )
         }
     };
     Outcome {
@@ -296,13 +353,35 @@ struct UpstreamHead {
 
 impl UpstreamHead {
     /// Builds a request, cloning the head (for retries and mirrors).
-    fn request(&self, protocol: AppProtocol, body: ReqBody) -> Result<Request<ReqBody>, http::Error> {
-        build(protocol, self.method.clone(), self.headers.clone(), &self.authority, &self.path_and_query, body)
+    fn request(
+        &self,
+        protocol: AppProtocol,
+        body: ReqBody,
+    ) -> Result<Request<ReqBody>, http::Error> {
+        build(
+            protocol,
+            self.method.clone(),
+            self.headers.clone(),
+            &self.authority,
+            &self.path_and_query,
+            body,
+        )
     }
 
     /// Builds a request, consuming the head.
-    fn into_request(self, protocol: AppProtocol, body: ReqBody) -> Result<Request<ReqBody>, http::Error> {
-        build(protocol, self.method, self.headers, &self.authority, &self.path_and_query, body)
+    fn into_request(
+        self,
+        protocol: AppProtocol,
+        body: ReqBody,
+    ) -> Result<Request<ReqBody>, http::Error> {
+        build(
+            protocol,
+            self.method,
+            self.headers,
+            &self.authority,
+            &self.path_and_query,
+            body,
+        )
     }
 }
 
@@ -320,16 +399,19 @@ fn build(
             headers.remove(header::HOST);
             let uri = Uri::builder()
                 .scheme(Scheme::HTTP)
-                .authority(Authority::try_from(authority).unwrap_or_else(|_| Authority::from_static("localhost")))
+                .authority(
+                    Authority::try_from(authority)
+                        .unwrap_or_else(|_| Authority::from_static("localhost")),
+                )
                 .path_and_query(PathAndQuery::try_from(path_and_query)?)
                 .build()?;
             (uri, Version::HTTP_2)
         }
         AppProtocol::Http1 | AppProtocol::WebSocket => {
-            if !headers.contains_key(header::HOST) {
-                if let Ok(value) = HeaderValue::try_from(authority) {
-                    headers.insert(header::HOST, value);
-                }
+            if !headers.contains_key(header::HOST)
+                && let Ok(value) = HeaderValue::try_from(authority)
+            {
+                headers.insert(header::HOST, value);
             }
             (Uri::try_from(path_and_query)?, Version::HTTP_11)
         }
@@ -367,21 +449,38 @@ async fn exchange(
     loop {
         attempt += 1;
         let Some(endpoint) = service.next_endpoint() else {
-            return (Err(Failure::Upstream(UpstreamError::ConnectTimeout { addr: SocketAddr::from(([0, 0, 0, 0], 0)) })), attempt - 1);
+            return (
+                Err(Failure::Upstream(UpstreamError::ConnectTimeout {
+                    addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                })),
+                attempt - 1,
+            );
         };
         let last = attempt >= max_attempts;
         let request = match (body.as_ref(), head.as_ref()) {
-            (Some(Payload::Buffered(bytes)), Some(h)) if !last => h.request(endpoint.protocol, ReqBody::full(bytes.clone())),
+            (Some(Payload::Buffered(bytes)), Some(h)) if !last => {
+                h.request(endpoint.protocol, ReqBody::full(bytes.clone()))
+            }
             _ => match (body.take(), head.take()) {
-                (Some(Payload::Buffered(bytes)), Some(h)) => h.into_request(endpoint.protocol, ReqBody::full(bytes)),
-                (Some(Payload::Streaming(incoming)), Some(h)) => h.into_request(endpoint.protocol, ReqBody::Incoming(incoming)),
+                (Some(Payload::Buffered(bytes)), Some(h)) => {
+                    h.into_request(endpoint.protocol, ReqBody::full(bytes))
+                }
+                (Some(Payload::Streaming(incoming)), Some(h)) => {
+                    h.into_request(endpoint.protocol, ReqBody::Incoming(incoming))
+                }
                 _ => return (Err(Failure::Timeout), attempt - 1),
             },
         };
         let request = match request {
             Ok(request) => request,
             Err(_) => {
-                return (Ok(answer::error(StatusCode::BAD_REQUEST, "cannot build the upstream request\n")), attempt - 1);
+                return (
+                    Ok(answer::error(
+                        StatusCode::BAD_REQUEST,
+                        "cannot build the upstream request\n",
+                    )),
+                    attempt - 1,
+                );
             }
         };
         let result = send_once(endpoint, request, rule.backend_timeout).await;
@@ -406,7 +505,11 @@ async fn exchange(
     }
 }
 
-async fn send_once(endpoint: &Arc<EndpointPool>, request: Request<ReqBody>, timeout: Option<Duration>) -> Result<Response<ProxyBody>, Failure> {
+async fn send_once(
+    endpoint: &Arc<EndpointPool>,
+    request: Request<ReqBody>,
+    timeout: Option<Duration>,
+) -> Result<Response<ProxyBody>, Failure> {
     let send = endpoint.send(request);
     match timeout {
         Some(timeout) => match tokio::time::timeout(timeout, send).await {
@@ -481,30 +584,47 @@ fn is_upgrade(parts: &Parts) -> bool {
 
 /// Proxies an HTTP/1.1 upgrade (WebSocket): forwards the handshake on a fresh connection and,
 /// on 101, splices the two upgraded streams.
-async fn upgrade(ctx: &ConnCtx, service: &ServiceBackend, mut parts: Parts, body: Incoming, target: &UpstreamTarget) -> Response<ProxyBody> {
+async fn upgrade(
+    ctx: &ConnCtx,
+    service: &ServiceBackend,
+    mut parts: Parts,
+    body: Incoming,
+    target: &UpstreamTarget,
+) -> Response<ProxyBody> {
     let Some(endpoint) = service.next_endpoint() else {
-        return answer::error(StatusCode::SERVICE_UNAVAILABLE, "no ready endpoints for the backend\n");
+        return answer::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no ready endpoints for the backend\n",
+        );
     };
     let Some(client_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
-        return answer::error(StatusCode::BAD_REQUEST, "this connection cannot be upgraded\n");
+        return answer::error(
+            StatusCode::BAD_REQUEST,
+            "this connection cannot be upgraded\n",
+        );
     };
     let upgrade_value = parts.headers.get(header::UPGRADE).cloned();
     prepare_headers(&mut parts.headers, ctx.remote, ctx.scheme);
     if let Some(value) = upgrade_value {
         parts.headers.insert(header::UPGRADE, value);
-        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    if let Some(authority) = &target.authority {
-        if let Ok(value) = HeaderValue::try_from(authority.as_str()) {
-            parts.headers.insert(header::HOST, value);
-        }
+    if let Some(authority) = &target.authority
+        && let Ok(value) = HeaderValue::try_from(authority.as_str())
+    {
+        parts.headers.insert(header::HOST, value);
     }
     let path_and_query = match &target.path {
         Some(path) => match parts.uri.query() {
             Some(query) => format!("{path}?{query}"),
             None => path.clone(),
         },
-        None => parts.uri.path_and_query().map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string()),
+        None => parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string()),
     };
     let Ok(uri) = Uri::try_from(path_and_query) else {
         return answer::error(StatusCode::BAD_REQUEST, "invalid request target\n");
@@ -518,7 +638,10 @@ async fn upgrade(ctx: &ConnCtx, service: &ServiceBackend, mut parts: Parts, body
         Err(error) => {
             service.metrics.record_error();
             debug!(%error, "upgrade request failed");
-            return answer::error(StatusCode::SERVICE_UNAVAILABLE, "upstream connection failed\n");
+            return answer::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream connection failed\n",
+            );
         }
     };
     service.metrics.record_status(response.status().as_u16());
@@ -530,7 +653,11 @@ async fn upgrade(ctx: &ConnCtx, service: &ServiceBackend, mut parts: Parts, body
     tokio::spawn(async move {
         let (client, upstream) = tokio::join!(client_upgrade, upstream_upgrade);
         if let (Ok(client), Ok(upstream)) = (client, upstream) {
-            let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(upstream)).await;
+            let _ = tokio::io::copy_bidirectional(
+                &mut TokioIo::new(client),
+                &mut TokioIo::new(upstream),
+            )
+            .await;
         }
     });
     let (parts, _) = response.into_parts();

@@ -14,7 +14,12 @@ use crate::route::ListenerTable;
 use crate::tls::client_hello::PeekedHello;
 
 /// Serves one passthrough connection to completion.
-pub(crate) async fn run(mut client: TcpStream, hello: PeekedHello, listener: Arc<ListenerTable>, remote: SocketAddr) {
+pub(crate) async fn run(
+    mut client: TcpStream,
+    hello: PeekedHello,
+    listener: Arc<ListenerTable>,
+    remote: SocketAddr,
+) {
     let sni = hello.sni.as_deref();
     let Some(target) = listener.find_tls(sni) else {
         debug!(%remote, ?sni, listener = %listener.name, "no TLSRoute for SNI; rejecting");

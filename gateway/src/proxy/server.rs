@@ -93,7 +93,11 @@ impl Shared {
             .max_concurrent_streams(options.max_h2_streams)
             .max_header_list_size(64 * 1024)
             .max_send_buf_size(256 * 1024);
-        Self { metrics, options, http }
+        Self {
+            metrics,
+            options,
+            http,
+        }
     }
 }
 
@@ -108,13 +112,18 @@ impl PortState {
             port,
             table: ArcSwap::new(table),
             drain,
-            active: metrics.active_connections.get_or_create(&PortLabels { port }).clone(),
+            active: metrics
+                .active_connections
+                .get_or_create(&PortLabels { port })
+                .clone(),
         }
     }
 }
 
 /// Binds every address of a port; on failure, nothing stays bound.
-pub(crate) async fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, (SocketAddr, std::io::Error)> {
+pub(crate) async fn bind(
+    addrs: &[SocketAddr],
+) -> Result<Vec<TcpListener>, (SocketAddr, std::io::Error)> {
     let mut listeners = Vec::with_capacity(addrs.len());
     for addr in addrs {
         let socket = match addr {
@@ -134,11 +143,25 @@ pub(crate) async fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, (Sock
 
 impl BoundPort {
     /// Starts accept loops over already-bound listeners.
-    pub(crate) fn start(listeners: Vec<TcpListener>, state: Arc<PortState>, kind: PortKind, shared: &Arc<Shared>) -> Self {
-        let addrs = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+    pub(crate) fn start(
+        listeners: Vec<TcpListener>,
+        state: Arc<PortState>,
+        kind: PortKind,
+        shared: &Arc<Shared>,
+    ) -> Self {
+        let addrs = listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
         let accept_tasks = listeners
             .into_iter()
-            .map(|listener| tokio::spawn(accept_loop(listener, Arc::clone(&state), Arc::clone(shared))))
+            .map(|listener| {
+                tokio::spawn(accept_loop(
+                    listener,
+                    Arc::clone(&state),
+                    Arc::clone(shared),
+                ))
+            })
             .collect();
         Self {
             state,
@@ -168,8 +191,15 @@ impl BoundPort {
         let state = self.state;
         async move {
             let _ = state.drain.send(true);
-            if tokio::time::timeout(timeout, state.drain.closed()).await.is_err() {
-                warn!(port = state.port, remaining = state.drain.receiver_count(), "drain timed out");
+            if tokio::time::timeout(timeout, state.drain.closed())
+                .await
+                .is_err()
+            {
+                warn!(
+                    port = state.port,
+                    remaining = state.drain.receiver_count(),
+                    "drain timed out"
+                );
             }
         }
     }
@@ -188,11 +218,23 @@ async fn accept_loop(listener: TcpListener, state: Arc<PortState>, shared: Arc<S
         };
         let _ = stream.set_nodelay(true);
         let drain = state.drain.subscribe();
-        tokio::spawn(serve_connection(stream, remote, Arc::clone(&state), Arc::clone(&shared), drain));
+        tokio::spawn(serve_connection(
+            stream,
+            remote,
+            Arc::clone(&state),
+            Arc::clone(&shared),
+            drain,
+        ));
     }
 }
 
-async fn serve_connection(mut stream: TcpStream, remote: SocketAddr, state: Arc<PortState>, shared: Arc<Shared>, drain: watch::Receiver<bool>) {
+async fn serve_connection(
+    mut stream: TcpStream,
+    remote: SocketAddr,
+    state: Arc<PortState>,
+    shared: Arc<Shared>,
+    drain: watch::Receiver<bool>,
+) {
     state.active.inc();
     let _active = ActiveGuard(state.active.clone());
     let table = state.table.load_full();
@@ -209,7 +251,11 @@ async fn serve_connection(mut stream: TcpStream, remote: SocketAddr, state: Arc<
         }
         PortKind::Tls => {
             let timeout = shared.options.tls_handshake_timeout;
-            let failures = shared.metrics.tls_handshake_failures.get_or_create(&PortLabels { port: state.port }).clone();
+            let failures = shared
+                .metrics
+                .tls_handshake_failures
+                .get_or_create(&PortLabels { port: state.port })
+                .clone();
             let hello = match tokio::time::timeout(timeout, read_client_hello(&mut stream)).await {
                 Ok(Ok(hello)) => hello,
                 Ok(Err(error)) => {
@@ -223,20 +269,26 @@ async fn serve_connection(mut stream: TcpStream, remote: SocketAddr, state: Arc<
                     return;
                 }
             };
-            if table.has_passthrough {
-                if let Some(listener) = table.passthrough_listener(hello.sni.as_deref()) {
-                    passthrough::run(stream, hello, Arc::clone(listener), remote).await;
-                    return;
-                }
+            if table.has_passthrough
+                && let Some(listener) = table.passthrough_listener(hello.sni.as_deref())
+            {
+                passthrough::run(stream, hello, Arc::clone(listener), remote).await;
+                return;
             }
             let Some(tls) = table.tls.clone() else {
                 failures.inc();
                 debug!(%remote, sni = ?hello.sni, "no TLS listener for this SNI");
                 return;
             };
-            let sni_listener = hello.sni.as_deref().and_then(|sni| table.listeners.best(sni)).map(|l| Arc::clone(&l.name));
+            let sni_listener = hello
+                .sni
+                .as_deref()
+                .and_then(|sni| table.listeners.best(sni))
+                .map(|l| Arc::clone(&l.name));
             let io = PrefixedIo::new(hello.bytes, stream);
-            let accepted = tokio::time::timeout(timeout, tokio_rustls::TlsAcceptor::from(tls).accept(io)).await;
+            let accepted =
+                tokio::time::timeout(timeout, tokio_rustls::TlsAcceptor::from(tls).accept(io))
+                    .await;
             let tls_stream = match accepted {
                 Ok(Ok(s)) => s,
                 Ok(Err(error)) => {
@@ -272,7 +324,9 @@ where
         let ctx = Arc::clone(&ctx);
         async move { Ok::<_, Infallible>(handler::handle(ctx, request).await) }
     });
-    let conn = shared.http.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let conn = shared
+        .http
+        .serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     tokio::select! {
         result = conn.as_mut() => {

@@ -16,8 +16,8 @@ use meridian_proto::model::gateway::{
     AppProtocol, Backend, GatewayConfig, Listener, ListenerProtocol, TlsMode,
 };
 use meridian_proto::model::route::{
-    self, BackendRef, GrpcRoute, HttpBackendRef, HttpFilter, HttpRoute, HttpRouteMatch,
-    PathMatch, PathModifier, Resolution, ServiceKey, StringMatch, TlsRoute,
+    self, BackendRef, GrpcRoute, HttpBackendRef, HttpFilter, HttpRoute, HttpRouteMatch, PathMatch,
+    PathModifier, Resolution, ServiceKey, StringMatch, TlsRoute,
 };
 
 use super::grpc::{GrpcMatcher, GrpcPrecedence};
@@ -26,7 +26,9 @@ use super::matcher::{
     HeaderMatcher, HttpPrecedence, PathMatcher, QueryMatcher, RequestMatcher, ValueMatcher,
     anchored_regex,
 };
-use super::{GrpcEntry, HttpEntry, ListenerTable, PortKind, PortTable, RetryPolicy, Rule, TlsTarget};
+use super::{
+    GrpcEntry, HttpEntry, ListenerTable, PortKind, PortTable, RetryPolicy, Rule, TlsTarget,
+};
 use crate::backend::pool::{EndpointPool, PoolSettings};
 use crate::backend::{BackendChoice, BackendTarget, ServiceBackend, WeightedBackends};
 use crate::error::ConfigError;
@@ -127,13 +129,19 @@ pub(crate) struct BackendSummary {
 }
 
 /// Compiles `config`. Errors name the bad part.
-pub(crate) fn compile(config: &GatewayConfig, ctx: &CompileContext<'_>) -> Result<CompiledConfig, ConfigError> {
+pub(crate) fn compile(
+    config: &GatewayConfig,
+    ctx: &CompileContext<'_>,
+) -> Result<CompiledConfig, ConfigError> {
     let invalid = ConfigError::Invalid;
     let mut builders: BTreeMap<String, ListenerBuilder> = BTreeMap::new();
     for listener in &config.listeners {
         let builder = ListenerBuilder::new(listener).map_err(invalid)?;
         if builders.insert(listener.name.clone(), builder).is_some() {
-            return Err(invalid(format!("listener {:?} is defined twice", listener.name)));
+            return Err(invalid(format!(
+                "listener {:?} is defined twice",
+                listener.name
+            )));
         }
     }
 
@@ -149,7 +157,10 @@ pub(crate) fn compile(config: &GatewayConfig, ctx: &CompileContext<'_>) -> Resul
         let compiled = rules.http_route(route).map_err(invalid)?;
         for attachment in &attached.attachments {
             let listener = builders.get_mut(&attachment.listener).ok_or_else(|| {
-                invalid(format!("HTTPRoute {}: attached to unknown listener {:?}", route.key, attachment.listener))
+                invalid(format!(
+                    "HTTPRoute {}: attached to unknown listener {:?}",
+                    route.key, attachment.listener
+                ))
             })?;
             if listener.protocol == ListenerProtocol::Tls {
                 return Err(invalid(format!(
@@ -157,7 +168,9 @@ pub(crate) fn compile(config: &GatewayConfig, ctx: &CompileContext<'_>) -> Resul
                     route.key, attachment.listener
                 )));
             }
-            for host in hostnames(&attachment.hostnames).map_err(|e| invalid(format!("HTTPRoute {}: {e}", route.key)))? {
+            for host in hostnames(&attachment.hostnames)
+                .map_err(|e| invalid(format!("HTTPRoute {}: {e}", route.key)))?
+            {
                 listener.add_http(host.as_deref(), route, &compiled);
             }
         }
@@ -167,7 +180,10 @@ pub(crate) fn compile(config: &GatewayConfig, ctx: &CompileContext<'_>) -> Resul
         let compiled = rules.grpc_route(route).map_err(invalid)?;
         for attachment in &attached.attachments {
             let listener = builders.get_mut(&attachment.listener).ok_or_else(|| {
-                invalid(format!("GRPCRoute {}: attached to unknown listener {:?}", route.key, attachment.listener))
+                invalid(format!(
+                    "GRPCRoute {}: attached to unknown listener {:?}",
+                    route.key, attachment.listener
+                ))
             })?;
             if listener.protocol == ListenerProtocol::Tls {
                 return Err(invalid(format!(
@@ -175,7 +191,9 @@ pub(crate) fn compile(config: &GatewayConfig, ctx: &CompileContext<'_>) -> Resul
                     route.key, attachment.listener
                 )));
             }
-            for host in hostnames(&attachment.hostnames).map_err(|e| invalid(format!("GRPCRoute {}: {e}", route.key)))? {
+            for host in hostnames(&attachment.hostnames)
+                .map_err(|e| invalid(format!("GRPCRoute {}: {e}", route.key)))?
+            {
                 listener.add_grpc(host.as_deref(), route, &compiled);
             }
         }
@@ -185,7 +203,10 @@ pub(crate) fn compile(config: &GatewayConfig, ctx: &CompileContext<'_>) -> Resul
         let target = rules.tls_route(route).map_err(invalid)?;
         for attachment in &attached.attachments {
             let listener = builders.get_mut(&attachment.listener).ok_or_else(|| {
-                invalid(format!("TLSRoute {}: attached to unknown listener {:?}", route.key, attachment.listener))
+                invalid(format!(
+                    "TLSRoute {}: attached to unknown listener {:?}",
+                    route.key, attachment.listener
+                ))
             })?;
             if listener.protocol != ListenerProtocol::Tls {
                 return Err(invalid(format!(
@@ -193,7 +214,9 @@ pub(crate) fn compile(config: &GatewayConfig, ctx: &CompileContext<'_>) -> Resul
                     route.key, attachment.listener
                 )));
             }
-            for host in hostnames(&attachment.hostnames).map_err(|e| invalid(format!("TLSRoute {}: {e}", route.key)))? {
+            for host in hostnames(&attachment.hostnames)
+                .map_err(|e| invalid(format!("TLSRoute {}: {e}", route.key)))?
+            {
                 listener.add_tls(host.as_deref(), route, &target);
             }
         }
@@ -248,24 +271,35 @@ impl ListenerBuilder {
             return Err(format!("listener {name:?}: port must be 1..65535"));
         }
         let hostname = match &listener.hostname {
-            Some(h) => Some(check_hostname(h).map_err(|e| format!("listener {name:?}: hostname {e}"))?),
+            Some(h) => {
+                Some(check_hostname(h).map_err(|e| format!("listener {name:?}: hostname {e}"))?)
+            }
             None => None,
         };
         let (tls_mode, certs) = match (listener.protocol, &listener.tls) {
             (ListenerProtocol::Http, None) => (None, Vec::new()),
             (ListenerProtocol::Http, Some(_)) => {
-                return Err(format!("listener {name:?}: protocol HTTP must not have tls settings"));
+                return Err(format!(
+                    "listener {name:?}: protocol HTTP must not have tls settings"
+                ));
             }
             (ListenerProtocol::Https | ListenerProtocol::Tls, None) => {
-                return Err(format!("listener {name:?}: protocol {} requires tls settings", protocol_name(listener.protocol)));
+                return Err(format!(
+                    "listener {name:?}: protocol {} requires tls settings",
+                    protocol_name(listener.protocol)
+                ));
             }
             (ListenerProtocol::Https, Some(tls)) if tls.mode == TlsMode::Passthrough => {
-                return Err(format!("listener {name:?}: protocol HTTPS cannot use tls.mode Passthrough"));
+                return Err(format!(
+                    "listener {name:?}: protocol HTTPS cannot use tls.mode Passthrough"
+                ));
             }
             (_, Some(tls)) => {
                 let certs = if tls.mode == TlsMode::Terminate {
                     if tls.certificates.is_empty() {
-                        return Err(format!("listener {name:?}: tls.mode Terminate needs at least one certificate"));
+                        return Err(format!(
+                            "listener {name:?}: tls.mode Terminate needs at least one certificate"
+                        ));
                     }
                     tls.certificates
                         .iter()
@@ -293,7 +327,12 @@ impl ListenerBuilder {
         })
     }
 
-    fn add_http(&mut self, host: Option<&str>, route: &HttpRoute, rules: &[(Arc<Rule>, Vec<RequestMatcherSpec>)]) {
+    fn add_http(
+        &mut self,
+        host: Option<&str>,
+        route: &HttpRoute,
+        rules: &CompiledRules<RequestMatcherSpec>,
+    ) {
         let bucket = self.http.entry_or_insert_with(host, Vec::new);
         for (rule_index, (rule, matchers)) in rules.iter().enumerate() {
             for (match_index, spec) in matchers.iter().enumerate() {
@@ -307,16 +346,24 @@ impl ListenerBuilder {
                     rule_index,
                     match_index,
                 };
-                bucket.push((precedence, HttpEntry {
-                    matcher: spec.rebuild(),
-                    rule: Arc::clone(rule),
-                }));
+                bucket.push((
+                    precedence,
+                    HttpEntry {
+                        matcher: spec.rebuild(),
+                        rule: Arc::clone(rule),
+                    },
+                ));
                 self.n_entries += 1;
             }
         }
     }
 
-    fn add_grpc(&mut self, host: Option<&str>, route: &GrpcRoute, rules: &[(Arc<Rule>, Vec<GrpcMatcherSpec>)]) {
+    fn add_grpc(
+        &mut self,
+        host: Option<&str>,
+        route: &GrpcRoute,
+        rules: &CompiledRules<GrpcMatcherSpec>,
+    ) {
         let bucket = self.grpc.entry_or_insert_with(host, Vec::new);
         for (rule_index, (rule, matchers)) in rules.iter().enumerate() {
             for (match_index, spec) in matchers.iter().enumerate() {
@@ -329,10 +376,13 @@ impl ListenerBuilder {
                     rule_index,
                     match_index,
                 };
-                bucket.push((precedence, GrpcEntry {
-                    matcher: spec.rebuild(),
-                    rule: Arc::clone(rule),
-                }));
+                bucket.push((
+                    precedence,
+                    GrpcEntry {
+                        matcher: spec.rebuild(),
+                        rule: Arc::clone(rule),
+                    },
+                ));
                 self.n_entries += 1;
             }
         }
@@ -340,7 +390,9 @@ impl ListenerBuilder {
 
     fn add_tls(&mut self, host: Option<&str>, route: &TlsRoute, target: &Arc<TlsTarget>) {
         let age = (route.created_unix_ms, route.key.to_string());
-        let slot = self.tls.entry_or_insert_with(host, || (age.clone(), Arc::clone(target)));
+        let slot = self
+            .tls
+            .entry_or_insert_with(host, || (age.clone(), Arc::clone(target)));
         // Two TLSRoutes claiming one SNI name: the older (then alphabetically first) wins.
         if age < slot.0 {
             *slot = (age, Arc::clone(target));
@@ -358,8 +410,12 @@ impl ListenerBuilder {
         ListenerTable {
             name: self.name,
             tls_mode: self.tls_mode,
-            http: map_index(self.http, |bucket| bucket.into_iter().map(|(_, e)| e).collect()),
-            grpc: map_index(self.grpc, |bucket| bucket.into_iter().map(|(_, e)| e).collect()),
+            http: map_index(self.http, |bucket| {
+                bucket.into_iter().map(|(_, e)| e).collect()
+            }),
+            grpc: map_index(self.grpc, |bucket| {
+                bucket.into_iter().map(|(_, e)| e).collect()
+            }),
             tls_routes: map_index(self.tls, |(_, target)| target),
         }
     }
@@ -390,7 +446,10 @@ fn build_ports(
             if port_kind(l.protocol) != kind {
                 return Err(format!(
                     "listeners {:?} ({}) and {:?} ({}) share port {port} but one is plain HTTP and the other TLS",
-                    listeners[0].name, protocol_name(listeners[0].protocol), l.name, protocol_name(l.protocol)
+                    listeners[0].name,
+                    protocol_name(listeners[0].protocol),
+                    l.name,
+                    protocol_name(l.protocol)
                 ));
             }
             if let Some(other) = seen_hosts.insert(l.hostname.clone(), Arc::clone(&l.name)) {
@@ -417,7 +476,10 @@ fn build_ports(
         let bind = if any_address || addresses.is_empty() {
             vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)]
         } else {
-            addresses.iter().map(|ip| SocketAddr::new(*ip, port)).collect()
+            addresses
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, port))
+                .collect()
         };
         let tls = if terminating.is_empty() {
             None
@@ -449,18 +511,21 @@ fn build_ports(
             let slot = index.entry_or_insert_with(hostname.as_deref(), || Arc::clone(&table));
             *slot = table;
         }
-        ports.insert(port, CompiledPort {
-            bind,
-            kind,
-            table: Arc::new(PortTable {
-                port,
+        ports.insert(
+            port,
+            CompiledPort {
+                bind,
                 kind,
-                listeners: index,
-                tls,
-                has_passthrough,
-            }),
-            listener_names: names,
-        });
+                table: Arc::new(PortTable {
+                    port,
+                    kind,
+                    listeners: index,
+                    tls,
+                    has_passthrough,
+                }),
+                listener_names: names,
+            },
+        );
     }
     Ok(ports)
 }
@@ -485,7 +550,13 @@ fn hostnames(list: &[String]) -> Result<Vec<Option<String>>, String> {
     if list.is_empty() {
         return Ok(vec![None]);
     }
-    list.iter().map(|h| check_hostname(h).map(Some).map_err(|e| format!("hostname {e}"))).collect()
+    list.iter()
+        .map(|h| {
+            check_hostname(h)
+                .map(Some)
+                .map_err(|e| format!("hostname {e}"))
+        })
+        .collect()
 }
 
 /// Lower-cases and checks a hostname or `*.` wildcard.
@@ -497,11 +568,17 @@ fn check_hostname(hostname: &str) -> Result<String, String> {
         && bare.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         });
-    if valid { Ok(lower) } else { Err(format!("{hostname:?} is not a valid host name")) }
+    if valid {
+        Ok(lower)
+    } else {
+        Err(format!("{hostname:?} is not a valid host name"))
+    }
 }
 
 // === backends ===
@@ -522,7 +599,10 @@ fn compile_backends(
         let mut seen = HashSet::new();
         for endpoint in backend.endpoints.iter().filter(|e| e.ready) {
             if endpoint.addr.port() == 0 {
-                return Err(format!("backend {name}: endpoint {} has port 0", endpoint.addr));
+                return Err(format!(
+                    "backend {name}: endpoint {} has port 0",
+                    endpoint.addr
+                ));
             }
             if !seen.insert(endpoint.addr) {
                 continue;
@@ -532,14 +612,22 @@ fn compile_backends(
                 .entry(key)
                 .or_insert_with(|| {
                     ctx.pools.get(&key).cloned().unwrap_or_else(|| {
-                        Arc::new(EndpointPool::new(endpoint.addr, backend.app_protocol, ctx.pool_settings))
+                        Arc::new(EndpointPool::new(
+                            endpoint.addr,
+                            backend.app_protocol,
+                            ctx.pool_settings,
+                        ))
                     })
                 })
                 .clone();
             endpoints.push(pool);
         }
         let metrics = ctx.metrics.backend(&name);
-        let service = Arc::new(ServiceBackend::new(Arc::from(name.as_str()), endpoints, metrics));
+        let service = Arc::new(ServiceBackend::new(
+            Arc::from(name.as_str()),
+            endpoints,
+            metrics,
+        ));
         if out.insert(backend.key.clone(), service).is_some() {
             return Err(format!("backend {name} is listed twice"));
         }
@@ -565,8 +653,22 @@ impl RequestMatcherSpec {
                 PathMatcher::Regex(r) => PathMatcher::Regex(r.clone()),
             },
             method: m.method.clone(),
-            headers: m.headers.iter().map(|h| HeaderMatcher { name: h.name.clone(), value: clone_value(&h.value) }).collect(),
-            query: m.query.iter().map(|q| QueryMatcher { name: q.name.clone(), value: clone_value(&q.value) }).collect(),
+            headers: m
+                .headers
+                .iter()
+                .map(|h| HeaderMatcher {
+                    name: h.name.clone(),
+                    value: clone_value(&h.value),
+                })
+                .collect(),
+            query: m
+                .query
+                .iter()
+                .map(|q| QueryMatcher {
+                    name: q.name.clone(),
+                    value: clone_value(&q.value),
+                })
+                .collect(),
         }
     }
 }
@@ -584,7 +686,14 @@ impl GrpcMatcherSpec {
         GrpcMatcher {
             service: self.service.as_ref().map(clone_value),
             method: self.method.as_ref().map(clone_value),
-            headers: self.headers.iter().map(|h| HeaderMatcher { name: h.name.clone(), value: clone_value(&h.value) }).collect(),
+            headers: self
+                .headers
+                .iter()
+                .map(|h| HeaderMatcher {
+                    name: h.name.clone(),
+                    value: clone_value(&h.value),
+                })
+                .collect(),
         }
     }
 }
@@ -596,13 +705,19 @@ fn clone_value(value: &ValueMatcher) -> ValueMatcher {
     }
 }
 
+/// Compiled rules of one route with their (per-attachment rebuildable) matches.
+type CompiledRules<M> = Vec<(Arc<Rule>, Vec<M>)>;
+
 struct RuleCompiler<'a> {
     backends: &'a HashMap<ServiceKey, Arc<ServiceBackend>>,
     ctx: &'a CompileContext<'a>,
 }
 
 impl RuleCompiler<'_> {
-    fn http_route(&mut self, route: &HttpRoute) -> Result<Vec<(Arc<Rule>, Vec<RequestMatcherSpec>)>, String> {
+    fn http_route(
+        &mut self,
+        route: &HttpRoute,
+    ) -> Result<CompiledRules<RequestMatcherSpec>, String> {
         let key = route.key.to_string();
         let route_name: Arc<str> = Arc::from(key.as_str());
         let mut out = Vec::with_capacity(route.rules.len());
@@ -615,16 +730,24 @@ impl RuleCompiler<'_> {
                 query_params: vec![],
                 method: None,
             }];
-            let matches: &[HttpRouteMatch] = if rule.matches.is_empty() { &default_match } else { &rule.matches };
+            let matches: &[HttpRouteMatch] = if rule.matches.is_empty() {
+                &default_match
+            } else {
+                &rule.matches
+            };
             for (i, m) in matches.iter().enumerate() {
                 matchers.push(RequestMatcherSpec {
                     matcher: compile_match(m).map_err(|e| at(format!("matches[{i}]: {e}")))?,
                 });
             }
             let filters = self.filters(&rule.filters, Some(matches)).map_err(at)?;
-            let choices = self.backend_refs(&rule.backend_refs, Some(matches)).map_err(at)?;
+            let choices = self
+                .backend_refs(&rule.backend_refs, Some(matches))
+                .map_err(at)?;
             if filters.redirect.is_some() && filters.rewrite.is_some() {
-                return Err(at("RequestRedirect and URLRewrite cannot be combined".into()));
+                return Err(at(
+                    "RequestRedirect and URLRewrite cannot be combined".into()
+                ));
             }
             let retry = rule.retry.as_ref().map(|r| RetryPolicy {
                 codes: r.codes.clone(),
@@ -654,7 +777,7 @@ impl RuleCompiler<'_> {
         Ok(out)
     }
 
-    fn grpc_route(&mut self, route: &GrpcRoute) -> Result<Vec<(Arc<Rule>, Vec<GrpcMatcherSpec>)>, String> {
+    fn grpc_route(&mut self, route: &GrpcRoute) -> Result<CompiledRules<GrpcMatcherSpec>, String> {
         let key = route.key.to_string();
         let route_name: Arc<str> = Arc::from(key.as_str());
         let mut out = Vec::with_capacity(route.rules.len());
@@ -672,13 +795,20 @@ impl RuleCompiler<'_> {
             }
             for (i, m) in rule.matches.iter().enumerate() {
                 let at_match = |e: String| at(format!("matches[{i}]: {e}"));
-                let value = |v: &Option<String>, regex: bool, what: &str| -> Result<Option<ValueMatcher>, String> {
+                let value = |v: &Option<String>,
+                             regex: bool,
+                             what: &str|
+                 -> Result<Option<ValueMatcher>, String> {
                     match v {
                         None => Ok(None),
                         Some(v) if regex => anchored_regex(v)
                             .map(|r| Some(ValueMatcher::Regex(r)))
-                            .map_err(|e| format!("method.{what}: invalid regular expression {v:?}: {e}")),
-                        Some(v) if v.contains('/') => Err(format!("method.{what}: {v:?} must not contain '/'")),
+                            .map_err(|e| {
+                                format!("method.{what}: invalid regular expression {v:?}: {e}")
+                            }),
+                        Some(v) if v.contains('/') => {
+                            Err(format!("method.{what}: {v:?} must not contain '/'"))
+                        }
                         Some(v) => Ok(Some(ValueMatcher::Exact(v.as_str().into()))),
                     }
                 };
@@ -695,7 +825,9 @@ impl RuleCompiler<'_> {
                     .headers
                     .iter()
                     .enumerate()
-                    .map(|(j, h)| compile_header(h).map_err(|e| at_match(format!("headers[{j}]: {e}"))))
+                    .map(|(j, h)| {
+                        compile_header(h).map_err(|e| at_match(format!("headers[{j}]: {e}")))
+                    })
                     .collect::<Result<_, _>>()?;
                 matchers.push(GrpcMatcherSpec {
                     service,
@@ -707,10 +839,13 @@ impl RuleCompiler<'_> {
             }
             let filters = self.filters(&rule.filters, None).map_err(at)?;
             if filters.redirect.is_some() || filters.rewrite.is_some() || filters.cors.is_some() {
-                return Err(at("GRPCRoute rules support only header modifiers and mirrors".into()));
+                return Err(at(
+                    "GRPCRoute rules support only header modifiers and mirrors".into(),
+                ));
             }
             let choices = self.backend_refs(&rule.backend_refs, None).map_err(at)?;
-            let needs_buffering = !filters.mirrors.is_empty() || choices.iter().any(|c| !c.filters.mirrors.is_empty());
+            let needs_buffering = !filters.mirrors.is_empty()
+                || choices.iter().any(|c| !c.filters.mirrors.is_empty());
             out.push((
                 Arc::new(Rule {
                     route: Arc::clone(&route_name),
@@ -762,7 +897,11 @@ impl RuleCompiler<'_> {
         }
     }
 
-    fn backend_refs(&self, refs: &[HttpBackendRef], matches: Option<&[HttpRouteMatch]>) -> Result<Vec<BackendChoice>, String> {
+    fn backend_refs(
+        &self,
+        refs: &[HttpBackendRef],
+        matches: Option<&[HttpRouteMatch]>,
+    ) -> Result<Vec<BackendChoice>, String> {
         refs.iter()
             .enumerate()
             .map(|(i, r)| {
@@ -779,12 +918,20 @@ impl RuleCompiler<'_> {
             .collect()
     }
 
-    fn filters(&self, filters: &[HttpFilter], matches: Option<&[HttpRouteMatch]>) -> Result<FilterSet, String> {
+    fn filters(
+        &self,
+        filters: &[HttpFilter],
+        matches: Option<&[HttpRouteMatch]>,
+    ) -> Result<FilterSet, String> {
         let mut set = FilterSet::default();
         for (i, filter) in filters.iter().enumerate() {
             let at = |e: String| format!("filters[{i}]: {e}");
             let once = |present: bool, what: &str| {
-                if present { Err(at(format!("{what} may appear only once per rule"))) } else { Ok(()) }
+                if present {
+                    Err(at(format!("{what} may appear only once per rule")))
+                } else {
+                    Ok(())
+                }
             };
             match filter {
                 HttpFilter::RequestHeaderModifier(m) => {
@@ -805,12 +952,14 @@ impl RuleCompiler<'_> {
                 }
                 HttpFilter::RequestMirror(m) => {
                     if let Some((_, 0)) = m.fraction {
-                        return Err(at("RequestMirror fraction denominator must be positive".into()));
+                        return Err(at(
+                            "RequestMirror fraction denominator must be positive".into()
+                        ));
                     }
-                    if let Some((n, d)) = m.fraction {
-                        if n > d {
-                            return Err(at(format!("RequestMirror fraction {n}/{d} is above 1")));
-                        }
+                    if let Some((n, d)) = m.fraction
+                        && n > d
+                    {
+                        return Err(at(format!("RequestMirror fraction {n}/{d} is above 1")));
                     }
                     set.mirrors.push(Mirror {
                         target: self.target(&m.backend_ref).map_err(at)?,
@@ -838,11 +987,15 @@ fn compile_match(m: &HttpRouteMatch) -> Result<RequestMatcher, String> {
             PathMatcher::prefix(p)
         }
         PathMatch::RegularExpression(r) => PathMatcher::Regex(
-            anchored_regex(r).map_err(|e| format!("path: invalid regular expression {r:?}: {e}"))?,
+            anchored_regex(r)
+                .map_err(|e| format!("path: invalid regular expression {r:?}: {e}"))?,
         ),
     };
     let method = match &m.method {
-        Some(method) => Some(Method::from_bytes(method.as_bytes()).map_err(|_| format!("method: invalid method {method:?}"))?),
+        Some(method) => Some(
+            Method::from_bytes(method.as_bytes())
+                .map_err(|_| format!("method: invalid method {method:?}"))?,
+        ),
         None => None,
     };
     let headers = m
@@ -862,12 +1015,18 @@ fn compile_match(m: &HttpRouteMatch) -> Result<RequestMatcher, String> {
             })
         })
         .collect::<Result<_, String>>()?;
-    Ok(RequestMatcher { path, method, headers, query })
+    Ok(RequestMatcher {
+        path,
+        method,
+        headers,
+        query,
+    })
 }
 
 fn compile_header(h: &route::HeaderMatch) -> Result<HeaderMatcher, String> {
     Ok(HeaderMatcher {
-        name: HeaderName::try_from(h.name.as_str()).map_err(|_| format!("invalid header name {:?}", h.name))?,
+        name: HeaderName::try_from(h.name.as_str())
+            .map_err(|_| format!("invalid header name {:?}", h.name))?,
         value: compile_value(&h.value)?,
     })
 }
@@ -888,9 +1047,13 @@ fn check_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_prefix_modifier(modifier: &Option<PathModifier>, matches: Option<&[HttpRouteMatch]>) -> Result<(), String> {
+fn check_prefix_modifier(
+    modifier: &Option<PathModifier>,
+    matches: Option<&[HttpRouteMatch]>,
+) -> Result<(), String> {
     if let Some(PathModifier::ReplacePrefixMatch(_)) = modifier {
-        let ok = matches.is_some_and(|ms| ms.len() == 1 && matches!(ms[0].path, PathMatch::Prefix(_)));
+        let ok =
+            matches.is_some_and(|ms| ms.len() == 1 && matches!(ms[0].path, PathMatch::Prefix(_)));
         if !ok {
             return Err("ReplacePrefixMatch needs a rule with exactly one PathPrefix match".into());
         }
@@ -898,14 +1061,23 @@ fn check_prefix_modifier(modifier: &Option<PathModifier>, matches: Option<&[Http
     Ok(())
 }
 
-fn compile_redirect(r: &route::RequestRedirect, matches: Option<&[HttpRouteMatch]>) -> Result<Redirect, String> {
-    if let Some(scheme) = &r.scheme {
-        if scheme != "http" && scheme != "https" {
-            return Err(format!("RequestRedirect scheme {scheme:?} must be http or https"));
-        }
+fn compile_redirect(
+    r: &route::RequestRedirect,
+    matches: Option<&[HttpRouteMatch]>,
+) -> Result<Redirect, String> {
+    if let Some(scheme) = &r.scheme
+        && scheme != "http"
+        && scheme != "https"
+    {
+        return Err(format!(
+            "RequestRedirect scheme {scheme:?} must be http or https"
+        ));
     }
     if !matches!(r.status_code, 301 | 302 | 303 | 307 | 308) {
-        return Err(format!("RequestRedirect statusCode {} must be 301, 302, 303, 307 or 308", r.status_code));
+        return Err(format!(
+            "RequestRedirect statusCode {} must be 301, 302, 303, 307 or 308",
+            r.status_code
+        ));
     }
     check_prefix_modifier(&r.path, matches)?;
     Ok(Redirect {
@@ -917,13 +1089,22 @@ fn compile_redirect(r: &route::RequestRedirect, matches: Option<&[HttpRouteMatch
     })
 }
 
-fn compile_rewrite(r: &route::UrlRewrite, matches: Option<&[HttpRouteMatch]>) -> Result<Rewrite, String> {
+fn compile_rewrite(
+    r: &route::UrlRewrite,
+    matches: Option<&[HttpRouteMatch]>,
+) -> Result<Rewrite, String> {
     check_prefix_modifier(&r.path, matches)?;
     let hostname = match &r.hostname {
-        Some(h) => Some(http::HeaderValue::try_from(h.as_str()).map_err(|_| format!("URLRewrite hostname {h:?} is invalid"))?),
+        Some(h) => Some(
+            http::HeaderValue::try_from(h.as_str())
+                .map_err(|_| format!("URLRewrite hostname {h:?} is invalid"))?,
+        ),
         None => None,
     };
-    Ok(Rewrite { hostname, path: r.path.clone() })
+    Ok(Rewrite {
+        hostname,
+        path: r.path.clone(),
+    })
 }
 
 #[cfg(test)]

@@ -43,15 +43,15 @@ impl GrpcMatcher {
         let Some((service, method)) = split_grpc_path(path) else {
             return false;
         };
-        if let Some(condition) = &self.service {
-            if !condition.matches(service) {
-                return false;
-            }
+        if let Some(condition) = &self.service
+            && !condition.matches(service)
+        {
+            return false;
         }
-        if let Some(condition) = &self.method {
-            if !condition.matches(method) {
-                return false;
-            }
+        if let Some(condition) = &self.method
+            && !condition.matches(method)
+        {
+            return false;
         }
         self.headers.iter().all(|h| {
             headers
@@ -87,7 +87,10 @@ mod tests {
     fn grpc_paths_split_into_service_and_method() {
         assert_eq!(
             split_grpc_path("/gateway_api_conformance.echo_basic.grpcecho.GrpcEcho/Echo"),
-            Some(("gateway_api_conformance.echo_basic.grpcecho.GrpcEcho", "Echo"))
+            Some((
+                "gateway_api_conformance.echo_basic.grpcecho.GrpcEcho",
+                "Echo"
+            ))
         );
         for bad in ["/", "/svc", "/svc/", "//m", "/a/b/c", "svc/m"] {
             assert_eq!(split_grpc_path(bad), None, "{bad}");

@@ -61,9 +61,10 @@ impl<T> HostIndex<T> {
     /// Values whose pattern matches `host`, most specific first: the exact name, then
     /// wildcards with the most labels right of `*`, then the catch-all. `*.example.com`
     /// matches `a.example.com` and `a.b.example.com`, never `example.com`.
-    pub(crate) fn candidates<'a, 'h>(&'a self, host: &'h str) -> impl Iterator<Item = &'a T> {
+    pub(crate) fn candidates<'a>(&'a self, host: &str) -> impl Iterator<Item = &'a T> {
         let exact = self.exact.get(host);
-        let wildcards = WildcardSuffixes { rest: host }.filter_map(|suffix| self.wildcard.get(suffix));
+        let wildcards =
+            WildcardSuffixes { rest: host }.filter_map(|suffix| self.wildcard.get(suffix));
         exact.into_iter().chain(wildcards).chain(self.any.iter())
     }
 
@@ -100,7 +101,11 @@ impl<'a> Iterator for WildcardSuffixes<'a> {
     fn next(&mut self) -> Option<&'a str> {
         let dot = self.rest.find('.')?;
         self.rest = &self.rest[dot + 1..];
-        if self.rest.is_empty() { None } else { Some(self.rest) }
+        if self.rest.is_empty() {
+            None
+        } else {
+            Some(self.rest)
+        }
     }
 }
 
@@ -174,11 +179,24 @@ mod tests {
     #[test]
     fn candidates_come_most_specific_first() {
         let mut index = HostIndex::default();
-        for pattern in [None, Some("*.example.com"), Some("*.foo.example.com"), Some("abc.foo.example.com")] {
+        for pattern in [
+            None,
+            Some("*.example.com"),
+            Some("*.foo.example.com"),
+            Some("abc.foo.example.com"),
+        ] {
             *index.entry_or_insert_with(pattern, || "") = pattern.unwrap_or("");
         }
         let got: Vec<_> = index.candidates("abc.foo.example.com").copied().collect();
-        assert_eq!(got, ["abc.foo.example.com", "*.foo.example.com", "*.example.com", ""]);
+        assert_eq!(
+            got,
+            [
+                "abc.foo.example.com",
+                "*.foo.example.com",
+                "*.example.com",
+                ""
+            ]
+        );
         let got: Vec<_> = index.candidates("x.example.com").copied().collect();
         assert_eq!(got, ["*.example.com", ""]);
         let got: Vec<_> = index.candidates("example.com").copied().collect();

@@ -157,10 +157,10 @@ pub(crate) fn anchored_regex(pattern: &str) -> Result<Regex, regex::Error> {
 impl RequestMatcher {
     /// Whether the request satisfies every condition.
     pub(crate) fn matches(&self, request: &mut RequestView<'_>) -> bool {
-        if let Some(method) = &self.method {
-            if method != request.method {
-                return false;
-            }
+        if let Some(method) = &self.method
+            && method != request.method
+        {
+            return false;
         }
         if !self.path.matches(request.path) {
             return false;
@@ -204,7 +204,8 @@ impl<'a> RequestView<'a> {
     /// Query parameters, percent-decoded (`+` is a space, as in HTML forms), in order.
     pub(crate) fn query_params(&mut self) -> &[(String, String)] {
         let query = self.query;
-        self.parsed_query.get_or_insert_with(|| parse_query(query.unwrap_or("")))
+        self.parsed_query
+            .get_or_insert_with(|| parse_query(query.unwrap_or("")))
     }
 }
 
@@ -231,16 +232,14 @@ pub(crate) fn percent_decode(input: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(hi), Some(lo)) => {
-                        out.push(hi * 16 + lo);
-                        i += 3;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(hi), Some(lo)) => {
+                    out.push(hi * 16 + lo);
+                    i += 3;
+                    continue;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             other => out.push(other),
         }
         i += 1;

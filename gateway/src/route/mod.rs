@@ -149,7 +149,11 @@ impl PortTable {
 
 impl ListenerTable {
     /// The winning HTTPRoute match for a request, if any.
-    pub(crate) fn find_http<'a>(&'a self, host: &str, request: &mut RequestView<'_>) -> Option<&'a HttpEntry> {
+    pub(crate) fn find_http<'a>(
+        &'a self,
+        host: &str,
+        request: &mut RequestView<'_>,
+    ) -> Option<&'a HttpEntry> {
         for bucket in self.http.candidates(host) {
             for entry in bucket {
                 if entry.matcher.matches(request) {
@@ -161,7 +165,12 @@ impl ListenerTable {
     }
 
     /// The winning GRPCRoute match for a request, if any.
-    pub(crate) fn find_grpc<'a>(&'a self, host: &str, path: &str, headers: &http::HeaderMap) -> Option<&'a GrpcEntry> {
+    pub(crate) fn find_grpc<'a>(
+        &'a self,
+        host: &str,
+        path: &str,
+        headers: &http::HeaderMap,
+    ) -> Option<&'a GrpcEntry> {
         for bucket in self.grpc.candidates(host) {
             for entry in bucket {
                 if entry.matcher.matches(path, headers) {

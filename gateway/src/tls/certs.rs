@@ -19,9 +19,10 @@ pub(crate) struct ServingCert {
 /// Parses a certificate; the error says what is wrong with which Secret.
 pub(crate) fn parse(cert: &TlsCertificate) -> Result<ServingCert, String> {
     let source = cert.key.to_string();
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.cert_chain_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("certificate {source}: invalid PEM certificate chain: {e}"))?;
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(cert.cert_chain_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("certificate {source}: invalid PEM certificate chain: {e}"))?;
     let leaf = chain
         .first()
         .cloned()
@@ -31,8 +32,9 @@ pub(crate) fn parse(cert: &TlsCertificate) -> Result<ServingCert, String> {
     let signing_key = rustls::crypto::ring::sign::any_supported_type(&private_key)
         .map_err(|e| format!("certificate {source}: unsupported private key: {e}"))?;
     let key = CertifiedKey::new(chain, signing_key);
-    key.keys_match()
-        .map_err(|e| format!("certificate {source}: the private key does not match the certificate: {e}"))?;
+    key.keys_match().map_err(|e| {
+        format!("certificate {source}: the private key does not match the certificate: {e}")
+    })?;
     Ok(ServingCert {
         key: Arc::new(key),
         leaf,

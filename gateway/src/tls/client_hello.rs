@@ -27,7 +27,9 @@ pub(crate) enum HelloError {
 }
 
 /// Reads the first TLS record (the ClientHello) from `stream`.
-pub(crate) async fn read_client_hello<S: AsyncRead + Unpin>(stream: &mut S) -> Result<PeekedHello, HelloError> {
+pub(crate) async fn read_client_hello<S: AsyncRead + Unpin>(
+    stream: &mut S,
+) -> Result<PeekedHello, HelloError> {
     let mut bytes = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     loop {
@@ -71,7 +73,9 @@ pub(crate) fn parse_sni(record: &[u8]) -> Result<Option<String>, HelloError> {
         return Ok(None);
     }
     let n = usize::from(hello.u16()?);
-    let mut extensions = Reader { buf: hello.take(n)? };
+    let mut extensions = Reader {
+        buf: hello.take(n)?,
+    };
     while !extensions.buf.is_empty() {
         let kind = extensions.u16()?;
         let n = usize::from(extensions.u16()?);
@@ -87,7 +91,8 @@ pub(crate) fn parse_sni(record: &[u8]) -> Result<Option<String>, HelloError> {
             let n = usize::from(names.u16()?);
             let name = names.take(n)?;
             if name_type == 0 {
-                let name = std::str::from_utf8(name).map_err(|_| HelloError::Malformed("SNI is not UTF-8"))?;
+                let name = std::str::from_utf8(name)
+                    .map_err(|_| HelloError::Malformed("SNI is not UTF-8"))?;
                 return Ok(Some(name.trim_end_matches('.').to_ascii_lowercase()));
             }
         }
@@ -130,7 +135,9 @@ mod tests {
     fn hello_for(name: &str) -> Vec<u8> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let roots = rustls::RootCertStore::empty();
-        let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         let server_name = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
         let mut conn = rustls::ClientConnection::new(Arc::new(config), server_name).unwrap();
         let mut out = Vec::new();
@@ -158,6 +165,9 @@ mod tests {
     #[tokio::test]
     async fn rejects_plain_http() {
         let mut input: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-        assert!(matches!(read_client_hello(&mut input).await, Err(HelloError::Malformed(_))));
+        assert!(matches!(
+            read_client_hello(&mut input).await,
+            Err(HelloError::Malformed(_))
+        ));
     }
 }

@@ -33,7 +33,9 @@ impl SniResolver {
                     first = Some(Arc::clone(&cert.key));
                 }
             }
-            index.entry_or_insert_with(hostname.as_deref(), Vec::new).extend(certs);
+            index
+                .entry_or_insert_with(hostname.as_deref(), Vec::new)
+                .extend(certs);
         }
         let fallback = catch_all.or(first);
         Self {
@@ -48,9 +50,16 @@ impl SniResolver {
             return self.fallback.clone();
         };
         let sni = sni.to_ascii_lowercase();
-        match self.listeners.candidates(&sni).find(|certs| !certs.is_empty()) {
+        match self
+            .listeners
+            .candidates(&sni)
+            .find(|certs| !certs.is_empty())
+        {
             Some(certs) => {
-                let chosen = certs.iter().find(|c| covers(c, &sni)).or_else(|| certs.first());
+                let chosen = certs
+                    .iter()
+                    .find(|c| covers(c, &sni))
+                    .or_else(|| certs.first());
                 chosen.map(|c| Arc::clone(&c.key))
             }
             None => self.fallback.clone(),

@@ -1,6 +1,8 @@
 //! Config validation: every rejection names the bad part; nothing half-compiles.
 
-use meridian_proto::model::gateway::{Attached, GatewayConfig, ListenerProtocol, ListenerTls, TlsCertificate, TlsMode};
+use meridian_proto::model::gateway::{
+    Attached, GatewayConfig, ListenerProtocol, ListenerTls, TlsCertificate, TlsMode,
+};
 use meridian_proto::model::route::{HttpFilter, PathModifier, RequestRedirect, UrlRewrite};
 
 use crate::fixtures::*;
@@ -21,7 +23,16 @@ fn error_of(config: GatewayConfig) -> String {
 #[test]
 fn valid_config_compiles() {
     let mut config = base();
-    config.http_routes = vec![attach(route("default/r", 0, &[], vec![rule(vec![prefix("/")], vec![to("default/v1", 1)])]), "http", &[])];
+    config.http_routes = vec![attach(
+        route(
+            "default/r",
+            0,
+            &[],
+            vec![rule(vec![prefix("/")], vec![to("default/v1", 1)])],
+        ),
+        "http",
+        &[],
+    )];
     let compiled = compile_config(&config).unwrap();
     assert_eq!(compiled.version, 3);
     assert_eq!(compiled.ports.len(), 1);
@@ -39,11 +50,24 @@ fn rejections_name_the_bad_field() {
     duplicate.listeners.push(http_listener("http", 9090, None));
 
     let mut unknown_listener = base();
-    unknown_listener.http_routes = vec![attach(route("default/r", 0, &[], vec![rule(vec![prefix("/")], vec![])]), "nope", &[])];
+    unknown_listener.http_routes = vec![attach(
+        route("default/r", 0, &[], vec![rule(vec![prefix("/")], vec![])]),
+        "nope",
+        &[],
+    )];
 
     let mut missing_backend = base();
     missing_backend.backends.clear();
-    missing_backend.http_routes = vec![attach(route("default/r", 0, &[], vec![rule(vec![prefix("/")], vec![to("default/v1", 1)])]), "http", &[])];
+    missing_backend.http_routes = vec![attach(
+        route(
+            "default/r",
+            0,
+            &[],
+            vec![rule(vec![prefix("/")], vec![to("default/v1", 1)])],
+        ),
+        "http",
+        &[],
+    )];
 
     let mut https_without_tls = base();
     https_without_tls.listeners[0].protocol = ListenerProtocol::Https;
@@ -62,34 +86,98 @@ fn rejections_name_the_bad_field() {
     let mut port_conflict = base();
     let mut tls_listener = http_listener("https", 8080, Some("a.example.com"));
     tls_listener.protocol = ListenerProtocol::Tls;
-    tls_listener.tls = Some(ListenerTls { mode: TlsMode::Passthrough, certificates: vec![] });
+    tls_listener.tls = Some(ListenerTls {
+        mode: TlsMode::Passthrough,
+        certificates: vec![],
+    });
     port_conflict.listeners.push(tls_listener);
 
     let mut same_host = base();
-    same_host.listeners.push(http_listener("http-2", 8080, None));
+    same_host
+        .listeners
+        .push(http_listener("http-2", 8080, None));
 
-    let redirect = |status| HttpFilter::RequestRedirect(RequestRedirect {
-        scheme: None,
-        hostname: None,
-        path: None,
-        port: None,
-        status_code: status,
-    });
+    let redirect = |status| {
+        HttpFilter::RequestRedirect(RequestRedirect {
+            scheme: None,
+            hostname: None,
+            path: None,
+            port: None,
+            status_code: status,
+        })
+    };
     let cases: Vec<(GatewayConfig, &str)> = vec![
         (duplicate, r#"listener "http" is defined twice"#),
-        (unknown_listener, r#"HTTPRoute default/r: attached to unknown listener "nope""#),
-        (missing_backend, "HTTPRoute default/r rule 0: backendRefs[0]: backendRef default/v1 resolves to Service port default/v1:8080 which is missing from backends"),
-        (https_without_tls, r#"listener "http": protocol HTTPS requires tls settings"#),
-        (bad_cert, r#"listener "http": certificate default/web-cert: no certificate found in the PEM chain"#),
-        (port_conflict, "share port 8080 but one is plain HTTP and the other TLS"),
+        (
+            unknown_listener,
+            r#"HTTPRoute default/r: attached to unknown listener "nope""#,
+        ),
+        (
+            missing_backend,
+            "HTTPRoute default/r rule 0: backendRefs[0]: backendRef default/v1 resolves to Service port default/v1:8080 which is missing from backends",
+        ),
+        (
+            https_without_tls,
+            r#"listener "http": protocol HTTPS requires tls settings"#,
+        ),
+        (
+            bad_cert,
+            r#"listener "http": certificate default/web-cert: no certificate found in the PEM chain"#,
+        ),
+        (
+            port_conflict,
+            "share port 8080 but one is plain HTTP and the other TLS",
+        ),
         (same_host, "conflict: same port 8080 and hostname (none)"),
-        (with_route(rule(vec![regex("/(unclosed")], vec![])), "HTTPRoute default/r rule 0: matches[0]: path: invalid regular expression"),
-        (with_route(rule(vec![exact("relative")], vec![])), r#"matches[0]: path "relative" must start with '/'"#),
-        (with_route(rule(vec![prefix("/").header("bad header", "x")], vec![])), r#"matches[0]: headers[0]: invalid header name "bad header""#),
-        (with_route(rule_with(vec![prefix("/")], vec![redirect(307), redirect(302)], vec![])), "filters[1]: RequestRedirect may appear only once per rule"),
-        (with_route(rule_with(vec![prefix("/")], vec![redirect(305)], vec![])), "filters[0]: RequestRedirect statusCode 305 must be 301, 302, 303, 307 or 308"),
-        (with_route(rule_with(vec![exact("/x")], vec![HttpFilter::UrlRewrite(UrlRewrite { hostname: None, path: Some(PathModifier::ReplacePrefixMatch("/y".into())) })], vec![])), "ReplacePrefixMatch needs a rule with exactly one PathPrefix match"),
-        (with_route(rule_with(vec![prefix("/")], vec![redirect(302), HttpFilter::UrlRewrite(UrlRewrite { hostname: Some("h".into()), path: None })], vec![])), "RequestRedirect and URLRewrite cannot be combined"),
+        (
+            with_route(rule(vec![regex("/(unclosed")], vec![])),
+            "HTTPRoute default/r rule 0: matches[0]: path: invalid regular expression",
+        ),
+        (
+            with_route(rule(vec![exact("relative")], vec![])),
+            r#"matches[0]: path "relative" must start with '/'"#,
+        ),
+        (
+            with_route(rule(vec![prefix("/").header("bad header", "x")], vec![])),
+            r#"matches[0]: headers[0]: invalid header name "bad header""#,
+        ),
+        (
+            with_route(rule_with(
+                vec![prefix("/")],
+                vec![redirect(307), redirect(302)],
+                vec![],
+            )),
+            "filters[1]: RequestRedirect may appear only once per rule",
+        ),
+        (
+            with_route(rule_with(vec![prefix("/")], vec![redirect(305)], vec![])),
+            "filters[0]: RequestRedirect statusCode 305 must be 301, 302, 303, 307 or 308",
+        ),
+        (
+            with_route(rule_with(
+                vec![exact("/x")],
+                vec![HttpFilter::UrlRewrite(UrlRewrite {
+                    hostname: None,
+                    path: Some(PathModifier::ReplacePrefixMatch("/y".into())),
+                })],
+                vec![],
+            )),
+            "ReplacePrefixMatch needs a rule with exactly one PathPrefix match",
+        ),
+        (
+            with_route(rule_with(
+                vec![prefix("/")],
+                vec![
+                    redirect(302),
+                    HttpFilter::UrlRewrite(UrlRewrite {
+                        hostname: Some("h".into()),
+                        path: None,
+                    }),
+                ],
+                vec![],
+            )),
+            "RequestRedirect and URLRewrite cannot be combined",
+        ),
     ];
     for (config, want) in cases {
         let got = error_of(config);
@@ -113,5 +201,7 @@ fn tls_routes_need_tls_listeners() {
             hostnames: vec!["a.example.com".into()],
         }],
     }];
-    assert!(error_of(config).contains(r#"TLSRoute default/t: listener "http" is not a TLS listener"#));
+    assert!(
+        error_of(config).contains(r#"TLSRoute default/t: listener "http" is not a TLS listener"#)
+    );
 }

@@ -15,7 +15,11 @@ fn prefixes_match_element_wise() {
         ("/v2", "/v2example", false),
         ("/Abc", "/abc", false),
     ] {
-        assert_eq!(PathMatcher::prefix(prefix).matches(path), want, "{prefix} vs {path}");
+        assert_eq!(
+            PathMatcher::prefix(prefix).matches(path),
+            want,
+            "{prefix} vs {path}"
+        );
     }
 }
 

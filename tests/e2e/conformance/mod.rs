@@ -1,0 +1,12 @@
+//! The Gateway API conformance suite, mirroring the upstream tests by name, run against a real
+//! `meridian gateway --config-dir` process and real `meridian echo` backends over sockets.
+//!
+//! Each test starts its own echo backends and gateway (so tests are independent and run in
+//! parallel), writes the upstream-style manifests (with free ports substituted) into the config
+//! directory, and checks requests the way the upstream suite does: status, the backend that
+//! answered (`pod` prefix), the path/host/headers the backend saw, response headers, redirect
+//! `Location`s. Requests are retried until they match (eventual consistency, like upstream).
+
+mod harness;
+mod http_tests;
+mod tls_tests;
