@@ -122,7 +122,7 @@ impl Hub {
         let shutdown = CancellationToken::new();
         let (machine, watches) = StoreMachine::new(&mut registry);
         let raft = raft::spawn(config.raft_config(advertise), machine, &mut registry).await?;
-        let proposer = Proposer::new(raft.clone());
+        let proposer = Proposer::new(raft.clone(), watches.view.clone());
 
         let health = health::spawn(
             config.health.clone(),
@@ -191,6 +191,7 @@ impl Hub {
             view: watches.view.clone(),
             dns_view: watches.dns.clone(),
             dns_config: config.dns.clone(),
+            dns_explainer: dns.explainer(),
             registry: Arc::new(registry),
         });
         let admin_shutdown = shutdown.child_token();

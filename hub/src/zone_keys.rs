@@ -8,23 +8,12 @@ use meridian_proto::model::Fqdn;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::dns::generate_zone_key;
 use crate::raft::{RaftStatus, Role};
 use crate::store::{Action, Outcome, Proposer, StoreView};
 
 /// How long to wait before retrying a proposal that failed.
 const RETRY: Duration = Duration::from_secs(2);
-
-/// Errors generating a key.
-#[derive(Debug, thiserror::Error)]
-#[error("generating an ECDSA P-256 key: {0}")]
-pub struct KeyGenError(String);
-
-/// Generates a fresh ECDSA P-256 signing key as PKCS#8 DER.
-pub fn generate_zone_key() -> Result<Vec<u8>, KeyGenError> {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        .map_err(|e| KeyGenError(e.to_string()))?;
-    Ok(key.serialize_der())
-}
 
 /// Runs the duty until `shutdown`: whenever this node leads and a zone in `zones` has no key
 /// in the committed state, generate one and propose it. Two leaders racing (one deposed) is
@@ -83,19 +72,5 @@ pub async fn run(
             changed = view.changed() => if changed.is_err() { return },
             () = tokio::time::sleep(RETRY), if failed => {}
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn generated_keys_are_p256_pkcs8() {
-        let der = generate_zone_key().unwrap();
-        // Parses back as a P-256 key pair.
-        let key = rcgen::KeyPair::try_from(der.as_slice()).unwrap();
-        assert!(key.is_compatible(&rcgen::PKCS_ECDSA_P256_SHA256));
-        assert_ne!(generate_zone_key().unwrap(), der, "keys are random");
     }
 }

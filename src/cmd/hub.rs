@@ -132,7 +132,7 @@ fn build_config(args: &Args) -> anyhow::Result<HubConfig> {
         config.join = true;
         config.members.clear();
     }
-    let mut nameservers = Vec::new();
+    let mut nameservers: Vec<NameserverConfig> = Vec::new();
     for spec in &args.nameservers {
         let (name, ip) = spec
             .split_once('=')
@@ -145,8 +145,31 @@ fn build_config(args: &Args) -> anyhow::Result<HubConfig> {
             addresses: vec![ip],
         });
     }
+    if nameservers.is_empty() && !args.zones.is_empty() {
+        // Without --nameserver, this node is the zones' only name server (`ns1.<zone>`), at
+        // its DNS address.
+        let ip = config.dns.listen.ip();
+        if ip.is_unspecified() {
+            bail!("--nameserver NAME=IP is required when --dns listens on {ip}");
+        }
+        nameservers.push(NameserverConfig {
+            name: String::new(),
+            addresses: vec![ip],
+        });
+    }
     for origin in &args.zones {
         let origin = origin.trim_end_matches('.').to_ascii_lowercase();
+        let nameservers: Vec<NameserverConfig> = nameservers
+            .iter()
+            .map(|ns| NameserverConfig {
+                name: if ns.name.is_empty() {
+                    format!("ns1.{origin}")
+                } else {
+                    ns.name.clone()
+                },
+                addresses: ns.addresses.clone(),
+            })
+            .collect();
         if let Some(zone) = config.dns.zones.iter_mut().find(|z| z.origin == origin) {
             zone.dnssec |= args.dnssec;
             if !nameservers.is_empty() {

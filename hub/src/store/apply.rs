@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use meridian_proto::model::HostnamePolicy;
 
 use super::command::{Action, Command, Outcome, Rejection};
-use super::state::{AuditEntry, ClusterRecord, State, ZoneKey};
+use super::state::{AuditEntry, ClusterRecord, RecordSet, State, ZoneKey};
 
 /// The largest TTL DNS allows (RFC 2181 §8).
 const MAX_TTL: u32 = 2_147_483_647;
@@ -122,6 +122,18 @@ impl State {
                 if let Err(rejection) = check_hostname(self, &policy) {
                     return Outcome::Rejected(rejection);
                 }
+                for rtype in ["A", "AAAA", "CNAME"] {
+                    if self
+                        .records
+                        .contains_key(&(policy.fqdn.clone(), rtype.to_string()))
+                    {
+                        return Outcome::Rejected(Rejection::conflict(format!(
+                            "{} has static {rtype} records; a hostname policy answers its \
+                             addresses, so delete them first",
+                            policy.fqdn
+                        )));
+                    }
+                }
                 if self.hostnames.get(&policy.fqdn) == Some(&policy) {
                     return Outcome::Unchanged;
                 }
@@ -191,8 +203,119 @@ impl State {
                 self.dns_version = index;
                 Outcome::Applied
             }
+            Action::PutRecordSet {
+                name,
+                rtype,
+                ttl,
+                values,
+            } => {
+                let set = RecordSet { ttl, values };
+                if let Err(rejection) = check_record_set(self, &name, &rtype, &set) {
+                    return Outcome::Rejected(rejection);
+                }
+                let key = (name, rtype);
+                if self.records.get(&key) == Some(&set) {
+                    return Outcome::Unchanged;
+                }
+                self.records.insert(key, set);
+                self.dns_version = index;
+                Outcome::Applied
+            }
+            Action::DeleteRecordSet { name, rtype } => {
+                if self
+                    .records
+                    .remove(&(name.clone(), rtype.clone()))
+                    .is_none()
+                {
+                    return Outcome::Rejected(Rejection::not_found(format!(
+                        "{name} has no {rtype} records"
+                    )));
+                }
+                self.dns_version = index;
+                Outcome::Applied
+            }
         }
     }
+}
+
+/// The record types the hub serves from static record sets.
+pub const RECORD_TYPES: [&str; 5] = ["A", "AAAA", "CNAME", "TXT", "MX"];
+
+/// Checks a record set against the state: values of its type within the wire limits, one
+/// CNAME alone at its name (RFC 1034 §3.6.2), no addresses where a hostname policy answers.
+pub fn check_record_set(
+    state: &State,
+    name: &meridian_proto::model::Fqdn,
+    rtype: &str,
+    set: &RecordSet,
+) -> Result<(), Rejection> {
+    if !RECORD_TYPES.contains(&rtype) {
+        return Err(Rejection::invalid(
+            "type",
+            format!("{rtype:?} is not one of {}", RECORD_TYPES.join(", ")),
+        ));
+    }
+    if set.ttl > MAX_TTL {
+        return Err(Rejection::invalid(
+            "ttl",
+            format!("{} is larger than the largest DNS TTL {MAX_TTL}", set.ttl),
+        ));
+    }
+    if set.values.is_empty() {
+        return Err(Rejection::invalid(
+            "values",
+            "must hold at least one record",
+        ));
+    }
+    for (i, value) in set.values.iter().enumerate() {
+        if value.type_name() != rtype {
+            return Err(Rejection::invalid(
+                format!("values[{i}]"),
+                format!("is a {} record in a {rtype} record set", value.type_name()),
+            ));
+        }
+        if let Err(err) = value.check() {
+            return Err(Rejection::invalid(format!("values[{i}]"), err.to_string()));
+        }
+        if set.values[..i].contains(value) {
+            return Err(Rejection::invalid(
+                format!("values[{i}]"),
+                "is listed more than once",
+            ));
+        }
+    }
+    let others: Vec<&str> = state
+        .records
+        .range((name.clone(), String::new())..)
+        .take_while(|((n, _), _)| n == name)
+        .map(|((_, t), _)| t.as_str())
+        .filter(|t| *t != rtype)
+        .collect();
+    if rtype == "CNAME" {
+        if set.values.len() > 1 {
+            return Err(Rejection::invalid("values", "a name has at most one CNAME"));
+        }
+        if let Some(other) = others.first() {
+            return Err(Rejection::conflict(format!(
+                "{name} has {other} records; a CNAME must be the only record at its name"
+            )));
+        }
+        if state.hostnames.contains_key(name) {
+            return Err(Rejection::conflict(format!(
+                "{name} has a hostname policy; a CNAME must be the only record at its name"
+            )));
+        }
+    } else if others.contains(&"CNAME") {
+        return Err(Rejection::conflict(format!(
+            "{name} has a CNAME; no other records may share its name"
+        )));
+    }
+    if (rtype == "A" || rtype == "AAAA") && state.hostnames.contains_key(name) {
+        return Err(Rejection::conflict(format!(
+            "{name} has a hostname policy, which answers its {rtype} queries"
+        )));
+    }
+    Ok(())
 }
 
 /// Checks a hostname policy against the state: its targets exist, are listed once, and its

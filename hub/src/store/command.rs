@@ -4,7 +4,8 @@ use std::fmt;
 use std::net::IpAddr;
 
 use meridian_proto::model::{
-    Cluster, ClusterHealth, ClusterName, Fqdn, HostnamePolicy, ObjectKey, route::HttpRoute,
+    Cluster, ClusterHealth, ClusterName, Fqdn, HostnamePolicy, ObjectKey, RecordData,
+    route::HttpRoute,
 };
 
 /// One change to the hub state, as it travels through the Raft log.
@@ -71,6 +72,24 @@ pub enum Action {
         zone: Fqdn,
         /// PKCS#8 DER of an ECDSA P-256 key.
         pkcs8: Vec<u8>,
+    },
+    /// Creates or replaces a static DNS record set.
+    PutRecordSet {
+        /// The owner name.
+        name: Fqdn,
+        /// The record type (`A`, `AAAA`, `CNAME`, `TXT`, `MX`).
+        rtype: String,
+        /// TTL in seconds.
+        ttl: u32,
+        /// The records, all of type `rtype`.
+        values: Vec<RecordData>,
+    },
+    /// Deletes a static DNS record set.
+    DeleteRecordSet {
+        /// The owner name.
+        name: Fqdn,
+        /// The record type.
+        rtype: String,
     },
 }
 
@@ -144,6 +163,8 @@ impl Action {
             Self::PutRoute(route) => format!("put route {}", route.key),
             Self::DeleteRoute(key) => format!("delete route {key}"),
             Self::PutZoneKey { zone, .. } => format!("put DNSSEC key of zone {zone}"),
+            Self::PutRecordSet { name, rtype, .. } => format!("put {rtype} records of {name}"),
+            Self::DeleteRecordSet { name, rtype } => format!("delete {rtype} records of {name}"),
         }
     }
 }

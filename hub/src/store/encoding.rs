@@ -9,12 +9,12 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 
 use meridian_proto::convert::ConvertError;
-use meridian_proto::model::{ClusterName, Fqdn, ObjectKey};
+use meridian_proto::model::{ClusterName, Fqdn, ObjectKey, RecordData};
 use meridian_proto::pb;
 use prost::Message as _;
 
 use super::command::{Action, Command, Outcome, RejectKind, Rejection};
-use super::state::{AuditEntry, ClusterRecord, State, ZoneKey};
+use super::state::{AuditEntry, ClusterRecord, RecordSet, State, ZoneKey};
 
 /// The snapshot format this build writes, and the newest it reads.
 pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
@@ -66,6 +66,16 @@ pub fn encode_command(command: &Command) -> Vec<u8> {
             zone: zone.to_string(),
             pkcs8: pkcs8.clone(),
             created_unix_ms: command.unix_ms,
+        }),
+        Action::PutRecordSet {
+            name,
+            rtype,
+            ttl,
+            values,
+        } => Kind::PutRecordSet(encode_record_set(name, rtype, *ttl, values)),
+        Action::DeleteRecordSet { name, rtype } => Kind::DeleteRecordSet(pb::RecordSetKey {
+            name: name.to_string(),
+            r#type: rtype.clone(),
         }),
     };
     pb::StoreCommand {
@@ -152,6 +162,20 @@ pub fn decode_command(bytes: &[u8]) -> Result<Command, DecodeError> {
             zone: Fqdn::new(&key.zone).map_err(|e| err(format!("put_zone_key.zone: {e}")))?,
             pkcs8: key.pkcs8,
         },
+        Kind::PutRecordSet(set) => {
+            let (name, rtype, set) =
+                decode_record_set(set).map_err(|e| err(format!("put_record_set.{e}")))?;
+            Action::PutRecordSet {
+                name,
+                rtype,
+                ttl: set.ttl,
+                values: set.values,
+            }
+        }
+        Kind::DeleteRecordSet(key) => Action::DeleteRecordSet {
+            name: Fqdn::new(&key.name).map_err(|e| err(format!("delete_record_set.name: {e}")))?,
+            rtype: key.r#type,
+        },
     };
     Ok(Command {
         actor: message.actor,
@@ -171,10 +195,76 @@ fn decode_ips(addresses: Vec<String>) -> Result<Vec<IpAddr>, String> {
         .collect()
 }
 
+fn encode_record_set(name: &Fqdn, rtype: &str, ttl: u32, values: &[RecordData]) -> pb::RecordSet {
+    use pb::record_value::Kind;
+    pb::RecordSet {
+        name: name.to_string(),
+        r#type: rtype.to_string(),
+        ttl,
+        values: values
+            .iter()
+            .map(|value| pb::RecordValue {
+                kind: Some(match value {
+                    RecordData::A(ip) => Kind::A(ip.to_string()),
+                    RecordData::Aaaa(ip) => Kind::Aaaa(ip.to_string()),
+                    RecordData::Cname(target) => Kind::Cname(target.to_string()),
+                    RecordData::Txt(strings) => Kind::Txt(pb::TxtStrings {
+                        strings: strings.clone(),
+                    }),
+                    RecordData::Mx {
+                        preference,
+                        exchange,
+                    } => Kind::Mx(pb::MxValue {
+                        preference: (*preference).into(),
+                        exchange: exchange.to_string(),
+                    }),
+                }),
+            })
+            .collect(),
+    }
+}
+
+/// Decodes a record set; errors start with the field path.
+fn decode_record_set(set: pb::RecordSet) -> Result<(Fqdn, String, RecordSet), String> {
+    use pb::record_value::Kind;
+    let name = Fqdn::new(&set.name).map_err(|e| format!("name: {e}"))?;
+    let mut values = Vec::with_capacity(set.values.len());
+    for (i, value) in set.values.into_iter().enumerate() {
+        let bad = |why: String| format!("values[{i}]: {why}");
+        let data = match value.kind {
+            Some(Kind::A(ip)) => {
+                RecordData::A(ip.parse().map_err(|e| bad(format!("{ip:?}: {e}")))?)
+            }
+            Some(Kind::Aaaa(ip)) => {
+                RecordData::Aaaa(ip.parse().map_err(|e| bad(format!("{ip:?}: {e}")))?)
+            }
+            Some(Kind::Cname(target)) => {
+                RecordData::Cname(Fqdn::new(&target).map_err(|e| bad(e.to_string()))?)
+            }
+            Some(Kind::Txt(txt)) => RecordData::Txt(txt.strings),
+            Some(Kind::Mx(mx)) => RecordData::Mx {
+                preference: u16::try_from(mx.preference)
+                    .map_err(|_| bad(format!("preference {} is not a u16", mx.preference)))?,
+                exchange: Fqdn::new(&mx.exchange).map_err(|e| bad(e.to_string()))?,
+            },
+            None => return Err(bad("unknown or missing record kind".to_string())),
+        };
+        values.push(data);
+    }
+    Ok((
+        name,
+        set.r#type,
+        RecordSet {
+            ttl: set.ttl,
+            values,
+        },
+    ))
+}
+
 // === outcomes ===
 
-/// Encodes an outcome for the proposer.
-pub fn encode_outcome(outcome: &Outcome) -> Vec<u8> {
+/// Encodes the outcome of the command applied at `index` for the proposer.
+pub fn encode_outcome(index: u64, outcome: &Outcome) -> Vec<u8> {
     use pb::store_outcome::Code;
     let (code, field, message) = match outcome {
         Outcome::Applied => (Code::Applied, String::new(), String::new()),
@@ -193,12 +283,13 @@ pub fn encode_outcome(outcome: &Outcome) -> Vec<u8> {
         code: code.into(),
         field,
         message,
+        index,
     }
     .encode_to_vec()
 }
 
-/// Decodes an outcome returned by a proposal.
-pub fn decode_outcome(bytes: &[u8]) -> Result<Outcome, DecodeError> {
+/// Decodes an outcome returned by a proposal, with the index it was applied at.
+pub fn decode_outcome(bytes: &[u8]) -> Result<(Outcome, u64), DecodeError> {
     use pb::store_outcome::Code;
     let err = |why: String| DecodeError {
         what: "outcome",
@@ -215,13 +306,14 @@ pub fn decode_outcome(bytes: &[u8]) -> Result<Outcome, DecodeError> {
             message: message.message.clone(),
         })
     };
-    Ok(match code {
+    let outcome = match code {
         Code::Applied => Outcome::Applied,
         Code::Unchanged => Outcome::Unchanged,
         Code::NotFound => rejected(RejectKind::NotFound),
         Code::Invalid => rejected(RejectKind::Invalid),
         Code::Conflict => rejected(RejectKind::Conflict),
-    })
+    };
+    Ok((outcome, message.index))
 }
 
 // === snapshots ===
@@ -267,6 +359,11 @@ pub fn encode_snapshot(state: &State) -> Vec<u8> {
             .collect(),
         shared_version: state.shared_version,
         dns_version: state.dns_version,
+        records: state
+            .records
+            .iter()
+            .map(|((name, rtype), set)| encode_record_set(name, rtype, set.ttl, &set.values))
+            .collect(),
     }
     .encode_to_vec()
 }
@@ -343,6 +440,12 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<State, DecodeError> {
             },
         );
     }
+    let mut records = BTreeMap::new();
+    for (i, set) in message.records.into_iter().enumerate() {
+        let (name, rtype, set) =
+            decode_record_set(set).map_err(|e| err(format!("records[{i}].{e}")))?;
+        records.insert((name, rtype), set);
+    }
     let audit: VecDeque<AuditEntry> = message
         .audit
         .into_iter()
@@ -359,6 +462,7 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<State, DecodeError> {
         hostnames,
         routes,
         zone_keys,
+        records,
         audit,
         shared_version: message.shared_version,
         dns_version: message.dns_version,

@@ -133,7 +133,7 @@ impl crate::raft::StateMachine for StoreMachine {
         self.applied_index = index;
         if command.is_empty() {
             // Raft's own empty entries (a new leader's first entry) carry no command.
-            return encode_outcome(&Outcome::Unchanged);
+            return encode_outcome(index, &Outcome::Unchanged);
         }
         let outcome = match decode_command(command) {
             Ok(command) => self.state.apply(index, command),
@@ -146,7 +146,7 @@ impl crate::raft::StateMachine for StoreMachine {
             self.dirty = true;
         }
         self.count(&outcome);
-        encode_outcome(&outcome)
+        encode_outcome(index, &outcome)
     }
 
     fn applied(&mut self, index: u64) {

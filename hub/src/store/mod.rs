@@ -20,8 +20,8 @@ pub mod state;
 #[cfg(test)]
 mod tests;
 
-pub use apply::check_hostname;
+pub use apply::{RECORD_TYPES, check_hostname, check_record_set};
 pub use command::{Action, Command, Outcome, RejectKind, Rejection, verdict_name};
 pub use machine::{StoreMachine, StoreView, StoreWatches};
 pub use proposer::{ProposeError, Proposer, unix_now_ms};
-pub use state::{AUDIT_CAPACITY, AuditEntry, ClusterRecord, State, ZoneKey};
+pub use state::{AUDIT_CAPACITY, AuditEntry, ClusterRecord, RecordSet, State, ZoneKey};

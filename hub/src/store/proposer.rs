@@ -1,15 +1,26 @@
 //! [`Proposer`]: the write path into the state machine: stamp, encode, replicate, decode.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
 
 use super::command::{Action, Command, Outcome};
 use super::encoding::{DecodeError, decode_outcome, encode_command};
+use super::machine::StoreView;
 use crate::raft::{RaftError, RaftHandle};
 
+/// How long `submit` waits for this node's published view to include an applied command.
+const VIEW_WAIT: Duration = Duration::from_secs(5);
+
 /// Submits commands through Raft from any node (followers forward to the leader).
+///
+/// **Guarantee:** read-your-writes: when `submit` returns, this node's published
+/// [`StoreView`] includes the command.
 #[derive(Clone)]
 pub struct Proposer {
     raft: RaftHandle,
+    view: watch::Receiver<Arc<StoreView>>,
 }
 
 /// Why a command could not be submitted (its outcome is unknown or it never reached the log).
@@ -26,9 +37,9 @@ pub enum ProposeError {
 // === impl Proposer ===
 
 impl Proposer {
-    /// A proposer over `raft`.
-    pub fn new(raft: RaftHandle) -> Self {
-        Self { raft }
+    /// A proposer over `raft`, whose state machine publishes `view`.
+    pub fn new(raft: RaftHandle, view: watch::Receiver<Arc<StoreView>>) -> Self {
+        Self { raft, view }
     }
 
     /// Stamps `action` with `actor` and the current time, replicates it, and returns its
@@ -40,7 +51,18 @@ impl Proposer {
             action,
         };
         let outcome = self.raft.propose(encode_command(&command)).await?;
-        Ok(decode_outcome(&outcome)?)
+        let (outcome, index) = decode_outcome(&outcome)?;
+        // Raft answers as soon as the entry is applied, which may be just before the state
+        // machine publishes the batch's view.
+        let mut view = self.view.clone();
+        let published = view.wait_for(|v| v.applied_index >= index);
+        if tokio::time::timeout(VIEW_WAIT, published).await.is_err() {
+            tracing::warn!(
+                index,
+                "the applied command is not in the published view yet"
+            );
+        }
+        Ok(outcome)
     }
 }
 

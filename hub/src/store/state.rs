@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 
 use meridian_proto::model::{
-    Cluster, ClusterHealth, ClusterName, Fqdn, HostnamePolicy, ObjectKey, SharedConfig,
-    route::HttpRoute,
+    Cluster, ClusterHealth, ClusterName, DnsRecord, Fqdn, HostnamePolicy, ObjectKey, RecordData,
+    SharedConfig, route::HttpRoute,
 };
 
 use crate::dns::{ClusterView, DnsView};
@@ -25,6 +25,8 @@ pub struct State {
     pub routes: BTreeMap<ObjectKey, HttpRoute>,
     /// DNSSEC signing keys per zone.
     pub zone_keys: BTreeMap<Fqdn, ZoneKey>,
+    /// Static DNS record sets, by name and type (`A`, `AAAA`, `CNAME`, `TXT`, `MX`).
+    pub records: BTreeMap<(Fqdn, String), RecordSet>,
     /// The last [`AUDIT_CAPACITY`] audited commands, oldest first.
     pub audit: VecDeque<AuditEntry>,
     /// The log index of the last change to shared routes (the `SharedConfig` version).
@@ -51,6 +53,15 @@ pub struct ZoneKey {
     pub pkcs8: Vec<u8>,
     /// When the leader generated it, Unix milliseconds.
     pub created_unix_ms: u64,
+}
+
+/// Every record of one type at one name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordSet {
+    /// TTL in seconds.
+    pub ttl: u32,
+    /// The records' data, all of the set's type.
+    pub values: Vec<RecordData>,
 }
 
 /// One audit log entry.
@@ -95,7 +106,17 @@ impl State {
                 .iter()
                 .map(|(zone, key)| (zone.clone(), key.pkcs8.clone()))
                 .collect(),
-            records: Vec::new(),
+            records: self
+                .records
+                .iter()
+                .flat_map(|((name, _), set)| {
+                    set.values.iter().map(|data| DnsRecord {
+                        name: name.clone(),
+                        ttl: set.ttl,
+                        data: data.clone(),
+                    })
+                })
+                .collect(),
         }
     }
 

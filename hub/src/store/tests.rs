@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use meridian_proto::model::route::{HttpRoute, HttpRouteRule};
 use meridian_proto::model::{
     Cluster, ClusterHealth, ClusterName, Fqdn, HealthVerdict, HostnamePolicy, HostnameTarget,
-    ObjectKey, Region, Routing,
+    ObjectKey, RecordData, Region, Routing,
 };
 use prometheus_client::registry::Registry;
 
@@ -107,6 +107,12 @@ fn script() -> Vec<Action> {
         // Refused ones are part of the history too.
         Action::DeleteCluster(name("us-east")),
         Action::DeleteRoute(ObjectKey::new("shop", "missing").unwrap()),
+        Action::PutRecordSet {
+            name: Fqdn::new("_acme-challenge.demo.meridian.test").unwrap(),
+            rtype: "TXT".into(),
+            ttl: 60,
+            values: vec![RecordData::Txt(vec!["token".into()])],
+        },
     ]
 }
 
@@ -347,6 +353,79 @@ fn apply_table() {
             },
             Err((NotFound, "hostname x.demo.meridian.test")),
         ),
+        // Static records.
+        (
+            txt("_acme-challenge.demo.meridian.test", &["token"]),
+            Ok(true),
+        ),
+        (
+            record(
+                "www.demo.meridian.test",
+                "CNAME",
+                vec![RecordData::Cname(app())],
+            ),
+            Ok(true),
+        ),
+        (
+            record(
+                "www.demo.meridian.test",
+                "CNAME",
+                vec![
+                    RecordData::Cname(app()),
+                    RecordData::Cname(Fqdn::new("x.demo.meridian.test").unwrap()),
+                ],
+            ),
+            Err((Invalid, "values: a name has at most one CNAME")),
+        ),
+        (
+            record(
+                "app.demo.meridian.test",
+                "A",
+                vec![RecordData::A("10.0.0.1".parse().unwrap())],
+            ),
+            Err((Conflict, "has a hostname policy")),
+        ),
+        (
+            record(
+                "app.demo.meridian.test",
+                "CNAME",
+                vec![RecordData::Cname(
+                    Fqdn::new("x.demo.meridian.test").unwrap(),
+                )],
+            ),
+            Err((Conflict, "has a hostname policy")),
+        ),
+        (
+            record(
+                "a.demo.meridian.test",
+                "A",
+                vec![RecordData::Aaaa("::1".parse().unwrap())],
+            ),
+            Err((Invalid, "values[0]: is a AAAA record in a A record set")),
+        ),
+        (
+            record("a.demo.meridian.test", "A", vec![]),
+            Err((Invalid, "values: must hold at least one")),
+        ),
+        (
+            record("a.demo.meridian.test", "SRV", vec![]),
+            Err((Invalid, "type")),
+        ),
+        (
+            record(
+                "a.demo.meridian.test",
+                "TXT",
+                vec![RecordData::Txt(vec!["x".repeat(256)])],
+            ),
+            Err((Invalid, "values[0]")),
+        ),
+        (
+            Action::DeleteRecordSet {
+                name: app(),
+                rtype: "TXT".into(),
+            },
+            Err((NotFound, "has no TXT records")),
+        ),
         // Zone keys: the first wins.
         (
             Action::PutZoneKey {
@@ -366,6 +445,61 @@ fn apply_table() {
     for (action, expected) in cases {
         check(action, expected);
     }
+}
+
+fn record(name: &str, rtype: &str, values: Vec<RecordData>) -> Action {
+    Action::PutRecordSet {
+        name: Fqdn::new(name).unwrap(),
+        rtype: rtype.into(),
+        ttl: 300,
+        values,
+    }
+}
+
+fn txt(name: &str, strings: &[&str]) -> Action {
+    record(
+        name,
+        "TXT",
+        vec![RecordData::Txt(
+            strings.iter().map(|s| s.to_string()).collect(),
+        )],
+    )
+}
+
+#[test]
+fn cname_stands_alone() {
+    let www = || Fqdn::new("www.demo.meridian.test").unwrap();
+    let (state, outcomes) = run(vec![
+        record(
+            "www.demo.meridian.test",
+            "CNAME",
+            vec![RecordData::Cname(
+                Fqdn::new("app.demo.meridian.test").unwrap(),
+            )],
+        ),
+        txt("www.demo.meridian.test", &["v=spf1 -all"]),
+        Action::PutCluster(cluster("us-east", "us", "127.0.1.1")),
+        Action::PutHostname(hostname("www.demo.meridian.test", &["us-east"])),
+        Action::DeleteRecordSet {
+            name: www(),
+            rtype: "CNAME".into(),
+        },
+        txt("www.demo.meridian.test", &["v=spf1 -all"]),
+    ]);
+    assert_eq!(outcomes[0], Outcome::Applied);
+    assert!(
+        matches!(&outcomes[1], Outcome::Rejected(r) if r.kind == RejectKind::Conflict && r.message.contains("has a CNAME")),
+        "{:?}",
+        outcomes[1]
+    );
+    assert!(
+        matches!(&outcomes[3], Outcome::Rejected(r) if r.kind == RejectKind::Conflict),
+        "{:?}",
+        outcomes[3]
+    );
+    assert_eq!(outcomes[4], Outcome::Applied);
+    assert_eq!(outcomes[5], Outcome::Applied);
+    assert_eq!(state.records.len(), 1);
 }
 
 #[test]
@@ -416,16 +550,18 @@ fn put_cluster_keeps_health_and_reported_addresses() {
 #[test]
 fn versions_follow_the_changes_they_describe() {
     let (state, _) = run(script());
-    // The route was put at index 8; the zone key (index 9) is the last DNS-relevant change.
+    // The route was put at index 8; the TXT record (index 12) is the last DNS-relevant change.
     assert_eq!(state.shared_version, 8);
-    assert_eq!(state.dns_version, 9);
+    assert_eq!(state.dns_version, 12);
     assert_eq!(state.shared_config().version, 8);
     assert_eq!(state.shared_config().http_routes.len(), 1);
     let view = state.dns_view();
-    assert_eq!(view.applied_index, 9);
+    assert_eq!(view.applied_index, 12);
     assert_eq!(view.clusters.len(), 2);
     assert!(view.clusters[&name("eu-west")].cluster.drained);
     assert_eq!(view.zone_keys.len(), 1);
+    assert_eq!(view.records.len(), 1);
+    assert_eq!(view.records[0].ttl, 60);
 }
 
 #[test]
@@ -448,7 +584,7 @@ fn audit_records_who_when_what() {
     assert_eq!(first.unix_ms, 1_700_000_000_000);
     assert_eq!(first.action, "put cluster us-east");
     assert_eq!(first.result, "applied");
-    let last = state.audit.back().unwrap();
+    let last = &state.audit[state.audit.len() - 2];
     assert_eq!(last.action, "delete route shop/missing");
     assert!(
         last.result
@@ -511,7 +647,10 @@ fn outcomes_round_trip() {
         Outcome::Rejected(Rejection::not_found("cluster x does not exist")),
         Outcome::Rejected(Rejection::conflict("in use")),
     ] {
-        assert_eq!(decode_outcome(&encode_outcome(&outcome)).unwrap(), outcome);
+        assert_eq!(
+            decode_outcome(&encode_outcome(7, &outcome)).unwrap(),
+            (outcome, 7)
+        );
     }
 }
 
@@ -539,31 +678,31 @@ fn machine_publishes_views_after_each_batch() {
     let (mut machine, watches) = StoreMachine::new(&mut registry);
     for (i, action) in script().into_iter().enumerate() {
         let outcome = machine.apply(i as u64 + 1, &encode_command(&cmd(action)));
-        decode_outcome(&outcome).unwrap();
+        assert_eq!(decode_outcome(&outcome).unwrap().1, i as u64 + 1);
     }
     // Nothing is published until the batch ends.
     assert_eq!(watches.view.borrow().applied_index, 0);
-    machine.applied(11);
-    assert_eq!(watches.view.borrow().applied_index, 11);
+    machine.applied(12);
+    assert_eq!(watches.view.borrow().applied_index, 12);
     assert_eq!(watches.view.borrow().state.clusters.len(), 2);
-    assert_eq!(watches.dns.borrow().applied_index, 9);
+    assert_eq!(watches.dns.borrow().applied_index, 12);
     assert_eq!(watches.shared.borrow().version, 8);
 
     // Garbage is refused with an outcome, and the empty raft entry is a no-op.
-    let outcome = decode_outcome(&machine.apply(12, &[0xff, 0x01])).unwrap();
+    let (outcome, _) = decode_outcome(&machine.apply(13, &[0xff, 0x01])).unwrap();
     assert!(matches!(outcome, Outcome::Rejected(r) if r.kind == RejectKind::Invalid));
-    let outcome = decode_outcome(&machine.apply(13, &[])).unwrap();
+    let (outcome, _) = decode_outcome(&machine.apply(14, &[])).unwrap();
     assert_eq!(outcome, Outcome::Unchanged);
 
     // Snapshot and restore into a fresh machine.
     let snapshot = machine.snapshot();
     let (mut other, other_watches) = StoreMachine::new(&mut Registry::default());
-    other.restore(13, &snapshot).unwrap();
+    other.restore(14, &snapshot).unwrap();
     assert_eq!(
         other_watches.view.borrow().state,
         watches.view.borrow().state
     );
     assert_eq!(*other_watches.dns.borrow(), *watches.dns.borrow());
     assert_eq!(*other_watches.shared.borrow(), *watches.shared.borrow());
-    assert!(other.restore(14, b"\xff\xff").is_err());
+    assert!(other.restore(15, b"\xff\xff").is_err());
 }

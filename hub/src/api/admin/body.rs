@@ -7,13 +7,14 @@
 use std::net::{IpAddr, SocketAddr};
 
 use meridian_proto::model::{
-    AllUnhealthy, Cluster, ClusterName, Fqdn, HostnamePolicy, HostnameTarget, Region, Routing,
+    AllUnhealthy, Cluster, ClusterName, Fqdn, HostnamePolicy, HostnameTarget, RecordData, Region,
+    Routing,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use crate::store::{AuditEntry, ClusterRecord, verdict_name};
+use crate::store::{AuditEntry, ClusterRecord, RecordSet, verdict_name};
 
 /// Default TTL of a hostname's answers, in seconds.
 pub const DEFAULT_TTL: u32 = 30;
@@ -152,6 +153,34 @@ pub struct AuditJson {
     pub action: String,
     /// `applied` or `rejected: ...`.
     pub result: String,
+}
+
+/// `PUT /v1/records/{name}/{type}` body, and the `GET` answer.
+///
+/// Values in presentation form: `A` and `AAAA` an address, `CNAME` a name, `MX`
+/// `"<preference> <exchange>"`, `TXT` a string (split into 255-byte strings) or an array of
+/// strings (one record of several strings).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RecordSetJson {
+    /// Must equal the path's name when present.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Must equal the path's type when present.
+    #[serde(default, rename = "type")]
+    pub rtype: Option<String>,
+    /// TTL in seconds.
+    #[serde(default = "default_record_ttl")]
+    pub ttl: u32,
+    /// The records.
+    pub values: Vec<serde_json::Value>,
+}
+
+/// Default TTL of static records, in seconds.
+pub const DEFAULT_RECORD_TTL: u32 = 300;
+
+fn default_record_ttl() -> u32 {
+    DEFAULT_RECORD_TTL
 }
 
 fn default_ttl() -> u32 {
@@ -370,6 +399,135 @@ impl From<&Routing> for RoutingJson {
             panic_threshold_percent: routing.panic_threshold_percent.into(),
             pinned: routing.pinned.as_ref().map(ToString::to_string),
         }
+    }
+}
+
+// === records ===
+
+impl RecordSetJson {
+    /// Validates the body for the record set at path `name`/`rtype` (the type already upper
+    /// case and known).
+    pub fn into_model(self, name: &Fqdn, rtype: &str) -> Result<RecordSet, ApiError> {
+        let bad = |field: String, message: String| ApiError::bad_request(Some(field), message);
+        if let Some(body_name) = &self.name {
+            let parsed = Fqdn::new(body_name).map_err(|e| bad("name".into(), e.to_string()))?;
+            if &parsed != name {
+                return Err(bad(
+                    "name".into(),
+                    format!("{body_name:?} does not match the path's name {name}"),
+                ));
+            }
+        }
+        if let Some(body_type) = &self.rtype
+            && !body_type.eq_ignore_ascii_case(rtype)
+        {
+            return Err(bad(
+                "type".into(),
+                format!("{body_type:?} does not match the path's type {rtype}"),
+            ));
+        }
+        let mut values = Vec::with_capacity(self.values.len());
+        for (i, value) in self.values.iter().enumerate() {
+            let field = format!("values[{i}]");
+            values.push(record_value(rtype, value).map_err(|why| bad(field, why))?);
+        }
+        Ok(RecordSet {
+            ttl: self.ttl,
+            values,
+        })
+    }
+
+    /// The JSON form of a stored set.
+    pub fn from_model(name: &Fqdn, rtype: &str, set: &RecordSet) -> Self {
+        Self {
+            name: Some(name.to_string()),
+            rtype: Some(rtype.to_string()),
+            ttl: set.ttl,
+            values: set.values.iter().map(record_json).collect(),
+        }
+    }
+}
+
+fn record_value(rtype: &str, value: &serde_json::Value) -> Result<RecordData, String> {
+    let text = || {
+        value
+            .as_str()
+            .ok_or_else(|| format!("must be a string, not {value}"))
+    };
+    match rtype {
+        "A" => text()?
+            .parse()
+            .map(RecordData::A)
+            .map_err(|_| format!("{value} is not an IPv4 address")),
+        "AAAA" => text()?
+            .parse()
+            .map(RecordData::Aaaa)
+            .map_err(|_| format!("{value} is not an IPv6 address")),
+        "CNAME" => Fqdn::new(text()?)
+            .map(RecordData::Cname)
+            .map_err(|e| e.to_string()),
+        "MX" => {
+            let text = text()?;
+            let (preference, exchange) = text
+                .split_once(' ')
+                .ok_or_else(|| format!("{text:?} is not \"<preference> <exchange>\""))?;
+            Ok(RecordData::Mx {
+                preference: preference
+                    .parse()
+                    .map_err(|_| format!("preference {preference:?} is not 0..=65535"))?,
+                exchange: Fqdn::new(exchange.trim()).map_err(|e| e.to_string())?,
+            })
+        }
+        "TXT" => match value {
+            serde_json::Value::String(text) => Ok(RecordData::Txt(split_txt(text))),
+            serde_json::Value::Array(items) => items
+                .iter()
+                .map(|item| {
+                    item.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| format!("TXT strings must be strings, not {item}"))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(RecordData::Txt),
+            other => Err(format!(
+                "must be a string or an array of strings, not {other}"
+            )),
+        },
+        other => Err(format!("records of type {other} are not served")),
+    }
+}
+
+/// Splits text into strings of at most 255 bytes at character boundaries (RFC 7208 §3.3
+/// style: a long SPF or DKIM value spans several strings of one record).
+fn split_txt(text: &str) -> Vec<String> {
+    if text.is_empty() {
+        return vec![String::new()];
+    }
+    let mut strings = Vec::new();
+    let mut current = String::new();
+    for c in text.chars() {
+        if current.len() + c.len_utf8() > 255 {
+            strings.push(std::mem::take(&mut current));
+        }
+        current.push(c);
+    }
+    if !current.is_empty() {
+        strings.push(current);
+    }
+    strings
+}
+
+fn record_json(data: &RecordData) -> serde_json::Value {
+    match data {
+        RecordData::A(ip) => ip.to_string().into(),
+        RecordData::Aaaa(ip) => ip.to_string().into(),
+        RecordData::Cname(target) => target.to_string().into(),
+        RecordData::Txt(strings) if strings.len() == 1 => strings[0].clone().into(),
+        RecordData::Txt(strings) => strings.clone().into(),
+        RecordData::Mx {
+            preference,
+            exchange,
+        } => format!("{preference} {exchange}").into(),
     }
 }
 

@@ -32,12 +32,12 @@ use tokio::sync::watch;
 
 pub use self::body::{
     AuditJson, ClusterBody, ClusterJson, HealthJson, HostnameJson, MemberBody, PinBody,
-    RoutingJson, TargetJson,
+    RecordSetJson, RoutingJson, TargetJson,
 };
 pub use self::error::{ApiError, ErrorBody};
 use crate::dns::{self, DnsConfig, DnsView};
 use crate::raft::{RaftHandle, Role};
-use crate::store::{Action, Proposer, StoreView, check_hostname};
+use crate::store::{Action, Proposer, RECORD_TYPES, StoreView, check_hostname, check_record_set};
 
 /// The request header naming who makes a change, for the audit log.
 pub const ACTOR_HEADER: &str = "x-meridian-actor";
@@ -60,6 +60,8 @@ pub struct AdminDeps {
     pub dns_view: watch::Receiver<Arc<DnsView>>,
     /// The node's DNS configuration (zones, geo map).
     pub dns_config: DnsConfig,
+    /// Explains answers from the snapshot DNS serves now.
+    pub dns_explainer: dns::DnsExplainer,
     /// The node's metrics, complete (every component registered before the API starts).
     pub registry: Arc<Registry>,
 }
@@ -90,6 +92,13 @@ pub fn router(deps: AdminDeps) -> Router {
         .route(
             "/v1/routes/{namespace}/{name}",
             get(get_route).put(put_route).delete(delete_route),
+        )
+        .route("/v1/records", get(list_records))
+        .route(
+            "/v1/records/{name}/{rtype}",
+            get(get_record_set)
+                .put(put_record_set)
+                .delete(delete_record_set),
         )
         .route("/v1/dns/explain", get(dns_explain))
         .route("/v1/dns/ds/{zone}", get(dns_ds))
@@ -562,6 +571,96 @@ async fn delete_route(
     Ok(Json(json!({ "deleted": key.to_string() })))
 }
 
+// === handlers: static records ===
+
+fn path_record(name: &str, rtype: &str) -> Result<(Fqdn, String), ApiError> {
+    let name =
+        Fqdn::new(name).map_err(|e| ApiError::bad_request(Some("name".into()), e.to_string()))?;
+    let rtype = rtype.to_ascii_uppercase();
+    if !RECORD_TYPES.contains(&rtype.as_str()) {
+        return Err(ApiError::bad_request(
+            Some("type".into()),
+            format!("{rtype:?} is not one of {}", RECORD_TYPES.join(", ")),
+        ));
+    }
+    Ok((name, rtype))
+}
+
+async fn list_records(
+    State(state): State<AppState>,
+    Query(query): Query<ReadQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let view = read_view(&state, query.stale).await?;
+    let items: Vec<RecordSetJson> = view
+        .state
+        .records
+        .iter()
+        .map(|((name, rtype), set)| RecordSetJson::from_model(name, rtype, set))
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+async fn get_record_set(
+    State(state): State<AppState>,
+    Path((name, rtype)): Path<(String, String)>,
+    Query(query): Query<ReadQuery>,
+) -> Result<Json<RecordSetJson>, ApiError> {
+    let (name, rtype) = path_record(&name, &rtype)?;
+    let view = read_view(&state, query.stale).await?;
+    let set = view
+        .state
+        .records
+        .get(&(name.clone(), rtype.clone()))
+        .ok_or_else(|| ApiError::not_found(format!("{name} has no {rtype} records")))?;
+    Ok(Json(RecordSetJson::from_model(&name, &rtype, set)))
+}
+
+async fn put_record_set(
+    State(state): State<AppState>,
+    Path((name, rtype)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<RecordSetJson>, ApiError> {
+    let (name, rtype) = path_record(&name, &rtype)?;
+    let set = body::parse_json::<RecordSetJson>(&body)?.into_model(&name, &rtype)?;
+    check_in_zone(&state.dns_config, &name).map_err(|mut e| {
+        e.field = Some("name".into());
+        e
+    })?;
+    check_record_set(&state.view.borrow().state, &name, &rtype, &set)?;
+    let json = RecordSetJson::from_model(&name, &rtype, &set);
+    submit(
+        &state,
+        &headers,
+        Action::PutRecordSet {
+            name,
+            rtype,
+            ttl: set.ttl,
+            values: set.values,
+        },
+    )
+    .await?;
+    Ok(Json(json))
+}
+
+async fn delete_record_set(
+    State(state): State<AppState>,
+    Path((name, rtype)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let (name, rtype) = path_record(&name, &rtype)?;
+    submit(
+        &state,
+        &headers,
+        Action::DeleteRecordSet {
+            name: name.clone(),
+            rtype: rtype.clone(),
+        },
+    )
+    .await?;
+    Ok(Json(json!({ "deleted": format!("{name} {rtype}") })))
+}
+
 // === handlers: DNS ===
 
 #[derive(Debug, Deserialize)]
@@ -591,8 +690,7 @@ async fn dns_explain(
         })?,
         None => peer.ip(),
     };
-    let view = state.dns_view.borrow().clone();
-    match dns::explain(&state.dns_config, &view, &name, &qtype, client) {
+    match state.dns_explainer.explain(&name, &qtype, client) {
         Ok(explanation) => Ok(Json(explanation).into_response()),
         Err(dns::DnsError::Query(why)) => Err(ApiError::bad_request(None, why)),
         Err(dns::DnsError::Zone { zone, why }) => {

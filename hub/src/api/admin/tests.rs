@@ -203,3 +203,62 @@ fn route_bodies_take_their_key_from_the_path() {
         "",
     );
 }
+
+#[test]
+fn record_set_bodies() {
+    use super::body::RecordSetJson;
+    use meridian_proto::model::RecordData;
+    let name = Fqdn::new("www.demo.meridian.test").unwrap();
+    let parse = |rtype: &str, body: &str| {
+        parse_json::<RecordSetJson>(body.as_bytes())?.into_model(&name, rtype)
+    };
+    let set = parse("A", r#"{"values":["192.0.2.1","192.0.2.2"]}"#).unwrap();
+    assert_eq!(set.ttl, 300);
+    assert_eq!(set.values.len(), 2);
+    let set = parse(
+        "MX",
+        r#"{"ttl":60,"values":["10 mail.demo.meridian.test"]}"#,
+    )
+    .unwrap();
+    assert!(matches!(
+        &set.values[0],
+        RecordData::Mx { preference: 10, .. }
+    ));
+    let long = "x".repeat(300);
+    let set = parse("TXT", &format!(r#"{{"values":["{long}", ["a","b"]]}}"#)).unwrap();
+    assert_eq!(
+        set.values[0],
+        RecordData::Txt(vec!["x".repeat(255), "x".repeat(45)])
+    );
+    assert_eq!(set.values[1], RecordData::Txt(vec!["a".into(), "b".into()]));
+    // The JSON form round-trips.
+    let json = serde_json::to_string(&RecordSetJson::from_model(&name, "TXT", &set)).unwrap();
+    assert_eq!(parse("TXT", &json).unwrap(), set);
+
+    check_400(
+        parse("A", r#"{"values":["::1"]}"#),
+        "values[0]",
+        "not an IPv4 address",
+    );
+    check_400(
+        parse("AAAA", r#"{"values":[7]}"#),
+        "values[0]",
+        "must be a string",
+    );
+    check_400(
+        parse("MX", r#"{"values":["mail.example.com"]}"#),
+        "values[0]",
+        "<preference>",
+    );
+    check_400(
+        parse("CNAME", r#"{"values":["bad..name"]}"#),
+        "values[0]",
+        "empty label",
+    );
+    check_400(
+        parse("A", r#"{"type":"AAAA","values":[]}"#),
+        "type",
+        "does not match",
+    );
+    check_400(parse("A", r#"{"ttl":30}"#), "values", "missing field");
+}

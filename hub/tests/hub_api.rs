@@ -1,0 +1,11 @@
+//! Hub integration tests: real single-node and 3-node hubs in this process (real Raft on disk,
+//! real gRPC and HTTP on loopback), driven through the admin API and the agent gRPC API.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "hub_api/group.rs"]
+mod group;
+#[path = "hub_api/single.rs"]
+mod single;
+#[path = "hub_api/support.rs"]
+mod support;

@@ -1,0 +1,134 @@
+//! A 3-node hub: writes and reads through any node, reports to a follower reaching the leader,
+//! and verdicts surviving a leader change.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::{Admin, Agent, Group, cluster_body, eventually};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_and_reads_work_through_any_node() {
+    let group = Group::start(3).await;
+    let leader = group.leader().await;
+    let followers: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+    let via_follower = Admin::new(group.node(followers[0]));
+    let other_follower = Admin::new(group.node(followers[1]));
+
+    // A write through a follower is forwarded; a linearizable read on the other follower
+    // sees it at once.
+    via_follower
+        .put_ok("/v1/clusters/us-east", &cluster_body("us", "127.0.1.1"))
+        .await;
+    let cluster = other_follower.get_ok("/v1/clusters/us-east").await;
+    assert_eq!(cluster["region"], "us");
+    // Refusals come back from the leader's state machine through the follower.
+    let (status, answer) = via_follower
+        .put(
+            "/v1/hostnames/app.demo.meridian.test",
+            &json!({"targets": [{"cluster": "nope"}]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+
+    let status = other_follower.get_ok("/v1/status").await;
+    assert_eq!(status["role"], "follower");
+    assert_eq!(status["leader_id"], leader);
+    assert_eq!(status["members"].as_array().unwrap().len(), 3);
+    let members = via_follower.get_ok("/v1/members").await;
+    assert_eq!(members["leader_id"], leader);
+
+    for node in group.nodes.into_values() {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_to_a_follower_reaches_the_leader() {
+    let mut group = Group::start(3).await;
+    let leader = group.leader().await;
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    let leader_admin = Admin::new(group.node(leader));
+    let follower_admin = Admin::new(group.node(follower));
+    follower_admin
+        .put_ok("/v1/clusters/eu-west", &cluster_body("eu", "127.0.1.2"))
+        .await;
+
+    // The agent talks only to the follower; only the leader decides verdicts.
+    let mut agent = Agent::connect(group.node(follower), "eu-west").await;
+    let registered = agent.register(&["127.0.1.2"]).await.unwrap();
+    assert_eq!(
+        registered.leader_hint,
+        group.members[&leader].to_string(),
+        "the follower names the leader"
+    );
+    agent.open().await.unwrap();
+    agent.next_config().await;
+    let reporter = agent.keep_reporting(vec![true]);
+    follower_admin
+        .wait_verdict("eu-west", "healthy", Duration::from_secs(10))
+        .await;
+    let metrics = leader_admin.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("meridian_hub_health_reports_total")
+                && l.contains("origin=\"forwarded\"")
+                && l.contains("result=\"counted\"")),
+        "{metrics}"
+    );
+
+    // The leader stops: a new leader takes over verdicts after its grace period, and the
+    // follower forwards to it; the cluster stays healthy throughout.
+    let old_leader = group.nodes.remove(&leader).unwrap();
+    old_leader.shutdown().await;
+    let new_leader = eventually(Duration::from_secs(15), "a new leader", || async {
+        let status = group.node(follower).raft().status().borrow().clone();
+        (status.leader_id != 0 && status.leader_id != leader).then_some(status.leader_id)
+    })
+    .await;
+    let new_leader_admin = Admin::new(group.node(new_leader));
+    // Give the new leader well past its grace period (3 reports) with reports flowing.
+    eventually(
+        Duration::from_secs(10),
+        "forwarded reports at the new leader",
+        || async {
+            let metrics = new_leader_admin.metrics().await;
+            metrics
+                .lines()
+                .any(|l| {
+                    l.starts_with("meridian_hub_health_reports_total")
+                        && l.contains("result=\"counted\"")
+                })
+                .then_some(())
+        },
+    )
+    .await;
+
+    // Reports stop: the new leader fails the cluster over.
+    let agent = reporter.stop().await;
+    follower_admin
+        .wait_verdict("eu-west", "unhealthy", Duration::from_secs(10))
+        .await;
+    drop(agent);
+    // After the cluster first became healthy, exactly one more verdict was committed:
+    // unhealthy once reports stopped. The leader change did not flap the cluster.
+    let audit = follower_admin.get_ok("/v1/audit").await;
+    let verdicts: Vec<String> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actor"] == "health-tracker" && e["result"] == "applied")
+        .map(|e| e["action"].as_str().unwrap().to_string())
+        .skip_while(|action| !action.contains("to healthy"))
+        .collect();
+    assert_eq!(verdicts.len(), 2, "{verdicts:#?}");
+    assert!(verdicts[0].contains("to healthy"), "{verdicts:#?}");
+    assert!(
+        verdicts[1].contains("to unhealthy (no health report"),
+        "{verdicts:#?}"
+    );
+    for node in group.nodes.into_values() {
+        node.shutdown().await;
+    }
+}
