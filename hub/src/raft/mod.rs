@@ -157,17 +157,19 @@ pub struct RaftStatus {
 /// Errors callers of [`RaftHandle`] see.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RaftError {
-    /// No leader is known (election in progress, or this node is cut off from the majority).
+    /// No leader accepted the request in time (an election is in progress, or this node is cut
+    /// off from the majority). Nothing was applied; safe to retry.
     #[error("no raft leader is known; the hub may be electing one or cut off from the majority")]
     NoLeader,
     /// The proposal was dropped (leader changed before commit); it may or may not have been
     /// applied. Safe to retry only for idempotent commands.
     #[error("proposal dropped before it committed: {0}")]
     Dropped(String),
-    /// The request timed out.
+    /// The request timed out after it may have reached a leader's log: the command may or may
+    /// not be applied (later).
     #[error("timed out after {0:?}")]
     Timeout(Duration),
-    /// The raft task stopped.
+    /// The raft task stopped (a request in flight may or may not have been applied).
     #[error("raft node has stopped")]
     Stopped,
     /// A membership change was refused.
@@ -436,16 +438,12 @@ impl RaftHandle {
     async fn replicate(&self, request: Request, started: Instant) -> Result<Applied, RaftError> {
         let timeout = self.inner.config.request_timeout;
         let deadline = started + timeout;
-        // Whether some attempt may have reached a leader's log (decides NoLeader vs Timeout).
-        let mut maybe_proposed = false;
+        // Every attempt that loops again definitely did not apply the request (an unknown
+        // outcome returns at once), so running out of time here means nothing was applied.
         let mut target: Option<SocketAddr> = None;
         loop {
             if Instant::now() >= deadline {
-                return Err(if maybe_proposed {
-                    RaftError::Timeout(timeout)
-                } else {
-                    RaftError::NoLeader
-                });
+                return Err(RaftError::NoLeader);
             }
             let forward_to = match target.take() {
                 Some(addr) => Some(addr),
@@ -453,10 +451,7 @@ impl RaftHandle {
                     Ok(applied) => return Ok(applied),
                     Err(ProposeFailure::Retry(why)) => {
                         tracing::debug!(node = self.inner.config.node_id, %why, "retrying a proposal");
-                        maybe_proposed = true;
-                        self.wait_for_leader(deadline)
-                            .await
-                            .map_err(|_| self.out_of_time(maybe_proposed))?;
+                        self.wait_for_leader(deadline).await?;
                         continue;
                     }
                     Err(ProposeFailure::Failed(RaftError::Timeout(_))) => {
@@ -476,9 +471,7 @@ impl RaftHandle {
                 },
             };
             let Some(addr) = forward_to else {
-                self.wait_for_leader(deadline)
-                    .await
-                    .map_err(|_| self.out_of_time(maybe_proposed))?;
+                self.wait_for_leader(deadline).await?;
                 continue;
             };
             let Some(channel) = self.channel(addr).await else {
@@ -487,7 +480,6 @@ impl RaftHandle {
                 continue;
             };
             let remaining = deadline.saturating_duration_since(Instant::now());
-            maybe_proposed = true;
             let forwarded = match &request {
                 Request::Propose(command) => {
                     transport::forward_propose(channel, command.clone(), remaining, timeout).await
@@ -511,14 +503,6 @@ impl RaftHandle {
                 }
                 Forwarded::Failed(e) => return Err(e),
             }
-        }
-    }
-
-    fn out_of_time(&self, maybe_proposed: bool) -> RaftError {
-        if maybe_proposed {
-            RaftError::Timeout(self.inner.config.request_timeout)
-        } else {
-            RaftError::NoLeader
         }
     }
 
@@ -638,7 +622,7 @@ impl RaftHandle {
             return Some(channel.clone());
         }
         let endpoint = transport::peer_endpoint(addr, self.inner.config.outbound_source_ip).ok()?;
-        match endpoint.connect().await {
+        match transport::connect(&endpoint).await {
             Ok(channel) => {
                 self.channels().insert(addr, channel.clone());
                 Some(channel)

@@ -192,9 +192,20 @@ fn a_local_snapshot_compacts_and_keeps_the_tail() {
         raft::Error::Store(StorageError::Compacted)
     );
     assert_eq!(entries(&storage, 7, 11).unwrap().len(), 4);
-    let snapshot = storage.snapshot(0, 2).unwrap();
+    // The snapshot names only node 1: a node added since would refuse it, so raft gets
+    // "temporarily unavailable" and the node is asked for a fresh snapshot.
+    assert_eq!(
+        storage.snapshot(0, 2).unwrap_err(),
+        raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable)
+    );
+    assert!(storage.take_snapshot_request());
+    assert!(!storage.take_snapshot_request());
+    let snapshot = storage.snapshot(0, 1).unwrap();
     assert_eq!(snapshot.get_metadata().index, 8);
     assert_eq!(snapshot.get_data(), b"state@8");
+    // So is a request for a newer index than stored.
+    assert!(storage.snapshot(9, 1).is_err());
+    assert!(storage.take_snapshot_request());
     // The snapshot's index is recorded as committed.
     assert!(storage.hard_state().commit >= 8);
 }

@@ -223,8 +223,9 @@ fn failure_to_pb(failure: ProposeFailure) -> pb::RaftRpcError {
             leader_id,
             leader_addr.map(|a| a.to_string()).unwrap_or_default(),
         ),
-        // The leader retries these itself; one that reaches here ran out of time.
-        ProposeFailure::Retry(why) => (Kind::Timeout, why, 0, String::new()),
+        // The leader retries these itself; one that reaches here ran out of time without
+        // applying anything.
+        ProposeFailure::Retry(why) => (Kind::NoLeader, why, 0, String::new()),
         ProposeFailure::Failed(error) => {
             let kind = match &error {
                 RaftError::NoLeader => Kind::NoLeader,
@@ -293,6 +294,16 @@ pub(crate) fn peer_endpoint(
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true)
         .local_address(source_ip))
+}
+
+/// Connects to a peer, giving up after the connect timeout even if the peer accepted the TCP
+/// connection but never answers the HTTP/2 handshake (a blackholed link).
+pub(crate) async fn connect(endpoint: &Endpoint) -> Result<Channel, String> {
+    match tokio::time::timeout(CONNECT_TIMEOUT + KEEPALIVE_TIMEOUT, endpoint.connect()).await {
+        Ok(Ok(channel)) => Ok(channel),
+        Ok(Err(e)) => Err(format!("connecting to {}: {e}", endpoint.uri())),
+        Err(_) => Err(format!("connecting to {}: no answer", endpoint.uri())),
+    }
 }
 
 fn client(channel: Channel) -> RaftTransportClient<Channel> {
@@ -610,9 +621,9 @@ async fn stream_to_peer(config: &LinkConfig, queue: &mut mpsc::Receiver<Vec<u8>>
         Ok(endpoint) => endpoint,
         Err(e) => return StreamEnd::Failed(e.to_string()),
     };
-    let channel = match endpoint.connect().await {
+    let channel = match connect(&endpoint).await {
         Ok(channel) => channel,
-        Err(e) => return StreamEnd::Failed(format!("connecting: {e}")),
+        Err(e) => return StreamEnd::Failed(e),
     };
     let (frames, frames_rx) = mpsc::channel::<pb::RaftFrame>(4);
     let mut client = client(channel);
@@ -666,10 +677,7 @@ async fn stream_to_peer(config: &LinkConfig, queue: &mut mpsc::Receiver<Vec<u8>>
 
 async fn send_snapshot(config: &LinkConfig, bytes: Vec<u8>) -> Result<(), String> {
     let endpoint = peer_endpoint(config.addr, config.source_ip).map_err(|e| e.to_string())?;
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| format!("connecting to {}: {e}", config.addr))?;
+    let channel = connect(&endpoint).await?;
     let mut chunks = Vec::with_capacity(bytes.len() / SNAPSHOT_CHUNK + 1);
     for (i, data) in bytes.chunks(SNAPSHOT_CHUNK).enumerate() {
         chunks.push(pb::RaftSnapshotChunk {
