@@ -27,6 +27,9 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::index::{IndexHandle, SessionInfo};
 
+/// How long a new stream may take to send its `subscribe` message.
+const SUBSCRIBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The programmed configs being served, by Gateway key.
 pub type ServedConfigs = BTreeMap<ObjectKey, Arc<GatewayConfig>>;
 
@@ -63,9 +66,17 @@ impl ConfigDiscovery for ConfigServer {
     ) -> Result<tonic::Response<Self::SubscribeStream>, tonic::Status> {
         let peer = request.remote_addr();
         let mut inbound = request.into_inner();
-        let first = inbound.message().await?.ok_or_else(|| {
-            tonic::Status::invalid_argument("the stream ended before the subscribe message")
-        })?;
+        let first = tokio::time::timeout(SUBSCRIBE_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| {
+                tonic::Status::deadline_exceeded(format!(
+                    "no subscribe message within {}s",
+                    SUBSCRIBE_TIMEOUT.as_secs()
+                ))
+            })??
+            .ok_or_else(|| {
+                tonic::Status::invalid_argument("the stream ended before the subscribe message")
+            })?;
         let info = parse_subscribe(first, peer)?;
         let gateway = info.gateway.clone();
         let instance = info.instance.clone();

@@ -99,6 +99,7 @@ pub struct AgentHandle {
     shutdown: watch::Sender<bool>,
     status: watch::Receiver<Arc<AgentStatus>>,
     hub: watch::Receiver<Arc<HubStatus>>,
+    ready: watch::Receiver<bool>,
     servers: Vec<(&'static str, JoinHandle<()>)>,
     tasks: Vec<JoinHandle<()>>,
     _prober: health::probe::Prober,
@@ -280,6 +281,7 @@ pub async fn spawn(config: AgentConfig, mut registry: Registry) -> Result<AgentH
         shutdown: shutdown_tx,
         status: outputs.status,
         hub: hub_status,
+        ready: outputs.ready,
         servers: vec![("gRPC", grpc_task), ("admin", admin_task)],
         tasks,
         _prober: prober,
@@ -339,6 +341,13 @@ impl AgentHandle {
         let mut status = AgentStatus::clone(&self.status.borrow());
         status.hub = Some(HubStatus::clone(&self.hub.borrow()));
         status
+    }
+
+    /// Resolves once the source has been read completely and the first configs are
+    /// programmed (what the admin `/ready` reports).
+    pub async fn ready(&self) {
+        let mut ready = self.ready.clone();
+        let _ = ready.wait_for(|ready| *ready).await;
     }
 
     /// Resolves when one of the servers stops on its own (it failed), naming it.

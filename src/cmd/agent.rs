@@ -55,6 +55,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut agent = meridian_agent::spawn(config, registry)
         .await
         .context("starting the agent")?;
+    // "Ready" means serving: the listeners are bound and the source has been read once, so
+    // a gateway that subscribes now gets its config at once.
+    tokio::select! {
+        () = agent.ready() => {}
+        signal = wait_for_signal() => {
+            agent.shutdown().await;
+            return signal;
+        }
+    }
     if let Some(path) = &args.ready_file {
         let ready = serde_json::json!({
             "grpc": agent.grpc_addr().to_string(),
