@@ -15,6 +15,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod dns;
+pub mod gateway;
 pub mod net;
 pub mod process;
 pub mod wait;

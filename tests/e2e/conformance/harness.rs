@@ -113,11 +113,6 @@ impl Suite {
         std::fs::rename(tmp, dir.join(name)).unwrap();
     }
 
-    /// Removes a manifest file.
-    pub fn remove(&self, name: &str) {
-        std::fs::remove_file(self.config_dir().join(name)).unwrap();
-    }
-
     /// Writes the base manifests plus `manifest` and starts the gateway for `gateway`.
     pub fn start(mut self, gateway: &str, manifest: &str) -> Self {
         self.write("00-base.yaml", &base_manifests());

@@ -13,8 +13,7 @@ fn https_client(
 ) -> reqwest::Client {
     meridian_tests::init_crypto();
     let mut builder = reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_der(root).unwrap())
+        .tls_certs_only([reqwest::Certificate::from_der(root).unwrap()])
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(10));
     for host in hosts {
