@@ -56,7 +56,10 @@ enum Command {
     Hostnames,
     /// List shared HTTPRoutes.
     Routes,
-    /// Show one object as JSON: `cluster NAME`, `hostname FQDN` or `route NAMESPACE/NAME`.
+    /// List static DNS record sets.
+    Records,
+    /// Show one object as JSON: `cluster NAME`, `hostname FQDN`, `route NAMESPACE/NAME` or
+    /// `records NAME/TYPE`.
     Get {
         /// cluster, hostname or route.
         kind: String,
@@ -70,12 +73,12 @@ enum Command {
         files: Vec<PathBuf>,
     },
     /// Delete objects: `delete -f FILE`, or `delete cluster NAME` / `hostname FQDN` /
-    /// `route NAMESPACE/NAME`.
+    /// `route NAMESPACE/NAME` / `records NAME/TYPE`.
     Delete {
         /// Delete what these files describe.
         #[arg(short = 'f', long = "file")]
         files: Vec<PathBuf>,
-        /// cluster, hostname or route (without -f).
+        /// cluster, hostname, route or records (without -f).
         kind: Option<String>,
         /// Its name (without -f).
         name: Option<String>,
@@ -166,6 +169,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Command::Clusters => clusters(&client, args.output).await,
         Command::Hostnames => hostnames(&client, args.output).await,
         Command::Routes => routes(&client, args.output).await,
+        Command::Records => records(&client, args.output).await,
         Command::Get { kind, name } => {
             let path = object_path(kind, name)?;
             print_json(&client.get(&path).await?);
@@ -344,7 +348,13 @@ fn object_path(kind: &str, name: &str) -> anyhow::Result<String> {
                 .with_context(|| format!("route {name:?}: expected NAMESPACE/NAME"))?;
             format!("/v1/routes/{namespace}/{name}")
         }
-        other => bail!("unknown kind {other:?}: expected cluster, hostname or route"),
+        "record" | "records" => {
+            let (owner, rtype) = name
+                .rsplit_once('/')
+                .with_context(|| format!("records {name:?}: expected NAME/TYPE"))?;
+            format!("/v1/records/{owner}/{}", rtype.to_ascii_uppercase())
+        }
+        other => bail!("unknown kind {other:?}: expected cluster, hostname, route or records"),
     })
 }
 
@@ -529,6 +539,33 @@ async fn routes(client: &Client, output: Output) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn records(client: &Client, output: Output) -> anyhow::Result<()> {
+    let answer = client.get("/v1/records").await?;
+    if output == Output::Json {
+        print_json(&answer);
+        return Ok(());
+    }
+    let mut table = Table::new(&["NAME", "TYPE", "TTL", "VALUES"]);
+    for set in items(&answer, "items") {
+        let values: Vec<String> = items(&set, "values")
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string())
+            })
+            .collect();
+        table.row(vec![
+            str_of(&set, "name").to_string(),
+            str_of(&set, "type").to_string(),
+            set["ttl"].to_string(),
+            values.join(" | "),
+        ]);
+    }
+    print!("{table}");
+    Ok(())
+}
+
 fn read_manifests(files: &[PathBuf]) -> anyhow::Result<Vec<Resource>> {
     let mut resources = Vec::new();
     let mut problems = Vec::new();
@@ -593,11 +630,11 @@ async fn delete(
 ) -> anyhow::Result<()> {
     let paths: Vec<(String, String)> = if files.is_empty() {
         let (Some(kind), Some(name)) = (kind, name) else {
-            bail!("give -f FILE, or a kind (cluster, hostname, route) and a name");
+            bail!("give -f FILE, or a kind (cluster, hostname, route, records) and a name");
         };
         vec![(object_path(kind, name)?, format!("{kind}/{name}"))]
     } else {
-        // Routes first, then hostnames, then the clusters they name.
+        // Routes first, then records and hostnames, then the clusters they name.
         read_manifests(files)?
             .into_iter()
             .rev()
@@ -708,4 +745,186 @@ async fn audit(client: &Client, limit: usize, output: Output) -> anyhow::Result<
     }
     print!("{table}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use clap::Parser;
+    use meridian_hub::raft::Role;
+    use meridian_hub::{Hub, HubConfig, HubHandle};
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    async fn ctl(hub: &HubHandle, argv: &[&str]) -> anyhow::Result<()> {
+        let url = format!("http://{}", hub.admin_addr());
+        let cli = Cli::try_parse_from(
+            ["ctl", "--hub", url.as_str()]
+                .into_iter()
+                .chain(argv.iter().copied()),
+        )?;
+        run(cli.args).await
+    }
+
+    async fn start_hub(dir: &std::path::Path) -> HubHandle {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut config = HubConfig::new(1, dir);
+        config.grpc_listen = "127.0.0.1:0".parse().unwrap();
+        config.admin_listen = "127.0.0.1:0".parse().unwrap();
+        config.dns.listen = "127.0.0.1:0".parse().unwrap();
+        config.dns.zones = vec![
+            serde_json::from_value(json!({
+                "origin": "demo.meridian.test",
+                "nameservers": [{"name": "ns1.demo.meridian.test", "addresses": ["127.0.0.1"]}],
+            }))
+            .unwrap(),
+        ];
+        let hub = Hub::spawn(config).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while hub.raft().status().borrow().role != Role::Leader {
+            assert!(Instant::now() < deadline, "no leader");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        hub
+    }
+
+    const MANIFESTS: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: shop}
+spec:
+  hostnames: [app.demo.meridian.test]
+  rules:
+    - backendRefs: [{name: echo, port: 8080}]
+---
+apiVersion: meridian.dev/v1alpha1
+kind: HostnamePolicy
+metadata: {name: app.demo.meridian.test}
+spec:
+  ttl: 15
+  targets: [{cluster: us-east, weight: 2}, {cluster: eu-west}]
+---
+apiVersion: meridian.dev/v1alpha1
+kind: Cluster
+metadata: {name: us-east}
+spec: {region: us, addresses: [127.0.1.1]}
+---
+apiVersion: meridian.dev/v1alpha1
+kind: Cluster
+metadata: {name: eu-west}
+spec: {region: eu, addresses: [127.0.1.2]}
+---
+apiVersion: meridian.dev/v1alpha1
+kind: DnsRecordSet
+metadata: {name: www.demo.meridian.test}
+spec: {type: CNAME, values: [app.demo.meridian.test]}
+"#;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn apply_and_delete_manifests_against_a_real_hub() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = start_hub(&dir.path().join("hub")).await;
+        let file = dir.path().join("all.yaml");
+        std::fs::write(&file, MANIFESTS).unwrap();
+        let file = file.display().to_string();
+
+        // Dependency order is the tool's job: the hostname comes before its clusters in the
+        // file but is applied after them.
+        ctl(&hub, &["apply", "-f", &file]).await.unwrap();
+        let client = Client {
+            http: reqwest::Client::new(),
+            base: format!("http://{}", hub.admin_addr()),
+            actor: None,
+            stale: false,
+        };
+        let clusters = client.get("/v1/clusters").await.unwrap();
+        assert_eq!(items(&clusters, "items").len(), 2);
+        let policy = client
+            .get("/v1/hostnames/app.demo.meridian.test")
+            .await
+            .unwrap();
+        assert_eq!(policy["ttl"], 15);
+        assert_eq!(policy["targets"][0]["weight"], 2);
+        let route = client.get("/v1/routes/shop/web").await.unwrap();
+        assert_eq!(route["spec"]["hostnames"][0], "app.demo.meridian.test");
+        let cname = client
+            .get("/v1/records/www.demo.meridian.test/CNAME")
+            .await
+            .unwrap();
+        assert_eq!(cname["values"][0], "app.demo.meridian.test");
+
+        // Every read command works in both output formats.
+        for command in [
+            "status",
+            "clusters",
+            "hostnames",
+            "routes",
+            "records",
+            "audit",
+        ] {
+            ctl(&hub, &[command]).await.unwrap();
+            ctl(&hub, &["-o", "json", command]).await.unwrap();
+        }
+        ctl(&hub, &["members", "list"]).await.unwrap();
+        ctl(&hub, &["drain", "eu-west"]).await.unwrap();
+        assert_eq!(
+            client.get("/v1/clusters/eu-west").await.unwrap()["drained"],
+            true
+        );
+        ctl(
+            &hub,
+            &[
+                "--actor",
+                "alice",
+                "pin",
+                "app.demo.meridian.test",
+                "us-east",
+            ],
+        )
+        .await
+        .unwrap();
+        let audit = client.get("/v1/audit").await.unwrap();
+        assert!(
+            items(&audit, "entries")
+                .iter()
+                .any(|e| e["actor"] == "alice" && e["action"].as_str().unwrap().starts_with("pin")),
+            "{audit}"
+        );
+
+        // The server's refusal, with its field, reaches the user.
+        let err = ctl(&hub, &["pin", "app.demo.meridian.test", "nope"])
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("routing.pinned"), "{err:#}");
+
+        // A file with a bad document applies nothing.
+        let bad = dir.path().join("bad.yaml");
+        std::fs::write(
+            &bad,
+            "apiVersion: meridian.dev/v1alpha1\nkind: Cluster\nmetadata: {name: ap-south}\nspec: {region: ap}\n---\nkind: Gateway\n",
+        )
+        .unwrap();
+        let err = ctl(&hub, &["apply", "-f", &bad.display().to_string()])
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("doc 2: apiVersion: required"),
+            "{err:#}"
+        );
+        assert!(client.get("/v1/clusters/ap-south").await.is_err());
+
+        // Delete -f removes everything, routes and hostnames before their clusters.
+        ctl(&hub, &["delete", "-f", &file]).await.unwrap();
+        let clusters = client.get("/v1/clusters").await.unwrap();
+        assert!(items(&clusters, "items").is_empty());
+        assert!(items(&client.get("/v1/records").await.unwrap(), "items").is_empty());
+        hub.shutdown().await;
+    }
 }

@@ -1,5 +1,5 @@
 //! Manifests `meridian ctl apply -f` understands: YAML files with one or more documents, each a
-//! Gateway API `HTTPRoute` or a Meridian `Cluster` / `HostnamePolicy`
+//! Gateway API `HTTPRoute` or a Meridian `Cluster` / `HostnamePolicy` / `DnsRecordSet`
 //! (`apiVersion: meridian.dev/v1alpha1`), turned into admin API requests.
 //!
 //! ```yaml
@@ -15,6 +15,11 @@
 //!   ttl: 30
 //!   targets: [{cluster: us-east, weight: 1}]
 //!   routing: {geo: true}
+//! ---
+//! apiVersion: meridian.dev/v1alpha1
+//! kind: DnsRecordSet
+//! metadata: {name: www.demo.meridian.test}
+//! spec: {type: CNAME, ttl: 300, values: [app.demo.meridian.test]}
 //! ```
 
 use serde_json::Value;
@@ -42,6 +47,8 @@ pub enum Kind {
     Cluster,
     /// `meridian.dev/v1alpha1` `HostnamePolicy`.
     HostnamePolicy,
+    /// `meridian.dev/v1alpha1` `DnsRecordSet` (a static record set).
+    DnsRecordSet,
     /// `gateway.networking.k8s.io/v1` `HTTPRoute`.
     HttpRoute,
 }
@@ -60,6 +67,7 @@ impl Resource {
         let kind = match self.kind {
             Kind::Cluster => "cluster",
             Kind::HostnamePolicy => "hostname",
+            Kind::DnsRecordSet => "records",
             Kind::HttpRoute => "route",
         };
         format!("{kind}/{name}")
@@ -150,6 +158,22 @@ fn resource(mut document: Value, source: &str) -> Result<Resource, String> {
                 body,
             })
         }
+        "DnsRecordSet" => {
+            let body = meridian_spec(&document)?;
+            let rtype = body
+                .get("type")
+                .and_then(Value::as_str)
+                .ok_or("spec.type: required (A, AAAA, CNAME, TXT or MX)")?
+                .to_ascii_uppercase();
+            let mut body = body;
+            body["name"] = Value::String(name.clone());
+            Ok(Resource {
+                source,
+                kind: Kind::DnsRecordSet,
+                path: format!("/v1/records/{name}/{rtype}"),
+                body,
+            })
+        }
         "HTTPRoute" => {
             if !api_version.starts_with("gateway.networking.k8s.io/") {
                 return Err(format!(
@@ -172,7 +196,7 @@ fn resource(mut document: Value, source: &str) -> Result<Resource, String> {
             })
         }
         other => Err(format!(
-            "kind: {other:?} is not one `meridian ctl` applies (Cluster, HostnamePolicy, HTTPRoute)"
+            "kind: {other:?} is not one `meridian ctl` applies (Cluster, HostnamePolicy, DnsRecordSet, HTTPRoute)"
         )),
     }
 }
@@ -199,9 +223,19 @@ apiVersion: meridian.dev/v1alpha1
 kind: Cluster
 metadata: {name: us-east}
 spec: {region: us, addresses: [127.0.1.1]}
+---
+apiVersion: meridian.dev/v1alpha1
+kind: DnsRecordSet
+metadata: {name: www.demo.meridian.test}
+spec: {type: cname, values: [app.demo.meridian.test]}
 "#;
         let resources = parse(text, "all.yaml").unwrap();
-        assert_eq!(resources.len(), 3);
+        assert_eq!(resources.len(), 4);
+        assert_eq!(
+            resources[3].path,
+            "/v1/records/www.demo.meridian.test/CNAME"
+        );
+        assert_eq!(resources[3].label(), "records/www.demo.meridian.test/CNAME");
         assert_eq!(resources[0].path, "/v1/routes/shop/web");
         assert!(resources[0].body.get("status").is_none());
         assert_eq!(resources[0].label(), "route/shop/web");
