@@ -187,6 +187,7 @@ async fn start_hubs(
         .map(|(id, grpc, _, _)| format!("{id}={grpc}"))
         .collect::<Vec<_>>()
         .join(",");
+    let nameservers = planned.clone();
     // Start every node before waiting for any: a node is ready only once it can serve, and the
     // first needs a quorum of the others to elect a leader.
     let mut starts = Vec::new();
@@ -208,6 +209,11 @@ async fn start_hubs(
             "--zone".into(),
             ZONE.into(),
         ];
+        // Every node serves the same NS set: one name server per hub node.
+        for (ns_id, _, _, ns_dns) in &nameservers {
+            args.push("--nameserver".into());
+            args.push(format!("ns{ns_id}.{ZONE}={}", ns_dns.ip()));
+        }
         for spec in cluster::clusters() {
             args.push("--geo-cidr".into());
             args.push(format!("{}={}", spec.client_subnet, spec.region));
@@ -380,24 +386,15 @@ async fn wait_until_serving(
     }
 }
 
-/// True when the status document lists `n` clusters, all healthy. Accepts a list or a map of
-/// clusters with a `verdict`/`health` field.
+/// True when `GET /v1/status` lists `n` clusters, all with a healthy committed verdict.
 fn all_clusters_healthy(status: &serde_json::Value, n: usize) -> bool {
-    let clusters: Vec<&serde_json::Value> = match status.get("clusters") {
-        Some(serde_json::Value::Array(list)) => list.iter().collect(),
-        Some(serde_json::Value::Object(map)) => map.values().collect(),
-        _ => return false,
+    let Some(clusters) = status.get("clusters").and_then(|c| c.as_array()) else {
+        return false;
     };
     clusters.len() == n
-        && clusters.iter().all(|c| {
-            let verdict = c
-                .get("verdict")
-                .or_else(|| c.get("health"))
-                .or_else(|| c.pointer("/health/verdict"))
-                .and_then(|v| v.as_str())
-                .unwrap_or("");
-            verdict.eq_ignore_ascii_case("healthy")
-        })
+        && clusters
+            .iter()
+            .all(|c| c.pointer("/health/verdict").and_then(|v| v.as_str()) == Some("healthy"))
 }
 
 async fn wait_for_leader(http: &reqwest::Client, admin: &str) -> anyhow::Result<()> {
@@ -407,7 +404,6 @@ async fn wait_for_leader(http: &reqwest::Client, admin: &str) -> anyhow::Result<
             if let Ok(status) = response.json::<serde_json::Value>().await {
                 let leader = status
                     .get("leader_id")
-                    .or_else(|| status.get("leader"))
                     .and_then(|v| v.as_u64())
                     .unwrap_or(0);
                 if leader != 0 {
@@ -526,7 +522,12 @@ fn print_guide(state_dir: &Path, hubs: &[HubNode], clusters: &[RunningCluster], 
     let dns = hubs[0].dns;
     let admin = hubs[0].admin;
     println!();
-    println!("Meridian dev is up in {:.1}s: {} hub nodes, {} clusters.", took.as_secs_f64(), hubs.len(), clusters.len());
+    println!(
+        "Meridian dev is up in {:.1}s: {} hub nodes, {} clusters.",
+        took.as_secs_f64(),
+        hubs.len(),
+        clusters.len()
+    );
     println!("State, logs and dev.json: {}", state_dir.display());
     println!();
     println!("Ask the GeoDNS which cluster a client in each region gets:");
@@ -549,7 +550,10 @@ fn print_guide(state_dir: &Path, hubs: &[HubNode], clusters: &[RunningCluster], 
     if let Some(eu) = clusters.iter().find(|c| c.spec.name == "eu-west") {
         println!();
         println!("Fail a cluster over: kill its gateway and ask DNS again within a few seconds:");
-        println!("  kill -9 {}   # eu-west gateway (dev restarts it after a while, like a kubelet)", eu.gateway_component.pid());
+        println!(
+            "  kill -9 {}   # eu-west gateway (dev restarts it after a while, like a kubelet)",
+            eu.gateway_component.pid()
+        );
         println!(
             "  dig @{} -p {} {HOSTNAME} A +subnet={} +short",
             dns.ip(),

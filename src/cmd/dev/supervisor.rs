@@ -190,7 +190,10 @@ impl Supervisor {
                 _ = tokio::time::sleep(delay) => {}
                 _ = stopping.changed() => return,
             }
-            match self.spawn_and_wait(&component, Duration::from_secs(30)).await {
+            match self
+                .spawn_and_wait(&component, Duration::from_secs(30))
+                .await
+            {
                 Ok(_) => tracing::info!(component = %component.name, "component restarted"),
                 Err(error) => {
                     tracing::error!(component = %component.name, %error, "restart failed");
