@@ -25,6 +25,9 @@ use crate::store::{Action, Outcome, Proposer, StoreView};
 
 /// Messages buffered towards one agent; a slow agent gets the newest config once it catches up.
 const OUTBOUND: usize = 4;
+/// How long `Register` waits for a linearizable read before answering from local state (a node
+/// cut off from the majority still lets its agents register).
+const REGISTER_BARRIER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The agent-facing gRPC service of one hub node.
 #[derive(Clone)]
@@ -163,8 +166,12 @@ impl Hub for AgentService {
         }
         // A cluster created a moment ago on another node must be visible: read through the
         // barrier when a leader is reachable, else from this node's applied state.
-        if let Err(err) = self.inner.deps.raft.read_index().await {
-            tracing::debug!(error = %err, "register: reading local state without a barrier");
+        match tokio::time::timeout(REGISTER_BARRIER, self.inner.deps.raft.read_index()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "register: reading local state without a barrier");
+            }
+            Err(_) => tracing::debug!("register: no read barrier in time; reading local state"),
         }
         let view = self.inner.deps.view.borrow().clone();
         let Some(record) = view.state.clusters.get(&cluster) else {
