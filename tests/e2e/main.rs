@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod conformance;
+mod skeleton;
 mod tidy;
 
 /// Path of the `meridian` binary under test.

@@ -5,8 +5,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, Query, ResponseCode};
+pub use hickory_proto::rr::RecordType;
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::rr::{Name, RData};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// What a test needs from a DNS answer.
@@ -80,9 +81,15 @@ pub async fn tcp(server: SocketAddr, message: &Message) -> Result<Answer, String
         framed.extend_from_slice(&bytes);
         stream.write_all(&framed).await.map_err(|e| e.to_string())?;
         let mut len = [0u8; 2];
-        stream.read_exact(&mut len).await.map_err(|e| e.to_string())?;
+        stream
+            .read_exact(&mut len)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
-        stream.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+        stream
+            .read_exact(&mut buf)
+            .await
+            .map_err(|e| e.to_string())?;
         parse(&buf)
     };
     tokio::time::timeout(Duration::from_secs(2), run)
@@ -106,12 +113,13 @@ fn parse(bytes: &[u8]) -> Result<Answer, String> {
             _ => None,
         })
         .collect();
-    let ecs_scope = message.edns.as_ref().and_then(|edns| {
-        match edns.option(EdnsCode::Subnet) {
+    let ecs_scope = message
+        .edns
+        .as_ref()
+        .and_then(|edns| match edns.option(EdnsCode::Subnet) {
             Some(EdnsOption::Subnet(subnet)) => Some(subnet.scope_prefix()),
             _ => None,
-        }
-    });
+        });
     Ok(Answer {
         rcode: message.metadata.response_code,
         ttl: message.answers.first().map(|r| r.ttl),

@@ -14,8 +14,10 @@
 // Test harness: panicking on a broken fixture is the desired failure mode.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod dev;
 pub mod dns;
 pub mod gateway;
+pub mod http;
 pub mod net;
 pub mod process;
 pub mod wait;
