@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use meridian_gwapi::status::GatewayStatus;
-use meridian_gwapi::{Object, ObjectSet, Problem};
+use meridian_gwapi::{Object, ObjectSet, Origin, Problem};
 use meridian_proto::model::gateway::GatewayConfig;
 use meridian_proto::model::{ClusterName, ObjectKey, SharedConfig};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -139,6 +139,8 @@ struct Index {
     merge_problems: Vec<Problem>,
     objects: Arc<ObjectSet>,
     shared: Arc<SharedConfig>,
+    /// The hub's certificates as Secret objects.
+    shared_objects: Arc<Vec<Object>>,
     // Programmed configs before the probe overlay, and their statuses.
     base: BTreeMap<ObjectKey, GatewayConfig>,
     statuses: BTreeMap<ObjectKey, GatewayStatus>,
@@ -234,6 +236,7 @@ pub(crate) fn spawn(
         source_problems: Vec::new(),
         merge_problems: Vec::new(),
         objects: Arc::new(ObjectSet::default()),
+        shared_objects: Arc::new(certificate_objects(&shared)),
         shared,
         base: BTreeMap::new(),
         statuses: BTreeMap::new(),
@@ -368,8 +371,11 @@ impl Index {
             }
             Msg::Shared(shared, reply) => {
                 if self.shared != shared {
+                    self.shared_objects = Arc::new(certificate_objects(&shared));
                     self.shared = shared;
-                    self.reprogram();
+                    if self.initialized {
+                        self.merge_units();
+                    }
                 }
                 let _ = reply.send(());
             }
@@ -447,8 +453,17 @@ impl Index {
     }
 
     /// Rebuilds the object set from the units (in id order) and reprograms.
+    ///
+    /// The hub's certificates come first, as `kubernetes.io/tls` Secrets named like the
+    /// certificate, so a Gateway's `certificateRefs` can use them and a hub certificate wins
+    /// over a local Secret with the same key (reported as a duplicate), as shared routes win
+    /// over local routes.
     fn merge_units(&mut self) {
-        let objects = self.units.values().flat_map(|unit| unit.iter().cloned());
+        let objects = self
+            .shared_objects
+            .iter()
+            .cloned()
+            .chain(self.units.values().flat_map(|unit| unit.iter().cloned()));
         let (set, problems) = ObjectSet::from_objects(objects);
         for problem in &problems {
             if !self.merge_problems.contains(problem) {
@@ -736,6 +751,34 @@ impl Index {
         };
         self.status_tx.send_replace(Arc::new(status));
     }
+}
+
+/// The hub's certificates as `kubernetes.io/tls` Secrets, parsed by gwapi like any object a
+/// source delivers. A certificate gwapi rejects is logged and left out.
+fn certificate_objects(shared: &SharedConfig) -> Vec<Object> {
+    let mut objects = Vec::new();
+    for certificate in &shared.certificates {
+        let origin = Origin::new(format!("hub certificate {}", certificate.key), None);
+        let secret = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "namespace": certificate.key.namespace,
+                "name": certificate.key.name,
+            },
+            "type": "kubernetes.io/tls",
+            "stringData": {
+                "tls.crt": certificate.cert_chain_pem,
+                "tls.key": certificate.private_key_pem,
+            },
+        });
+        let (object, problems) = meridian_gwapi::parse_value(secret, &origin);
+        for problem in &problems {
+            tracing::warn!(%problem, "a certificate from the hub is unusable");
+        }
+        objects.extend(object);
+    }
+    objects
 }
 
 /// Whether an instance counts as ready, and why.

@@ -431,3 +431,48 @@ async fn gateway_readiness_follows_probes_and_the_subscription() {
     let view = h.outputs.health.borrow().clone();
     assert_eq!(view.gateways.len(), 1);
 }
+
+#[tokio::test]
+async fn hub_certificates_serve_https_listeners_and_win_over_local_secrets() {
+    let gateway = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: public, namespace: infra}\nspec:\n  gatewayClassName: meridian\n  listeners:\n    - {name: https, port: 8443, protocol: HTTPS, hostname: www.example.com, tls: {certificateRefs: [{name: www}]}}\n";
+    let mut h = Harness::new();
+    let first = h.initial(vec![unit("gateway.yaml", gateway)]).await;
+    // Without the certificate the listener is not programmed.
+    assert!(first.listeners.is_empty(), "{first:?}");
+
+    let generated =
+        rcgen::generate_simple_self_signed(vec!["www.example.com".to_string()]).unwrap();
+    let certificate = meridian_proto::model::gateway::TlsCertificate {
+        key: ObjectKey::new("infra", "www").unwrap(),
+        cert_chain_pem: generated.cert.pem(),
+        private_key_pem: generated.signing_key.serialize_pem(),
+    };
+    let shared = SharedConfig {
+        version: 4,
+        http_routes: vec![],
+        certificates: vec![certificate.clone()],
+    };
+    h.handle.apply_shared(Arc::new(shared)).await.unwrap();
+    let second = h.next_config().await;
+    let tls = second.listeners[0].tls.as_ref().unwrap();
+    assert_eq!(
+        tls.certificates[0].cert_chain_pem,
+        certificate.cert_chain_pem
+    );
+
+    // A local Secret with the same key is reported as a duplicate; the hub's stays in use.
+    let local = "apiVersion: v1\nkind: Secret\nmetadata: {name: www, namespace: infra}\ntype: kubernetes.io/tls\nstringData: {tls.crt: local-cert, tls.key: local-key}\n";
+    h.send(Event::Apply(unit("secret.yaml", local))).await;
+    h.source_barrier().await;
+    assert!(!h.configs_changed());
+    let status = h.outputs.status.borrow().clone();
+    assert!(
+        status
+            .source
+            .problems
+            .iter()
+            .any(|p| p.source == "secret.yaml" && p.message.contains("hub certificate infra/www")),
+        "{:?}",
+        status.source.problems
+    );
+}
