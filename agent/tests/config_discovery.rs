@@ -126,6 +126,20 @@ async fn serves_versioned_snapshots_tracks_acks_and_survives_invalid_edits() {
             })
     })
     .await;
+    // ...and in the metrics...
+    let (_, metrics) = http_get(agent.admin_addr(), "/metrics").await;
+    assert!(
+        metrics.contains("meridian_agent_source_problems "),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("meridian_agent_source_problems 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("meridian_agent_source_reads_total{result=\"invalid\"}"),
+        "{metrics}"
+    );
     // ...and no new version goes out: the last good content keeps being served.
     assert_eq!(
         gateway.config_within(Duration::from_millis(300)).await,
