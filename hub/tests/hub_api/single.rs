@@ -188,6 +188,14 @@ async fn bad_requests_are_refused_and_change_nothing() {
     assert_eq!(admin.get("/v1/routes/shop/nope").await.0, 404);
     assert_eq!(admin.delete("/v1/clusters/nope").await.0, 404);
     assert_eq!(admin.get("/v1/nothing-here").await.0, 404);
+    let (status, answer) = admin.get("/v1/audit?limit=many").await;
+    assert_eq!(status, 400);
+    assert!(
+        answer["error"].as_str().unwrap().contains("limit"),
+        "{answer}"
+    );
+    let (status, _) = admin.get("/v1/clusters?stale=perhaps").await;
+    assert_eq!(status, 400);
 
     // Nothing above changed the state (the refused DELETE was audited as refused).
     let after = admin.get_ok("/v1/clusters/us-east").await;

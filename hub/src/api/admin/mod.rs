@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts as _, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -107,6 +107,31 @@ pub fn router(deps: AdminDeps) -> Router {
         .route("/v1/members/{id}", axum::routing::delete(remove_member))
         .fallback(not_found)
         .with_state(Arc::new(deps))
+}
+
+/// A query string, refused with a JSON 400 naming the bad parameter (axum's own `Query`
+/// answers in plain text).
+struct Params<T>(T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Params<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::bad_request(
+                None,
+                format!("query string: {}", rejection.body_text()),
+            )),
+        }
+    }
 }
 
 /// `?stale=true` on reads.
@@ -244,7 +269,7 @@ async fn status(State(state): State<AppState>) -> Json<Value> {
 
 async fn list_clusters(
     State(state): State<AppState>,
-    Query(query): Query<ReadQuery>,
+    Params(query): Params<ReadQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let view = read_view(&state, query.stale).await?;
     let items: Vec<ClusterJson> = view.state.clusters.values().map(Into::into).collect();
@@ -254,7 +279,7 @@ async fn list_clusters(
 async fn get_cluster(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(query): Query<ReadQuery>,
+    Params(query): Params<ReadQuery>,
 ) -> Result<Json<ClusterJson>, ApiError> {
     let name = path_cluster(&name)?;
     let view = read_view(&state, query.stale).await?;
@@ -341,7 +366,7 @@ async fn undrain_cluster(
 
 async fn list_hostnames(
     State(state): State<AppState>,
-    Query(query): Query<ReadQuery>,
+    Params(query): Params<ReadQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let view = read_view(&state, query.stale).await?;
     let items: Vec<HostnameJson> = view.state.hostnames.values().map(Into::into).collect();
@@ -351,7 +376,7 @@ async fn list_hostnames(
 async fn get_hostname(
     State(state): State<AppState>,
     Path(fqdn): Path<String>,
-    Query(query): Query<ReadQuery>,
+    Params(query): Params<ReadQuery>,
 ) -> Result<Json<HostnameJson>, ApiError> {
     let fqdn = path_fqdn(&fqdn)?;
     let view = read_view(&state, query.stale).await?;
@@ -463,7 +488,7 @@ async fn unpin_hostname(
 
 async fn list_routes(
     State(state): State<AppState>,
-    Query(query): Query<ReadQuery>,
+    Params(query): Params<ReadQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let view = read_view(&state, query.stale).await?;
     let items: Vec<Value> = view
@@ -478,7 +503,7 @@ async fn list_routes(
 async fn get_route(
     State(state): State<AppState>,
     Path((namespace, name)): Path<(String, String)>,
-    Query(query): Query<ReadQuery>,
+    Params(query): Params<ReadQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let key = path_route_key(&namespace, &name)?;
     let view = read_view(&state, query.stale).await?;
@@ -588,7 +613,7 @@ fn path_record(name: &str, rtype: &str) -> Result<(Fqdn, String), ApiError> {
 
 async fn list_records(
     State(state): State<AppState>,
-    Query(query): Query<ReadQuery>,
+    Params(query): Params<ReadQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let view = read_view(&state, query.stale).await?;
     let items: Vec<RecordSetJson> = view
@@ -603,7 +628,7 @@ async fn list_records(
 async fn get_record_set(
     State(state): State<AppState>,
     Path((name, rtype)): Path<(String, String)>,
-    Query(query): Query<ReadQuery>,
+    Params(query): Params<ReadQuery>,
 ) -> Result<Json<RecordSetJson>, ApiError> {
     let (name, rtype) = path_record(&name, &rtype)?;
     let view = read_view(&state, query.stale).await?;
@@ -674,7 +699,7 @@ struct ExplainQuery {
 async fn dns_explain(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Query(query): Query<ExplainQuery>,
+    Params(query): Params<ExplainQuery>,
 ) -> Result<Response, ApiError> {
     let name = query
         .name
@@ -727,7 +752,7 @@ struct AuditQuery {
 
 async fn audit(
     State(state): State<AppState>,
-    Query(query): Query<AuditQuery>,
+    Params(query): Params<AuditQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let view = read_view(&state, query.stale).await?;
     let limit = query.limit.unwrap_or(100);
