@@ -132,3 +132,95 @@ async fn a_report_to_a_follower_reaches_the_leader() {
         node.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_node_catches_up_through_a_snapshot() {
+    let mut group = Group::start(3).await;
+    let leader = group.leader().await;
+    let lagging = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    let admin = Admin::new(group.node(leader));
+    // More writes than the snapshot threshold, so the log is compacted past them.
+    for i in 0..20 {
+        admin
+            .put_ok(
+                &format!("/v1/clusters/c{i}"),
+                &cluster_body("us", &format!("10.0.0.{i}")),
+            )
+            .await;
+    }
+    admin
+        .put_ok(
+            "/v1/hostnames/app.demo.meridian.test",
+            &json!({"targets": [{"cluster": "c1"}, {"cluster": "c2"}]}),
+        )
+        .await;
+
+    // The operator's procedure for a node that lost its disk: remove it, start it empty with
+    // --join, add it back. (It must not rejoin with its old id as if nothing happened: it
+    // would have forgotten entries a quorum counted on it for.)
+    group.stop_and_wipe(lagging).await;
+    let (status, answer) = admin.delete(&format!("/v1/members/{lagging}")).await;
+    assert_eq!(status, 200, "{answer}");
+    group.start_joining(lagging).await;
+    let (status, answer) = admin
+        .post(
+            "/v1/members",
+            &json!({"id": lagging, "addr": group.members[&lagging].to_string()}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let rejoined = Admin::new(group.node(lagging));
+    eventually(
+        Duration::from_secs(15),
+        "the wiped node to catch up",
+        || async {
+            let (status, body) = rejoined.get("/v1/clusters?stale=true").await;
+            (status == 200 && body["items"].as_array().map(Vec::len) == Some(20)).then_some(())
+        },
+    )
+    .await;
+    let policy = rejoined
+        .get_ok("/v1/hostnames/app.demo.meridian.test?stale=true")
+        .await;
+    assert_eq!(policy["targets"][1]["cluster"], "c2");
+    let metrics = rejoined.metrics().await;
+    let installed = metrics
+        .lines()
+        .find(|l| l.starts_with("raft_snapshots_installed_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(installed >= 1.0, "no snapshot installed:
+{metrics}");
+    // The audit log came with the snapshot.
+    let audit = rejoined.get_ok("/v1/audit?stale=true&limit=1000").await;
+    assert!(
+        audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "put cluster c0"),
+        "{audit}"
+    );
+
+    // Stop every node and start them again: the state is intact.
+    for id in [1, 2, 3] {
+        let node = group.nodes.remove(&id).unwrap();
+        node.shutdown().await;
+    }
+    for id in [1, 2, 3] {
+        group.restart(id).await;
+    }
+    let leader = group.leader().await;
+    let admin = Admin::new(group.node(leader));
+    assert_eq!(
+        admin.get_ok("/v1/clusters").await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        20
+    );
+    for node in group.nodes.into_values() {
+        node.shutdown().await;
+    }
+}

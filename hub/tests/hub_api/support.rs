@@ -103,15 +103,46 @@ impl Group {
     }
 
     async fn spawn(&mut self, id: u64, listener: Option<std::net::TcpListener>) {
+        self.spawn_as(id, listener, false).await;
+    }
+
+    async fn spawn_as(&mut self, id: u64, listener: Option<std::net::TcpListener>, join: bool) {
         let mut config = config(id, &self.dirs[&id]);
-        config.members = self.members.clone();
+        if join {
+            config.join = true;
+        } else {
+            config.members = self.members.clone();
+        }
         config.grpc_listen = self.members[&id];
+        // Snapshot often, so lagging and wiped nodes catch up through snapshots.
+        config.raft.snapshot_threshold = Some(8);
         let listeners = HubListeners {
             grpc: listener,
             admin: None,
         };
         let hub = Hub::spawn_with(config, listeners).await.unwrap();
         self.nodes.insert(id, hub);
+    }
+
+    /// Starts node `id` again on its gRPC address with its data directory as it is.
+    pub async fn restart(&mut self, id: u64) {
+        if let Some(node) = self.nodes.remove(&id) {
+            node.shutdown().await;
+        }
+        self.spawn(id, None).await;
+    }
+
+    /// Stops node `id` and wipes its data directory.
+    pub async fn stop_and_wipe(&mut self, id: u64) {
+        if let Some(node) = self.nodes.remove(&id) {
+            node.shutdown().await;
+        }
+        std::fs::remove_dir_all(&self.dirs[&id]).unwrap();
+    }
+
+    /// Starts node `id` empty, waiting to be added (`meridian hub --join`).
+    pub async fn start_joining(&mut self, id: u64) {
+        self.spawn_as(id, None, true).await;
     }
 
     /// The node with this id.
