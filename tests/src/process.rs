@@ -69,7 +69,10 @@ impl Proc {
             .expect("open log");
         let child = Command::new(&spec.program)
             .args(&spec.args)
-            .env("MERIDIAN_LOG", std::env::var("MERIDIAN_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "MERIDIAN_LOG",
+                std::env::var("MERIDIAN_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
@@ -95,19 +98,19 @@ impl Proc {
     pub fn wait_ready_file(&mut self, path: &Path, timeout: Duration) -> serde_json::Value {
         let start = Instant::now();
         loop {
-            if let Ok(text) = std::fs::read_to_string(path) {
-                if let Ok(value) = serde_json::from_str(&text) {
-                    return value;
-                }
+            if let Ok(text) = std::fs::read_to_string(path)
+                && let Ok(value) = serde_json::from_str(&text)
+            {
+                return value;
             }
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!(
-                        "{} exited with {status} before it was ready; log:\n{}",
-                        self.spec.name,
-                        self.log_tail(60)
-                    );
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!(
+                    "{} exited with {status} before it was ready; log:\n{}",
+                    self.spec.name,
+                    self.log_tail(60)
+                );
             }
             if start.elapsed() > timeout {
                 panic!(

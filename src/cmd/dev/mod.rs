@@ -400,16 +400,17 @@ fn all_clusters_healthy(status: &serde_json::Value, n: usize) -> bool {
 async fn wait_for_leader(http: &reqwest::Client, admin: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(response) = http.get(format!("{admin}/v1/status")).send().await {
-            if let Ok(status) = response.json::<serde_json::Value>().await {
-                let leader = status
-                    .get("leader_id")
-                    .and_then(|v| v.as_u64())
-                    .unwrap_or(0);
-                if leader != 0 {
-                    return Ok(());
-                }
-            }
+        let leader = match http.get(format!("{admin}/v1/status")).send().await {
+            Ok(response) => response
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+                .and_then(|status| status.get("leader_id").and_then(|v| v.as_u64()))
+                .unwrap_or(0),
+            Err(_) => 0,
+        };
+        if leader != 0 {
+            return Ok(());
         }
         if Instant::now() > deadline {
             bail!("the hub elected no leader within 30s");

@@ -221,10 +221,10 @@ impl Component {
 async fn wait_ready(component: &Component, timeout: Duration) -> anyhow::Result<serde_json::Value> {
     let start = Instant::now();
     loop {
-        if let Ok(text) = tokio::fs::read_to_string(&component.ready_file).await {
-            if let Ok(value) = serde_json::from_str(&text) {
-                return Ok(value);
-            }
+        if let Ok(text) = tokio::fs::read_to_string(&component.ready_file).await
+            && let Ok(value) = serde_json::from_str(&text)
+        {
+            return Ok(value);
         }
         {
             let mut state = component.state.lock().await;
