@@ -289,6 +289,11 @@ impl ListenerBuilder {
                     protocol_name(listener.protocol)
                 ));
             }
+            (ListenerProtocol::Tls, Some(tls)) if tls.mode == TlsMode::Terminate => {
+                return Err(format!(
+                    "listener {name:?}: protocol TLS with tls.mode Terminate is not supported; use Passthrough, or HTTPS to terminate"
+                ));
+            }
             (ListenerProtocol::Https, Some(tls)) if tls.mode == TlsMode::Passthrough => {
                 return Err(format!(
                     "listener {name:?}: protocol HTTPS cannot use tls.mode Passthrough"
