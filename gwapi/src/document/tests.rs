@@ -74,7 +74,7 @@ fn each_document_problem_names_file_doc_object_and_field() {
         ),
         (
             "apiVersion: v1\nkind: Service\nmetadata:\n  namespace: shop\n",
-            "routes.yaml doc 1 Service shop/: metadata.name: required field is missing",
+            "routes.yaml doc 1 Service: metadata.name: required field is missing",
         ),
         (
             "apiVersion: v1\nkind: Service\nmetadata:\n  name: Web\n",
@@ -215,4 +215,49 @@ fn endpoint_slices_drop_bad_addresses() {
         panic!("expected an EndpointSlice");
     };
     assert_eq!(slice.endpoints[0].addresses, ["10.0.0.1"]);
+}
+
+#[test]
+fn alias_bombs_are_refused_not_expanded() {
+    let mut text = String::from(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\nbomb:\n  l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n",
+    );
+    for level in 1..10 {
+        let previous = format!("*l{}", level - 1);
+        text.push_str(&format!(
+            "  l{level}: &l{level} [{}]\n",
+            vec![previous; 10].join(", ")
+        ));
+    }
+    let text = format!("{text}---\n{SERVICE}");
+    let (objects, problems) = parse_documents(&text, "bomb.yaml");
+    assert_eq!(objects.len(), 1, "the next document still parses");
+    assert_eq!(problems.len(), 1);
+    assert!(
+        problems[0]
+            .to_string()
+            .starts_with("bomb.yaml doc 1: invalid YAML"),
+        "{}",
+        problems[0]
+    );
+}
+
+#[test]
+fn deep_nesting_is_refused() {
+    let text = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: a}}\nx: {}{}\n",
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    let (objects, problems) = parse_documents(&text, "deep.yaml");
+    assert!(objects.is_empty());
+    assert_eq!(problems.len(), 1);
+    let json = format!(
+        "{{\"apiVersion\": \"v1\", \"kind\": \"Namespace\", \"x\": {}{}}}",
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    let (objects, problems) = parse_documents(&json, "deep.json");
+    assert!(objects.is_empty());
+    assert_eq!(problems.len(), 1);
 }

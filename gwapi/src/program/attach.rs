@@ -199,21 +199,29 @@ pub(crate) fn resolve_kind_conflicts(
         let (ca, cb) = (&candidates[a], &candidates[b]);
         (ca.created_unix_ms, ca.key, ca.kind).cmp(&(cb.created_unix_ms, cb.key, cb.kind))
     });
-    // Kept (candidate, kind, hostnames) per listener.
-    let mut kept: Vec<Vec<(usize, RouteKind, Vec<String>)>> = vec![Vec::new(); listeners.len()];
+    // Kept attachments per listener, split by kind so a route only scans the other kind
+    // (usually empty: most listeners carry only HTTPRoutes).
+    let mut kept: Vec<[Vec<KeptAttachment>; 2]> = (0..listeners.len())
+        .map(|_| [Vec::new(), Vec::new()])
+        .collect();
+    let slot = |kind: RouteKind| usize::from(kind == RouteKind::Grpc);
     for &c in &order {
         let kind = candidates[c].kind;
+        let other_kind = if kind == RouteKind::Http {
+            RouteKind::Grpc
+        } else {
+            RouteKind::Http
+        };
         let mut lost_to: Option<String> = None;
-        let n_outcomes = candidates[c].outcomes.len();
-        for o in 0..n_outcomes {
+        for o in 0..candidates[c].outcomes.len() {
             let attachments = std::mem::take(&mut candidates[c].outcomes[o].attachments);
             let mut remaining = Vec::new();
             for (listener, hostnames) in attachments {
-                let rival = kept[listener].iter().find(|(_, other_kind, other_hosts)| {
-                    *other_kind != kind && hostnames_overlap(&hostnames, other_hosts)
-                });
+                let rival = kept[listener][slot(other_kind)]
+                    .iter()
+                    .find(|(_, other_hosts)| hostnames_overlap(&hostnames, other_hosts));
                 match rival {
-                    Some((rival, other_kind, _)) => {
+                    Some((rival, _)) => {
                         lost_to = Some(format!(
                             "{other_kind} {} already uses listener {} for these hostnames (the older route wins)",
                             candidates[*rival].key, listeners[listener].spec.name
@@ -233,10 +241,13 @@ pub(crate) fn resolve_kind_conflicts(
             }
         }
         for (listener, hostnames) in candidates[c].attachments() {
-            kept[listener].push((c, kind, hostnames));
+            kept[listener][slot(kind)].push((c, hostnames));
         }
     }
 }
+
+/// (candidate index, effective hostnames) of an attachment that won its listener.
+type KeptAttachment = (usize, Vec<String>);
 
 /// Whether two effective hostname sets overlap (empty means any host).
 fn hostnames_overlap(a: &[String], b: &[String]) -> bool {

@@ -127,7 +127,8 @@ impl Resolver<'_, '_> {
             reason: reason.as_str().to_string(),
             message,
         };
-        let target = format!("{}/{}", reference.namespace, reference.name);
+        // Built only on the error paths: this runs for every reference of every route.
+        let target = || format!("{}/{}", reference.namespace, reference.name);
         if !reference.group.is_empty() || reference.kind != "Service" {
             let group = if reference.group.is_empty() {
                 String::new()
@@ -137,7 +138,8 @@ impl Resolver<'_, '_> {
             return invalid(
                 Reason::InvalidKind,
                 format!(
-                    "backend {target} has unsupported kind {group}{} (only core Services)",
+                    "backend {} has unsupported kind {group}{} (only core Services)",
+                    target(),
                     reference.kind
                 ),
             );
@@ -155,7 +157,8 @@ impl Resolver<'_, '_> {
             return invalid(
                 Reason::RefNotPermitted,
                 format!(
-                    "Service {target} is in another namespace and no ReferenceGrant allows {} from {namespace}",
+                    "Service {} is in another namespace and no ReferenceGrant allows {} from {namespace}",
+                    target(),
                     kind.as_str()
                 ),
             );
@@ -163,26 +166,27 @@ impl Resolver<'_, '_> {
         let Some(service) = self.index.service(&reference.namespace, &reference.name) else {
             return invalid(
                 Reason::BackendNotFound,
-                format!("Service {target} not found"),
+                format!("Service {} not found", target()),
             );
         };
         let Some(port) = reference.port else {
             return invalid(
                 Reason::BackendNotFound,
-                format!("Service {target}: no port given"),
+                format!("Service {}: no port given", target()),
             );
         };
         let Some(service_port) = service_port(service, port) else {
             return invalid(
                 Reason::BackendNotFound,
-                format!("Service {target} has no port {port}"),
+                format!("Service {} has no port {port}", target()),
             );
         };
         if let Err(app_protocol) = app_protocol(service_port) {
             return invalid(
                 Reason::UnsupportedProtocol,
                 format!(
-                    "Service {target} port {port} has unsupported appProtocol {app_protocol:?}"
+                    "Service {} port {port} has unsupported appProtocol {app_protocol:?}",
+                    target()
                 ),
             );
         }

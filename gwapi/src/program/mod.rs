@@ -341,7 +341,9 @@ fn collect_backends<'b>(
     backends: &mut BTreeSet<ServiceKey>,
 ) {
     for reference in refs {
-        if let Resolution::Service(key) = &reference.resolution {
+        if let Resolution::Service(key) = &reference.resolution
+            && !backends.contains(key)
+        {
             backends.insert(key.clone());
         }
     }

@@ -1281,7 +1281,7 @@ fn admin_api_rejects_anything_invalid_with_field_paths() {
         ),
         (
             serde_json::json!({"spec": {}}),
-            &["request HTTPRoute default/: metadata.name: required field is missing"],
+            &["request HTTPRoute: metadata.name: required field is missing"],
         ),
         (
             serde_json::json!({"metadata": {"name": "web"}, "spec": {"rules": []}}),

@@ -89,9 +89,10 @@ pub(crate) fn namespaced_meta(
         .namespace
         .clone()
         .unwrap_or_else(|| "default".to_string());
-    let hint = format!("{namespace}/{}", meta.name);
+    // A nameless object cannot be named in problems: show the kind alone.
+    let hint = (!meta.name.is_empty()).then(|| format!("{namespace}/{}", meta.name));
     let problem =
-        |path: &str, message: String| origin.object_problem(kind, Some(&hint), path, message);
+        |path: &str, message: String| origin.object_problem(kind, hint.as_deref(), path, message);
     if meta.name.is_empty() {
         problems.push(problem(
             "metadata.name",
