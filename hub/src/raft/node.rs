@@ -736,19 +736,27 @@ impl<S: StateMachine> Node<S> {
             }
         }
 
-        // 4. One transaction: snapshot, entries, hard state.
+        // 4. One transaction: snapshot, entries, hard state. A Ready whose only change is the
+        //    commit index needs no sync (raft's `must_sync`): the commit index is written with
+        //    the next transaction, like a LightReady's.
         let snapshot =
             (ready.snapshot().get_metadata().index != 0).then(|| ready.snapshot().clone());
-        let started = Instant::now();
-        self.raw.mut_store().persist(ReadyWrite {
-            snapshot: snapshot.as_ref(),
-            entries: ready.entries(),
-            hard_state: ready.hs(),
-            sync: ready.must_sync(),
-        })?;
-        self.metrics
-            .storage_write_latency
-            .observe(started.elapsed().as_secs_f64());
+        if !ready.must_sync() && snapshot.is_none() && ready.entries().is_empty() {
+            if let Some(hs) = ready.hs() {
+                self.raw.mut_store().note_commit(hs.commit);
+            }
+        } else {
+            let started = Instant::now();
+            self.raw.mut_store().persist(ReadyWrite {
+                snapshot: snapshot.as_ref(),
+                entries: ready.entries(),
+                hard_state: ready.hs(),
+                sync: ready.must_sync(),
+            })?;
+            self.metrics
+                .storage_write_latency
+                .observe(started.elapsed().as_secs_f64());
+        }
 
         // 5. Install the received snapshot into the state machine.
         if let Some(snapshot) = snapshot {

@@ -1,1 +1,229 @@
+//! Unit tests of the raft module: configuration checks, the forwarded-error mapping, and a
+//! single-node group (no network) that restarts from its log and its snapshots.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+
+use super::node::ProposeFailure;
+use super::transport::{Forwarded, failure_from_pb, failure_to_pb};
+use super::{RaftConfig, RaftError, Role, StateMachine, spawn, validate};
+
+/// Appends every command to a list; the outcome is the list's new length.
+#[derive(Default)]
+struct Log {
+    entries: Vec<String>,
+    published: Arc<Mutex<(u64, Vec<String>)>>,
+}
+
+impl StateMachine for Log {
+    fn apply(&mut self, _index: u64, command: &[u8]) -> Vec<u8> {
+        self.entries
+            .push(String::from_utf8_lossy(command).into_owned());
+        self.entries.len().to_string().into_bytes()
+    }
+    fn applied(&mut self, index: u64) {
+        *self.published.lock().unwrap() = (index, self.entries.clone());
+    }
+    fn snapshot(&self) -> Vec<u8> {
+        self.entries.join("\n").into_bytes()
+    }
+    fn restore(&mut self, _index: u64, snapshot: &[u8]) -> Result<(), String> {
+        let text = std::str::from_utf8(snapshot).map_err(|e| e.to_string())?;
+        self.entries = if text.is_empty() {
+            Vec::new()
+        } else {
+            text.split('\n').map(str::to_owned).collect()
+        };
+        Ok(())
+    }
+}
+
+fn addr() -> SocketAddr {
+    "127.0.0.1:7001".parse().unwrap()
+}
+
+fn single(dir: &std::path::Path) -> RaftConfig {
+    let mut config = RaftConfig::new(1, dir, addr());
+    config.initial_members = BTreeMap::from([(1, addr())]);
+    config.tick_interval = Duration::from_millis(10);
+    config.snapshot_threshold = 5;
+    config.request_timeout = Duration::from_secs(5);
+    config
+}
+
+#[test]
+fn configurations_are_validated_with_the_field_named() {
+    let dir = std::path::Path::new("/nonexistent");
+    let table: Vec<(&str, fn(&mut RaftConfig), &str)> = vec![
+        ("zero id", |c| c.node_id = 0, "node_id"),
+        (
+            "zero tick",
+            |c| c.tick_interval = Duration::ZERO,
+            "tick_interval",
+        ),
+        (
+            "election <= heartbeat",
+            |c| c.election_ticks = 2,
+            "election_ticks",
+        ),
+        (
+            "zero heartbeat",
+            |c| c.heartbeat_ticks = 0,
+            "heartbeat_ticks",
+        ),
+        (
+            "zero threshold",
+            |c| c.snapshot_threshold = 0,
+            "snapshot_threshold",
+        ),
+        (
+            "member id 0",
+            |c| {
+                c.initial_members.insert(0, addr());
+            },
+            "initial_members",
+        ),
+        (
+            "self at another address",
+            |c| {
+                c.initial_members.insert(1, "127.0.0.1:9".parse().unwrap());
+            },
+            "advertise_addr",
+        ),
+    ];
+    assert_eq!(validate(&RaftConfig::new(1, dir, addr())), Ok(()));
+    for (name, change, field) in table {
+        let mut config = RaftConfig::new(1, dir, addr());
+        change(&mut config);
+        let error = validate(&config).unwrap_err();
+        assert!(
+            error.to_string().contains(field),
+            "{name}: {error} should name {field}"
+        );
+    }
+}
+
+#[test]
+fn forwarded_failures_keep_their_meaning() {
+    let timeout = Duration::from_secs(3);
+    let hint: SocketAddr = "127.0.0.1:7002".parse().unwrap();
+    // Not proposed on the leader: the follower may try again (at the hinted leader).
+    let not_leader = failure_to_pb(ProposeFailure::NotLeader {
+        leader_id: 2,
+        leader_addr: Some(hint),
+    });
+    assert!(matches!(failure_from_pb(not_leader, timeout), Forwarded::Retry(Some(a)) if a == hint));
+    let dropped_for_sure = failure_to_pb(ProposeFailure::Retry("overwritten".into()));
+    assert!(matches!(
+        failure_from_pb(dropped_for_sure, timeout),
+        Forwarded::Retry(None)
+    ));
+    // Unknown outcomes stay unknown, final errors stay final.
+    let cases = [
+        (RaftError::Timeout(timeout), RaftError::Timeout(timeout)),
+        (
+            RaftError::Membership("busy".into()),
+            RaftError::Membership("membership change refused: busy".into()),
+        ),
+        (
+            RaftError::Invalid("bad".into()),
+            RaftError::Invalid("invalid raft request: bad".into()),
+        ),
+    ];
+    for (sent, expected) in cases {
+        let pb = failure_to_pb(ProposeFailure::Failed(sent));
+        match failure_from_pb(pb, timeout) {
+            Forwarded::Failed(got) => assert_eq!(got, expected),
+            _ => panic!("expected a final error for {expected:?}"),
+        }
+    }
+    for unknown in [
+        RaftError::Dropped("x".into()),
+        RaftError::Stopped,
+        RaftError::Storage("disk".into()),
+    ] {
+        let pb = failure_to_pb(ProposeFailure::Failed(unknown.clone()));
+        assert!(
+            matches!(
+                failure_from_pb(pb, timeout),
+                Forwarded::Failed(RaftError::Dropped(_))
+            ),
+            "{unknown:?} must read as an unknown outcome"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_group_commits_snapshots_and_restarts_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let published = Arc::new(Mutex::new((0, Vec::new())));
+    let sm = Log {
+        published: published.clone(),
+        ..Log::default()
+    };
+    let mut registry = Registry::default();
+    let raft = spawn(single(dir.path()), sm, &mut registry).await.unwrap();
+    let mut status = raft.status();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        status.wait_for(|s| s.role == Role::Leader),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    for i in 1..=12 {
+        let outcome = raft.propose(format!("c{i}").into_bytes()).await.unwrap();
+        assert_eq!(outcome, i.to_string().into_bytes());
+        // The outcome comes after the state machine published the batch.
+        assert_eq!(published.lock().unwrap().1.len(), i);
+    }
+    let index = raft.read_index().await.unwrap();
+    assert!(raft.status().borrow().applied_index >= index);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let snapshots: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("raft_snapshots_created_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(snapshots >= 2.0, "{text}");
+    // Membership: removing the only voter is refused; an invalid id too.
+    assert!(matches!(
+        raft.remove_member(1).await,
+        Err(RaftError::Membership(_))
+    ));
+    assert!(matches!(
+        raft.add_member(0, addr()).await,
+        Err(RaftError::Invalid(_))
+    ));
+    // Too large a command.
+    assert!(matches!(
+        raft.propose(vec![0; 33 << 20]).await,
+        Err(RaftError::Invalid(_))
+    ));
+    raft.shutdown().await;
+    assert_eq!(
+        raft.propose(b"late".to_vec()).await,
+        Err(RaftError::Stopped)
+    );
+
+    // Restart: snapshot + log replayed before spawn returns.
+    let published = Arc::new(Mutex::new((0, Vec::new())));
+    let sm = Log {
+        published: published.clone(),
+        ..Log::default()
+    };
+    let raft = spawn(single(dir.path()), sm, &mut Registry::default())
+        .await
+        .unwrap();
+    let expected: Vec<String> = (1..=12).map(|i| format!("c{i}")).collect();
+    assert_eq!(published.lock().unwrap().1, expected);
+    let outcome = raft.propose(b"c13".to_vec()).await.unwrap();
+    assert_eq!(outcome, b"13");
+    raft.shutdown().await;
+}

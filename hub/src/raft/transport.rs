@@ -211,7 +211,7 @@ impl RaftTransport for PeerService {
 }
 
 /// Encodes a failure for a forwarded call.
-fn failure_to_pb(failure: ProposeFailure) -> pb::RaftRpcError {
+pub(crate) fn failure_to_pb(failure: ProposeFailure) -> pb::RaftRpcError {
     use pb::raft_rpc_error::Kind;
     let (kind, message, leader_id, leader_addr) = match failure {
         ProposeFailure::NotLeader {
@@ -260,7 +260,7 @@ pub(crate) enum Forwarded {
 }
 
 /// Decodes a forwarded call's error.
-fn failure_from_pb(error: pb::RaftRpcError, timeout: Duration) -> Forwarded {
+pub(crate) fn failure_from_pb(error: pb::RaftRpcError, timeout: Duration) -> Forwarded {
     use pb::raft_rpc_error::Kind;
     let message = error.message;
     match Kind::try_from(error.kind).unwrap_or(Kind::Unspecified) {
