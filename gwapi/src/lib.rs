@@ -28,5 +28,5 @@ pub use document::{Object, Rejection, Resource, Validated, parse_documents, pars
 pub use hostname::{hostname_matches, intersect_hostnames};
 pub use json::{http_route_from_json, http_route_to_json};
 pub use problem::{Origin, Problem};
-pub use program::{CONTROLLER_NAME, Programmed, gateways, program};
+pub use program::{CONTROLLER_NAME, Programmed, gateway_class_conditions, gateways, program};
 pub use set::{ObjectSet, config_files, load_dir, load_file};

@@ -70,6 +70,34 @@ pub fn gateways(objects: &ObjectSet) -> Vec<ObjectKey> {
         .collect()
 }
 
+/// The `Accepted` condition of a GatewayClass, or `None` when the class names another
+/// controller (its status belongs to that controller). Meridian takes no parameters, so a
+/// class with `parametersRef` is not accepted.
+pub fn gateway_class_conditions(class: &k8s::GatewayClass) -> Option<Vec<Condition>> {
+    if class.spec.controller_name != CONTROLLER_NAME {
+        return None;
+    }
+    let generation = class.metadata.generation.unwrap_or(0);
+    let accepted = match &class.spec.parameters_ref {
+        Some(parameters) => Condition::bad(
+            ConditionType::Accepted,
+            Reason::InvalidParameters,
+            format!(
+                "spec.parametersRef: {}/{} {} is not supported (Meridian takes no parameters)",
+                parameters.group, parameters.kind, parameters.name
+            ),
+            generation,
+        ),
+        None => Condition::ok(
+            ConditionType::Accepted,
+            Reason::Accepted,
+            "the GatewayClass is accepted",
+            generation,
+        ),
+    };
+    Some(vec![accepted])
+}
+
 /// Programs the Gateway `gateway`: attaches routes (local ones from `objects` and
 /// `shared_http_routes` from the hub) to its listeners and resolves everything.
 ///
@@ -221,6 +249,16 @@ pub fn program(
         }
     }
     config.backends = backends.iter().map(|key| resolver.backend(key)).collect();
+    // Key order, so equal inputs give byte-equal configs whatever the source order was.
+    config
+        .http_routes
+        .sort_by(|a, b| a.route.key.cmp(&b.route.key));
+    config
+        .grpc_routes
+        .sort_by(|a, b| a.route.key.cmp(&b.route.key));
+    config
+        .tls_routes
+        .sort_by(|a, b| a.route.key.cmp(&b.route.key));
 
     let listener_statuses = listeners
         .iter()

@@ -935,11 +935,11 @@ fn shared_routes_replace_local_ones_with_the_same_key() {
     assert_eq!(
         keys,
         [
+            ("infra/only-shared".to_string(), vec![]),
             (
                 "infra/web".to_string(),
                 vec!["global.example.com".to_string()]
             ),
-            ("infra/only-shared".to_string(), vec![]),
         ]
     );
     let statuses: Vec<(RouteOrigin, (ConditionStatus, Reason))> = programmed
@@ -1296,4 +1296,33 @@ fn admin_api_rejects_anything_invalid_with_field_paths() {
             .collect();
         assert_eq!(problems, *expected, "{value}");
     }
+}
+
+#[test]
+fn gateway_classes_are_accepted_when_ours() {
+    let class = |controller: &str, parameters: &str| {
+        let text = format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: c, generation: 2}}\nspec:\n  controllerName: {controller}\n{parameters}"
+        );
+        let (objects, problems) = parse_documents(&text, "c.yaml");
+        assert!(problems.is_empty(), "{problems:?}");
+        let (set, _) = ObjectSet::from_objects(objects);
+        set.gateway_classes[0].clone()
+    };
+    let ours = gateway_class_conditions(&class(CONTROLLER_NAME, "")).expect("ours");
+    assert_eq!(
+        cond(&ours, ConditionType::Accepted),
+        (True, Reason::Accepted)
+    );
+    assert_eq!(ours[0].observed_generation, 2);
+    let with_parameters = gateway_class_conditions(&class(
+        CONTROLLER_NAME,
+        "  parametersRef: {group: example.com, kind: Config, name: x}\n",
+    ))
+    .expect("ours");
+    assert_eq!(
+        cond(&with_parameters, ConditionType::Accepted),
+        (False, Reason::InvalidParameters)
+    );
+    assert!(gateway_class_conditions(&class("example.com/other", "")).is_none());
 }
