@@ -58,7 +58,8 @@ fn single(dir: &std::path::Path) -> RaftConfig {
 #[test]
 fn configurations_are_validated_with_the_field_named() {
     let dir = std::path::Path::new("/nonexistent");
-    let table: Vec<(&str, fn(&mut RaftConfig), &str)> = vec![
+    type Change = fn(&mut RaftConfig);
+    let table: Vec<(&str, Change, &str)> = vec![
         ("zero id", |c| c.node_id = 0, "node_id"),
         (
             "zero tick",
