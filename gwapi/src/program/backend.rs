@@ -185,7 +185,7 @@ impl Resolver<'_, '_> {
             return invalid(
                 Reason::UnsupportedProtocol,
                 format!(
-                    "Service {} port {port} has unsupported appProtocol {app_protocol:?}",
+                    "Service {} port {port} has unsupported {app_protocol}",
                     target()
                 ),
             );
@@ -258,13 +258,20 @@ fn service_port(service: &k8s::Service, port: u16) -> Option<&k8s::ServicePort> 
 
 /// Maps a Service port's `appProtocol`: absent, `http` or `kubernetes.io/http` → HTTP/1.1;
 /// `kubernetes.io/h2c` (or `h2c`) → h2c; `kubernetes.io/ws` (or `ws`) → WebSocket. Anything
-/// else (`https`, `kubernetes.io/wss`, `grpc`, ...) is unsupported.
+/// else (`https`, `kubernetes.io/wss`, `grpc`, ...) is unsupported, and so is a port whose
+/// `protocol` is not TCP.
 fn app_protocol(port: &k8s::ServicePort) -> Result<AppProtocol, String> {
+    if let Some(protocol) = port.protocol.as_deref()
+        && protocol != "TCP"
+    {
+        // HTTP and TLS need a stream: a UDP or SCTP port cannot serve them.
+        return Err(format!("protocol {protocol:?}"));
+    }
     match port.app_protocol.as_deref() {
         None | Some("http" | "HTTP" | "kubernetes.io/http") => Ok(AppProtocol::Http1),
         Some("kubernetes.io/h2c" | "h2c") => Ok(AppProtocol::H2c),
         Some("kubernetes.io/ws" | "ws") => Ok(AppProtocol::WebSocket),
-        Some(other) => Err(other.to_string()),
+        Some(other) => Err(format!("appProtocol {other:?}")),
     }
 }
 

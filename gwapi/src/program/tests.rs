@@ -242,6 +242,11 @@ fn backend_failures_carry_the_spec_reasons() {
             "Service infra/infra-backend-v1 port 8443 has unsupported appProtocol \"kubernetes.io/wss\"",
         ),
         (
+            "{name: infra-backend-v1, port: 53}",
+            Reason::UnsupportedProtocol,
+            "Service infra/infra-backend-v1 port 53 has unsupported protocol \"UDP\"",
+        ),
+        (
             "{name: web-backend, namespace: web-backend, port: 8080}",
             Reason::RefNotPermitted,
             "Service web-backend/web-backend is in another namespace and no ReferenceGrant allows HTTPRoute from infra",
