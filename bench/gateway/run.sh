@@ -4,7 +4,7 @@
 # the gateway/nginx and gateway/HAProxy ratios, CPU-independent RSS, and the gateway's idle RSS.
 #
 # Usage: bench/gateway/run.sh            (RUNS=3 DURATION=15 by default; median of runs)
-#        RUNS=1 DURATION=10 bench/gateway/run.sh
+#        RUNS=1 DURATION=10 SKIP_BUILD=1 bench/gateway/run.sh
 # Needs root for apt-get (installs wrk, nginx-light, haproxy if missing) and builds the release
 # binary. Only loopback addresses are used.
 set -euo pipefail
@@ -35,7 +35,10 @@ if ((${#need[@]})); then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-(cd "$ROOT" && cargo build --release -j2 -p meridian >/dev/null)
+# SKIP_BUILD=1 reuses an existing target/release/meridian.
+if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+  (cd "$ROOT" && cargo build --release -j2 -p meridian >/dev/null 2>&1)
+fi
 MERIDIAN="$ROOT/target/release/meridian"
 
 # --- backend: nginx `return 200` (baselines.md Part B) ---
@@ -148,17 +151,28 @@ rss_kib() { # RSS of a process and its children, KiB
 }
 GATEWAY_IDLE_RSS=$(rss_kib "$GATEWAY_PID")
 
-# wrk output -> "req_per_sec p99_ms"
+cpu_ticks() { # utime+stime of a process and its children, in clock ticks
+  local total=0
+  for pid in $1 $(pgrep -P "$1" || true); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+
+# wrk output -> "req_per_sec p99_ms requests"
 run_wrk() {
   wrk -t2 -c"$2" -d"${DURATION}s" --latency "http://127.0.0.1:$1/" | awk '
     /Requests\/sec/ {rps=$2}
     /^ +99%/ {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; p99=v}
+    /requests in/ {n=$1}
     /Non-2xx|Socket errors/ {print "WARN " $0 > "/dev/stderr"}
-    END {printf "%.0f %.2f\n", rps, p99}'
+    END {printf "%.0f %.2f %d\n", rps, p99, n}'
 }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-declare -A RPS P99 RSS
+echo "load before the runs: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews absolute numbers)"
+declare -A RPS P99 RSS CPU
 for conns in $CONNS; do
   for target in nginx haproxy gateway; do
     case $target in
@@ -167,11 +181,15 @@ for conns in $CONNS; do
       gateway) port=$GATEWAY_PORT; pid=$GATEWAY_PID ;;
     esac
     wrk -t2 -c"$conns" -d2s "http://127.0.0.1:$port/" >/dev/null # warm-up
-    rps_runs=(); p99_runs=()
+    rps_runs=(); p99_runs=(); cpu_runs=()
     for _ in $(seq 1 "$RUNS"); do
-      read -r rps p99 < <(run_wrk "$port" "$conns")
+      before=$(cpu_ticks "$pid")
+      read -r rps p99 n < <(run_wrk "$port" "$conns")
+      after=$(cpu_ticks "$pid")
       rps_runs+=("$rps"); p99_runs+=("$p99")
+      cpu_runs+=("$(awk -v t=$((after - before)) -v n="$n" -v us="$TICK_US" 'BEGIN {printf "%.1f", t * us / n}')")
     done
+    CPU[$target,$conns]=$(printf '%s\n' "${cpu_runs[@]}" | median)
     RPS[$target,$conns]=$(printf '%s\n' "${rps_runs[@]}" | median)
     P99[$target,$conns]=$(printf '%s\n' "${p99_runs[@]}" | median)
     RSS[$target,$conns]=$(rss_kib "$pid")
@@ -180,10 +198,10 @@ done
 
 echo
 echo "Meridian gateway vs nginx vs HAProxy (wrk -t2, ${DURATION}s, median of $RUNS; loopback, shared cores)"
-printf '%-8s %5s %10s %8s %10s\n' target conns req/s p99_ms RSS_KiB
+printf '%-8s %5s %10s %8s %12s %10s\n' target conns req/s p99_ms cpu_us/req RSS_KiB
 for conns in $CONNS; do
   for target in nginx haproxy gateway; do
-    printf '%-8s %5s %10s %8s %10s\n' "$target" "$conns" "${RPS[$target,$conns]}" "${P99[$target,$conns]}" "${RSS[$target,$conns]}"
+    printf '%-8s %5s %10s %8s %12s %10s\n' "$target" "$conns" "${RPS[$target,$conns]}" "${P99[$target,$conns]}" "${CPU[$target,$conns]}" "${RSS[$target,$conns]}"
   done
 done
 echo

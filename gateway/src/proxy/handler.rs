@@ -94,7 +94,8 @@ pub(crate) async fn handle(ctx: Arc<ConnCtx>, request: Request<Incoming>) -> Res
     let outcome = forward::process(&ctx, table.port, &host, matched, request).await;
     let status = outcome.response.status();
     let elapsed = start.elapsed();
-    rule.metrics.record(status.as_u16(), elapsed);
+    rule.metrics(&ctx.shared.metrics)
+        .record(status.as_u16(), elapsed);
     if let Some((method, path)) = logged {
         info!(
             target: "access",

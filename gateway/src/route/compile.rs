@@ -8,7 +8,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::{HeaderName, Method, StatusCode};
@@ -347,7 +347,7 @@ impl ListenerBuilder {
                     n_headers: Reverse(spec.matcher.headers.len()),
                     n_query: Reverse(spec.matcher.query.len()),
                     created_unix_ms: route.created_unix_ms,
-                    route_key: route.key.to_string(),
+                    route_key: Arc::clone(&rule.route),
                     rule_index,
                     match_index,
                 };
@@ -377,7 +377,7 @@ impl ListenerBuilder {
                     method_len: Reverse(spec.method_len),
                     n_headers: Reverse(spec.headers.len()),
                     created_unix_ms: route.created_unix_ms,
-                    route_key: route.key.to_string(),
+                    route_key: Arc::clone(&rule.route),
                     rule_index,
                     match_index,
                 };
@@ -774,7 +774,7 @@ impl RuleCompiler<'_> {
                     backend_timeout: nonzero(rule.timeouts.backend_request),
                     retry,
                     needs_buffering,
-                    metrics: self.ctx.metrics.route(&key, rule_index),
+                    metrics: OnceLock::new(),
                 }),
                 matchers,
             ));
@@ -862,7 +862,7 @@ impl RuleCompiler<'_> {
                     backend_timeout: None,
                     retry: None,
                     needs_buffering,
-                    metrics: self.ctx.metrics.route(&key, rule_index),
+                    metrics: OnceLock::new(),
                 }),
                 matchers,
             ));

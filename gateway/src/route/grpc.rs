@@ -30,7 +30,7 @@ pub(crate) struct GrpcPrecedence {
     /// Older routes win.
     pub(crate) created_unix_ms: i64,
     /// Then `namespace/name`.
-    pub(crate) route_key: String,
+    pub(crate) route_key: std::sync::Arc<str>,
     /// Then rule order.
     pub(crate) rule_index: usize,
     /// Then match order.

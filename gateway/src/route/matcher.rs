@@ -85,7 +85,7 @@ pub(crate) struct HttpPrecedence {
     /// Older routes win.
     pub(crate) created_unix_ms: i64,
     /// Then `namespace/name` alphabetically.
-    pub(crate) route_key: String,
+    pub(crate) route_key: std::sync::Arc<str>,
     /// Then rule order within a route.
     pub(crate) rule_index: usize,
     /// Then match order within a rule.

@@ -11,7 +11,7 @@ pub(crate) mod grpc;
 pub(crate) mod host;
 pub(crate) mod matcher;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use meridian_proto::model::gateway::TlsMode;
@@ -21,7 +21,7 @@ use self::host::HostIndex;
 use self::matcher::{RequestMatcher, RequestView};
 use crate::backend::WeightedBackends;
 use crate::filter::FilterSet;
-use crate::metrics::RouteMetrics;
+use crate::metrics::{GatewayMetrics, RouteMetrics};
 
 /// Everything served on one port, swapped atomically on every config change.
 #[derive(Debug)]
@@ -102,8 +102,10 @@ pub(crate) struct Rule {
     pub(crate) retry: Option<RetryPolicy>,
     /// Whether the request body must be buffered (retries or mirrors).
     pub(crate) needs_buffering: bool,
-    /// Per-rule metrics.
-    pub(crate) metrics: RouteMetrics,
+    /// Per-rule metrics, created on the rule's first request: resolving label sets for every
+    /// rule of a large config would dominate compile time (and most rules of a 10,000-route
+    /// config may never see a request).
+    pub(crate) metrics: OnceLock<RouteMetrics>,
 }
 
 /// A compiled retry stanza.
@@ -124,6 +126,16 @@ pub(crate) struct TlsTarget {
     pub(crate) route: Arc<str>,
     /// Weighted backends.
     pub(crate) backends: WeightedBackends,
+}
+
+// === impl Rule ===
+
+impl Rule {
+    /// This rule's metric handles (created on first use).
+    pub(crate) fn metrics(&self, metrics: &GatewayMetrics) -> &RouteMetrics {
+        self.metrics
+            .get_or_init(|| metrics.route(&self.route, self.rule_index))
+    }
 }
 
 // === impl PortTable ===
