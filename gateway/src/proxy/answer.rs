@@ -36,7 +36,10 @@ pub(crate) fn grpc_error(code: GrpcCode, message: &'static str) -> Response<Prox
         HeaderValue::from_static("application/grpc"),
     );
     headers.insert("grpc-status", HeaderValue::from(code as u16));
-    headers.insert("grpc-message", HeaderValue::from_static(message));
+    // Plain-text messages end with a newline, which a header value cannot carry.
+    if let Ok(value) = HeaderValue::from_str(message.trim_end()) {
+        headers.insert("grpc-message", value);
+    }
     response
 }
 

@@ -1,0 +1,166 @@
+//! GRPCRoute conformance tests (GA: conformance/tests/grpcroute-*.go). The echo backends speak
+//! h2c but not gRPC, so these check the gateway's part: gRPC requests (h2c, content-type
+//! `application/grpc`) reach the backend the route names, and unmatched methods get the gRPC
+//! status `Unimplemented` (12) from the gateway itself.
+
+use std::time::Duration;
+
+use super::harness::*;
+
+const SERVICE: &str = "gateway_api_conformance.echo_basic.grpcecho.GrpcEcho";
+
+/// Sends a gRPC-shaped POST over h2c; returns (HTTP status, grpc-status, answering pod).
+async fn grpc_call(
+    client: &reqwest::Client,
+    suite: &Suite,
+    authority: &str,
+    method: &str,
+    metadata: &[(&str, &str)],
+) -> Result<(u16, Option<String>, Option<String>), String> {
+    let url = format!(
+        "http://{authority}:{}/{SERVICE}/{method}",
+        suite.addr("HTTP").port()
+    );
+    let mut request = client
+        .post(url)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(vec![0u8, 0, 0, 0, 0]);
+    for (name, value) in metadata {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let grpc_status = response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let text = response.text().await.map_err(|e| e.to_string())?;
+    let pod = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["pod"].as_str().map(str::to_string));
+    Ok((status, grpc_status, pod))
+}
+
+fn h2c_client(suite: &Suite, hosts: &[&str]) -> reqwest::Client {
+    meridian_tests::init_crypto();
+    let mut builder = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .timeout(Duration::from_secs(10));
+    for host in hosts {
+        builder = builder.resolve(host, suite.addr("HTTP"));
+    }
+    builder.build().unwrap()
+}
+
+async fn expect(
+    client: &reqwest::Client,
+    suite: &Suite,
+    authority: &str,
+    method: &str,
+    metadata: &[(&str, &str)],
+    want: Result<&str, &str>,
+) {
+    let what = format!("{authority} {method} {metadata:?}");
+    meridian_tests::eventually(&what, Duration::from_secs(30), || async {
+        let (status, grpc_status, pod) =
+            grpc_call(client, suite, authority, method, metadata).await?;
+        match want {
+            Ok(backend)
+                if status == 200 && pod.as_deref().is_some_and(|p| p.starts_with(backend)) =>
+            {
+                Ok(())
+            }
+            Err(code) if status == 200 && grpc_status.as_deref() == Some(code) => Ok(()),
+            _ => Err(format!(
+                "status {status}, grpc-status {grpc_status:?}, pod {pod:?}"
+            )),
+        }
+    })
+    .await;
+}
+
+fn grpc_route(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: {name}, namespace: gateway-conformance-infra}}\nspec:\n  parentRefs: [{{name: same-namespace}}]\n{spec}---\n"
+    )
+}
+
+#[tokio::test]
+async fn grpc_exact_method_matching() {
+    let spec = format!(
+        r#"  rules:
+  - matches: [{{method: {{service: {SERVICE}, method: Echo}}}}]
+    backendRefs: [{{name: infra-backend-v1, port: 8081}}]
+  - matches: [{{method: {{service: {SERVICE}, method: EchoTwo}}}}]
+    backendRefs: [{{name: infra-backend-v2, port: 8081}}]
+"#
+    );
+    let suite = Suite::new().start(
+        "gateway-conformance-infra/same-namespace",
+        &format!(
+            "{SAME_NAMESPACE_GATEWAY}{}",
+            grpc_route("exact-matching", &spec)
+        ),
+    );
+    let client = h2c_client(&suite, &["grpc.example"]);
+    expect(
+        &client,
+        &suite,
+        "grpc.example",
+        "Echo",
+        &[],
+        Ok("infra-backend-v1"),
+    )
+    .await;
+    expect(
+        &client,
+        &suite,
+        "grpc.example",
+        "EchoTwo",
+        &[],
+        Ok("infra-backend-v2"),
+    )
+    .await;
+    expect(&client, &suite, "grpc.example", "EchoThree", &[], Err("12")).await;
+}
+
+#[tokio::test]
+async fn grpc_route_header_matching() {
+    let spec = r#"  rules:
+  - matches: [{headers: [{name: version, value: one}]}]
+    backendRefs: [{name: infra-backend-v1, port: 8081}]
+  - matches: [{headers: [{name: version, value: two}]}]
+    backendRefs: [{name: infra-backend-v2, port: 8081}]
+  - matches: [{headers: [{name: version, value: two}, {name: color, value: orange}]}]
+    backendRefs: [{name: infra-backend-v1, port: 8081}]
+  - matches: [{headers: [{name: color, value: blue}]}, {headers: [{name: color, value: green}]}]
+    backendRefs: [{name: infra-backend-v1, port: 8081}]
+  - matches: [{headers: [{name: color, value: red}]}, {headers: [{name: color, value: yellow}]}]
+    backendRefs: [{name: infra-backend-v2, port: 8081}]
+"#;
+    let suite = Suite::new().start(
+        "gateway-conformance-infra/same-namespace",
+        &format!(
+            "{SAME_NAMESPACE_GATEWAY}{}",
+            grpc_route("grpc-header-matching", spec)
+        ),
+    );
+    let client = h2c_client(&suite, &["grpc.example"]);
+    let cases: &[(&[(&str, &str)], Result<&str, &str>)] = &[
+        (&[("version", "one")], Ok("infra-backend-v1")),
+        (&[("version", "two")], Ok("infra-backend-v2")),
+        (
+            &[("version", "two"), ("color", "orange")],
+            Ok("infra-backend-v1"),
+        ),
+        (&[("color", "blue")], Ok("infra-backend-v1")),
+        (&[("color", "red")], Ok("infra-backend-v2")),
+        (&[("color", "purple")], Err("12")),
+        (&[], Err("12")),
+    ];
+    for (metadata, want) in cases {
+        expect(&client, &suite, "grpc.example", "Echo", metadata, *want).await;
+    }
+}
