@@ -81,6 +81,9 @@ async fn expect(
     .await;
 }
 
+/// (gRPC metadata, the backend that must answer or the gRPC status the gateway must return).
+type Case<'a> = (&'a [(&'a str, &'a str)], Result<&'a str, &'a str>);
+
 fn grpc_route(name: &str, spec: &str) -> String {
     format!(
         "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: {name}, namespace: gateway-conformance-infra}}\nspec:\n  parentRefs: [{{name: same-namespace}}]\n{spec}---\n"
@@ -148,7 +151,7 @@ async fn grpc_route_header_matching() {
         ),
     );
     let client = h2c_client(&suite, &["grpc.example"]);
-    let cases: &[(&[(&str, &str)], Result<&str, &str>)] = &[
+    let cases: &[Case<'_>] = &[
         (&[("version", "one")], Ok("infra-backend-v1")),
         (&[("version", "two")], Ok("infra-backend-v2")),
         (

@@ -459,10 +459,10 @@ pub async fn check_once(
             return Err(format!("answered by {pod}, want {backend}"));
         }
     }
-    if let Some(namespace) = &expect.namespace {
-        if body["namespace"].as_str() != Some(namespace) {
-            return Err(format!("namespace {}, want {namespace}", body["namespace"]));
-        }
+    if let Some(namespace) = &expect.namespace
+        && body["namespace"].as_str() != Some(namespace)
+    {
+        return Err(format!("namespace {}, want {namespace}", body["namespace"]));
     }
     let want_path = expect
         .backend_path
@@ -471,10 +471,10 @@ pub async fn check_once(
     if body["uri"].as_str() != Some(want_path.as_str()) {
         return Err(format!("backend saw {}, want {want_path}", body["uri"]));
     }
-    if let Some(host) = &expect.backend_host {
-        if body["host"].as_str() != Some(host.as_str()) {
-            return Err(format!("backend saw host {}, want {host}", body["host"]));
-        }
+    if let Some(host) = &expect.backend_host
+        && body["host"].as_str() != Some(host.as_str())
+    {
+        return Err(format!("backend saw host {}, want {host}", body["host"]));
     }
     let seen = |name: &str| -> Option<String> {
         body["headers"]
