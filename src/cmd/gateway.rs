@@ -15,7 +15,11 @@ use tracing::{info, warn};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The agent's ConfigDiscovery endpoint (`http://host:port`).
-    #[arg(long, conflicts_with = "config_dir", required_unless_present = "config_dir")]
+    #[arg(
+        long,
+        conflicts_with = "config_dir",
+        required_unless_present = "config_dir"
+    )]
     agent: Option<String>,
     /// Standalone mode: serve the Gateway API objects in this directory (no hub, no agent).
     #[arg(long)]
@@ -47,7 +51,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     options.drain_timeout = Duration::from_millis(args.drain_timeout_ms);
     let registry = meridian_gateway::Registry::default();
     let handle = meridian_gateway::spawn(options, registry).await?;
-    let instance = args.instance.clone().unwrap_or_else(|| handle.admin_addr().to_string());
+    let instance = args
+        .instance
+        .clone()
+        .unwrap_or_else(|| handle.admin_addr().to_string());
 
     match (&args.agent, &args.config_dir) {
         (Some(agent), None) => {
@@ -56,7 +63,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             };
             let gateway: ObjectKey = gateway.parse().context("--gateway")?;
             write_ready(&args, &handle)?;
-            let subscription = tokio::spawn(meridian_gateway::run_agent_subscription(handle.clone(), agent.clone(), gateway, instance));
+            let subscription = tokio::spawn(meridian_gateway::run_agent_subscription(
+                handle.clone(),
+                agent.clone(),
+                gateway,
+                instance,
+            ));
             wait_for_signal().await;
             subscription.abort();
         }
@@ -90,7 +102,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn write_ready(args: &Args, handle: &GatewayHandle) -> anyhow::Result<()> {
-    let listeners: Vec<String> = handle.bound_addrs().iter().map(ToString::to_string).collect();
+    let listeners: Vec<String> = handle
+        .bound_addrs()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     if let Some(path) = &args.ready_file {
         write_ready_file(
             path,
@@ -168,7 +184,10 @@ impl DirWatcher {
             }
             (None, many) => {
                 let names: Vec<String> = many.iter().map(ToString::to_string).collect();
-                warn!(?names, "several Gateways in the directory; choose one with --gateway");
+                warn!(
+                    ?names,
+                    "several Gateways in the directory; choose one with --gateway"
+                );
                 return;
             }
         };
@@ -192,7 +211,8 @@ fn log_status(status: &impl std::fmt::Debug) {
 /// partial file.
 pub(crate) fn write_ready_file(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, value.to_string()).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::write(&tmp, value.to_string())
+        .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
     Ok(())
 }
