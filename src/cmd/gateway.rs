@@ -203,8 +203,32 @@ impl DirWatcher {
     }
 }
 
-fn log_status(status: &impl std::fmt::Debug) {
-    tracing::debug!(?status, "gateway status");
+/// Logs every unhealthy condition (a False `Accepted`/`ResolvedRefs`/`Programmed`, a True
+/// `Conflicted`/`PartiallyInvalid`) so a standalone user sees why a route or listener is not
+/// served, with the reason the Gateway API names.
+fn log_status(status: &meridian_gwapi::status::GatewayStatus) {
+    use meridian_gwapi::status::{Condition, ConditionStatus, ConditionType};
+    let bad = |c: &Condition| match c.type_ {
+        ConditionType::Conflicted | ConditionType::PartiallyInvalid => {
+            c.status == ConditionStatus::True
+        }
+        _ => c.status == ConditionStatus::False,
+    };
+    for c in status.conditions.iter().filter(|c| bad(c)) {
+        warn!(gateway = ?status.gateway, condition = ?c.type_, reason = ?c.reason, message = %c.message, "Gateway condition");
+    }
+    for listener in &status.listeners {
+        for c in listener.conditions.iter().filter(|c| bad(c)) {
+            warn!(listener = %listener.name, condition = ?c.type_, reason = ?c.reason, message = %c.message, "listener condition");
+        }
+    }
+    for route in &status.routes {
+        for parent in &route.parents {
+            for c in parent.conditions.iter().filter(|c| bad(c)) {
+                warn!(route = %route.key, kind = ?route.kind, condition = ?c.type_, reason = ?c.reason, message = %c.message, "route condition");
+            }
+        }
+    }
 }
 
 /// Writes `value` as JSON to `path` atomically (temp file + rename), so readers never see a
