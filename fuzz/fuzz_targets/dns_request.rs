@@ -36,6 +36,7 @@ fn cluster(name: &str, region: &str, addresses: &[&str]) -> (ClusterName, Cluste
             since_unix_ms: 1,
         },
         reported_addresses: Vec::new(),
+        unserved_hostnames: Default::default(),
     };
     (name, view)
 }

@@ -47,6 +47,49 @@ pub struct HubConfig {
     /// Raft timing overrides.
     #[serde(default)]
     pub raft: RaftTuning,
+    /// Mutual TLS for the gRPC server (agents, Raft peers, `HubPeer`) and for this node's
+    /// connections to other hub nodes. `None`: plain text (development only).
+    #[serde(default)]
+    pub grpc_tls: Option<GrpcTlsConfig>,
+    /// Who may use the admin API.
+    #[serde(default)]
+    pub admin_auth: AdminAuthConfig,
+}
+
+/// Mutual TLS of a hub node's gRPC traffic (PEM files, read at start).
+///
+/// Every client must present a certificate issued by `ca`: agents one whose identity (a DNS
+/// subject alternative name or the subject common name) is the name of the cluster they
+/// register as, hub nodes one that carries `peer_identity`. Hub nodes verify each other's
+/// server certificates against `peer_identity` too, so node certificates need no IP SANs.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcTlsConfig {
+    /// This node's certificate chain (leaf first), served to clients and presented to peers.
+    pub cert: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// The CA certificate(s) every client and peer certificate must chain to.
+    pub ca: PathBuf,
+    /// The identity hub nodes' certificates carry. It must contain a dot, so that it can
+    /// never be a cluster name (cluster names are single DNS labels) and an agent's
+    /// certificate can never pass for a hub node's.
+    #[serde(default = "default_peer_identity")]
+    pub peer_identity: String,
+}
+
+/// Authentication of the admin API.
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminAuthConfig {
+    /// A file of bearer tokens, one per line: `TOKEN`, or `NAME TOKEN` where NAME becomes the
+    /// audit actor of that token's writes. `#` starts a comment. Without a file the admin API
+    /// accepts every request, and may only listen on a loopback address (unless `insecure`).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Allow an admin API without tokens on a non-loopback address.
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 /// How agents' health reports become verdicts.
@@ -125,6 +168,12 @@ pub enum ConfigError {
     },
 }
 
+/// The identity hub nodes' certificates carry by default.
+pub const DEFAULT_PEER_IDENTITY: &str = "hub.meridian";
+
+fn default_peer_identity() -> String {
+    DEFAULT_PEER_IDENTITY.to_string()
+}
 fn default_grpc_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7001))
 }
@@ -174,6 +223,8 @@ impl HubConfig {
             dns: default_dns(),
             health: HealthConfig::default(),
             raft: RaftTuning::default(),
+            grpc_tls: None,
+            admin_auth: AdminAuthConfig::default(),
         }
     }
 
@@ -261,6 +312,30 @@ impl HubConfig {
         if health.fall == 0 {
             return Err(invalid("health.fall", "must be at least 1".into()));
         }
+        if let Some(tls) = &self.grpc_tls {
+            let identity = &tls.peer_identity;
+            let label = |l: &str| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            };
+            if !identity.contains('.') || !identity.split('.').all(label) {
+                return Err(invalid(
+                    "grpc_tls.peer_identity",
+                    format!(
+                        "{identity:?} must be a lower-case DNS name with at least one dot \
+                         (cluster names have none, so no agent certificate can pass for a hub's)"
+                    ),
+                ));
+            }
+            if identity.bytes().any(|b| b.is_ascii_uppercase()) {
+                return Err(invalid(
+                    "grpc_tls.peer_identity",
+                    format!("{identity:?} must be lower case"),
+                ));
+            }
+        }
+        self.check_admin_exposure(self.admin_listen)?;
         if self.raft.tick_ms == Some(0) {
             return Err(invalid("raft.tick_ms", "must be at least 1".into()));
         }
@@ -272,6 +347,23 @@ impl HubConfig {
                 "raft.election_ticks",
                 format!("{election} must be larger than raft.heartbeat_ticks ({heartbeat})"),
             ));
+        }
+        Ok(())
+    }
+
+    /// Refuses an admin API without tokens on a non-loopback address, unless
+    /// `admin_auth.insecure` (also checked on the address actually bound).
+    pub fn check_admin_exposure(&self, addr: SocketAddr) -> Result<(), ConfigError> {
+        let auth = &self.admin_auth;
+        if auth.token_file.is_none() && !auth.insecure && !addr.ip().is_loopback() {
+            return Err(ConfigError::Invalid {
+                field: "admin_listen".into(),
+                why: format!(
+                    "{addr} is not a loopback address and no admin_auth.token_file is set; \
+                     the admin API can change everything, so give it tokens \
+                     (--admin-token-file) or accept the risk with --insecure-admin"
+                ),
+            });
         }
         Ok(())
     }

@@ -6,11 +6,13 @@
 //! - [`health`]: the leader's health tracker, turning agents' reports into committed verdicts.
 //! - [`dns`]: authoritative GeoDNS computed from the committed state.
 //! - [`api`]: the admin HTTP API, the agents' gRPC API and the hub-to-hub `HubPeer` service.
+//! - [`auth`]: admin API bearer tokens and gRPC mutual TLS with identity checks.
 //! - [`config`]: [`HubConfig`], the static configuration of a node.
 //! - [`node`]: [`Hub::spawn`], which wires all of the above into one running node.
 //! - [`zone_keys`]: the leader duty that generates and commits DNSSEC zone keys.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod dns;
 pub mod health;

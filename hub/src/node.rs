@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::admin::{self, AdminDeps};
 use crate::api::agent::{AgentDeps, AgentService};
 use crate::api::peer::PeerService;
+use crate::auth::{AdminTokens, GrpcTls};
 use crate::config::{ConfigError, HubConfig};
 use crate::dns::{self, DnsError, DnsHandle};
 use crate::health::{self, HealthDeps};
@@ -117,11 +118,28 @@ impl Hub {
         };
         let admin_listener = listen(listeners.admin, config.admin_listen, "the admin API").await?;
         let admin_addr = local_addr(&admin_listener, "the admin API")?;
+        // The address actually bound counts (a pre-bound listener may differ from the config).
+        config.check_admin_exposure(admin_addr)?;
+        let admin_tokens = config
+            .admin_auth
+            .token_file
+            .as_deref()
+            .map(AdminTokens::load)
+            .transpose()?;
+        let tls = config.grpc_tls.as_ref().map(GrpcTls::load).transpose()?;
+        if tls.is_none() {
+            tracing::warn!(
+                "gRPC without TLS: agents and hub peers are not authenticated (development only; \
+                 see --tls-cert/--tls-key/--tls-ca)"
+            );
+        }
 
         let mut registry = Registry::default();
         let shutdown = CancellationToken::new();
         let (machine, watches) = StoreMachine::new(&mut registry);
-        let raft = raft::spawn(config.raft_config(advertise), machine, &mut registry).await?;
+        let mut raft_config = config.raft_config(advertise);
+        raft_config.client_tls = tls.as_ref().map(GrpcTls::peer_client_config);
+        let raft = raft::spawn(raft_config, machine, &mut registry).await?;
         let proposer = Proposer::new(raft.clone(), watches.view.clone());
 
         let health = health::spawn(
@@ -131,6 +149,7 @@ impl Hub {
                 raft: raft.clone(),
                 proposer: proposer.clone(),
                 view: watches.view.clone(),
+                peer_tls: tls.as_ref().map(GrpcTls::peer_client_config),
             },
             &mut registry,
             shutdown.child_token(),
@@ -168,12 +187,24 @@ impl Hub {
             &mut registry,
         );
         let peer_service = PeerService::new(raft.status(), health);
+        let peer_auth = tls.as_ref().map(GrpcTls::peer_auth).unwrap_or_default();
         let grpc_shutdown = shutdown.child_token();
-        let grpc = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_service(raft.peer_service())
+        let mut grpc = tonic::transport::Server::builder().tcp_nodelay(true);
+        if let Some(tls) = &tls {
+            grpc = grpc.tls_config(tls.server_config()).map_err(|e| {
+                HubError::Config(ConfigError::Invalid {
+                    field: "grpc_tls".into(),
+                    why: e.to_string(),
+                })
+            })?;
+        }
+        let grpc = grpc
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                raft.peer_service(),
+                peer_auth.clone(),
+            ))
             .add_service(agent_service.into_server())
-            .add_service(HubPeerServer::new(peer_service))
+            .add_service(HubPeerServer::with_interceptor(peer_service, peer_auth))
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(grpc_listener),
                 grpc_shutdown.cancelled_owned(),
@@ -193,6 +224,7 @@ impl Hub {
             dns_config: config.dns.clone(),
             dns_explainer: dns.explainer(),
             registry: Arc::new(registry),
+            tokens: admin_tokens.map(Arc::new),
         });
         let admin_shutdown = shutdown.child_token();
         tasks.push(tokio::spawn(async move {
@@ -207,6 +239,8 @@ impl Hub {
             grpc = %grpc_addr,
             advertise = %advertise,
             dns = %dns_addr,
+            grpc_tls = tls.is_some(),
+            admin_tokens = config.admin_auth.token_file.is_some(),
             "hub node serving"
         );
         Ok(HubHandle {

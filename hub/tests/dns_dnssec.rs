@@ -42,6 +42,7 @@ fn cluster(
             since_unix_ms: 1,
         },
         reported_addresses: Vec::new(),
+        unserved_hostnames: Default::default(),
     };
     (name, view)
 }

@@ -47,6 +47,7 @@ fn cluster(name: &str, region: &str, address: &str) -> (ClusterName, ClusterView
             since_unix_ms: 1,
         },
         reported_addresses: Vec::new(),
+        unserved_hostnames: Default::default(),
     };
     (name, view)
 }

@@ -1,5 +1,9 @@
 //! The `Hub` gRPC service agents use: `Register`, then one `Session` stream per agent carrying
 //! health reports in and `SharedConfig` snapshots out.
+//!
+//! With gRPC TLS on, both calls require the client certificate to name the cluster
+//! ([`crate::auth::check_cluster_identity`]), so one cluster's agent cannot register as
+//! another or report its health.
 
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -151,6 +155,7 @@ impl Hub for AgentService {
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
+        crate::auth::check_cluster_identity(&request.peer_certs(), &request.get_ref().cluster)?;
         let request = request.into_inner();
         let cluster = cluster_name(request.cluster, "cluster")?;
         let mut addresses = Vec::new();
@@ -215,6 +220,8 @@ impl Hub for AgentService {
         &self,
         request: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        // The certificate is read before the stream is taken apart; the cluster comes with hello.
+        let peer_certs = request.peer_certs();
         let mut inbound = request.into_inner();
         let first = inbound
             .message()
@@ -225,6 +232,7 @@ impl Hub for AgentService {
                 "the first message of a session must be `hello`",
             ));
         };
+        crate::auth::check_cluster_identity(&peer_certs, &hello.cluster)?;
         let cluster = cluster_name(hello.cluster, "hello.cluster")?;
         if !self
             .inner

@@ -8,7 +8,9 @@
 //! 1. **Eligible targets**: targets whose cluster exists, is not drained and has addresses
 //!    (`Cluster::addresses`, else the agent-reported ones). Drained clusters never get answers,
 //!    not even when failing open.
-//! 2. **Healthy**: eligible with a `Healthy` verdict (`Unknown` and `Unhealthy` count as down).
+//! 2. **Healthy**: eligible with a `Healthy` verdict (`Unknown` and `Unhealthy` count as down),
+//!    and able to serve the hostname (`ClusterView::unserved_hostnames`), unless no healthy
+//!    target can serve it: then that backend signal is ignored (fail open on it).
 //! 3. **Pin**: a pinned cluster that is healthy is the only answer.
 //! 4. **Panic threshold**: when fewer than `panic_threshold_percent` of the eligible targets
 //!    are healthy, every eligible target is treated as healthy (so a lone survivor is not
@@ -227,6 +229,28 @@ pub(crate) fn plan(
             eligible,
             healthy,
         });
+    }
+
+    // Backend health per hostname: a healthy cluster that cannot serve this hostname (its agent
+    // reports no ready backend behind the hostname's routes) counts as down for it, unless no
+    // healthy target can serve it (the route is not pushed yet, or the app is down everywhere):
+    // then the hostname signal is ignored and gateway health alone decides.
+    let unserved = |cluster: &ClusterName| {
+        context
+            .clusters
+            .get(cluster)
+            .and_then(|view| view.unserved_hostnames.get(&policy.fqdn))
+    };
+    if candidates
+        .iter()
+        .any(|c| c.healthy && unserved(&c.cluster).is_none())
+    {
+        for candidate in candidates.iter_mut().filter(|c| c.healthy) {
+            if let Some(why) = unserved(&candidate.cluster) {
+                candidate.healthy = false;
+                candidate.reason = format!("cannot serve {}: {why}", policy.fqdn);
+            }
+        }
     }
 
     let (ttl, ttl_lowered) = match stable_at {

@@ -69,6 +69,10 @@ pub struct ClusterView {
     pub health: ClusterHealth,
     /// Gateway addresses its agent reported at registration.
     pub reported_addresses: Vec<IpAddr>,
+    /// Hostnames this cluster cannot serve (no ready backend behind their routes, as committed
+    /// by the leader's health tracker), with why. DNS treats the cluster as down for these,
+    /// unless no healthy target of the hostname can serve it.
+    pub unserved_hostnames: BTreeMap<Fqdn, String>,
 }
 
 /// Errors of the DNS module; each names the offending input.

@@ -48,6 +48,7 @@ fn cluster(name: &str, region: &str, address: &str) -> ClusterView {
             since_unix_ms: NOW_MS - 3_600_000,
         },
         reported_addresses: Vec::new(),
+        unserved_hostnames: Default::default(),
     }
 }
 
@@ -1210,4 +1211,91 @@ fn malformed_packets_never_panic() {
             }
         }
     }
+}
+
+// === per-hostname backend health ===
+
+#[test]
+fn clusters_that_cannot_serve_a_hostname_count_as_down_for_it_unless_none_can() {
+    let coordinates = coordinates();
+    let policy = policy(&[("us-east", 1), ("eu-west", 1)]);
+    let eu_region = Region::new("eu").unwrap();
+    let unserve = |clusters: &mut BTreeMap<ClusterName, ClusterView>, name: &str| {
+        clusters
+            .get_mut(&ClusterName::new(name).unwrap())
+            .unwrap()
+            .unserved_hostnames
+            .insert(fqdn(APP), "0 of 2 backend endpoints ready".into());
+    };
+    let plan_for = |clusters: &BTreeMap<ClusterName, ClusterView>| {
+        let context = PolicyContext {
+            clusters,
+            coordinates: &coordinates,
+            now_unix_ms: NOW_MS,
+            unstable_ttl: 5,
+            stable_after_ms: 120_000,
+        };
+        answer::plan(&policy, &context, Some(&eu_region))
+    };
+    let members = |plan: &answer::Plan| -> Vec<Vec<String>> {
+        plan.groups
+            .iter()
+            .map(|g| g.members.iter().map(|m| m.cluster.to_string()).collect())
+            .collect()
+    };
+
+    // eu-west's gateway is up but its backends for the hostname are down: eu clients go to
+    // us-east, and explain says why.
+    let mut clusters = clusters();
+    unserve(&mut clusters, "eu-west");
+    let plan = plan_for(&clusters);
+    assert_eq!(plan.mode, PlanMode::Normal);
+    assert_eq!(members(&plan), [["us-east"]]);
+    let eu = plan
+        .candidates
+        .iter()
+        .find(|c| c.cluster.as_str() == "eu-west")
+        .unwrap();
+    assert!(!eu.healthy && eu.verdict == "healthy");
+    assert!(
+        eu.reason
+            .contains("cannot serve app.demo.meridian.test: 0 of 2"),
+        "{}",
+        eu.reason
+    );
+
+    // Another hostname is not affected.
+    let mut other = policy.clone();
+    other.fqdn = fqdn("shop.demo.meridian.test");
+    let context = PolicyContext {
+        clusters: &clusters,
+        coordinates: &coordinates,
+        now_unix_ms: NOW_MS,
+        unstable_ttl: 5,
+        stable_after_ms: 120_000,
+    };
+    let plan = answer::plan(&other, &context, Some(&eu_region));
+    assert_eq!(members(&plan), [vec!["eu-west"], vec!["us-east"]]);
+
+    // No cluster can serve it (the route is not pushed yet, or the app is down everywhere):
+    // the backend signal is ignored and gateway health decides, as before.
+    unserve(&mut clusters, "us-east");
+    let plan = plan_for(&clusters);
+    assert_eq!(plan.mode, PlanMode::Normal);
+    assert_eq!(members(&plan), [vec!["eu-west"], vec!["us-east"]]);
+
+    // The only cluster that can serve it has a dead gateway: the others are still the
+    // healthy-by-gateway fallback, not nothing.
+    clusters
+        .get_mut(&ClusterName::new("us-east").unwrap())
+        .unwrap()
+        .unserved_hostnames
+        .clear();
+    clusters
+        .get_mut(&ClusterName::new("us-east").unwrap())
+        .unwrap()
+        .health
+        .verdict = HealthVerdict::Unhealthy;
+    let plan = plan_for(&clusters);
+    assert_eq!(members(&plan), [["eu-west"]]);
 }

@@ -2,7 +2,9 @@
 //!
 //! Every node runs the task; only the Raft leader decides. A follower passes the reports its
 //! agents send to the leader over the `HubPeer` gRPC service; the leader's [`Tracker`] turns
-//! reports and silence into `SetHealth` commands, committed through Raft like any other write.
+//! reports and silence into `SetHealth` commands, and per-hostname backend health into
+//! `SetHostnameServing` commands (on transitions only), committed through Raft like any other
+//! write.
 //!
 //! **Invariant:** a verdict changes only by a committed command, so a node cut off from the
 //! majority can never fail a cluster over: its proposal simply fails.
@@ -18,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use meridian_proto::model::{ClusterHealth, ClusterName, HealthReport, HealthVerdict};
+use meridian_proto::model::{ClusterHealth, ClusterName, Fqdn, HealthReport, HealthVerdict};
 use meridian_proto::pb;
 use meridian_proto::pb::hub_peer_client::HubPeerClient;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -30,7 +32,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use self::tracker::{Accepted, Tracker, VerdictChange};
+pub use self::tracker::{Accepted, HostnameChange, Tracker, VerdictChange, can_serve};
 use crate::config::HealthConfig;
 use crate::raft::{RaftHandle, RaftStatus, Role};
 use crate::store::{Action, Outcome, ProposeError, Proposer, StoreView, unix_now_ms, verdict_name};
@@ -61,6 +63,8 @@ pub struct HealthDeps {
     pub proposer: Proposer,
     /// The committed state (which clusters exist, their verdicts).
     pub view: watch::Receiver<Arc<StoreView>>,
+    /// TLS for the connections that forward reports to the leader (`None`: plain text).
+    pub peer_tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 /// Where a report came from.
@@ -82,6 +86,10 @@ enum Msg {
         change: VerdictChange,
         result: Result<Outcome, ProposeError>,
     },
+    HostnameProposed {
+        change: HostnameChange,
+        result: Result<Outcome, ProposeError>,
+    },
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -101,8 +109,16 @@ struct ReportLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HostnameLabels {
+    cluster: String,
+    hostname: String,
+    serving: &'static str,
+}
+
 struct Metrics {
     verdict_changes: Family<VerdictLabels, Counter>,
+    hostname_changes: Family<HostnameLabels, Counter>,
     report_age: Family<ClusterLabels, Gauge<f64, AtomicU64>>,
     reports: Family<ReportLabels, Counter>,
     proposal_failures: Counter,
@@ -144,6 +160,7 @@ pub fn spawn(
     tokio::spawn(forward_loop(
         deps.node_id,
         deps.raft.status(),
+        deps.peer_tls.clone(),
         forward_rx,
         metrics.clone(),
         shutdown.clone(),
@@ -155,6 +172,7 @@ pub fn spawn(
         tx: tx.clone(),
         forward_tx,
         in_flight: HashMap::new(),
+        hostnames_in_flight: HashMap::new(),
         metrics: metrics.clone(),
     };
     tokio::spawn(task.run(rx, shutdown));
@@ -171,6 +189,8 @@ struct Task {
     forward_tx: mpsc::Sender<(String, HealthReport)>,
     /// Verdict proposals not yet answered, so a slow commit is not proposed again each tick.
     in_flight: HashMap<ClusterName, HealthVerdict>,
+    /// Serving proposals not yet answered, likewise.
+    hostnames_in_flight: HashMap<(ClusterName, Fqdn), bool>,
     metrics: Arc<Metrics>,
 }
 
@@ -290,6 +310,44 @@ impl Task {
                     }
                 }
             }
+            Msg::HostnameProposed { change, result } => {
+                self.hostnames_in_flight
+                    .remove(&(change.cluster.clone(), change.fqdn.clone()));
+                match result {
+                    Ok(Outcome::Applied) => {
+                        tracing::info!(
+                            cluster = %change.cluster,
+                            hostname = %change.fqdn,
+                            serving = change.serving,
+                            reason = %change.reason,
+                            "hostname serving state committed"
+                        );
+                        self.metrics
+                            .hostname_changes
+                            .get_or_create(&HostnameLabels {
+                                cluster: change.cluster.to_string(),
+                                hostname: change.fqdn.to_string(),
+                                serving: if change.serving { "true" } else { "false" },
+                            })
+                            .inc();
+                    }
+                    Ok(Outcome::Unchanged) => {}
+                    Ok(Outcome::Rejected(rejection)) => {
+                        // The policy or cluster changed between the evaluation and the commit.
+                        tracing::debug!(cluster = %change.cluster, hostname = %change.fqdn, %rejection, "serving state refused");
+                    }
+                    Err(err) => {
+                        self.metrics.proposal_failures.inc();
+                        tracing::warn!(
+                            cluster = %change.cluster,
+                            hostname = %change.fqdn,
+                            serving = change.serving,
+                            error = %err,
+                            "could not commit a hostname serving state"
+                        );
+                    }
+                }
+            }
         }
     }
 
@@ -298,16 +356,30 @@ impl Task {
             return;
         }
         let now = Instant::now().into_std();
-        let committed: BTreeMap<ClusterName, HealthVerdict> = self
-            .deps
-            .view
-            .borrow()
+        let view = self.deps.view.borrow().clone();
+        let committed: BTreeMap<ClusterName, HealthVerdict> = view
             .state
             .clusters
             .iter()
             .map(|(name, record)| (name.clone(), record.health.verdict))
             .collect();
+        let serving: BTreeMap<(ClusterName, Fqdn), bool> = view
+            .state
+            .clusters
+            .iter()
+            .flat_map(|(name, record)| {
+                record
+                    .hostnames
+                    .iter()
+                    .map(|(fqdn, h)| ((name.clone(), fqdn.clone()), h.serving))
+            })
+            .collect();
         self.tracker.retain(|c| committed.contains_key(c));
+        self.tracker
+            .watch_hostnames(view.state.hostnames.values().map(|policy| {
+                let targets = policy.targets.iter().map(|t| &t.cluster).collect();
+                (&policy.fqdn, targets)
+            }));
         self.metrics.report_age.clear();
         for (cluster, age) in self.tracker.report_ages(now) {
             self.metrics
@@ -339,6 +411,25 @@ impl Task {
                 let _ = tx.send(Msg::Proposed { change, result }).await;
             });
         }
+        for change in self.tracker.evaluate_hostnames(now, &serving) {
+            let key = (change.cluster.clone(), change.fqdn.clone());
+            if self.hostnames_in_flight.get(&key) == Some(&change.serving) {
+                continue;
+            }
+            self.hostnames_in_flight.insert(key, change.serving);
+            let proposer = self.deps.proposer.clone();
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let action = Action::SetHostnameServing {
+                    cluster: change.cluster.clone(),
+                    fqdn: change.fqdn.clone(),
+                    serving: change.serving,
+                    reason: change.reason.clone(),
+                };
+                let result = proposer.submit(ACTOR, action).await;
+                let _ = tx.send(Msg::HostnameProposed { change, result }).await;
+            });
+        }
     }
 }
 
@@ -347,6 +438,7 @@ impl Task {
 async fn forward_loop(
     node_id: u64,
     status: watch::Receiver<RaftStatus>,
+    tls: Option<tonic::transport::ClientTlsConfig>,
     mut rx: mpsc::Receiver<(String, HealthReport)>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
@@ -380,7 +472,7 @@ async fn forward_loop(
         };
         let peer = match &mut client {
             Some((addr, peer)) if *addr == leader_addr => peer,
-            _ => match peer_client(leader_addr) {
+            _ => match peer_client(leader_addr, tls.clone()) {
                 Ok(peer) => &mut client.insert((leader_addr, peer)).1,
                 Err(err) => {
                     tracing::warn!(leader = %leader_addr, error = %err, "bad leader address");
@@ -418,10 +510,15 @@ async fn forward_loop(
 
 fn peer_client(
     addr: SocketAddr,
+    tls: Option<tonic::transport::ClientTlsConfig>,
 ) -> Result<HubPeerClient<tonic::transport::Channel>, tonic::transport::Error> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))?
         .connect_timeout(FORWARD_TIMEOUT)
         .tcp_nodelay(true);
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls)?;
+    }
     Ok(HubPeerClient::new(endpoint.connect_lazy()))
 }
 
@@ -448,6 +545,7 @@ impl Metrics {
     fn register(registry: &mut Registry) -> Self {
         let metrics = Self {
             verdict_changes: Family::default(),
+            hostname_changes: Family::default(),
             report_age: Family::default(),
             reports: Family::default(),
             proposal_failures: Counter::default(),
@@ -456,6 +554,11 @@ impl Metrics {
             "meridian_hub_health_verdict_changes",
             "Health verdict changes this node's tracker committed, by cluster and new verdict",
             metrics.verdict_changes.clone(),
+        );
+        registry.register(
+            "meridian_hub_health_hostname_changes",
+            "Per-hostname serving changes this node's tracker committed, by cluster, hostname and new state",
+            metrics.hostname_changes.clone(),
         );
         registry.register(
             "meridian_hub_health_report_age_seconds",

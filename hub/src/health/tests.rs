@@ -251,3 +251,179 @@ fn clusters_never_heard_from_become_unhealthy_once() {
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0].cluster, eu);
 }
+
+// === per-hostname serving ===
+
+use meridian_proto::model::{Fqdn, HostnameHealth};
+
+use super::tracker::{HostnameChange, can_serve};
+
+fn host(hostname: &str, ready: u32, total: u32) -> HostnameHealth {
+    HostnameHealth {
+        hostname: hostname.to_string(),
+        ready_endpoints: ready,
+        total_endpoints: total,
+    }
+}
+
+#[test]
+fn the_most_specific_route_hostname_decides() {
+    let app = Fqdn::new("app.demo.meridian.test").unwrap();
+    // (reported route hostnames, can serve, text the explanation contains)
+    let cases: Vec<(Vec<HostnameHealth>, bool, &str)> = vec![
+        (vec![host("app.demo.meridian.test", 2, 2)], true, "2 of 2"),
+        (vec![host("APP.demo.meridian.test.", 1, 2)], true, "1 of 2"),
+        (vec![host("app.demo.meridian.test", 0, 2)], false, "0 of 2"),
+        // Exact beats a wildcard, whichever has ready endpoints.
+        (
+            vec![
+                host("*.demo.meridian.test", 3, 3),
+                host("app.demo.meridian.test", 0, 1),
+            ],
+            false,
+            "route hostname app.demo.meridian.test",
+        ),
+        // The longest wildcard beats a shorter one and `*`.
+        (
+            vec![
+                host("*", 0, 1),
+                host("*.meridian.test", 0, 1),
+                host("*.demo.meridian.test", 1, 1),
+            ],
+            true,
+            "route hostname *.demo.meridian.test",
+        ),
+        (vec![host("*", 1, 1)], true, "route hostname *"),
+        // A wildcard needs at least one label in front of its suffix.
+        (
+            vec![host("*.app.demo.meridian.test", 1, 1)],
+            false,
+            "no route in the cluster serves app.demo.meridian.test",
+        ),
+        (
+            vec![
+                host("*.other.test", 1, 1),
+                host("shop.demo.meridian.test", 1, 1),
+            ],
+            false,
+            "no route",
+        ),
+        (vec![], false, "no route"),
+        // No endpoints at all (a Service without endpoints) cannot serve either.
+        (vec![host("app.demo.meridian.test", 0, 0)], false, "0 of 0"),
+    ];
+    for (reported, serves, text) in cases {
+        let result = can_serve(&reported, &app);
+        assert_eq!(result.is_ok(), serves, "{reported:?}: {result:?}");
+        let why = result.unwrap_or_else(|e| e);
+        assert!(why.contains(text), "{reported:?}: {why}");
+    }
+}
+
+/// A leading tracker watching app.demo.meridian.test in us-east, with committed serving
+/// states updated as if every change committed at once.
+struct Hosts {
+    tracker: Tracker,
+    start: Instant,
+    now: Duration,
+    seq: u64,
+    committed: BTreeMap<(ClusterName, Fqdn), bool>,
+}
+
+impl Hosts {
+    fn new(config: HealthConfig) -> Self {
+        let mut tracker = Tracker::new(config);
+        let start = Instant::now();
+        tracker.set_leader(start, true);
+        let app = Fqdn::new("app.demo.meridian.test").unwrap();
+        tracker.watch_hostnames([(&app, vec![&us()])]);
+        Self {
+            tracker,
+            start,
+            now: Duration::ZERO,
+            seq: 0,
+            committed: BTreeMap::new(),
+        }
+    }
+
+    /// One report one second later with the gateway ready and these route hostnames.
+    fn report(&mut self, hostnames: Vec<HostnameHealth>) -> Vec<HostnameChange> {
+        self.now += Duration::from_millis(1000);
+        self.seq += 1;
+        let mut r = report(&us(), self.seq, &[true]);
+        r.hostnames = hostnames;
+        let at = self.start + self.now;
+        assert_eq!(self.tracker.report(at, "agent-1", &r), Accepted::Yes);
+        self.evaluate()
+    }
+
+    fn evaluate(&mut self) -> Vec<HostnameChange> {
+        let changes = self
+            .tracker
+            .evaluate_hostnames(self.start + self.now, &self.committed);
+        for change in &changes {
+            self.committed.insert(
+                (change.cluster.clone(), change.fqdn.clone()),
+                change.serving,
+            );
+        }
+        changes
+    }
+}
+
+fn states(changes: &[HostnameChange]) -> Vec<bool> {
+    changes.iter().map(|c| c.serving).collect()
+}
+
+#[test]
+fn hostname_serving_has_hysteresis_and_asks_only_on_transitions() {
+    let mut h = Hosts::new(HealthConfig::default());
+    let up = || vec![host("app.demo.meridian.test", 2, 2)];
+    let down = || vec![host("app.demo.meridian.test", 0, 2)];
+    // Before the route exists the cluster cannot serve it (fall = 1): committed once.
+    let changes = h.report(vec![]);
+    assert_eq!(states(&changes), [false]);
+    assert!(
+        changes[0].reason.contains("no route"),
+        "{}",
+        changes[0].reason
+    );
+    assert!(h.report(vec![]).is_empty(), "no write per report");
+    // rise = 2 good reports.
+    assert!(h.report(up()).is_empty());
+    let changes = h.report(up());
+    assert_eq!(states(&changes), [true]);
+    assert_eq!(
+        changes[0].reason,
+        "2 of 2 backend endpoints ready (route hostname app.demo.meridian.test)"
+    );
+    for _ in 0..5 {
+        assert!(h.report(up()).is_empty(), "steady state writes nothing");
+    }
+    assert_eq!(states(&h.report(down())), [false]);
+    // Flapping good/bad does not bring it back.
+    assert!(h.report(up()).is_empty());
+    assert!(h.report(down()).is_empty());
+    assert!(h.report(up()).is_empty());
+    assert_eq!(states(&h.report(up())), [true]);
+}
+
+#[test]
+fn silent_clusters_and_followers_judge_no_hostnames() {
+    let mut h = Hosts::new(HealthConfig::default());
+    h.report(vec![host("app.demo.meridian.test", 1, 1)]);
+    h.report(vec![host("app.demo.meridian.test", 1, 1)]);
+    assert_eq!(h.committed.values().copied().collect::<Vec<_>>(), [true]);
+    // Silence: the cluster verdict fails it; its hostname state is left alone.
+    h.now += Duration::from_secs(10);
+    assert!(h.evaluate().is_empty());
+    // A hostname no longer watched is not judged.
+    h.tracker.watch_hostnames([]);
+    h.committed.clear();
+    assert!(h.report(vec![]).is_empty());
+    // Followers decide nothing.
+    let app = Fqdn::new("app.demo.meridian.test").unwrap();
+    h.tracker.watch_hostnames([(&app, vec![&us()])]);
+    h.tracker.set_leader(h.start + h.now, false);
+    assert!(h.evaluate().is_empty());
+}

@@ -1,11 +1,11 @@
 //! [`Tracker`]: the pure decision logic that turns a stream of health reports and the passage of
-//! time into verdict changes. No IO and no clock: callers pass `now`, so tests drive it with a
-//! fake clock.
+//! time into verdict changes and per-hostname serving changes. No IO and no clock: callers pass
+//! `now`, so tests drive it with a fake clock.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use meridian_proto::model::{ClusterName, HealthReport, HealthVerdict};
+use meridian_proto::model::{ClusterName, Fqdn, HealthReport, HealthVerdict, HostnameHealth};
 
 use crate::config::HealthConfig;
 
@@ -23,6 +23,19 @@ pub struct VerdictChange {
     pub reason: String,
 }
 
+/// A per-hostname serving state the tracker wants committed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostnameChange {
+    /// The cluster.
+    pub cluster: ClusterName,
+    /// The hostname policy's name.
+    pub fqdn: Fqdn,
+    /// Whether the cluster can serve it.
+    pub serving: bool,
+    /// Why, for operators.
+    pub reason: String,
+}
+
 /// Health decisions of the leader.
 ///
 /// **Guarantees:**
@@ -31,6 +44,12 @@ pub struct VerdictChange {
 /// - Hysteresis: `fall` consecutive bad reports make a cluster unhealthy, `rise` consecutive
 ///   good ones make it healthy; anything in between keeps the committed verdict.
 /// - A report is good when at least one of the cluster's gateways is ready.
+/// - Per hostname (for every hostname policy that targets the cluster, see
+///   [`Tracker::watch_hostnames`]): a report says the cluster can serve it when the most
+///   specific route hostname it reports that matches (exact, then the longest `*.` wildcard,
+///   then `*`) has at least one ready backend endpoint; no matching route hostname means it
+///   cannot. The same `rise`/`fall` hysteresis applies, per hostname, and only a state that
+///   differs from the committed one is asked for.
 ///
 /// **Assumptions:** the caller feeds every report it receives while it is leader, and calls
 /// [`Tracker::set_leader`] on every role change.
@@ -39,6 +58,8 @@ pub struct Tracker {
     config: HealthConfig,
     clusters: HashMap<ClusterName, Track>,
     leader_since: Option<Instant>,
+    /// Per cluster, the hostname policies that target it.
+    watched: BTreeMap<ClusterName, BTreeSet<Fqdn>>,
 }
 
 /// What the tracker knows about one cluster.
@@ -52,6 +73,16 @@ struct Track {
     good_streak: u32,
     bad_streak: u32,
     last_bad: String,
+    /// Per watched hostname: its own streaks.
+    hostnames: HashMap<Fqdn, Streak>,
+}
+
+/// Consecutive reports for or against one hostname, with the latest explanation.
+#[derive(Debug, Default)]
+struct Streak {
+    good: u32,
+    bad: u32,
+    why: String,
 }
 
 /// What happened to a report.
@@ -75,6 +106,7 @@ impl Tracker {
             config,
             clusters: HashMap::new(),
             leader_since: None,
+            watched: BTreeMap::new(),
         }
     }
 
@@ -116,6 +148,25 @@ impl Tracker {
             // After a silence the streaks start over: old evidence says nothing about now.
             track.good_streak = 0;
             track.bad_streak = 0;
+            track.hostnames.clear();
+        }
+        if let Some(watched) = self.watched.get(&report.cluster) {
+            track.hostnames.retain(|fqdn, _| watched.contains(fqdn));
+            for fqdn in watched {
+                let streak = track.hostnames.entry(fqdn.clone()).or_default();
+                match can_serve(&report.hostnames, fqdn) {
+                    Ok(why) => {
+                        streak.good = streak.good.saturating_add(1);
+                        streak.bad = 0;
+                        streak.why = why;
+                    }
+                    Err(why) => {
+                        streak.bad = streak.bad.saturating_add(1);
+                        streak.good = 0;
+                        streak.why = why;
+                    }
+                }
+            }
         }
         track.instance = instance.to_string();
         track.last_seq = report.seq;
@@ -193,6 +244,72 @@ impl Tracker {
         changes
     }
 
+    /// Sets the hostname policies to judge: `(fqdn, target clusters)` for every policy. Reports
+    /// count towards a hostname from the first report after it is watched.
+    pub fn watch_hostnames<'a>(
+        &mut self,
+        policies: impl IntoIterator<Item = (&'a Fqdn, Vec<&'a ClusterName>)>,
+    ) {
+        let mut watched: BTreeMap<ClusterName, BTreeSet<Fqdn>> = BTreeMap::new();
+        for (fqdn, targets) in policies {
+            for cluster in targets {
+                watched
+                    .entry(cluster.clone())
+                    .or_default()
+                    .insert(fqdn.clone());
+            }
+        }
+        self.watched = watched;
+    }
+
+    /// The per-hostname serving changes due at `now`, given the committed serving state of
+    /// every watched (cluster, hostname) (absent: never judged). Only clusters whose reports
+    /// are current are judged: a silent cluster is failed by its verdict instead. Empty unless
+    /// leading.
+    pub fn evaluate_hostnames(
+        &self,
+        now: Instant,
+        committed: &BTreeMap<(ClusterName, Fqdn), bool>,
+    ) -> Vec<HostnameChange> {
+        if self.leader_since.is_none() {
+            return Vec::new();
+        }
+        let miss_timeout = self.config.miss_timeout();
+        let mut changes = Vec::new();
+        for (cluster, fqdns) in &self.watched {
+            let Some(track) = self.clusters.get(cluster) else {
+                continue;
+            };
+            let current = track
+                .last_report
+                .is_some_and(|last| now.saturating_duration_since(last) <= miss_timeout);
+            if !current {
+                continue;
+            }
+            for fqdn in fqdns {
+                let Some(streak) = track.hostnames.get(fqdn) else {
+                    continue;
+                };
+                let desired = if streak.bad >= self.config.fall {
+                    false
+                } else if streak.good >= self.config.rise {
+                    true
+                } else {
+                    continue;
+                };
+                if committed.get(&(cluster.clone(), fqdn.clone())) != Some(&desired) {
+                    changes.push(HostnameChange {
+                        cluster: cluster.clone(),
+                        fqdn: fqdn.clone(),
+                        serving: desired,
+                        reason: truncate(streak.why.clone()),
+                    });
+                }
+            }
+        }
+        changes
+    }
+
     /// How long ago each cluster last reported (clusters never heard from are absent).
     pub fn report_ages(&self, now: Instant) -> impl Iterator<Item = (&ClusterName, Duration)> {
         self.clusters.iter().filter_map(move |(cluster, track)| {
@@ -236,6 +353,50 @@ fn assess(report: &HealthReport) -> Result<(), String> {
         report.gateways.len(),
         details.join("; ")
     ))
+}
+
+/// Whether the route hostnames of a report can serve `fqdn`: the most specific matching entry
+/// (exact, then the longest `*.` wildcard, then `*`) must have a ready endpoint. `Ok` and `Err`
+/// both carry the explanation.
+pub fn can_serve(reported: &[HostnameHealth], fqdn: &Fqdn) -> Result<String, String> {
+    let name = fqdn.to_string();
+    let name = name.trim_end_matches('.');
+    let mut best: Option<(usize, &HostnameHealth)> = None;
+    for entry in reported {
+        let host = entry.hostname.trim_end_matches('.');
+        // Specificity: exact beats every wildcard, a longer suffix beats a shorter one, `*`
+        // matches anything and loses to all.
+        let rank = if host.eq_ignore_ascii_case(name) {
+            usize::MAX
+        } else if host == "*" {
+            0
+        } else if let Some(suffix) = host.strip_prefix("*.") {
+            let matches = name.len() > suffix.len() + 1
+                && name.as_bytes()[name.len() - suffix.len() - 1] == b'.'
+                && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix);
+            if !matches {
+                continue;
+            }
+            suffix.len() + 1
+        } else {
+            continue;
+        };
+        if best.is_none_or(|(r, _)| rank > r) {
+            best = Some((rank, entry));
+        }
+    }
+    let Some((_, entry)) = best else {
+        return Err(format!("no route in the cluster serves {name}"));
+    };
+    let text = format!(
+        "{} of {} backend endpoints ready (route hostname {})",
+        entry.ready_endpoints, entry.total_endpoints, entry.hostname
+    );
+    if entry.ready_endpoints > 0 {
+        Ok(text)
+    } else {
+        Err(text)
+    }
 }
 
 fn seconds(duration: Duration) -> String {

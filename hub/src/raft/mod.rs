@@ -61,7 +61,7 @@ pub trait StateMachine: Send + 'static {
 }
 
 /// Static configuration of one Raft node.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct RaftConfig {
     /// This node's id (non-zero, unique in the group).
     pub node_id: u64,
@@ -87,6 +87,8 @@ pub struct RaftConfig {
     /// Source IP for connections to peers (multi-homed hosts, firewall rules keyed on the source
     /// address). `None`: chosen by the OS.
     pub outbound_source_ip: Option<IpAddr>,
+    /// TLS (with this node's client certificate) for connections to peers; `None`: plain text.
+    pub client_tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 // === impl RaftConfig ===
@@ -108,6 +110,7 @@ impl RaftConfig {
             snapshot_threshold: 10_000,
             request_timeout: Duration::from_secs(10),
             outbound_source_ip: None,
+            client_tls: None,
         }
     }
 }
@@ -621,7 +624,12 @@ impl RaftHandle {
         if let Some(channel) = self.channels().get(&addr) {
             return Some(channel.clone());
         }
-        let endpoint = transport::peer_endpoint(addr, self.inner.config.outbound_source_ip).ok()?;
+        let endpoint = transport::peer_endpoint(
+            addr,
+            self.inner.config.outbound_source_ip,
+            self.inner.config.client_tls.as_ref(),
+        )
+        .ok()?;
         match transport::connect(&endpoint).await {
             Ok(channel) => {
                 self.channels().insert(addr, channel.clone());

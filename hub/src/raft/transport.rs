@@ -60,6 +60,7 @@ pub(crate) struct Transport {
     self_id: u64,
     self_addr: String,
     source_ip: Option<IpAddr>,
+    tls: Option<tonic::transport::ClientTlsConfig>,
     runtime: tokio::runtime::Handle,
     node: mpsc::WeakSender<Msg>,
     metrics: Metrics,
@@ -280,13 +281,20 @@ pub(crate) fn failure_from_pb(error: pb::RaftRpcError, timeout: Duration) -> For
     }
 }
 
-/// Builds the endpoint for a peer's gRPC service.
+/// Builds the endpoint for a peer's gRPC service (over TLS when `tls` is given).
 pub(crate) fn peer_endpoint(
     addr: SocketAddr,
     source_ip: Option<IpAddr>,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
 ) -> Result<Endpoint, RaftError> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
         .map_err(|e| RaftError::Invalid(format!("peer address {addr}: {e}")))?;
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls.clone())
+            .map_err(|e| RaftError::Invalid(format!("peer TLS for {addr}: {e}")))?;
+    }
     Ok(endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
@@ -420,6 +428,7 @@ impl Transport {
             self_id: config.node_id,
             self_addr: config.advertise_addr.to_string(),
             source_ip: config.outbound_source_ip,
+            tls: config.client_tls.clone(),
             runtime,
             node,
             metrics,
@@ -503,6 +512,7 @@ impl Transport {
                         self_id: self.self_id,
                         self_addr: self.self_addr.clone(),
                         source_ip: self.source_ip,
+                        tls: self.tls.clone(),
                     },
                     rx,
                     self.node.clone(),
@@ -530,6 +540,7 @@ impl Transport {
             self_id: self.self_id,
             self_addr: self.self_addr.clone(),
             source_ip: self.source_ip,
+            tls: self.tls.clone(),
         };
         let node = self.node.clone();
         let task = self.runtime.spawn(async move {
@@ -576,6 +587,7 @@ struct LinkConfig {
     self_id: u64,
     self_addr: String,
     source_ip: Option<IpAddr>,
+    tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 /// Keeps one streaming call to a peer open, feeding it from the queue.
@@ -617,7 +629,7 @@ enum StreamEnd {
 }
 
 async fn stream_to_peer(config: &LinkConfig, queue: &mut mpsc::Receiver<Vec<u8>>) -> StreamEnd {
-    let endpoint = match peer_endpoint(config.addr, config.source_ip) {
+    let endpoint = match peer_endpoint(config.addr, config.source_ip, config.tls.as_ref()) {
         Ok(endpoint) => endpoint,
         Err(e) => return StreamEnd::Failed(e.to_string()),
     };
@@ -676,7 +688,8 @@ async fn stream_to_peer(config: &LinkConfig, queue: &mut mpsc::Receiver<Vec<u8>>
 }
 
 async fn send_snapshot(config: &LinkConfig, bytes: Vec<u8>) -> Result<(), String> {
-    let endpoint = peer_endpoint(config.addr, config.source_ip).map_err(|e| e.to_string())?;
+    let endpoint = peer_endpoint(config.addr, config.source_ip, config.tls.as_ref())
+        .map_err(|e| e.to_string())?;
     let channel = connect(&endpoint).await?;
     let mut chunks = Vec::with_capacity(bytes.len() / SNAPSHOT_CHUNK + 1);
     for (i, data) in bytes.chunks(SNAPSHOT_CHUNK).enumerate() {

@@ -5,8 +5,9 @@ use std::collections::BTreeSet;
 
 use meridian_proto::model::HostnamePolicy;
 
+use super::certificate::check_certificate;
 use super::command::{Action, Command, Outcome, Rejection};
-use super::state::{AuditEntry, ClusterRecord, RecordSet, State, ZoneKey};
+use super::state::{AuditEntry, ClusterRecord, HostnameServing, RecordSet, State, ZoneKey};
 
 /// The largest TTL DNS allows (RFC 2181 §8).
 const MAX_TTL: u32 = 2_147_483_647;
@@ -51,6 +52,7 @@ impl State {
                             cluster,
                             health: Default::default(),
                             reported_addresses: Vec::new(),
+                            hostnames: Default::default(),
                         };
                         self.clusters.insert(record.cluster.name.clone(), record);
                     }
@@ -105,6 +107,46 @@ impl State {
                 self.dns_version = index;
                 Outcome::Applied
             }
+            Action::SetHostnameServing {
+                cluster,
+                fqdn,
+                serving,
+                reason,
+            } => {
+                let Some(policy) = self.hostnames.get(&fqdn) else {
+                    return Outcome::Rejected(Rejection::not_found(format!(
+                        "hostname {fqdn} does not exist"
+                    )));
+                };
+                if !policy.targets.iter().any(|t| t.cluster == cluster) {
+                    return Outcome::Rejected(Rejection::conflict(format!(
+                        "cluster {cluster} is not a target of hostname {fqdn}"
+                    )));
+                }
+                let Some(record) = self.clusters.get_mut(&cluster) else {
+                    return Outcome::Rejected(Rejection::not_found(format!(
+                        "cluster {cluster} does not exist"
+                    )));
+                };
+                // Only a change counts, like verdicts: `since` keeps the time of the change.
+                if record
+                    .hostnames
+                    .get(&fqdn)
+                    .is_some_and(|h| h.serving == serving)
+                {
+                    return Outcome::Unchanged;
+                }
+                record.hostnames.insert(
+                    fqdn,
+                    HostnameServing {
+                        serving,
+                        reason,
+                        since_unix_ms: unix_ms,
+                    },
+                );
+                self.dns_version = index;
+                Outcome::Applied
+            }
             Action::SetDrained { cluster, drained } => {
                 let Some(record) = self.clusters.get_mut(&cluster) else {
                     return Outcome::Rejected(Rejection::not_found(format!(
@@ -137,6 +179,12 @@ impl State {
                 if self.hostnames.get(&policy.fqdn) == Some(&policy) {
                     return Outcome::Unchanged;
                 }
+                // Clusters the policy no longer targets forget whether they serve it.
+                for (name, record) in &mut self.clusters {
+                    if !policy.targets.iter().any(|t| &t.cluster == name) {
+                        record.hostnames.remove(&policy.fqdn);
+                    }
+                }
                 self.hostnames.insert(policy.fqdn.clone(), policy);
                 self.dns_version = index;
                 Outcome::Applied
@@ -146,6 +194,9 @@ impl State {
                     return Outcome::Rejected(Rejection::not_found(format!(
                         "hostname {fqdn} does not exist"
                     )));
+                }
+                for record in self.clusters.values_mut() {
+                    record.hostnames.remove(&fqdn);
                 }
                 self.dns_version = index;
                 Outcome::Applied
@@ -180,6 +231,26 @@ impl State {
                 if self.routes.remove(&key).is_none() {
                     return Outcome::Rejected(Rejection::not_found(format!(
                         "route {key} does not exist"
+                    )));
+                }
+                self.shared_version = index;
+                Outcome::Applied
+            }
+            Action::PutCertificate(cert) => {
+                if let Err(rejection) = check_certificate(&cert) {
+                    return Outcome::Rejected(rejection);
+                }
+                if self.certificates.get(&cert.key) == Some(&*cert) {
+                    return Outcome::Unchanged;
+                }
+                self.certificates.insert(cert.key.clone(), *cert);
+                self.shared_version = index;
+                Outcome::Applied
+            }
+            Action::DeleteCertificate(key) => {
+                if self.certificates.remove(&key).is_none() {
+                    return Outcome::Rejected(Rejection::not_found(format!(
+                        "certificate {key} does not exist"
                     )));
                 }
                 self.shared_version = index;

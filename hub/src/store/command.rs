@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use meridian_proto::model::{
     Cluster, ClusterHealth, ClusterName, Fqdn, HostnamePolicy, ObjectKey, RecordData,
-    route::HttpRoute,
+    gateway::TlsCertificate, route::HttpRoute,
 };
 
 /// One change to the hub state, as it travels through the Raft log.
@@ -43,6 +43,19 @@ pub enum Action {
         /// Its gateways' addresses.
         addresses: Vec<IpAddr>,
     },
+    /// Records whether a cluster can serve a hostname (proposed by the leader's health tracker
+    /// on transitions only). Only a change of `serving` counts; the time of the change is the
+    /// command's `unix_ms`.
+    SetHostnameServing {
+        /// The cluster, a target of the hostname's policy.
+        cluster: ClusterName,
+        /// The hostname (a hostname policy).
+        fqdn: Fqdn,
+        /// Whether the cluster can serve it.
+        serving: bool,
+        /// Why, for operators.
+        reason: String,
+    },
     /// Drains (no new DNS answers) or undrains a cluster.
     SetDrained {
         /// The cluster.
@@ -65,6 +78,11 @@ pub enum Action {
     PutRoute(Box<HttpRoute>),
     /// Deletes a shared HTTPRoute.
     DeleteRoute(ObjectKey),
+    /// Creates or replaces a certificate pushed to every cluster (validated by
+    /// [`check_certificate`](crate::store::check_certificate)).
+    PutCertificate(Box<TlsCertificate>),
+    /// Deletes a certificate.
+    DeleteCertificate(ObjectKey),
     /// Stores a zone's DNSSEC signing key; refused when the zone already has one, so two
     /// leaders racing to generate one end up with the first.
     PutZoneKey {
@@ -147,6 +165,15 @@ impl Action {
                     addresses.join(", ")
                 )
             }
+            Self::SetHostnameServing {
+                cluster,
+                fqdn,
+                serving,
+                reason,
+            } => format!(
+                "set hostname {fqdn} in cluster {cluster} to {} ({reason})",
+                if *serving { "serving" } else { "not serving" }
+            ),
             Self::SetDrained { cluster, drained } => {
                 if *drained {
                     format!("drain cluster {cluster}")
@@ -162,6 +189,9 @@ impl Action {
             },
             Self::PutRoute(route) => format!("put route {}", route.key),
             Self::DeleteRoute(key) => format!("delete route {key}"),
+            // Never the key material: only the certificate's name.
+            Self::PutCertificate(cert) => format!("put certificate {}", cert.key),
+            Self::DeleteCertificate(key) => format!("delete certificate {key}"),
             Self::PutZoneKey { zone, .. } => format!("put DNSSEC key of zone {zone}"),
             Self::PutRecordSet { name, rtype, .. } => format!("put {rtype} records of {name}"),
             Self::DeleteRecordSet { name, rtype } => format!("delete {rtype} records of {name}"),

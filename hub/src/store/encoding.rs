@@ -14,7 +14,7 @@ use meridian_proto::pb;
 use prost::Message as _;
 
 use super::command::{Action, Command, Outcome, RejectKind, Rejection};
-use super::state::{AuditEntry, ClusterRecord, RecordSet, State, ZoneKey};
+use super::state::{AuditEntry, ClusterRecord, HostnameServing, RecordSet, State, ZoneKey};
 
 /// The snapshot format this build writes, and the newest it reads.
 pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
@@ -47,6 +47,17 @@ pub fn encode_command(command: &Command) -> Vec<u8> {
                 addresses: addresses.iter().map(ToString::to_string).collect(),
             })
         }
+        Action::SetHostnameServing {
+            cluster,
+            fqdn,
+            serving,
+            reason,
+        } => Kind::SetHostnameServing(pb::SetHostnameServing {
+            cluster: cluster.to_string(),
+            fqdn: fqdn.to_string(),
+            serving: *serving,
+            reason: reason.clone(),
+        }),
         Action::SetDrained { cluster, drained } => Kind::SetDrained(pb::SetDrained {
             cluster: cluster.to_string(),
             drained: *drained,
@@ -62,6 +73,8 @@ pub fn encode_command(command: &Command) -> Vec<u8> {
         }),
         Action::PutRoute(route) => Kind::PutRoute((&**route).into()),
         Action::DeleteRoute(key) => Kind::DeleteRoute(key.into()),
+        Action::PutCertificate(cert) => Kind::PutCertificate((&**cert).into()),
+        Action::DeleteCertificate(key) => Kind::DeleteCertificate(key.into()),
         Action::PutZoneKey { zone, pkcs8 } => Kind::PutZoneKey(pb::ZoneKey {
             zone: zone.to_string(),
             pkcs8: pkcs8.clone(),
@@ -125,6 +138,14 @@ pub fn decode_command(bytes: &[u8]) -> Result<Command, DecodeError> {
             addresses: decode_ips(set.addresses)
                 .map_err(|e| err(format!("set_reported_addresses.{e}")))?,
         },
+        Kind::SetHostnameServing(set) => Action::SetHostnameServing {
+            cluster: ClusterName::new(set.cluster)
+                .map_err(|e| err(format!("set_hostname_serving.cluster: {e}")))?,
+            fqdn: Fqdn::new(&set.fqdn)
+                .map_err(|e| err(format!("set_hostname_serving.fqdn: {e}")))?,
+            serving: set.serving,
+            reason: set.reason,
+        },
         Kind::SetDrained(set) => Action::SetDrained {
             cluster: ClusterName::new(set.cluster)
                 .map_err(|e| err(format!("set_drained.cluster: {e}")))?,
@@ -157,6 +178,14 @@ pub fn decode_command(bytes: &[u8]) -> Result<Command, DecodeError> {
         Kind::DeleteRoute(key) => Action::DeleteRoute(
             ObjectKey::try_from(key)
                 .map_err(|e: ConvertError| err(e.in_field("delete_route").to_string()))?,
+        ),
+        Kind::PutCertificate(cert) => Action::PutCertificate(Box::new(
+            cert.try_into()
+                .map_err(|e: ConvertError| err(e.in_field("put_certificate").to_string()))?,
+        )),
+        Kind::DeleteCertificate(key) => Action::DeleteCertificate(
+            ObjectKey::try_from(key)
+                .map_err(|e: ConvertError| err(e.in_field("delete_certificate").to_string()))?,
         ),
         Kind::PutZoneKey(key) => Action::PutZoneKey {
             zone: Fqdn::new(&key.zone).map_err(|e| err(format!("put_zone_key.zone: {e}")))?,
@@ -333,6 +362,16 @@ pub fn encode_snapshot(state: &State) -> Vec<u8> {
                     .iter()
                     .map(ToString::to_string)
                     .collect(),
+                hostnames: record
+                    .hostnames
+                    .iter()
+                    .map(|(fqdn, h)| pb::HostnameServing {
+                        fqdn: fqdn.to_string(),
+                        serving: h.serving,
+                        reason: h.reason.clone(),
+                        since_unix_ms: h.since_unix_ms,
+                    })
+                    .collect(),
             })
             .collect(),
         hostnames: state.hostnames.values().map(Into::into).collect(),
@@ -364,6 +403,7 @@ pub fn encode_snapshot(state: &State) -> Vec<u8> {
             .iter()
             .map(|((name, rtype), set)| encode_record_set(name, rtype, set.ttl, &set.values))
             .collect(),
+        certificates: state.certificates.values().map(Into::into).collect(),
     }
     .encode_to_vec()
 }
@@ -406,12 +446,26 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<State, DecodeError> {
         };
         let reported_addresses =
             decode_ips(record.reported_addresses).map_err(|e| err(format!("clusters[{i}].{e}")))?;
+        let mut hostnames = BTreeMap::new();
+        for (j, serving) in record.hostnames.into_iter().enumerate() {
+            let fqdn = Fqdn::new(&serving.fqdn)
+                .map_err(|e| err(format!("clusters[{i}].hostnames[{j}].fqdn: {e}")))?;
+            hostnames.insert(
+                fqdn,
+                HostnameServing {
+                    serving: serving.serving,
+                    reason: serving.reason,
+                    since_unix_ms: serving.since_unix_ms,
+                },
+            );
+        }
         clusters.insert(
             cluster.name.clone(),
             ClusterRecord {
                 cluster,
                 health,
                 reported_addresses,
+                hostnames,
             },
         );
     }
@@ -446,6 +500,13 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<State, DecodeError> {
             decode_record_set(set).map_err(|e| err(format!("records[{i}].{e}")))?;
         records.insert((name, rtype), set);
     }
+    let mut certificates = BTreeMap::new();
+    for (i, cert) in message.certificates.into_iter().enumerate() {
+        let cert: meridian_proto::model::gateway::TlsCertificate = cert
+            .try_into()
+            .map_err(|e: ConvertError| err(e.at_index(i).in_field("certificates").to_string()))?;
+        certificates.insert(cert.key.clone(), cert);
+    }
     let audit: VecDeque<AuditEntry> = message
         .audit
         .into_iter()
@@ -461,6 +522,7 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<State, DecodeError> {
         clusters,
         hostnames,
         routes,
+        certificates,
         zone_keys,
         records,
         audit,

@@ -1,9 +1,10 @@
-//! The hub's deterministic state machine: clusters, health verdicts, hostname policies, shared
-//! routes, DNSSEC zone keys and the audit log.
+//! The hub's deterministic state machine: clusters, health verdicts, per-hostname serving
+//! state, hostname policies, shared routes and certificates, DNSSEC zone keys and the audit log.
 //!
 //! - [`state`]: the [`State`] and the views built from it.
 //! - [`command`]: [`Command`]s and their [`Outcome`]s.
 //! - `apply`: [`State::apply`], the only way the state changes, and [`check_hostname`].
+//! - [`certificate`]: [`check_certificate`], validation of distributed certificates.
 //! - [`encoding`]: the versioned protobuf encodings of commands, outcomes and snapshots.
 //! - [`machine`]: [`StoreMachine`], the `raft::StateMachine` that publishes views.
 //!
@@ -11,6 +12,7 @@
 //! inside the command, stamped by the proposer.
 
 mod apply;
+pub mod certificate;
 pub mod command;
 pub mod encoding;
 pub mod machine;
@@ -21,7 +23,10 @@ pub mod state;
 mod tests;
 
 pub use apply::{RECORD_TYPES, check_hostname, check_record_set};
+pub use certificate::{CertificateInfo, certificate_info, check_certificate};
 pub use command::{Action, Command, Outcome, RejectKind, Rejection, verdict_name};
 pub use machine::{StoreMachine, StoreView, StoreWatches};
 pub use proposer::{ProposeError, Proposer, unix_now_ms};
-pub use state::{AUDIT_CAPACITY, AuditEntry, ClusterRecord, RecordSet, State, ZoneKey};
+pub use state::{
+    AUDIT_CAPACITY, AuditEntry, ClusterRecord, HostnameServing, RecordSet, State, ZoneKey,
+};

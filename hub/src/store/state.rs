@@ -1,12 +1,12 @@
-//! The hub's replicated state: clusters, health, hostname policies, shared routes, zone keys
-//! and the audit log.
+//! The hub's replicated state: clusters, health, hostname policies, shared routes, certificates,
+//! zone keys and the audit log.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 
 use meridian_proto::model::{
     Cluster, ClusterHealth, ClusterName, DnsRecord, Fqdn, HostnamePolicy, ObjectKey, RecordData,
-    SharedConfig, route::HttpRoute,
+    SharedConfig, gateway::TlsCertificate, route::HttpRoute,
 };
 
 use crate::dns::{ClusterView, DnsView};
@@ -23,13 +23,17 @@ pub struct State {
     pub hostnames: BTreeMap<Fqdn, HostnamePolicy>,
     /// Shared HTTPRoutes, pushed to every cluster.
     pub routes: BTreeMap<ObjectKey, HttpRoute>,
+    /// Certificates (chain and private key), pushed to every cluster, where they become
+    /// `kubernetes.io/tls` Secrets Gateway listeners can reference.
+    pub certificates: BTreeMap<ObjectKey, TlsCertificate>,
     /// DNSSEC signing keys per zone.
     pub zone_keys: BTreeMap<Fqdn, ZoneKey>,
     /// Static DNS record sets, by name and type (`A`, `AAAA`, `CNAME`, `TXT`, `MX`).
     pub records: BTreeMap<(Fqdn, String), RecordSet>,
     /// The last [`AUDIT_CAPACITY`] audited commands, oldest first.
     pub audit: VecDeque<AuditEntry>,
-    /// The log index of the last change to shared routes (the `SharedConfig` version).
+    /// The log index of the last change to shared routes or certificates (the `SharedConfig`
+    /// version).
     pub shared_version: u64,
     /// The log index of the last change to anything DNS answers depend on.
     pub dns_version: u64,
@@ -44,6 +48,21 @@ pub struct ClusterRecord {
     pub health: ClusterHealth,
     /// Gateway addresses the cluster's agent reported when it registered.
     pub reported_addresses: Vec<IpAddr>,
+    /// For each hostname policy that targets this cluster and that the leader has judged:
+    /// whether the cluster can serve it (its backends behind the hostname's routes). Entries
+    /// go when the policy stops targeting the cluster or is deleted.
+    pub hostnames: BTreeMap<Fqdn, HostnameServing>,
+}
+
+/// Whether one cluster can serve one hostname, as committed by the leader's health tracker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostnameServing {
+    /// The cluster reports ready backend endpoints behind a route for the hostname.
+    pub serving: bool,
+    /// Why, for operators (`"0 of 2 backend endpoints ready (route hostname *.demo.test)"`).
+    pub reason: String,
+    /// When `serving` last changed, Unix milliseconds (the proposer's clock).
+    pub since_unix_ms: u64,
 }
 
 /// A zone's DNSSEC signing key.
@@ -96,6 +115,12 @@ impl State {
                         cluster: record.cluster.clone(),
                         health: record.health.clone(),
                         reported_addresses: record.reported_addresses.clone(),
+                        unserved_hostnames: record
+                            .hostnames
+                            .iter()
+                            .filter(|(_, h)| !h.serving)
+                            .map(|(fqdn, h)| (fqdn.clone(), h.reason.clone()))
+                            .collect(),
                     };
                     (name.clone(), view)
                 })
@@ -120,12 +145,13 @@ impl State {
         }
     }
 
-    /// What every agent receives: the shared routes, versioned by the index of their last change.
+    /// What every agent receives: the shared routes and certificates, versioned by the index
+    /// of their last change.
     pub fn shared_config(&self) -> SharedConfig {
         SharedConfig {
             version: self.shared_version,
             http_routes: self.routes.values().cloned().collect(),
-            certificates: Vec::new(),
+            certificates: self.certificates.values().cloned().collect(),
         }
     }
 

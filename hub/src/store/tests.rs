@@ -706,3 +706,248 @@ fn machine_publishes_views_after_each_batch() {
     assert_eq!(*other_watches.shared.borrow(), *watches.shared.borrow());
     assert!(other.restore(15, b"\xff\xff").is_err());
 }
+
+// === per-hostname serving ===
+
+fn serving(cluster: &str, serving: bool, reason: &str) -> Action {
+    Action::SetHostnameServing {
+        cluster: name(cluster),
+        fqdn: Fqdn::new("app.demo.meridian.test").unwrap(),
+        serving,
+        reason: reason.to_string(),
+    }
+}
+
+#[test]
+fn hostname_serving_changes_only_on_transitions() {
+    let app = Fqdn::new("app.demo.meridian.test").unwrap();
+    let mut state = base();
+    let dns_before = state.dns_version;
+    assert_eq!(
+        state.apply(10, cmd(serving("eu-west", false, "0 of 2 ready"))),
+        Outcome::Applied
+    );
+    assert_eq!(state.dns_version, 10, "DNS depends on it");
+    let record = &state.clusters[&name("eu-west")].hostnames[&app];
+    assert!(!record.serving);
+    assert_eq!(record.reason, "0 of 2 ready");
+    assert_eq!(record.since_unix_ms, 1_700_000_000_000);
+    let view = state.dns_view();
+    assert_eq!(
+        view.clusters[&name("eu-west")].unserved_hostnames[&app],
+        "0 of 2 ready"
+    );
+    assert!(
+        view.clusters[&name("us-east")]
+            .unserved_hostnames
+            .is_empty()
+    );
+    assert!(dns_before < state.dns_version);
+
+    // The same state with another reason is no change: `since` keeps the transition's time.
+    assert_eq!(
+        state.apply(11, cmd(serving("eu-west", false, "0 of 3 ready"))),
+        Outcome::Unchanged
+    );
+    assert_eq!(state.dns_version, 10);
+    assert_eq!(
+        state.clusters[&name("eu-west")].hostnames[&app].reason,
+        "0 of 2 ready"
+    );
+    assert_eq!(
+        state.apply(12, cmd(serving("eu-west", true, "2 of 2 ready"))),
+        Outcome::Applied
+    );
+    assert!(
+        state.dns_view().clusters[&name("eu-west")]
+            .unserved_hostnames
+            .is_empty()
+    );
+    // A serving state counts as a change the first time too (never judged before).
+    assert_eq!(
+        state.apply(13, cmd(serving("us-east", true, "1 of 1 ready"))),
+        Outcome::Applied
+    );
+}
+
+#[test]
+fn hostname_serving_is_refused_for_unknown_or_untargeted_names() {
+    use RejectKind::*;
+    check(
+        Action::SetHostnameServing {
+            cluster: name("us-east"),
+            fqdn: Fqdn::new("x.demo.meridian.test").unwrap(),
+            serving: false,
+            reason: String::new(),
+        },
+        Err((NotFound, "hostname x.demo.meridian.test does not exist")),
+    );
+    check(
+        serving("ap-south", false, ""),
+        Err((Conflict, "cluster ap-south is not a target")),
+    );
+}
+
+#[test]
+fn policy_changes_forget_serving_states_of_dropped_targets() {
+    let app = Fqdn::new("app.demo.meridian.test").unwrap();
+    let (state, outcomes) = run(vec![
+        Action::PutCluster(cluster("us-east", "us", "127.0.1.1")),
+        Action::PutCluster(cluster("eu-west", "eu", "127.0.1.2")),
+        Action::PutHostname(hostname("app.demo.meridian.test", &["us-east", "eu-west"])),
+        serving("us-east", true, "ok"),
+        serving("eu-west", false, "down"),
+        // eu-west is no longer a target: its state goes, us-east's stays.
+        Action::PutHostname(hostname("app.demo.meridian.test", &["us-east"])),
+    ]);
+    assert!(
+        outcomes.iter().all(|o| *o == Outcome::Applied),
+        "{outcomes:?}"
+    );
+    assert!(state.clusters[&name("eu-west")].hostnames.is_empty());
+    assert!(state.clusters[&name("us-east")].hostnames[&app].serving);
+    let (state, _) = run(vec![
+        Action::PutCluster(cluster("us-east", "us", "127.0.1.1")),
+        Action::PutHostname(hostname("app.demo.meridian.test", &["us-east"])),
+        serving("us-east", false, "down"),
+        Action::DeleteHostname(app.clone()),
+    ]);
+    assert!(state.clusters[&name("us-east")].hostnames.is_empty());
+}
+
+// === certificates ===
+
+/// A self-signed certificate for `names` and its key, as PEM.
+fn self_signed(names: &[&str]) -> (String, String) {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let certified = rcgen::generate_simple_self_signed(names).unwrap();
+    (certified.cert.pem(), certified.signing_key.serialize_pem())
+}
+
+fn certificate(ns: &str, n: &str, chain: &str, key: &str) -> TlsCertificate {
+    TlsCertificate {
+        key: ObjectKey::new(ns, n).unwrap(),
+        cert_chain_pem: chain.to_string(),
+        private_key_pem: key.to_string(),
+    }
+}
+
+use meridian_proto::model::gateway::TlsCertificate;
+
+#[test]
+fn certificates_are_validated_shared_and_audited_without_keys() {
+    let (chain, key) = self_signed(&["*.demo.meridian.test", "demo.meridian.test"]);
+    let (_, other_key) = self_signed(&["other.test"]);
+    let good = certificate("meridian-system", "demo-tls", &chain, &key);
+    let info = check_certificate(&good).unwrap();
+    assert_eq!(
+        info.dns_names,
+        ["*.demo.meridian.test", "demo.meridian.test"]
+    );
+    assert_eq!(info.chain_length, 1);
+    assert_eq!(info.sha256_fingerprint.len(), 32 * 3 - 1);
+    assert!(info.not_after_unix > info.not_before_unix);
+
+    use RejectKind::*;
+    let cases: Vec<(TlsCertificate, &str, &str)> = vec![
+        (
+            certificate("a", "b", &chain, &other_key),
+            "private_key_pem",
+            "does not belong",
+        ),
+        (
+            certificate("a", "b", "not pem", &key),
+            "cert_chain_pem",
+            "no `-----BEGIN CERTIFICATE-----` block",
+        ),
+        (
+            certificate(
+                "a",
+                "b",
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+                &key,
+            ),
+            "cert_chain_pem",
+            "not valid X.509",
+        ),
+        (
+            certificate(
+                "a",
+                "b",
+                &chain,
+                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            ),
+            "private_key_pem",
+            "not a supported key",
+        ),
+        (
+            certificate("a", "b", &chain, "garbage"),
+            "private_key_pem",
+            "not a PEM private key",
+        ),
+        (
+            certificate("a", "b", &format!("{chain}{key}"), &key),
+            "cert_chain_pem",
+            "contains a private key",
+        ),
+    ];
+    for (cert, field, text) in cases {
+        let rejection = check_certificate(&cert).unwrap_err();
+        assert_eq!(rejection.kind, Invalid);
+        assert_eq!(rejection.field.as_deref(), Some(field), "{rejection}");
+        assert!(rejection.message.contains(text), "{rejection}");
+        assert!(!rejection.to_string().contains("AAAA"), "{rejection}");
+        // `apply` refuses it the same way and never audits key material.
+        let mut state = base();
+        let outcome = state.apply(50, cmd(Action::PutCertificate(Box::new(cert))));
+        assert!(matches!(outcome, Outcome::Rejected(r) if r.field.as_deref() == Some(field)));
+        let entry = state.audit.back().unwrap();
+        let secret = key.lines().nth(1).unwrap();
+        assert!(
+            !format!("{entry:?}").contains(secret) && !format!("{entry:?}").contains("AAAA"),
+            "{entry:?}"
+        );
+    }
+
+    let mut state = base();
+    let shared_before = state.shared_version;
+    assert_eq!(
+        state.apply(60, cmd(Action::PutCertificate(Box::new(good.clone())))),
+        Outcome::Applied
+    );
+    assert_eq!(state.shared_version, 60);
+    assert!(shared_before < 60);
+    assert_eq!(state.shared_config().certificates, vec![good.clone()]);
+    let entry = state.audit.back().unwrap();
+    assert_eq!(entry.action, "put certificate meridian-system/demo-tls");
+    assert!(!format!("{entry:?}").contains(key.lines().nth(1).unwrap()));
+    assert_eq!(
+        state.apply(61, cmd(Action::PutCertificate(Box::new(good.clone())))),
+        Outcome::Unchanged
+    );
+    check_snapshot_and_encoding(&state, &good);
+    assert_eq!(
+        state.apply(62, cmd(Action::DeleteCertificate(good.key.clone()))),
+        Outcome::Applied
+    );
+    assert_eq!(state.shared_version, 62);
+    assert!(state.shared_config().certificates.is_empty());
+    assert!(matches!(
+        state.apply(63, cmd(Action::DeleteCertificate(good.key.clone()))),
+        Outcome::Rejected(r) if r.kind == NotFound
+    ));
+}
+
+fn check_snapshot_and_encoding(state: &State, cert: &TlsCertificate) {
+    let mut state = state.clone();
+    state.apply(70, cmd(serving("eu-west", false, "down")));
+    assert_eq!(decode_snapshot(&encode_snapshot(&state)).unwrap(), state);
+    for action in [
+        Action::PutCertificate(Box::new(cert.clone())),
+        Action::DeleteCertificate(cert.key.clone()),
+        serving("eu-west", true, "2 of 2 ready"),
+    ] {
+        let command = cmd(action);
+        assert_eq!(decode_command(&encode_command(&command)).unwrap(), command);
+    }
+}

@@ -4,6 +4,7 @@
 //! **Boundary:** these serde types are the admin API's wire format; the model types stay
 //! free of serde. Every validation error names the JSON field (`targets[1].weight`).
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 use meridian_proto::model::{
@@ -57,6 +58,21 @@ pub struct ClusterJson {
     pub health: HealthJson,
     /// Gateway addresses the agent reported.
     pub reported_addresses: Vec<String>,
+    /// Per hostname policy targeting the cluster (once the leader judged it): whether the
+    /// cluster can serve it.
+    #[serde(default)]
+    pub hostnames: BTreeMap<String, HostnameServingJson>,
+}
+
+/// Whether a cluster can serve one hostname (its backends behind the hostname's routes).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct HostnameServingJson {
+    /// At least one backend endpoint behind the hostname's routes is ready.
+    pub serving: bool,
+    /// Why.
+    pub reason: String,
+    /// When `serving` last changed (Unix milliseconds).
+    pub since_unix_ms: u64,
 }
 
 /// A committed health verdict.
@@ -285,6 +301,18 @@ impl From<&ClusterRecord> for ClusterJson {
                 .reported_addresses
                 .iter()
                 .map(ToString::to_string)
+                .collect(),
+            hostnames: record
+                .hostnames
+                .iter()
+                .map(|(fqdn, h)| {
+                    let json = HostnameServingJson {
+                        serving: h.serving,
+                        reason: h.reason.clone(),
+                        since_unix_ms: h.since_unix_ms,
+                    };
+                    (fqdn.to_string(), json)
+                })
                 .collect(),
         }
     }

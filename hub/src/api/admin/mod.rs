@@ -7,8 +7,12 @@
 //!   query says `?stale=true`, which answers from this node's applied state at once.
 //! - Invalid input gets 400 with `{"error": "<field>: <why>", "field": "<field>"}`, unknown
 //!   names 404, conflicts 409, no quorum 503.
+//! - With tokens configured, every route but `/healthz` and `/metrics` needs
+//!   `Authorization: Bearer <token>` (401 otherwise); see [`auth`].
 
+mod auth;
 mod body;
+pub mod certificates;
 mod error;
 
 #[cfg(test)]
@@ -31,9 +35,10 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 pub use self::body::{
-    AuditJson, ClusterBody, ClusterJson, HealthJson, HostnameJson, MemberBody, PinBody,
-    RecordSetJson, RoutingJson, TargetJson,
+    AuditJson, ClusterBody, ClusterJson, HealthJson, HostnameJson, HostnameServingJson, MemberBody,
+    PinBody, RecordSetJson, RoutingJson, TargetJson,
 };
+pub use self::certificates::{CertificateBody, CertificateJson};
 pub use self::error::{ApiError, ErrorBody};
 use crate::dns::{self, DnsConfig, DnsView};
 use crate::raft::{RaftHandle, Role};
@@ -64,13 +69,17 @@ pub struct AdminDeps {
     pub dns_explainer: dns::DnsExplainer,
     /// The node's metrics, complete (every component registered before the API starts).
     pub registry: Arc<Registry>,
+    /// Bearer tokens; `None` accepts every request (the node then listens on loopback only,
+    /// unless started with `--insecure-admin`).
+    pub tokens: Option<Arc<crate::auth::AdminTokens>>,
 }
 
 type AppState = Arc<AdminDeps>;
 
 /// The admin API's routes.
 pub fn router(deps: AdminDeps) -> Router {
-    Router::new()
+    let tokens = deps.tokens.clone();
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
@@ -93,6 +102,13 @@ pub fn router(deps: AdminDeps) -> Router {
             "/v1/routes/{namespace}/{name}",
             get(get_route).put(put_route).delete(delete_route),
         )
+        .route("/v1/certificates", get(certificates::list))
+        .route(
+            "/v1/certificates/{namespace}/{name}",
+            get(certificates::get)
+                .put(certificates::put)
+                .delete(certificates::delete),
+        )
         .route("/v1/records", get(list_records))
         .route(
             "/v1/records/{name}/{rtype}",
@@ -106,7 +122,14 @@ pub fn router(deps: AdminDeps) -> Router {
         .route("/v1/members", get(list_members).post(add_member))
         .route("/v1/members/{id}", axum::routing::delete(remove_member))
         .fallback(not_found)
-        .with_state(Arc::new(deps))
+        .with_state(Arc::new(deps));
+    match tokens {
+        Some(tokens) => router.layer(axum::middleware::from_fn_with_state(
+            tokens,
+            auth::require_token,
+        )),
+        None => router,
+    }
 }
 
 /// A query string, refused with a JSON 400 naming the bad parameter (axum's own `Query`
@@ -307,6 +330,7 @@ async fn put_cluster(
             cluster,
             health: Default::default(),
             reported_addresses: Vec::new(),
+            hostnames: Default::default(),
         })
             .into(),
     };

@@ -1,0 +1,207 @@
+//! `/v1/certificates`: TLS certificates the hub pushes to every cluster, where agents turn them
+//! into `kubernetes.io/tls` Secrets that Gateway listeners reference.
+//!
+//! **Invariant:** no answer carries a private key: the JSON shapes here have no field for it,
+//! and errors about the key never quote it.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use meridian_proto::model::ObjectKey;
+use meridian_proto::model::gateway::TlsCertificate;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::body::parse_json;
+use super::error::ApiError;
+use super::{AppState, Params, ReadQuery, path_route_key, read_view, submit};
+use crate::store::{Action, CertificateInfo, certificate_info, check_certificate, unix_now_ms};
+
+/// `PUT /v1/certificates/{namespace}/{name}` body.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateBody {
+    /// Must equal the path's namespace when present.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Must equal the path's name when present.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// PEM certificate chain, leaf first.
+    pub cert_chain_pem: String,
+    /// PEM private key of the leaf (PKCS#8, PKCS#1 or SEC1).
+    pub private_key_pem: String,
+}
+
+impl std::fmt::Debug for CertificateBody {
+    /// Never prints the private key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertificateBody")
+            .field("namespace", &self.namespace)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stored certificate as the API shows it: everything but the key.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CertificateJson {
+    /// Namespace of the Secret agents create.
+    pub namespace: String,
+    /// Name of the Secret agents create.
+    pub name: String,
+    /// The leaf's subject (`CN=*.demo.meridian.test`).
+    pub subject: String,
+    /// The leaf's DNS subject alternative names: the names it is valid for.
+    pub dns_names: Vec<String>,
+    /// The leaf's issuer.
+    pub issuer: String,
+    /// Start of validity, RFC 3339.
+    pub not_before: String,
+    /// End of validity, RFC 3339.
+    pub not_after: String,
+    /// End of validity, Unix milliseconds.
+    pub not_after_unix_ms: i64,
+    /// Whether it has expired (by this node's clock, at the time of the answer).
+    pub expired: bool,
+    /// Certificates in the chain, leaf included.
+    pub chain_length: usize,
+    /// SHA-256 fingerprint of the leaf.
+    pub sha256_fingerprint: String,
+    /// The PEM chain (single-object answers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_chain_pem: Option<String>,
+}
+
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}
+
+impl CertificateJson {
+    /// The JSON of a stored certificate, with its chain when `with_chain`.
+    pub fn new(cert: &TlsCertificate, with_chain: bool) -> Result<Self, ApiError> {
+        // Stored certificates passed `check_certificate` when they were applied.
+        let info = certificate_info(cert).map_err(|e| {
+            ApiError::internal(format!("stored certificate {} is unusable: {e}", cert.key))
+        })?;
+        Ok(Self::from_info(cert, &info, with_chain))
+    }
+
+    fn from_info(cert: &TlsCertificate, info: &CertificateInfo, with_chain: bool) -> Self {
+        let now_unix = i64::try_from(unix_now_ms() / 1000).unwrap_or(i64::MAX);
+        Self {
+            namespace: cert.key.namespace.clone(),
+            name: cert.key.name.clone(),
+            subject: info.subject.clone(),
+            dns_names: info.dns_names.clone(),
+            issuer: info.issuer.clone(),
+            not_before: rfc3339(info.not_before_unix),
+            not_after: rfc3339(info.not_after_unix),
+            not_after_unix_ms: info.not_after_unix.saturating_mul(1000),
+            expired: info.not_after_unix < now_unix,
+            chain_length: info.chain_length,
+            sha256_fingerprint: info.sha256_fingerprint.clone(),
+            cert_chain_pem: with_chain.then(|| cert.cert_chain_pem.clone()),
+        }
+    }
+}
+
+/// Validates a PUT body for the certificate at `key`: names match the path, the PEM parses,
+/// the key belongs to the leaf, and the leaf has not expired.
+pub fn parse_certificate(
+    key: &ObjectKey,
+    bytes: &[u8],
+) -> Result<(TlsCertificate, CertificateInfo), ApiError> {
+    let body: CertificateBody = parse_json(bytes)?;
+    for (field, given, expected) in [
+        ("namespace", &body.namespace, &key.namespace),
+        ("name", &body.name, &key.name),
+    ] {
+        if let Some(given) = given
+            && given != expected
+        {
+            return Err(ApiError::bad_request(
+                Some(field.into()),
+                format!("{given:?} does not match the path's {field} {expected:?}"),
+            ));
+        }
+    }
+    let cert = TlsCertificate {
+        key: key.clone(),
+        cert_chain_pem: body.cert_chain_pem,
+        private_key_pem: body.private_key_pem,
+    };
+    let info = check_certificate(&cert)?;
+    let now_unix = i64::try_from(unix_now_ms() / 1000).unwrap_or(i64::MAX);
+    if info.not_after_unix < now_unix {
+        return Err(ApiError::bad_request(
+            Some("cert_chain_pem".into()),
+            format!(
+                "the leaf certificate expired at {}",
+                rfc3339(info.not_after_unix)
+            ),
+        ));
+    }
+    Ok((cert, info))
+}
+
+// === handlers ===
+
+pub(super) async fn list(
+    State(state): State<AppState>,
+    Params(query): Params<ReadQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let view = read_view(&state, query.stale).await?;
+    let items = view
+        .state
+        .certificates
+        .values()
+        .map(|cert| CertificateJson::new(cert, false))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(json!({ "items": items })))
+}
+
+pub(super) async fn get(
+    State(state): State<AppState>,
+    Path((namespace, name)): Path<(String, String)>,
+    Params(query): Params<ReadQuery>,
+) -> Result<Json<CertificateJson>, ApiError> {
+    let key = path_route_key(&namespace, &name)?;
+    let view = read_view(&state, query.stale).await?;
+    let cert = view
+        .state
+        .certificates
+        .get(&key)
+        .ok_or_else(|| ApiError::not_found(format!("certificate {key} does not exist")))?;
+    Ok(Json(CertificateJson::new(cert, true)?))
+}
+
+pub(super) async fn put(
+    State(state): State<AppState>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<CertificateJson>, ApiError> {
+    let key = path_route_key(&namespace, &name)?;
+    let (cert, info) = parse_certificate(&key, &body)?;
+    let json = CertificateJson::from_info(&cert, &info, true);
+    submit(&state, &headers, Action::PutCertificate(Box::new(cert))).await?;
+    Ok(Json(json))
+}
+
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let key = path_route_key(&namespace, &name)?;
+    submit(&state, &headers, Action::DeleteCertificate(key.clone())).await?;
+    Ok(Json(json!({ "deleted": key.to_string() })))
+}
