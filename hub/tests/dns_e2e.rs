@@ -552,6 +552,109 @@ async fn response_rate_limiting_bounds_what_one_network_gets() {
     server.handle.shutdown().await;
 }
 
+/// A GeoIP2-Country-shaped database written with mmdb-writer: 85.214.0.0/15 DE (EU),
+/// 8.8.8.0/24 US (NA), 1.1.1.0/24 only coordinates (near Singapore).
+fn mmdb_fixture() -> tempfile::NamedTempFile {
+    #[derive(serde::Serialize)]
+    struct Entry {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        country: Option<BTreeMap<&'static str, &'static str>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        continent: Option<BTreeMap<&'static str, &'static str>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        location: Option<BTreeMap<&'static str, f64>>,
+    }
+    let mut writer = mmdb_writer::Writer::new("GeoIP2-Country");
+    /// (network, country, continent, coordinates)
+    type Row = (
+        &'static str,
+        Option<&'static str>,
+        Option<&'static str>,
+        Option<(f64, f64)>,
+    );
+    let rows: [Row; 3] = [
+        ("85.214.0.0/15", Some("DE"), Some("EU"), None),
+        ("8.8.8.0/24", Some("US"), Some("NA"), None),
+        ("1.1.1.0/24", None, None, Some((1.3, 103.9))),
+    ];
+    for (net, country, continent, location) in rows {
+        let entry = Entry {
+            country: country.map(|c| [("iso_code", c)].into_iter().collect()),
+            continent: continent.map(|c| [("code", c)].into_iter().collect()),
+            location: location.map(|(lat, lon)| {
+                [("latitude", lat), ("longitude", lon)]
+                    .into_iter()
+                    .collect()
+            }),
+        };
+        writer
+            .insert(net.parse::<ipnet::IpNet>().unwrap(), &entry)
+            .unwrap();
+    }
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), writer.to_bytes().unwrap()).unwrap();
+    file
+}
+
+#[tokio::test]
+async fn mmdb_database_places_clients_by_country_continent_and_coordinates() {
+    let db = mmdb_fixture();
+    let mut config = dev_config();
+    config.geo.mmdb = Some(db.path().to_path_buf());
+    config.geo.countries = [("DE".to_string(), "eu".to_string())].into_iter().collect();
+    config.geo.continents = [("NA".to_string(), "us".to_string())].into_iter().collect();
+    config.geo.regions = [
+        (
+            "us".to_string(),
+            dns::RegionLocation {
+                lat: 39.0,
+                lon: -77.5,
+            },
+        ),
+        (
+            "eu".to_string(),
+            dns::RegionLocation {
+                lat: 50.1,
+                lon: 8.7,
+            },
+        ),
+        (
+            "ap".to_string(),
+            dns::RegionLocation {
+                lat: 1.35,
+                lon: 103.8,
+            },
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let mut view = dev_view();
+    let (name, ap) = cluster("ap-south", "ap", "127.0.1.3");
+    view.clusters.insert(name.clone(), ap);
+    view.hostnames.values_mut().for_each(|policy| {
+        policy.targets.push(HostnameTarget {
+            cluster: name.clone(),
+            weight: 1,
+        })
+    });
+    let server = start(config, view).await;
+    let client = Client::new(server.handle.local_addr()).await;
+    // (subnet, expected address, expected ECS scope = the database network's prefix)
+    let table = [
+        ("85.214.1.0/24", "127.0.1.2", 15), // country DE → eu
+        ("8.8.8.0/24", "127.0.1.1", 24),    // continent NA → us
+        ("1.1.1.0/24", "127.0.1.3", 24),    // coordinates → nearest region ap
+    ];
+    for (id, (subnet, expected, scope)) in table.into_iter().enumerate() {
+        let response = client
+            .ask(&query(APP, RecordType::A, id as u16, Some(ecs(subnet))))
+            .await;
+        assert_eq!(addresses(&response), [ip(expected)], "{subnet}");
+        assert_eq!(ecs_scope(&response), Some(scope), "{subnet}: scope");
+    }
+    server.handle.shutdown().await;
+}
+
 #[tokio::test]
 async fn bad_config_is_rejected_with_the_field_name() {
     let mut config = dev_config();

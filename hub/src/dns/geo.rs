@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use meridian_proto::model::Region;
 
@@ -53,6 +54,7 @@ pub(crate) struct GeoMap {
     mmdb: Option<maxminddb::Reader<Vec<u8>>>,
     countries: HashMap<[u8; 2], RegionId>,
     continents: HashMap<[u8; 2], RegionId>,
+    placements: Box<[AtomicU64]>,
 }
 
 /// What we read from a database record: GeoIP2 paths, plus the flat `country_code` some free
@@ -133,6 +135,7 @@ impl GeoMap {
             mmdb,
             countries: HashMap::new(),
             continents: HashMap::new(),
+            placements: (0..PLACEMENT_SLOTS).map(|_| AtomicU64::new(0)).collect(),
         };
         // Coordinates first so that ids are stable and nearest-region search covers them all.
         for (region, location) in &geo.regions {
@@ -206,15 +209,37 @@ impl GeoMap {
             .map(|network| network.prefix())
             .unwrap_or(bits.len() as u8 * 8);
         let scope = trie_scope.max(db_scope);
-        let (region, source) = match result.decode::<GeoRecord<'_>>() {
-            Ok(Some(record)) => self.place(&record),
-            _ => (None, GeoSource::Unknown),
+        let (region, source) = match result.offset() {
+            Some(offset) => self.place_cached(offset, || match result.decode::<GeoRecord<'_>>() {
+                Ok(Some(record)) => self.place(&record),
+                _ => (None, GeoSource::Unknown),
+            }),
+            None => (None, GeoSource::Unknown),
         };
         Located {
             region,
             scope,
             source,
         }
+    }
+
+    /// The placement of the database record at `offset`, decoded once and then served from a
+    /// lock-free direct-mapped cache: databases share one record between all networks of a
+    /// country, so a few hundred entries cover every client.
+    fn place_cached(
+        &self,
+        offset: usize,
+        decode: impl FnOnce() -> (Option<RegionId>, GeoSource),
+    ) -> (Option<RegionId>, GeoSource) {
+        let offset = offset as u64 & OFFSET_MASK;
+        let slot = &self.placements[(offset as usize) % PLACEMENT_SLOTS];
+        let cached = slot.load(Ordering::Relaxed);
+        if cached & VALID != 0 && cached & OFFSET_MASK == offset {
+            return unpack_placement(cached);
+        }
+        let placed = decode();
+        slot.store(pack_placement(offset, placed), Ordering::Relaxed);
+        placed
     }
 
     fn place(&self, record: &GeoRecord<'_>) -> (Option<RegionId>, GeoSource) {
@@ -262,6 +287,37 @@ impl GeoMap {
         self.region_ids.insert(region.clone(), id);
         Ok(id)
     }
+}
+
+const PLACEMENT_SLOTS: usize = 1024;
+const OFFSET_MASK: u64 = (1 << 40) - 1;
+const VALID: u64 = 1 << 63;
+const NO_REGION: u64 = 0xFFFF;
+
+/// Packs `[valid:1][source:3][region:16][offset:40]`.
+fn pack_placement(offset: u64, (region, source): (Option<RegionId>, GeoSource)) -> u64 {
+    let region = region.map_or(NO_REGION, u64::from);
+    let source = match source {
+        GeoSource::Network => 0,
+        GeoSource::Country => 1,
+        GeoSource::Continent => 2,
+        GeoSource::Coordinates => 3,
+        GeoSource::Unknown => 4,
+    };
+    VALID | source << 56 | region << 40 | offset
+}
+
+fn unpack_placement(packed: u64) -> (Option<RegionId>, GeoSource) {
+    let region = (packed >> 40) & 0xFFFF;
+    let source = match (packed >> 56) & 0x7 {
+        0 => GeoSource::Network,
+        1 => GeoSource::Country,
+        2 => GeoSource::Continent,
+        3 => GeoSource::Coordinates,
+        _ => GeoSource::Unknown,
+    };
+    let region = (region != NO_REGION).then_some(region as RegionId);
+    (region, source)
 }
 
 /// Great-circle distance in kilometres (haversine).

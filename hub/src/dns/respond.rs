@@ -225,6 +225,7 @@ impl<'s> Answerer<'s, '_> {
     fn answer(&mut self, zone_index: usize, qname: &LowerName, qtype: RecordType) {
         let mut name = qname.clone();
         let mut zone_index = zone_index;
+        let mut followed: Vec<LowerName> = Vec::new();
         for _ in 0..MAX_CNAME_CHAIN {
             let Some(node) = self.snapshot.names.get(&name) else {
                 self.deny(zone_index, &name, Outcome::NxDomain, qtype);
@@ -239,6 +240,11 @@ impl<'s> Answerer<'s, '_> {
                     return;
                 };
                 let target = LowerName::new(&target.0);
+                if target == *qname || followed.contains(&target) {
+                    // A loop: stop after sending each alias once; the resolver sees the cycle.
+                    return;
+                }
+                followed.push(target.clone());
                 match self.snapshot.zone_for(&target) {
                     Some(next_zone) => {
                         zone_index = next_zone;

@@ -731,6 +731,63 @@ fn config_parses_from_json_with_defaults_and_rejects_unknown_fields() {
     assert!(error.contains("lissen"), "{error}");
 }
 
+/// The example in the report and the hub's config documentation.
+const EXAMPLE_YAML: &str = r#"
+listen: 0.0.0.0:53
+udp_sockets: 2
+max_udp_payload: 1232
+unstable_ttl: 5
+stable_after_secs: 120
+zones:
+  - origin: demo.meridian.test
+    ttl: 3600
+    dnssec: true
+    nameservers:
+      - name: ns1.demo.meridian.test
+        addresses: [192.0.2.53, "2001:db8::53"]
+      - name: ns2.example.net
+    soa:
+      rname: hostmaster@example.net
+      refresh: 3600
+      retry: 600
+      expire: 604800
+      minimum: 60
+geo:
+  mmdb: /var/lib/meridian/GeoLite2-City.mmdb
+  networks:
+    203.0.113.0/24: us
+    198.51.100.0/24: eu
+  countries:
+    GB: eu
+    CA: us
+  continents:
+    EU: eu
+    AF: eu
+    NA: us
+    SA: us
+    AS: ap
+    OC: ap
+  regions:
+    us: { lat: 39.0, lon: -77.5 }
+    eu: { lat: 50.1, lon: 8.7 }
+    ap: { lat: 1.35, lon: 103.8 }
+rate_limit:
+  responses_per_second: 1000
+  slip: 2
+  exempt: [127.0.0.0/8, "::1/128"]
+"#;
+
+#[test]
+fn config_parses_from_yaml() {
+    let config: DnsConfig = serde_saphyr::from_str(EXAMPLE_YAML).unwrap();
+    config.validate().unwrap();
+    assert_eq!(config.zones[0].nameservers.len(), 2);
+    assert_eq!(config.geo.continents.len(), 6);
+    let checked = config.checked().unwrap();
+    assert_eq!(checked.zones[0].rname.as_str(), "hostmaster.example.net");
+    assert_eq!(checked.zones[0].mname.as_str(), "ns1.demo.meridian.test");
+}
+
 // === request path on raw packets ===
 
 fn query_packet(name: &str, rtype: RecordType, edns: Option<Edns>) -> Vec<u8> {
@@ -862,6 +919,21 @@ fn dns_correctness_table() {
             name: fqdn(&format!("deep.sub.{ZONE}")),
             ttl: 60,
             data: RecordData::Txt(vec!["x".into()]),
+        },
+        DnsRecord {
+            name: fqdn(&format!("loop1.{ZONE}")),
+            ttl: 60,
+            data: RecordData::Cname(fqdn(&format!("loop2.{ZONE}"))),
+        },
+        DnsRecord {
+            name: fqdn(&format!("loop2.{ZONE}")),
+            ttl: 60,
+            data: RecordData::Cname(fqdn(&format!("loop1.{ZONE}"))),
+        },
+        DnsRecord {
+            name: fqdn(&format!("dangling.{ZONE}")),
+            ttl: 60,
+            data: RecordData::Cname(fqdn(&format!("gone.{ZONE}"))),
         },
     ];
     let (snapshot, geo) = build(&dev_config(), &view);
