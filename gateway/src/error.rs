@@ -14,6 +14,9 @@ pub enum GatewayError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The serving threads could not be started.
+    #[error("starting the serving threads: {0}")]
+    Shards(std::io::Error),
     /// The gateway task is gone (it panicked or was shut down).
     #[error("the gateway has shut down")]
     Closed,

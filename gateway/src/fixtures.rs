@@ -196,6 +196,7 @@ pub(crate) fn compile_config(config: &GatewayConfig) -> Result<CompiledConfig, C
         pool_settings: PoolSettings {
             max_idle: 8,
             connect_timeout: Duration::from_secs(1),
+            shards: 1,
         },
         default_backoff: Duration::from_millis(1),
     };

@@ -29,6 +29,9 @@ pub struct GatewayOptions {
     pub connect_timeout: Duration,
     /// Minimum wait between retries when a route's retry stanza sets no backoff.
     pub default_retry_backoff: Duration,
+    /// Serving threads (shards), each with its own event loop and a `SO_REUSEPORT` socket per
+    /// port; 0 means one per available CPU.
+    pub worker_threads: usize,
 }
 
 // === impl GatewayOptions ===
@@ -47,6 +50,7 @@ impl GatewayOptions {
             max_idle_per_endpoint: 1024,
             connect_timeout: Duration::from_secs(5),
             default_retry_backoff: Duration::from_millis(25),
+            worker_threads: 0,
         }
     }
 }

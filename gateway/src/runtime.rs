@@ -22,9 +22,11 @@ use crate::error::{ConfigError, GatewayError};
 use crate::metrics::{GatewayMetrics, ResultLabels};
 use crate::options::GatewayOptions;
 use crate::proxy::server::{BoundPort, PortState, Shared, bind};
+use crate::proxy::shards::Shards;
 use crate::route::compile::{CompileContext, ConfigSummary, PoolMap, compile};
 
-/// A running gateway. Cheap to clone; every clone controls the same gateway.
+/// A running gateway. Cheap to clone; every clone controls the same gateway. When the last
+/// clone is dropped the gateway stops at once (call [`GatewayHandle::shutdown`] to drain).
 #[derive(Debug, Clone)]
 pub struct GatewayHandle {
     tx: mpsc::Sender<Msg>,
@@ -75,6 +77,11 @@ pub async fn spawn(
             addr: options.admin_addr,
             source,
         })?;
+    let n_shards = match options.worker_threads {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        n => n,
+    };
+    let shards = Shards::start(n_shards).map_err(GatewayError::Shards)?;
     let (status_tx, status_rx) = watch::channel(Status::default());
     let (tx, rx) = mpsc::channel(16);
     let admin_task = tokio::spawn(admin::serve(
@@ -92,7 +99,9 @@ pub async fn spawn(
         pool_settings: PoolSettings {
             max_idle: options.max_idle_per_endpoint,
             connect_timeout: options.connect_timeout,
+            shards: shards.len(),
         },
+        shards: Some(shards),
     };
     tokio::spawn(runtime.run(rx, admin_task));
     info!(admin = %admin_addr, instance = %options.instance, "gateway started");
@@ -116,6 +125,7 @@ pub fn check_config(config: &GatewayConfig) -> Result<usize, ConfigError> {
         pool_settings: PoolSettings {
             max_idle: 0,
             connect_timeout: std::time::Duration::from_secs(1),
+            shards: 1,
         },
         default_backoff: std::time::Duration::ZERO,
     };
@@ -177,6 +187,8 @@ struct Runtime {
     pools: PoolMap,
     status: watch::Sender<Status>,
     pool_settings: PoolSettings,
+    /// The serving threads; dropped (stopped) after the final drain.
+    shards: Option<Shards>,
 }
 
 impl Runtime {
@@ -215,6 +227,7 @@ impl Runtime {
                         drains.push(port.drain(timeout));
                     }
                     futures::future::join_all(drains).await;
+                    self.shards = None;
                     admin_task.abort();
                     info!("gateway stopped");
                     let _ = reply.send(());
@@ -239,7 +252,7 @@ impl Runtime {
             if self.ports.contains_key(port) {
                 continue;
             }
-            match bind(&plan.bind).await {
+            match bind(&plan.bind, self.pool_settings.shards).await {
                 Ok(listeners) => {
                     fresh.insert(*port, listeners);
                 }
@@ -272,7 +285,7 @@ impl Runtime {
             bound.close().await;
             tokio::spawn(bound.drain(timeout));
             if let Some(plan) = compiled.ports.get(&port) {
-                match bind(&plan.bind).await {
+                match bind(&plan.bind, self.pool_settings.shards).await {
                     Ok(listeners) => {
                         fresh.insert(port, listeners);
                     }
@@ -292,7 +305,8 @@ impl Runtime {
                 bound.state.table.store(plan.table);
             } else if let Some(listeners) = fresh.remove(&port) {
                 let state = Arc::new(PortState::new(plan.table, &self.metrics));
-                let bound = BoundPort::start(listeners, state, plan.kind, &self.shared);
+                let Some(shards) = &self.shards else { continue };
+                let bound = BoundPort::start(shards, listeners, state, plan.kind, &self.shared);
                 info!(port, addrs = ?bound.addrs, listeners = ?plan.listener_names, "listening");
                 self.ports.insert(port, bound);
             }

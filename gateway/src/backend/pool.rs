@@ -16,6 +16,7 @@ use meridian_proto::model::gateway::AppProtocol;
 use tokio::net::TcpStream;
 
 use crate::proxy::body::{ProxyBody, ReqBody};
+use crate::proxy::shards;
 
 /// Connections to one backend endpoint.
 #[derive(Debug)]
@@ -25,8 +26,11 @@ pub(crate) struct EndpointPool {
     /// How to talk to it.
     pub(crate) protocol: AppProtocol,
     settings: PoolSettings,
-    idle: Mutex<Vec<http1::SendRequest<ReqBody>>>,
-    h2: Mutex<Option<http2::SendRequest<ReqBody>>>,
+    /// Idle HTTP/1.1 connections, one stack per shard: a connection's task runs on the shard
+    /// that opened it, so it is only ever reused there.
+    idle: Box<[Mutex<Vec<http1::SendRequest<ReqBody>>>]>,
+    /// The shared HTTP/2 connection, one per shard.
+    h2: Box<[Mutex<Option<http2::SendRequest<ReqBody>>>]>,
 }
 
 /// Pool limits.
@@ -36,6 +40,8 @@ pub(crate) struct PoolSettings {
     pub(crate) max_idle: usize,
     /// TCP connect timeout.
     pub(crate) connect_timeout: Duration,
+    /// Number of serving shards (one idle stack each).
+    pub(crate) shards: usize,
 }
 
 /// A keep-alive connection on its way back to the pool once its response body ends.
@@ -81,8 +87,12 @@ impl EndpointPool {
             addr,
             protocol,
             settings,
-            idle: Mutex::new(Vec::new()),
-            h2: Mutex::new(None),
+            idle: (0..settings.shards.max(1))
+                .map(|_| Mutex::new(Vec::new()))
+                .collect(),
+            h2: (0..settings.shards.max(1))
+                .map(|_| Mutex::new(None))
+                .collect(),
         }
     }
 
@@ -169,8 +179,12 @@ impl EndpointPool {
         }
     }
 
+    fn idle_stack(&self) -> &Mutex<Vec<http1::SendRequest<ReqBody>>> {
+        &self.idle[shards::current() % self.idle.len()]
+    }
+
     fn pop_idle(&self) -> Option<http1::SendRequest<ReqBody>> {
-        match self.idle.lock() {
+        match self.idle_stack().lock() {
             Ok(mut idle) => idle.pop(),
             Err(poisoned) => poisoned.into_inner().pop(),
         }
@@ -180,7 +194,7 @@ impl EndpointPool {
         if sender.is_closed() {
             return;
         }
-        let mut idle = match self.idle.lock() {
+        let mut idle = match self.idle_stack().lock() {
             Ok(idle) => idle,
             Err(poisoned) => poisoned.into_inner(),
         };
@@ -194,7 +208,7 @@ impl EndpointPool {
         request: Request<ReqBody>,
     ) -> Result<Response<ProxyBody>, UpstreamError> {
         let shared = {
-            let guard = match self.h2.lock() {
+            let guard = match self.h2[shards::current() % self.h2.len()].lock() {
                 Ok(guard) => guard,
                 Err(poisoned) => poisoned.into_inner(),
             };
@@ -210,7 +224,7 @@ impl EndpointPool {
                 tokio::spawn(async move {
                     let _ = conn.await;
                 });
-                let mut guard = match self.h2.lock() {
+                let mut guard = match self.h2[shards::current() % self.h2.len()].lock() {
                     Ok(guard) => guard,
                     Err(poisoned) => poisoned.into_inner(),
                 };

@@ -23,3 +23,4 @@ pub(crate) mod forward;
 pub(crate) mod handler;
 pub(crate) mod passthrough;
 pub(crate) mod server;
+pub(crate) mod shards;

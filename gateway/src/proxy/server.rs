@@ -23,6 +23,7 @@ use tracing::{debug, warn};
 
 use super::handler;
 use super::passthrough;
+use super::shards::Shards;
 use crate::metrics::{GatewayMetrics, PortLabels};
 use crate::options::GatewayOptions;
 use crate::route::{PortKind, PortTable};
@@ -120,21 +121,31 @@ impl PortState {
     }
 }
 
-/// Binds every address of a port; on failure, nothing stays bound.
+/// Binds every address of a port once per shard (with `SO_REUSEPORT` when there are several
+/// shards); on failure, nothing stays bound.
 pub(crate) async fn bind(
     addrs: &[SocketAddr],
-) -> Result<Vec<TcpListener>, (SocketAddr, std::io::Error)> {
-    let mut listeners = Vec::with_capacity(addrs.len());
+    n_shards: usize,
+) -> Result<Vec<std::net::TcpListener>, (SocketAddr, std::io::Error)> {
+    let mut listeners = Vec::with_capacity(addrs.len() * n_shards);
     for addr in addrs {
-        let socket = match addr {
-            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
-            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        for _ in 0..n_shards.max(1) {
+            let socket = match addr {
+                SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+                SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+            }
+            .map_err(|e| (*addr, e))?;
+            // Allows re-binding right after a previous listener on the port closed.
+            socket.set_reuseaddr(true).map_err(|e| (*addr, e))?;
+            if n_shards > 1 {
+                // One socket per shard; still fails when another process holds the port.
+                socket.set_reuseport(true).map_err(|e| (*addr, e))?;
+            }
+            socket.bind(*addr).map_err(|e| (*addr, e))?;
+            let listener = socket.listen(4096).map_err(|e| (*addr, e))?;
+            // Re-registered on its shard's event loop in `BoundPort::start`.
+            listeners.push(listener.into_std().map_err(|e| (*addr, e))?);
         }
-        .map_err(|e| (*addr, e))?;
-        // Allows re-binding right after a previous listener on the port closed.
-        socket.set_reuseaddr(true).map_err(|e| (*addr, e))?;
-        socket.bind(*addr).map_err(|e| (*addr, e))?;
-        listeners.push(socket.listen(4096).map_err(|e| (*addr, e))?);
     }
     Ok(listeners)
 }
@@ -142,25 +153,34 @@ pub(crate) async fn bind(
 // === impl BoundPort ===
 
 impl BoundPort {
-    /// Starts accept loops over already-bound listeners.
+    /// Starts accept loops over already-bound listeners, socket `i` on shard `i`.
     pub(crate) fn start(
-        listeners: Vec<TcpListener>,
+        shards: &Shards,
+        listeners: Vec<std::net::TcpListener>,
         state: Arc<PortState>,
         kind: PortKind,
         shared: &Arc<Shared>,
     ) -> Self {
-        let addrs = listeners
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .collect();
+        let mut addrs: Vec<SocketAddr> = Vec::new();
+        for addr in listeners.iter().filter_map(|l| l.local_addr().ok()) {
+            if !addrs.contains(&addr) {
+                addrs.push(addr);
+            }
+        }
         let accept_tasks = listeners
             .into_iter()
-            .map(|listener| {
-                tokio::spawn(accept_loop(
-                    listener,
-                    Arc::clone(&state),
-                    Arc::clone(shared),
-                ))
+            .enumerate()
+            .map(|(index, listener)| {
+                let state = Arc::clone(&state);
+                let shared = Arc::clone(shared);
+                shards.handle(index).spawn(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(listener) => accept_loop(listener, state, shared).await,
+                        Err(error) => {
+                            warn!(port = state.port, %error, "registering a listener failed")
+                        }
+                    }
+                })
             })
             .collect();
         Self {
