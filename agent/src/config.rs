@@ -71,6 +71,25 @@ pub struct HubClientConfig {
     pub connect_timeout: Duration,
     /// Limit for the `Register` call.
     pub register_timeout: Duration,
+    /// TLS towards the hub; `None`: plain text (`http://` hub URLs, development only).
+    pub tls: Option<HubTlsConfig>,
+}
+
+/// TLS towards the hub (PEM files, read when the agent starts). With it, hub URLs are
+/// `https://` (a bare `host:port` gets `https://`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HubTlsConfig {
+    /// CA certificate(s) the hub's server certificate must chain to.
+    pub ca: PathBuf,
+    /// This agent's client certificate chain; its identity (a DNS SAN or the common name)
+    /// must be the cluster name, or the hub answers PERMISSION_DENIED. Needed by hubs that
+    /// require client certificates (every hub with TLS on).
+    pub cert: Option<PathBuf>,
+    /// The private key of `cert`.
+    pub key: Option<PathBuf>,
+    /// Verify the hub's certificate against this name instead of the URL's host (for example
+    /// the hubs' peer identity `hub.meridian`, so hub certificates need no IP SANs).
+    pub server_name: Option<String>,
 }
 
 // === impl AgentConfig ===
@@ -125,6 +144,7 @@ impl Default for HubClientConfig {
             backoff_max: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(1),
             register_timeout: Duration::from_secs(2),
+            tls: None,
         }
     }
 }

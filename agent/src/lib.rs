@@ -51,7 +51,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 
-pub use config::{AgentConfig, HubClientConfig, ProbeConfig};
+pub use config::{AgentConfig, HubClientConfig, HubTlsConfig, ProbeConfig};
 pub use hub_client::HubStatus;
 /// The metrics registry type [`spawn`] takes (re-exported so callers need no direct
 /// dependency on `prometheus-client`).
@@ -77,6 +77,14 @@ pub enum AgentError {
     InvalidHubUrl {
         /// The URL as given.
         url: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The TLS files for the hub connection cannot be used.
+    #[error("hub TLS: {path}: {message}")]
+    HubTls {
+        /// The file.
+        path: PathBuf,
         /// What is wrong.
         message: String,
     },
@@ -289,15 +297,20 @@ pub async fn spawn(config: AgentConfig, mut registry: Registry) -> Result<AgentH
 }
 
 /// Builds a tonic endpoint for a hub URL (`http://host:port`; a bare `host:port` gets
-/// `http://`).
+/// `http://`, or `https://` with TLS configured).
 fn hub_endpoint(
     url: &str,
     config: &HubClientConfig,
 ) -> Result<tonic::transport::Endpoint, AgentError> {
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let full = if url.contains("://") {
         url.to_string()
     } else {
-        format!("http://{url}")
+        format!("{scheme}://{url}")
     };
     let invalid = |message: String| AgentError::InvalidHubUrl {
         url: url.to_string(),
@@ -306,13 +319,30 @@ fn hub_endpoint(
     let uri: http::Uri = full
         .parse()
         .map_err(|error: http::uri::InvalidUri| invalid(error.to_string()))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(invalid("only http:// hub URLs are supported".to_string()));
+    match (uri.scheme_str(), config.tls.is_some()) {
+        (Some("http"), false) | (Some("https"), true) => {}
+        (Some("http"), true) => {
+            return Err(invalid(
+                "an http:// URL with hub TLS configured; use https://".to_string(),
+            ));
+        }
+        (Some("https"), false) => {
+            return Err(invalid(
+                "https:// needs the hub's CA (--hub-ca); without it only http:// hub URLs are \
+                 supported"
+                    .to_string(),
+            ));
+        }
+        _ => {
+            return Err(invalid(
+                "only http:// and https:// hub URLs are supported".to_string(),
+            ));
+        }
     }
     if uri.host().is_none() {
         return Err(invalid("missing host".to_string()));
     }
-    let endpoint = tonic::transport::Endpoint::from(uri)
+    let mut endpoint = tonic::transport::Endpoint::from(uri)
         .connect_timeout(config.connect_timeout)
         .tcp_nodelay(true)
         // A hub that stops answering without closing the connection is detected in about
@@ -320,7 +350,47 @@ fn hub_endpoint(
         .http2_keep_alive_interval(Duration::from_secs(2))
         .keep_alive_timeout(Duration::from_secs(2))
         .keep_alive_while_idle(true);
+    if let Some(tls) = &config.tls {
+        endpoint = endpoint
+            .tls_config(hub_tls(tls)?)
+            .map_err(|error| invalid(error.to_string()))?;
+    }
     Ok(endpoint)
+}
+
+/// Reads the TLS files of the hub connection.
+fn hub_tls(config: &HubTlsConfig) -> Result<tonic::transport::ClientTlsConfig, AgentError> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let read = |path: &PathBuf| {
+        std::fs::read(path).map_err(|error| AgentError::HubTls {
+            path: path.clone(),
+            message: error.to_string(),
+        })
+    };
+    let ca = read(&config.ca)?;
+    if !String::from_utf8_lossy(&ca).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(AgentError::HubTls {
+            path: config.ca.clone(),
+            message: "no PEM certificate".to_string(),
+        });
+    }
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+    match (&config.cert, &config.key) {
+        (Some(cert), Some(key)) => {
+            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        (None, None) => {}
+        (Some(path), None) | (None, Some(path)) => {
+            return Err(AgentError::HubTls {
+                path: path.clone(),
+                message: "a client certificate needs both --tls-cert and --tls-key".to_string(),
+            });
+        }
+    }
+    if let Some(name) = &config.server_name {
+        tls = tls.domain_name(name.clone());
+    }
+    Ok(tls)
 }
 
 // === impl AgentHandle ===

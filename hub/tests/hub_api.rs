@@ -3,8 +3,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "hub_api/certificates.rs"]
+mod certificates;
 #[path = "hub_api/group.rs"]
 mod group;
+#[path = "hub_api/hostnames.rs"]
+mod hostnames;
+#[path = "hub_api/pki.rs"]
+mod pki;
+#[path = "hub_api/security.rs"]
+mod security;
 #[path = "hub_api/single.rs"]
 mod single;
 #[path = "hub_api/support.rs"]

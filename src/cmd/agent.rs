@@ -42,6 +42,20 @@ pub struct Args {
     /// file renamed into place).
     #[arg(long, value_name = "PATH")]
     ready_file: Option<PathBuf>,
+    /// CA certificate(s) (PEM) of the hubs' gRPC TLS; turns on TLS (hub URLs become https://).
+    #[arg(long, value_name = "FILE")]
+    hub_ca: Option<PathBuf>,
+    /// This agent's client certificate (PEM) for the hub; its DNS SAN or common name must be
+    /// the cluster name.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "hub_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "hub_ca"])]
+    tls_key: Option<PathBuf>,
+    /// Verify the hubs' certificates against this name instead of the URL's host (for
+    /// example their peer identity `hub.meridian`).
+    #[arg(long, value_name = "NAME", requires = "hub_ca")]
+    hub_server_name: Option<String>,
 }
 
 /// Runs `meridian agent` until Ctrl-C or SIGTERM.
@@ -131,6 +145,14 @@ fn build_config(args: &Args) -> anyhow::Result<AgentConfig> {
     config.admin = args.admin;
     config.state_dir = args.state_dir.clone();
     config.poll_interval = Duration::from_millis(args.poll_interval_ms);
+    if let Some(ca) = &args.hub_ca {
+        config.hub.tls = Some(meridian_agent::HubTlsConfig {
+            ca: ca.clone(),
+            cert: args.tls_cert.clone(),
+            key: args.tls_key.clone(),
+            server_name: args.hub_server_name.clone(),
+        });
+    }
     Ok(config)
 }
 
@@ -180,6 +202,33 @@ mod tests {
         );
         assert_eq!(config.listen.port(), 0);
         assert_eq!(config.state_dir, Some(PathBuf::from("/var/lib/meridian")));
+    }
+
+    #[test]
+    fn tls_flags_fill_the_hub_config() {
+        let built = config(&[
+            "--cluster",
+            "us-east",
+            "--config-dir",
+            "d",
+            "--hub",
+            "https://127.0.0.1:7001",
+            "--hub-ca",
+            "ca.pem",
+            "--tls-cert",
+            "us-east.pem",
+            "--tls-key",
+            "us-east.key",
+            "--hub-server-name",
+            "hub.meridian",
+        ])
+        .unwrap();
+        let tls = built.hub.tls.unwrap();
+        assert_eq!(tls.ca, PathBuf::from("ca.pem"));
+        assert_eq!(tls.cert, Some(PathBuf::from("us-east.pem")));
+        assert_eq!(tls.server_name.as_deref(), Some("hub.meridian"));
+        // A client certificate without the CA is refused by the parser.
+        assert!(config(&["--config-dir", "d", "--tls-cert", "a", "--tls-key", "b"]).is_err());
     }
 
     #[test]

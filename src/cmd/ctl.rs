@@ -27,9 +27,13 @@ pub struct Args {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table, global = true)]
     output: Output,
-    /// Who you are, for the audit log (sent as X-Meridian-Actor).
+    /// Who you are, for the audit log (sent as X-Meridian-Actor; a named token's name comes
+    /// first).
     #[arg(long, env = "MERIDIAN_ACTOR", global = true)]
     actor: Option<String>,
+    /// Bearer token for a hub started with --admin-token-file.
+    #[arg(long, env = "MERIDIAN_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
     /// Read this node's applied state without a linearizable barrier (works without quorum).
     #[arg(long, global = true)]
     stale: bool,
@@ -58,15 +62,18 @@ enum Command {
     Routes,
     /// List static DNS record sets.
     Records,
-    /// Show one object as JSON: `cluster NAME`, `hostname FQDN`, `route NAMESPACE/NAME` or
-    /// `records NAME/TYPE`.
+    /// List distributed TLS certificates (names and expiry; never keys).
+    Certificates,
+    /// Show one object as JSON: `cluster NAME`, `hostname FQDN`, `route NAMESPACE/NAME`,
+    /// `certificate NAMESPACE/NAME` or `records NAME/TYPE`.
     Get {
         /// cluster, hostname or route.
         kind: String,
         /// Its name.
         name: String,
     },
-    /// Create or update the objects in YAML files (Cluster, HostnamePolicy, HTTPRoute).
+    /// Create or update the objects in YAML files (Cluster, HostnamePolicy, DnsRecordSet,
+    /// HTTPRoute, and `kubernetes.io/tls` Secrets).
     Apply {
         /// Files with one or more YAML documents; `-` reads standard input.
         #[arg(short = 'f', long = "file", required = true)]
@@ -170,6 +177,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Command::Hostnames => hostnames(&client, args.output).await,
         Command::Routes => routes(&client, args.output).await,
         Command::Records => records(&client, args.output).await,
+        Command::Certificates => certificates(&client, args.output).await,
         Command::Get { kind, name } => {
             let path = object_path(kind, name)?;
             print_json(&client.get(&path).await?);
@@ -233,6 +241,7 @@ struct Client {
     http: reqwest::Client,
     base: String,
     actor: Option<String>,
+    token: Option<String>,
     stale: bool,
 }
 
@@ -252,6 +261,7 @@ impl Client {
             http,
             base,
             actor: args.actor.clone(),
+            token: args.token.clone().filter(|t| !t.trim().is_empty()),
             stale: args.stale,
         })
     }
@@ -268,6 +278,10 @@ impl Client {
     async fn send(&self, request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Value> {
         let request = match &self.actor {
             Some(actor) => request.header("x-meridian-actor", actor),
+            None => request,
+        };
+        let request = match &self.token {
+            Some(token) => request.bearer_auth(token.trim()),
             None => request,
         };
         let response = request
@@ -287,6 +301,11 @@ impl Client {
             .ok()
             .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
             .unwrap_or_else(|| text.trim().to_string());
+        if status == reqwest::StatusCode::UNAUTHORIZED && self.token.is_none() {
+            return Err(anyhow!(
+                "{what}: {status}: {message} (give a token with --token or MERIDIAN_TOKEN)"
+            ));
+        }
         Err(anyhow!("{what}: {status}: {message}"))
     }
 
@@ -354,7 +373,15 @@ fn object_path(kind: &str, name: &str) -> anyhow::Result<String> {
                 .with_context(|| format!("records {name:?}: expected NAME/TYPE"))?;
             format!("/v1/records/{owner}/{}", rtype.to_ascii_uppercase())
         }
-        other => bail!("unknown kind {other:?}: expected cluster, hostname, route or records"),
+        "certificate" | "certificates" | "cert" => {
+            let (namespace, name) = name
+                .split_once('/')
+                .with_context(|| format!("certificate {name:?}: expected NAMESPACE/NAME"))?;
+            format!("/v1/certificates/{namespace}/{name}")
+        }
+        other => bail!(
+            "unknown kind {other:?}: expected cluster, hostname, route, certificate or records"
+        ),
     })
 }
 
@@ -417,6 +444,7 @@ fn cluster_table(clusters: &[Value]) -> Table {
         "DRAINED",
         "ADDRESSES",
         "REPORTED",
+        "NOT SERVING",
         "REASON",
     ]);
     for cluster in clusters {
@@ -436,10 +464,50 @@ fn cluster_table(clusters: &[Value]) -> Table {
             },
             list_of(cluster, "addresses"),
             list_of(cluster, "reported_addresses"),
+            not_serving(cluster),
             str_of(&health, "reason").to_string(),
         ]);
     }
     table
+}
+
+/// The hostnames a cluster cannot serve (no ready backend), comma-separated.
+fn not_serving(cluster: &Value) -> String {
+    cluster
+        .get("hostnames")
+        .and_then(Value::as_object)
+        .map(|hostnames| {
+            hostnames
+                .iter()
+                .filter(|(_, h)| h.get("serving") == Some(&Value::Bool(false)))
+                .map(|(fqdn, _)| fqdn.clone())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+async fn certificates(client: &Client, output: Output) -> anyhow::Result<()> {
+    let answer = client.get("/v1/certificates").await?;
+    if output == Output::Json {
+        print_json(&answer);
+        return Ok(());
+    }
+    let mut table = Table::new(&["NAMESPACE/NAME", "DNS NAMES", "NOT AFTER", "EXPIRED"]);
+    for cert in items(&answer, "items") {
+        table.row(vec![
+            format!("{}/{}", str_of(&cert, "namespace"), str_of(&cert, "name")),
+            list_of(&cert, "dns_names"),
+            str_of(&cert, "not_after").to_string(),
+            if cert.get("expired") == Some(&Value::Bool(true)) {
+                "yes".into()
+            } else {
+                "no".into()
+            },
+        ]);
+    }
+    print!("{table}");
+    Ok(())
 }
 
 async fn status(client: &Client, output: Output) -> anyhow::Result<()> {
@@ -774,8 +842,16 @@ mod tests {
     }
 
     async fn start_hub(dir: &std::path::Path) -> HubHandle {
+        start_hub_with(dir, None).await
+    }
+
+    async fn start_hub_with(
+        dir: &std::path::Path,
+        token_file: Option<std::path::PathBuf>,
+    ) -> HubHandle {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut config = HubConfig::new(1, dir);
+        config.admin_auth.token_file = token_file;
         config.grpc_listen = "127.0.0.1:0".parse().unwrap();
         config.admin_listen = "127.0.0.1:0".parse().unwrap();
         config.dns.listen = "127.0.0.1:0".parse().unwrap();
@@ -842,6 +918,7 @@ spec: {type: CNAME, values: [app.demo.meridian.test]}
             http: reqwest::Client::new(),
             base: format!("http://{}", hub.admin_addr()),
             actor: None,
+            token: None,
             stale: false,
         };
         let clusters = client.get("/v1/clusters").await.unwrap();
@@ -926,5 +1003,79 @@ spec: {type: CNAME, values: [app.demo.meridian.test]}
         assert!(items(&clusters, "items").is_empty());
         assert!(items(&client.get("/v1/records").await.unwrap(), "items").is_empty());
         hub.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tokens_and_tls_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::write(&tokens, "alice alice-secret-token-0123456789\n").unwrap();
+        let hub = start_hub_with(&dir.path().join("hub"), Some(tokens)).await;
+
+        // Without a token the hub refuses, and ctl says how to give one.
+        let err = ctl(&hub, &["status"]).await.unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("401") && text.contains("--token"), "{text}");
+        let err = ctl(&hub, &["--token", "wrong-token-wrong-token", "status"])
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("invalid bearer token"),
+            "{err:#}"
+        );
+        let token = ["--token", "alice-secret-token-0123456789"];
+
+        // A kubernetes.io/tls Secret is applied as a certificate; GET never shows the key.
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["*.demo.meridian.test".to_string()]).unwrap();
+        let key_pem = certified.signing_key.serialize_pem();
+        let secret = format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: demo-tls, namespace: meridian-system}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+            indent(&certified.cert.pem()),
+            indent(&key_pem)
+        );
+        let file = dir.path().join("tls.yaml");
+        std::fs::write(&file, secret).unwrap();
+        let file = file.display().to_string();
+        ctl(&hub, &[token[0], token[1], "apply", "-f", &file])
+            .await
+            .unwrap();
+        for command in ["certificates", "clusters", "status"] {
+            ctl(&hub, &[token[0], token[1], command]).await.unwrap();
+        }
+        let client = Client {
+            http: reqwest::Client::new(),
+            base: format!("http://{}", hub.admin_addr()),
+            actor: None,
+            token: Some(token[1].to_string()),
+            stale: false,
+        };
+        let cert = client
+            .get("/v1/certificates/meridian-system/demo-tls")
+            .await
+            .unwrap();
+        assert_eq!(cert["dns_names"][0], "*.demo.meridian.test");
+        let secret_line = key_pem.lines().nth(1).unwrap();
+        let list = client.get("/v1/certificates").await.unwrap();
+        assert!(!cert.to_string().contains(secret_line));
+        assert!(!list.to_string().contains(secret_line));
+        // The token's name is the audit actor.
+        let audit = client.get("/v1/audit").await.unwrap();
+        assert!(
+            items(&audit, "entries")
+                .iter()
+                .any(|e| e["actor"] == "alice"
+                    && e["action"] == "put certificate meridian-system/demo-tls"),
+            "{audit}"
+        );
+        ctl(&hub, &[token[0], token[1], "delete", "-f", &file])
+            .await
+            .unwrap();
+        assert!(items(&client.get("/v1/certificates").await.unwrap(), "items").is_empty());
+        hub.shutdown().await;
+    }
+
+    fn indent(pem: &str) -> String {
+        pem.lines().map(|l| format!("    {l}\n")).collect()
     }
 }

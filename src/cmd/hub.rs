@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
+use meridian_hub::config::{DEFAULT_PEER_IDENTITY, GrpcTlsConfig};
 use meridian_hub::dns::{NameserverConfig, ZoneConfig};
 use meridian_hub::{Hub, HubConfig};
 
@@ -62,6 +63,28 @@ pub struct Args {
     /// Reports missed before a cluster is unhealthy.
     #[arg(long, value_name = "N")]
     missed_reports: Option<u32>,
+    /// Admin API bearer tokens: one per line, `TOKEN` or `NAME TOKEN` (NAME is the audit
+    /// actor). Without it the admin API is open and may only listen on loopback.
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// Allow an admin API without tokens on a non-loopback address (anyone who reaches it can
+    /// change everything).
+    #[arg(long)]
+    insecure_admin: bool,
+    /// This node's TLS certificate chain (PEM) for gRPC: served to agents and peers and
+    /// presented to peers. With --tls-key and --tls-ca it turns on mutual TLS.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_ca"])]
+    tls_key: Option<PathBuf>,
+    /// CA certificate(s) (PEM) that agents' and peers' client certificates must chain to.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+    /// The identity (DNS SAN or CN) hub nodes' certificates carry; hub-to-hub calls require it
+    /// and peers verify each other against it. Must contain a dot.
+    #[arg(long, value_name = "NAME")]
+    tls_peer_name: Option<String>,
     /// Once serving, write `{"admin":..,"grpc":..,"dns":..,"pid":..,"node_id":..}` here
     /// (atomically: a temporary file renamed into place).
     #[arg(long, value_name = "PATH")]
@@ -203,6 +226,28 @@ fn build_config(args: &Args) -> anyhow::Result<HubConfig> {
     if let Some(n) = args.missed_reports {
         config.health.missed_reports = n;
     }
+    if let Some(file) = &args.admin_token_file {
+        config.admin_auth.token_file = Some(file.clone());
+    }
+    if args.insecure_admin {
+        config.admin_auth.insecure = true;
+    }
+    if let (Some(cert), Some(key), Some(ca)) = (&args.tls_cert, &args.tls_key, &args.tls_ca) {
+        config.grpc_tls = Some(GrpcTlsConfig {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+            peer_identity: DEFAULT_PEER_IDENTITY.to_string(),
+        });
+    }
+    if let Some(name) = &args.tls_peer_name {
+        let Some(tls) = config.grpc_tls.as_mut() else {
+            bail!(
+                "--tls-peer-name needs TLS (--tls-cert, --tls-key and --tls-ca, or grpc_tls in --config)"
+            );
+        };
+        tls.peer_identity = name.clone();
+    }
     config.validate()?;
     Ok(config)
 }
@@ -294,6 +339,59 @@ mod tests {
         assert!(config.dns.zones[0].dnssec);
         assert_eq!(config.dns.zones[0].nameservers.len(), 1);
         assert_eq!(config.dns.geo.networks["203.0.113.0/24"], "us");
+    }
+
+    #[test]
+    fn security_flags_fill_the_config() {
+        let built = config(&[
+            "--id",
+            "1",
+            "--data-dir",
+            "/tmp/h1",
+            "--admin",
+            "0.0.0.0:4001",
+            "--admin-token-file",
+            "/etc/meridian/tokens",
+            "--tls-cert",
+            "hub.pem",
+            "--tls-key",
+            "hub.key",
+            "--tls-ca",
+            "ca.pem",
+            "--tls-peer-name",
+            "hubs.example.com",
+        ])
+        .unwrap();
+        let tls = built.grpc_tls.unwrap();
+        assert_eq!(tls.ca, PathBuf::from("ca.pem"));
+        assert_eq!(tls.peer_identity, "hubs.example.com");
+        assert_eq!(
+            built.admin_auth.token_file,
+            Some(PathBuf::from("/etc/meridian/tokens"))
+        );
+        // Without tokens a public admin address needs --insecure-admin.
+        let err = config(&["--id", "1", "--data-dir", "/x", "--admin", "0.0.0.0:4001"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--insecure-admin"), "{err}");
+        assert!(
+            config(&[
+                "--id",
+                "1",
+                "--data-dir",
+                "/x",
+                "--admin",
+                "0.0.0.0:4001",
+                "--insecure-admin"
+            ])
+            .is_ok()
+        );
+        // TLS flags come together.
+        assert!(config(&["--id", "1", "--data-dir", "/x", "--tls-cert", "a.pem"]).is_err());
+        let err = config(&["--id", "1", "--data-dir", "/x", "--tls-peer-name", "a.b"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs TLS"), "{err}");
     }
 
     #[test]

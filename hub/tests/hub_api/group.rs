@@ -190,8 +190,11 @@ async fn a_wiped_node_catches_up_through_a_snapshot() {
         .and_then(|l| l.split_whitespace().last())
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0);
-    assert!(installed >= 1.0, "no snapshot installed:
-{metrics}");
+    assert!(
+        installed >= 1.0,
+        "no snapshot installed:
+{metrics}"
+    );
     // The audit log came with the snapshot.
     let audit = rejoined.get_ok("/v1/audit?stale=true&limit=1000").await;
     assert!(

@@ -65,8 +65,12 @@ pub async fn single(dir: &Path) -> HubHandle {
     hub
 }
 
+/// Changes a node's config before it starts (`Group::start_with`).
+type Tweak = Box<dyn Fn(u64, &mut HubConfig) + Send + Sync>;
+
 /// A group of hubs on pre-bound gRPC ports.
 pub struct Group {
+    tweak: Tweak,
     /// Node id → running node (absent while stopped).
     pub nodes: BTreeMap<u64, HubHandle>,
     /// Node id → data directory.
@@ -79,6 +83,14 @@ pub struct Group {
 impl Group {
     /// Starts `n` nodes that bootstrap one Raft group.
     pub async fn start(n: u64) -> Self {
+        Self::start_with(n, |_, _| {}).await
+    }
+
+    /// Starts `n` nodes, changing each node's config with `tweak(id, config)` first.
+    pub async fn start_with(
+        n: u64,
+        tweak: impl Fn(u64, &mut HubConfig) + Send + Sync + 'static,
+    ) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let root = tempfile::tempdir().unwrap();
         let mut listeners = BTreeMap::new();
@@ -89,6 +101,7 @@ impl Group {
             listeners.insert(id, listener);
         }
         let mut group = Self {
+            tweak: Box::new(tweak),
             nodes: BTreeMap::new(),
             dirs: (1..=n)
                 .map(|id| (id, root.path().join(format!("hub-{id}"))))
@@ -116,6 +129,7 @@ impl Group {
         config.grpc_listen = self.members[&id];
         // Snapshot often, so lagging and wiped nodes catch up through snapshots.
         config.raft.snapshot_threshold = Some(8);
+        (self.tweak)(id, &mut config);
         let listeners = HubListeners {
             grpc: listener,
             admin: None,
@@ -184,6 +198,7 @@ pub async fn wait_leader(nodes: &[&HubHandle]) -> u64 {
 pub struct Admin {
     http: reqwest::Client,
     base: String,
+    token: Option<String>,
 }
 
 impl Admin {
@@ -193,10 +208,23 @@ impl Admin {
         Self {
             http: reqwest::Client::new(),
             base: format!("http://{}", hub.admin_addr()),
+            token: None,
+        }
+    }
+
+    /// The same client, sending `Authorization: Bearer <token>`.
+    pub fn with_token(&self, token: &str) -> Self {
+        Self {
+            token: Some(token.to_string()),
+            ..self.clone()
         }
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        let request = match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
@@ -313,6 +341,26 @@ impl Agent {
         }
     }
 
+    /// Connects over TLS (`https://127.0.0.1:PORT`) with `tls`.
+    pub async fn connect_tls(
+        hub: &HubHandle,
+        cluster: &str,
+        tls: tonic::transport::ClientTlsConfig,
+    ) -> Result<Self, tonic::transport::Error> {
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("https://{}", hub.grpc_addr()))?
+                .tls_config(tls)?
+                .connect()
+                .await?;
+        Ok(Self {
+            cluster: cluster.to_string(),
+            client: HubClient::new(channel),
+            outbound: None,
+            inbound: None,
+            seq: 0,
+        })
+    }
+
     /// Calls `Register` with these gateway addresses.
     pub async fn register(
         &mut self,
@@ -348,6 +396,11 @@ impl Agent {
 
     /// Sends one health report: one gateway per entry of `ready`.
     pub async fn report(&mut self, ready: &[bool]) {
+        self.report_with(ready, &[]).await;
+    }
+
+    /// Sends one health report with route hostnames: `(hostname, ready, total)` endpoints.
+    pub async fn report_with(&mut self, ready: &[bool], hostnames: &[(&str, u32, u32)]) {
         self.seq += 1;
         let report = pb::HealthReport {
             cluster: self.cluster.clone(),
@@ -366,7 +419,14 @@ impl Agent {
                     },
                 })
                 .collect(),
-            hostnames: Vec::new(),
+            hostnames: hostnames
+                .iter()
+                .map(|(hostname, ready, total)| pb::HostnameHealth {
+                    hostname: hostname.to_string(),
+                    ready_endpoints: *ready,
+                    total_endpoints: *total,
+                })
+                .collect(),
         };
         self.send(pb::agent_message::Kind::Health(report)).await;
     }

@@ -1,5 +1,6 @@
 //! Manifests `meridian ctl apply -f` understands: YAML files with one or more documents, each a
-//! Gateway API `HTTPRoute` or a Meridian `Cluster` / `HostnamePolicy` / `DnsRecordSet`
+//! Gateway API `HTTPRoute`, a Kubernetes `Secret` of type `kubernetes.io/tls` (pushed to every
+//! cluster as a certificate) or a Meridian `Cluster` / `HostnamePolicy` / `DnsRecordSet`
 //! (`apiVersion: meridian.dev/v1alpha1`), turned into admin API requests.
 //!
 //! ```yaml
@@ -22,7 +23,8 @@
 //! spec: {type: CNAME, ttl: 300, values: [app.demo.meridian.test]}
 //! ```
 
-use serde_json::Value;
+use base64::Engine as _;
+use serde_json::{Value, json};
 
 /// The API version of Meridian's own kinds.
 pub const MERIDIAN_API_VERSION: &str = "meridian.dev/v1alpha1";
@@ -49,6 +51,8 @@ pub enum Kind {
     HostnamePolicy,
     /// `meridian.dev/v1alpha1` `DnsRecordSet` (a static record set).
     DnsRecordSet,
+    /// `v1` `Secret` of type `kubernetes.io/tls` (a certificate with its key).
+    Certificate,
     /// `gateway.networking.k8s.io/v1` `HTTPRoute`.
     HttpRoute,
 }
@@ -68,6 +72,7 @@ impl Resource {
             Kind::Cluster => "cluster",
             Kind::HostnamePolicy => "hostname",
             Kind::DnsRecordSet => "records",
+            Kind::Certificate => "certificate",
             Kind::HttpRoute => "route",
         };
         format!("{kind}/{name}")
@@ -195,10 +200,60 @@ fn resource(mut document: Value, source: &str) -> Result<Resource, String> {
                 body: document,
             })
         }
+        "Secret" => {
+            if api_version != "v1" {
+                return Err(format!(
+                    "apiVersion: Secret needs \"v1\", not {api_version:?}"
+                ));
+            }
+            let namespace = string_at(&document, &["metadata", "namespace"])
+                .unwrap_or("default")
+                .to_string();
+            let body = tls_secret(&document)?;
+            Ok(Resource {
+                source,
+                kind: Kind::Certificate,
+                path: format!("/v1/certificates/{namespace}/{name}"),
+                body,
+            })
+        }
         other => Err(format!(
-            "kind: {other:?} is not one `meridian ctl` applies (Cluster, HostnamePolicy, DnsRecordSet, HTTPRoute)"
+            "kind: {other:?} is not one `meridian ctl` applies (Cluster, HostnamePolicy, DnsRecordSet, HTTPRoute, Secret)"
         )),
     }
+}
+
+/// The certificate body of a `kubernetes.io/tls` Secret: `tls.crt` and `tls.key` from
+/// `stringData` or base64 `data` (`stringData` wins, as in Kubernetes). Errors never quote the
+/// key.
+fn tls_secret(document: &Value) -> Result<Value, String> {
+    match string_at(document, &["type"]) {
+        Some("kubernetes.io/tls") => {}
+        Some(other) => {
+            return Err(format!(
+                "type: only kubernetes.io/tls Secrets are applied (certificates), not {other:?}"
+            ));
+        }
+        None => return Err("type: required (kubernetes.io/tls)".into()),
+    }
+    let field = |key: &str| -> Result<String, String> {
+        if let Some(text) = string_at(document, &["stringData", key]) {
+            return Ok(text.to_string());
+        }
+        let Some(encoded) = string_at(document, &["data", key]) else {
+            return Err(format!("data.{key}: required (or stringData.{key})"));
+        };
+        // Kubernetes tolerates line breaks inside base64 data.
+        let compact: String = encoded.chars().filter(|c| !c.is_whitespace()).collect();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(compact)
+            .map_err(|_| format!("data.{key}: not valid base64"))?;
+        String::from_utf8(bytes).map_err(|_| format!("data.{key}: not PEM text"))
+    };
+    Ok(json!({
+        "cert_chain_pem": field("tls.crt")?,
+        "private_key_pem": field("tls.key")?,
+    }))
 }
 
 #[cfg(test)]
@@ -243,6 +298,39 @@ spec: {type: cname, values: [app.demo.meridian.test]}
         assert_eq!(resources[1].body["fqdn"], "app.demo.meridian.test");
         assert_eq!(resources[2].body["region"], "us");
         assert_eq!(resources[2].label(), "cluster/us-east");
+    }
+
+    #[test]
+    fn tls_secrets_become_certificates() {
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let text = format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: demo-tls, namespace: meridian-system}}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: other}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: CERT\n  tls.key: KEY\n",
+            b64("CERT"),
+            b64("KEY")
+        );
+        let resources = parse(&text, "tls.yaml").unwrap();
+        assert_eq!(resources.len(), 2);
+        assert_eq!(
+            resources[0].path,
+            "/v1/certificates/meridian-system/demo-tls"
+        );
+        assert_eq!(resources[0].label(), "certificate/meridian-system/demo-tls");
+        assert_eq!(resources[0].body["cert_chain_pem"], "CERT");
+        assert_eq!(resources[0].body["private_key_pem"], "KEY");
+        assert_eq!(resources[1].path, "/v1/certificates/default/other");
+        assert_eq!(resources[1].body["private_key_pem"], "KEY");
+
+        let bad = "apiVersion: v1\nkind: Secret\nmetadata: {name: a}\ntype: Opaque\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: b}\ntype: kubernetes.io/tls\ndata: {tls.crt: Q0VSVA==, tls.key: '%%%secret%%%'}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: c}\ntype: kubernetes.io/tls\n";
+        let problems = parse(bad, "bad.yaml").unwrap_err();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(
+            problems[0].contains("only kubernetes.io/tls"),
+            "{problems:?}"
+        );
+        assert!(problems[1].contains("data.tls.key: not valid base64"));
+        assert!(!problems[1].contains("secret"), "never quotes the key");
+        assert!(problems[2].contains("data.tls.crt: required"));
     }
 
     #[test]
