@@ -200,32 +200,43 @@ pub(crate) async fn process(
     };
 
     prepare_headers(&mut parts.headers, ctx.remote, ctx.scheme);
-    let authority = target
-        .authority
-        .clone()
-        .or_else(|| parts.uri.authority().map(|a| a.as_str().to_string()))
-        .or_else(|| {
-            parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
-        .unwrap_or_default();
+    // Only a rewritten host, or an HTTP/2 client's :authority (no Host header), needs copying;
+    // otherwise the Host header carries it.
+    let authority = target.authority.clone().or_else(|| {
+        if parts.headers.contains_key(header::HOST) {
+            None
+        } else {
+            parts.uri.authority().map(|a| a.as_str().to_string())
+        }
+    });
     if let Some(rewritten) = &target.authority
         && let Ok(value) = HeaderValue::try_from(rewritten.as_str())
     {
         parts.headers.insert(header::HOST, value);
     }
     let path_and_query = match &target.path {
-        Some(path) => match parts.uri.query() {
-            Some(query) => format!("{path}?{query}"),
-            None => path.clone(),
-        },
+        Some(path) => {
+            let rewritten = match parts.uri.query() {
+                Some(query) => format!("{path}?{query}"),
+                None => path.clone(),
+            };
+            match PathAndQuery::try_from(rewritten) {
+                Ok(pq) => pq,
+                Err(_) => {
+                    return local(answer::failure(
+                        grpc,
+                        StatusCode::BAD_REQUEST,
+                        "the rewritten path is not a valid request target\n",
+                    ));
+                }
+            }
+        }
+        // The common case: the client's own target, shared (no copy, no re-parse).
         None => parts
             .uri
             .path_and_query()
-            .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string()),
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
     };
     let head = UpstreamHead {
         method: parts.method,
@@ -347,8 +358,9 @@ enum Payload {
 struct UpstreamHead {
     method: http::Method,
     headers: HeaderMap,
-    authority: String,
-    path_and_query: String,
+    /// A host to send when the headers carry none (rewrite, or an HTTP/2 client).
+    authority: Option<String>,
+    path_and_query: PathAndQuery,
 }
 
 impl UpstreamHead {
@@ -362,8 +374,8 @@ impl UpstreamHead {
             protocol,
             self.method.clone(),
             self.headers.clone(),
-            &self.authority,
-            &self.path_and_query,
+            self.authority.as_deref(),
+            self.path_and_query.clone(),
             body,
         )
     }
@@ -378,8 +390,8 @@ impl UpstreamHead {
             protocol,
             self.method,
             self.headers,
-            &self.authority,
-            &self.path_and_query,
+            self.authority.as_deref(),
+            self.path_and_query,
             body,
         )
     }
@@ -389,31 +401,33 @@ fn build(
     protocol: AppProtocol,
     method: http::Method,
     mut headers: HeaderMap,
-    authority: &str,
-    path_and_query: &str,
+    authority: Option<&str>,
+    path_and_query: PathAndQuery,
     body: ReqBody,
 ) -> Result<Request<ReqBody>, http::Error> {
     let (uri, version) = match protocol {
         AppProtocol::H2c => {
             // HTTP/2 carries the host in :authority; a Host header would duplicate it.
-            headers.remove(header::HOST);
+            let host = headers.remove(header::HOST);
+            let authority = authority
+                .and_then(|a| Authority::try_from(a).ok())
+                .or_else(|| host.and_then(|h| Authority::try_from(h.as_bytes()).ok()))
+                .unwrap_or_else(|| Authority::from_static("localhost"));
             let uri = Uri::builder()
                 .scheme(Scheme::HTTP)
-                .authority(
-                    Authority::try_from(authority)
-                        .unwrap_or_else(|_| Authority::from_static("localhost")),
-                )
-                .path_and_query(PathAndQuery::try_from(path_and_query)?)
+                .authority(authority)
+                .path_and_query(path_and_query)
                 .build()?;
             (uri, Version::HTTP_2)
         }
         AppProtocol::Http1 | AppProtocol::WebSocket => {
             if !headers.contains_key(header::HOST)
+                && let Some(authority) = authority
                 && let Ok(value) = HeaderValue::try_from(authority)
             {
                 headers.insert(header::HOST, value);
             }
-            (Uri::try_from(path_and_query)?, Version::HTTP_11)
+            (Uri::from(path_and_query), Version::HTTP_11)
         }
     };
     let mut request = Request::new(body);
