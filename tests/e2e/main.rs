@@ -4,7 +4,10 @@
 // Tests may panic on broken fixtures; that is how they fail.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod backend_health;
+mod certificates;
 mod conformance;
+mod security;
 mod skeleton;
 mod tidy;
 

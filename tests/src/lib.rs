@@ -19,7 +19,9 @@ pub mod dns;
 pub mod gateway;
 pub mod http;
 pub mod net;
+pub mod pki;
 pub mod process;
+pub mod tls;
 pub mod wait;
 
 pub use process::{Proc, ProcSpec};

@@ -22,6 +22,9 @@ pub struct DevCluster {
 pub const GATEWAY_NAMESPACE: &str = "meridian-system";
 /// See [`GATEWAY_NAMESPACE`].
 pub const GATEWAY_NAME: &str = "global";
+/// The `kubernetes.io/tls` Secret (in [`GATEWAY_NAMESPACE`]) the HTTPS listener serves; it is
+/// not in the clusters' YAML: the hub distributes it (`PUT /v1/certificates/...`).
+pub const TLS_SECRET: &str = "demo-tls";
 
 /// The two clusters the issue asks for.
 pub fn clusters() -> Vec<DevCluster> {
@@ -44,15 +47,20 @@ pub fn clusters() -> Vec<DevCluster> {
 /// Writes the cluster's Gateway API objects (what `kubectl get -o yaml` would show in a real
 /// cluster): the Gateway, the demo namespace, the `echo` Service and one EndpointSlice per demo
 /// backend (each backend listens on its own port, and EndpointSlice ports are per slice).
+/// The Gateway has an HTTP listener and an HTTPS listener for `*.{zone}` whose certificate
+/// Secret comes from the hub.
 pub fn write_config(
     dir: &Path,
     cluster: &DevCluster,
     gateway_port: u16,
+    https_port: u16,
+    zone: &str,
     backends: &[SocketAddr],
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let gateway = format!(
-        r#"# The cluster's gateway: one HTTP listener on {ip}:{port}, open to routes from every namespace.
+        r#"# The cluster's gateway: HTTP on {ip}:{port} and HTTPS on {ip}:{https_port}, open to routes
+# from every namespace. The HTTPS certificate (Secret {TLS_SECRET}) is distributed by the hub.
 apiVersion: v1
 kind: Namespace
 metadata:
@@ -72,6 +80,17 @@ spec:
     - name: http
       port: {port}
       protocol: HTTP
+      allowedRoutes:
+        namespaces:
+          from: All
+    - name: https
+      port: {https_port}
+      protocol: HTTPS
+      hostname: "*.{zone}"
+      tls:
+        mode: Terminate
+        certificateRefs:
+          - name: {TLS_SECRET}
       allowedRoutes:
         namespaces:
           from: All

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::json;
 
-use cluster::{DevCluster, GATEWAY_NAME, GATEWAY_NAMESPACE};
+use cluster::{DevCluster, GATEWAY_NAME, GATEWAY_NAMESPACE, TLS_SECRET};
 use supervisor::{Component, Supervisor};
 
 /// The demo zone.
@@ -55,6 +55,7 @@ struct HubNode {
 struct RunningCluster {
     spec: DevCluster,
     gateway: SocketAddr,
+    gateway_https: SocketAddr,
     gateway_admin: String,
     gateway_component: Arc<Component>,
     agent_component: Arc<Component>,
@@ -94,7 +95,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
 
     let dev_json = state_dir.join("dev.json");
-    write_dev_json(&dev_json, &hubs, &clusters)?;
+    write_dev_json(&dev_json, &state_dir, &hubs, &clusters)?;
     print_guide(&state_dir, &hubs, &clusters, started.elapsed());
     if let Some(ready) = &args.ready_file {
         write_atomic(
@@ -109,7 +110,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tokio::select! {
             _ = shutdown_signal() => break,
             _ = pid_changes.changed() => {
-                if let Err(error) = write_dev_json(&dev_json, &hubs, &clusters) {
+                if let Err(error) = write_dev_json(&dev_json, &state_dir, &hubs, &clusters) {
                     tracing::warn!(%error, "could not update dev.json");
                 }
             }
@@ -149,6 +150,22 @@ async fn start_everything(
         &http,
         &format!("{admin}/v1/hostnames/{HOSTNAME}"),
         &json!({"ttl": 5, "targets": targets}),
+    )
+    .await?;
+    // The HTTPS listeners' certificate, distributed by the hub like in production (a
+    // self-signed one for the demo zone; its PEM is kept for `curl --cacert`).
+    let certified = rcgen::generate_simple_self_signed(vec![format!("*.{ZONE}"), ZONE.to_string()])
+        .context("generating the demo certificate")?;
+    let tls_dir = state_dir.join("tls");
+    std::fs::create_dir_all(&tls_dir)?;
+    std::fs::write(tls_dir.join("demo-tls.crt"), certified.cert.pem())?;
+    put_json(
+        &http,
+        &format!("{admin}/v1/certificates/{GATEWAY_NAMESPACE}/{TLS_SECRET}"),
+        &json!({
+            "cert_chain_pem": certified.cert.pem(),
+            "private_key_pem": certified.signing_key.serialize_pem(),
+        }),
     )
     .await?;
 
@@ -268,8 +285,16 @@ async fn start_cluster(
         backends.push((name, addr, component));
     }
     let gateway_port = free_port(spec.gateway_ip)?;
+    let https_port = free_port(spec.gateway_ip)?;
     let addrs: Vec<SocketAddr> = backends.iter().map(|(_, addr, _)| *addr).collect();
-    cluster::write_config(&dir.join("config"), &spec, gateway_port, &addrs)?;
+    cluster::write_config(
+        &dir.join("config"),
+        &spec,
+        gateway_port,
+        https_port,
+        ZONE,
+        &addrs,
+    )?;
 
     let agent_name = format!("{}-agent", spec.name);
     let (agent_component, agent_ready) = supervisor
@@ -322,6 +347,7 @@ async fn start_cluster(
         .unwrap_or_default();
     Ok(RunningCluster {
         gateway: SocketAddr::new(spec.gateway_ip, gateway_port),
+        gateway_https: SocketAddr::new(spec.gateway_ip, https_port),
         spec,
         gateway_admin,
         gateway_component,
@@ -386,15 +412,21 @@ async fn wait_until_serving(
     }
 }
 
-/// True when `GET /v1/status` lists `n` clusters, all with a healthy committed verdict.
+/// True when `GET /v1/status` lists `n` clusters, all with a healthy committed verdict and
+/// committed as serving the demo hostname (so DNS answers each region with its own cluster).
 fn all_clusters_healthy(status: &serde_json::Value, n: usize) -> bool {
     let Some(clusters) = status.get("clusters").and_then(|c| c.as_array()) else {
         return false;
     };
     clusters.len() == n
-        && clusters
-            .iter()
-            .all(|c| c.pointer("/health/verdict").and_then(|v| v.as_str()) == Some("healthy"))
+        && clusters.iter().all(|c| {
+            c.pointer("/health/verdict").and_then(|v| v.as_str()) == Some("healthy")
+                && c.get("hostnames")
+                    .and_then(|h| h.get(HOSTNAME))
+                    .and_then(|h| h.get("serving"))
+                    .and_then(|s| s.as_bool())
+                    == Some(true)
+        })
 }
 
 async fn wait_for_leader(http: &reqwest::Client, admin: &str) -> anyhow::Result<()> {
@@ -479,6 +511,7 @@ fn prepare_state_dir(dir: &Path) -> anyhow::Result<PathBuf> {
 
 fn write_dev_json(
     path: &Path,
+    state_dir: &Path,
     hubs: &[HubNode],
     clusters: &[RunningCluster],
 ) -> anyhow::Result<()> {
@@ -487,6 +520,10 @@ fn write_dev_json(
         "admin": format!("http://{}", hubs[0].admin),
         "zone": ZONE,
         "hostname": HOSTNAME,
+        "tls": {
+            "secret": format!("{GATEWAY_NAMESPACE}/{TLS_SECRET}"),
+            "certificate": state_dir.join("tls").join("demo-tls.crt"),
+        },
         "hubs": hubs.iter().map(|h| json!({
             "id": h.id,
             "pid": h.component.pid(),
@@ -499,6 +536,7 @@ fn write_dev_json(
             "region": c.spec.region,
             "client_subnet": c.spec.client_subnet,
             "gateway": c.gateway.to_string(),
+            "gateway_https": c.gateway_https.to_string(),
             "gateway_pid": c.gateway_component.pid(),
             "gateway_admin": c.gateway_admin,
             "agent_pid": c.agent_component.pid(),
@@ -544,9 +582,18 @@ fn print_guide(state_dir: &Path, hubs: &[HubNode], clusters: &[RunningCluster], 
         );
     }
     println!();
-    println!("Call the app through each cluster's gateway:");
+    println!("Call the app through each cluster's gateway, over HTTP and HTTPS (the certificate");
+    println!("is distributed by the hub):");
+    let certificate = state_dir.join("tls").join("demo-tls.crt");
     for c in clusters {
         println!("  curl -H 'Host: {HOSTNAME}' http://{}/", c.gateway);
+        println!(
+            "  curl --cacert {} --resolve {HOSTNAME}:{}:{} https://{HOSTNAME}:{}/",
+            certificate.display(),
+            c.gateway_https.port(),
+            c.gateway_https.ip(),
+            c.gateway_https.port()
+        );
     }
     if let Some(eu) = clusters.iter().find(|c| c.spec.name == "eu-west") {
         println!();
