@@ -54,6 +54,20 @@ pub struct HubConfig {
     /// Who may use the admin API.
     #[serde(default)]
     pub admin_auth: AdminAuthConfig,
+    /// HTTPS for the admin API (so bearer tokens never cross the network in the clear);
+    /// `None`: plain HTTP.
+    #[serde(default)]
+    pub admin_tls: Option<AdminTlsConfig>,
+}
+
+/// The admin API's server certificate (PEM files, read at start).
+#[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminTlsConfig {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
 }
 
 /// Mutual TLS of a hub node's gRPC traffic (PEM files, read at start).
@@ -225,6 +239,7 @@ impl HubConfig {
             raft: RaftTuning::default(),
             grpc_tls: None,
             admin_auth: AdminAuthConfig::default(),
+            admin_tls: None,
         }
     }
 

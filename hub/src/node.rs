@@ -127,6 +127,11 @@ impl Hub {
             .map(AdminTokens::load)
             .transpose()?;
         let tls = config.grpc_tls.as_ref().map(GrpcTls::load).transpose()?;
+        let admin_tls = config
+            .admin_tls
+            .as_ref()
+            .map(|t| admin::tls::server_config(&t.cert, &t.key))
+            .transpose()?;
         if tls.is_none() {
             tracing::warn!(
                 "gRPC without TLS: agents and hub peers are not authenticated (development only; \
@@ -228,7 +233,8 @@ impl Hub {
         });
         let admin_shutdown = shutdown.child_token();
         tasks.push(tokio::spawn(async move {
-            if let Err(err) = admin::serve(admin_listener, router, admin_shutdown).await {
+            if let Err(err) = admin::serve(admin_listener, admin_tls, router, admin_shutdown).await
+            {
                 tracing::error!(error = %err, "admin API failed");
             }
         }));
@@ -241,6 +247,7 @@ impl Hub {
             dns = %dns_addr,
             grpc_tls = tls.is_some(),
             admin_tokens = config.admin_auth.token_file.is_some(),
+            admin_tls = config.admin_tls.is_some(),
             "hub node serving"
         );
         Ok(HubHandle {

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use meridian_hub::config::{DEFAULT_PEER_IDENTITY, GrpcTlsConfig};
+use meridian_hub::config::{AdminTlsConfig, DEFAULT_PEER_IDENTITY, GrpcTlsConfig};
 use meridian_hub::dns::{NameserverConfig, ZoneConfig};
 use meridian_hub::{Hub, HubConfig};
 
@@ -63,6 +63,18 @@ pub struct Args {
     /// Reports missed before a cluster is unhealthy.
     #[arg(long, value_name = "N")]
     missed_reports: Option<u32>,
+    /// Authentication and TLS (boxed: it keeps the subcommand enum small).
+    #[command(flatten)]
+    security: Box<SecurityArgs>,
+    /// Once serving, write `{"admin":..,"grpc":..,"dns":..,"pid":..,"node_id":..}` here
+    /// (atomically: a temporary file renamed into place).
+    #[arg(long, value_name = "PATH")]
+    ready_file: Option<PathBuf>,
+}
+
+/// The authentication and TLS flags of `meridian hub`.
+#[derive(Debug, clap::Args)]
+struct SecurityArgs {
     /// Admin API bearer tokens: one per line, `TOKEN` or `NAME TOKEN` (NAME is the audit
     /// actor). Without it the admin API is open and may only listen on loopback.
     #[arg(long, value_name = "FILE")]
@@ -85,10 +97,12 @@ pub struct Args {
     /// and peers verify each other against it. Must contain a dot.
     #[arg(long, value_name = "NAME")]
     tls_peer_name: Option<String>,
-    /// Once serving, write `{"admin":..,"grpc":..,"dns":..,"pid":..,"node_id":..}` here
-    /// (atomically: a temporary file renamed into place).
-    #[arg(long, value_name = "PATH")]
-    ready_file: Option<PathBuf>,
+    /// Serve the admin API over HTTPS with this certificate chain (PEM).
+    #[arg(long, value_name = "FILE", requires = "admin_tls_key")]
+    admin_tls_cert: Option<PathBuf>,
+    /// The private key of --admin-tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "admin_tls_cert")]
+    admin_tls_key: Option<PathBuf>,
 }
 
 /// Runs `meridian hub` until Ctrl-C or SIGTERM.
@@ -226,13 +240,17 @@ fn build_config(args: &Args) -> anyhow::Result<HubConfig> {
     if let Some(n) = args.missed_reports {
         config.health.missed_reports = n;
     }
-    if let Some(file) = &args.admin_token_file {
+    if let Some(file) = &args.security.admin_token_file {
         config.admin_auth.token_file = Some(file.clone());
     }
-    if args.insecure_admin {
+    if args.security.insecure_admin {
         config.admin_auth.insecure = true;
     }
-    if let (Some(cert), Some(key), Some(ca)) = (&args.tls_cert, &args.tls_key, &args.tls_ca) {
+    if let (Some(cert), Some(key), Some(ca)) = (
+        &args.security.tls_cert,
+        &args.security.tls_key,
+        &args.security.tls_ca,
+    ) {
         config.grpc_tls = Some(GrpcTlsConfig {
             cert: cert.clone(),
             key: key.clone(),
@@ -240,7 +258,13 @@ fn build_config(args: &Args) -> anyhow::Result<HubConfig> {
             peer_identity: DEFAULT_PEER_IDENTITY.to_string(),
         });
     }
-    if let Some(name) = &args.tls_peer_name {
+    if let (Some(cert), Some(key)) = (&args.security.admin_tls_cert, &args.security.admin_tls_key) {
+        config.admin_tls = Some(AdminTlsConfig {
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+    }
+    if let Some(name) = &args.security.tls_peer_name {
         let Some(tls) = config.grpc_tls.as_mut() else {
             bail!(
                 "--tls-peer-name needs TLS (--tls-cert, --tls-key and --tls-ca, or grpc_tls in --config)"

@@ -152,9 +152,10 @@ impl Tracker {
         }
         if let Some(watched) = self.watched.get(&report.cluster) {
             track.hostnames.retain(|fqdn, _| watched.contains(fqdn));
+            let routes = RouteHosts::new(&report.hostnames);
             for fqdn in watched {
                 let streak = track.hostnames.entry(fqdn.clone()).or_default();
-                match can_serve(&report.hostnames, fqdn) {
+                match routes.can_serve(fqdn) {
                     Ok(why) => {
                         streak.good = streak.good.saturating_add(1);
                         streak.bad = 0;
@@ -359,43 +360,50 @@ fn assess(report: &HealthReport) -> Result<(), String> {
 /// (exact, then the longest `*.` wildcard, then `*`) must have a ready endpoint. `Ok` and `Err`
 /// both carry the explanation.
 pub fn can_serve(reported: &[HostnameHealth], fqdn: &Fqdn) -> Result<String, String> {
-    let name = fqdn.to_string();
-    let name = name.trim_end_matches('.');
-    let mut best: Option<(usize, &HostnameHealth)> = None;
-    for entry in reported {
-        let host = entry.hostname.trim_end_matches('.');
-        // Specificity: exact beats every wildcard, a longer suffix beats a shorter one, `*`
-        // matches anything and loses to all.
-        let rank = if host.eq_ignore_ascii_case(name) {
-            usize::MAX
-        } else if host == "*" {
-            0
-        } else if let Some(suffix) = host.strip_prefix("*.") {
-            let matches = name.len() > suffix.len() + 1
-                && name.as_bytes()[name.len() - suffix.len() - 1] == b'.'
-                && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix);
-            if !matches {
-                continue;
-            }
-            suffix.len() + 1
-        } else {
-            continue;
-        };
-        if best.is_none_or(|(r, _)| rank > r) {
-            best = Some((rank, entry));
+    RouteHosts::new(reported).can_serve(fqdn)
+}
+
+/// A report's route hostnames indexed by lower-case name, so judging each watched hostname
+/// costs one lookup per label rather than a scan of the report.
+struct RouteHosts<'a> {
+    by_name: HashMap<String, &'a HostnameHealth>,
+}
+
+impl<'a> RouteHosts<'a> {
+    fn new(reported: &'a [HostnameHealth]) -> Self {
+        let mut by_name = HashMap::with_capacity(reported.len());
+        for entry in reported {
+            let name = entry.hostname.trim_end_matches('.').to_ascii_lowercase();
+            by_name.entry(name).or_insert(entry);
         }
+        Self { by_name }
     }
-    let Some((_, entry)) = best else {
-        return Err(format!("no route in the cluster serves {name}"));
-    };
-    let text = format!(
-        "{} of {} backend endpoints ready (route hostname {})",
-        entry.ready_endpoints, entry.total_endpoints, entry.hostname
-    );
-    if entry.ready_endpoints > 0 {
-        Ok(text)
-    } else {
-        Err(text)
+
+    fn can_serve(&self, fqdn: &Fqdn) -> Result<String, String> {
+        let name = fqdn.to_string().trim_end_matches('.').to_ascii_lowercase();
+        // Exact, then `*.<suffix>` for ever shorter suffixes (each needs at least one label in
+        // front of it, as Gateway API wildcards do), then `*`.
+        let mut best = self.by_name.get(&name);
+        let mut rest = name.as_str();
+        while best.is_none() {
+            let Some((_, suffix)) = rest.split_once('.') else {
+                break;
+            };
+            best = self.by_name.get(&format!("*.{suffix}"));
+            rest = suffix;
+        }
+        let Some(entry) = best.or_else(|| self.by_name.get("*")) else {
+            return Err(format!("no route in the cluster serves {name}"));
+        };
+        let text = format!(
+            "{} of {} backend endpoints ready (route hostname {})",
+            entry.ready_endpoints, entry.total_endpoints, entry.hostname
+        );
+        if entry.ready_endpoints > 0 {
+            Ok(text)
+        } else {
+            Err(text)
+        }
     }
 }
 

@@ -275,3 +275,57 @@ async fn a_three_node_group_replicates_and_forwards_over_mutual_tls() {
         .await;
     drop(reporter.stop().await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_can_speak_https_so_tokens_stay_private() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("admin CA");
+    let mut config = config(1, &dir.path().join("data"));
+    secure(&mut config, &dir.path().join("pki"), &ca, 1);
+    let (cert, key) = ca.leaf("admin", &["localhost"]).write(dir.path(), "admin");
+    config.admin_tls = Some(meridian_hub::config::AdminTlsConfig { cert, key });
+    let hub = Hub::spawn(config).await.unwrap();
+    wait_leader(&[&hub]).await;
+    let trusting = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap()])
+        .build()
+        .unwrap();
+    let url = format!("https://{}", hub.admin_addr());
+    let response = trusting
+        .get(format!("{url}/v1/status"))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let response = trusting
+        .get(format!("{url}/v1/status"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        trusting
+            .get(format!("{url}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Plain HTTP to the HTTPS port gets no answer, and neither does a client that does not
+    // trust the certificate.
+    let plain = reqwest::Client::new()
+        .get(format!("http://{}/healthz", hub.admin_addr()))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    assert!(plain.is_err() || plain.unwrap().status() != 200);
+    let other = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(Ca::new("other").pem.as_bytes()).unwrap()])
+        .build()
+        .unwrap();
+    assert!(other.get(format!("{url}/healthz")).send().await.is_err());
+    hub.shutdown().await;
+}

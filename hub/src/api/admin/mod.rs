@@ -14,6 +14,7 @@ mod auth;
 mod body;
 pub mod certificates;
 mod error;
+pub mod tls;
 
 #[cfg(test)]
 mod tests;
@@ -822,16 +823,28 @@ async fn remove_member(
 
 // === serving ===
 
-/// Serves the admin API on `listener` until `shutdown` is cancelled.
+/// Serves the admin API on `listener` until `shutdown` is cancelled, over HTTPS when `tls`
+/// is given.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     router: Router,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
-    .await
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        None => {
+            axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        }
+        Some(config) => {
+            use axum::serve::ListenerExt as _;
+            // `tap_io` gives the listener axum's `ConnectInfo<SocketAddr>` support.
+            let listener = tls::TlsListener::new(listener, config)?.tap_io(|_| {});
+            axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        }
+    }
 }
