@@ -16,8 +16,11 @@
 
 pub mod dev;
 pub mod dns;
+pub mod faultproxy;
 pub mod gateway;
 pub mod http;
+pub mod hub;
+pub mod linearizability;
 pub mod net;
 pub mod pki;
 pub mod process;

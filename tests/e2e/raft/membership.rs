@@ -1,0 +1,87 @@
+//! A node whose data directory was wiped comes back the documented way (`meridian ctl members
+//! remove`, restart with `--join`, `meridian ctl members add`) and catches up through a snapshot.
+
+use std::time::Instant;
+
+use meridian_tests::hub::{Boot, HubCluster, HubOptions, metric};
+
+use super::{SETTLE, must_put, others, spec, specs, stale_clusters};
+use crate::meridian_bin;
+
+/// Member ids in node `id`'s `/v1/status`.
+async fn members(cluster: &HubCluster, id: u64) -> Vec<u64> {
+    let status = cluster.status(id).await.expect("status");
+    status["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|m| m["id"].as_u64())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wiped_node_rejoins_and_catches_up_through_a_snapshot() {
+    let options = HubOptions {
+        snapshot_threshold: Some(20),
+        ..HubOptions::default()
+    };
+    let mut cluster = HubCluster::start(meridian_bin(), options).await;
+    let all = cluster.ids();
+    let leader = cluster.leader(&all, SETTLE).await;
+    for i in 0..50 {
+        must_put(&cluster, leader, &format!("old-{i}"), &spec("us")).await;
+    }
+    cluster.converged(&all, SETTLE).await;
+
+    let wiped = others(&all, &[leader])[0];
+    let rest = others(&all, &[wiped]);
+    cluster.kill(wiped);
+    cluster.wipe(wiped);
+
+    // Remove it first: a member that lost its log must not count towards a quorum.
+    let (ok, out) = cluster
+        .ctl(rest[0], &["members", "remove", &wiped.to_string()])
+        .await;
+    assert!(ok, "meridian ctl members remove {wiped}: {out}");
+    for id in &rest {
+        let started = Instant::now();
+        while members(&cluster, *id).await.contains(&wiped) {
+            assert!(started.elapsed() < SETTLE, "node {id} still lists {wiped}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    // Writes go on with two members (a quorum of two), past another snapshot.
+    for i in 0..30 {
+        must_put(&cluster, rest[i % 2], &format!("new-{i}"), &spec("eu")).await;
+    }
+
+    // Back empty with --join: it knows no members and no state until it is added.
+    cluster.start_node(wiped, Boot::Join).await;
+    assert!(members(&cluster, wiped).await.is_empty());
+    assert!(specs(&stale_clusters(&cluster, wiped).await).is_empty());
+    let addr = cluster.node(wiped).advertise.to_string();
+    let (ok, out) = cluster
+        .ctl(rest[1], &["members", "add", &wiped.to_string(), &addr])
+        .await;
+    assert!(ok, "meridian ctl members add {wiped} {addr}: {out}");
+
+    let items = specs(&cluster.converged(&all, SETTLE).await);
+    assert_eq!(items.len(), 80, "{items:?}");
+    let mut listed = members(&cluster, wiped).await;
+    listed.sort();
+    assert_eq!(listed, all);
+    let text = cluster.metrics(wiped).await.expect("metrics");
+    let installed = metric(&text, "raft_snapshots_installed_total").unwrap_or(0.0);
+    assert!(
+        installed >= 1.0,
+        "node {wiped} caught up without installing a snapshot:\n{text}"
+    );
+
+    // It is a full voter again: the group survives losing another node.
+    cluster.kill(rest[0]);
+    let pair = [wiped, rest[1]];
+    let leader = cluster.leader(&pair, SETTLE).await;
+    must_put(&cluster, leader, "after-rejoin", &spec("us")).await;
+    let items = specs(&cluster.converged(&pair, SETTLE).await);
+    assert_eq!(items.len(), 81);
+}
