@@ -12,8 +12,10 @@ use hickory_proto::ProtoError;
 use hickory_proto::op::{Edns, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
-use hickory_proto::serialize::binary::BinEncoder;
-use hickory_server::zone_handler::{MessageRequest, MessageResponse, MessageResponseBuilder};
+use hickory_proto::serialize::binary::{BinDecoder, BinEncoder};
+use hickory_server::zone_handler::{
+    MessageRequest, MessageResponse, MessageResponseBuilder, Queries,
+};
 
 use super::answer::{pick_weighted, weighted_order};
 use super::dnssec::NXNAME;
@@ -53,6 +55,8 @@ pub(crate) struct Reply<'s> {
     pub(crate) additionals: Vec<Rr<'s>>,
     /// The response's EDNS (present when the query had one).
     pub(crate) edns: Option<Edns>,
+    /// Set (to an empty question section) when the query's question must not be echoed.
+    pub(crate) no_question: Option<Queries>,
 }
 
 /// Per-query settings that do not come from the request.
@@ -85,7 +89,15 @@ impl<'s> Reply<'s> {
             authorities: Vec::new(),
             additionals: Vec::new(),
             edns,
+            no_question: None,
         }
+    }
+
+    /// FORMERR without the question: for questions that cannot be echoed safely.
+    fn formerr_without_question(edns: Option<Edns>) -> Self {
+        let mut reply = Self::new(ResponseCode::FormErr, edns);
+        reply.no_question = Queries::read(&mut BinDecoder::new(&[]), 0).ok();
+        reply
     }
 }
 
@@ -126,6 +138,9 @@ pub(crate) fn respond<'s>(
         edns = Some(response_edns);
     }
 
+    if !plain_question(request.queries.as_bytes()) {
+        return Reply::formerr_without_question(edns);
+    }
     if request.metadata.op_code != OpCode::Query {
         return Reply::new(ResponseCode::NotImp, edns);
     }
@@ -173,6 +188,31 @@ pub(crate) fn respond<'s>(
         _ => answerer.scope,
     };
     with_subnet(answerer.reply, subnet, scope)
+}
+
+/// Whether the raw question section uses only plain labels. The question is echoed byte for
+/// byte (to keep the client's 0x20 case), so a compression pointer in it would point into our
+/// response's header instead of the query's (found by fuzzing); no real client compresses a
+/// lone question, so such queries get FORMERR without a question.
+fn plain_question(bytes: &[u8]) -> bool {
+    let mut position = 0;
+    while position < bytes.len() {
+        // One name: labels until the root label, then QTYPE and QCLASS.
+        loop {
+            let Some(&length) = bytes.get(position) else {
+                return false;
+            };
+            if length & 0xC0 != 0 {
+                return false;
+            }
+            position += 1 + usize::from(length);
+            if length == 0 {
+                break;
+            }
+        }
+        position += 4;
+    }
+    position == bytes.len()
 }
 
 /// RFC 7871 §6: family 1 or 2, source prefix within the address length, scope 0 in queries,
@@ -461,7 +501,8 @@ pub(crate) fn message<'q>(
     let mut metadata = Metadata::response_from_request(&request.metadata);
     metadata.authoritative = reply.authoritative;
     metadata.response_code = reply.rcode;
-    let mut builder = MessageResponseBuilder::from_message_request(request);
+    let queries = reply.no_question.as_ref().unwrap_or(&request.queries);
+    let mut builder = MessageResponseBuilder::new(queries, None);
     if let Some(edns) = &reply.edns {
         builder.edns(edns);
     }
@@ -540,6 +581,11 @@ fn encode_truncated(
         authorities: Vec::new(),
         additionals: Vec::new(),
         edns,
+        no_question: if plain_question(request.queries.as_bytes()) {
+            None
+        } else {
+            Queries::read(&mut BinDecoder::new(&[]), 0).ok()
+        },
     };
     out.clear();
     let mut encoder = BinEncoder::new(out);
