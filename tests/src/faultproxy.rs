@@ -28,8 +28,8 @@ pub enum Fault {
     /// Forwarded untouched.
     #[default]
     Pass,
-    /// Connections are refused (closed at once) and open ones are closed: a crashed process or a
-    /// firewall that rejects.
+    /// New connections are accepted and closed at once, open ones are closed: a middlebox that
+    /// resets the link's connections. (A node that is down refuses connections instead.)
     Cut,
     /// Connections are accepted but nothing is forwarded until the fault is lifted (then the held
     /// bytes flow, as TCP would retransmit them): a network that silently drops packets.
@@ -82,27 +82,22 @@ impl FaultNet {
         })
     }
 
-    /// Starts node `id`'s proxy on `127.0.0.1:0` and registers `source_ip` as the address the
-    /// node connects from. Returns the proxy's address: the node's advertised address. The node
-    /// is down (connections refused) until [`FaultNet::set_upstream`].
-    pub async fn add_node(&self, id: u64, source_ip: IpAddr) -> SocketAddr {
+    /// Starts node `id`'s proxy on `listen_ip` (port 0) and registers `source_ip` as the address
+    /// the node connects from. Returns the proxy's address: the node's advertised address.
+    ///
+    /// While the node is down (before [`FaultNet::set_upstream`], or after it is set to `None`)
+    /// the proxy closes its listener, so connections are refused as they would be by a host
+    /// whose process died; it binds the same address again when the node is back. `listen_ip`
+    /// should be used by nothing else, so no other socket takes the port meanwhile.
+    pub async fn add_node(&self, id: u64, source_ip: IpAddr, listen_ip: IpAddr) -> SocketAddr {
         self.rules.send_modify(|rules| {
             rules.sources.insert(source_ip, id);
         });
-        let listener = TcpListener::bind("127.0.0.1:0")
+        let listener = TcpListener::bind(SocketAddr::new(listen_ip, 0))
             .await
             .expect("bind a proxy listener");
         let addr = listener.local_addr().expect("proxy address");
-        let rules = self.rules.subscribe();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((inbound, peer)) = listener.accept().await else {
-                    return;
-                };
-                let from = rules.borrow().sources.get(&peer.ip()).copied().unwrap_or(0);
-                tokio::spawn(relay(inbound, from, id, rules.clone()));
-            }
-        });
+        let task = tokio::spawn(accept_loop(listener, addr, id, self.rules.subscribe()));
         self.tasks.lock().expect("tasks").push(task);
         addr
     }
@@ -175,6 +170,60 @@ impl Drop for FaultNet {
             task.abort();
         }
     }
+}
+
+/// Accepts connections to node `to` while it is up; holds no listener while it is down.
+async fn accept_loop(
+    listener: TcpListener,
+    addr: SocketAddr,
+    to: u64,
+    mut rules: watch::Receiver<Rules>,
+) {
+    let mut listener = Some(listener);
+    loop {
+        let up = rules.borrow_and_update().upstream.contains_key(&to);
+        match (up, &listener) {
+            (false, Some(_)) => listener = None,
+            (true, None) => match rebind(addr).await {
+                Some(bound) => listener = Some(bound),
+                None => return,
+            },
+            (false, None) => {
+                if rules.changed().await.is_err() {
+                    return;
+                }
+            }
+            (true, Some(bound)) => {
+                tokio::select! {
+                    accepted = bound.accept() => {
+                        let Ok((inbound, peer)) = accepted else {
+                            return;
+                        };
+                        let from = rules.borrow().sources.get(&peer.ip()).copied().unwrap_or(0);
+                        tokio::spawn(relay(inbound, from, to, rules.clone()));
+                    }
+                    changed = rules.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Binds the proxy's address again (it was free a moment ago; retry briefly in case the
+/// kernel still holds it).
+async fn rebind(addr: SocketAddr) -> Option<TcpListener> {
+    for _ in 0..100 {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => return Some(listener),
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    eprintln!("fault proxy: cannot bind {addr} again; node stays unreachable");
+    None
 }
 
 /// Waits until the link may carry bytes; `None` when the connection must be closed.

@@ -3,7 +3,7 @@
 //!
 //! Node `k` listens (gRPC, admin API, DNS) on `127.0.0.{10+k}` with port 0 and connects to its
 //! peers from that IP (`raft.outbound_source_ip` in its config file); it advertises its proxy's
-//! address, so the proxies see and can break every hub-to-hub connection. The test reaches
+//! address (`127.0.0.{100+k}`), so the proxies see and can break every hub-to-hub connection. The test reaches
 //! each node's admin API directly. Addresses come from ready files; restarts pick new ports and
 //! the proxy follows.
 
@@ -125,8 +125,10 @@ impl HubCluster {
     }
 
     async fn add_slot(&mut self, id: u64) {
-        let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10 + u8::try_from(id).expect("id")));
-        let advertise = self.net.add_node(id, ip).await;
+        let octet = u8::try_from(id).expect("id");
+        let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10 + octet));
+        let proxy_ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 100 + octet));
+        let advertise = self.net.add_node(id, ip, proxy_ip).await;
         let data_dir = self.dir.path().join(format!("hub-{id}")).join("data");
         let config = self.dir.path().join(format!("hub-{id}.yaml"));
         let mut raft = format!("  outbound_source_ip: {ip}\n");

@@ -121,8 +121,13 @@ pub fn check(history: &[Op]) -> Result<(), String> {
     search.run()
 }
 
-/// The search state shared by every step.
+/// The depth-first search over one sorted history.
+///
+/// One mutable set of placed ops is extended and undone as the search goes deeper and
+/// backtracks (Wing & Gong); every step only looks at the window of ops that overlap the
+/// earliest pending return, so long histories of a few concurrent clients stay linear.
 struct Search<'a> {
+    /// Sorted by call time.
     ops: &'a [Op],
     /// Return times, `u64::MAX` for unknown outcomes.
     ret: Vec<u64>,
@@ -130,21 +135,20 @@ struct Search<'a> {
     required: usize,
 }
 
-/// One level of the depth-first search: the ops placed so far and the register's value.
-#[derive(Clone)]
-struct Frame {
-    done: Vec<u64>,
-    value: u64,
-    placed_required: usize,
-    /// The next candidate index to try at this level.
-    next: usize,
+/// What to undo when backtracking over one placed op.
+struct Placed {
+    op: usize,
+    value_before: u64,
+    base_before: usize,
+    /// The highest index placed so far, this op included.
+    high: usize,
 }
 
 // === impl Search ===
 
 impl<'a> Search<'a> {
     fn new(ops: &'a [Op]) -> Self {
-        let ret: Vec<u64> = ops.iter().map(|op| op.ret.unwrap_or(u64::MAX)).collect();
+        let ret: Vec<u64> = ops.iter().map(ret_or_never).collect();
         let required = ops.iter().filter(|op| op.ret.is_some()).count();
         Self { ops, ret, required }
     }
@@ -153,100 +157,142 @@ impl<'a> Search<'a> {
         done[i / 64] & (1 << (i % 64)) != 0
     }
 
+    fn flip(done: &mut [u64], i: usize) {
+        done[i / 64] ^= 1 << (i % 64);
+    }
+
     /// The earliest return among ops not placed yet: nothing called after it can go next.
-    fn horizon(&self, done: &[u64]) -> u64 {
-        (0..self.ops.len())
-            .filter(|i| !Self::is_done(done, *i))
-            .map(|i| self.ret[i])
-            .min()
-            .unwrap_or(u64::MAX)
+    /// Ops before `base` are all placed; ops are sorted by call, so the scan stops as soon as
+    /// calls pass the best return found.
+    fn horizon(&self, done: &[u64], base: usize) -> u64 {
+        let mut best = u64::MAX;
+        for i in base..self.ops.len() {
+            if self.ops[i].call > best {
+                break;
+            }
+            if !Self::is_done(done, i) {
+                best = best.min(self.ret[i]);
+            }
+        }
+        best
+    }
+
+    /// The memo key of a search state: everything before `base` is placed, so only the words
+    /// from `base` to the highest placed op tell states apart.
+    fn key(done: &[u64], base: usize, high: usize, value: u64) -> (usize, Vec<u64>, u64) {
+        let from = base / 64;
+        let to = (high / 64 + 1).max(from);
+        (base, done[from..to.min(done.len())].to_vec(), value)
     }
 
     fn run(&self) -> Result<(), String> {
+        let n = self.ops.len();
         if self.required == 0 {
             return Ok(());
         }
-        let words = self.ops.len().div_ceil(64);
-        let mut seen: HashSet<(Vec<u64>, u64)> = HashSet::new();
-        let mut stack = vec![Frame {
-            done: vec![0; words],
-            value: 0,
-            placed_required: 0,
-            next: 0,
-        }];
-        // The deepest point reached, for the error message.
-        let mut deepest = stack[0].clone();
-        while let Some(frame) = stack.last_mut() {
-            let horizon = self.horizon(&frame.done);
-            let mut child = None;
-            while frame.next < self.ops.len() {
-                let i = frame.next;
-                frame.next += 1;
-                let op = &self.ops[i];
-                if op.call > horizon {
-                    // Sorted by call: every later op is past the horizon too.
-                    frame.next = self.ops.len();
-                    break;
-                }
-                if Self::is_done(&frame.done, i) {
-                    continue;
-                }
-                let value = match op.kind {
-                    Kind::Write(value) => value,
-                    Kind::Read(value) if value == frame.value => value,
-                    Kind::Read(_) => continue,
-                };
-                let mut done = frame.done.clone();
-                done[i / 64] |= 1 << (i % 64);
-                if !seen.insert((done.clone(), value)) {
-                    continue;
-                }
-                let placed_required = frame.placed_required + usize::from(op.ret.is_some());
-                child = Some(Frame {
-                    done,
-                    value,
-                    placed_required,
-                    next: 0,
-                });
-                break;
-            }
-            match child {
-                Some(child) if child.placed_required == self.required => return Ok(()),
-                Some(child) => {
-                    if child.placed_required > deepest.placed_required {
-                        deepest = child.clone();
+        let mut done = vec![0u64; n.div_ceil(64)];
+        let mut seen: HashSet<(usize, Vec<u64>, u64)> = HashSet::new();
+        let mut stack: Vec<Placed> = Vec::new();
+        let (mut value, mut base, mut placed_required) = (0u64, 0usize, 0usize);
+        // Where to look for the next candidate at the current depth.
+        let mut cursor = 0usize;
+        // The best attempt, for the error message: (placed, value, stuck op).
+        let mut deepest: (usize, u64, Option<usize>) = (0, 0, None);
+        loop {
+            let horizon = self.horizon(&done, base);
+            let high = stack.last().map_or(0, |p| p.high);
+            let mut found = None;
+            let mut i = cursor.max(base);
+            while i < n && self.ops[i].call <= horizon {
+                if !Self::is_done(&done, i) {
+                    let next_value = match self.ops[i].kind {
+                        Kind::Write(v) => Some(v),
+                        Kind::Read(v) if v == value => Some(v),
+                        Kind::Read(_) => None,
+                    };
+                    if let Some(next_value) = next_value {
+                        Self::flip(&mut done, i);
+                        let mut next_base = base;
+                        while next_base < n && Self::is_done(&done, next_base) {
+                            next_base += 1;
+                        }
+                        let key = Self::key(&done, next_base, high.max(i), next_value);
+                        if seen.insert(key) {
+                            found = Some((i, next_value, next_base));
+                            break;
+                        }
+                        Self::flip(&mut done, i);
                     }
-                    stack.push(child);
+                }
+                i += 1;
+            }
+            match found {
+                Some((i, next_value, next_base)) => {
+                    stack.push(Placed {
+                        op: i,
+                        value_before: value,
+                        base_before: base,
+                        high: high.max(i),
+                    });
+                    value = next_value;
+                    base = next_base;
+                    cursor = base;
+                    if self.ops[i].ret.is_some() {
+                        placed_required += 1;
+                        if placed_required == self.required {
+                            return Ok(());
+                        }
+                    }
+                    if placed_required > deepest.0 {
+                        deepest = (placed_required, value, None);
+                    }
                 }
                 None => {
-                    stack.pop();
+                    if deepest.0 == placed_required && deepest.2.is_none() {
+                        // Stuck here: the op whose return closes the window.
+                        deepest.2 = (base..n)
+                            .find(|j| !Self::is_done(&done, *j) && self.ret[*j] == horizon);
+                    }
+                    let Some(undo) = stack.pop() else {
+                        return Err(self.explain(deepest));
+                    };
+                    Self::flip(&mut done, undo.op);
+                    if self.ops[undo.op].ret.is_some() {
+                        placed_required -= 1;
+                    }
+                    value = undo.value_before;
+                    base = undo.base_before;
+                    cursor = undo.op + 1;
                 }
             }
         }
-        Err(self.explain(&deepest))
     }
 
     /// Describes where the best attempt got stuck.
-    fn explain(&self, deepest: &Frame) -> String {
-        let horizon = self.horizon(&deepest.done);
-        let stuck = (0..self.ops.len())
-            .filter(|i| !Self::is_done(&deepest.done, *i) && self.ret[*i] == horizon)
-            .map(|i| self.ops[i])
-            .next();
-        let pending: Vec<String> = (0..self.ops.len())
-            .filter(|i| !Self::is_done(&deepest.done, *i) && self.ops[*i].call <= horizon)
-            .take(12)
-            .map(|i| format!("{:?}", self.ops[i]))
-            .collect();
+    fn explain(&self, (placed, value, stuck): (usize, u64, Option<usize>)) -> String {
+        let stuck = stuck.map(|i| self.ops[i]);
+        let around: Vec<String> = match stuck {
+            Some(op) => self
+                .ops
+                .iter()
+                .filter(|o| o.call <= op.ret.unwrap_or(u64::MAX) && ret_or_never(o) >= op.call)
+                .take(12)
+                .map(|o| format!("{o:?}"))
+                .collect(),
+            None => Vec::new(),
+        };
         format!(
-            "not linearizable: after placing {} of {} acknowledged operations (register = {}), \
-             no order explains {stuck:?}; operations that could go next:\n  {}",
-            deepest.placed_required,
+            "not linearizable: after placing {placed} of {} acknowledged operations (register = \
+             {value}), no order explains {stuck:?}; operations overlapping it:\n  {}",
             self.required,
-            deepest.value,
-            pending.join("\n  ")
+            around.join("\n  ")
         )
     }
+}
+
+/// An op's return time, `u64::MAX` when unknown.
+fn ret_or_never(op: &Op) -> u64 {
+    op.ret.unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
