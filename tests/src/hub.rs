@@ -525,6 +525,20 @@ impl HubCluster {
     }
 }
 
+impl Drop for HubCluster {
+    fn drop(&mut self) {
+        // Kill every node first (their `Drop` prints log tails when the test failed).
+        for node in self.nodes.values_mut() {
+            node.proc.take();
+        }
+        if std::thread::panicking() {
+            // Keep the logs, configs and data directories of a failed test for a post-mortem.
+            self.dir.disable_cleanup(true);
+            eprintln!("hub cluster files kept in {}", self.dir.path().display());
+        }
+    }
+}
+
 /// The value of metric `name` in Prometheus text (the sum over its label sets); `None` when
 /// absent.
 pub fn metric(text: &str, name: &str) -> Option<f64> {
