@@ -1,5 +1,5 @@
-//! A seeded randomized fault schedule (kill -9 and restart, partitions that refuse or swallow
-//! packets, one-way link cuts, message delay) against a single-register workload, whose history
+//! A seeded randomized fault schedule (kill -9 and restart, partitions that reset or swallow
+//! connections, one-way link faults, message delay) against a single-register workload, whose history
 //! is checked for linearizability.
 //!
 //! The register is the `region` of cluster `register` (`v<value>`), written with `PUT` and read
@@ -157,8 +157,15 @@ async fn run(seed: u64, duration: Duration) {
             4 => {
                 let from = random;
                 let to = 1 + (from + rng.random_range(0..2)) % 3;
-                cluster.net.set_fault(from, to, Fault::Cut);
-                format!("cut link {from}->{to}")
+                // One direction only: `from`'s messages to `to` (and their answers on the same
+                // connections) suffer; `to`'s own connections to `from` do not.
+                let fault = match rng.random_range(0..3) {
+                    0 => Fault::Cut,
+                    1 => Fault::Blackhole,
+                    _ => Fault::Delay(Duration::from_millis(rng.random_range(20..200))),
+                };
+                cluster.net.set_fault(from, to, fault);
+                format!("link {from}->{to} {fault:?}")
             }
             5 => {
                 let delay = Duration::from_millis(rng.random_range(1..40));
