@@ -3,8 +3,9 @@
 //!
 //! Guarantees:
 //! - Reports go out every `report_interval` on a healthy session, and at once when a gateway's
-//!   readiness changes (the readiness epoch of the [`HealthView`] moves). That second path is
-//!   what makes DNS fail over quickly when a gateway dies.
+//!   readiness changes or a hostname's ready backend count crosses zero (the readiness epoch of
+//!   the [`HealthView`] moves). That second path is what makes DNS fail over quickly when a
+//!   gateway, or every backend of a hostname, dies.
 //! - Every snapshot gets an answer: ACK once the index has programmed it, NACK with the
 //!   conversion error (field path included) when it is not a valid `SharedConfig`. A NACKed
 //!   snapshot changes nothing.
@@ -353,7 +354,13 @@ async fn send_report(
                 after_us = changed_at.elapsed().as_micros() as u64,
                 ready = view.gateways.iter().filter(|g| g.ready).count(),
                 gateways = view.gateways.len(),
-                "reported a gateway readiness change to the hub"
+                serving_hostnames = view
+                    .hostnames
+                    .iter()
+                    .filter(|h| h.ready_endpoints > 0)
+                    .count(),
+                hostnames = view.hostnames.len(),
+                "reported a readiness change (gateway, or hostname backends crossing zero) to the hub"
             );
         }
         *reported_epoch = Some(view.readiness_epoch);

@@ -120,7 +120,7 @@ impl Metrics {
         );
         agent.register(
             "readiness_report_seconds",
-            "Seconds from observing a gateway readiness change to writing the report that carries it to the hub",
+            "Seconds from observing a readiness change (a gateway, or a hostname's ready backends crossing zero) to writing the report that carries it to the hub",
             metrics.readiness_report_seconds.clone(),
         );
         metrics

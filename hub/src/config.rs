@@ -147,7 +147,8 @@ pub struct RaftTuning {
     /// How long a write or linearizable read waits, in milliseconds.
     #[serde(default)]
     pub request_timeout_ms: Option<u64>,
-    /// Source IP for connections to other hub nodes.
+    /// Source IP for connections to other hub nodes. Default: the `grpc_listen` IP when it is
+    /// a specific address, else chosen by the OS.
     #[serde(default)]
     pub outbound_source_ip: Option<IpAddr>,
 }
@@ -354,10 +355,25 @@ impl HubConfig {
         if self.raft.tick_ms == Some(0) {
             return Err(invalid("raft.tick_ms", "must be at least 1".into()));
         }
-        if let (Some(election), Some(heartbeat)) =
-            (self.raft.election_ticks, self.raft.heartbeat_ticks)
-            && election <= heartbeat
-        {
+        if self.raft.snapshot_threshold == Some(0) {
+            return Err(invalid(
+                "raft.snapshot_threshold",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.raft.request_timeout_ms == Some(0) {
+            return Err(invalid(
+                "raft.request_timeout_ms",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.raft.heartbeat_ticks == Some(0) {
+            return Err(invalid("raft.heartbeat_ticks", "must be at least 1".into()));
+        }
+        // Compare the effective values: either side may be left at its default.
+        let effective = self.raft_config(self.grpc_listen);
+        let (election, heartbeat) = (effective.election_ticks, effective.heartbeat_ticks);
+        if election <= heartbeat {
             return Err(invalid(
                 "raft.election_ticks",
                 format!("{election} must be larger than raft.heartbeat_ticks ({heartbeat})"),
@@ -409,7 +425,14 @@ impl HubConfig {
         if let Some(ms) = tuning.request_timeout_ms {
             config.request_timeout = Duration::from_millis(ms);
         }
-        config.outbound_source_ip = tuning.outbound_source_ip;
+        // A node told to listen on one specific address of a multi-homed host talks to its peers
+        // from it too (firewall rules and peers' logs then see one address per node). The
+        // transport ignores it for peers it cannot reach from there (another address family,
+        // or a loopback source towards a non-loopback peer).
+        let listen_ip = self.grpc_listen.ip();
+        config.outbound_source_ip = tuning
+            .outbound_source_ip
+            .or_else(|| (!listen_ip.is_unspecified()).then_some(listen_ip));
         config
     }
 }

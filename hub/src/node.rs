@@ -27,7 +27,7 @@ use crate::auth::{AdminTokens, GrpcTls};
 use crate::config::{ConfigError, HubConfig};
 use crate::dns::{self, DnsError, DnsHandle};
 use crate::health::{self, HealthDeps};
-use crate::raft::{self, RaftError, RaftHandle};
+use crate::raft::{self, RaftError, RaftFault, RaftHandle};
 use crate::store::{Proposer, StoreMachine, StoreWatches};
 use crate::zone_keys;
 
@@ -141,10 +141,13 @@ impl Hub {
 
         let mut registry = Registry::default();
         let shutdown = CancellationToken::new();
-        let (machine, watches) = StoreMachine::new(&mut registry);
+        let (machine, watches, mut dns_feed) = StoreMachine::new(&mut registry);
         let mut raft_config = config.raft_config(advertise);
         raft_config.client_tls = tls.as_ref().map(GrpcTls::peer_client_config);
         let raft = raft::spawn(raft_config, machine, &mut registry).await?;
+        // DNS starts from the replayed state, then follows changes off the Raft thread.
+        dns_feed.publish_now();
+        let dns_feed_task = tokio::spawn(dns_feed.run(shutdown.child_token()));
         let proposer = Proposer::new(raft.clone(), watches.view.clone());
 
         let health = health::spawn(
@@ -162,7 +165,7 @@ impl Hub {
         let dns = dns::spawn(config.dns.clone(), watches.dns.clone(), &mut registry).await?;
         let dns_addr = dns.local_addr();
 
-        let mut tasks = Vec::new();
+        let mut tasks = vec![dns_feed_task];
         let dnssec_zones: Vec<Fqdn> = config
             .dns
             .zones
@@ -324,6 +327,14 @@ impl HubHandle {
     /// The views the state machine publishes.
     pub fn watches(&self) -> &StoreWatches {
         &self.watches
+    }
+
+    /// Resolves when the node can no longer serve consistent state: its raft node stopped on
+    /// its own (storage failure, a data directory that lost acknowledged entries, a panic).
+    /// Never resolves while the node works or after [`HubHandle::shutdown`]. Until the process
+    /// acts on it, `/healthz` answers 503.
+    pub async fn failed(&self) -> RaftFault {
+        self.raft.failed().await
     }
 
     /// A token cancelled when the node shuts down.

@@ -63,6 +63,9 @@ pub struct Args {
     /// Reports missed before a cluster is unhealthy.
     #[arg(long, value_name = "N")]
     missed_reports: Option<u32>,
+    /// Raft tuning (boxed: it keeps the subcommand enum small).
+    #[command(flatten)]
+    raft: Box<RaftArgs>,
     /// Authentication and TLS (boxed: it keeps the subcommand enum small).
     #[command(flatten)]
     security: Box<SecurityArgs>,
@@ -70,6 +73,33 @@ pub struct Args {
     /// (atomically: a temporary file renamed into place).
     #[arg(long, value_name = "PATH")]
     ready_file: Option<PathBuf>,
+}
+
+/// The Raft tuning flags of `meridian hub` (each overrides the file's `raft.*` value).
+#[derive(Debug, clap::Args)]
+struct RaftArgs {
+    /// Raft tick interval in milliseconds (default 50); election and heartbeat timeouts are
+    /// counted in ticks.
+    #[arg(long, value_name = "MS")]
+    raft_tick_ms: Option<u64>,
+    /// Ticks without a leader before a follower campaigns (default 10; raft randomizes the
+    /// timeout between this and twice this).
+    #[arg(long, value_name = "N")]
+    raft_election_ticks: Option<usize>,
+    /// Ticks between leader heartbeats (default 2; must be below --raft-election-ticks).
+    #[arg(long, value_name = "N")]
+    raft_heartbeat_ticks: Option<usize>,
+    /// Applied entries between snapshots (default 10000); the log is compacted at each.
+    #[arg(long, value_name = "N")]
+    snapshot_threshold: Option<u64>,
+    /// How long a write or linearizable read waits for the group, in milliseconds (default
+    /// 10000).
+    #[arg(long, value_name = "MS")]
+    raft_request_timeout_ms: Option<u64>,
+    /// Source IP of connections to other hub nodes. Default: the --grpc IP when it is a
+    /// specific address (not 0.0.0.0 or ::), else chosen by the OS.
+    #[arg(long, value_name = "IP")]
+    raft_outbound_ip: Option<std::net::IpAddr>,
 }
 
 /// The authentication and TLS flags of `meridian hub`.
@@ -124,13 +154,32 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         write_atomically(path, &ready.to_string())
             .with_context(|| format!("writing the ready file {}", path.display()))?;
     }
-    wait_for_signal().await?;
-    tracing::info!("shutting down");
+    let fault = tokio::select! {
+        signal = wait_for_signal() => {
+            signal?;
+            None
+        }
+        fault = hub.failed() => Some(fault),
+    };
+    if let Some(fault) = &fault {
+        // Serving on would answer DNS and agents from a frozen (or empty) state forever.
+        tracing::error!(
+            node = hub.node_id(),
+            error = %fault,
+            remedy = %fault.remedy(),
+            "the raft node stopped; exiting"
+        );
+    } else {
+        tracing::info!("shutting down");
+    }
     hub.shutdown().await;
     if let Some(path) = &args.ready_file {
         let _ = std::fs::remove_file(path);
     }
-    Ok(())
+    match fault {
+        Some(fault) => bail!("the raft node stopped: {fault}\nremedy: {}", fault.remedy()),
+        None => Ok(()),
+    }
 }
 
 /// The node configuration: the file's (if any) with the flags applied.
@@ -239,6 +288,25 @@ fn build_config(args: &Args) -> anyhow::Result<HubConfig> {
     }
     if let Some(n) = args.missed_reports {
         config.health.missed_reports = n;
+    }
+    let raft = &args.raft;
+    if let Some(ms) = raft.raft_tick_ms {
+        config.raft.tick_ms = Some(ms);
+    }
+    if let Some(ticks) = raft.raft_election_ticks {
+        config.raft.election_ticks = Some(ticks);
+    }
+    if let Some(ticks) = raft.raft_heartbeat_ticks {
+        config.raft.heartbeat_ticks = Some(ticks);
+    }
+    if let Some(threshold) = raft.snapshot_threshold {
+        config.raft.snapshot_threshold = Some(threshold);
+    }
+    if let Some(ms) = raft.raft_request_timeout_ms {
+        config.raft.request_timeout_ms = Some(ms);
+    }
+    if let Some(ip) = raft.raft_outbound_ip {
+        config.raft.outbound_source_ip = Some(ip);
     }
     if let Some(file) = &args.security.admin_token_file {
         config.admin_auth.token_file = Some(file.clone());
@@ -416,6 +484,66 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("needs TLS"), "{err}");
+    }
+
+    #[test]
+    fn raft_flags_reach_the_raft_config() {
+        let built = config(&[
+            "--id",
+            "1",
+            "--data-dir",
+            "/tmp/h1",
+            "--grpc",
+            "127.0.0.11:7001",
+            "--raft-tick-ms",
+            "20",
+            "--raft-election-ticks",
+            "15",
+            "--raft-heartbeat-ticks",
+            "3",
+            "--snapshot-threshold",
+            "64",
+            "--raft-request-timeout-ms",
+            "2500",
+        ])
+        .unwrap();
+        let raft = built.raft_config("127.0.0.11:7001".parse().unwrap());
+        assert_eq!(raft.tick_interval, std::time::Duration::from_millis(20));
+        assert_eq!(raft.election_ticks, 15);
+        assert_eq!(raft.heartbeat_ticks, 3);
+        assert_eq!(raft.snapshot_threshold, 64);
+        assert_eq!(raft.request_timeout, std::time::Duration::from_millis(2500));
+        // The outbound source IP follows a specific --grpc IP unless given.
+        assert_eq!(raft.outbound_source_ip, Some("127.0.0.11".parse().unwrap()));
+        let built = config(&[
+            "--id",
+            "1",
+            "--data-dir",
+            "/tmp/h1",
+            "--grpc",
+            "127.0.0.11:7001",
+            "--raft-outbound-ip",
+            "127.0.0.12",
+        ])
+        .unwrap();
+        let raft = built.raft_config("127.0.0.11:7001".parse().unwrap());
+        assert_eq!(raft.outbound_source_ip, Some("127.0.0.12".parse().unwrap()));
+        // Election timeouts must exceed the heartbeat interval, whichever side is defaulted.
+        let err = config(&[
+            "--id",
+            "1",
+            "--data-dir",
+            "/x",
+            "--raft-election-ticks",
+            "2",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("raft.election_ticks"), "{err}");
+        let err = config(&["--id", "1", "--data-dir", "/x", "--snapshot-threshold", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("raft.snapshot_threshold"), "{err}");
     }
 
     #[test]

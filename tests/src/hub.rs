@@ -2,10 +2,10 @@
 //! directory, its own loopback IP and a [`FaultNet`] proxy in front of its gRPC port.
 //!
 //! Node `k` listens (gRPC, admin API, DNS) on `127.0.0.{10+k}` with port 0 and connects to its
-//! peers from that IP (`raft.outbound_source_ip` in its config file); it advertises its proxy's
-//! address (`127.0.0.{100+k}`), so the proxies see and can break every hub-to-hub connection. The test reaches
-//! each node's admin API directly. Addresses come from ready files; restarts pick new ports and
-//! the proxy follows.
+//! peers from that IP (the hub's default when `--grpc` names a specific IP); it advertises its
+//! proxy's address (`127.0.0.{100+k}`), so the proxies see and can break every hub-to-hub
+//! connection. The test reaches each node's admin API directly. Addresses come from ready files;
+//! restarts pick new ports and the proxy follows. Nodes are configured with flags only.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -23,9 +23,9 @@ use crate::process::{Proc, ProcSpec};
 pub struct HubOptions {
     /// Nodes, with ids `1..=nodes`.
     pub nodes: u64,
-    /// `raft.snapshot_threshold` in each node's config file (`None`: the default, 10 000).
+    /// `--snapshot-threshold` of each node (`None`: the default, 10 000).
     pub snapshot_threshold: Option<u64>,
-    /// `raft.request_timeout_ms` (`None`: the default, 10 s).
+    /// `--raft-request-timeout-ms` (`None`: the default, 10 s).
     pub request_timeout_ms: Option<u64>,
     /// Timeout of the test's own HTTP requests to admin APIs.
     pub http_timeout: Duration,
@@ -64,7 +64,6 @@ pub struct HubNode {
     pub advertise: SocketAddr,
     /// Its data directory.
     pub data_dir: PathBuf,
-    config: PathBuf,
     proc: Option<Proc>,
     /// The admin API address of the running process.
     pub admin: Option<SocketAddr>,
@@ -130,19 +129,6 @@ impl HubCluster {
         let proxy_ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 100 + octet));
         let advertise = self.net.add_node(id, ip, proxy_ip).await;
         let data_dir = self.dir.path().join(format!("hub-{id}")).join("data");
-        let config = self.dir.path().join(format!("hub-{id}.yaml"));
-        let mut raft = format!("  outbound_source_ip: {ip}\n");
-        if let Some(threshold) = self.options.snapshot_threshold {
-            raft.push_str(&format!("  snapshot_threshold: {threshold}\n"));
-        }
-        if let Some(ms) = self.options.request_timeout_ms {
-            raft.push_str(&format!("  request_timeout_ms: {ms}\n"));
-        }
-        let yaml = format!(
-            "node_id: {id}\ndata_dir: {}\nraft:\n{raft}",
-            data_dir.display()
-        );
-        std::fs::write(&config, yaml).expect("write hub config");
         self.nodes.insert(
             id,
             HubNode {
@@ -150,7 +136,6 @@ impl HubCluster {
                 ip,
                 advertise,
                 data_dir,
-                config,
                 proc: None,
                 admin: None,
                 grpc: None,
@@ -189,7 +174,7 @@ impl HubCluster {
         &self.client
     }
 
-    /// The directory holding logs, configs and data directories.
+    /// The directory holding logs and data directories.
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
@@ -213,13 +198,18 @@ impl HubCluster {
             "node {id} is already running"
         );
         let ip = node.ip;
-        let config = node.config.display().to_string();
+        let id_arg = id.to_string();
+        let data_dir = node.data_dir.display().to_string();
         let advertise = node.advertise.to_string();
         let any = format!("{ip}:0");
+        let threshold = self.options.snapshot_threshold.map(|t| t.to_string());
+        let timeout = self.options.request_timeout_ms.map(|t| t.to_string());
         let mut args = vec![
             "hub",
-            "--config",
-            &config,
+            "--id",
+            &id_arg,
+            "--data-dir",
+            &data_dir,
             "--grpc",
             &any,
             "--advertise",
@@ -229,6 +219,12 @@ impl HubCluster {
             "--dns",
             &any,
         ];
+        if let Some(threshold) = &threshold {
+            args.extend(["--snapshot-threshold", threshold.as_str()]);
+        }
+        if let Some(timeout) = &timeout {
+            args.extend(["--raft-request-timeout-ms", timeout.as_str()]);
+        }
         match boot {
             Boot::Peers => args.extend(["--peers", peers.as_str()]),
             Boot::Join => args.push("--join"),

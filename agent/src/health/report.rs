@@ -23,8 +23,9 @@ pub struct HealthView {
     /// The IP addresses the programmed Gateways listen on (their `spec.addresses`), for the
     /// hub's DNS when a cluster has no addresses configured.
     pub gateway_addresses: Vec<IpAddr>,
-    /// Increases whenever any gateway's readiness changes; the hub client sends a report at
-    /// once when it sees a new epoch.
+    /// Increases whenever any gateway's readiness changes, or a hostname's ready backend
+    /// endpoints drop to zero or come back from zero; the hub client sends a report at once
+    /// when it sees a new epoch.
     pub readiness_epoch: u64,
     /// When the latest readiness change was observed (for the detection-to-report metric).
     pub readiness_changed_at: Option<Instant>,

@@ -151,6 +151,8 @@ struct Index {
     readiness: Vec<(u64, bool)>,
     readiness_epoch: u64,
     readiness_changed_at: Option<Instant>,
+    /// Hostnames with at least one ready backend endpoint, as of the last health view.
+    serving_hostnames: BTreeSet<String>,
     status_dirty: bool,
     configs_tx: watch::Sender<Arc<ServedConfigs>>,
     targets_tx: watch::Sender<Arc<ProbeTargets>>,
@@ -247,6 +249,7 @@ pub(crate) fn spawn(
         readiness: Vec::new(),
         readiness_epoch: 0,
         readiness_changed_at: None,
+        serving_hostnames: BTreeSet::new(),
         status_dirty: true,
         configs_tx,
         targets_tx,
@@ -632,7 +635,7 @@ impl Index {
     }
 
     /// Recomputes each instance's readiness and the health view; bumps the readiness epoch
-    /// when any instance's readiness changed.
+    /// when any instance's readiness changed, or a hostname's ready backend count crossed zero.
     fn update_readiness(&mut self) {
         let served = self.versioner.served();
         let instances: Vec<(u64, InstanceHealth)> = self
@@ -672,6 +675,19 @@ impl Index {
         }
         let instances: Vec<InstanceHealth> = instances.into_iter().map(|(_, i)| i).collect();
         let (gateways, hostnames, gateway_addresses) = build_view(served, &instances);
+        // A hostname whose ready backends drop to zero (or come back from zero) moves DNS for
+        // it, like a gateway's readiness: report it at once. Count changes that keep a
+        // hostname served (or unserved) wait for the next periodic report.
+        let serving: BTreeSet<String> = hostnames
+            .iter()
+            .filter(|h| h.ready_endpoints > 0)
+            .map(|h| h.hostname.clone())
+            .collect();
+        if serving != self.serving_hostnames {
+            self.readiness_epoch += 1;
+            self.readiness_changed_at = Some(Instant::now());
+            self.serving_hostnames = serving;
+        }
         let view = HealthView {
             gateways,
             hostnames,

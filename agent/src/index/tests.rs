@@ -302,6 +302,62 @@ async fn backend_probes_overlay_endpoint_readiness() {
 }
 
 #[tokio::test]
+async fn a_hostname_losing_or_regaining_its_last_ready_backend_moves_the_readiness_epoch() {
+    let mut h = Harness::new();
+    h.initial(vec![
+        unit("gateway.yaml", GATEWAY),
+        unit("backend.yaml", BACKEND),
+        unit("route.yaml", &route_yaml("site", "www.example.com")),
+    ])
+    .await;
+    let mut health = h.outputs.health.clone();
+    let ready = |view: &HealthView| {
+        view.hostnames
+            .iter()
+            .find(|x| x.hostname == "www.example.com")
+            .map(|x| x.ready_endpoints)
+    };
+    let wait = |health: &mut watch::Receiver<Arc<HealthView>>, n: u32| {
+        let mut health = health.clone();
+        async move {
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                health.wait_for(|v| ready(v) == Some(n)),
+            )
+            .await
+            .unwrap()
+            .unwrap()
+            .clone()
+        }
+    };
+    let start = wait(&mut health, 2).await.readiness_epoch;
+    let backend = |addr: &str| ProbeTarget::Backend(addr.parse().unwrap());
+
+    // 2 -> 1 ready: still served, no immediate report.
+    for _ in 0..2 {
+        h.probe(backend("10.0.0.2:9000"), false).await;
+    }
+    assert_eq!(wait(&mut health, 1).await.readiness_epoch, start);
+    // 1 -> 0: the hostname cannot be served any more, report at once.
+    for _ in 0..2 {
+        h.probe(backend("10.0.0.1:9000"), false).await;
+    }
+    assert_eq!(wait(&mut health, 0).await.readiness_epoch, start + 1);
+    // 0 -> 1: served again, report at once.
+    for _ in 0..2 {
+        h.probe(backend("10.0.0.1:9000"), true).await;
+    }
+    let view = wait(&mut health, 1).await;
+    assert_eq!(view.readiness_epoch, start + 2);
+    assert!(view.readiness_changed_at.is_some());
+    // 1 -> 2: no new epoch.
+    for _ in 0..2 {
+        h.probe(backend("10.0.0.2:9000"), true).await;
+    }
+    assert_eq!(wait(&mut health, 2).await.readiness_epoch, start + 2);
+}
+
+#[tokio::test]
 async fn shared_routes_are_programmed_and_an_identical_snapshot_changes_nothing() {
     let mut h = Harness::new();
     let first = h

@@ -85,7 +85,8 @@ pub struct RaftConfig {
     /// [`RaftError::Timeout`].
     pub request_timeout: Duration,
     /// Source IP for connections to peers (multi-homed hosts, firewall rules keyed on the source
-    /// address). `None`: chosen by the OS.
+    /// address). `None`: chosen by the OS. Not used towards a peer it cannot reach (another
+    /// address family, or a loopback source and a non-loopback peer).
     pub outbound_source_ip: Option<IpAddr>,
     /// TLS (with this node's client certificate) for connections to peers; `None`: plain text.
     pub client_tls: Option<tonic::transport::ClientTlsConfig>,
@@ -199,6 +200,67 @@ pub enum RaftError {
     Transport(String),
 }
 
+/// Why a raft node stopped on its own (not through [`RaftHandle::shutdown`]).
+///
+/// A node with a fault serves nothing consistent any more: its applied state is frozen where the
+/// node stopped (or empty), so the process embedding it must stop serving (`meridian hub` exits).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RaftFault {
+    /// The leader says this node acknowledged log entries its log does not have: the data
+    /// directory lost data (wiped, restored from an old backup, or a disk that lied about
+    /// fsync) while the node was still a member.
+    #[error(
+        "the data directory {data_dir} lost raft log entries this node had acknowledged: its log          ends at index {last_index}, but leader node {leader_id} knows node {node_id} stored          entries up to at least index {acknowledged}"
+    )]
+    LostLog {
+        /// This node.
+        node_id: u64,
+        /// Its data directory.
+        data_dir: PathBuf,
+        /// The last index in its log.
+        last_index: u64,
+        /// An index the leader knows this node acknowledged.
+        acknowledged: u64,
+        /// The leader that said so.
+        leader_id: u64,
+    },
+    /// Reading or writing the durable log failed; the node stopped rather than diverge.
+    #[error("raft storage failed: {0}")]
+    Storage(String),
+    /// raft-rs or the state machine panicked (raft-rs panics on states it considers corrupt).
+    #[error("the raft node panicked: {0}")]
+    Panicked(String),
+}
+
+// === impl RaftFault ===
+
+impl RaftFault {
+    /// What the operator should do about it.
+    pub fn remedy(&self) -> String {
+        match self {
+            Self::LostLog {
+                node_id, data_dir, ..
+            } => format!(
+                "this node must rejoin as a new member: on a healthy node run `meridian ctl \
+                 members remove {node_id}`, delete {}, start this node with --join instead of \
+                 --peers, then `meridian ctl members add {node_id} <its gRPC address>`; it \
+                 catches up through a snapshot",
+                data_dir.display()
+            ),
+            Self::Storage(_) => "check the disk and the data directory (space, permissions, \
+                                 errors in the system log), then restart the node; if the log \
+                                 is corrupt, remove the member, delete its data directory, \
+                                 start it with --join and add it back"
+                .to_string(),
+            Self::Panicked(_) => "restart the node; if it panics again, its data directory may \
+                                  have lost data while it was a member: remove the member \
+                                  (meridian ctl members remove ID), delete its data directory, \
+                                  start it with --join and add it back"
+                .to_string(),
+        }
+    }
+}
+
 /// A running Raft node. Cheap to clone; all clones talk to the same node task.
 #[derive(Clone)]
 pub struct RaftHandle {
@@ -209,6 +271,8 @@ struct HandleInner {
     config: RaftConfig,
     tx: mpsc::Sender<Msg>,
     status: watch::Receiver<RaftStatus>,
+    /// Set once when the node stops on its own; the sender is dropped on any stop.
+    fault: watch::Receiver<Option<RaftFault>>,
     metrics: Metrics,
     /// Channels to leaders for forwarded calls, by address (tonic channels reconnect by
     /// themselves; the std mutex is held only to clone or insert).
@@ -234,6 +298,7 @@ pub async fn spawn<S: StateMachine>(
         node_id: config.node_id,
         ..RaftStatus::default()
     });
+    let (fault_tx, fault) = watch::channel(None);
     node::start(
         config.clone(),
         state_machine,
@@ -241,6 +306,7 @@ pub async fn spawn<S: StateMachine>(
         inbox,
         tx.downgrade(),
         status_tx,
+        fault_tx,
     )
     .await?;
     Ok(RaftHandle {
@@ -248,6 +314,7 @@ pub async fn spawn<S: StateMachine>(
             config,
             tx,
             status,
+            fault,
             metrics,
             channels: Mutex::new(HashMap::new()),
         }),
@@ -366,6 +433,25 @@ impl RaftHandle {
     /// Status updates (role, term, leader, commit/applied index, members, leader contact).
     pub fn status(&self) -> watch::Receiver<RaftStatus> {
         self.inner.status.clone()
+    }
+
+    /// Why the node stopped on its own, if it did (`None` while it runs, and after a clean
+    /// [`RaftHandle::shutdown`]).
+    pub fn fault(&self) -> Option<RaftFault> {
+        self.inner.fault.borrow().clone()
+    }
+
+    /// Resolves when the node stops on its own (a storage failure, a lost log, a panic); never
+    /// resolves after a clean [`RaftHandle::shutdown`].
+    pub async fn failed(&self) -> RaftFault {
+        let mut fault = self.inner.fault.clone();
+        if let Ok(fault) = fault.wait_for(Option::is_some).await
+            && let Some(fault) = fault.clone()
+        {
+            return fault;
+        }
+        // The node stopped cleanly (the sender is gone without a fault).
+        std::future::pending().await
     }
 
     /// Adds voter `id` reachable at `peer_addr` (or updates its address). One membership change

@@ -33,7 +33,7 @@ use prost::Message as _;
 use protobuf::Message as _;
 use raft::eraftpb::{
     ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, Entry, EntryType, Message,
-    Snapshot, SnapshotMetadata,
+    MessageType, Snapshot, SnapshotMetadata,
 };
 use raft::{RawNode, ReadOnlyOption, SnapshotStatus, StateRole, Storage as _};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -41,7 +41,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::metrics::Metrics;
 use super::storage::{DiskStorage, ReadyWrite, StorageFailure};
 use super::transport::Transport;
-use super::{RaftConfig, RaftError, RaftStatus, Role, StateMachine};
+use super::{RaftConfig, RaftError, RaftFault, RaftStatus, Role, StateMachine};
 
 /// Everything the node task reacts to.
 pub(crate) enum Msg {
@@ -155,10 +155,15 @@ struct Node<S> {
     /// published the batch (`applied`), so a caller reads its own write.
     answers: Vec<(Reply, Result<Applied, ProposeFailure>)>,
     shutdown: Option<oneshot::Sender<()>>,
+    /// Set when the node must stop (it found its log cannot be trusted).
+    fault: Option<RaftFault>,
 }
 
 /// Opens storage, restores the state machine and starts the node thread. Returns once the node
 /// is running (after replaying the committed log) or failed to start.
+///
+/// When the node later stops on its own (a storage failure, a lost log, a panic), the reason is
+/// published on `fault_tx`; a clean shutdown publishes nothing.
 pub(crate) async fn start<S: StateMachine>(
     config: RaftConfig,
     state_machine: S,
@@ -166,50 +171,82 @@ pub(crate) async fn start<S: StateMachine>(
     inbox: mpsc::Receiver<Msg>,
     node_tx: mpsc::WeakSender<Msg>,
     status_tx: watch::Sender<RaftStatus>,
+    fault_tx: watch::Sender<Option<RaftFault>>,
 ) -> Result<(), RaftError> {
     let runtime = tokio::runtime::Handle::current();
     let (started_tx, started_rx) = oneshot::channel();
     let name = format!("raft-{}", config.node_id);
     let node_id = config.node_id;
     let thread = std::thread::Builder::new().name(name).spawn(move || {
-        let local = match tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-        {
-            Ok(local) => local,
-            Err(e) => {
-                let _ = started_tx.send(Err(RaftError::Storage(format!(
-                    "starting the raft thread's runtime: {e}"
-                ))));
-                return;
-            }
-        };
-        let transport = Transport::new(&config, runtime, node_tx, metrics.clone());
-        let node = match Node::open(config, state_machine, transport, metrics, inbox, status_tx) {
-            Ok(node) => node,
-            Err(e) => {
-                let _ = started_tx.send(Err(e));
-                return;
-            }
-        };
-        // raft-rs panics on states it considers corrupt (e.g. a leader's commit index beyond a
-        // follower's log: a data directory wiped while the node was still a member). Contain
-        // it to this node: callers see `Stopped`, the process keeps serving.
+        let mut started = Some(started_tx);
+        // raft-rs panics on states it considers corrupt; contain it to this thread and report
+        // it as the node's fault, so the process embedding the node can stop serving.
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            local.block_on(node.run(started_tx))
+            let local = match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(local) => local,
+                Err(e) => {
+                    if let Some(started) = started.take() {
+                        let _ = started.send(Err(RaftError::Storage(format!(
+                            "starting the raft thread's runtime: {e}"
+                        ))));
+                    }
+                    return None;
+                }
+            };
+            let transport = Transport::new(&config, runtime, node_tx, metrics.clone());
+            let node = match Node::open(config, state_machine, transport, metrics, inbox, status_tx)
+            {
+                Ok(node) => node,
+                Err(e) => {
+                    if let Some(started) = started.take() {
+                        let _ = started.send(Err(e));
+                    }
+                    return None;
+                }
+            };
+            local.block_on(node.run(&mut started))
         }));
-        if outcome.is_err() {
+        let fault = match outcome {
+            Ok(fault) => fault,
+            Err(payload) => {
+                let message = panic_message(payload.as_ref());
+                if let Some(started) = started.take() {
+                    let _ = started.send(Err(RaftError::Storage(format!(
+                        "the raft node panicked while starting: {message}"
+                    ))));
+                    return;
+                }
+                Some(RaftFault::Panicked(message))
+            }
+        };
+        if let Some(fault) = fault {
             tracing::error!(
                 node = node_id,
-                "raft node panicked and stopped; if its data directory was wiped while it was \
-                 a member, remove it from the group and add it again"
+                error = %fault,
+                remedy = %fault.remedy(),
+                "the raft node stopped"
             );
+            fault_tx.send_replace(Some(fault));
         }
     });
     if let Err(e) = thread {
         return Err(RaftError::Storage(format!("spawning the raft thread: {e}")));
     }
     started_rx.await.unwrap_or(Err(RaftError::Stopped))
+}
+
+/// The text of a panic payload (`panic!` with a literal or a formatted message).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_string()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "(no message)".to_string()
+    }
 }
 
 // === impl Node ===
@@ -229,6 +266,7 @@ impl<S: StateMachine> Node<S> {
         }
         let storage_error = |e: StorageFailure| RaftError::Storage(e.to_string());
         let mut storage = DiskStorage::open(&config.data_dir).map_err(storage_error)?;
+        storage.claim(id).map_err(storage_error)?;
 
         if storage.is_empty() {
             if config.initial_members.is_empty() {
@@ -314,6 +352,7 @@ impl<S: StateMachine> Node<S> {
             contact: None,
             answers: Vec::new(),
             shutdown: None,
+            fault: None,
         };
         node.metrics.applied_index.set(gauge(snapshot_index));
         // Replay the committed log before reporting the node started.
@@ -324,12 +363,18 @@ impl<S: StateMachine> Node<S> {
     }
 
     /// The loop: wait for a message or a tick, take what else is queued, process the Ready.
-    async fn run(mut self, started: oneshot::Sender<Result<(), RaftError>>) {
-        let _ = started.send(Ok(()));
+    /// Returns the fault that stopped it, or `None` after a shutdown.
+    async fn run(
+        mut self,
+        started: &mut Option<oneshot::Sender<Result<(), RaftError>>>,
+    ) -> Option<RaftFault> {
+        if let Some(started) = started.take() {
+            let _ = started.send(Ok(()));
+        }
         tracing::info!(node = self.id, addr = %self.config.advertise_addr, "raft node started");
         let mut ticker = tokio::time::interval(self.config.tick_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let failure = loop {
+        let fault = loop {
             tokio::select! {
                 msg = self.inbox.recv() => match msg {
                     Some(msg) => self.handle(msg),
@@ -339,27 +384,31 @@ impl<S: StateMachine> Node<S> {
                 _ = ticker.tick() => self.on_tick(),
             }
             for _ in 0..MAX_BATCH {
+                if self.fault.is_some() {
+                    break;
+                }
                 match self.inbox.try_recv() {
                     Ok(msg) => self.handle(msg),
                     Err(_) => break,
                 }
             }
+            if let Some(fault) = self.fault.take() {
+                break Some(fault);
+            }
             if self.shutdown.is_some() {
                 break None;
             }
             if let Err(e) = self.drive_ready() {
-                break Some(e);
+                break Some(RaftFault::Storage(e.to_string()));
             }
             self.publish_status();
         };
-        if let Some(e) = &failure {
-            tracing::error!(node = self.id, error = %e, "raft storage failed; stopping the node");
-        }
-        let error = match failure {
-            Some(e) => RaftError::Storage(e.to_string()),
+        let error = match &fault {
+            Some(fault) => RaftError::Storage(fault.to_string()),
             None => RaftError::Stopped,
         };
         self.stop(error);
+        fault
     }
 
     fn stop(mut self, error: RaftError) {
@@ -427,6 +476,10 @@ impl<S: StateMachine> Node<S> {
                 to = message.to,
                 "dropping a raft message for another node"
             );
+            return;
+        }
+        if let Some(fault) = self.lost_log(&message) {
+            self.fault = Some(fault);
             return;
         }
         let from = message.from;
@@ -566,6 +619,33 @@ impl<S: StateMachine> Node<S> {
         let read_id = self.next_seq;
         self.raw.read_index(read_id.to_be_bytes().to_vec());
         self.reads.insert(read_id, reply);
+    }
+
+    /// Detects a data directory that lost entries while the node was a member, before raft-rs
+    /// panics on it (`to_commit N is out of range [last_index M]`).
+    ///
+    /// A leader's heartbeat carries `min(commit, match)` for the receiver, where `match` only
+    /// ever comes from the receiver's own acknowledgements of durably stored entries, and a
+    /// follower never drops entries it acknowledged to the current leader. So a heartbeat this
+    /// node will process whose commit index is beyond its last log index proves that the log
+    /// lost acknowledged entries: continuing would let the node vote and acknowledge as if it
+    /// still had them, which can lose committed writes.
+    fn lost_log(&self, message: &Message) -> Option<RaftFault> {
+        let raft = &self.raw.raft;
+        let last_index = raft.raft_log.last_index();
+        if message.get_msg_type() != MessageType::MsgHeartbeat
+            || message.term < raft.term
+            || message.commit <= last_index
+        {
+            return None;
+        }
+        Some(RaftFault::LostLog {
+            node_id: self.id,
+            data_dir: self.config.data_dir.clone(),
+            last_index,
+            acknowledged: message.commit,
+            leader_id: message.from,
+        })
     }
 
     /// `Some` unless this node is the leader and can take proposals.

@@ -11,7 +11,8 @@
 //! - table `raft_meta`: `hard_state` (encoded `HardState`), `snapshot_meta` (encoded
 //!   `SnapshotMetadata`, its conf state is the configuration at the snapshot index),
 //!   `snapshot_data` (the snapshot payload), `compacted` (index and term of the last compacted
-//!   entry, 16 bytes big-endian), `format` (u32 big-endian).
+//!   entry, 16 bytes big-endian), `format` (u32 big-endian), `node_id` (u64 big-endian: the node
+//!   this log belongs to; written on first open, checked on every later one).
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -30,6 +31,7 @@ const KEY_HARD_STATE: &str = "hard_state";
 const KEY_SNAPSHOT_META: &str = "snapshot_meta";
 const KEY_SNAPSHOT_DATA: &str = "snapshot_data";
 const KEY_COMPACTED: &str = "compacted";
+const KEY_NODE_ID: &str = "node_id";
 
 const FORMAT_VERSION: u32 = 1;
 
@@ -75,6 +77,8 @@ pub(crate) struct DiskStorage {
     /// the receiver joined the configuration, which it would refuse); the node then takes a
     /// fresh one and raft asks again on its next attempt.
     snapshot_wanted: Cell<bool>,
+    /// The node this log belongs to, once recorded.
+    node_id: Option<u64>,
 }
 
 /// What one Ready asks to persist, written in one transaction.
@@ -111,6 +115,7 @@ impl DiskStorage {
             entries: VecDeque::new(),
             pending_commit: None,
             snapshot_wanted: Cell::new(false),
+            node_id: None,
         };
         storage.load()?;
         Ok(storage)
@@ -141,6 +146,12 @@ impl DiskStorage {
                     "unsupported format version {version} (this build reads {FORMAT_VERSION})"
                 )));
             }
+        }
+        if let Some(bytes) = get(KEY_NODE_ID)? {
+            let id = <[u8; 8]>::try_from(bytes.as_slice())
+                .map(u64::from_be_bytes)
+                .map_err(|_| fail(&"node id marker is not 8 bytes"))?;
+            self.node_id = Some(id);
         }
         if let Some(bytes) = get(KEY_HARD_STATE)? {
             self.hard_state = HardState::parse_from_bytes(&bytes)
@@ -176,6 +187,32 @@ impl DiskStorage {
             self.entries.push_back(entry);
         }
         Ok(())
+    }
+
+    /// Records that this log belongs to node `id`, or refuses a log that belongs to another
+    /// node (a data directory given to the wrong `--id`: its votes and acknowledgements were
+    /// another member's, and reusing them could lose committed writes).
+    pub(crate) fn claim(&mut self, id: u64) -> Result<(), StorageFailure> {
+        match self.node_id {
+            Some(owner) if owner == id => Ok(()),
+            Some(owner) => Err(self.fail(format!(
+                "this data directory holds the raft log of node {owner}, not node {id}; start \
+                 node {owner} with it, or give node {id} its own data directory"
+            ))),
+            None => {
+                let mut txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+                txn.set_durability(Durability::Immediate)
+                    .map_err(|e| self.fail(e))?;
+                {
+                    let mut meta = txn.open_table(META).map_err(|e| self.fail(e))?;
+                    meta.insert(KEY_NODE_ID, id.to_be_bytes().as_slice())
+                        .map_err(|e| self.fail(e))?;
+                }
+                txn.commit().map_err(|e| self.fail(e))?;
+                self.node_id = Some(id);
+                Ok(())
+            }
+        }
     }
 
     /// Whether nothing was ever written (a new node).

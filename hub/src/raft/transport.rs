@@ -301,7 +301,13 @@ pub(crate) fn peer_endpoint(
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true)
-        .local_address(source_ip))
+        .local_address(source_ip.filter(|ip| can_reach_from(*ip, addr))))
+}
+
+/// Whether a connection to `peer` can originate from `source`: the same address family, and
+/// not from a loopback address to a non-loopback peer (the kernel refuses both).
+fn can_reach_from(source: IpAddr, peer: SocketAddr) -> bool {
+    source.is_ipv4() == peer.is_ipv4() && (!source.is_loopback() || peer.ip().is_loopback())
 }
 
 /// Connects to a peer, giving up after the connect timeout even if the peer accepted the TCP

@@ -7,6 +7,7 @@
 //! - [`certificate`]: [`check_certificate`], validation of distributed certificates.
 //! - [`encoding`]: the versioned protobuf encodings of commands, outcomes and snapshots.
 //! - [`machine`]: [`StoreMachine`], the `raft::StateMachine` that publishes views.
+//! - [`dns_feed`]: [`DnsFeed`], which derives DNS views from them off the Raft thread.
 //!
 //! **Invariant:** `State::apply` is deterministic: no clock, randomness or IO. Times come
 //! inside the command, stamped by the proposer.
@@ -14,6 +15,7 @@
 mod apply;
 pub mod certificate;
 pub mod command;
+pub mod dns_feed;
 pub mod encoding;
 pub mod machine;
 pub mod proposer;
@@ -25,6 +27,7 @@ mod tests;
 pub use apply::{RECORD_TYPES, check_hostname, check_record_set};
 pub use certificate::{CertificateInfo, certificate_info, check_certificate};
 pub use command::{Action, Command, Outcome, RejectKind, Rejection, verdict_name};
+pub use dns_feed::DnsFeed;
 pub use machine::{StoreMachine, StoreView, StoreWatches};
 pub use proposer::{ProposeError, Proposer, unix_now_ms};
 pub use state::{

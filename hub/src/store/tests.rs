@@ -675,7 +675,7 @@ fn newer_snapshot_formats_are_refused() {
 #[test]
 fn machine_publishes_views_after_each_batch() {
     let mut registry = Registry::default();
-    let (mut machine, watches) = StoreMachine::new(&mut registry);
+    let (mut machine, watches, mut feed) = StoreMachine::new(&mut registry);
     for (i, action) in script().into_iter().enumerate() {
         let outcome = machine.apply(i as u64 + 1, &encode_command(&cmd(action)));
         assert_eq!(decode_outcome(&outcome).unwrap().1, i as u64 + 1);
@@ -685,6 +685,9 @@ fn machine_publishes_views_after_each_batch() {
     machine.applied(12);
     assert_eq!(watches.view.borrow().applied_index, 12);
     assert_eq!(watches.view.borrow().state.clusters.len(), 2);
+    // DNS views come from the feed.
+    assert!(feed.publish_now());
+    assert!(!feed.publish_now(), "nothing DNS-relevant changed since");
     assert_eq!(watches.dns.borrow().applied_index, 12);
     assert_eq!(watches.shared.borrow().version, 8);
 
@@ -696,8 +699,9 @@ fn machine_publishes_views_after_each_batch() {
 
     // Snapshot and restore into a fresh machine.
     let snapshot = machine.snapshot();
-    let (mut other, other_watches) = StoreMachine::new(&mut Registry::default());
+    let (mut other, other_watches, mut other_feed) = StoreMachine::new(&mut Registry::default());
     other.restore(14, &snapshot).unwrap();
+    other_feed.publish_now();
     assert_eq!(
         other_watches.view.borrow().state,
         watches.view.borrow().state
@@ -950,4 +954,61 @@ fn check_snapshot_and_encoding(state: &State, cert: &TlsCertificate) {
         let command = cmd(action);
         assert_eq!(decode_command(&encode_command(&command)).unwrap(), command);
     }
+}
+
+#[test]
+fn views_stay_exact_whether_batches_replay_a_spare_copy_or_clone() {
+    // A reference state applying every command once, against the machine's published views:
+    // batches where no reader holds the previous view (the spare copy is replayed), where one
+    // does (the machine clones), a batch that changes nothing, and a restore in the middle.
+    let mut registry = Registry::default();
+    let (mut machine, watches, _feed) = StoreMachine::new(&mut registry);
+    let mut reference = State::default();
+    let mut index = 0u64;
+    let mut held = Vec::new();
+    for round in 0..12u64 {
+        for i in 0..3u64 {
+            index += 1;
+            let action = Action::PutCluster(cluster(
+                &format!("c{}", (round * 3 + i) % 7),
+                if round % 2 == 0 { "us" } else { "eu" },
+                "10.0.0.1",
+            ));
+            reference.apply(index, cmd(action.clone()));
+            machine.apply(index, &encode_command(&cmd(action)));
+        }
+        machine.applied(index);
+        assert_eq!(watches.view.borrow().applied_index, index);
+        assert_eq!(*watches.view.borrow().state, reference, "round {round}");
+        if round % 3 == 1 {
+            // A reader keeps this view: the next batch cannot reuse it.
+            held.push(watches.view.borrow().clone());
+        }
+        if round == 6 {
+            let snapshot = machine.snapshot();
+            machine.restore(index, &snapshot).unwrap();
+            assert_eq!(*watches.view.borrow().state, reference);
+        }
+    }
+    // A repeated PUT changes nothing: the view only moves its index.
+    index += 1;
+    let same = Action::PutCluster(cluster("c0", "eu", "10.0.0.1"));
+    reference.apply(index, cmd(same.clone()));
+    machine.apply(index, &encode_command(&cmd(same)));
+    machine.applied(index);
+    assert_eq!(*watches.view.borrow().state, reference);
+    index += 1;
+    let next = Action::PutCluster(cluster("c9", "us", "10.0.0.1"));
+    reference.apply(index, cmd(next.clone()));
+    machine.apply(index, &encode_command(&cmd(next)));
+    machine.applied(index);
+    assert_eq!(*watches.view.borrow().state, reference);
+    let text = {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text
+    };
+    assert!(text.contains("how=\"replayed\""), "{text}");
+    assert!(text.contains("how=\"cloned\""), "{text}");
+    drop(held);
 }

@@ -227,3 +227,51 @@ async fn a_wiped_node_catches_up_through_a_snapshot() {
         node.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_restarted_without_its_log_stops_with_the_remedy() {
+    let mut group = Group::start(3).await;
+    let leader = group.leader().await;
+    let lost = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    let admin = Admin::new(group.node(leader));
+    for i in 0..5 {
+        admin
+            .put_ok(
+                &format!("/v1/clusters/c{i}"),
+                &cluster_body("us", "10.0.0.1"),
+            )
+            .await;
+    }
+    let target = group.node(leader).raft().status().borrow().commit_index;
+    eventually(Duration::from_secs(10), "the follower to apply", || async {
+        let status = group.node(lost).raft().status().borrow().clone();
+        (status.applied_index >= target).then_some(())
+    })
+    .await;
+
+    // The wrong way back: an empty data directory, started as an initial member again.
+    group.stop_and_wipe(lost).await;
+    group.restart(lost).await;
+    let fault = tokio::time::timeout(Duration::from_secs(10), group.node(lost).failed())
+        .await
+        .expect("the node noticed its lost log");
+    assert!(
+        matches!(fault, meridian_hub::raft::RaftFault::LostLog { .. }),
+        "{fault:?}"
+    );
+    assert!(fault.remedy().contains("--join"), "{}", fault.remedy());
+    let (status, body) = Admin::new(group.node(lost)).get("/healthz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("data directory"),
+        "{body}"
+    );
+
+    // The other two go on.
+    admin
+        .put_ok("/v1/clusters/after", &cluster_body("eu", "10.0.0.2"))
+        .await;
+    for node in group.nodes.into_values() {
+        node.shutdown().await;
+    }
+}

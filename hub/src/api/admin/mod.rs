@@ -237,8 +237,21 @@ fn path_route_key(namespace: &str, name: &str) -> Result<ObjectKey, ApiError> {
 
 // === handlers: node ===
 
-async fn healthz() -> &'static str {
-    "ok\n"
+/// 200 while the node works; 503 once its raft node stopped on its own (its state is frozen or
+/// empty, so a load balancer must stop sending it traffic), with the reason and the remedy.
+async fn healthz(State(state): State<AppState>) -> Response {
+    match state.raft.fault() {
+        None => "ok\n".into_response(),
+        Some(fault) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "status": "failed",
+                "error": fault.to_string(),
+                "remedy": fault.remedy(),
+            })),
+        )
+            .into_response(),
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
