@@ -17,7 +17,7 @@ admin API adds JSON validation on ours.
 Usage:
     bench/raft/run.sh                       # builds `meridian` (release) and runs both
     bench/raft/bench.py --meridian target/release/meridian [--skip-etcd] [--writes 2000]
-                        [--concurrency 32] [--kills 5] [--workdir DIR] [--json OUT]
+                        [--concurrency 32] [--kills 5] [--runs 3] [--workdir DIR] [--json OUT]
 """
 
 import argparse
@@ -354,42 +354,62 @@ def main():
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--workdir", help="data directories (default: a temporary directory on disk)")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument(
+        "--runs", type=int, default=1,
+        help="rounds; each runs meridian then etcd, so both see the same machine load; the "
+        "table shows medians with the spread (min-max) over rounds",
+    )
     args = parser.parse_args()
 
     workdir = args.workdir or tempfile.mkdtemp(prefix="meridian-raft-bench-", dir=os.getcwd())
-    results = {}
+    results = {"meridian": [], "etcd": []}
     try:
-        if args.meridian:
-            results["meridian"] = run_system(Meridian(args.meridian, workdir), args)
-        if not args.skip_etcd:
-            if shutil.which("etcd") is None:
-                print("etcd not found: apt-get install etcd-server etcd-client", file=sys.stderr)
-            else:
-                results["etcd"] = run_system(Etcd(workdir), args)
+        for run in range(args.runs):
+            print(f"== round {run + 1} of {args.runs}; load average {os.getloadavg()}", flush=True)
+            run_dir = os.path.join(workdir, f"round-{run + 1}")
+            if args.meridian:
+                results["meridian"].append(run_system(Meridian(args.meridian, run_dir), args))
+            if not args.skip_etcd:
+                if shutil.which("etcd") is None:
+                    print("etcd not found: apt-get install etcd-server etcd-client", file=sys.stderr)
+                else:
+                    results["etcd"].append(run_system(Etcd(run_dir), args))
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    if "meridian" in results and "etcd" in results:
-        m, e = results["meridian"], results["etcd"]
-        rows = [
-            ("commit p50 via leader (ms)", m["via_leader"]["p50_ms"], e["via_leader"]["p50_ms"]),
-            ("commit p99 via leader (ms)", m["via_leader"]["p99_ms"], e["via_leader"]["p99_ms"]),
-            ("commit p50 via follower (ms)", m["via_follower"]["p50_ms"], e["via_follower"]["p50_ms"]),
-            ("commit p99 via follower (ms)", m["via_follower"]["p99_ms"], e["via_follower"]["p99_ms"]),
-            ("sequential writes/s", m["via_leader"]["writes_per_s"], e["via_leader"]["writes_per_s"]),
-            ("concurrent writes/s", m["concurrent"]["writes_per_s"], e["concurrent"]["writes_per_s"]),
-            ("election after kill -9, median (ms)",
-             sorted(m["election_ms"])[len(m["election_ms"]) // 2],
-             sorted(e["election_ms"])[len(e["election_ms"]) // 2]),
-            ("election after kill -9, max (ms)", max(m["election_ms"]), max(e["election_ms"])),
-        ]
-        print(f"\n{'metric':40} {'meridian':>10} {'etcd':>10} {'ratio':>7}")
-        for name, mv, ev in rows:
-            print(f"{name:40} {mv:10.2f} {ev:10.2f} {mv / ev:7.2f}")
+    if results["meridian"] and results["etcd"]:
+        print_table(results["meridian"], results["etcd"])
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
+
+
+def median(values):
+    values = sorted(values)
+    n = len(values)
+    return values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
+
+
+def print_table(meridian_runs, etcd_runs):
+    """Medians over rounds, their spread, and the ratio of the medians (meridian / etcd)."""
+    metrics = [
+        ("commit p50 via leader (ms)", lambda r: r["via_leader"]["p50_ms"]),
+        ("commit p99 via leader (ms)", lambda r: r["via_leader"]["p99_ms"]),
+        ("commit p50 via follower (ms)", lambda r: r["via_follower"]["p50_ms"]),
+        ("commit p99 via follower (ms)", lambda r: r["via_follower"]["p99_ms"]),
+        ("sequential writes/s", lambda r: r["via_leader"]["writes_per_s"]),
+        ("concurrent writes/s", lambda r: r["concurrent"]["writes_per_s"]),
+        ("election after kill -9, median (ms)", lambda r: median(r["election_ms"])),
+        ("election after kill -9, max (ms)", lambda r: max(r["election_ms"])),
+    ]
+    print(f"\nmedian over {len(meridian_runs)} round(s), [min-max]")
+    print(f"{'metric':38} {'meridian':>22} {'etcd':>22} {'ratio':>6}")
+    for name, get in metrics:
+        mv = [get(r) for r in meridian_runs]
+        ev = [get(r) for r in etcd_runs]
+        cell = lambda v: f"{median(v):8.2f} [{min(v):.1f}-{max(v):.1f}]"
+        print(f"{name:38} {cell(mv):>22} {cell(ev):>22} {median(mv) / median(ev):6.2f}")
 
 
 if __name__ == "__main__":

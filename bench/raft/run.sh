@@ -4,13 +4,15 @@
 #   2. a 3-node `meridian hub` group vs a 3-member etcd cluster, same HTTP workload and
 #      kill -9 elections: bench/raft/bench.py (prints a table with ratios).
 # Needs etcd (Debian: apt-get install etcd-server etcd-client) and python3.
-# Environment: WRITES (2000), CONCURRENCY (32), KILLS (5), PROFILE (release).
+# Environment: WRITES (2000), CONCURRENCY (32), KILLS (5), RUNS (3: rounds of meridian then
+# etcd; the table shows medians and spread), PROFILE (release).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 WRITES="${WRITES:-2000}"
 CONCURRENCY="${CONCURRENCY:-32}"
 KILLS="${KILLS:-5}"
+RUNS="${RUNS:-3}"
 PROFILE="${PROFILE:-release}"
 profile_flag=()
 [ "$PROFILE" = "release" ] && profile_flag=(--release)
@@ -33,6 +35,6 @@ echo "== in-process library"
 
 echo "== meridian hub vs etcd"
 python3 bench/raft/bench.py --meridian "target/$PROFILE/meridian" --writes "$WRITES" \
-    --concurrency "$CONCURRENCY" --kills "$KILLS" --workdir "$workdir/procs" \
+    --concurrency "$CONCURRENCY" --kills "$KILLS" --runs "$RUNS" --workdir "$workdir/procs" \
     --json "$workdir/../raft-bench.json"
 echo "results: target/raft-bench.json"
