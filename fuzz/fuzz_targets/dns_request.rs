@@ -157,6 +157,9 @@ fuzz_target!(|data: &[u8]| {
     };
     ANSWERER.with(|answerer| {
         let mut answerer = answerer.borrow_mut();
+        if let Err(difference) = answerer.check_fast_path(packet, client) {
+            panic!("{difference}");
+        }
         if let Some(response) = answerer.answer_udp(packet, client) {
             assert!(
                 response.len() <= 1232,

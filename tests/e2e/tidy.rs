@@ -25,7 +25,9 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn workspace_files() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
-    for dir in ["src", "proto", "gwapi", "hub", "agent", "gateway", "tests", "bench"] {
+    for dir in [
+        "src", "proto", "gwapi", "hub", "agent", "gateway", "tests", "bench",
+    ] {
         rust_files(&root.join(dir), &mut files);
     }
     files
@@ -41,7 +43,10 @@ fn every_rust_file_starts_with_a_module_doc() {
         })
         .map(|path| path.display().to_string())
         .collect();
-    assert!(missing.is_empty(), "files without a //! doc line: {missing:#?}");
+    assert!(
+        missing.is_empty(),
+        "files without a //! doc line: {missing:#?}"
+    );
 }
 
 #[test]

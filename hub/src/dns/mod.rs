@@ -5,6 +5,7 @@
 //! - `answer`: the pure answer policy (weights, failover tiers, pin, panic, fail-open).
 //! - `snapshot`: a [`DnsView`] compiled into names, signed RRsets and per-region plans.
 //! - `respond`: one query → response records; EDNS, ECS, truncation.
+//! - `fast`: the UDP fast path for plain A/AAAA queries, from pre-encoded wire data.
 //! - `dnssec`: online signing, compact denial, DS.
 //! - `server`: the UDP socket threads (SO_REUSEPORT), the hickory TCP server, the view watcher.
 //! - `explain`: what a client would get and why.
@@ -24,6 +25,7 @@ pub mod config;
 mod answer;
 mod dnssec;
 mod explain;
+mod fast;
 mod geo;
 mod respond;
 mod rrl;

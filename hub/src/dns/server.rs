@@ -39,6 +39,7 @@ use tracing::{debug, info, warn};
 
 use super::config::{CheckedConfig, DnsConfig};
 use super::explain::{self, Explanation};
+use super::fast;
 use super::geo::GeoMap;
 use super::respond::{self, Limits};
 use super::rrl::{RateLimiter, Verdict};
@@ -300,6 +301,55 @@ impl PacketAnswerer {
             out: Vec::with_capacity(4096),
             rng: SmallRng::seed_from_u64(0x5eed),
         })
+    }
+
+    /// Checks the fast-path invariant for one datagram: when the fast path answers it, the full
+    /// path (given the same random numbers) must give the same response. Returns a description
+    /// of the difference, if any. For the fuzz target.
+    #[doc(hidden)]
+    pub fn check_fast_path(&mut self, packet: &[u8], src: SocketAddr) -> Result<(), String> {
+        let snapshot = self.shared.snapshot.load();
+        let mut fast_out = Vec::new();
+        let mut fixed = || 0x9E37_79B9_7F4A_7C15u64;
+        if !fast::answer(
+            &snapshot,
+            &self.shared.geo,
+            packet,
+            src.ip(),
+            self.shared.limits,
+            &mut fixed,
+            &mut fast_out,
+        ) {
+            return Ok(());
+        }
+        let request = Request::from_bytes(packet.to_vec(), src, Protocol::Udp)
+            .map_err(|e| format!("fast path answered a packet the full parser rejects: {e}"))?;
+        let reply = respond::respond(
+            &snapshot,
+            &self.shared.geo,
+            &request,
+            src.ip(),
+            self.shared.limits,
+            &mut fixed,
+        );
+        let mut full_out = Vec::new();
+        respond::encode_udp(&request, &reply, self.shared.limits, &mut full_out)
+            .map_err(|e| format!("full path cannot encode: {e}"))?;
+        if fast_out == full_out {
+            return Ok(());
+        }
+        // Byte differences are fine where only name compression differs; compare the messages.
+        let fast = hickory_proto::op::Message::from_vec(&fast_out)
+            .map_err(|e| format!("fast response does not parse: {e}"))?;
+        let full = hickory_proto::op::Message::from_vec(&full_out)
+            .map_err(|e| format!("full response does not parse: {e}"))?;
+        if fast == full {
+            Ok(())
+        } else {
+            Err(format!(
+                "fast path differs:\nfast: {fast:?}\nfull: {full:?}"
+            ))
+        }
     }
 
     /// The response to one UDP datagram from `src`, or `None` when the server sends nothing.
@@ -600,6 +650,22 @@ impl Shared {
         if verdict == Verdict::Drop {
             counters.rate_dropped += 1;
             return false;
+        }
+        if verdict == Verdict::Send {
+            let snapshot = self.snapshot.load();
+            let mut random = || rng.next_u64();
+            if fast::answer(
+                &snapshot,
+                &self.geo,
+                packet,
+                src.ip(),
+                self.limits,
+                &mut random,
+                out,
+            ) {
+                counters.count(ResponseCode::NoError);
+                return true;
+            }
         }
         let request = match Request::from_bytes(packet.to_vec(), src, Protocol::Udp) {
             Ok(request) => request,

@@ -74,6 +74,9 @@ pub(crate) struct SnapshotBuilder {
 pub(crate) struct RrSet {
     pub(crate) records: Vec<Record>,
     pub(crate) rrsig: Option<Record>,
+    /// For A/AAAA sets: the records in wire format, owner compressed to the question name
+    /// (`0xC00C`), for the UDP fast path (`dns::fast`). Empty for other types.
+    pub(crate) wire: Vec<u8>,
 }
 
 /// One authoritative zone.
@@ -150,6 +153,8 @@ pub(crate) struct ZoneSnapshot {
     pub(crate) problems: Vec<String>,
     /// Signatures made on the query path, per answer.
     pub(crate) lazy: LazyCache,
+    /// Hostnames with a traffic policy, by lower-case wire-format name, for the UDP fast path.
+    pub(crate) fast: HashMap<Box<[u8]>, Arc<Dynamic>, BuildHasherDefault<FnvHasher>>,
 }
 
 /// A direct-mapped, lock-free cache of answers signed on the query path.
@@ -197,6 +202,7 @@ impl SnapshotBuilder {
         let mut used_signatures = HashMap::new();
         let mut zones = Vec::with_capacity(self.config.zones.len());
         let mut names = NameMap::default();
+        let mut fast = HashMap::default();
         let mut rebuild_at: Option<SystemTime> = None;
 
         // Zones: apex SOA, NS, DNSKEY, and the name servers' addresses.
@@ -397,7 +403,9 @@ impl SnapshotBuilder {
             let node = insert_node(&mut names, zone_index, &owner);
             node.types.insert(RecordType::A);
             node.types.insert(RecordType::AAAA);
-            node.dynamic = Some(Arc::new(dynamic));
+            let dynamic = Arc::new(dynamic);
+            fast.insert(wire_name(&owner), dynamic.clone());
+            node.dynamic = Some(dynamic);
         }
 
         // Empty non-terminals: every ancestor of a name, up to its zone apex, exists.
@@ -427,6 +435,7 @@ impl SnapshotBuilder {
             rebuild_at,
             problems,
             lazy: LazyCache::new(),
+            fast,
         }
     }
 
@@ -474,7 +483,12 @@ impl SignContext<'_> {
             (Some(signer), Some(_)) => self.sign(signer, &records),
             _ => None,
         };
-        Arc::new(RrSet { records, rrsig })
+        let wire = address_wire(&records);
+        Arc::new(RrSet {
+            records,
+            rrsig,
+            wire,
+        })
     }
 
     fn sign(&mut self, signer: &ZoneSigner, records: &[Record]) -> Option<Record> {
@@ -782,6 +796,36 @@ pub(crate) fn to_name(fqdn: &Fqdn) -> Name {
 
 fn zone_of(zones: &[CheckedZone], fqdn: &Fqdn) -> Option<usize> {
     zones.iter().position(|z| fqdn.is_within(&z.origin))
+}
+
+/// A name in wire format, lower case.
+pub(crate) fn wire_name(name: &Name) -> Box<[u8]> {
+    let mut wire = Vec::with_capacity(name.len() + 1);
+    for label in name.iter() {
+        wire.push(label.len() as u8);
+        wire.extend(label.iter().map(u8::to_ascii_lowercase));
+    }
+    wire.push(0);
+    wire.into_boxed_slice()
+}
+
+/// A/AAAA records in wire format with the owner as a pointer to offset 12 (the question name).
+fn address_wire(records: &[Record]) -> Vec<u8> {
+    let mut wire = Vec::with_capacity(records.len() * 28);
+    for record in records {
+        let (rtype, rdata): (u16, &[u8]) = match &record.data {
+            RData::A(a) => (1, &a.0.octets()[..]),
+            RData::AAAA(a) => (28, &a.0.octets()[..]),
+            _ => return Vec::new(),
+        };
+        wire.extend_from_slice(&[0xC0, 0x0C]);
+        wire.extend_from_slice(&rtype.to_be_bytes());
+        wire.extend_from_slice(&1u16.to_be_bytes());
+        wire.extend_from_slice(&record.ttl.to_be_bytes());
+        wire.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        wire.extend_from_slice(rdata);
+    }
+    wire
 }
 
 fn address_record(owner: &Name, ttl: u32, address: IpAddr) -> Record {

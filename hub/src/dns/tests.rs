@@ -1270,6 +1270,86 @@ fn fuzz_regressions_do_not_panic() {
     }
 }
 
+/// The UDP fast path answers the hot queries itself, and byte for byte (or message for message)
+/// as the full path would; everything else it leaves to the full path.
+#[test]
+fn fast_path_matches_the_full_path() {
+    let mut view = dev_view();
+    view.clusters
+        .get_mut(&ClusterName::new("us-east").unwrap())
+        .unwrap()
+        .cluster
+        .addresses
+        .push("fd00::1".parse().unwrap());
+    let (snapshot, geo) = build(&dev_config(), &view);
+    let limits = Limits {
+        max_udp_payload: 1232,
+    };
+    let mut do_edns = Edns::new();
+    do_edns.set_dnssec_ok(true);
+    // (packet, whether the fast path should take it)
+    let cases: Vec<(Vec<u8>, bool)> = vec![
+        (query_packet(APP, RecordType::A, None), true),
+        (
+            query_packet("aPp.DEMO.meridian.test", RecordType::A, None),
+            true,
+        ),
+        (query_packet(APP, RecordType::AAAA, Some(Edns::new())), true),
+        (
+            query_packet(APP, RecordType::A, Some(ecs("198.51.100.0/24"))),
+            true,
+        ),
+        (
+            query_packet(APP, RecordType::A, Some(ecs("203.0.113.0/25"))),
+            true,
+        ),
+        (
+            query_packet(APP, RecordType::A, Some(ecs("2001:db8::/48"))),
+            true,
+        ),
+        (query_packet(APP, RecordType::A, Some(do_edns)), false),
+        (query_packet(APP, RecordType::TXT, None), false),
+        (query_packet(ZONE, RecordType::A, None), false),
+        (
+            query_packet("nope.demo.meridian.test", RecordType::A, None),
+            false,
+        ),
+    ];
+    let client: IpAddr = "203.0.113.7".parse().unwrap();
+    for (packet, expect_fast) in cases {
+        let mut fast_out = Vec::new();
+        let mut fixed = || 12345u64;
+        let took = super::fast::answer(
+            &snapshot,
+            &geo,
+            &packet,
+            client,
+            limits,
+            &mut fixed,
+            &mut fast_out,
+        );
+        assert_eq!(
+            took,
+            expect_fast,
+            "fast path for {:?}",
+            Message::from_vec(&packet).unwrap().queries
+        );
+        if !took {
+            continue;
+        }
+        let src = SocketAddr::new(client, 5300);
+        let request = Request::from_bytes(packet.clone(), src, Protocol::Udp).unwrap();
+        let reply = respond::respond(&snapshot, &geo, &request, client, limits, &mut fixed);
+        let mut full_out = Vec::new();
+        respond::encode_udp(&request, &reply, limits, &mut full_out).unwrap();
+        assert_eq!(
+            Message::from_vec(&fast_out).unwrap(),
+            Message::from_vec(&full_out).unwrap(),
+            "fast and full responses differ"
+        );
+    }
+}
+
 /// Hand-made broken packets: the request path must answer or drop, never panic.
 #[test]
 fn malformed_packets_never_panic() {

@@ -121,7 +121,11 @@ impl RecordData {
     pub fn check(&self) -> Result<(), super::ModelError> {
         if let Self::Txt(strings) = self {
             if strings.is_empty() {
-                return Err(super::ModelError::invalid("TXT record", "", "needs at least one string"));
+                return Err(super::ModelError::invalid(
+                    "TXT record",
+                    "",
+                    "needs at least one string",
+                ));
             }
             if let Some(long) = strings.iter().find(|s| s.len() > 255) {
                 return Err(super::ModelError::invalid(

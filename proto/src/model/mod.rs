@@ -11,7 +11,9 @@ pub mod names;
 pub mod route;
 pub mod shared;
 
-pub use cluster::{Cluster, ClusterHealth, GatewayProbe, HealthReport, HealthVerdict, HostnameHealth};
+pub use cluster::{
+    Cluster, ClusterHealth, GatewayProbe, HealthReport, HealthVerdict, HostnameHealth,
+};
 pub use dns::{AllUnhealthy, DnsRecord, HostnamePolicy, HostnameTarget, RecordData, Routing};
 pub use names::{ClusterName, Fqdn, ObjectKey, Region};
 pub use shared::SharedConfig;

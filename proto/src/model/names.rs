@@ -181,7 +181,10 @@ pub fn check_label(s: &str) -> Result<(), String> {
         return Err("must not be empty".into());
     }
     if s.len() > 63 {
-        return Err(format!("is {} characters long, at most 63 are allowed", s.len()));
+        return Err(format!(
+            "is {} characters long, at most 63 are allowed",
+            s.len()
+        ));
     }
     if let Some(bad) = s
         .chars()
@@ -200,7 +203,10 @@ pub fn check_label(s: &str) -> Result<(), String> {
 /// Checks a DNS-1123 subdomain: dot-separated DNS-1123 labels, at most 253 characters.
 pub fn check_subdomain(s: &str) -> Result<(), String> {
     if s.len() > 253 {
-        return Err(format!("is {} characters long, at most 253 are allowed", s.len()));
+        return Err(format!(
+            "is {} characters long, at most 253 are allowed",
+            s.len()
+        ));
     }
     for label in s.split('.') {
         check_label(label)?;
@@ -214,7 +220,10 @@ fn check_fqdn(s: &str) -> Result<(), String> {
         return Err("must not be empty".into());
     }
     if s.len() > 253 {
-        return Err(format!("is {} characters long, at most 253 are allowed", s.len()));
+        return Err(format!(
+            "is {} characters long, at most 253 are allowed",
+            s.len()
+        ));
     }
     for label in s.split('.') {
         if label.is_empty() {
@@ -254,7 +263,14 @@ mod tests {
         let name = Fqdn::new("App.Demo.Meridian.TEST.").unwrap();
         assert_eq!(name.as_str(), "app.demo.meridian.test");
         assert!(Fqdn::new("_acme-challenge.example.com").is_ok());
-        for bad in ["", ".", "a..b", "-a.com", "a b.com", &format!("{}.com", "x".repeat(64))] {
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            "-a.com",
+            "a b.com",
+            &format!("{}.com", "x".repeat(64)),
+        ] {
             assert!(Fqdn::new(bad).is_err(), "{bad:?} accepted");
         }
     }
