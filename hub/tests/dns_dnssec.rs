@@ -165,8 +165,26 @@ fn delv(server: SocketAddr, anchors: &std::path::Path, name: &str, rtype: &str) 
     )
 }
 
+/// Whether BIND's `delv` can run here. Without it the validation test is skipped with a notice,
+/// so `cargo test` works on a machine with only the Rust toolchain; CI installs `delv` and sets
+/// `MERIDIAN_REQUIRE_DELV=1`, which turns a missing validator into a failure.
+fn delv_available() -> bool {
+    let found = Command::new("delv").arg("-v").output().is_ok();
+    if !found && std::env::var_os("MERIDIAN_REQUIRE_DELV").is_some_and(|v| v == "1") {
+        panic!("MERIDIAN_REQUIRE_DELV=1 but `delv` is not on the PATH (apt-get install bind9-dnsutils)");
+    }
+    found
+}
+
 #[tokio::test]
 async fn signed_answers_validate_with_delv() {
+    if !delv_available() {
+        eprintln!(
+            "SKIPPED signed_answers_validate_with_delv: `delv` is not installed \
+             (apt-get install bind9-dnsutils); CI runs it"
+        );
+        return;
+    }
     let view = signed_view();
     let ds = dns::ds_records(&view, &Fqdn::new(ZONE).unwrap()).unwrap();
     // "signed.meridian.test. IN DS <tag> 13 2 <hex>" → a delv trust anchor.
