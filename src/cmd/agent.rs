@@ -3,10 +3,12 @@
 //! unless standalone, streams health to the hub and serves the hub's shared routes.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+
+use super::process::{wait_for_signal, write_ready_file};
 use meridian_agent::AgentConfig;
 use meridian_proto::model::ClusterName;
 
@@ -84,8 +86,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "admin": agent.admin_addr().to_string(),
             "pid": std::process::id(),
         });
-        write_atomically(path, &ready.to_string())
-            .with_context(|| format!("writing the ready file {}", path.display()))?;
+        write_ready_file(path, &ready)?;
     }
     let outcome = tokio::select! {
         signal = wait_for_signal() => signal,
@@ -97,27 +98,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(path);
     }
     outcome
-}
-
-/// Writes `contents` to `path` through a temporary file in the same directory and a rename,
-/// so a reader never sees a partial file.
-fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
-    let mut temp = path.as_os_str().to_owned();
-    temp.push(format!(".tmp.{}", std::process::id()));
-    let temp = PathBuf::from(temp);
-    std::fs::write(&temp, contents)?;
-    std::fs::rename(&temp, path)
-}
-
-/// Waits for Ctrl-C or SIGTERM.
-async fn wait_for_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C")?,
-        _ = term.recv() => {}
-    }
-    Ok(())
 }
 
 /// The agent configuration from the flags.

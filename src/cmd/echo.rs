@@ -36,13 +36,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("binding {}: {e}", args.listen))?;
     let addr = handle.addr();
     if let Some(path) = &args.ready_file {
-        super::gateway::write_ready_file(
+        super::process::write_ready_file(
             path,
             &serde_json::json!({"listen": addr.to_string(), "pid": std::process::id()}),
         )?;
     }
     info!(listen = %addr, name = %args.name, "ready");
-    super::gateway::wait_for_signal().await;
+    super::process::wait_for_signal().await?;
     handle.stop();
     Ok(())
 }

@@ -3,10 +3,12 @@
 //! (`--config-dir DIR`), which it re-reads when files change.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
+
+use super::process::{wait_for_signal, write_ready_file};
 use meridian_gateway::{GatewayHandle, GatewayOptions};
 use meridian_proto::model::ObjectKey;
 use tracing::{info, warn};
@@ -69,7 +71,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 gateway,
                 instance,
             ));
-            wait_for_signal().await;
+            wait_for_signal().await?;
             subscription.abort();
         }
         (None, Some(dir)) => {
@@ -85,7 +87,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             tokio::pin!(signal);
             loop {
                 tokio::select! {
-                    () = &mut signal => break,
+                    signal = &mut signal => {
+                        signal?;
+                        break;
+                    }
                     () = tokio::time::sleep(poll) => {
                         if watcher.changed() {
                             watcher.reload(&handle).await;
@@ -228,30 +233,5 @@ fn log_status(status: &meridian_gwapi::status::GatewayStatus) {
                 warn!(route = %route.key, kind = ?route.kind, condition = ?c.type_, reason = ?c.reason, message = %c.message, "route condition");
             }
         }
-    }
-}
-
-/// Writes `value` as JSON to `path` atomically (temp file + rename), so readers never see a
-/// partial file.
-pub(crate) fn write_ready_file(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, value.to_string())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub(crate) async fn wait_for_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

@@ -4,9 +4,11 @@
 //! overriding or replacing it, so tests and `meridian dev` need no file.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
+
+use super::process::{wait_for_signal, write_ready_file};
 use meridian_hub::config::{AdminTlsConfig, DEFAULT_PEER_IDENTITY, GrpcTlsConfig};
 use meridian_hub::dns::{NameserverConfig, ZoneConfig};
 use meridian_hub::{Hub, HubConfig};
@@ -151,8 +153,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "pid": std::process::id(),
             "node_id": hub.node_id(),
         });
-        write_atomically(path, &ready.to_string())
-            .with_context(|| format!("writing the ready file {}", path.display()))?;
+        write_ready_file(path, &ready)?;
     }
     let fault = tokio::select! {
         signal = wait_for_signal() => {
@@ -362,26 +363,6 @@ fn parse_peers(spec: &str) -> anyhow::Result<std::collections::BTreeMap<u64, Soc
         }
     }
     Ok(members)
-}
-
-/// Writes `contents` to `path` so readers see either nothing or the whole file.
-pub fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
-    let mut temp = path.as_os_str().to_owned();
-    temp.push(format!(".tmp.{}", std::process::id()));
-    let temp = PathBuf::from(temp);
-    std::fs::write(&temp, contents)?;
-    std::fs::rename(&temp, path)
-}
-
-/// Waits for Ctrl-C or SIGTERM.
-async fn wait_for_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C")?,
-        _ = term.recv() => {}
-    }
-    Ok(())
 }
 
 #[cfg(test)]

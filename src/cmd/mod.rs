@@ -6,6 +6,7 @@ pub mod dev;
 pub mod echo;
 pub mod gateway;
 pub mod hub;
+pub mod process;
 
 /// Process-wide setup shared by every subcommand: the rustls crypto provider and logging.
 pub fn init_process() {

@@ -1,83 +1,14 @@
-//! A throwaway PKI for TLS tests: a CA and leaf certificates it signs, written as PEM files.
+//! The tests' throwaway PKI (`meridian_tests::pki`), plus a tonic client config from a leaf.
 
-use std::path::{Path, PathBuf};
+pub use meridian_tests::pki::{Ca, Leaf};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
-
-/// A certificate authority.
-pub struct Ca {
-    /// Its certificate, PEM.
-    pub pem: String,
-    issuer: Issuer<'static, KeyPair>,
+/// A tonic client TLS config presenting a leaf and trusting a CA.
+pub trait ClientTls {
+    fn client_tls(&self, ca: &Ca) -> tonic::transport::ClientTlsConfig;
 }
 
-/// A leaf certificate with its key, PEM.
-pub struct Leaf {
-    /// Certificate.
-    pub cert: String,
-    /// Private key.
-    pub key: String,
-}
-
-impl Ca {
-    /// A new self-signed CA called `name`.
-    pub fn new(name: &str) -> Self {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let cert = params.self_signed(&key).unwrap();
-        Self {
-            pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// A leaf for `dns_names` (and 127.0.0.1), usable as server and client certificate, with
-    /// `common_name` as its subject CN.
-    pub fn leaf(&self, common_name: &str, dns_names: &[&str]) -> Leaf {
-        let key = KeyPair::generate().unwrap();
-        let mut params =
-            CertificateParams::new(dns_names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        params
-            .subject_alt_names
-            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        Leaf {
-            cert: cert.pem(),
-            key: key.serialize_pem(),
-        }
-    }
-}
-
-impl Leaf {
-    /// Writes `<name>.pem` and `<name>.key` into `dir`; returns their paths.
-    pub fn write(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-        let cert = dir.join(format!("{name}.pem"));
-        let key = dir.join(format!("{name}.key"));
-        std::fs::write(&cert, &self.cert).unwrap();
-        std::fs::write(&key, &self.key).unwrap();
-        (cert, key)
-    }
-
-    /// A tonic client TLS config presenting this leaf and trusting `ca`.
-    pub fn client_tls(&self, ca: &Ca) -> tonic::transport::ClientTlsConfig {
+impl ClientTls for Leaf {
+    fn client_tls(&self, ca: &Ca) -> tonic::transport::ClientTlsConfig {
         tonic::transport::ClientTlsConfig::new()
             .ca_certificate(tonic::transport::Certificate::from_pem(&ca.pem))
             .identity(tonic::transport::Identity::from_pem(&self.cert, &self.key))

@@ -8,7 +8,7 @@ use meridian_hub::{Hub, HubConfig, HubHandle};
 use meridian_proto::pb;
 use serde_json::json;
 
-use crate::pki::Ca;
+use crate::pki::{Ca, ClientTls as _};
 use crate::support::{Admin, Agent, Group, cluster_body, config, wait_leader};
 
 const ALICE: &str = "alice-0123456789abcdef";

@@ -98,7 +98,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     write_dev_json(&dev_json, &state_dir, &hubs, &clusters)?;
     print_guide(&state_dir, &hubs, &clusters, started.elapsed());
     if let Some(ready) = &args.ready_file {
-        write_atomic(
+        super::process::write_atomically(
             ready,
             &json!({"dev_json": dev_json, "pid": std::process::id()}).to_string(),
         )?;
@@ -546,14 +546,7 @@ fn write_dev_json(
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     });
-    write_atomic(path, &serde_json::to_string_pretty(&doc)?)
-}
-
-fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))?;
-    Ok(())
+    super::process::write_atomically(path, &serde_json::to_string_pretty(&doc)?)
 }
 
 #[allow(clippy::print_stdout)]

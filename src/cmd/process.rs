@@ -1,0 +1,32 @@
+//! What every long-running subcommand does the same way: ready files and stop signals.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+/// Writes `contents` to `path` through a temporary file in the same directory and a rename, so
+/// a reader (`meridian dev`, the tests, a probe script) sees either nothing or the whole file.
+pub fn write_atomically(path: &Path, contents: &str) -> anyhow::Result<()> {
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(format!(".tmp.{}", std::process::id()));
+    let temp = PathBuf::from(temp);
+    std::fs::write(&temp, contents).with_context(|| format!("writing {}", temp.display()))?;
+    std::fs::rename(&temp, path).with_context(|| format!("renaming to {}", path.display()))
+}
+
+/// Writes a ready file: `value` as one line of JSON, atomically.
+pub fn write_ready_file(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {
+    write_atomically(path, &value.to_string())
+        .with_context(|| format!("writing the ready file {}", path.display()))
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+pub async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
