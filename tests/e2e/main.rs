@@ -7,6 +7,7 @@
 mod backend_health;
 mod certificates;
 mod conformance;
+mod deploy;
 mod raft;
 mod security;
 mod skeleton;
