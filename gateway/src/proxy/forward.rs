@@ -165,7 +165,8 @@ pub(crate) async fn process(
         target.apply(rewrite, &parts.uri, matched.matched_prefix);
     }
 
-    if is_upgrade(&parts) {
+    let scan = HeaderScan::of(&parts.headers);
+    if is_upgrade(&parts, scan) {
         let response = upgrade(ctx, service, parts, body, &target).await;
         return Outcome {
             response,
@@ -199,11 +200,11 @@ pub(crate) async fn process(
         Payload::Streaming(body)
     };
 
-    prepare_headers(&mut parts.headers, ctx.remote, ctx.scheme);
+    let has_host = prepare_headers(&mut parts.headers, scan, &ctx.forwarded_for, ctx.scheme);
     // Only a rewritten host, or an HTTP/2 client's :authority (no Host header), needs copying;
     // otherwise the Host header carries it.
     let authority = target.authority.clone().or_else(|| {
-        if parts.headers.contains_key(header::HOST) {
+        if has_host {
             None
         } else {
             parts.uri.authority().map(|a| a.as_str().to_string())
@@ -421,8 +422,8 @@ fn build(
             (uri, Version::HTTP_2)
         }
         AppProtocol::Http1 | AppProtocol::WebSocket => {
-            if !headers.contains_key(header::HOST)
-                && let Some(authority) = authority
+            if let Some(authority) = authority
+                && !headers.contains_key(header::HOST)
                 && let Ok(value) = HeaderValue::try_from(authority)
             {
                 headers.insert(header::HOST, value);
@@ -539,54 +540,174 @@ fn within_limit(body: &Incoming, limit: usize) -> bool {
     body.size_hint().exact().is_none_or(|n| n <= limit as u64)
 }
 
-/// Removes hop-by-hop headers and adds the `X-Forwarded-*` headers.
-fn prepare_headers(headers: &mut HeaderMap, remote: SocketAddr, scheme: &'static str) {
-    strip_connection_listed(headers);
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+/// Which of the fields the proxy treats specially a header map holds, found in one pass over
+/// its names (comparing names is cheaper than hashing them for lookups, and most messages
+/// carry none of the hop-by-hop fields).
+#[derive(Debug, Clone, Copy, Default)]
+struct HeaderScan {
+    /// Bit `i` set: `HOP_BY_HOP[i]` is present; bits 5 and 6: keep-alive, proxy-connection.
+    hop_by_hop: u8,
+    connection: bool,
+    te: bool,
+    forwarded_for: bool,
+    host: bool,
+}
+
+impl HeaderScan {
+    fn of(headers: &HeaderMap) -> Self {
+        let mut scan = Self::default();
+        for name in headers.keys() {
+            if *name == header::HOST {
+                scan.host = true;
+            } else if *name == header::CONNECTION {
+                scan.connection = true;
+                scan.hop_by_hop |= 1;
+            } else if *name == header::TE {
+                scan.te = true;
+            } else if *name == X_FORWARDED_FOR {
+                scan.forwarded_for = true;
+            } else if let Some(index) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+                scan.hop_by_hop |= 1 << index;
+            } else if *name == KEEP_ALIVE {
+                scan.hop_by_hop |= 1 << HOP_BY_HOP.len();
+            } else if *name == PROXY_CONNECTION {
+                scan.hop_by_hop |= 1 << (HOP_BY_HOP.len() + 1);
+            }
+        }
+        scan
     }
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
+
+    fn has_upgrade(&self) -> bool {
+        self.hop_by_hop & (1 << UPGRADE_INDEX) != 0
+    }
+}
+
+/// Index of `Upgrade` in [`HOP_BY_HOP`].
+const UPGRADE_INDEX: usize = 2;
+
+/// Removes hop-by-hop headers and adds the `X-Forwarded-*` headers; `forwarded_for` is the
+/// client's address, formatted once per connection. Returns whether a `Host` header remains.
+fn prepare_headers(
+    headers: &mut HeaderMap,
+    scan: HeaderScan,
+    forwarded_for: &HeaderValue,
+    scheme: &'static str,
+) -> bool {
+    strip_hop_by_hop(headers, scan);
+    // `Connection` may have listed any field, even these.
+    let (te, previous_forwarded, host) = if scan.connection {
+        (
+            headers.contains_key(header::TE),
+            headers.contains_key(&X_FORWARDED_FOR),
+            headers.contains_key(header::HOST),
+        )
+    } else {
+        (scan.te, scan.forwarded_for, scan.host)
+    };
     // gRPC needs `te: trailers`; any other TE value is hop-by-hop.
-    if headers.get(header::TE).is_some_and(|te| te != "trailers") {
+    if te && headers.get(header::TE).is_some_and(|te| te != "trailers") {
         headers.remove(header::TE);
     }
-    let ip = remote.ip().to_string();
-    let forwarded = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(previous) => format!("{previous}, {ip}"),
-        None => ip,
+    // A previous value that is not visible ASCII is replaced, not extended.
+    let previous = if previous_forwarded {
+        headers
+            .get(&X_FORWARDED_FOR)
+            .filter(|previous| previous.to_str().is_ok())
+    } else {
+        None
     };
-    if let Ok(value) = HeaderValue::try_from(forwarded) {
-        headers.insert(X_FORWARDED_FOR.clone(), value);
+    match previous {
+        Some(previous) => {
+            let mut appended =
+                Vec::with_capacity(previous.len() + 2 + forwarded_for.as_bytes().len());
+            appended.extend_from_slice(previous.as_bytes());
+            appended.extend_from_slice(b", ");
+            appended.extend_from_slice(forwarded_for.as_bytes());
+            if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(appended)) {
+                headers.insert(X_FORWARDED_FOR.clone(), value);
+            }
+        }
+        None => {
+            headers.insert(X_FORWARDED_FOR.clone(), forwarded_for.clone());
+        }
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
+    host
+}
+
+/// The `X-Forwarded-For` element for a client address.
+pub(crate) fn forwarded_for_value(remote: SocketAddr) -> HeaderValue {
+    // An IP address is always a valid header value.
+    HeaderValue::try_from(remote.ip().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// Removes the hop-by-hop fields (RFC 9110 §7.6.1): the fixed set and whatever `Connection`
+/// lists. Only fields the scan found are looked up.
+fn strip_hop_by_hop(headers: &mut HeaderMap, scan: HeaderScan) {
+    if scan.connection {
+        strip_connection_listed(headers);
+    }
+    if scan.hop_by_hop == 0 {
+        return;
+    }
+    for (index, name) in HOP_BY_HOP.iter().enumerate() {
+        if scan.hop_by_hop & (1 << index) != 0 {
+            headers.remove(name);
+        }
+    }
+    if scan.hop_by_hop & (1 << HOP_BY_HOP.len()) != 0 {
+        headers.remove(&KEEP_ALIVE);
+    }
+    if scan.hop_by_hop & (1 << (HOP_BY_HOP.len() + 1)) != 0 {
+        headers.remove(&PROXY_CONNECTION);
+    }
 }
 
 fn strip_connection_listed(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
+    // Tokens naming fields that are removed anyway (`Connection: keep-alive` is the usual
+    // value) need no parsing and no list.
+    let mut listed: Vec<HeaderName> = Vec::new();
+    for token in headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
-        .collect();
+        .map(str::trim)
+    {
+        if token.is_empty() || ALWAYS_REMOVED.iter().any(|n| token.eq_ignore_ascii_case(n)) {
+            continue;
+        }
+        if let Ok(name) = HeaderName::try_from(token) {
+            listed.push(name);
+        }
+    }
     for name in listed {
         headers.remove(name);
     }
 }
 
+/// Tokens of `Connection` that name fields [`strip_hop_by_hop`] removes anyway when they are
+/// present (it looks for these by name).
+const ALWAYS_REMOVED: [&str; 7] = [
+    "connection",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "trailer",
+    "keep-alive",
+    "proxy-connection",
+];
+
 fn strip_response_headers(headers: &mut HeaderMap) {
-    strip_connection_listed(headers);
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
+    let scan = HeaderScan::of(headers);
+    strip_hop_by_hop(headers, scan);
 }
 
-fn is_upgrade(parts: &Parts) -> bool {
+fn is_upgrade(parts: &Parts, scan: HeaderScan) -> bool {
     parts.version == Version::HTTP_11
-        && parts.headers.contains_key(header::UPGRADE)
+        && scan.has_upgrade()
+        && scan.connection
         && parts
             .headers
             .get_all(header::CONNECTION)
@@ -618,7 +739,8 @@ async fn upgrade(
         );
     };
     let upgrade_value = parts.headers.get(header::UPGRADE).cloned();
-    prepare_headers(&mut parts.headers, ctx.remote, ctx.scheme);
+    let scan = HeaderScan::of(&parts.headers);
+    prepare_headers(&mut parts.headers, scan, &ctx.forwarded_for, ctx.scheme);
     if let Some(value) = upgrade_value {
         parts.headers.insert(header::UPGRADE, value);
         parts

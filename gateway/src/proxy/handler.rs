@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{Request, Response, StatusCode};
+use http::uri::Authority;
+use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tracing::info;
 
@@ -21,15 +22,13 @@ use crate::route::matcher::{PathMatcher, RequestView};
 pub(crate) async fn handle(ctx: Arc<ConnCtx>, request: Request<Incoming>) -> Response<ProxyBody> {
     let start = Instant::now();
     let table = ctx.port.table.load_full();
+    // The request moves into `forward` while the host is still needed: keep a shared handle
+    // on the bytes (a reference count) instead of copying them into a `String`.
     let authority = match request.uri().authority() {
-        Some(authority) => authority.as_str(),
-        None => request
-            .headers()
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or(""),
+        Some(authority) => HostSource::Authority(authority.clone()),
+        None => HostSource::Header(request.headers().get(http::header::HOST).cloned()),
     };
-    let host = normalize_host(authority).into_owned();
+    let host = normalize_host(authority.as_str());
     let grpc = is_grpc_request(request.headers());
 
     let Some(listener) = table.listener_for_host(&host) else {
@@ -112,6 +111,21 @@ pub(crate) async fn handle(ctx: Arc<ConnCtx>, request: Request<Incoming>) -> Res
         );
     }
     outcome.response
+}
+
+/// Where the request's host came from (`:authority`/absolute URI, or the `Host` header).
+enum HostSource {
+    Authority(Authority),
+    Header(Option<HeaderValue>),
+}
+
+impl HostSource {
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Authority(authority) => authority.as_str(),
+            Self::Header(value) => value.as_ref().and_then(|h| h.to_str().ok()).unwrap_or(""),
+        }
+    }
 }
 
 fn unmatched(

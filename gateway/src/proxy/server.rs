@@ -8,9 +8,13 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Wake, Waker};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use futures::task::AtomicWaker;
+use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -21,6 +25,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use super::forward::forwarded_for_value;
 use super::handler;
 use super::passthrough;
 use super::shards::Shards;
@@ -60,6 +65,8 @@ pub(crate) struct ConnCtx {
     pub(crate) shared: Arc<Shared>,
     /// Client address.
     pub(crate) remote: SocketAddr,
+    /// The client address as an `X-Forwarded-For` element, formatted once per connection.
+    pub(crate) forwarded_for: HeaderValue,
     /// `http` or `https`.
     pub(crate) scheme: &'static str,
     /// The listener the TLS SNI selected (requests for another listener's hosts get 421).
@@ -264,6 +271,7 @@ async fn serve_connection(
                 port: Arc::clone(&state),
                 shared: Arc::clone(&shared),
                 remote,
+                forwarded_for: forwarded_for_value(remote),
                 scheme: "http",
                 sni_listener: None,
             };
@@ -326,6 +334,7 @@ async fn serve_connection(
                 port: Arc::clone(&state),
                 shared: Arc::clone(&shared),
                 remote,
+                forwarded_for: forwarded_for_value(remote),
                 scheme: "https",
                 sni_listener,
             };
@@ -348,16 +357,51 @@ where
         .http
         .serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
-    tokio::select! {
-        result = conn.as_mut() => {
-            if let Err(error) = result {
-                debug!(%error, "connection ended with an error");
+    // The drain signal is polled only after its own waker fired, not on every wake of the
+    // connection as `select!` would (each poll of a `watch` wait takes a lock).
+    let flag = Arc::new(DrainFlag {
+        fired: AtomicBool::new(true),
+        task: AtomicWaker::new(),
+    });
+    let drain_waker = Waker::from(Arc::clone(&flag));
+    let drained = wait_for_drain(&mut drain);
+    tokio::pin!(drained);
+    let mut draining = false;
+    let result = std::future::poll_fn(|cx| {
+        if !draining {
+            flag.task.register(cx.waker());
+            if flag.fired.swap(false, Ordering::AcqRel) {
+                let mut drain_cx = Context::from_waker(&drain_waker);
+                if drained.as_mut().poll(&mut drain_cx).is_ready() {
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                }
             }
         }
-        () = wait_for_drain(&mut drain) => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
+        conn.as_mut().poll(cx)
+    })
+    .await;
+    if let Err(error) = result
+        && !draining
+    {
+        debug!(%error, "connection ended with an error");
+    }
+}
+
+/// Wakes a connection's task when its port starts draining, and records that it did.
+struct DrainFlag {
+    fired: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for DrainFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        self.task.wake();
     }
 }
 

@@ -63,8 +63,9 @@ impl<T> HostIndex<T> {
     /// matches `a.example.com` and `a.b.example.com`, never `example.com`.
     pub(crate) fn candidates<'a>(&'a self, host: &str) -> impl Iterator<Item = &'a T> {
         let exact = self.exact.get(host);
-        let wildcards =
-            WildcardSuffixes { rest: host }.filter_map(|suffix| self.wildcard.get(suffix));
+        // No suffix walk at all when no wildcard is stored (the common single-listener case).
+        let rest = if self.wildcard.is_empty() { "" } else { host };
+        let wildcards = WildcardSuffixes { rest }.filter_map(|suffix| self.wildcard.get(suffix));
         exact.into_iter().chain(wildcards).chain(self.any.iter())
     }
 
