@@ -9,7 +9,8 @@
 //! - `route`: the table compiled from a config (`compile`), hostname and listener selection
 //!   (`host`), matchers and the precedence ladder (`matcher`), gRPC matching (`grpc`).
 //! - `filter`: header modifiers, redirects, rewrites, mirrors, CORS.
-//! - `backend`: weighted selection and per-endpoint keep-alive pools (`pool`).
+//! - `backend`: weighted selection, per-endpoint keep-alive pools (`pool`) and the lean
+//!   HTTP/1.1 client that carries bodyless `GET`/`HEAD` requests (`h1`).
 //! - `tls`: certificates, SNI certificate choice, ClientHello parsing for passthrough.
 //! - `proxy`: accept loops and draining (`server`), the request pipeline (`handler`,
 //!   `forward`), TLS passthrough, body types. Its module doc has the life of a request.

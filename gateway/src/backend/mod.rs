@@ -2,6 +2,7 @@
 //! ([`WeightedBackends`]) and round robin over a Service's ready endpoints
 //! ([`ServiceBackend`]).
 
+pub(crate) mod h1;
 pub(crate) mod pool;
 
 use std::sync::Arc;

@@ -1,5 +1,6 @@
-//! Per-endpoint upstream connections: a stack of idle HTTP/1.1 keep-alive connections, or one
-//! shared multiplexed HTTP/2 (h2c) connection, plus one-off connections for upgrades.
+//! Per-endpoint upstream connections: stacks of idle HTTP/1.1 keep-alive connections (hyper's
+//! client, and the lean client of [`h1`](super::h1) for bodyless `GET`/`HEAD`), or one shared
+//! multiplexed HTTP/2 (h2c) connection, plus one-off connections for upgrades.
 //!
 //! Pools are keyed by (endpoint address, protocol) and outlive config swaps: the runtime hands
 //! the same `Arc<EndpointPool>` to every snapshot that still names the endpoint, so a swap keeps
@@ -15,6 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use meridian_proto::model::gateway::AppProtocol;
 use tokio::net::TcpStream;
 
+use super::h1::{self, H1Conn, H1Error, ReadyOrStreaming};
 use crate::proxy::body::{ProxyBody, ReqBody};
 use crate::proxy::shards;
 
@@ -31,6 +33,8 @@ pub(crate) struct EndpointPool {
     idle: Box<[Mutex<Vec<http1::SendRequest<ReqBody>>>]>,
     /// The shared HTTP/2 connection, one per shard.
     h2: Box<[Mutex<Option<http2::SendRequest<ReqBody>>>]>,
+    /// Idle connections of the lean HTTP/1.1 client, one stack per shard.
+    lean_idle: Box<[Mutex<Vec<H1Conn>>]>,
 }
 
 /// Pool limits.
@@ -76,6 +80,14 @@ pub(crate) enum UpstreamError {
         /// hyper's error.
         source: hyper::Error,
     },
+    /// The lean client's exchange failed.
+    #[error("upstream {addr}: {source}")]
+    Lean {
+        /// Endpoint.
+        addr: SocketAddr,
+        /// What went wrong.
+        source: H1Error,
+    },
 }
 
 // === impl EndpointPool ===
@@ -93,6 +105,9 @@ impl EndpointPool {
             h2: (0..settings.shards.max(1))
                 .map(|_| Mutex::new(None))
                 .collect(),
+            lean_idle: (0..settings.shards.max(1))
+                .map(|_| Mutex::new(Vec::new()))
+                .collect(),
         }
     }
 
@@ -103,7 +118,73 @@ impl EndpointPool {
     ) -> Result<Response<ProxyBody>, UpstreamError> {
         match self.protocol {
             AppProtocol::H2c => self.send_h2(request).await,
+            AppProtocol::Http1 | AppProtocol::WebSocket if h1::is_lean_request(&request) => {
+                self.send_lean(request).await
+            }
             AppProtocol::Http1 | AppProtocol::WebSocket => self.send_h1(request).await,
+        }
+    }
+
+    /// The lean client's exchange (bodyless `GET`/`HEAD`, see [`h1`]).
+    async fn send_lean(
+        self: &Arc<Self>,
+        request: Request<ReqBody>,
+    ) -> Result<Response<ProxyBody>, UpstreamError> {
+        loop {
+            let (mut conn, pooled) = match self.pop_lean() {
+                Some(conn) => (conn, true),
+                None => (H1Conn::new(self.connect_tcp().await?), false),
+            };
+            let start = match conn.send(&request).await {
+                Ok(start) => start,
+                // A pooled connection the server had closed before the request went out:
+                // send it on the next one (a new connection at the latest).
+                Err(H1Error::Closed(_)) if pooled => continue,
+                Err(source) => {
+                    return Err(UpstreamError::Lean {
+                        addr: self.addr,
+                        source,
+                    });
+                }
+            };
+            let body = match conn.into_body(start.framing, start.keep_alive) {
+                ReadyOrStreaming::Ready(bytes, reusable) => {
+                    if let Some(conn) = reusable {
+                        self.push_lean(conn);
+                    }
+                    ProxyBody::full(bytes)
+                }
+                ReadyOrStreaming::Streaming(reader) => ProxyBody::lean(reader, Arc::clone(self)),
+            };
+            return Ok(Response::from_parts(start.head, body));
+        }
+    }
+
+    fn lean_stack(&self) -> &Mutex<Vec<H1Conn>> {
+        &self.lean_idle[shards::current() % self.lean_idle.len()]
+    }
+
+    fn pop_lean(&self) -> Option<H1Conn> {
+        let mut idle = match self.lean_stack().lock() {
+            Ok(idle) => idle,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        while let Some(conn) = idle.pop() {
+            if conn.looks_idle() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Keeps a lean connection whose last response ended cleanly.
+    pub(crate) fn push_lean(&self, conn: H1Conn) {
+        let mut idle = match self.lean_stack().lock() {
+            Ok(idle) => idle,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if idle.len() < self.settings.max_idle {
+            idle.push(conn);
         }
     }
 

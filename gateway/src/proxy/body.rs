@@ -4,13 +4,18 @@
 //! ends).
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-use crate::backend::pool::PoolReturn;
+use crate::backend::h1::{BodyEvent, BodyReader};
+use crate::backend::pool::{EndpointPool, PoolReturn};
+
+/// Errors of a response body (hyper's, or the lean client's I/O errors).
+pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A request body sent upstream.
 #[derive(Debug)]
@@ -35,6 +40,11 @@ enum Kind {
         /// Returned to the pool once the body ended; dropped (closing the connection) if the
         /// body is abandoned midway.
         pool_return: Option<PoolReturn>,
+    },
+    /// A body the lean HTTP/1.1 client reads; its connection goes back to `pool` at the end.
+    Lean {
+        reader: Box<BodyReader>,
+        pool: Arc<EndpointPool>,
     },
 }
 
@@ -107,6 +117,16 @@ impl ProxyBody {
         this
     }
 
+    /// A body read by the lean HTTP/1.1 client.
+    pub(crate) fn lean(reader: BodyReader, pool: Arc<EndpointPool>) -> Self {
+        Self {
+            kind: Kind::Lean {
+                reader: Box::new(reader),
+                pool,
+            },
+        }
+    }
+
     /// Hands the connection back as soon as the upstream body is complete: hyper's server stops
     /// polling a body once `is_end_stream` is true, so waiting for `None` could leak it.
     fn release_if_done(&mut self) {
@@ -121,12 +141,12 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         match &mut this.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
@@ -143,7 +163,33 @@ impl Body for ProxyBody {
                     Poll::Ready(Some(Err(_))) => *pool_return = None,
                     Poll::Pending => {}
                 }
-                polled
+                polled.map(|frame| frame.map(|result| result.map_err(BodyError::from)))
+            }
+            Kind::Lean { reader, pool } => {
+                let event = match ready!(reader.poll_frame(cx)) {
+                    Ok(event) => event,
+                    Err(error) => return Poll::Ready(Some(Err(error.into()))),
+                };
+                Poll::Ready(match event {
+                    BodyEvent::Data(bytes) => {
+                        // Hand the connection back at once when this was the last piece:
+                        // hyper stops polling a body whose `is_end_stream` is true.
+                        if reader.remaining() == Some(0)
+                            && let Poll::Ready(Ok(BodyEvent::End(Some(conn)))) =
+                                reader.poll_frame(cx)
+                        {
+                            pool.push_lean(conn);
+                        }
+                        Some(Ok(Frame::data(bytes)))
+                    }
+                    BodyEvent::Trailers(trailers) => Some(Ok(Frame::trailers(trailers))),
+                    BodyEvent::End(conn) => {
+                        if let Some(conn) = conn {
+                            pool.push_lean(conn);
+                        }
+                        None
+                    }
+                })
             }
         }
     }
@@ -152,6 +198,7 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Upstream { body, .. } => body.is_end_stream(),
+            Kind::Lean { reader, .. } => reader.is_done(),
         }
     }
 
@@ -159,6 +206,10 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Upstream { body, .. } => body.size_hint(),
+            Kind::Lean { reader, .. } => match reader.remaining() {
+                Some(n) => SizeHint::with_exact(n),
+                None => SizeHint::default(),
+            },
         }
     }
 }

@@ -13,8 +13,10 @@
 //! 3. `forward`: CORS preflight and redirects answer locally; otherwise header modifiers and
 //!    rewrites apply, a backendRef is drawn by weight (500 for an invalid one, 503 when it has
 //!    no ready endpoint), mirrors get a copy, and the request goes to a pooled connection of the
-//!    next ready endpoint, within the backendRequest and request timeouts (504) and the retry
-//!    stanza; response header modifiers and CORS headers apply on the way back.
+//!    next ready endpoint (a bodyless `GET`/`HEAD` to an HTTP/1.1 endpoint through the lean
+//!    client in `backend::h1`, anything else through hyper's client), within the backendRequest
+//!    and request timeouts (504) and the retry stanza; response header modifiers and CORS
+//!    headers apply on the way back.
 //! 4. `handler`: per-rule metrics and one `access` log event per request.
 
 pub(crate) mod answer;
