@@ -17,6 +17,7 @@
 //! in the buffer, from an HTTP/1.1 server that did not ask to close.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
 
@@ -468,9 +469,16 @@ fn parse_trailers(section: &[u8]) -> io::Result<Option<HeaderMap>> {
 /// Parses a complete response head off the front of `buf`; skips interim (1xx) responses.
 fn parse_response(buf: &mut BytesMut, is_head: bool) -> Result<Option<ResponseStart>, H1Error> {
     loop {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut fields);
-        let head_len = match response.parse(buf) {
+        // Uninitialised slots: a 100-field array of empty headers costs more to fill than a
+        // small response head costs to parse.
+        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            buf,
+            &mut fields,
+        );
+        let head_len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(_) => return Err(H1Error::Protocol("malformed response head")),
