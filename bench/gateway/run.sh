@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Gateway benchmark: wrk against Meridian's gateway, nginx and HAProxy, each proxying the same
 # nginx `return 200` backend on loopback, reproducing baselines.md Part B. Prints req/s, p99,
-# the gateway/nginx and gateway/HAProxy ratios, CPU-independent RSS, and the gateway's idle RSS.
+# the gateway/nginx and gateway/HAProxy ratios, CPU microseconds per request, RSS, and the
+# gateway's idle RSS.
 #
 # Usage: bench/gateway/run.sh            (RUNS=3 DURATION=15 by default; median of runs)
 #        RUNS=1 DURATION=10 SKIP_BUILD=1 bench/gateway/run.sh
+# Runs alternate between the targets; each waits up to QUIET_WAIT=60 s for the machine to be
+# under QUIET_BUSY=25 % busy, and the per-run lines show how busy it was.
 # Needs root for apt-get (installs wrk, nginx-light, haproxy if missing) and builds the release
 # binary. Only loopback addresses are used.
 set -euo pipefail
@@ -171,28 +174,62 @@ run_wrk() {
 }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
+# Percent of both cores busy over one second (everything on the machine, /proc/stat).
+busy_pct() {
+  local a b
+  read -r -a a < <(head -1 /proc/stat)
+  sleep 1
+  read -r -a b < <(head -1 /proc/stat)
+  awk -v u1="${a[1]}" -v n1="${a[2]}" -v s1="${a[3]}" -v i1="${a[4]}" -v w1="${a[5]}" -v q1="${a[6]}" -v sq1="${a[7]}" -v st1="${a[8]}" \
+      -v u2="${b[1]}" -v n2="${b[2]}" -v s2="${b[3]}" -v i2="${b[4]}" -v w2="${b[5]}" -v q2="${b[6]}" -v sq2="${b[7]}" -v st2="${b[8]}" \
+      'BEGIN {busy = (u2-u1)+(n2-n1)+(s2-s1)+(q2-q1)+(sq2-sq1)+(st2-st1); idle = (i2-i1)+(w2-w1);
+              printf "%.0f", (busy + idle > 0) ? 100 * busy / (busy + idle) : 0}'
+}
+# Waits (at most QUIET_WAIT seconds) until the machine is quiet (< QUIET_BUSY % busy) so other
+# work skews a run as little as possible; prints the last busy figure.
+wait_quiet() {
+  local waited=0 busy
+  busy=$(busy_pct)
+  while ((busy >= QUIET_BUSY && waited < QUIET_WAIT)); do
+    sleep 2
+    waited=$((waited + 3))
+    busy=$(busy_pct)
+  done
+  echo "$busy"
+}
+QUIET_BUSY=${QUIET_BUSY:-25}
+QUIET_WAIT=${QUIET_WAIT:-60}
+
+port_of() { case $1 in nginx) echo "$NGINX_PORT" ;; haproxy) echo "$HAPROXY_PORT" ;; gateway) echo "$GATEWAY_PORT" ;; esac; }
+pid_of() { case $1 in nginx) echo "$NGINX_PID" ;; haproxy) echo "$HAPROXY_PID" ;; gateway) echo "$GATEWAY_PID" ;; esac; }
+
 echo "load before the runs: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews absolute numbers)"
-declare -A RPS P99 RSS CPU
+echo "per run (targets alternate; busy = % of the machine busy in the second before the run):"
+declare -A RPS P99 RSS CPU RPS_RUNS P99_RUNS CPU_RUNS
 for conns in $CONNS; do
   for target in nginx haproxy gateway; do
-    case $target in
-      nginx) port=$NGINX_PORT; pid=$NGINX_PID ;;
-      haproxy) port=$HAPROXY_PORT; pid=$HAPROXY_PID ;;
-      gateway) port=$GATEWAY_PORT; pid=$GATEWAY_PID ;;
-    esac
-    wrk -t2 -c"$conns" -d2s "http://127.0.0.1:$port/" >/dev/null # warm-up
-    rps_runs=(); p99_runs=(); cpu_runs=()
-    for _ in $(seq 1 "$RUNS"); do
+    wrk -t2 -c"$conns" -d2s "http://127.0.0.1:$(port_of "$target")/" >/dev/null # warm-up
+    RPS_RUNS[$target]=""; P99_RUNS[$target]=""; CPU_RUNS[$target]=""
+  done
+  # Round robin over the targets, so drifting background load hits all of them alike.
+  for run in $(seq 1 "$RUNS"); do
+    for target in nginx haproxy gateway; do
+      port=$(port_of "$target"); pid=$(pid_of "$target")
+      busy=$(wait_quiet)
       before=$(cpu_ticks "$pid")
       read -r rps p99 n < <(run_wrk "$port" "$conns")
       after=$(cpu_ticks "$pid")
-      rps_runs+=("$rps"); p99_runs+=("$p99")
-      cpu_runs+=("$(awk -v t=$((after - before)) -v n="$n" -v us="$TICK_US" 'BEGIN {printf "%.1f", t * us / n}')")
+      cpu=$(awk -v t=$((after - before)) -v n="$n" -v us="$TICK_US" 'BEGIN {printf "%.1f", t * us / n}')
+      RPS_RUNS[$target]+=" $rps"; P99_RUNS[$target]+=" $p99"; CPU_RUNS[$target]+=" $cpu"
+      printf '  c%-4s run %s %-8s %8s req/s  p99 %7s ms  %5s us/req  busy %s%%\n' \
+        "$conns" "$run" "$target" "$rps" "$p99" "$cpu" "$busy"
     done
-    CPU[$target,$conns]=$(printf '%s\n' "${cpu_runs[@]}" | median)
-    RPS[$target,$conns]=$(printf '%s\n' "${rps_runs[@]}" | median)
-    P99[$target,$conns]=$(printf '%s\n' "${p99_runs[@]}" | median)
-    RSS[$target,$conns]=$(rss_kib "$pid")
+  done
+  for target in nginx haproxy gateway; do
+    RPS[$target,$conns]=$(printf '%s\n' ${RPS_RUNS[$target]} | median)
+    P99[$target,$conns]=$(printf '%s\n' ${P99_RUNS[$target]} | median)
+    CPU[$target,$conns]=$(printf '%s\n' ${CPU_RUNS[$target]} | median)
+    RSS[$target,$conns]=$(rss_kib "$(pid_of "$target")")
   done
 done
 
