@@ -16,10 +16,12 @@
 #   DURATION=15 RUNS=3   seconds per dnsperf run, runs per server and variant (median reported)
 #   SERVERS="meridian knot-geoip gdnsd pdns-lua-geo pdns-geoip"   which to run
 #   SKIP_BUILD=1     use the already built target/release/examples/dns_bench
-#   QUIET_PCT=25     wait (up to 120 s) until the machine is less busy than this before each run
+#   QUIET_PCT=25     wait (up to 60 s) until the machine is less busy than this before each run
 #
-# Prints, per server: QPS (median, min-max), server CPU microseconds per query, idle RSS; and
-# each server's QPS and CPU/query as a ratio to Meridian's.
+# Runs go in rounds (every server once per variant in each round), so load from elsewhere on
+# the machine hits all servers alike. Prints, per server: QPS (median, min-max), server CPU
+# microseconds per query, idle RSS; how many of Meridian's UDP answers took its fast path; and
+# Meridian's QPS and CPU/query as a ratio to each server's (median of the per-round ratios).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -49,8 +51,11 @@ command -v pdns_server >/dev/null || need+=(pdns-server)
 command -v gdnsd >/dev/null || need+=(gdnsd)
 if ((${#need[@]})); then
     echo "installing: ${need[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    apt_log=$(mktemp /tmp/meridian-dnsbench-apt.XXXXXX)
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; } >"$apt_log" 2>&1; then
+        tail -20 "$apt_log" >&2
+        die "installing ${need[*]} failed (log: $apt_log)"
+    fi
 fi
 # Debian starts the packaged daemons on install; they would share the CPU.
 for unit in knot pdns gdnsd; do systemctl stop "$unit" 2>/dev/null || true; done
@@ -340,6 +345,11 @@ run_one() { # name ecs(yes|no) → "qps cpu_us_per_query busy_before"
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
+meridian_counts() { # → "udp_responses fast_path" from dns_bench's latest stats line
+    awk '/^stats / { split($2, u, "="); split($3, f, "="); udp = u[2]; fast = f[2] }
+         END { print udp + 0, fast + 0 }' "$WORK/meridian/log"
+}
+
 # --- run ------------------------------------------------------------------------------------
 for name in $SERVERS; do
     case $name in
@@ -359,19 +369,35 @@ for name in $SERVERS; do
     RSS[$name]=$(rss_kib "${PID[$name]}")
 done
 
-declare -A QPS=() CPU=() RANGE=()
-for ecs in no yes; do
-    for name in $SERVERS; do
-        qs=() cs=() lost_total=0
-        for run in $(seq 1 "$RUNS"); do
+# Rounds, not servers, are the outer loop: each round runs every server once per variant, so
+# load from elsewhere on the machine (other builds) hits all servers alike, and Meridian's
+# ratio to each server is taken within a round before the median over rounds.
+declare -A RUNQ=() RUNC=() FAST=() UDP=()
+for run in $(seq 1 "$RUNS"); do
+    for ecs in no yes; do
+        for name in $SERVERS; do
+            [[ $name == meridian ]] && read -r udp0 fast0 < <(meridian_counts)
             read -r q c busy lost < <(run_one "$name" "$ecs")
-            qs+=("$q") cs+=("$c")
-            lost_total=$((lost_total + ${lost:-0}))
-            echo "  $name ecs=$ecs run $run: $q qps, $c us CPU/query, busy before ${busy}%, lost $lost"
+            if [[ $name == meridian ]]; then
+                sleep 1.5 # the server flushes its counters when idle (200 ms); dns_bench prints them (500 ms)
+                read -r udp1 fast1 < <(meridian_counts)
+                UDP[$ecs]=$((${UDP[$ecs]:-0} + udp1 - udp0))
+                FAST[$ecs]=$((${FAST[$ecs]:-0} + fast1 - fast0))
+            fi
+            RUNQ[$name,$ecs,$run]=$q RUNC[$name,$ecs,$run]=$c
+            echo "  round $run $name ecs=$ecs: $q qps, $c us CPU/query, busy before ${busy}%, lost $lost"
         done
-        QPS[$name,$ecs]=$(printf '%s\n' "${qs[@]}" | median)
-        CPU[$name,$ecs]=$(printf '%s\n' "${cs[@]}" | median)
-        RANGE[$name,$ecs]="$(printf '%s\n' "${qs[@]}" | sort -n | head -1)-$(printf '%s\n' "${qs[@]}" | sort -n | tail -1)"
+    done
+done
+
+declare -A QPS=() CPU=() RANGE=()
+for name in $SERVERS; do
+    for ecs in no yes; do
+        qs=$(for run in $(seq 1 "$RUNS"); do echo "${RUNQ[$name,$ecs,$run]}"; done)
+        cs=$(for run in $(seq 1 "$RUNS"); do echo "${RUNC[$name,$ecs,$run]}"; done)
+        QPS[$name,$ecs]=$(median <<<"$qs")
+        CPU[$name,$ecs]=$(median <<<"$cs")
+        RANGE[$name,$ecs]="$(sort -n <<<"$qs" | head -1)-$(sort -n <<<"$qs" | tail -1)"
     done
 done
 
@@ -385,13 +411,29 @@ for name in $SERVERS; do
 done
 if [[ " $SERVERS " == *" meridian "* ]]; then
     echo
-    echo "Ratios, Meridian / other (QPS: >1 means Meridian answers more; CPU: <1 means Meridian spends less per query)"
+    for ecs in no yes; do
+        awk -v e="$ecs" -v f="${FAST[$ecs]:-0}" -v u="${UDP[$ecs]:-0}" \
+            'BEGIN { printf "Meridian, ECS=%s: %d of %d UDP answers from the fast path (%.1f%%)\n", e, f, u, (u > 0 ? 100 * f / u : 0) }'
+    done
+    echo
+    echo "Ratios, Meridian / other: median over rounds of the ratio within each round"
+    echo "(QPS: >1 means Meridian answers more; CPU: <1 means Meridian spends less per query)"
     printf '%-14s %12s %12s %14s %14s\n' vs "QPS no-ECS" "QPS ECS" "CPU/q no-ECS" "CPU/q ECS"
     for name in $SERVERS; do
         [[ $name == meridian ]] && continue
-        awk -v n="$name" -v mq="${QPS[meridian,no]}" -v oq="${QPS[$name,no]}" -v mqe="${QPS[meridian,yes]}" -v oqe="${QPS[$name,yes]}" \
-            -v mc="${CPU[meridian,no]}" -v oc="${CPU[$name,no]}" -v mce="${CPU[meridian,yes]}" -v oce="${CPU[$name,yes]}" \
-            'function r(a, b) { return b > 0 ? sprintf("%.2fx", a / b) : "n/a" }
-             BEGIN { printf "%-14s %12s %12s %14s %14s\n", n, r(mq, oq), r(mqe, oqe), r(mc, oc), r(mce, oce) }'
+        cells=()
+        for metric in Q C; do
+            for ecs in no yes; do
+                ratios=$(for run in $(seq 1 "$RUNS"); do
+                    if [[ $metric == Q ]]; then
+                        echo "${RUNQ[meridian,$ecs,$run]} ${RUNQ[$name,$ecs,$run]}"
+                    else
+                        echo "${RUNC[meridian,$ecs,$run]} ${RUNC[$name,$ecs,$run]}"
+                    fi
+                done | awk '$2 > 0 { printf "%.4f\n", $1 / $2 }')
+                cells+=("$(median <<<"$ratios" | awk 'NF { printf "%.2fx", $1 } !NF { print "n/a" }')")
+            done
+        done
+        printf '%-14s %12s %12s %14s %14s\n' "$name" "${cells[@]}"
     done
 fi

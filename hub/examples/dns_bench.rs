@@ -9,7 +9,10 @@
 //! - `dev`: `meridian dev`'s zone: `app.demo.meridian.test` on us-east (127.0.1.1, region us)
 //!   and eu-west (127.0.1.2, region eu), 203.0.113.0/24 → us, 198.51.100.0/24 → eu.
 //!
-//! Prints `ready <addr>` on stdout once serving, then runs until killed.
+//! Prints `ready <addr>` on stdout once serving, then runs until killed; while it runs, a line
+//! `stats udp_responses=N fast_path=M` each time the UDP counters change (checked twice a
+//! second; the server flushes its per-thread counts every 1024 responses and when idle), so
+//! the bench can tell how many answers took the fast path.
 
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
@@ -17,6 +20,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use meridian_hub::dns::{
     self, ClusterView, DnsConfig, DnsView, GeoConfig, NameserverConfig, ZoneConfig,
@@ -207,5 +211,34 @@ async fn main() {
     let handle = dns::spawn(config, rx, &mut registry).await.unwrap();
     println!("ready {}", handle.local_addr());
     let _: IpAddr = handle.local_addr().ip();
-    std::future::pending::<()>().await;
+    let mut last = String::new();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let line = udp_stats(&registry);
+        if line != last {
+            println!("{line}");
+            last = line;
+        }
+    }
+}
+
+/// `stats udp_responses=N fast_path=M` from the server's metrics.
+fn udp_stats(registry: &prometheus_client::registry::Registry) -> String {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+    let (mut udp, mut fast) = (0u64, 0u64);
+    for line in text.lines() {
+        let value = || {
+            line.rsplit(' ')
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        if line.starts_with("meridian_dns_responses_total{") && line.contains("transport=\"udp\"") {
+            udp += value();
+        } else if line.starts_with("meridian_dns_udp_fast_answers_total ") {
+            fast += value();
+        }
+    }
+    format!("stats udp_responses={udp} fast_path={fast}")
 }

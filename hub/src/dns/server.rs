@@ -105,6 +105,7 @@ struct Metrics {
     udp: RcodeCounters,
     tcp: RcodeCounters,
     malformed: Counter,
+    fast: Counter,
     rate_dropped: Counter,
     rate_slipped: Counter,
     builds: Counter,
@@ -551,6 +552,7 @@ fn send_all(socket: &std::net::UdpSocket, outs: &[Vec<u8>], destinations: &[Sock
 struct LocalCounters {
     rcodes: [u64; 7],
     malformed: u64,
+    fast: u64,
     rate_dropped: u64,
     rate_slipped: u64,
     pending: u64,
@@ -593,6 +595,7 @@ impl LocalCounters {
         metrics
             .malformed
             .inc_by(std::mem::take(&mut self.malformed));
+        metrics.fast.inc_by(std::mem::take(&mut self.fast));
         metrics
             .rate_dropped
             .inc_by(std::mem::take(&mut self.rate_dropped));
@@ -663,6 +666,7 @@ impl Shared {
                 &mut random,
                 out,
             ) {
+                counters.fast += 1;
                 counters.count(ResponseCode::NoError);
                 return true;
             }
@@ -817,6 +821,7 @@ impl Metrics {
         let responses = Family::<ResponseLabels, Counter>::default();
         let rate_limited = Family::<ActionLabels, Counter>::default();
         let malformed = Counter::default();
+        let fast = Counter::default();
         let builds = Counter::default();
         let serial = Gauge::default();
         let problems = Gauge::default();
@@ -834,6 +839,11 @@ impl Metrics {
             "meridian_dns_malformed",
             "Datagrams that were not parseable DNS queries",
             malformed.clone(),
+        );
+        registry.register(
+            "meridian_dns_udp_fast_answers",
+            "UDP responses sent by the fast path (pre-encoded A/AAAA answers), also counted in meridian_dns_responses",
+            fast.clone(),
         );
         registry.register(
             "meridian_dns_snapshot_builds",
@@ -867,6 +877,7 @@ impl Metrics {
             udp: counters("udp"),
             tcp: counters("tcp"),
             malformed,
+            fast,
             rate_dropped: counter(&rate_limited, ActionLabels { action: "dropped" }),
             rate_slipped: counter(&rate_limited, ActionLabels { action: "slipped" }),
             builds,

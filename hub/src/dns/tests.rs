@@ -1476,3 +1476,61 @@ fn clusters_that_cannot_serve_a_hostname_count_as_down_for_it_unless_none_can() 
     let plan = plan_for(&clusters);
     assert_eq!(members(&plan), [["eu-west"]]);
 }
+
+/// Answers signed on the query path are cached per key, in signed snapshots only; a compact
+/// denial is signed once and then served from the cache (ECDSA signatures are randomised, so
+/// an equal RRSIG means the cached one).
+#[test]
+fn lazily_signed_answers_are_cached_in_signed_snapshots() {
+    use std::cell::Cell;
+
+    use super::snapshot::LazyCache;
+
+    let n_made = Cell::new(0);
+    let make = || {
+        n_made.set(n_made.get() + 1);
+        Some(Vec::new())
+    };
+    let signed = LazyCache::new(true);
+    let first = signed.get_or_insert(b"key", make).unwrap();
+    let second = signed.get_or_insert(b"key", make).unwrap();
+    assert!(Arc::ptr_eq(&first, &second));
+    assert_eq!(n_made.get(), 1);
+    signed.get_or_insert(b"other", make).unwrap();
+    assert_eq!(n_made.get(), 2);
+    assert!(signed.get_or_insert(b"failed", || None).is_none());
+
+    n_made.set(0);
+    let unsigned = LazyCache::new(false);
+    unsigned.get_or_insert(b"key", make).unwrap();
+    unsigned.get_or_insert(b"key", make).unwrap();
+    assert_eq!(n_made.get(), 2, "an unsigned snapshot has no slots");
+
+    let mut config = dev_config();
+    config.zones[0].dnssec = true;
+    let mut view = dev_view();
+    view.zone_keys
+        .insert(fqdn(ZONE), super::generate_zone_key().unwrap());
+    let (snapshot, geo) = build(&config, &view);
+    let mut edns = Edns::new();
+    edns.set_dnssec_ok(true);
+    let denial = |snapshot: &ZoneSnapshot| {
+        let packet = query_packet("nope.demo.meridian.test", RecordType::A, Some(edns.clone()));
+        let message = ask(snapshot, &geo, packet, "192.0.2.7");
+        let rrsigs: Vec<_> = message
+            .authorities
+            .iter()
+            .filter(|r| r.record_type() == RecordType::RRSIG)
+            .cloned()
+            .collect();
+        assert!(rrsigs.len() >= 2, "SOA and NSEC signed: {rrsigs:?}");
+        rrsigs
+    };
+    assert_eq!(denial(&snapshot), denial(&snapshot));
+    let (rebuilt, _) = build(&config, &view);
+    assert_ne!(
+        denial(&snapshot),
+        denial(&rebuilt),
+        "a new snapshot signs its own denial"
+    );
+}
