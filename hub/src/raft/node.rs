@@ -7,11 +7,13 @@
 //! 3. hand out read states (ReadIndex answers);
 //! 4. persist the received snapshot, the new entries and the hard state in ONE redb
 //!    transaction, fsync'd when raft says `must_sync`;
-//! 5. restore the state machine from that snapshot, if any;
-//! 6. apply `committed_entries` in order (the commit index is durable: it is either in this
+//! 5. send `persisted_messages` (votes and append responses only leave after the fsync, but
+//!    before applying: a follower's acknowledgement, on every write's critical path, does not
+//!    wait for its state machine);
+//! 6. restore the state machine from that snapshot, if any;
+//! 7. apply `committed_entries` in order (the commit index is durable: it is either in this
 //!    Ready's hard state or was written before; applied state itself becomes durable only via
 //!    snapshots, which record the commit index with them);
-//! 7. send `persisted_messages` (votes and append responses only leave after the fsync);
 //! 8. `advance`, then from the `LightReady`: note the commit index (written with the next
 //!    transaction), send its messages, apply its committed entries;
 //! 9. `advance_apply`, and take a snapshot + compact the log past the threshold.
@@ -838,20 +840,21 @@ impl<S: StateMachine> Node<S> {
                 .observe(started.elapsed().as_secs_f64());
         }
 
-        // 5. Install the received snapshot into the state machine.
-        if let Some(snapshot) = snapshot {
-            self.install_snapshot(&snapshot)?;
-        }
-
-        // 6. Apply.
-        let committed = ready.take_committed_entries();
-        self.apply(committed);
-
-        // 7. Messages that must follow the fsync (votes, append responses).
+        // 5. Messages that must follow the fsync (votes, append responses). The snapshot and
+        //    entries they acknowledge are durable; applying them is this node's own business.
         if !ready.persisted_messages().is_empty() {
             let messages = ready.take_persisted_messages();
             self.send(messages);
         }
+
+        // 6. Install the received snapshot into the state machine.
+        if let Some(snapshot) = snapshot {
+            self.install_snapshot(&snapshot)?;
+        }
+
+        // 7. Apply.
+        let committed = ready.take_committed_entries();
+        self.apply(committed);
 
         // 8. Advance and handle the LightReady.
         let mut light = self.raw.advance(ready);

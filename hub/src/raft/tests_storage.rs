@@ -267,3 +267,133 @@ fn a_second_open_of_the_same_directory_fails_while_the_first_is_open() {
     let _first = DiskStorage::open(dir.path()).unwrap();
     assert!(DiskStorage::open(dir.path()).is_err());
 }
+
+#[test]
+fn a_format_1_log_moves_its_snapshot_payload_to_its_own_table() {
+    use protobuf::Message as _;
+    use redb::ReadableDatabase;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(super::FILE_NAME);
+    {
+        // A log as format 1 wrote it: the payload in `raft_meta`.
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut meta = txn.open_table(super::META).unwrap();
+            let mut log = txn.open_table(super::LOG).unwrap();
+            let mut snapshot_meta = SnapshotMetadata {
+                index: 1,
+                term: 1,
+                ..Default::default()
+            };
+            snapshot_meta.set_conf_state(voters(&[1]));
+            let put = |meta: &mut redb::Table<&str, &[u8]>, key: &str, value: &[u8]| {
+                meta.insert(key, value).unwrap();
+            };
+            put(&mut meta, super::KEY_FORMAT, &1u32.to_be_bytes());
+            put(&mut meta, super::KEY_NODE_ID, &1u64.to_be_bytes());
+            put(
+                &mut meta,
+                super::KEY_HARD_STATE,
+                &hard_state(2, 1, 2).write_to_bytes().unwrap(),
+            );
+            put(
+                &mut meta,
+                super::KEY_SNAPSHOT_META,
+                &snapshot_meta.write_to_bytes().unwrap(),
+            );
+            put(&mut meta, super::KEY_SNAPSHOT_DATA_V1, b"old state");
+            put(
+                &mut meta,
+                super::KEY_COMPACTED,
+                &super::encode_compacted(1, 1),
+            );
+            log.insert(2, entry(2, 2, b"a").write_to_bytes().unwrap().as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    for _ in 0..2 {
+        let mut storage = DiskStorage::open(dir.path()).unwrap();
+        storage.claim(1).unwrap();
+        assert_eq!(storage.snapshot_data().unwrap(), b"old state");
+        assert_eq!(storage.snapshot(1, 1).unwrap().get_data(), b"old state");
+        assert_eq!(storage.last_index().unwrap(), 2);
+        assert_eq!(storage.hard_state(), &hard_state(2, 1, 2));
+    }
+    let db = redb::Database::create(&path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let meta = txn.open_table(super::META).unwrap();
+    assert!(meta.get(super::KEY_SNAPSHOT_DATA_V1).unwrap().is_none());
+    assert_eq!(
+        meta.get(super::KEY_FORMAT).unwrap().unwrap().value(),
+        super::FORMAT_VERSION.to_be_bytes()
+    );
+}
+
+#[test]
+fn a_snapshot_payload_is_not_rewritten_by_later_readys() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(super::FILE_NAME);
+    let mut storage = DiskStorage::open(dir.path()).unwrap();
+    storage.bootstrap(voters(&[1]), Vec::new()).unwrap();
+    for index in 2..12 {
+        append(
+            &mut storage,
+            &[entry(index, 1, b"x")],
+            Some(&hard_state(1, 1, index)),
+        );
+    }
+    let mut meta = SnapshotMetadata {
+        index: 11,
+        term: 1,
+        ..Default::default()
+    };
+    meta.set_conf_state(voters(&[1]));
+    storage
+        .save_local_snapshot(meta, &vec![7; 4 << 20], 11)
+        .unwrap();
+    let size = std::fs::metadata(&file).unwrap().len();
+    // Were the hard state in the payload's B-tree leaf, each Ready would copy the 4 MiB leaf,
+    // and redb frees a copy only after the next commit: the file would grow by payloads.
+    for index in 12..40 {
+        append(
+            &mut storage,
+            &[entry(index, 1, b"x")],
+            Some(&hard_state(1, 1, index)),
+        );
+    }
+    let grown = std::fs::metadata(&file).unwrap().len();
+    assert!(grown < size + (4 << 20), "{size} -> {grown}");
+    assert_eq!(storage.snapshot_data().unwrap(), vec![7; 4 << 20]);
+}
+
+#[test]
+fn new_file_space_is_allocated_not_sparse() {
+    use std::os::unix::fs::MetadataExt as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut storage = DiskStorage::open(dir.path()).unwrap();
+    storage.bootstrap(voters(&[1]), Vec::new()).unwrap();
+    for index in 2..300 {
+        append(
+            &mut storage,
+            &[entry(index, 1, &[1; 4096])],
+            Some(&hard_state(1, 1, index - 1)),
+        );
+    }
+    let meta = std::fs::metadata(dir.path().join(super::FILE_NAME)).unwrap();
+    assert!(
+        meta.len() > 1 << 20,
+        "the log grew the file: {}",
+        meta.len()
+    );
+    // Every byte of the file is backed by an allocated block (no holes).
+    assert!(
+        meta.blocks() * 512 >= meta.len(),
+        "{} bytes in {} blocks",
+        meta.len(),
+        meta.blocks()
+    );
+}
