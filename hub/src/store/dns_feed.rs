@@ -11,6 +11,12 @@
 //!
 //! **Staleness:** DNS lags this node's applied state by at most [`MIN_INTERVAL`] plus one
 //! `DnsView` build, on top of the DNS server's own compile.
+//!
+//! **Off the async workers:** [`DnsFeed::run`] builds each view (and compares it with the last)
+//! on tokio's blocking pool. Both cost in proportion to the state (a millisecond or more for a
+//! few thousand clusters), and the async workers also carry every Raft message and admin
+//! request of the node: a build on one of them delayed whichever write's messages were queued
+//! behind it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,25 +69,30 @@ impl DnsFeed {
     /// Publishes a view of the latest store view if its DNS-relevant content changed since the
     /// last one; returns whether it did.
     pub fn publish_now(&mut self) -> bool {
-        let view = self.view.borrow_and_update().clone();
-        let version = view.state.dns_version;
-        let current = self.dns_tx.borrow().applied_index;
-        if version == current && version != 0 {
+        let Some((view, current)) = self.due() else {
             return false;
-        }
-        let dns = Arc::new(view.state.dns_view());
-        drop(view);
-        let sent = self.dns_tx.send_if_modified(|current| {
-            if **current == *dns {
-                return false;
-            }
-            *current = dns;
-            true
-        });
-        if sent {
-            self.published.inc();
-        }
-        sent
+        };
+        let built = build(&view, &current);
+        self.publish(built)
+    }
+
+    /// The latest store view and the published DNS view, if the store view's DNS-relevant
+    /// content is newer.
+    fn due(&mut self) -> Option<(Arc<StoreView>, Arc<DnsView>)> {
+        let view = self.view.borrow_and_update().clone();
+        let current = self.dns_tx.borrow().clone();
+        let version = view.state.dns_version;
+        (version != current.applied_index || version == 0).then_some((view, current))
+    }
+
+    /// Publishes `built` (from [`build`]); returns whether there was anything to publish.
+    fn publish(&mut self, built: Option<DnsView>) -> bool {
+        let Some(dns) = built else {
+            return false;
+        };
+        self.dns_tx.send_replace(Arc::new(dns));
+        self.published.inc();
+        true
     }
 
     /// Publishes until `shutdown` or until the store stops publishing.
@@ -105,8 +116,24 @@ impl DnsFeed {
                     () = tokio::time::sleep_until(due) => {}
                 }
             }
-            self.publish_now();
+            if let Some((view, current)) = self.due() {
+                let built = tokio::task::spawn_blocking(move || build(&view, &current)).await;
+                match built {
+                    Ok(built) => {
+                        self.publish(built);
+                    }
+                    // The runtime is shutting down.
+                    Err(_) => return,
+                }
+            }
             last = Instant::now();
         }
     }
+}
+
+/// The DNS view of `view`, unless it equals `current` (a change that did not touch what DNS
+/// answers from).
+fn build(view: &StoreView, current: &DnsView) -> Option<DnsView> {
+    let dns = view.state.dns_view();
+    (dns != *current).then_some(dns)
 }

@@ -1,6 +1,7 @@
 //! [`StoreMachine`]: the state machine Raft drives, publishing immutable views after every
 //! applied batch.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use meridian_proto::model::SharedConfig;
@@ -43,22 +44,25 @@ pub struct StoreWatches {
 /// `Arc` snapshots, never the live state.
 ///
 /// **Cost per batch:** publishing a view must not copy the whole state (thousands of clusters,
-/// a thousand audit entries). The machine keeps two copies, left-right style: the published
-/// one, and the one published before it, which it gets back as soon as no reader holds it any
-/// more. The next batch brings that spare copy up to date by replaying the previous batch's
-/// commands (`State::apply` is deterministic) and applies its own commands to it, so a batch
-/// costs what its commands cost. Only when a reader still holds the older view does the machine
-/// fall back to cloning the published state.
+/// a thousand audit entries). The machine keeps the states it published before the current one
+/// as spare copies (left-right style, with more than one spare), with the commands of every
+/// batch since the oldest. A batch takes the oldest spare no reader holds any more, brings it
+/// up to date by replaying the batches it missed (`State::apply` is deterministic) and applies
+/// its own commands to it, so a batch costs what its commands cost. A reader that holds a view
+/// for a while (the DNS feed builds from one, the leader's health tracker reads one) only
+/// keeps one spare out of use: the machine then works with three copies instead of two. It
+/// clones the published state only when readers hold every spare (at most [`MAX_SPARES`]).
 pub struct StoreMachine {
     /// The state the current batch changes; `None` between batches (then `published` is the
     /// latest state).
     live: Option<State>,
     /// The latest published state.
     published: Arc<State>,
-    /// The state before the latest published batch, once no reader holds it.
-    spare: Option<State>,
-    /// The commands of the latest published batch (to replay on `spare`).
-    replay: Vec<(u64, Command)>,
+    /// States published before `published`, oldest first; readers may still hold some.
+    spares: VecDeque<Arc<State>>,
+    /// `history[i]`: the commands that turned `spares[i]` into the next state (`spares[i + 1]`,
+    /// or `published` for the last spare).
+    history: VecDeque<Vec<(u64, Command)>>,
     /// The commands of the current batch.
     batch: Vec<(u64, Command)>,
     applied_index: u64,
@@ -84,6 +88,9 @@ struct Metrics {
     /// How each batch got its mutable copy of the state: `replayed` (cheap) or `cloned`.
     copies: Family<CopyLabels, Counter>,
 }
+
+/// At most this many spare states are kept (each is a full copy of the state).
+const MAX_SPARES: usize = 3;
 
 // === impl StoreMachine ===
 
@@ -112,8 +119,8 @@ impl StoreMachine {
         let machine = Self {
             live: None,
             published: Arc::new(state),
-            spare: None,
-            replay: Vec::new(),
+            spares: VecDeque::new(),
+            history: VecDeque::new(),
             batch: Vec::new(),
             applied_index: 0,
             dirty: false,
@@ -124,17 +131,12 @@ impl StoreMachine {
         (machine, StoreWatches { view, dns, shared }, feed)
     }
 
-    /// The state the current batch changes, made on first use: the spare copy brought up to
-    /// date, or else a clone of the published state.
+    /// The state the current batch changes, made on first use: the oldest spare no reader
+    /// holds, brought up to date, or else a clone of the published state.
     fn live(&mut self) -> &mut State {
         if self.live.is_none() {
-            let (state, how) = match self.spare.take() {
-                Some(mut spare) => {
-                    for (index, command) in self.replay.drain(..) {
-                        spare.apply(index, command);
-                    }
-                    (spare, "replayed")
-                }
+            let (state, how) = match self.take_spare() {
+                Some(state) => (state, "replayed"),
                 None => ((*self.published).clone(), "cloned"),
             };
             // Debug builds (every test) check the invariant the replay relies on.
@@ -143,10 +145,48 @@ impl StoreMachine {
                 "a {how} copy differs from the published state"
             );
             self.metrics.copies.get_or_create(&CopyLabels { how }).inc();
-            self.replay.clear();
             self.live = Some(state);
         }
         self.live.get_or_insert_with(State::default)
+    }
+
+    /// Removes the oldest spare no reader holds and replays on it every batch it missed.
+    fn take_spare(&mut self) -> Option<State> {
+        // The machine never hands out spares, and readers only get them through views (which
+        // are gone once they were replaced): a count of one means no reader can clone it now.
+        let position = self
+            .spares
+            .iter()
+            .position(|spare| Arc::strong_count(spare) == 1)?;
+        let spare = self.spares.remove(position)?;
+        // The batch that turned it into the next state: the spare before it (if any) now
+        // reaches that state through its own batch and this one.
+        let missed = self.history.remove(position).unwrap_or_default();
+        let state = Arc::try_unwrap(spare).ok().map(|mut state| {
+            let later = self.history.range(position..).flatten();
+            for (index, command) in missed.iter().chain(later) {
+                state.apply(*index, command.clone());
+            }
+            state
+        });
+        if let Some(before) = position
+            .checked_sub(1)
+            .and_then(|i| self.history.get_mut(i))
+        {
+            before.extend(missed);
+        }
+        state
+    }
+
+    /// Keeps `state` (no longer the latest) as a spare; `batch` turns it into the next one.
+    fn keep_spare(&mut self, state: Arc<State>, batch: Vec<(u64, Command)>) {
+        self.spares.push_back(state);
+        self.history.push_back(batch);
+        if self.spares.len() > MAX_SPARES {
+            // Held by a reader for MAX_SPARES batches (it frees it when done), or unused.
+            self.spares.pop_front();
+            self.history.pop_front();
+        }
     }
 
     /// Publishes the live state (if the batch changed it) as the new view, and takes the state
@@ -167,11 +207,8 @@ impl StoreMachine {
         }));
         let old_state = std::mem::replace(&mut self.published, state);
         drop(old_view);
-        self.spare = Arc::try_unwrap(old_state).ok();
-        self.replay = std::mem::take(&mut self.batch);
-        if self.spare.is_none() {
-            self.replay.clear();
-        }
+        let batch = std::mem::take(&mut self.batch);
+        self.keep_spare(old_state, batch);
         self.dirty = false;
     }
 
@@ -232,11 +269,10 @@ impl crate::raft::StateMachine for StoreMachine {
             // (linearizable reads) see it applied. Its commands changed nothing, so the live
             // copy (if one was made) still equals the published state: keep it for the next
             // batch, with nothing to replay.
-            if let Some(live) = self.live.take() {
-                self.spare = Some(live);
-                self.replay.clear();
-            }
             self.batch.clear();
+            if let Some(live) = self.live.take() {
+                self.keep_spare(Arc::new(live), Vec::new());
+            }
             self.view_tx.send_modify(|view| {
                 if view.applied_index != index {
                     *view = Arc::new(StoreView {
@@ -257,15 +293,13 @@ impl crate::raft::StateMachine for StoreMachine {
 
     fn restore(&mut self, index: u64, snapshot: &[u8]) -> Result<(), String> {
         let state = decode_snapshot(snapshot).map_err(|e| e.to_string())?;
-        self.spare = None;
-        self.replay.clear();
         self.batch.clear();
         self.live = Some(state);
         self.applied_index = index;
         self.publish();
-        // The state before the snapshot has nothing to do with the restored one.
-        self.spare = None;
-        self.replay.clear();
+        // The states before the snapshot have nothing to do with the restored one.
+        self.spares.clear();
+        self.history.clear();
         Ok(())
     }
 }

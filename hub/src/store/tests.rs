@@ -1012,3 +1012,30 @@ fn views_stay_exact_whether_batches_replay_a_spare_copy_or_clone() {
     assert!(text.contains("how=\"cloned\""), "{text}");
     drop(held);
 }
+
+#[test]
+fn a_reader_that_holds_each_view_for_a_batch_costs_one_clone() {
+    // Like the DNS feed under a stream of writes: it holds the latest view while the next
+    // batch is applied. The machine clones once, then works with one more spare copy.
+    let mut registry = Registry::default();
+    let (mut machine, watches, _feed) = StoreMachine::new(&mut registry);
+    let mut reference = State::default();
+    let mut held = None;
+    for index in 1..=40u64 {
+        let action = Action::PutCluster(cluster(&format!("c{}", index % 5), "us", "10.0.0.1"));
+        reference.apply(index, cmd(action.clone()));
+        machine.apply(index, &encode_command(&cmd(action)));
+        machine.applied(index);
+        assert_eq!(*watches.view.borrow().state, reference, "index {index}");
+        held = Some(watches.view.borrow().clone());
+    }
+    drop(held);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let cloned = text
+        .lines()
+        .find(|line| line.contains("how=\"cloned\""))
+        .and_then(|line| line.rsplit(' ').next())
+        .unwrap_or("0");
+    assert_eq!(cloned, "1", "{text}");
+}
