@@ -534,7 +534,9 @@ impl RaftHandle {
             if Instant::now() >= deadline {
                 return Err(RaftError::NoLeader);
             }
-            let forward_to = match target.take() {
+            // A follower that knows the leader forwards at once, without first asking its own
+            // raft thread (a round trip that can only answer "not the leader").
+            let forward_to = match target.take().or_else(|| self.leader_elsewhere()) {
                 Some(addr) => Some(addr),
                 None => match self.here(&request, deadline).await {
                     Ok(applied) => return Ok(applied),
@@ -593,6 +595,17 @@ impl RaftHandle {
                 Forwarded::Failed(e) => return Err(e),
             }
         }
+    }
+
+    /// The address of the leader this node follows, as of its last published status; `None`
+    /// when this node leads (or thinks it might), or knows no leader.
+    fn leader_elsewhere(&self) -> Option<SocketAddr> {
+        let status = self.inner.status.borrow();
+        let leader = status.leader_id;
+        if status.role != Role::Follower || leader == 0 || leader == self.inner.config.node_id {
+            return None;
+        }
+        status.members.get(&leader).copied()
     }
 
     /// Proposes on this node only (the peer service's entry point on the leader); retries

@@ -73,7 +73,7 @@ impl DnsFeed {
             return false;
         };
         let built = build(&view, &current);
-        self.publish(built)
+        self.publish(built).is_some()
     }
 
     /// The latest store view and the published DNS view, if the store view's DNS-relevant
@@ -85,14 +85,12 @@ impl DnsFeed {
         (version != current.applied_index || version == 0).then_some((view, current))
     }
 
-    /// Publishes `built` (from [`build`]); returns whether there was anything to publish.
-    fn publish(&mut self, built: Option<DnsView>) -> bool {
-        let Some(dns) = built else {
-            return false;
-        };
-        self.dns_tx.send_replace(Arc::new(dns));
+    /// Publishes `built` (from [`build`]); returns the view it replaced, if it published.
+    fn publish(&mut self, built: Option<DnsView>) -> Option<Arc<DnsView>> {
+        let dns = built?;
+        let old = self.dns_tx.send_replace(Arc::new(dns));
         self.published.inc();
-        true
+        Some(old)
     }
 
     /// Publishes until `shutdown` or until the store stops publishing.
@@ -120,7 +118,11 @@ impl DnsFeed {
                 let built = tokio::task::spawn_blocking(move || build(&view, &current)).await;
                 match built {
                     Ok(built) => {
-                        self.publish(built);
+                        // The replaced view may be the last reference: free it off the
+                        // async workers too.
+                        if let Some(old) = self.publish(built) {
+                            drop(tokio::task::spawn_blocking(move || drop(old)));
+                        }
                     }
                     // The runtime is shutting down.
                     Err(_) => return,
