@@ -38,11 +38,12 @@ if ((${#need[@]})); then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-# SKIP_BUILD=1 reuses an existing target/release/meridian.
-if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+# SKIP_BUILD=1 reuses an existing target/release/meridian; MERIDIAN=PATH benchmarks another
+# binary (an older build, for a before/after comparison) and builds nothing.
+if [[ -z "${MERIDIAN:-}" && "${SKIP_BUILD:-0}" != 1 ]]; then
   (cd "$ROOT" && cargo build --release -j2 -p meridian >/dev/null 2>&1)
 fi
-MERIDIAN="$ROOT/target/release/meridian"
+MERIDIAN=${MERIDIAN:-$ROOT/target/release/meridian}
 
 # --- backend: nginx `return 200` (baselines.md Part B) ---
 mkdir -p "$WORK/backend" "$WORK/nginx"
