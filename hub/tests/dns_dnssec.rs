@@ -171,7 +171,9 @@ fn delv(server: SocketAddr, anchors: &std::path::Path, name: &str, rtype: &str) 
 fn delv_available() -> bool {
     let found = Command::new("delv").arg("-v").output().is_ok();
     if !found && std::env::var_os("MERIDIAN_REQUIRE_DELV").is_some_and(|v| v == "1") {
-        panic!("MERIDIAN_REQUIRE_DELV=1 but `delv` is not on the PATH (apt-get install bind9-dnsutils)");
+        panic!(
+            "MERIDIAN_REQUIRE_DELV=1 but `delv` is not on the PATH (apt-get install bind9-dnsutils)"
+        );
     }
     found
 }
