@@ -633,22 +633,10 @@ fn example_cluster_config_programs_the_gateway() {
 
 /// Runs `meridian ctl` against `admin` with `token`; returns success and combined output.
 async fn ctl(admin: &str, token: &str, args: &[&str]) -> (bool, String) {
-    let output = tokio::process::Command::new(meridian_bin())
-        .arg("ctl")
-        .arg("--hub")
-        .arg(format!("http://{admin}"))
-        .arg("--token")
-        .arg(token)
-        .args(args)
-        .output()
-        .await
-        .expect("run meridian ctl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+    let hub = format!("http://{admin}");
+    let mut argv = vec!["--hub", hub.as_str(), "--token", token];
+    argv.extend_from_slice(args);
+    meridian_tests::hub::run_ctl(Path::new(meridian_bin()), &argv).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -504,21 +504,26 @@ impl HubCluster {
     /// its output (stdout and stderr).
     pub async fn ctl(&self, via: u64, args: &[&str]) -> (bool, String) {
         let hub = format!("http://{}", self.admin(via));
-        let output = tokio::process::Command::new(&self.bin)
-            .arg("ctl")
-            .arg("--hub")
-            .arg(&hub)
-            .args(args)
-            .output()
-            .await
-            .expect("run meridian ctl");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        (output.status.success(), text)
+        let mut argv = vec!["--hub", hub.as_str()];
+        argv.extend_from_slice(args);
+        run_ctl(&self.bin, &argv).await
     }
+}
+
+/// Runs `BIN ctl ARGS...`; returns whether it succeeded and its output (stdout and stderr).
+pub async fn run_ctl(bin: &Path, args: &[&str]) -> (bool, String) {
+    let output = tokio::process::Command::new(bin)
+        .arg("ctl")
+        .args(args)
+        .output()
+        .await
+        .expect("run meridian ctl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
 }
 
 impl Drop for HubCluster {
