@@ -66,15 +66,9 @@ pub(crate) fn answer(
         _ => client,
     };
     let located = geo.locate(location);
-    let Some(unknown) = dynamic.plans.len().checked_sub(1) else {
+    let Some(plan) = dynamic.plan_for(located.region.map(usize::from)) else {
         return false;
     };
-    let index = located
-        .region
-        .map(usize::from)
-        .filter(|&id| id < unknown)
-        .unwrap_or(unknown);
-    let plan = &dynamic.plans[index];
     let family = if query.qtype == TYPE_A {
         &plan.a
     } else {

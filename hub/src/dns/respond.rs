@@ -347,13 +347,10 @@ impl<'s> Answerer<'s, '_> {
                 located
             }
         };
-        let unknown = dynamic.plans.len() - 1;
-        let index = located
-            .region
-            .map(usize::from)
-            .filter(|&id| id < unknown)
-            .unwrap_or(unknown);
-        let plan = &dynamic.plans[index];
+        // Every compiled hostname has at least the unknown-region plan.
+        let Some(plan) = dynamic.plan_for(located.region.map(usize::from)) else {
+            return Outcome::NoData;
+        };
         if dynamic.location_matters {
             self.scope = self.scope.max(located.scope);
         }

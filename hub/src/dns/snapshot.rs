@@ -114,6 +114,16 @@ pub(crate) struct Dynamic {
     pub(crate) location_matters: bool,
 }
 
+impl Dynamic {
+    /// The plan for clients in geo region `region` (`None`, or a region this snapshot has no
+    /// plan for, means the unknown-region plan). `None` only if there are no plans at all.
+    pub(crate) fn plan_for(&self, region: Option<usize>) -> Option<&CompiledPlan> {
+        let unknown = self.plans.len().checked_sub(1)?;
+        let index = region.filter(|&id| id < unknown).unwrap_or(unknown);
+        self.plans.get(index).map(|plan| &**plan)
+    }
+}
+
 /// One plan, compiled into RRsets per address family.
 pub(crate) struct CompiledPlan {
     pub(crate) plan: Plan,
