@@ -49,7 +49,6 @@ use std::time::Duration;
 use meridian_proto::pb::config_discovery_server::ConfigDiscoveryServer;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::{AgentConfig, HubClientConfig, HubTlsConfig, ProbeConfig};
 pub use hub_client::HubStatus;
@@ -248,9 +247,12 @@ pub async fn spawn(config: AgentConfig, mut registry: Registry) -> Result<AgentH
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .add_service(ConfigDiscoveryServer::new(config_server))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
-            let _ = grpc_shutdown.wait_for(|stop| *stop).await;
-        });
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+            async move {
+                let _ = grpc_shutdown.wait_for(|stop| *stop).await;
+            },
+        );
     let grpc_task = tokio::spawn(async move {
         if let Err(error) = grpc.await {
             tracing::error!(%error, "the ConfigDiscovery gRPC server failed");

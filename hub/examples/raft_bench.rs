@@ -23,7 +23,6 @@ use meridian_hub::raft::{self, RaftConfig, RaftHandle, Role, StateMachine};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 
 /// A map of keys to values; the outcome is empty.
 struct Kv {
@@ -125,7 +124,9 @@ impl Bench {
         let server = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(service)
-                .serve_with_incoming(TcpListenerStream::new(listener))
+                .serve_with_incoming(
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                )
                 .await;
         });
         self.nodes.insert(

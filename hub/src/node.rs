@@ -17,7 +17,6 @@ use meridian_proto::model::Fqdn;
 use meridian_proto::pb::hub_peer_server::HubPeerServer;
 use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::admin::{self, AdminDeps};
@@ -214,7 +213,9 @@ impl Hub {
             .add_service(agent_service.into_server())
             .add_service(HubPeerServer::with_interceptor(peer_service, peer_auth))
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(grpc_listener),
+                // Nagle must be off on accepted sockets too: a forwarded write's reply is written in
+                // several HTTP/2 frames, and Nagle plus delayed ACKs held one for 40 ms.
+                tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
                 grpc_shutdown.cancelled_owned(),
             );
         tasks.push(tokio::spawn(async move {

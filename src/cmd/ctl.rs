@@ -550,6 +550,13 @@ async fn status(client: &Client, output: Output) -> anyhow::Result<()> {
         .map(|m| format!("{}={}", m["id"], str_of(m, "addr")))
         .collect();
     println!("members:   {}", members.join(", "));
+    let learners: Vec<String> = items(&status, "learners")
+        .iter()
+        .map(|m| format!("{}={}", m["id"], str_of(m, "addr")))
+        .collect();
+    if !learners.is_empty() {
+        println!("learners:  {}", learners.join(", "));
+    }
     println!();
     print!("{}", cluster_table(&items(&status, "clusters")));
     Ok(())
@@ -763,16 +770,24 @@ async fn members(client: &Client, command: &MembersCommand, output: Output) -> a
         MembersCommand::List => {
             let answer = client.get("/v1/members").await?;
             if output == Output::Table {
-                let mut table = Table::new(&["ID", "ADDRESS", "LEADER"]);
+                let mut table = Table::new(&["ID", "ADDRESS", "ROLE"]);
                 for member in items(&answer, "members") {
                     table.row(vec![
                         member["id"].to_string(),
                         str_of(&member, "addr").to_string(),
                         if member["leader"] == Value::Bool(true) {
-                            "*".into()
+                            "voter (leader)".into()
                         } else {
-                            String::new()
+                            "voter".into()
                         },
+                    ]);
+                }
+                // A learner is a node being added: it receives the log but does not vote yet.
+                for learner in items(&answer, "learners") {
+                    table.row(vec![
+                        learner["id"].to_string(),
+                        str_of(&learner, "addr").to_string(),
+                        "learner".into(),
                     ]);
                 }
                 print!("{table}");

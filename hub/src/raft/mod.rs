@@ -145,8 +145,11 @@ pub struct RaftStatus {
     pub commit_index: u64,
     /// Highest index applied to the state machine.
     pub applied_index: u64,
-    /// Members (id → peer address) in the current configuration.
+    /// Voting members (id → peer address) in the current configuration.
     pub members: BTreeMap<u64, SocketAddr>,
+    /// Learners (id → peer address): nodes being added, which receive the log but do not vote
+    /// or count towards a quorum until they have caught up and are promoted.
+    pub learners: BTreeMap<u64, SocketAddr>,
     /// When this node last had evidence of a working leader: on a follower, the last message
     /// from the current leader; on the leader, the latest moment by which a quorum of voters
     /// (counting itself) had answered it. `None` until the first contact after start.
@@ -460,6 +463,12 @@ impl RaftHandle {
     ///
     /// The new node must be running with an empty data directory and no `initial_members`; it
     /// receives the leader's snapshot and then the log.
+    ///
+    /// A new node first joins as a learner: it receives the log without voting, so a node that
+    /// is down, unreachable or slow to catch up cannot cost the group its quorum. The leader
+    /// promotes it to voter once it has caught up; if it has not within half of
+    /// `request_timeout`, this fails with [`RaftError::Membership`] and the node stays a
+    /// learner (retrying the add promotes it once it has caught up; removing it cancels).
     pub async fn add_member(&self, id: u64, peer_addr: SocketAddr) -> Result<(), RaftError> {
         let started = Instant::now();
         let result = self

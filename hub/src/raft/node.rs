@@ -124,6 +124,21 @@ struct Waiter {
     reply: Reply,
 }
 
+/// A learner being caught up before its promotion to voter (one at a time).
+struct Promotion {
+    id: u64,
+    /// The learner must have acknowledged the log up to here (the entry that made it a learner,
+    /// or the leader's last entry when the add was asked again): proof that it is running.
+    since: u64,
+    reply: Reply,
+    /// When to give up (the node stays a learner).
+    deadline: Instant,
+}
+
+/// A learner within this many entries of the leader's commit index has caught up: under a
+/// steady write load it is never exactly at the commit index.
+const CAUGHT_UP_SLACK: u64 = 64;
+
 /// The node task's state.
 struct Node<S> {
     id: u64,
@@ -159,6 +174,8 @@ struct Node<S> {
     shutdown: Option<oneshot::Sender<()>>,
     /// Set when the node must stop (it found its log cannot be trusted).
     fault: Option<RaftFault>,
+    /// Leader: the learner being caught up for promotion, if any.
+    promotion: Option<Promotion>,
 }
 
 /// Opens storage, restores the state machine and starts the node thread. Returns once the node
@@ -355,6 +372,7 @@ impl<S: StateMachine> Node<S> {
             answers: Vec::new(),
             shutdown: None,
             fault: None,
+            promotion: None,
         };
         node.metrics.applied_index.set(gauge(snapshot_index));
         // Replay the committed log before reporting the node started.
@@ -552,6 +570,49 @@ impl<S: StateMachine> Node<S> {
                 "the group is in a joint configuration; retry shortly".into(),
             );
         }
+        if let Some(promotion) = &self.promotion {
+            let busy = promotion.id;
+            match change {
+                // The same add again (a caller retrying): take over the wait.
+                MemberChange::Add { id, addr }
+                    if id == busy && self.peers.get(&id) == Some(&addr) =>
+                {
+                    if let Some(old) = self.promotion.take() {
+                        let _ = old
+                            .reply
+                            .send(Err(ProposeFailure::Failed(RaftError::Membership(format!(
+                                "superseded by another request to add node {busy}"
+                            )))));
+                    }
+                    self.promotion = Some(Promotion {
+                        id,
+                        since: self.raw.raft.raft_log.last_index(),
+                        reply,
+                        deadline: Instant::now() + promotion_wait(&self.config),
+                    });
+                    return;
+                }
+                // Removing the learner cancels its promotion.
+                MemberChange::Remove { id } if id == busy => {
+                    if let Some(old) = self.promotion.take() {
+                        let _ = old
+                            .reply
+                            .send(Err(ProposeFailure::Failed(RaftError::Membership(format!(
+                                "node {busy} was removed while it was catching up"
+                            )))));
+                    }
+                }
+                _ => {
+                    return refuse(
+                        reply,
+                        format!(
+                            "node {busy} is catching up as a learner before its promotion; \
+                             retry once it is a voter"
+                        ),
+                    );
+                }
+            }
+        }
         let (change_type, node_id, peer_addr) = match change {
             MemberChange::Add { id, addr } => {
                 if id == 0 {
@@ -568,6 +629,11 @@ impl<S: StateMachine> Node<S> {
                     }));
                     return;
                 }
+                if !conf.voters.contains(&id) {
+                    // A new node (or a learner): catch it up as a learner first.
+                    return self.add_learner(id, addr, &conf, reply);
+                }
+                // A voter's new address.
                 (ConfChangeType::AddNode, id, addr.to_string())
             }
             MemberChange::Remove { id } => {
@@ -584,6 +650,17 @@ impl<S: StateMachine> Node<S> {
                 (ConfChangeType::RemoveNode, id, String::new())
             }
         };
+        self.propose_change(change_type, node_id, peer_addr, Some(reply));
+    }
+
+    /// Proposes one configuration change; `reply` (if any) is answered when it applies.
+    fn propose_change(
+        &mut self,
+        change_type: ConfChangeType,
+        node_id: u64,
+        peer_addr: String,
+        reply: Option<Reply>,
+    ) -> bool {
         let proposal_id = self.next_proposal_id();
         let context = pb::RaftConfChangeContext {
             version: 1,
@@ -596,15 +673,115 @@ impl<S: StateMachine> Node<S> {
         single.node_id = node_id;
         let mut cc = ConfChangeV2::default();
         cc.mut_changes().push(single);
-        match self.raw.propose_conf_change(context, cc) {
-            Ok(()) => self.add_waiter(proposal_id, reply),
-            Err(raft::Error::ProposalDropped) => {
-                let _ = reply.send(Err(ProposeFailure::Retry(
-                    "raft dropped the membership change".into(),
-                )));
+        let failure = match self.raw.propose_conf_change(context, cc) {
+            Ok(()) => {
+                if let Some(reply) = reply {
+                    self.add_waiter(proposal_id, reply);
+                }
+                return true;
             }
-            Err(e) => refuse(reply, e.to_string()),
+            Err(raft::Error::ProposalDropped) => {
+                ProposeFailure::Retry("raft dropped the membership change".into())
+            }
+            Err(e) => ProposeFailure::Failed(RaftError::Membership(e.to_string())),
+        };
+        if let Some(reply) = reply {
+            let _ = reply.send(Err(failure));
         }
+        false
+    }
+
+    /// First half of adding node `id`: make it a learner (unless it is one at `addr` already)
+    /// and wait, on ticks, for it to catch up ([`Self::promote_caught_up_learner`]).
+    fn add_learner(
+        &mut self,
+        id: u64,
+        addr: SocketAddr,
+        conf: &raft::eraftpb::ConfState,
+        reply: Reply,
+    ) {
+        let known = conf.learners.contains(&id) && self.peers.get(&id) == Some(&addr);
+        if !known
+            && !self.propose_change(ConfChangeType::AddLearnerNode, id, addr.to_string(), None)
+        {
+            let _ = reply.send(Err(ProposeFailure::Retry(format!(
+                "raft refused to add node {id} as a learner"
+            ))));
+            return;
+        }
+        tracing::info!(node = self.id, learner = id, %addr, "adding a node as a learner; it is promoted once caught up");
+        self.promotion = Some(Promotion {
+            id,
+            since: self.raw.raft.raft_log.last_index(),
+            reply,
+            deadline: Instant::now() + promotion_wait(&self.config),
+        });
+    }
+
+    /// Second half of adding a node: once the learner has caught up, propose its promotion to
+    /// voter (the caller is answered when that applies). Gives up at the deadline, leaving it a
+    /// learner.
+    fn promote_caught_up_learner(&mut self) {
+        let Some(promotion) = self.promotion.take() else {
+            return;
+        };
+        if let Some(failure) = self.not_leader() {
+            // The new leader knows nothing of this wait; the caller's retry reaches it.
+            let _ = promotion.reply.send(Err(failure));
+            return;
+        }
+        if promotion.reply.is_closed() {
+            return;
+        }
+        let raft = &self.raw.raft;
+        let id = promotion.id;
+        let is_learner = raft.prs().conf().to_conf_state().learners.contains(&id);
+        // Not while a snapshot is on its way (`matched` is stale then); a learner left in
+        // probe state after its snapshot on an idle group has caught up all the same.
+        let caught_up = raft.prs().get(id).is_some_and(|pr| {
+            pr.state != raft::ProgressState::Snapshot
+                && pr.matched >= promotion.since
+                && pr.matched + CAUGHT_UP_SLACK >= raft.raft_log.committed
+        });
+        let pending = raft.has_pending_conf();
+        if is_learner && caught_up && !pending {
+            tracing::info!(
+                node = self.id,
+                learner = id,
+                "learner caught up; promoting it to voter"
+            );
+            let addr = self
+                .peers
+                .get(&id)
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            self.propose_change(ConfChangeType::AddNode, id, addr, Some(promotion.reply));
+            return;
+        }
+        if Instant::now() >= promotion.deadline {
+            let (matched, committed) = (
+                raft.prs().get(id).map_or(0, |pr| pr.matched),
+                raft.raft_log.committed,
+            );
+            let where_ = self
+                .peers
+                .get(&id)
+                .map_or_else(|| "its address".to_string(), ToString::to_string);
+            let why = if is_learner {
+                format!(
+                    "node {id} was added as a learner but has not caught up (it has the log up to \
+                     {matched} of {committed}); is it running at {where_} with --join? It stays \
+                     a learner: add it again to promote it once it has caught up, or remove it"
+                )
+            } else {
+                format!("node {id} did not become a learner in time; retry")
+            };
+            let _ = promotion
+                .reply
+                .send(Err(ProposeFailure::Failed(RaftError::Membership(why))));
+            return;
+        }
+        self.promotion = Some(promotion);
     }
 
     fn read_index(&mut self, reply: oneshot::Sender<Result<u64, ProposeFailure>>) {
@@ -707,6 +884,7 @@ impl<S: StateMachine> Node<S> {
         self.waiters.retain(|_, waiter| !waiter.reply.is_closed());
         self.step_down_if_removed();
         self.refresh_contact();
+        self.promote_caught_up_learner();
     }
 
     /// raft-rs keeps a removed leader leading; hand leadership to the most up-to-date voter.
@@ -1094,6 +1272,12 @@ impl<S: StateMachine> Node<S> {
                 members.insert(*id, addr);
             }
         }
+        let mut learners = BTreeMap::new();
+        for id in conf.learners.iter().chain(conf.learners_next.iter()) {
+            if let Some(addr) = self.address_of(*id) {
+                learners.insert(*id, addr);
+            }
+        }
         let status = RaftStatus {
             node_id: self.id,
             role: match raft.state {
@@ -1107,6 +1291,7 @@ impl<S: StateMachine> Node<S> {
             commit_index: raft.raft_log.committed,
             applied_index: self.applied,
             members,
+            learners,
             last_leader_contact: self.contact,
         };
         self.status_tx.send_if_modified(|current| {
@@ -1166,6 +1351,12 @@ fn decode_snapshot_data(bytes: &[u8]) -> Result<(BTreeMap<u64, SocketAddr>, Vec<
 }
 
 /// How long a caller should wait for one ReadIndex round before asking again.
+/// How long the leader waits for a new learner to catch up before the add fails: half the
+/// request timeout, so the answer reaches a caller that forwarded the request in time.
+fn promotion_wait(config: &RaftConfig) -> Duration {
+    config.request_timeout / 2
+}
+
 pub(crate) fn read_round_timeout(config: &RaftConfig) -> Duration {
     config.tick_interval * u32::try_from(config.election_ticks.max(1) * 2).unwrap_or(u32::MAX)
 }

@@ -1,5 +1,6 @@
 //! A node whose data directory was wiped comes back the documented way (`meridian ctl members
-//! remove`, restart with `--join`, `meridian ctl members add`) and catches up through a snapshot.
+//! remove`, restart with `--join`, `meridian ctl members add`) and catches up through a snapshot;
+//! a new node joins as a learner, so one that never comes up costs the group nothing.
 
 use std::time::Instant;
 
@@ -10,13 +11,67 @@ use crate::meridian_bin;
 
 /// Member ids in node `id`'s `/v1/status`.
 async fn members(cluster: &HubCluster, id: u64) -> Vec<u64> {
+    ids_in(cluster, id, "members").await
+}
+
+/// The ids of `/v1/status`'s `key` list ("members" or "learners") on node `id`.
+async fn ids_in(cluster: &HubCluster, id: u64, key: &str) -> Vec<u64> {
     let status = cluster.status(id).await.expect("status");
-    status["members"]
+    status[key]
         .as_array()
-        .expect("members")
+        .unwrap_or_else(|| panic!("no {key} in {status}"))
         .iter()
         .filter_map(|m| m["id"].as_u64())
         .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_node_that_never_comes_up_stays_a_learner_and_costs_no_quorum() {
+    let mut cluster = HubCluster::start(meridian_bin(), HubOptions::default()).await;
+    let all = cluster.ids();
+    let leader = cluster.leader(&all, SETTLE).await;
+    // One voter down: two of three is still a quorum, but not two of four.
+    let down = others(&all, &[leader])[0];
+    cluster.kill(down);
+    let rest = others(&all, &[down]);
+
+    // An address where no hub runs (bound, then released).
+    let nowhere = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .to_string();
+    let (ok, out) = cluster
+        .ctl(rest[0], &["members", "add", "9", &nowhere])
+        .await;
+    assert!(!ok, "adding a node that is not running succeeded: {out}");
+    assert!(
+        out.contains("learner") && out.contains("not caught up"),
+        "the failure does not say why: {out}"
+    );
+    for id in &rest {
+        assert_eq!(ids_in(&cluster, *id, "learners").await, vec![9]);
+        assert!(!members(&cluster, *id).await.contains(&9));
+    }
+    let (_, listed) = cluster.ctl(rest[1], &["members", "list"]).await;
+    assert!(listed.contains("learner"), "{listed}");
+
+    // Had node 9 become a voter, two live voters of four could commit nothing.
+    let leader = cluster.leader(&rest, SETTLE).await;
+    must_put(&cluster, leader, "after-failed-add", &spec("us")).await;
+
+    let (ok, out) = cluster.ctl(rest[1], &["members", "remove", "9"]).await;
+    assert!(ok, "meridian ctl members remove 9: {out}");
+    for id in &rest {
+        let started = Instant::now();
+        while !ids_in(&cluster, *id, "learners").await.is_empty() {
+            assert!(
+                started.elapsed() < SETTLE,
+                "node {id} still lists learner 9"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    must_put(&cluster, rest[1], "after-remove", &spec("eu")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

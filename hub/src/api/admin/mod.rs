@@ -296,6 +296,7 @@ async fn status(State(state): State<AppState>) -> Json<Value> {
         "applied_index": raft.applied_index,
         "leader_contact_age_seconds": raft.last_leader_contact.map(|t| t.elapsed().as_secs_f64()),
         "members": raft.members.iter().map(|(id, addr)| json!({"id": id, "addr": addr.to_string()})).collect::<Vec<_>>(),
+        "learners": raft.learners.iter().map(|(id, addr)| json!({"id": id, "addr": addr.to_string()})).collect::<Vec<_>>(),
         "shared_version": view.state.shared_version,
         "dns_version": view.state.dns_version,
         "clusters": clusters,
@@ -814,7 +815,12 @@ async fn list_members(State(state): State<AppState>) -> Json<Value> {
             })
         })
         .collect();
-    Json(json!({ "leader_id": raft.leader_id, "members": members }))
+    let learners: Vec<Value> = raft
+        .learners
+        .iter()
+        .map(|(id, addr)| json!({ "id": id, "addr": addr.to_string() }))
+        .collect();
+    Json(json!({ "leader_id": raft.leader_id, "members": members, "learners": learners }))
 }
 
 async fn add_member(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
@@ -847,6 +853,11 @@ pub async fn serve(
     let service = router.into_make_service_with_connect_info::<SocketAddr>();
     match tls {
         None => {
+            use axum::serve::ListenerExt as _;
+            // Small responses go out at once rather than waiting on Nagle.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             axum::serve(listener, service)
                 .with_graceful_shutdown(shutdown.cancelled_owned())
                 .await

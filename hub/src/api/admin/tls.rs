@@ -71,6 +71,8 @@ impl TlsListener {
                         continue;
                     }
                 };
+                // Small responses go out at once rather than waiting on Nagle.
+                let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
