@@ -467,6 +467,11 @@ fn parse_trailers(section: &[u8]) -> io::Result<Option<HeaderMap>> {
 }
 
 /// Parses a complete response head off the front of `buf`; skips interim (1xx) responses.
+///
+/// The fields that decide the framing are read from the raw bytes in the same pass that
+/// builds the header map (no lookups afterwards), and a `Connection` field listing nothing but
+/// `keep-alive`/`close` is left out of the map: it is hop-by-hop, the proxy would strip it,
+/// and stripping it costs a lookup, a token scan and a removal per response.
 fn parse_response(buf: &mut BytesMut, is_head: bool) -> Result<Option<ResponseStart>, H1Error> {
     loop {
         // Uninitialised slots: a 100-field array of empty headers costs more to fill than a
@@ -501,24 +506,42 @@ fn parse_response(buf: &mut BytesMut, is_head: bool) -> Result<Option<ResponseSt
         } else {
             Version::HTTP_11
         };
-        // Header values share the buffer: remember where each one sits, then freeze it.
+        // Header values share the buffer: remember where each one sits (offsets on the stack,
+        // no allocation), then freeze it.
         let base = buf.as_ptr() as usize;
-        let mut located: Vec<(HeaderName, usize, usize)> =
-            Vec::with_capacity(response.headers.len());
+        let mut located = [Located::default(); MAX_HEADERS];
+        let mut count = 0;
+        let mut scan = FramingScan::default();
         for field in response.headers.iter() {
-            let name = HeaderName::from_bytes(field.name.as_bytes())
-                .map_err(|_| H1Error::Protocol("invalid header name"))?;
-            let start = field.value.as_ptr() as usize - base;
-            located.push((name, start, start + field.value.len()));
+            let name = field.name.as_bytes();
+            let connection = scan.observe(name, field.value);
+            // The head is at most MAX_HEAD_BYTES (plus one read), far below u32::MAX.
+            let name_start = (name.as_ptr() as usize - base) as u32;
+            let value_start = (field.value.as_ptr() as usize - base) as u32;
+            located[count] = Located {
+                name: (name_start, name_start + name.len() as u32),
+                value: (value_start, value_start + field.value.len() as u32),
+                connection,
+            };
+            count += 1;
         }
         let head_bytes = buf.split_to(head_len).freeze();
-        let mut headers = HeaderMap::with_capacity(located.len());
-        for (name, start, end) in located {
-            let value = HeaderValue::from_maybe_shared(head_bytes.slice(start..end))
-                .map_err(|_| H1Error::Protocol("invalid header value"))?;
+        let mut headers = HeaderMap::with_capacity(count);
+        for field in &located[..count] {
+            if field.connection && scan.simple_connection {
+                continue;
+            }
+            let (name_start, name_end) = field.name;
+            let (value_start, value_end) = field.value;
+            let name = HeaderName::from_bytes(&head_bytes[name_start as usize..name_end as usize])
+                .map_err(|_| H1Error::Protocol("invalid header name"))?;
+            let value = HeaderValue::from_maybe_shared(
+                head_bytes.slice(value_start as usize..value_end as usize),
+            )
+            .map_err(|_| H1Error::Protocol("invalid header value"))?;
             headers.append(name, value);
         }
-        let (framing, keep_alive) = framing(&mut headers, status, version, is_head)?;
+        let (framing, keep_alive) = scan.framing(&mut headers, status, version, is_head)?;
         let (mut head, ()) = http::Response::new(()).into_parts();
         head.status = status;
         head.version = version;
@@ -531,62 +554,117 @@ fn parse_response(buf: &mut BytesMut, is_head: bool) -> Result<Option<ResponseSt
     }
 }
 
-/// The body framing (RFC 9112 §6.3) and whether the connection stays open.
-fn framing(
-    headers: &mut HeaderMap,
-    status: StatusCode,
-    version: Version,
-    is_head: bool,
-) -> Result<(Framing, bool), H1Error> {
-    let close = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("close"));
-    let keep_alive = version == Version::HTTP_11 && !close;
-    if is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-        return Ok((Framing::Empty, keep_alive));
+/// Where one header field sits in the response head (byte ranges of name and value).
+#[derive(Debug, Clone, Copy, Default)]
+struct Located {
+    name: (u32, u32),
+    value: (u32, u32),
+    /// A `Connection` field.
+    connection: bool,
+}
+
+/// What the raw header fields say about framing and the connection (RFC 9112 §6.3, §9.6).
+#[derive(Debug)]
+struct FramingScan {
+    /// A `Connection` token was `close`.
+    close: bool,
+    /// Every `Connection` token was `keep-alive` or `close` (such fields are left out).
+    simple_connection: bool,
+    /// A `Transfer-Encoding` field was present.
+    transfer_encoding: bool,
+    /// The last coding of the last `Transfer-Encoding` field was `chunked`.
+    chunked_last: bool,
+    /// The `Content-Length` value, or why the values are invalid (an error only without
+    /// `Transfer-Encoding`, which overrides them).
+    length: Result<Option<u64>, &'static str>,
+}
+
+impl Default for FramingScan {
+    fn default() -> Self {
+        Self {
+            close: false,
+            simple_connection: true,
+            transfer_encoding: false,
+            chunked_last: false,
+            length: Ok(None),
+        }
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        // Transfer-Encoding overrides Content-Length, which must then go (§6.3, item 3).
-        headers.remove(header::CONTENT_LENGTH);
-        let chunked_last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .is_some_and(|coding| coding.trim().eq_ignore_ascii_case("chunked"));
-        return Ok(if chunked_last {
-            (Framing::Chunked, keep_alive)
-        } else {
-            (Framing::UntilClose, false)
-        });
-    }
-    let mut length: Option<u64> = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        let text = value
-            .to_str()
-            .map_err(|_| H1Error::Protocol("invalid Content-Length"))?;
-        for part in text.split(',') {
-            let part = part.trim();
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(H1Error::Protocol("invalid Content-Length"));
+}
+
+impl FramingScan {
+    /// Takes one field into account; returns whether it is a `Connection` field.
+    fn observe(&mut self, name: &[u8], value: &[u8]) -> bool {
+        if name.eq_ignore_ascii_case(b"connection") {
+            for token in value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    self.close = true;
+                } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
+                    self.simple_connection = false;
+                }
             }
-            let n: u64 = part
-                .parse()
-                .map_err(|_| H1Error::Protocol("invalid Content-Length"))?;
+            return true;
+        }
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            self.transfer_encoding = true;
+            let last = value.rsplit(|&b| b == b',').next().unwrap_or(&[]);
+            self.chunked_last = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            self.observe_length(value);
+        }
+        false
+    }
+
+    fn observe_length(&mut self, value: &[u8]) {
+        let Ok(previous) = self.length else {
+            return;
+        };
+        let mut length = previous;
+        for part in value.split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            let parsed = (!part.is_empty() && part.iter().all(u8::is_ascii_digit))
+                .then(|| std::str::from_utf8(part).ok()?.parse::<u64>().ok())
+                .flatten();
+            let Some(n) = parsed else {
+                self.length = Err("invalid Content-Length");
+                return;
+            };
             if length.is_some_and(|previous| previous != n) {
-                return Err(H1Error::Protocol("conflicting Content-Length values"));
+                self.length = Err("conflicting Content-Length values");
+                return;
             }
             length = Some(n);
         }
+        self.length = Ok(length);
     }
-    Ok(match length {
-        Some(n) => (Framing::Length(n), keep_alive),
-        None => (Framing::UntilClose, false),
-    })
+
+    /// The body framing and whether the connection stays open; drops a `Content-Length` that
+    /// `Transfer-Encoding` overrides from `headers`.
+    fn framing(
+        &self,
+        headers: &mut HeaderMap,
+        status: StatusCode,
+        version: Version,
+        is_head: bool,
+    ) -> Result<(Framing, bool), H1Error> {
+        let keep_alive = version == Version::HTTP_11 && !self.close;
+        if is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            return Ok((Framing::Empty, keep_alive));
+        }
+        if self.transfer_encoding {
+            // Transfer-Encoding overrides Content-Length, which must then go (§6.3, item 3).
+            headers.remove(header::CONTENT_LENGTH);
+            return Ok(if self.chunked_last {
+                (Framing::Chunked, keep_alive)
+            } else {
+                (Framing::UntilClose, false)
+            });
+        }
+        Ok(match self.length.map_err(H1Error::Protocol)? {
+            Some(n) => (Framing::Length(n), keep_alive),
+            None => (Framing::UntilClose, false),
+        })
+    }
 }
 
 #[cfg(test)]

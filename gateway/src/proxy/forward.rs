@@ -258,14 +258,17 @@ pub(crate) async fn process(
         }
     }
 
-    let deadline = rule.request_timeout.map(|t| started + t);
-    let exchange = exchange(rule, service, head, body);
-    let (result, attempts) = match deadline {
-        Some(deadline) => match tokio::time::timeout_at(deadline.into(), exchange).await {
-            Ok(done) => done,
-            Err(_) => (Err(Failure::Timeout), 0),
-        },
-        None => exchange.await,
+    // Each future is built where it is awaited: a future bound to a variable first is moved
+    // (copied) once more into the caller's state, and these carry the whole request.
+    let (result, attempts) = match rule.request_timeout {
+        Some(timeout) => {
+            let deadline = (started + timeout).into();
+            match tokio::time::timeout_at(deadline, exchange(rule, service, head, body)).await {
+                Ok(done) => done,
+                Err(_) => (Err(Failure::Timeout), 0),
+            }
+        }
+        None => exchange(rule, service, head, body).await,
     };
     let response = match result {
         Ok(mut response) => {
@@ -525,13 +528,12 @@ async fn send_once(
     request: Request<ReqBody>,
     timeout: Option<Duration>,
 ) -> Result<Response<ProxyBody>, Failure> {
-    let send = endpoint.send(request);
     match timeout {
-        Some(timeout) => match tokio::time::timeout(timeout, send).await {
+        Some(timeout) => match tokio::time::timeout(timeout, endpoint.send(request)).await {
             Ok(result) => result.map_err(Failure::Upstream),
             Err(_) => Err(Failure::Timeout),
         },
-        None => send.await.map_err(Failure::Upstream),
+        None => endpoint.send(request).await.map_err(Failure::Upstream),
     }
 }
 

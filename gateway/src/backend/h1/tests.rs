@@ -133,6 +133,50 @@ fn framing_rules() {
 }
 
 #[test]
+fn connection_field_listing_only_keep_alive_or_close_is_left_out() {
+    let start = parse(
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\nX-A: b\r\n\r\n",
+        false,
+    )
+    .unwrap()
+    .unwrap();
+    assert!(!start.head.headers.contains_key(header::CONNECTION));
+    assert_eq!(start.head.headers["x-a"], "b");
+    assert!(start.keep_alive);
+
+    let close = parse(
+        b"HTTP/1.1 200 OK\r\nConnection: Keep-Alive, close\r\nContent-Length: 0\r\n\r\n",
+        false,
+    )
+    .unwrap()
+    .unwrap();
+    assert!(!close.head.headers.contains_key(header::CONNECTION));
+    assert!(!close.keep_alive);
+
+    // A field that lists another header stays, so the proxy can strip what it names.
+    let listed = parse(
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive, x-hop\r\nX-Hop: 1\r\nContent-Length: 0\r\n\r\n",
+        false,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(listed.head.headers[header::CONNECTION], "keep-alive, x-hop");
+    assert!(listed.keep_alive);
+}
+
+#[test]
+fn content_length_with_transfer_encoding_is_not_validated() {
+    let start = parse(
+        b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\nTransfer-Encoding: chunked\r\n\r\n",
+        false,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(start.framing, Framing::Chunked);
+    assert!(!start.head.headers.contains_key(header::CONTENT_LENGTH));
+}
+
+#[test]
 fn bad_heads_are_errors() {
     for input in [
         &b"HTTP/1.1 200 OK\r\nContent-Length: 2, 3\r\n\r\n"[..],
