@@ -391,7 +391,7 @@ impl RaftHandle {
                 transport::MAX_COMMAND_BYTES
             )))
         } else {
-            self.replicate(Request::Propose(command), started).await
+            self.replicate_command(command, started).await
         };
         self.record(started, &result);
         result.map(|applied| applied.outcome)
@@ -472,11 +472,11 @@ impl RaftHandle {
     pub async fn add_member(&self, id: u64, peer_addr: SocketAddr) -> Result<(), RaftError> {
         let started = Instant::now();
         let result = self
-            .replicate(
-                Request::Change(MemberChange::Add {
+            .replicate_change(
+                MemberChange::Add {
                     id,
                     addr: peer_addr,
-                }),
+                },
                 started,
             )
             .await;
@@ -489,7 +489,7 @@ impl RaftHandle {
     pub async fn remove_member(&self, id: u64) -> Result<(), RaftError> {
         let started = Instant::now();
         let result = self
-            .replicate(Request::Change(MemberChange::Remove { id }), started)
+            .replicate_change(MemberChange::Remove { id }, started)
             .await;
         self.record(started, &result);
         result.map(|_| ())
@@ -532,8 +532,48 @@ impl RaftHandle {
         }
     }
 
-    /// Proposes on this node or forwards to the leader until applied here or out of time.
-    async fn replicate(&self, request: Request, started: Instant) -> Result<Applied, RaftError> {
+    /// Proposes a command on this node, or forwards it to the leader, until applied here or out
+    /// of time.
+    ///
+    /// Commands go to this node's raft thread, which proposes them if it leads or else forwards
+    /// them to the leader inside the raft stream (like etcd's MsgProp) and answers once the
+    /// entry is applied here: no extra RPC, and no wait for the leader's answer before our own
+    /// apply.
+    async fn replicate_command(
+        &self,
+        command: Vec<u8>,
+        started: Instant,
+    ) -> Result<Applied, RaftError> {
+        let timeout = self.inner.config.request_timeout;
+        let deadline = started + timeout;
+        // Every attempt that loops again definitely did not apply the command (an unknown
+        // outcome returns at once), so running out of time here means nothing was applied.
+        loop {
+            if Instant::now() >= deadline {
+                return Err(RaftError::NoLeader);
+            }
+            match self.propose_or_forward(&command, deadline).await {
+                Ok(applied) => return Ok(applied),
+                Err(ProposeFailure::Retry(why)) => {
+                    tracing::debug!(node = self.inner.config.node_id, %why, "retrying a proposal");
+                    self.pause(deadline).await;
+                }
+                Err(ProposeFailure::NotLeader { .. }) => self.wait_for_leader(deadline).await?,
+                Err(ProposeFailure::Failed(RaftError::Timeout(_))) => {
+                    return Err(RaftError::Timeout(timeout));
+                }
+                Err(ProposeFailure::Failed(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// Applies a membership change on this node if it leads, or forwards it to the leader over
+    /// gRPC, until applied here or out of time.
+    async fn replicate_change(
+        &self,
+        change: MemberChange,
+        started: Instant,
+    ) -> Result<Applied, RaftError> {
         let timeout = self.inner.config.request_timeout;
         let deadline = started + timeout;
         // Every attempt that loops again definitely did not apply the request (an unknown
@@ -547,7 +587,7 @@ impl RaftHandle {
             // raft thread (a round trip that can only answer "not the leader").
             let forward_to = match target.take().or_else(|| self.leader_elsewhere()) {
                 Some(addr) => Some(addr),
-                None => match self.here(&request, deadline).await {
+                None => match self.here(change, deadline).await {
                     Ok(applied) => return Ok(applied),
                     Err(ProposeFailure::Retry(why)) => {
                         tracing::debug!(node = self.inner.config.node_id, %why, "retrying a proposal");
@@ -580,14 +620,7 @@ impl RaftHandle {
                 continue;
             };
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let forwarded = match &request {
-                Request::Propose(command) => {
-                    transport::forward_propose(channel, command.clone(), remaining, timeout).await
-                }
-                Request::Change(change) => {
-                    transport::forward_change(channel, *change, remaining, timeout).await
-                }
-            };
+            let forwarded = transport::forward_change(channel, change, remaining, timeout).await;
             match forwarded {
                 Forwarded::Applied(applied) => {
                     self.wait_applied(applied.index, deadline).await?;
@@ -619,17 +652,17 @@ impl RaftHandle {
 
     /// Proposes on this node only (the peer service's entry point on the leader); retries
     /// definite drops until the deadline.
-    async fn here(&self, request: &Request, deadline: Instant) -> Result<Applied, ProposeFailure> {
+    /// Hands a command to this node's raft thread to propose or forward, and waits for it to be
+    /// applied here.
+    async fn propose_or_forward(
+        &self,
+        command: &[u8],
+        deadline: Instant,
+    ) -> Result<Applied, ProposeFailure> {
         let (reply, answer) = oneshot::channel();
-        let msg = match request {
-            Request::Propose(command) => Msg::Propose {
-                command: command.clone(),
-                reply,
-            },
-            Request::Change(change) => Msg::ChangeMembership {
-                change: *change,
-                reply,
-            },
+        let msg = Msg::Propose {
+            command: command.to_vec(),
+            reply,
         };
         self.to_node(msg).await.map_err(ProposeFailure::Failed)?;
         let wait = deadline.saturating_duration_since(Instant::now());
@@ -642,9 +675,22 @@ impl RaftHandle {
         }
     }
 
-    /// A forwarded proposal, served on the leader.
-    pub(crate) async fn propose_here(&self, command: Vec<u8>) -> Result<Applied, ProposeFailure> {
-        self.here_with_retries(Request::Propose(command)).await
+    async fn here(
+        &self,
+        change: MemberChange,
+        deadline: Instant,
+    ) -> Result<Applied, ProposeFailure> {
+        let (reply, answer) = oneshot::channel();
+        let msg = Msg::ChangeMembership { change, reply };
+        self.to_node(msg).await.map_err(ProposeFailure::Failed)?;
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(wait, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ProposeFailure::Failed(RaftError::Stopped)),
+            Err(_) => Err(ProposeFailure::Failed(RaftError::Timeout(
+                self.inner.config.request_timeout,
+            ))),
+        }
     }
 
     /// A forwarded membership change, served on the leader.
@@ -652,13 +698,13 @@ impl RaftHandle {
         &self,
         change: MemberChange,
     ) -> Result<Applied, ProposeFailure> {
-        self.here_with_retries(Request::Change(change)).await
+        self.here_with_retries(change).await
     }
 
-    async fn here_with_retries(&self, request: Request) -> Result<Applied, ProposeFailure> {
+    async fn here_with_retries(&self, change: MemberChange) -> Result<Applied, ProposeFailure> {
         let deadline = Instant::now() + self.inner.config.request_timeout;
         loop {
-            match self.here(&request, deadline).await {
+            match self.here(change, deadline).await {
                 Err(ProposeFailure::Retry(why)) if Instant::now() < deadline => {
                     tracing::debug!(node = self.inner.config.node_id, %why, "retrying a forwarded proposal");
                     self.pause(deadline).await;
@@ -761,10 +807,4 @@ impl RaftHandle {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
-}
-
-/// A replicated request.
-enum Request {
-    Propose(Vec<u8>),
-    Change(MemberChange),
 }

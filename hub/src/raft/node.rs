@@ -49,7 +49,8 @@ use super::{RaftConfig, RaftError, RaftFault, RaftStatus, Role, StateMachine};
 pub(crate) enum Msg {
     /// A raft message from a peer.
     Raft(Box<Message>),
-    /// Propose a command (only succeeds on the leader).
+    /// Propose a command here if this node leads, else forward it to the leader inside the raft
+    /// stream; answered once the entry is applied on this node.
     Propose {
         command: Vec<u8>,
         reply: oneshot::Sender<Result<Applied, ProposeFailure>>,
@@ -124,6 +125,33 @@ struct Waiter {
     reply: Reply,
 }
 
+/// A proposal this follower forwarded to the leader inside the raft stream, waiting for its
+/// entry to be applied here.
+struct ForwardedProposal {
+    /// The term the leader must still be in to append it: its entry can only ever carry this
+    /// term, so once an entry of a later term is applied here without it, it is lost for good.
+    term: u64,
+    reply: Reply,
+}
+
+/// A forwarded proposal's entry context: the 16-byte proposal id, then the big-endian term the
+/// leader must be in (a local proposal's context is the bare 16-byte id).
+const FORWARDED_CONTEXT_LEN: usize = 24;
+
+/// The proposal id of a forwarded proposal's entry context.
+fn forwarded_id(context: &[u8]) -> Option<[u8; 16]> {
+    (context.len() == FORWARDED_CONTEXT_LEN)
+        .then(|| context[..16].try_into().ok())
+        .flatten()
+}
+
+/// The term a forwarded proposal's entry context asks the leader to be in.
+fn forwarded_term(context: &[u8]) -> Option<u64> {
+    (context.len() == FORWARDED_CONTEXT_LEN)
+        .then(|| context[16..].try_into().ok().map(u64::from_be_bytes))
+        .flatten()
+}
+
 /// A learner being caught up before its promotion to voter (one at a time).
 struct Promotion {
     id: u64,
@@ -176,6 +204,8 @@ struct Node<S> {
     fault: Option<RaftFault>,
     /// Leader: the learner being caught up for promotion, if any.
     promotion: Option<Promotion>,
+    /// Follower: proposals forwarded to the leader in the raft stream, by proposal id.
+    forwarded: HashMap<[u8; 16], ForwardedProposal>,
 }
 
 /// Opens storage, restores the state machine and starts the node thread. Returns once the node
@@ -373,6 +403,7 @@ impl<S: StateMachine> Node<S> {
             shutdown: None,
             fault: None,
             promotion: None,
+            forwarded: HashMap::new(),
         };
         node.metrics.applied_index.set(gauge(snapshot_index));
         // Replay the committed log before reporting the node started.
@@ -440,6 +471,11 @@ impl<S: StateMachine> Node<S> {
         for (_, reply) in std::mem::take(&mut self.reads) {
             let _ = reply.send(Err(ProposeFailure::Failed(error.clone())));
         }
+        for (_, forwarded) in std::mem::take(&mut self.forwarded) {
+            let _ = forwarded
+                .reply
+                .send(Err(ProposeFailure::Failed(error.clone())));
+        }
         self.status_tx.send_modify(|status| {
             status.role = Role::Follower;
             status.leader_id = 0;
@@ -467,7 +503,7 @@ impl<S: StateMachine> Node<S> {
     fn handle(&mut self, msg: Msg) {
         match msg {
             Msg::Raft(message) => self.step(*message),
-            Msg::Propose { command, reply } => self.propose(command, reply),
+            Msg::Propose { command, reply } => self.propose_or_forward(command, reply),
             Msg::ChangeMembership { change, reply } => self.change_membership(change, reply),
             Msg::ReadIndex { reply } => self.read_index(reply),
             Msg::PeerSeen { id, addr } => {
@@ -502,6 +538,9 @@ impl<S: StateMachine> Node<S> {
             self.fault = Some(fault);
             return;
         }
+        if message.get_msg_type() == MessageType::MsgPropose {
+            return self.step_forwarded_proposal(message);
+        }
         let from = message.from;
         let term = message.term;
         if let Err(e) = self.raw.step(message) {
@@ -517,6 +556,59 @@ impl<S: StateMachine> Node<S> {
                 self.leader_heard = Some(now);
             }
         }
+    }
+
+    /// A follower's proposal, forwarded in the raft stream: appended only if this node still
+    /// leads in the term the follower saw (so the entry's term tells the follower whether it can
+    /// still come), and only plain commands (membership changes go through
+    /// [`Self::change_membership`]'s checks).
+    fn step_forwarded_proposal(&mut self, message: Message) {
+        let raft = &self.raw.raft;
+        let from = message.from;
+        let acceptable = message.entries.len() == 1
+            && message.entries[0].get_entry_type() == EntryType::EntryNormal
+            && forwarded_term(&message.entries[0].context) == Some(raft.term)
+            && self.not_leader().is_none();
+        if !acceptable {
+            // The follower learns of it from the next term's entries (or its deadline).
+            tracing::debug!(node = self.id, from, "dropping a forwarded proposal");
+            return;
+        }
+        if let Err(e) = self.raw.step(message) {
+            tracing::debug!(node = self.id, from, error = %e, "raft dropped a forwarded proposal");
+        }
+    }
+
+    /// Proposes on the leader; on a follower that knows the leader, sends the proposal to it in
+    /// the raft stream (no separate RPC, and the answer is this node's own apply).
+    fn propose_or_forward(&mut self, command: Vec<u8>, reply: Reply) {
+        let raft = &self.raw.raft;
+        let leader_id = raft.leader_id;
+        if raft.state == StateRole::Leader || leader_id == 0 || leader_id == self.id {
+            return self.propose(command, reply);
+        }
+        if self.address_of(leader_id).is_none() {
+            let _ = reply.send(Err(ProposeFailure::NotLeader {
+                leader_id,
+                leader_addr: None,
+            }));
+            return;
+        }
+        let term = raft.term;
+        let id = self.next_proposal_id();
+        let mut context = Vec::with_capacity(FORWARDED_CONTEXT_LEN);
+        context.extend_from_slice(&id);
+        context.extend_from_slice(&term.to_be_bytes());
+        let mut entry = Entry::default();
+        entry.data = command.into();
+        entry.context = context.into();
+        let mut message = Message::default();
+        message.set_msg_type(MessageType::MsgPropose);
+        message.to = leader_id;
+        message.from = self.id;
+        message.mut_entries().push(entry);
+        self.forwarded.insert(id, ForwardedProposal { term, reply });
+        self.send(vec![message]);
     }
 
     fn propose(
@@ -882,6 +974,7 @@ impl<S: StateMachine> Node<S> {
         self.raw.tick();
         self.reads.retain(|_, reply| !reply.is_closed());
         self.waiters.retain(|_, waiter| !waiter.reply.is_closed());
+        self.forwarded.retain(|_, f| !f.reply.is_closed());
         self.step_down_if_removed();
         self.refresh_contact();
         self.promote_caught_up_learner();
@@ -1081,6 +1174,14 @@ impl<S: StateMachine> Node<S> {
         })?;
         self.peers = peers;
         self.applied = index;
+        // Forwarded proposals may be inside the snapshot: their outcome is unknown.
+        for (_, forwarded) in self.forwarded.drain() {
+            let _ = forwarded
+                .reply
+                .send(Err(ProposeFailure::Failed(RaftError::Dropped(format!(
+                    "a snapshot at index {index} replaced the log; a forwarded proposal may or may not have been applied"
+                )))));
+        }
         // Proposals at or below the snapshot can no longer be matched to their entries.
         let unresolved: Vec<u64> = self.waiters.range(..=index).map(|(i, _)| *i).collect();
         for waiter_index in unresolved {
@@ -1108,7 +1209,7 @@ impl<S: StateMachine> Node<S> {
     }
 
     fn apply(&mut self, entries: Vec<Entry>) {
-        let Some(last) = entries.last().map(|e| e.index) else {
+        let Some((last, last_term)) = entries.last().map(|e| (e.index, e.term)) else {
             return;
         };
         for entry in entries {
@@ -1123,6 +1224,15 @@ impl<S: StateMachine> Node<S> {
                         self.resolve(index, None, Vec::new());
                     } else {
                         let outcome = self.sm.apply(index, &entry.data);
+                        if let Some(forwarded) =
+                            forwarded_id(&entry.context).and_then(|id| self.forwarded.remove(&id))
+                        {
+                            let applied = Applied {
+                                index,
+                                outcome: outcome.clone(),
+                            };
+                            self.answers.push((forwarded.reply, Ok(applied)));
+                        }
                         self.resolve(index, Some(&entry.context), outcome);
                     }
                 }
@@ -1133,6 +1243,21 @@ impl<S: StateMachine> Node<S> {
             self.applied = index;
         }
         debug_assert!(self.applied >= last);
+        // A forwarded proposal's entry can only carry the term it was sent in, and terms never
+        // decrease along the log: past an entry of a later term, it will not come.
+        let lost: Vec<ForwardedProposal> = self
+            .forwarded
+            .extract_if(|_, forwarded| forwarded.term < last_term)
+            .map(|(_, forwarded)| forwarded)
+            .collect();
+        for forwarded in lost {
+            let why = format!(
+                "the leader of term {} did not append a forwarded proposal",
+                forwarded.term
+            );
+            self.answers
+                .push((forwarded.reply, Err(ProposeFailure::Retry(why))));
+        }
         self.sm.applied(self.applied);
         self.metrics.applied_index.set(gauge(self.applied));
         for (reply, result) in self.answers.drain(..) {

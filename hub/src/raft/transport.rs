@@ -159,23 +159,6 @@ impl RaftTransport for PeerService {
         Ok(Response::new(pb::RaftSnapshotAck {}))
     }
 
-    async fn propose(
-        &self,
-        request: Request<pb::RaftProposeRequest>,
-    ) -> Result<Response<pb::RaftProposeResponse>, Status> {
-        let command = request.into_inner().command;
-        let result = match self.handle.propose_here(command).await {
-            Ok(applied) => pb::raft_propose_response::Result::Applied(pb::RaftApplied {
-                index: applied.index,
-                outcome: applied.outcome,
-            }),
-            Err(failure) => pb::raft_propose_response::Result::Error(failure_to_pb(failure)),
-        };
-        Ok(Response::new(pb::RaftProposeResponse {
-            result: Some(result),
-        }))
-    }
-
     async fn change_membership(
         &self,
         request: Request<pb::RaftMembershipRequest>,
@@ -342,41 +325,6 @@ fn not_sent(status: &Status) -> bool {
         source = error.source();
     }
     false
-}
-
-/// Forwards a proposal to the leader at `addr`.
-pub(crate) async fn forward_propose(
-    channel: Channel,
-    command: Vec<u8>,
-    timeout: Duration,
-    request_timeout: Duration,
-) -> Forwarded {
-    let mut client = client(channel);
-    let call = client.propose(pb::RaftProposeRequest { command });
-    let response = match tokio::time::timeout(timeout, call).await {
-        Err(_) => return Forwarded::Failed(RaftError::Timeout(request_timeout)),
-        Ok(Err(status)) if not_sent(&status) => return Forwarded::Retry(None),
-        Ok(Err(status)) => {
-            return Forwarded::Failed(RaftError::Transport(format!(
-                "{}: {}",
-                status.code(),
-                status.message()
-            )));
-        }
-        Ok(Ok(response)) => response.into_inner(),
-    };
-    match response.result {
-        Some(pb::raft_propose_response::Result::Applied(applied)) => Forwarded::Applied(Applied {
-            index: applied.index,
-            outcome: applied.outcome,
-        }),
-        Some(pb::raft_propose_response::Result::Error(error)) => {
-            failure_from_pb(error, request_timeout)
-        }
-        None => Forwarded::Failed(RaftError::Transport(
-            "the leader sent an empty answer".into(),
-        )),
-    }
 }
 
 /// Forwards a membership change to the leader at `addr`.

@@ -202,7 +202,7 @@ async fn agents_need_a_certificate_of_the_ca_that_names_their_cluster() {
         .await
         .unwrap();
     let err = pb::raft_transport_client::RaftTransportClient::new(channel.clone())
-        .propose(pb::RaftProposeRequest { command: vec![] })
+        .change_membership(pb::RaftMembershipRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");

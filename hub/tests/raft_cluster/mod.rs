@@ -353,6 +353,50 @@ async fn a_minority_commits_nothing_and_everyone_converges_after_healing() {
     cluster.shutdown().await;
 }
 
+/// A follower forwards writes to the leader inside the raft stream. When the leader is cut off
+/// before it appends one, the follower learns from the next term's first entry that the write
+/// can no longer come, and proposes it again to the new leader: the caller sees it succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_forwarded_to_a_leader_that_is_cut_off_goes_to_the_next_leader() {
+    let mut cluster = Cluster::start(3, Options::default()).await;
+    let all = [1, 2, 3];
+    let old_leader = cluster.leader(&all, SETTLE).await;
+    let follower = followers(old_leader, &all)[0];
+    cluster
+        .raft(follower)
+        .propose(set("before", "1"))
+        .await
+        .unwrap();
+
+    // Cut the leader off; the follower still takes it for the leader until its election
+    // timeout, so this write goes to it and is swallowed.
+    cluster.net.isolate(&[old_leader], &all);
+    assert_eq!(cluster.status(follower).leader_id, old_leader);
+    let started = Instant::now();
+    cluster
+        .raft(follower)
+        .propose(set("across", "terms"))
+        .await
+        .expect("the write is retried on the new leader");
+    let new_leader = cluster.status(follower).leader_id;
+    assert_ne!(new_leader, old_leader);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let majority = followers(old_leader, &all);
+    cluster.converged(&majority, SETTLE).await;
+    for id in &majority {
+        assert_eq!(
+            cluster.value(*id, "across"),
+            Some("terms".into()),
+            "node {id}"
+        );
+    }
+
+    cluster.net.heal();
+    cluster.converged(&all, SETTLE).await;
+    assert_eq!(cluster.value(old_leader, "across"), Some("terms".into()));
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_index_on_a_follower_sees_the_latest_acknowledged_write() {
     let options = Options {
