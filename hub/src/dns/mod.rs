@@ -50,8 +50,9 @@ pub struct DnsView {
     /// The applied Raft index this view was built from; DNS derives SOA serials from it so
     /// every hub node serves the same serial for the same state.
     pub applied_index: u64,
-    /// Registered clusters with their committed health and the gateway addresses their agent
-    /// last reported (used when `Cluster::addresses` is empty).
+    /// The registered clusters some hostname targets, with their committed health and the
+    /// gateway addresses their agent last reported (used when `Cluster::addresses` is empty).
+    /// Clusters no hostname targets are left out: no answer depends on them.
     pub clusters: BTreeMap<ClusterName, ClusterView>,
     /// Hostname policies.
     pub hostnames: BTreeMap<Fqdn, HostnamePolicy>,

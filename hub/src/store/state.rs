@@ -107,9 +107,14 @@ impl State {
     pub fn dns_view(&self) -> DnsView {
         DnsView {
             applied_index: self.dns_version,
+            // Only clusters a hostname targets: no answer depends on the others, and building
+            // (and comparing, and freeing) a view of every registered cluster on each change
+            // made a write's cost grow with the number of clusters.
             clusters: self
-                .clusters
-                .iter()
+                .hostnames
+                .values()
+                .flat_map(|policy| policy.targets.iter().map(|target| &target.cluster))
+                .filter_map(|name| self.clusters.get_key_value(name))
                 .map(|(name, record)| {
                     let view = ClusterView {
                         cluster: record.cluster.clone(),

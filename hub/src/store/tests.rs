@@ -1039,3 +1039,39 @@ fn a_reader_that_holds_each_view_for_a_batch_costs_one_clone() {
         .unwrap_or("0");
     assert_eq!(cloned, "1", "{text}");
 }
+
+#[test]
+fn the_dns_view_holds_only_clusters_a_hostname_targets() {
+    let mut state = base();
+    assert_eq!(
+        state.apply(
+            20,
+            cmd(Action::PutCluster(cluster("ap-south", "ap", "127.0.1.3")))
+        ),
+        Outcome::Applied
+    );
+    let view = state.dns_view();
+    let names: Vec<&str> = view.clusters.keys().map(|n| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["eu-west", "us-east"],
+        "no hostname targets ap-south yet"
+    );
+
+    assert_eq!(
+        state.apply(
+            21,
+            cmd(Action::PutHostname(hostname(
+                "api.demo.meridian.test",
+                &["ap-south"]
+            )))
+        ),
+        Outcome::Applied
+    );
+    let view = state.dns_view();
+    assert_eq!(
+        view.clusters[&name("ap-south")].cluster.region.as_str(),
+        "ap"
+    );
+    assert_eq!(view.clusters.len(), 3);
+}
