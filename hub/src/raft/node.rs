@@ -362,6 +362,13 @@ impl<S: StateMachine> Node<S> {
         let raft_config = raft::Config {
             id,
             election_tick: config.election_ticks,
+            // Randomized timeouts start one tick past the leader lease (`check_quorum` makes a
+            // follower refuse votes for `election_tick` ticks after the leader's last message).
+            // Starting at the lease itself, a survivor whose ticker runs a little ahead of its
+            // peer's had its pre-vote refused after a leader crash and waited a whole second
+            // timeout: elections of up to 2 s instead of under 1.
+            min_election_tick: config.election_ticks + 1,
+            max_election_tick: (config.election_ticks * 2).max(config.election_ticks + 2),
             heartbeat_tick: config.heartbeat_ticks,
             applied: snapshot_index,
             max_size_per_msg: MAX_SIZE_PER_MSG,
