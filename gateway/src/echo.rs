@@ -9,6 +9,8 @@
 //! Controls (query parameter or header):
 //! - `X-Echo-Set-Header: N1:v1,N2:v2`: set these response headers.
 //! - `delay=1s` / `X-Echo-Delay: 500ms`: wait before answering.
+//! - `bodyDelay=1s` / `X-Echo-Body-Delay: 1s`: send the response head at once and the body
+//!   (chunked) after that long.
 //! - `/status/NNN`, `status=NNN` / `X-Echo-Status: NNN`: answer with that status.
 //! - `succeedAfter=N` with `uuid=U` (default key: the path): the first N requests per key fail,
 //!   with `responseCode=C` (after `delayRetry=D`) or, without it, a TCP reset; then echo.
@@ -21,6 +23,7 @@
 pub mod websocket;
 
 use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,7 +31,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -140,7 +145,7 @@ async fn handle(
     resetter: Resetter,
     remote: SocketAddr,
     mut request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Reset> {
+) -> Result<Response<EchoBody>, Reset> {
     let uri = request
         .uri()
         .path_and_query()
@@ -163,11 +168,14 @@ async fn handle(
     };
 
     if request.uri().path() == "/health" {
-        return Ok(text(StatusCode::OK, "ok\n"));
+        return Ok(boxed(text(StatusCode::OK, "ok\n")));
     }
     if is_websocket(&request) {
-        return Ok(websocket_upgrade(&mut request));
+        return Ok(boxed(websocket_upgrade(&mut request)));
     }
+    let body_delay = param("bodyDelay")
+        .or_else(|| header("x-echo-body-delay"))
+        .and_then(|d| parse_duration(&d));
     if let Some(delay) = param("delay")
         .or_else(|| header("x-echo-delay"))
         .and_then(|d| parse_duration(&d))
@@ -190,7 +198,7 @@ async fn handle(
                 .and_then(|c| c.parse::<u16>().ok())
                 .and_then(|c| StatusCode::from_u16(c).ok())
             {
-                Some(status) => return Ok(text(status, "failing as asked\n")),
+                Some(status) => return Ok(boxed(text(status, "failing as asked\n"))),
                 None => {
                     reset(&resetter);
                     return Err(Reset);
@@ -239,7 +247,17 @@ async fn handle(
     });
     // Drain the request body so keep-alive connections stay usable.
     let _ = request.into_body().collect().await;
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    let body = Bytes::from(body.to_string());
+    let body = match body_delay {
+        None => Full::new(body).boxed_unsync(),
+        // A stream without a known length: the head goes out at once (chunked), the body later.
+        Some(delay) => StreamBody::new(futures::stream::once(async move {
+            tokio::time::sleep(delay).await;
+            Ok::<_, Infallible>(Frame::data(body))
+        }))
+        .boxed_unsync(),
+    };
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -268,6 +286,13 @@ fn reset(resetter: &Resetter) {
         // Zero linger turns the close into a RST once hyper drops its side too.
         let _ = stream.set_zero_linger();
     }
+}
+
+/// The echo's response body: whole, or sent after a delay.
+type EchoBody = UnsyncBoxBody<Bytes, Infallible>;
+
+fn boxed(response: Response<Full<Bytes>>) -> Response<EchoBody> {
+    response.map(BodyExt::boxed_unsync)
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

@@ -17,6 +17,12 @@ use crate::backend::pool::{EndpointPool, PoolReturn};
 /// Errors of a response body (hyper's, or the lean client's I/O errors).
 pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The route's request timeout ran out while the response body was still streaming: the
+/// status line is gone already, so the only way to say so is to cut the response short.
+#[derive(Debug, thiserror::Error)]
+#[error("the request timeout ran out while the response body was streaming")]
+pub(crate) struct RequestTimedOut;
+
 /// A request body sent upstream.
 #[derive(Debug)]
 pub(crate) enum ReqBody {
@@ -30,6 +36,9 @@ pub(crate) enum ReqBody {
 #[derive(Debug)]
 pub(crate) struct ProxyBody {
     kind: Kind,
+    /// When the route's request timeout ends the whole exchange, body included (boxed: only
+    /// routes with a timeout pay for the timer).
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 #[derive(Debug)]
@@ -97,6 +106,7 @@ impl ProxyBody {
     pub(crate) fn empty() -> Self {
         Self {
             kind: Kind::Full(None),
+            deadline: None,
         }
     }
 
@@ -105,6 +115,7 @@ impl ProxyBody {
         let bytes = bytes.into();
         Self {
             kind: Kind::Full(if bytes.is_empty() { None } else { Some(bytes) }),
+            deadline: None,
         }
     }
 
@@ -112,6 +123,7 @@ impl ProxyBody {
     pub(crate) fn upstream(body: Incoming, pool_return: Option<PoolReturn>) -> Self {
         let mut this = Self {
             kind: Kind::Upstream { body, pool_return },
+            deadline: None,
         };
         this.release_if_done();
         this
@@ -124,7 +136,18 @@ impl ProxyBody {
                 reader: Box::new(reader),
                 pool,
             },
+            deadline: None,
         }
+    }
+
+    /// Cuts the body short at `deadline` (the route's request timeout covers the whole
+    /// exchange, as the Gateway API asks, not only the wait for the response head). An
+    /// abandoned upstream connection is closed, not pooled.
+    pub(crate) fn with_deadline(mut self, deadline: tokio::time::Instant) -> Self {
+        if !self.is_end_stream() {
+            self.deadline = Some(Box::pin(tokio::time::sleep_until(deadline)));
+        }
+        self
     }
 
     /// Hands the connection back as soon as the upstream body is complete: hyper's server stops
@@ -148,6 +171,53 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
+        let polled = this.poll_body(cx);
+        match polled {
+            Poll::Pending => {
+                let expired = this
+                    .deadline
+                    .as_mut()
+                    .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
+                if !expired {
+                    return Poll::Pending;
+                }
+                // Dropping the upstream side closes its connection.
+                this.kind = Kind::Full(None);
+                this.deadline = None;
+                Poll::Ready(Some(Err(Box::new(RequestTimedOut))))
+            }
+            Poll::Ready(None | Some(Err(_))) => {
+                this.deadline = None;
+                polled
+            }
+            Poll::Ready(Some(Ok(_))) => polled,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(bytes) => bytes.is_none(),
+            Kind::Upstream { body, .. } => body.is_end_stream(),
+            Kind::Lean { reader, .. } => reader.is_done(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Upstream { body, .. } => body.size_hint(),
+            Kind::Lean { reader, .. } => match reader.remaining() {
+                Some(n) => SizeHint::with_exact(n),
+                None => SizeHint::default(),
+            },
+        }
+    }
+}
+
+impl ProxyBody {
+    /// The next frame of the body itself (the deadline aside).
+    fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self;
         match &mut this.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream { body, pool_return } => {
@@ -191,25 +261,6 @@ impl Body for ProxyBody {
                     }
                 })
             }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            Kind::Full(bytes) => bytes.is_none(),
-            Kind::Upstream { body, .. } => body.is_end_stream(),
-            Kind::Lean { reader, .. } => reader.is_done(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Upstream { body, .. } => body.size_hint(),
-            Kind::Lean { reader, .. } => match reader.remaining() {
-                Some(n) => SizeHint::with_exact(n),
-                None => SizeHint::default(),
-            },
         }
     }
 }

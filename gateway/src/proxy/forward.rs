@@ -272,6 +272,12 @@ pub(crate) async fn process(
     };
     let response = match result {
         Ok(mut response) => {
+            // The request timeout covers the whole exchange: a body still streaming when it
+            // runs out is cut short (the status line is already sent).
+            if let Some(timeout) = rule.request_timeout {
+                let deadline = started + timeout;
+                response = response.map(|body| body.with_deadline(deadline.into()));
+            }
             service.metrics.record_status(response.status().as_u16());
             strip_response_headers(response.headers_mut());
             if let Some(modifier) = &choice.filters.response_headers {

@@ -910,6 +910,39 @@ async fn http_route_timeouts() {
         ],
     )
     .await;
+
+    // The request timeout covers the whole exchange: a body still streaming when it runs out
+    // is cut short (the head, 200, is already sent), and the client sees it incomplete.
+    let client = client();
+    let addr = suite.addr("HTTP");
+    let fetch = |path: &'static str| {
+        let client = client.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let response = client
+                .get(format!("http://{addr}{path}"))
+                .header("host", "example.com")
+                .send()
+                .await
+                .expect("the response head arrives");
+            let status = response.status().as_u16();
+            (status, response.bytes().await, started.elapsed())
+        }
+    };
+    let (code, body, took) = fetch("/request-timeout?bodyDelay=3s").await;
+    assert_eq!(code, 200);
+    assert!(
+        body.is_err(),
+        "a body past the request timeout arrived: {body:?}"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "cut after {took:?}, not at 500 ms"
+    );
+    let (code, body, _) = fetch("/disable-request-timeout?bodyDelay=1s").await;
+    assert_eq!(code, 200);
+    let body = body.expect("without a timeout the body arrives whole");
+    assert!(String::from_utf8_lossy(&body).contains(V1));
 }
 
 #[tokio::test]
