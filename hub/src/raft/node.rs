@@ -606,13 +606,17 @@ impl<S: StateMachine> Node<S> {
         let mut context = Vec::with_capacity(FORWARDED_CONTEXT_LEN);
         context.extend_from_slice(&id);
         context.extend_from_slice(&term.to_be_bytes());
-        let mut entry = Entry::default();
-        entry.data = command.into();
-        entry.context = context.into();
-        let mut message = Message::default();
+        let entry = Entry {
+            data: command.into(),
+            context: context.into(),
+            ..Default::default()
+        };
+        let mut message = Message {
+            to: leader_id,
+            from: self.id,
+            ..Default::default()
+        };
         message.set_msg_type(MessageType::MsgPropose);
-        message.to = leader_id;
-        message.from = self.id;
         message.mut_entries().push(entry);
         self.forwarded.insert(id, ForwardedProposal { term, reply });
         self.send(vec![message]);
