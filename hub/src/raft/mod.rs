@@ -96,7 +96,7 @@ pub struct RaftConfig {
 
 impl RaftConfig {
     /// A configuration with the defaults used by `meridian hub`: 50 ms ticks, an election timeout
-    /// of 10 ticks (randomized by raft to 0.5–1 s), a heartbeat every 2 ticks (100 ms), a snapshot
+    /// of 10 ticks (randomized by raft to 11–19 ticks: 0.55–0.95 s), a heartbeat every 2 ticks (100 ms), a snapshot
     /// every 10 000 entries and a 10 s request timeout. `initial_members` starts empty (join); set
     /// it to the same map on every node of a new group to bootstrap it.
     pub fn new(node_id: u64, data_dir: impl Into<PathBuf>, advertise_addr: SocketAddr) -> Self {

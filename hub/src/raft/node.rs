@@ -368,7 +368,7 @@ impl<S: StateMachine> Node<S> {
             // peer's had its pre-vote refused after a leader crash and waited a whole second
             // timeout: elections of up to 2 s instead of under 1.
             min_election_tick: config.election_ticks + 1,
-            max_election_tick: (config.election_ticks * 2).max(config.election_ticks + 2),
+            max_election_tick: (config.election_ticks * 2).max(config.election_ticks + 3),
             heartbeat_tick: config.heartbeat_ticks,
             applied: snapshot_index,
             max_size_per_msg: MAX_SIZE_PER_MSG,
@@ -618,8 +618,21 @@ impl<S: StateMachine> Node<S> {
         };
         message.set_msg_type(MessageType::MsgPropose);
         message.mut_entries().push(entry);
+        let unreachable = {
+            let peers = &self.peers;
+            let learned = &self.learned;
+            self.transport.send(vec![message], |id| {
+                peers.get(&id).or_else(|| learned.get(&id)).copied()
+            })
+        };
+        if unreachable.contains(&leader_id) {
+            // Never queued: definitely not applied, the caller may try again at once.
+            let _ = reply.send(Err(ProposeFailure::Retry(format!(
+                "the link to leader {leader_id} is full or down"
+            ))));
+            return;
+        }
         self.forwarded.insert(id, ForwardedProposal { term, reply });
-        self.send(vec![message]);
     }
 
     fn propose(
