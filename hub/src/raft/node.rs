@@ -206,6 +206,8 @@ struct Node<S> {
     promotion: Option<Promotion>,
     /// Follower: proposals forwarded to the leader in the raft stream, by proposal id.
     forwarded: HashMap<[u8; 16], ForwardedProposal>,
+    /// Whether a current leader's heartbeat has passed [`Self::lost_log`] since start.
+    heard_heartbeat: bool,
 }
 
 /// Opens storage, restores the state machine and starts the node thread. Returns once the node
@@ -411,6 +413,7 @@ impl<S: StateMachine> Node<S> {
             fault: None,
             promotion: None,
             forwarded: HashMap::new(),
+            heard_heartbeat: false,
         };
         node.metrics.applied_index.set(gauge(snapshot_index));
         // Replay the committed log before reporting the node started.
@@ -544,6 +547,26 @@ impl<S: StateMachine> Node<S> {
         if let Some(fault) = self.lost_log(&message) {
             self.fault = Some(fault);
             return;
+        }
+        // The lost-log check needs a heartbeat; until the first one since start, take no log
+        // from a leader. A wiped node restarted as an initial member bootstraps the same first
+        // entry as the group, so an append could otherwise refill its log unnoticed (a vote it
+        // forgot could then be cast twice). Costs at most one heartbeat interval after start.
+        if !self.heard_heartbeat {
+            match message.get_msg_type() {
+                MessageType::MsgHeartbeat if message.term >= self.raw.raft.term => {
+                    self.heard_heartbeat = true;
+                }
+                MessageType::MsgAppend | MessageType::MsgSnapshot => {
+                    tracing::debug!(
+                        node = self.id,
+                        from = message.from,
+                        "no log before the first heartbeat"
+                    );
+                    return;
+                }
+                _ => {}
+            }
         }
         if message.get_msg_type() == MessageType::MsgPropose {
             return self.step_forwarded_proposal(message);
