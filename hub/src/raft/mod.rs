@@ -659,30 +659,32 @@ impl RaftHandle {
         command: &[u8],
         deadline: Instant,
     ) -> Result<Applied, ProposeFailure> {
-        let (reply, answer) = oneshot::channel();
-        let msg = Msg::Propose {
-            command: command.to_vec(),
-            reply,
-        };
-        self.to_node(msg).await.map_err(ProposeFailure::Failed)?;
-        let wait = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(wait, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(ProposeFailure::Failed(RaftError::Stopped)),
-            Err(_) => Err(ProposeFailure::Failed(RaftError::Timeout(
-                self.inner.config.request_timeout,
-            ))),
-        }
+        let command = command.to_vec();
+        self.ask_node(|reply| Msg::Propose { command, reply }, deadline)
+            .await
     }
 
+    /// Hands a membership change to this node's raft thread and waits for it to be applied.
     async fn here(
         &self,
         change: MemberChange,
         deadline: Instant,
     ) -> Result<Applied, ProposeFailure> {
+        self.ask_node(|reply| Msg::ChangeMembership { change, reply }, deadline)
+            .await
+    }
+
+    /// Sends the raft thread the message `msg` builds around a reply channel and waits for the
+    /// answer until `deadline`.
+    async fn ask_node(
+        &self,
+        msg: impl FnOnce(oneshot::Sender<Result<Applied, ProposeFailure>>) -> Msg,
+        deadline: Instant,
+    ) -> Result<Applied, ProposeFailure> {
         let (reply, answer) = oneshot::channel();
-        let msg = Msg::ChangeMembership { change, reply };
-        self.to_node(msg).await.map_err(ProposeFailure::Failed)?;
+        self.to_node(msg(reply))
+            .await
+            .map_err(ProposeFailure::Failed)?;
         let wait = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(wait, answer).await {
             Ok(Ok(result)) => result,
