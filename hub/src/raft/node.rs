@@ -641,14 +641,7 @@ impl<S: StateMachine> Node<S> {
         };
         message.set_msg_type(MessageType::MsgPropose);
         message.mut_entries().push(entry);
-        let unreachable = {
-            let peers = &self.peers;
-            let learned = &self.learned;
-            self.transport.send(vec![message], |id| {
-                peers.get(&id).or_else(|| learned.get(&id)).copied()
-            })
-        };
-        if unreachable.contains(&leader_id) {
+        if self.send(vec![message]).contains(&leader_id) {
             // Never queued: definitely not applied, the caller may try again at once.
             let _ = reply.send(Err(ProposeFailure::Retry(format!(
                 "the link to leader {leader_id} is full or down"
@@ -1193,9 +1186,11 @@ impl<S: StateMachine> Node<S> {
         self.maybe_snapshot()
     }
 
-    fn send(&mut self, messages: Vec<Message>) {
+    /// Queues `messages` for their peers; returns (and reports to raft) the peers that could
+    /// not take them.
+    fn send(&mut self, messages: Vec<Message>) -> Vec<u64> {
         if messages.is_empty() {
-            return;
+            return Vec::new();
         }
         let unreachable = {
             let peers = &self.peers;
@@ -1204,9 +1199,10 @@ impl<S: StateMachine> Node<S> {
                 peers.get(&id).or_else(|| learned.get(&id)).copied()
             })
         };
-        for id in unreachable {
-            self.raw.report_unreachable(id);
+        for id in &unreachable {
+            self.raw.report_unreachable(*id);
         }
+        unreachable
     }
 
     fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageFailure> {
