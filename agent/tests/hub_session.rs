@@ -55,6 +55,7 @@ fn shared_config(version: u64) -> pb::SharedConfig {
             }],
             timeouts: Timeouts::default(),
             retry: None,
+            session_persistence: None,
         }],
     };
     pb::SharedConfig {

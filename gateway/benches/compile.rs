@@ -77,6 +77,7 @@ fn config(n_routes: usize) -> GatewayConfig {
                         }],
                         timeouts: Timeouts::default(),
                         retry: None,
+                        session_persistence: None,
                     }],
                 },
                 attachments: vec![Attachment {

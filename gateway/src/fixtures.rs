@@ -143,6 +143,7 @@ pub(crate) fn rule(matches: Vec<M>, backends: Vec<HttpBackendRef>) -> HttpRouteR
         backend_refs: backends,
         timeouts: Timeouts::default(),
         retry: None,
+        session_persistence: None,
     }
 }
 

@@ -123,6 +123,7 @@ fn route_to(name: &str, listener: &str, hostnames: &[&str], backend: &str) -> At
                 backend_refs: vec![backend_ref(backend)],
                 timeouts: Timeouts::default(),
                 retry: None,
+                session_persistence: None,
             }],
         },
         attachments: vec![Attachment {

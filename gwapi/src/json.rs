@@ -2,7 +2,8 @@
 
 use meridian_proto::model::route::{
     BackendRef, HeaderMatch, HeaderModifier, HttpBackendRef, HttpFilter, HttpRoute, HttpRouteMatch,
-    HttpRouteRule, ParentRef, PathMatch, PathModifier, QueryParamMatch, StringMatch,
+    HttpRouteRule, ParentRef, PathMatch, PathModifier, QueryParamMatch, SessionKind,
+    SessionPersistence, StringMatch,
 };
 
 use crate::document::{Resource, parse_value};
@@ -102,7 +103,32 @@ fn render_rule(rule: &HttpRouteRule) -> k8s::HttpRouteRule {
             attempts: Some(i64::from(r.attempts)),
             backoff: r.backoff.map(format_duration),
         }),
-        session_persistence: None,
+        session_persistence: rule.session_persistence.as_ref().map(render_session),
+    }
+}
+
+fn render_session(session: &SessionPersistence) -> k8s::SessionPersistence {
+    k8s::SessionPersistence {
+        session_name: session.name.clone(),
+        absolute_timeout: session.absolute_timeout.map(format_duration),
+        idle_timeout: session.idle_timeout.map(format_duration),
+        type_: Some(
+            match session.kind {
+                SessionKind::Cookie => "Cookie",
+                SessionKind::Header => "Header",
+            }
+            .to_string(),
+        ),
+        cookie_config: (session.kind == SessionKind::Cookie).then(|| k8s::CookieConfig {
+            lifetime_type: Some(
+                if session.permanent_cookie {
+                    "Permanent"
+                } else {
+                    "Session"
+                }
+                .to_string(),
+            ),
+        }),
     }
 }
 

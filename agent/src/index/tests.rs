@@ -421,6 +421,7 @@ fn shared_route() -> HttpRoute {
             }],
             timeouts: Timeouts::default(),
             retry: None,
+            session_persistence: None,
         }],
     }
 }

@@ -4,6 +4,7 @@
 
 pub(crate) mod h1;
 pub(crate) mod pool;
+pub(crate) mod session;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -105,6 +106,11 @@ impl WeightedBackends {
             choices,
             cumulative,
         }
+    }
+
+    /// The choices with a weight above zero.
+    pub(crate) fn choices(&self) -> &[BackendChoice] {
+        &self.choices
     }
 
     /// Sum of the weights.

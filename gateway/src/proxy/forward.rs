@@ -20,6 +20,7 @@ use super::answer;
 use super::body::{CollectError, ProxyBody, ReqBody, collect_limited};
 use super::server::ConnCtx;
 use crate::backend::pool::{EndpointPool, UpstreamError};
+use crate::backend::session;
 use crate::backend::{BackendTarget, ServiceBackend};
 use crate::filter::cors::CorsPolicy;
 use crate::filter::redirect::{Redirect, RedirectInput};
@@ -109,7 +110,19 @@ pub(crate) async fn process(
         target.apply(rewrite, &parts.uri, matched.matched_prefix);
     }
 
-    let Some(choice) = rule.backends.pick() else {
+    // A session pins the endpoint (and so the backendRef) while that endpoint stays ready.
+    let session = rule.session.as_ref().map(|policy| {
+        let now = session::unix_now();
+        (policy, now, policy.read(&parts.headers, now))
+    });
+    let pinned = match &session {
+        Some((_, _, Some(token))) => rule.backends.find_endpoint(token.endpoint),
+        _ => None,
+    };
+    let Some(choice) = pinned
+        .map(|pinned| pinned.choice)
+        .or_else(|| rule.backends.pick())
+    else {
         return local(answer::failure(
             grpc,
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -167,7 +180,8 @@ pub(crate) async fn process(
 
     let scan = HeaderScan::of(&parts.headers);
     if is_upgrade(&parts, scan) {
-        let response = upgrade(ctx, service, parts, body, &target).await;
+        let pinned = pinned.map(|pinned| pinned.endpoint);
+        let response = upgrade(ctx, service, pinned, parts, body, &target).await;
         return Outcome {
             response,
             backend: backend_name,
@@ -260,15 +274,17 @@ pub(crate) async fn process(
 
     // Each future is built where it is awaited: a future bound to a variable first is moved
     // (copied) once more into the caller's state, and these carry the whole request.
-    let (result, attempts) = match rule.request_timeout {
+    let pinned = pinned.map(|pinned| pinned.endpoint);
+    let (result, attempts, served_by) = match rule.request_timeout {
         Some(timeout) => {
             let deadline = (started + timeout).into();
-            match tokio::time::timeout_at(deadline, exchange(rule, service, head, body)).await {
+            let exchange = exchange(rule, service, pinned, head, body);
+            match tokio::time::timeout_at(deadline, exchange).await {
                 Ok(done) => done,
-                Err(_) => (Err(Failure::Timeout), 0),
+                Err(_) => (Err(Failure::Timeout), 0, None),
             }
         }
-        None => exchange(rule, service, head, body).await,
+        None => exchange(rule, service, pinned, head, body).await,
     };
     let response = match result {
         Ok(mut response) => {
@@ -288,6 +304,12 @@ pub(crate) async fn process(
             }
             if let Some(cors) = &filters.cors {
                 cors.apply_to_response(origin.as_ref(), response.headers_mut());
+            }
+            if let (Some((policy, now, previous)), Some(endpoint)) = (&session, served_by)
+                && let Some((name, value)) =
+                    policy.issue(*previous, endpoint.addr, *now, ctx.scheme == "https")
+            {
+                response.headers_mut().append(name, value);
             }
             response
         }
@@ -453,14 +475,20 @@ enum Failure {
     Upstream(UpstreamError),
 }
 
-/// The upstream exchange with per-attempt timeouts and retries; returns the result and the
-/// number of attempts.
-async fn exchange(
+/// The upstream exchange with per-attempt timeouts and retries; returns the result, the
+/// number of attempts and the endpoint of the last one. The first attempt goes to `pinned`
+/// (a session's endpoint) when set; retries draw again.
+async fn exchange<'a>(
     rule: &Rule,
-    service: &ServiceBackend,
+    service: &'a ServiceBackend,
+    mut pinned: Option<&'a Arc<EndpointPool>>,
     head: UpstreamHead,
     body: Payload,
-) -> (Result<Response<ProxyBody>, Failure>, u32) {
+) -> (
+    Result<Response<ProxyBody>, Failure>,
+    u32,
+    Option<&'a Arc<EndpointPool>>,
+) {
     let retry: Option<&RetryPolicy> = match &body {
         Payload::Buffered(_) => rule.retry.as_ref(),
         // A body too large to buffer cannot be resent.
@@ -472,12 +500,13 @@ async fn exchange(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let Some(endpoint) = service.next_endpoint() else {
+        let Some(endpoint) = pinned.take().or_else(|| service.next_endpoint()) else {
             return (
                 Err(Failure::Upstream(UpstreamError::ConnectTimeout {
                     addr: SocketAddr::from(([0, 0, 0, 0], 0)),
                 })),
                 attempt - 1,
+                None,
             );
         };
         let last = attempt >= max_attempts;
@@ -492,7 +521,7 @@ async fn exchange(
                 (Some(Payload::Streaming(incoming)), Some(h)) => {
                     h.into_request(endpoint.protocol, ReqBody::Incoming(incoming))
                 }
-                _ => return (Err(Failure::Timeout), attempt - 1),
+                _ => return (Err(Failure::Timeout), attempt - 1, None),
             },
         };
         let request = match request {
@@ -504,6 +533,7 @@ async fn exchange(
                         "cannot build the upstream request\n",
                     )),
                     attempt - 1,
+                    None,
                 );
             }
         };
@@ -517,7 +547,7 @@ async fn exchange(
             Err(Failure::Timeout) => retry.is_some(),
         };
         if !retryable || last || head.is_none() {
-            return (result, attempt);
+            return (result, attempt, Some(endpoint));
         }
         if let Ok(response) = &result {
             service.metrics.record_status(response.status().as_u16());
@@ -730,11 +760,12 @@ fn is_upgrade(parts: &Parts, scan: HeaderScan) -> bool {
 async fn upgrade(
     ctx: &ConnCtx,
     service: &ServiceBackend,
+    pinned: Option<&Arc<EndpointPool>>,
     mut parts: Parts,
     body: Incoming,
     target: &UpstreamTarget,
 ) -> Response<ProxyBody> {
-    let Some(endpoint) = service.next_endpoint() else {
+    let Some(endpoint) = pinned.or_else(|| service.next_endpoint()) else {
         return answer::error(
             StatusCode::SERVICE_UNAVAILABLE,
             "no ready endpoints for the backend\n",

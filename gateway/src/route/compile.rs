@@ -30,6 +30,7 @@ use super::{
     GrpcEntry, HttpEntry, ListenerTable, PortKind, PortTable, RetryPolicy, Rule, TlsTarget,
 };
 use crate::backend::pool::{EndpointPool, PoolSettings};
+use crate::backend::session::{self, SessionPolicy};
 use crate::backend::{BackendChoice, BackendTarget, ServiceBackend, WeightedBackends};
 use crate::error::ConfigError;
 use crate::filter::FilterSet;
@@ -759,6 +760,12 @@ impl RuleCompiler<'_> {
                 attempts: r.attempts,
                 backoff: r.backoff.unwrap_or(self.ctx.default_backoff),
             });
+            let session = rule
+                .session_persistence
+                .as_ref()
+                .map(|spec| session_policy(spec, &key, rule_index, matches))
+                .transpose()
+                .map_err(at)?;
             let needs_buffering = retry.is_some()
                 || !filters.mirrors.is_empty()
                 || choices.iter().any(|c| !c.filters.mirrors.is_empty());
@@ -773,6 +780,7 @@ impl RuleCompiler<'_> {
                     request_timeout: nonzero(rule.timeouts.request),
                     backend_timeout: nonzero(rule.timeouts.backend_request),
                     retry,
+                    session,
                     needs_buffering,
                     metrics: OnceLock::new(),
                 }),
@@ -849,6 +857,12 @@ impl RuleCompiler<'_> {
                 ));
             }
             let choices = self.backend_refs(&rule.backend_refs, None).map_err(at)?;
+            let session = rule
+                .session_persistence
+                .as_ref()
+                .map(|spec| session_policy(spec, &key, rule_index, &[]))
+                .transpose()
+                .map_err(at)?;
             let needs_buffering = !filters.mirrors.is_empty()
                 || choices.iter().any(|c| !c.filters.mirrors.is_empty());
             out.push((
@@ -861,6 +875,7 @@ impl RuleCompiler<'_> {
                     request_timeout: None,
                     backend_timeout: None,
                     retry: None,
+                    session,
                     needs_buffering,
                     metrics: OnceLock::new(),
                 }),
@@ -979,6 +994,27 @@ impl RuleCompiler<'_> {
         }
         Ok(set)
     }
+}
+
+/// A rule's `sessionPersistence`. The cookie is scoped to the rule's path when it has a single
+/// Exact or PathPrefix match, so that two rules' sessions on one host do not overwrite each
+/// other's cookie for paths the other serves; otherwise to `/`.
+fn session_policy(
+    spec: &route::SessionPersistence,
+    route_key: &str,
+    rule_index: usize,
+    matches: &[HttpRouteMatch],
+) -> Result<SessionPolicy, String> {
+    let cookie_path = match matches {
+        [only] => match &only.path {
+            PathMatch::Exact(path) | PathMatch::Prefix(path) => path.as_str(),
+            PathMatch::RegularExpression(_) => "/",
+        },
+        _ => "/",
+    };
+    let default_name = session::default_name(spec.kind, route_key, rule_index);
+    SessionPolicy::new(spec, &default_name, cookie_path)
+        .map_err(|e| format!("sessionPersistence: {e}"))
 }
 
 fn compile_match(m: &HttpRouteMatch) -> Result<RequestMatcher, String> {

@@ -20,6 +20,7 @@ use self::grpc::GrpcMatcher;
 use self::host::HostIndex;
 use self::matcher::{RequestMatcher, RequestView};
 use crate::backend::WeightedBackends;
+use crate::backend::session::SessionPolicy;
 use crate::filter::FilterSet;
 use crate::metrics::{GatewayMetrics, RouteMetrics};
 
@@ -100,6 +101,8 @@ pub(crate) struct Rule {
     pub(crate) backend_timeout: Option<Duration>,
     /// Retry stanza.
     pub(crate) retry: Option<RetryPolicy>,
+    /// `sessionPersistence`.
+    pub(crate) session: Option<SessionPolicy>,
     /// Whether the request body must be buffered (retries or mirrors).
     pub(crate) needs_buffering: bool,
     /// Per-rule metrics, created on the rule's first request: resolving label sets for every

@@ -30,13 +30,13 @@ pub use self::gateway::{
 };
 pub use self::grant::{ReferenceGrant, ReferenceGrantFrom, ReferenceGrantSpec, ReferenceGrantTo};
 pub use self::route::{
-    BackendObjectReference, Fraction, GrpcBackendRef, GrpcHeaderMatch, GrpcMethodMatch, GrpcRoute,
-    GrpcRouteFilter, GrpcRouteMatch, GrpcRouteRule, GrpcRouteSpec, HeaderValue, HttpBackendRef,
-    HttpCorsFilter, HttpHeaderFilter, HttpHeaderMatch, HttpPathMatch, HttpPathModifier,
-    HttpQueryParamMatch, HttpRequestMirrorFilter, HttpRequestRedirectFilter, HttpRoute,
-    HttpRouteFilter, HttpRouteMatch, HttpRouteRetry, HttpRouteRule, HttpRouteSpec,
-    HttpRouteTimeouts, HttpUrlRewriteFilter, LocalObjectReference, ParentReference, TlsRoute,
-    TlsRouteRule, TlsRouteSpec,
+    BackendObjectReference, CookieConfig, Fraction, GrpcBackendRef, GrpcHeaderMatch,
+    GrpcMethodMatch, GrpcRoute, GrpcRouteFilter, GrpcRouteMatch, GrpcRouteRule, GrpcRouteSpec,
+    HeaderValue, HttpBackendRef, HttpCorsFilter, HttpHeaderFilter, HttpHeaderMatch, HttpPathMatch,
+    HttpPathModifier, HttpQueryParamMatch, HttpRequestMirrorFilter, HttpRequestRedirectFilter,
+    HttpRoute, HttpRouteFilter, HttpRouteMatch, HttpRouteRetry, HttpRouteRule, HttpRouteSpec,
+    HttpRouteTimeouts, HttpUrlRewriteFilter, LocalObjectReference, ParentReference,
+    SessionPersistence, TlsRoute, TlsRouteRule, TlsRouteSpec,
 };
 
 /// `metadata` of every object (the fields Meridian uses).

@@ -78,9 +78,9 @@ pub struct HttpRouteRule {
     /// Retry policy (experimental channel).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry: Option<HttpRouteRetry>,
-    /// Session persistence (experimental; not supported: reported as `UnsupportedValue`).
+    /// Session persistence (experimental channel).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub session_persistence: Option<serde_json::Value>,
+    pub session_persistence: Option<SessionPersistence>,
 }
 
 /// `HTTPRouteMatch`.
@@ -376,6 +376,36 @@ pub struct HttpRouteRetry {
     pub backoff: Option<String>,
 }
 
+/// `SessionPersistence` (GEP-1619).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SessionPersistence {
+    /// Cookie or header name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_name: Option<String>,
+    /// Lifetime of a session from its start (GEP-2257 duration).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub absolute_timeout: Option<String>,
+    /// Lifetime of a session without requests (GEP-2257 duration).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<String>,
+    /// `Cookie` (default) or `Header`.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    /// Cookie settings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cookie_config: Option<CookieConfig>,
+}
+
+/// `CookieConfig`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CookieConfig {
+    /// `Session` (default) or `Permanent`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lifetime_type: Option<String>,
+}
+
 /// A GRPCRoute.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -421,9 +451,9 @@ pub struct GrpcRouteRule {
     /// Backends.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub backend_refs: Vec<GrpcBackendRef>,
-    /// Session persistence (not supported).
+    /// Session persistence (experimental channel).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub session_persistence: Option<serde_json::Value>,
+    pub session_persistence: Option<SessionPersistence>,
 }
 
 /// `GRPCRouteMatch`.

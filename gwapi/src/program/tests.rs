@@ -1242,7 +1242,11 @@ fn shared_route_json_round_trips() {
                     {"group": "", "kind": "Service", "name": "web2", "namespace": "other", "port": 8080}
                 ],
                 "timeouts": {"request": "10s", "backendRequest": "2s500ms"},
-                "retry": {"codes": [500, 503], "attempts": 2, "backoff": "100ms"}
+                "retry": {"codes": [500, 503], "attempts": 2, "backoff": "100ms"},
+                "sessionPersistence": {"sessionName": "shop", "absoluteTimeout": "1h", "idleTimeout": "5m", "cookieConfig": {"lifetimeType": "Permanent"}}
+            }, {
+                "backendRefs": [{"name": "web", "port": 8080}],
+                "sessionPersistence": {"type": "Header", "sessionName": "x-session"}
             }, {
                 "matches": [{"path": {"type": "PathPrefix", "value": "/old"}}],
                 "filters": [{"type": "RequestRedirect", "requestRedirect": {"scheme": "https", "port": 443, "statusCode": 308, "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/new"}}}]
@@ -1263,6 +1267,8 @@ fn shared_route_json_round_trips() {
         "2s500ms"
     );
     assert_eq!(rendered["kind"], "HTTPRoute");
+    assert!(route.rules[0].session_persistence.is_some());
+    assert!(route.rules[1].session_persistence.is_some());
 }
 
 #[test]

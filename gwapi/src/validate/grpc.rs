@@ -90,18 +90,16 @@ pub(crate) fn grpc_route(
             Flavor::Grpc,
             &mut findings,
         );
-        if raw_rule.session_persistence.is_some() {
-            findings.push(Finding::new(
-                format!("{path}.sessionPersistence"),
-                "session persistence is not supported by Meridian",
-            ));
-        }
+        let session_persistence = raw_rule.session_persistence.as_ref().map(|raw| {
+            route::session_persistence(raw, &format!("{path}.sessionPersistence"), &mut findings)
+        });
         if assembly.rule(findings, problems) {
             rules.push(GrpcRouteRule {
                 name: raw_rule.name.clone(),
                 matches,
                 filters,
                 backend_refs,
+                session_persistence,
             });
         }
     }

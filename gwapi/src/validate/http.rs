@@ -150,12 +150,9 @@ pub(crate) fn http_rule(
         .retry
         .as_ref()
         .map(|r| retry(r, &format!("{path}.retry"), findings));
-    if raw.session_persistence.is_some() {
-        findings.push(Finding::new(
-            format!("{path}.sessionPersistence"),
-            "session persistence is not supported by Meridian",
-        ));
-    }
+    let session_persistence = raw.session_persistence.as_ref().map(|raw| {
+        route::session_persistence(raw, &format!("{path}.sessionPersistence"), findings)
+    });
     HttpRouteRule {
         name: raw.name.clone(),
         matches,
@@ -163,6 +160,7 @@ pub(crate) fn http_rule(
         backend_refs,
         timeouts,
         retry,
+        session_persistence,
     }
 }
 

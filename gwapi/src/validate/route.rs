@@ -4,7 +4,9 @@
 use std::collections::BTreeSet;
 
 use meridian_proto::model::ObjectKey;
-use meridian_proto::model::route::{BackendRef, HttpBackendRef, ParentRef, Resolution};
+use meridian_proto::model::route::{
+    BackendRef, HttpBackendRef, ParentRef, Resolution, SessionKind, SessionPersistence,
+};
 
 use super::filter::{self, Flavor, Level};
 use super::{Finding, field};
@@ -355,5 +357,88 @@ impl Assembly<'_> {
             },
             rejection,
         }
+    }
+}
+
+/// `sessionPersistence` with the CRD's rules: a token-character name of at most 128 bytes,
+/// GEP-2257 durations, and an absolute timeout for a `Permanent` cookie (its `Max-Age`).
+pub(crate) fn session_persistence(
+    raw: &k8s::SessionPersistence,
+    path: &str,
+    findings: &mut Vec<Finding>,
+) -> SessionPersistence {
+    let kind = match raw.type_.as_deref() {
+        None | Some("Cookie") => SessionKind::Cookie,
+        Some("Header") => SessionKind::Header,
+        Some(other) => {
+            findings.push(Finding::new(
+                format!("{path}.type"),
+                format!("{other:?} is not a session persistence type (Cookie or Header)"),
+            ));
+            SessionKind::Cookie
+        }
+    };
+    if let Some(name) = &raw.session_name
+        && !SessionPersistence::valid_name(name)
+    {
+        findings.push(Finding::new(
+            format!("{path}.sessionName"),
+            format!(
+                "{name:?} is not a valid session name: 1 to {} token characters (letters, digits and !#$%&'*+-.^_`|~)",
+                SessionPersistence::MAX_NAME_LEN
+            ),
+        ));
+    }
+    let mut duration =
+        |value: &Option<String>, field_name: &str| match value.as_deref().map(field::duration) {
+            None => None,
+            Some(Ok(duration)) if !duration.is_zero() => Some(duration),
+            Some(Ok(_)) => {
+                findings.push(Finding::new(
+                    format!("{path}.{field_name}"),
+                    "must be longer than zero",
+                ));
+                None
+            }
+            Some(Err(why)) => {
+                findings.push(Finding::new(format!("{path}.{field_name}"), why));
+                None
+            }
+        };
+    let absolute_timeout = duration(&raw.absolute_timeout, "absoluteTimeout");
+    let idle_timeout = duration(&raw.idle_timeout, "idleTimeout");
+    let lifetime = raw
+        .cookie_config
+        .as_ref()
+        .and_then(|c| c.lifetime_type.as_deref());
+    let permanent_cookie = match lifetime {
+        None | Some("Session") => false,
+        Some("Permanent") => true,
+        Some(other) => {
+            findings.push(Finding::new(
+                format!("{path}.cookieConfig.lifetimeType"),
+                format!("{other:?} is not a cookie lifetime type (Session or Permanent)"),
+            ));
+            false
+        }
+    };
+    if permanent_cookie && raw.absolute_timeout.is_none() {
+        findings.push(Finding::new(
+            format!("{path}.absoluteTimeout"),
+            "a Permanent cookie needs an absoluteTimeout (it becomes the cookie's Max-Age)",
+        ));
+    }
+    if kind == SessionKind::Header && raw.cookie_config.is_some() {
+        findings.push(Finding::new(
+            format!("{path}.cookieConfig"),
+            "cookieConfig applies only to the Cookie type",
+        ));
+    }
+    SessionPersistence {
+        name: raw.session_name.clone(),
+        kind,
+        absolute_timeout,
+        idle_timeout,
+        permanent_cookie: permanent_cookie && absolute_timeout.is_some(),
     }
 }

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use meridian_proto::model::route::{
-    HttpFilter, HttpRoute, PathMatch, PathModifier, Resolution, StringMatch,
+    HttpFilter, HttpRoute, PathMatch, PathModifier, Resolution, SessionKind, SessionPersistence,
+    StringMatch,
 };
 
 use super::field;
@@ -113,7 +114,15 @@ fn every_rule_level_rule_is_enforced() {
             "spec.rules[0].retry.codes[1]: 600 is out of range (400-599)",
             "spec.rules[0].retry.attempts: -1 is out of range (at least 0)",
         ]),
-        (format!("{{sessionPersistence: {{type: Cookie}}, {backend}}}"), &["spec.rules[0].sessionPersistence: session persistence is not supported by Meridian"]),
+        (format!("{{sessionPersistence: {{type: Sticky, sessionName: \"a b\"}}, {backend}}}"), &[
+            "spec.rules[0].sessionPersistence.type: \"Sticky\" is not a session persistence type (Cookie or Header)",
+            "spec.rules[0].sessionPersistence.sessionName: \"a b\" is not a valid session name: 1 to 128 token characters (letters, digits and !#$%&'*+-.^_`|~)",
+        ]),
+        (format!("{{sessionPersistence: {{cookieConfig: {{lifetimeType: Permanent}}, idleTimeout: 0s}}, {backend}}}"), &[
+            "spec.rules[0].sessionPersistence.idleTimeout: must be longer than zero",
+            "spec.rules[0].sessionPersistence.absoluteTimeout: a Permanent cookie needs an absoluteTimeout (it becomes the cookie's Max-Age)",
+        ]),
+        (format!("{{sessionPersistence: {{type: Header, cookieConfig: {{lifetimeType: Session}}}}, {backend}}}"), &["spec.rules[0].sessionPersistence.cookieConfig: cookieConfig applies only to the Cookie type"]),
         ("{name: Bad_Name}".into(), &["spec.rules[0].name: \"Bad_Name\" is not a valid name: contains 'B'; only lower-case letters, digits and '-' are allowed"]),
     ];
     for (rule, expected) in &cases {
@@ -134,10 +143,49 @@ fn valid_rules_pass_untouched() {
         "{filters: [{type: CORS, cors: {allowOrigins: ['*', 'https://*.example.com', 'http://a.b:8080'], allowMethods: ['*'], allowHeaders: [x-a], exposeHeaders: ['*']}}], backendRefs: [{name: s, port: 1}]}",
         "{filters: [{type: RequestMirror, requestMirror: {backendRef: {name: m, port: 1}}}, {type: RequestMirror, requestMirror: {backendRef: {name: m2, port: 1}, fraction: {numerator: 1}}}], backendRefs: [{name: s, port: 1}]}",
         "{backendRefs: [{name: s, port: 1, filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplaceFullPath, replaceFullPath: /x}}}]}]}",
+        "{sessionPersistence: {type: Header, sessionName: x-session}, backendRefs: [{name: s, port: 1}]}",
     ];
     for rule in valid {
         assert_eq!(rule_problems(rule), Vec::<String>::new(), "rule {rule}");
     }
+}
+
+#[test]
+fn session_persistence_is_read_with_its_timeouts() {
+    let (route, problems) = http(
+        "parentRefs: [{name: gw}]
+rules:
+- backendRefs: [{name: svc, port: 8080}]
+  sessionPersistence:
+    sessionName: shop-session
+    absoluteTimeout: 1h
+    idleTimeout: 10m
+    cookieConfig: {lifetimeType: Permanent}
+- backendRefs: [{name: svc, port: 8080}]
+  sessionPersistence: {}",
+    );
+    assert_eq!(problems, Vec::<String>::new());
+    let route = route.expect("route").route;
+    assert_eq!(
+        route.rules[0].session_persistence,
+        Some(SessionPersistence {
+            name: Some("shop-session".into()),
+            kind: SessionKind::Cookie,
+            absolute_timeout: Some(Duration::from_secs(3600)),
+            idle_timeout: Some(Duration::from_secs(600)),
+            permanent_cookie: true,
+        })
+    );
+    assert_eq!(
+        route.rules[1].session_persistence,
+        Some(SessionPersistence {
+            name: None,
+            kind: SessionKind::Cookie,
+            absolute_timeout: None,
+            idle_timeout: None,
+            permanent_cookie: false,
+        })
+    );
 }
 
 #[test]

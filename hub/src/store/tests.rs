@@ -57,6 +57,7 @@ fn route(ns: &str, n: &str) -> HttpRoute {
             backend_refs: Vec::new(),
             timeouts: Default::default(),
             retry: None,
+            session_persistence: None,
         }],
     }
 }

@@ -13,7 +13,8 @@ use crate::model::route::{
     BackendRef, Cors, GrpcMethodMatch, GrpcRoute, GrpcRouteMatch, GrpcRouteRule, HeaderMatch,
     HeaderModifier, HttpBackendRef, HttpFilter, HttpRoute, HttpRouteMatch, HttpRouteRule,
     ParentRef, PathMatch, PathModifier, QueryParamMatch, RequestMirror, RequestRedirect,
-    Resolution, Retry, ServiceKey, StringMatch, Timeouts, TlsRoute, UrlRewrite,
+    Resolution, Retry, ServiceKey, SessionKind, SessionPersistence, StringMatch, Timeouts,
+    TlsRoute, UrlRewrite,
 };
 use crate::pb;
 use crate::pb::backend_ref::Resolution as PbResolution;
@@ -93,6 +94,7 @@ impl From<&HttpRouteRule> for pb::HttpRouteRule {
             backend_refs: encode_all(&rule.backend_refs),
             timeouts: Some((&rule.timeouts).into()),
             retry: rule.retry.as_ref().map(Into::into),
+            session_persistence: rule.session_persistence.as_ref().map(Into::into),
         }
     }
 }
@@ -109,6 +111,7 @@ impl TryFrom<pb::HttpRouteRule> for HttpRouteRule {
             // An absent message has both timeouts unset, which is the model's default.
             timeouts: optional(rule.timeouts, "timeouts")?.unwrap_or_default(),
             retry: optional(rule.retry, "retry")?,
+            session_persistence: optional(rule.session_persistence, "session_persistence")?,
         })
     }
 }
@@ -633,6 +636,55 @@ impl TryFrom<pb::Retry> for Retry {
     }
 }
 
+// === impl SessionPersistence ===
+
+impl From<&SessionPersistence> for pb::SessionPersistence {
+    fn from(s: &SessionPersistence) -> Self {
+        let kind = match s.kind {
+            SessionKind::Cookie => pb::SessionKind::Cookie,
+            SessionKind::Header => pb::SessionKind::Header,
+        };
+        Self {
+            name: s.name.clone(),
+            kind: kind.into(),
+            absolute_timeout_ms: s.absolute_timeout.map(millis),
+            idle_timeout_ms: s.idle_timeout.map(millis),
+            permanent_cookie: s.permanent_cookie,
+        }
+    }
+}
+
+impl TryFrom<pb::SessionPersistence> for SessionPersistence {
+    type Error = ConvertError;
+
+    fn try_from(s: pb::SessionPersistence) -> Result<Self, ConvertError> {
+        let kind = match super::enumeration::<pb::SessionKind>(s.kind, "kind")? {
+            pb::SessionKind::Cookie => SessionKind::Cookie,
+            pb::SessionKind::Header => SessionKind::Header,
+        };
+        if let Some(name) = &s.name
+            && !SessionPersistence::valid_name(name)
+        {
+            return Err(ConvertError::new(ConvertErrorKind::Constraint(
+                "a session name is 1 to 128 token characters",
+            ))
+            .in_field("name"));
+        }
+        if s.permanent_cookie && s.absolute_timeout_ms.is_none() {
+            return Err(ConvertError::new(ConvertErrorKind::Constraint(
+                "a permanent session cookie needs an absolute timeout",
+            )));
+        }
+        Ok(Self {
+            name: s.name,
+            kind,
+            absolute_timeout: s.absolute_timeout_ms.map(Duration::from_millis),
+            idle_timeout: s.idle_timeout_ms.map(Duration::from_millis),
+            permanent_cookie: s.permanent_cookie,
+        })
+    }
+}
+
 // === impl GrpcRoute ===
 
 impl From<&GrpcRoute> for pb::GrpcRoute {
@@ -668,6 +720,7 @@ impl From<&GrpcRouteRule> for pb::GrpcRouteRule {
             matches: encode_all(&rule.matches),
             filters: encode_all(&rule.filters),
             backend_refs: encode_all(&rule.backend_refs),
+            session_persistence: rule.session_persistence.as_ref().map(Into::into),
         }
     }
 }
@@ -681,6 +734,7 @@ impl TryFrom<pb::GrpcRouteRule> for GrpcRouteRule {
             matches: each(rule.matches, "matches")?,
             filters: each(rule.filters, "filters")?,
             backend_refs: each(rule.backend_refs, "backend_refs")?,
+            session_persistence: optional(rule.session_persistence, "session_persistence")?,
         })
     }
 }

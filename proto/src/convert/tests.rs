@@ -20,7 +20,8 @@ use crate::model::route::{
     BackendRef, Cors, GrpcMethodMatch, GrpcRoute, GrpcRouteMatch, GrpcRouteRule, HeaderMatch,
     HeaderModifier, HttpBackendRef, HttpFilter, HttpRoute, HttpRouteMatch, HttpRouteRule,
     ParentRef, PathMatch, PathModifier, QueryParamMatch, RequestMirror, RequestRedirect,
-    Resolution, Retry, ServiceKey, StringMatch, Timeouts, TlsRoute, UrlRewrite,
+    Resolution, Retry, ServiceKey, SessionKind, SessionPersistence, StringMatch, Timeouts,
+    TlsRoute, UrlRewrite,
 };
 use crate::model::{
     AllUnhealthy, Cluster, ClusterHealth, ClusterName, Fqdn, GatewayProbe, HealthReport,
@@ -307,6 +308,13 @@ fn http_route() -> HttpRoute {
             attempts: 3,
             backoff: Some(Duration::from_millis(250)),
         }),
+        session_persistence: Some(SessionPersistence {
+            name: Some("shop-session".into()),
+            kind: SessionKind::Cookie,
+            absolute_timeout: Some(Duration::from_secs(3600)),
+            idle_timeout: Some(Duration::from_secs(300)),
+            permanent_cookie: true,
+        }),
     };
     let redirects = HttpRouteRule {
         name: None,
@@ -339,6 +347,7 @@ fn http_route() -> HttpRoute {
         backend_refs: vec![],
         timeouts: Timeouts::default(),
         retry: None,
+        session_persistence: None,
     };
     let legacy = HttpRouteRule {
         name: Some("legacy".into()),
@@ -362,6 +371,13 @@ fn http_route() -> HttpRoute {
             codes: vec![503],
             attempts: 1,
             backoff: None,
+        }),
+        session_persistence: Some(SessionPersistence {
+            name: None,
+            kind: SessionKind::Header,
+            absolute_timeout: None,
+            idle_timeout: None,
+            permanent_cookie: false,
         }),
     };
     HttpRoute {
@@ -428,12 +444,20 @@ fn grpc_route() -> GrpcRoute {
                     weight: 1,
                     filters: vec![],
                 }],
+                session_persistence: Some(SessionPersistence {
+                    name: Some("x-grpc-session".into()),
+                    kind: SessionKind::Header,
+                    absolute_timeout: None,
+                    idle_timeout: Some(Duration::from_secs(60)),
+                    permanent_cookie: false,
+                }),
             },
             GrpcRouteRule {
                 name: None,
                 matches: vec![],
                 filters: vec![],
                 backend_refs: vec![],
+                session_persistence: None,
             },
         ],
     }
@@ -820,6 +844,22 @@ fn gateway_config_errors_name_the_field_path() {
             |c| http_rule(c, 0).matches[2].path.as_mut().unwrap().value = "/v[0-9".into(),
             "http_routes[0].route.rules[0].matches[2].path.value",
             r#"invalid regular expression "/v[0-9": unclosed character class"#,
+        ),
+        (
+            |c| {
+                let session = http_rule(c, 0).session_persistence.as_mut().unwrap();
+                session.name = Some("shop session".into());
+            },
+            "http_routes[0].route.rules[0].session_persistence.name",
+            "a session name is 1 to 128 token characters",
+        ),
+        (
+            |c| {
+                let session = http_rule(c, 0).session_persistence.as_mut().unwrap();
+                session.absolute_timeout_ms = None;
+            },
+            "http_routes[0].route.rules[0].session_persistence",
+            "a permanent session cookie needs an absolute timeout",
         ),
         (
             |c| http_rule(c, 0).matches[0].path.as_mut().unwrap().kind = 9,

@@ -62,6 +62,8 @@ pub struct HttpRouteRule {
     pub timeouts: Timeouts,
     /// `retry` (experimental channel in Gateway API).
     pub retry: Option<Retry>,
+    /// `sessionPersistence` (experimental channel in Gateway API).
+    pub session_persistence: Option<SessionPersistence>,
 }
 
 /// One `HTTPRouteMatch`: all set conditions must hold.
@@ -284,6 +286,47 @@ pub struct Retry {
     pub backoff: Option<Duration>,
 }
 
+/// `SessionPersistence` (GEP-1619): requests carrying a session token the gateway issued go
+/// to the same backend endpoint while it stays ready and the session has not expired.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionPersistence {
+    /// `sessionName`: the cookie or header name; `None` lets the gateway derive one per rule.
+    pub name: Option<String>,
+    /// Where the token travels.
+    pub kind: SessionKind,
+    /// `absoluteTimeout`: the session ends this long after it began.
+    pub absolute_timeout: Option<Duration>,
+    /// `idleTimeout`: the session ends after this long without a request.
+    pub idle_timeout: Option<Duration>,
+    /// `cookieConfig.lifetimeType: Permanent`: the cookie carries `Max-Age` (the absolute
+    /// timeout, which validation then requires) instead of ending with the browser session.
+    pub permanent_cookie: bool,
+}
+
+impl SessionPersistence {
+    /// The longest `sessionName` Gateway API allows.
+    pub const MAX_NAME_LEN: usize = 128;
+
+    /// Whether `name` can be both a cookie name and a header name: 1 to 128 RFC 9110 token
+    /// characters.
+    pub fn valid_name(name: &str) -> bool {
+        (1..=Self::MAX_NAME_LEN).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    }
+}
+
+/// Session persistence `type`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SessionKind {
+    /// A cookie the gateway sets (the default).
+    #[default]
+    Cookie,
+    /// A header the gateway sets on responses and the client sends back.
+    Header,
+}
+
 /// A Gateway API GRPCRoute.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GrpcRoute {
@@ -310,6 +353,8 @@ pub struct GrpcRouteRule {
     pub filters: Vec<HttpFilter>,
     /// Weighted backends.
     pub backend_refs: Vec<HttpBackendRef>,
+    /// `sessionPersistence` (experimental channel in Gateway API).
+    pub session_persistence: Option<SessionPersistence>,
 }
 
 /// One `GRPCRouteMatch`.

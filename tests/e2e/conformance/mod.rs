@@ -10,4 +10,5 @@
 mod grpc_tests;
 mod harness;
 mod http_tests;
+mod session_tests;
 mod tls_tests;

@@ -59,6 +59,7 @@ fn route(name: &str, backends: &[Resolution]) -> HttpRoute {
                 .collect(),
             timeouts: Timeouts::default(),
             retry: None,
+            session_persistence: None,
         }],
     }
 }
