@@ -17,10 +17,11 @@ use crate::backend::pool::{EndpointPool, PoolReturn};
 /// Errors of a response body (hyper's, or the lean client's I/O errors).
 pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The route's request timeout ran out while the response body was still streaming: the
-/// status line is gone already, so the only way to say so is to cut the response short.
+/// The route's request or backendRequest timeout ran out while the response body was still
+/// streaming: the status line is gone already, so the only way to say so is to cut the
+/// response short.
 #[derive(Debug, thiserror::Error)]
-#[error("the request timeout ran out while the response body was streaming")]
+#[error("the request or backendRequest timeout ran out while the response body was streaming")]
 pub(crate) struct RequestTimedOut;
 
 /// A request body sent upstream.
@@ -140,12 +141,17 @@ impl ProxyBody {
         }
     }
 
-    /// Cuts the body short at `deadline` (the route's request timeout covers the whole
-    /// exchange, as the Gateway API asks, not only the wait for the response head). An
-    /// abandoned upstream connection is closed, not pooled.
+    /// Cuts the body short at `deadline`, or at an earlier deadline it already has (the
+    /// route's request and backendRequest timeouts cover the whole exchange, as the Gateway
+    /// API asks, not only the wait for the response head). An abandoned upstream connection is
+    /// closed, not pooled.
     pub(crate) fn with_deadline(mut self, deadline: tokio::time::Instant) -> Self {
         if !self.is_end_stream() {
-            self.deadline = Some(Box::pin(tokio::time::sleep_until(deadline)));
+            match &mut self.deadline {
+                Some(existing) if existing.deadline() <= deadline => {}
+                Some(existing) => existing.as_mut().reset(deadline),
+                None => self.deadline = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
         }
         self
     }

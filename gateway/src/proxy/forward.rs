@@ -537,6 +537,7 @@ async fn exchange<'a>(
                 );
             }
         };
+        let attempt_started = tokio::time::Instant::now();
         let result = send_once(endpoint, request, rule.backend_timeout).await;
         let retryable = match &result {
             Ok(response) => retry.is_some_and(|r| r.codes.contains(&response.status().as_u16())),
@@ -547,6 +548,14 @@ async fn exchange<'a>(
             Err(Failure::Timeout) => retry.is_some(),
         };
         if !retryable || last || head.is_none() {
+            // backendRequest covers the attempt until the response is complete: a body still
+            // streaming when it runs out is cut short (the status line is already sent).
+            let result = match (result, rule.backend_timeout) {
+                (Ok(response), Some(timeout)) => {
+                    Ok(response.map(|body| body.with_deadline(attempt_started + timeout)))
+                }
+                (result, _) => result,
+            };
             return (result, attempt, Some(endpoint));
         }
         if let Ok(response) = &result {

@@ -943,6 +943,18 @@ async fn http_route_timeouts() {
     assert_eq!(code, 200);
     let body = body.expect("without a timeout the body arrives whole");
     assert!(String::from_utf8_lossy(&body).contains(V1));
+    // So does backendRequest (2 s request timeout, 500 ms per attempt): the body is cut at
+    // 500 ms, not at 2 s.
+    let (code, body, took) = fetch("/backend-timeout?bodyDelay=3s").await;
+    assert_eq!(code, 200);
+    assert!(
+        body.is_err(),
+        "a body past the backendRequest timeout arrived: {body:?}"
+    );
+    assert!(
+        took < Duration::from_millis(1500),
+        "cut after {took:?}, not at 500 ms"
+    );
 }
 
 #[tokio::test]
