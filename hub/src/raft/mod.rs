@@ -579,9 +579,14 @@ impl RaftHandle {
         // Every attempt that loops again definitely did not apply the request (an unknown
         // outcome returns at once), so running out of time here means nothing was applied.
         let mut target: Option<SocketAddr> = None;
+        // Why this node, leading, last asked the caller to wait: the answer if time runs out.
+        let mut busy: Option<String> = None;
         loop {
             if Instant::now() >= deadline {
-                return Err(RaftError::NoLeader);
+                return Err(match busy {
+                    Some(why) => RaftError::Membership(format!("{why}, still after {timeout:?}")),
+                    None => RaftError::NoLeader,
+                });
             }
             // A follower that knows the leader forwards at once, without first asking its own
             // raft thread (a round trip that can only answer "not the leader").
@@ -590,8 +595,9 @@ impl RaftHandle {
                 None => match self.here(change, deadline).await {
                     Ok(applied) => return Ok(applied),
                     Err(ProposeFailure::Retry(why)) => {
-                        tracing::debug!(node = self.inner.config.node_id, %why, "retrying a proposal");
+                        tracing::debug!(node = self.inner.config.node_id, %why, "retrying a membership change");
                         self.wait_for_leader(deadline).await?;
+                        busy = Some(why);
                         continue;
                     }
                     Err(ProposeFailure::Failed(RaftError::Timeout(_))) => {

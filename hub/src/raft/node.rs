@@ -689,18 +689,18 @@ impl<S: StateMachine> Node<S> {
         let refuse = |reply: oneshot::Sender<_>, why: String| {
             let _ = reply.send(Err(ProposeFailure::Failed(RaftError::Membership(why))));
         };
+        // Both pass within a commit round trip (raft-rs also counts a new leader's first entry
+        // as a pending change until it applies), so the caller waits and tries again rather
+        // than failing: nothing was proposed.
+        let busy = |reply: oneshot::Sender<_>, why: &str| {
+            let _ = reply.send(Err(ProposeFailure::Retry(why.into())));
+        };
         if self.raw.raft.has_pending_conf() {
-            return refuse(
-                reply,
-                "another membership change is in progress; retry once it is applied".into(),
-            );
+            return busy(reply, "another membership change is being applied");
         }
         let conf = self.raw.raft.prs().conf().to_conf_state();
         if !conf.voters_outgoing.is_empty() {
-            return refuse(
-                reply,
-                "the group is in a joint configuration; retry shortly".into(),
-            );
+            return busy(reply, "the group is in a joint configuration");
         }
         if let Some(promotion) = &self.promotion {
             let busy = promotion.id;

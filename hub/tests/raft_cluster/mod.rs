@@ -264,6 +264,27 @@ async fn a_new_node_joins_and_the_leader_can_remove_itself() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_membership_changes_wait_for_each_other() {
+    // raft-rs takes one configuration change at a time; a second one arriving while the first
+    // is being applied (or right after an election, while the new leader's first entry is)
+    // waits its turn instead of failing.
+    let mut cluster = Cluster::start(5, Options::default()).await;
+    let all = [1, 2, 3, 4, 5];
+    let leader = cluster.leader(&all, SETTLE).await;
+    let rest = followers(leader, &all);
+    let (a, b) = (rest[0], rest[1]);
+    let raft = cluster.raft(leader);
+    let (first, second) = tokio::join!(raft.remove_member(a), raft.remove_member(b));
+    assert_eq!((first, second), (Ok(()), Ok(())));
+    eventually("both removals show in the leader's status", SETTLE, || {
+        let members = cluster.status(leader).members;
+        members.len() == 3 && !members.contains_key(&a) && !members.contains_key(&b)
+    })
+    .await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_minority_commits_nothing_and_everyone_converges_after_healing() {
     let options = Options {
         request_timeout: Duration::from_secs(2),
