@@ -32,6 +32,21 @@ pub struct AgentConfig {
     pub probes: ProbeConfig,
     /// Hub connection and reporting.
     pub hub: HubClientConfig,
+    /// TLS of the `ConfigDiscovery` server; `None`: plain text (development only: gateways
+    /// receive their listeners' private keys over this channel).
+    pub gateway_tls: Option<GatewayServerTls>,
+}
+
+/// TLS of the `ConfigDiscovery` server (PEM files, read when the agent starts).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayServerTls {
+    /// The agent's server certificate chain, as gateways will verify it.
+    pub cert: PathBuf,
+    /// The private key of `cert`.
+    pub key: PathBuf,
+    /// CA certificate(s) a gateway's client certificate must chain to; with it, a gateway
+    /// without such a certificate cannot subscribe (and so never sees a private key).
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Active health checking: intervals, timeouts and hysteresis.
@@ -108,6 +123,7 @@ impl AgentConfig {
             poll_interval: Duration::from_millis(500),
             probes: ProbeConfig::default(),
             hub: HubClientConfig::default(),
+            gateway_tls: None,
         }
     }
 

@@ -50,7 +50,7 @@ use meridian_proto::pb::config_discovery_server::ConfigDiscoveryServer;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-pub use config::{AgentConfig, HubClientConfig, HubTlsConfig, ProbeConfig};
+pub use config::{AgentConfig, GatewayServerTls, HubClientConfig, HubTlsConfig, ProbeConfig};
 pub use hub_client::HubStatus;
 /// The metrics registry type [`spawn`] takes (re-exported so callers need no direct
 /// dependency on `prometheus-client`).
@@ -82,6 +82,14 @@ pub enum AgentError {
     /// The TLS files for the hub connection cannot be used.
     #[error("hub TLS: {path}: {message}")]
     HubTls {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The TLS files of the ConfigDiscovery server cannot be used.
+    #[error("gateway TLS: {path}: {message}")]
+    GatewayTls {
         /// The file.
         path: PathBuf,
         /// What is wrong.
@@ -240,7 +248,16 @@ pub async fn spawn(config: AgentConfig, mut registry: Registry) -> Result<AgentH
     let config_server =
         config_server::ConfigServer::new(index, outputs.configs.clone(), shutdown.clone());
     let mut grpc_shutdown = shutdown.clone();
-    let grpc = tonic::transport::Server::builder()
+    let mut grpc = tonic::transport::Server::builder();
+    if let Some(tls) = &config.gateway_tls {
+        grpc = grpc
+            .tls_config(gateway_tls(tls)?)
+            .map_err(|error| AgentError::GatewayTls {
+                path: tls.cert.clone(),
+                message: error.to_string(),
+            })?;
+    }
+    let grpc = grpc
         .tcp_nodelay(true)
         // A gateway whose host vanished without closing the connection is noticed by the
         // keepalive; its readiness probe marks it down sooner anyway.
@@ -358,6 +375,32 @@ fn hub_endpoint(
             .map_err(|error| invalid(error.to_string()))?;
     }
     Ok(endpoint)
+}
+
+/// Reads the TLS files of the ConfigDiscovery server.
+fn gateway_tls(config: &GatewayServerTls) -> Result<tonic::transport::ServerTlsConfig, AgentError> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let read = |path: &PathBuf, what: &str| {
+        let bytes = std::fs::read(path).map_err(|error| AgentError::GatewayTls {
+            path: path.clone(),
+            message: error.to_string(),
+        })?;
+        if !String::from_utf8_lossy(&bytes).contains(what) {
+            return Err(AgentError::GatewayTls {
+                path: path.clone(),
+                message: format!("no PEM {}", what.trim_matches('-').to_lowercase()),
+            });
+        }
+        Ok(bytes)
+    };
+    let cert = read(&config.cert, "-----BEGIN CERTIFICATE-----")?;
+    let key = read(&config.key, "PRIVATE KEY-----")?;
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+    if let Some(ca) = &config.client_ca {
+        let ca = read(ca, "-----BEGIN CERTIFICATE-----")?;
+        tls = tls.client_ca_root(Certificate::from_pem(ca));
+    }
+    Ok(tls)
 }
 
 /// Reads the TLS files of the hub connection.

@@ -12,6 +12,7 @@ use meridian_proto::pb::config_discovery_client::ConfigDiscoveryClient;
 use meridian_proto::pb::gateway_message::Kind;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{ClientTlsConfig, Endpoint};
 use tracing::{info, warn};
 
 use crate::runtime::GatewayHandle;
@@ -19,18 +20,21 @@ use crate::runtime::GatewayHandle;
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Subscribes to the agent at `agent_endpoint` (`http://host:port`) for the Gateway
-/// `gateway`, applies every snapshot to `handle` and answers ACK/NACK; reconnects with
-/// backoff. Runs until the future is dropped (cancelled).
+/// Subscribes to the agent at `agent_endpoint` (`http://host:port`, or `https://host:port`
+/// with `tls`) for the Gateway `gateway`, applies every snapshot to `handle` and answers
+/// ACK/NACK; reconnects with backoff. Runs until the future is dropped (cancelled).
 pub async fn run_agent_subscription(
     handle: GatewayHandle,
     agent_endpoint: String,
     gateway: ObjectKey,
     instance: String,
+    tls: Option<ClientTlsConfig>,
 ) {
     let mut backoff = MIN_BACKOFF;
     loop {
-        match subscribe_once(&handle, &agent_endpoint, &gateway, &instance).await {
+        let subscribed =
+            subscribe_once(&handle, &agent_endpoint, tls.as_ref(), &gateway, &instance);
+        match subscribed.await {
             Ok(n_configs) => {
                 info!(agent = %agent_endpoint, n_configs, "agent stream ended; reconnecting");
                 if n_configs > 0 {
@@ -53,12 +57,24 @@ pub async fn run_agent_subscription(
 async fn subscribe_once(
     handle: &GatewayHandle,
     endpoint: &str,
+    tls: Option<&ClientTlsConfig>,
     gateway: &ObjectKey,
     instance: &str,
 ) -> Result<u64, String> {
-    let mut client = ConfigDiscoveryClient::connect(endpoint.to_string())
+    let mut agent = Endpoint::from_shared(endpoint.to_string())
+        .map_err(|e| format!("agent URL {endpoint:?}: {e}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true);
+    if let Some(tls) = tls {
+        agent = agent
+            .tls_config(tls.clone())
+            .map_err(|e| format!("agent TLS: {e}"))?;
+    }
+    let channel = agent
+        .connect()
         .await
-        .map_err(|e| format!("connecting: {e}"))?;
+        .map_err(|e| format!("connecting: {}", with_causes(&e)))?;
+    let mut client = ConfigDiscoveryClient::new(channel);
     let (tx, rx) = mpsc::channel(4);
     let subscribe = pb::GatewayMessage {
         kind: Some(Kind::Subscribe(pb::GatewaySubscribe {
@@ -74,7 +90,19 @@ async fn subscribe_once(
     let mut stream = client
         .subscribe(ReceiverStream::new(rx))
         .await
-        .map_err(|status| format!("subscribing: {status}"))?
+        .map_err(|status| {
+            // With TLS 1.3 the server checks a client certificate after the client's side of
+            // the handshake is done, so a refused certificate shows up only as a closed
+            // connection here.
+            let hint = match status.code() {
+                tonic::Code::Cancelled | tonic::Code::Unavailable if tls.is_some() => {
+                    " (the agent closed the connection: does it accept this gateway's client \
+                     certificate, --agent-tls-cert?)"
+                }
+                _ => "",
+            };
+            format!("subscribing: {}{hint}", with_causes(&status))
+        })?
         .into_inner();
     info!(agent = %endpoint, %gateway, "subscribed to agent");
     let mut n_configs = 0;
@@ -103,4 +131,20 @@ async fn subscribe_once(
             .map_err(|_| "stream closed".to_string())?;
     }
     Ok(n_configs)
+}
+
+/// An error with its chain of causes: tonic's top-level "transport error" alone does not say
+/// that, for example, the agent refused this gateway's certificate.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }

@@ -103,6 +103,7 @@ async fn acks_valid_and_nacks_invalid_snapshots() {
         endpoint,
         "default/gw".parse().unwrap(),
         "gw-1".into(),
+        None,
     ));
 
     // subscribe, ack v1, nack v2, then (after the agent ends the stream) a new subscribe that

@@ -58,6 +58,17 @@ pub struct Args {
     /// example their peer identity `hub.meridian`).
     #[arg(long, value_name = "NAME", requires = "hub_ca")]
     hub_server_name: Option<String>,
+    /// Serve the gateways' ConfigDiscovery API over TLS with this certificate (PEM). Without
+    /// it the API is plain text, and gateways receive their listeners' private keys over it:
+    /// use plain text only on loopback.
+    #[arg(long, value_name = "FILE", requires = "gateway_tls_key")]
+    gateway_tls_cert: Option<PathBuf>,
+    /// The private key of --gateway-tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "gateway_tls_cert")]
+    gateway_tls_key: Option<PathBuf>,
+    /// Accept only gateways with a client certificate from this CA (PEM).
+    #[arg(long, value_name = "FILE", requires = "gateway_tls_cert")]
+    gateway_client_ca: Option<PathBuf>,
 }
 
 /// Runs `meridian agent` until Ctrl-C or SIGTERM.
@@ -131,6 +142,13 @@ fn build_config(args: &Args) -> anyhow::Result<AgentConfig> {
             cert: args.tls_cert.clone(),
             key: args.tls_key.clone(),
             server_name: args.hub_server_name.clone(),
+        });
+    }
+    if let (Some(cert), Some(key)) = (&args.gateway_tls_cert, &args.gateway_tls_key) {
+        config.gateway_tls = Some(meridian_agent::GatewayServerTls {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.gateway_client_ca.clone(),
         });
     }
     Ok(config)

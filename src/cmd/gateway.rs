@@ -45,6 +45,60 @@ pub struct Args {
     /// Standalone mode: how often to check the directory for changes, in milliseconds.
     #[arg(long, default_value_t = 500)]
     poll_ms: u64,
+    /// CA certificate(s) (PEM) of the agent's ConfigDiscovery TLS; turns on TLS (the agent URL
+    /// becomes https://).
+    #[arg(long, value_name = "FILE", requires = "agent")]
+    agent_ca: Option<PathBuf>,
+    /// This gateway's client certificate (PEM), for agents that require one.
+    #[arg(long, value_name = "FILE", requires_all = ["agent_tls_key", "agent_ca"])]
+    agent_tls_cert: Option<PathBuf>,
+    /// The private key of --agent-tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires_all = ["agent_tls_cert", "agent_ca"])]
+    agent_tls_key: Option<PathBuf>,
+    /// Verify the agent's certificate against this name instead of the URL's host.
+    #[arg(long, value_name = "NAME", requires = "agent_ca")]
+    agent_server_name: Option<String>,
+}
+
+/// The agent URL and, with `--agent-ca`, the TLS settings for it (files read now, so that a
+/// missing or malformed file stops the gateway at start with its name).
+fn agent_tls(
+    args: &Args,
+    agent: &str,
+) -> anyhow::Result<(String, Option<tonic::transport::ClientTlsConfig>)> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let Some(ca) = &args.agent_ca else {
+        if agent.starts_with("https://") {
+            bail!("an https:// agent URL needs the agent's CA (--agent-ca)");
+        }
+        return Ok((agent.to_string(), None));
+    };
+    let read = |path: &PathBuf, what: &str| -> anyhow::Result<Vec<u8>> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        if !String::from_utf8_lossy(&bytes).contains(what) {
+            bail!("{}: no PEM {}", path.display(), what.trim_matches('-'));
+        }
+        Ok(bytes)
+    };
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(
+        ca,
+        "-----BEGIN CERTIFICATE-----",
+    )?));
+    if let (Some(cert), Some(key)) = (&args.agent_tls_cert, &args.agent_tls_key) {
+        tls = tls.identity(Identity::from_pem(
+            read(cert, "-----BEGIN CERTIFICATE-----")?,
+            read(key, "PRIVATE KEY-----")?,
+        ));
+    }
+    if let Some(name) = &args.agent_server_name {
+        tls = tls.domain_name(name.clone());
+    }
+    let agent = match agent.strip_prefix("http://") {
+        Some(rest) => format!("https://{rest}"),
+        None if agent.starts_with("https://") => agent.to_string(),
+        None => format!("https://{agent}"),
+    };
+    Ok((agent, Some(tls)))
 }
 
 /// Runs `meridian gateway` until SIGINT/SIGTERM, then drains.
@@ -64,12 +118,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 bail!("--gateway NS/NAME is required with --agent");
             };
             let gateway: ObjectKey = gateway.parse().context("--gateway")?;
+            let (agent, tls) = agent_tls(&args, agent)?;
             write_ready(&args, &handle)?;
             let subscription = tokio::spawn(meridian_gateway::run_agent_subscription(
                 handle.clone(),
-                agent.clone(),
+                agent,
                 gateway,
                 instance,
+                tls,
             ));
             wait_for_signal().await?;
             subscription.abort();

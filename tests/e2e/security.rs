@@ -224,3 +224,167 @@ async fn an_mtls_hub_admits_only_the_agent_its_certificate_names() {
         "refused before any call: {error}"
     );
 }
+
+/// Starts a gateway subscribing to `agent` for `infra/gw`, with `tls_args`; returns it and its
+/// admin URL.
+fn gateway(dir: &Path, name: &str, agent: &str, tls_args: &[&str]) -> (Proc, String) {
+    let mut args = vec![
+        "gateway",
+        "--agent",
+        agent,
+        "--gateway",
+        "infra/gw",
+        "--instance",
+        name,
+    ];
+    args.extend_from_slice(tls_args);
+    let (proc, ready) = Proc::start_ready(
+        ProcSpec::new(name, meridian_bin(), dir, &args),
+        Duration::from_secs(30),
+    );
+    let admin = format!("http://{}", ready["admin"].as_str().expect("admin"));
+    (proc, admin)
+}
+
+async fn ready_status(client: &reqwest::Client, admin: &str) -> u16 {
+    match client.get(format!("{admin}/ready")).send().await {
+        Ok(response) => response.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_agent_configures_only_gateways_with_a_certificate_from_its_ca() {
+    // Gateways receive their listeners' private keys from the agent, so the ConfigDiscovery
+    // channel must be private and only for the cluster's own gateways.
+    meridian_tests::init_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    let ca = Ca::new("gateways");
+    let ca_file = pki.join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let (agent_cert, agent_key) = ca.leaf("agent", &["agent.meridian"]).write(&pki, "agent");
+    let (gw_cert, gw_key) = ca.leaf("gw", &["gateway.meridian"]).write(&pki, "gw");
+    let (rogue_cert, rogue_key) = Ca::new("rogue")
+        .leaf("gw", &["gateway.meridian"])
+        .write(&pki, "rogue");
+
+    let config_dir = dir.path().join("agent-config");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    let port = meridian_tests::net::free_port("127.0.0.1".parse().unwrap());
+    std::fs::write(
+        config_dir.join("gateway.yaml"),
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: infra}}
+spec:
+  gatewayClassName: meridian
+  addresses: [{{type: IPAddress, value: 127.0.0.1}}]
+  listeners: [{{name: http, port: {port}, protocol: HTTP}}]
+"
+        ),
+    )
+    .unwrap();
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    let (ca_file, agent_cert, agent_key) = (path(&ca_file), path(&agent_cert), path(&agent_key));
+    let (_agent, ready) = Proc::start_ready(
+        ProcSpec::new(
+            "agent",
+            meridian_bin(),
+            dir.path(),
+            &[
+                "agent",
+                "--config-dir",
+                &path(&config_dir),
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+                "--gateway-tls-cert",
+                &agent_cert,
+                "--gateway-tls-key",
+                &agent_key,
+                "--gateway-client-ca",
+                &ca_file,
+            ],
+        ),
+        Duration::from_secs(30),
+    );
+    let grpc = ready["grpc"].as_str().expect("grpc").to_string();
+    let plain_url = format!("http://{grpc}");
+    let client = reqwest::Client::new();
+
+    // The cluster's gateway, with a certificate from the CA, gets its config.
+    let (gw_cert, gw_key) = (path(&gw_cert), path(&gw_key));
+    let (_good, good_admin) = gateway(
+        dir.path(),
+        "gw-good",
+        &plain_url,
+        &[
+            "--agent-ca",
+            &ca_file,
+            "--agent-tls-cert",
+            &gw_cert,
+            "--agent-tls-key",
+            &gw_key,
+            "--agent-server-name",
+            "agent.meridian",
+        ],
+    );
+    eventually(
+        "the gateway with a CA certificate is configured",
+        Duration::from_secs(20),
+        || async {
+            match ready_status(&client, &good_admin).await {
+                200 => Ok(()),
+                other => Err(format!("/ready answered {other}")),
+            }
+        },
+    )
+    .await;
+
+    // One with a certificate from another CA, one without a certificate and one speaking
+    // plain text get nothing.
+    let (rogue_cert, rogue_key) = (path(&rogue_cert), path(&rogue_key));
+    let tls_only = [
+        "--agent-ca",
+        ca_file.as_str(),
+        "--agent-server-name",
+        "agent.meridian",
+    ];
+    let rogue_args = [
+        &tls_only[..],
+        &[
+            "--agent-tls-cert",
+            &rogue_cert,
+            "--agent-tls-key",
+            &rogue_key,
+        ],
+    ]
+    .concat();
+    let refused = [
+        gateway(dir.path(), "gw-rogue", &plain_url, &rogue_args),
+        gateway(dir.path(), "gw-anonymous", &plain_url, &tls_only),
+        gateway(dir.path(), "gw-plain", &plain_url, &[]),
+    ];
+    // Each has tried several times (reconnects start at 100 ms) by now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let why = ["client certificate", "client certificate", "connection"];
+    for ((proc, admin), why) in refused.iter().zip(why) {
+        assert_eq!(
+            ready_status(&client, admin).await,
+            503,
+            "{} must not be configured",
+            proc.spec().name
+        );
+        let log = std::fs::read_to_string(proc.spec().log_file()).unwrap_or_default();
+        assert!(
+            log.lines()
+                .any(|line| line.contains("agent subscription failed") && line.contains(why)),
+            "{} logs why it has no config ({why}):\n{log}",
+            proc.spec().name
+        );
+    }
+}

@@ -139,9 +139,8 @@ impl SessionPolicy {
         let endpoint = endpoint_id(endpoint);
         let token = match previous {
             Some(token) if token.endpoint == endpoint => {
-                if self.idle.is_none() {
-                    return None;
-                }
+                // Unchanged, and without an idle timeout there is nothing to refresh.
+                self.idle?;
                 SessionToken { last: now, ..token }
             }
             _ => SessionToken {
