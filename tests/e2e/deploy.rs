@@ -363,7 +363,10 @@ fn tls_patches_keep_the_base_args() {
             n_patches += 1;
         }
     }
-    assert_eq!(n_patches, 3, "expected the hub, agent and gateway tls patches");
+    assert_eq!(
+        n_patches, 3,
+        "expected the hub, agent and gateway tls patches"
+    );
 }
 
 /// The hub StatefulSet's container.
