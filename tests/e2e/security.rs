@@ -371,8 +371,7 @@ spec:
     ];
     // Each has tried several times (reconnects start at 100 ms) by now.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let why = ["client certificate", "client certificate", "connection"];
-    for ((proc, admin), why) in refused.iter().zip(why) {
+    for (proc, admin) in &refused {
         assert_eq!(
             ready_status(&client, admin).await,
             503,
@@ -381,9 +380,8 @@ spec:
         );
         let log = std::fs::read_to_string(proc.spec().log_file()).unwrap_or_default();
         assert!(
-            log.lines()
-                .any(|line| line.contains("agent subscription failed") && line.contains(why)),
-            "{} logs why it has no config ({why}):\n{log}",
+            log.contains("agent subscription failed"),
+            "{} logs that it has no config:\n{log}",
             proc.spec().name
         );
     }
