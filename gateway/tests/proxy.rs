@@ -69,6 +69,7 @@ fn backend(name: &str, addr: SocketAddr, app_protocol: AppProtocol) -> Backend {
         key: service(name),
         app_protocol,
         endpoints: vec![Endpoint { addr, ready: true }],
+        tls: None,
     }
 }
 
