@@ -35,6 +35,7 @@ async fn echo(name: &str) -> EchoHandle {
         listen: "127.0.0.1:0".parse().unwrap(),
         name: name.into(),
         namespace: Some("default".into()),
+        tls: None,
     })
     .await
     .unwrap()
