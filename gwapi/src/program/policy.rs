@@ -52,9 +52,12 @@ pub(crate) struct Evaluated {
 #[derive(Debug, Default)]
 pub(crate) struct Policies {
     evaluated: Vec<Evaluated>,
-    /// (namespace, Service name) → (policy index, sectionName).
-    targets: BTreeMap<(String, String), Vec<(usize, Option<String>)>>,
+    /// (namespace, Service name) → the policies naming it.
+    targets: BTreeMap<(String, String), Vec<Target>>,
 }
+
+/// One targetRef: (policy index, sectionName).
+type Target = (usize, Option<String>);
 
 /// The policies that apply to one Service port: the winner and the losers.
 #[derive(Debug)]
@@ -221,7 +224,8 @@ fn evaluate(checked: &CheckedPolicy, key: ObjectKey, index: &Index<'_>) -> Evalu
     }
     // Any unusable reference fails the policy's connections: the spec says connections using
     // an invalid reference must fail, and a partial bundle would trust less than was asked.
-    let tls = match (&not_accepted, &unresolved) {
+    // The reference's own reason is the more precise one for the route's ResolvedRefs.
+    let tls = match (&unresolved, &not_accepted) {
         (Some(fault), _) | (None, Some(fault)) => Err(fault.clone()),
         (None, None) => Ok(BackendTls {
             ca_pem: bundle,
