@@ -30,6 +30,7 @@ fn config(n_routes: usize) -> GatewayConfig {
                     ready: true,
                 })
                 .collect(),
+            tls: None,
         })
         .collect();
     let http_routes = (0..n_routes)

@@ -17,7 +17,10 @@
 //! - `GET /health`: 200 `ok`.
 //! - WebSocket upgrade on any path: echoes text and binary messages.
 //!
-//! Serves HTTP/1.1 and h2c (prior knowledge) on one port. Each request is logged as
+//! Serves HTTP/1.1 and h2c (prior knowledge) on one port, or, with a certificate
+//! ([`EchoOptions::tls`]), HTTPS (HTTP/1.1 and h2 by ALPN) and then reports the connection in
+//! a `tls` object like the upstream echo: `{"version", "serverName", "negotiatedProtocol",
+//! "cipherSuite"}` (`serverName` is the SNI the client sent). Each request is logged as
 //! `Echoing back request made to <uri>` (target `echo`), which mirror tests look for.
 
 pub mod websocket;
@@ -39,6 +42,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
 use self::websocket::{Message, accept_key, read_message, write_message};
@@ -52,6 +56,24 @@ pub struct EchoOptions {
     pub name: String,
     /// The namespace it reports, if any.
     pub namespace: Option<String>,
+    /// Serve HTTPS with this certificate instead of cleartext.
+    pub tls: Option<EchoTls>,
+}
+
+/// The certificate an HTTPS echo serves.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EchoTls {
+    /// PEM certificate chain, leaf first.
+    pub cert_pem: String,
+    /// PEM private key.
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for EchoTls {
+    /// Never prints the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EchoTls").finish_non_exhaustive()
+    }
 }
 
 /// A running echo backend; dropping the handle does not stop it, [`EchoHandle::stop`] does.
@@ -67,16 +89,50 @@ struct EchoState {
     attempts: Mutex<HashMap<String, u32>>,
 }
 
-/// Binds and starts an echo backend.
+/// Binds and starts an echo backend. A bad certificate or key is an `InvalidInput` error.
 pub async fn spawn_echo(options: EchoOptions) -> std::io::Result<EchoHandle> {
+    let acceptor = options.tls.as_ref().map(tls_acceptor).transpose()?;
     let listener = TcpListener::bind(options.listen).await?;
     let addr = listener.local_addr()?;
     let state = Arc::new(EchoState {
         options,
         attempts: Mutex::new(HashMap::new()),
     });
-    let task = tokio::spawn(accept_loop(listener, state));
+    let task = tokio::spawn(accept_loop(listener, state, acceptor));
     Ok(EchoHandle { addr, task })
+}
+
+fn tls_acceptor(tls: &EchoTls) -> std::io::Result<TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let invalid = |what: &str, e: &dyn std::fmt::Display| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{what}: {e}"))
+    };
+    let chain = CertificateDer::pem_slice_iter(tls.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid("certificate", &e))?;
+    let key = PrivateKeyDer::from_pem_slice(tls.key_pem.as_bytes())
+        .map_err(|e| invalid("private key", &e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| invalid("TLS versions", &e))?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .map_err(|e| invalid("certificate", &e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The `tls` object of the answers on one TLS connection.
+fn tls_info(conn: &rustls::ServerConnection) -> serde_json::Value {
+    serde_json::json!({
+        "version": conn.protocol_version().map(|v| format!("{v:?}")),
+        "serverName": conn.server_name(),
+        "negotiatedProtocol": conn.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned()),
+        "cipherSuite": conn.negotiated_cipher_suite().map(|c| format!("{:?}", c.suite())),
+    })
 }
 
 impl EchoHandle {
@@ -91,7 +147,7 @@ impl EchoHandle {
     }
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<EchoState>) {
+async fn accept_loop(listener: TcpListener, state: Arc<EchoState>, acceptor: Option<TlsAcceptor>) {
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     loop {
         let Ok((stream, remote)) = listener.accept().await else {
@@ -101,16 +157,37 @@ async fn accept_loop(listener: TcpListener, state: Arc<EchoState>) {
         let _ = stream.set_nodelay(true);
         let state = Arc::clone(&state);
         let builder = Arc::clone(&builder);
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
             // A duplicate of the socket lets a request ask for a TCP reset of its connection.
             let Ok((stream, resetter)) = split_resetter(stream) else {
                 return;
             };
             let resetter = Arc::new(Mutex::new(Some(resetter)));
+            let Some(acceptor) = acceptor else {
+                let service = service_fn(move |request| {
+                    let state = Arc::clone(&state);
+                    let resetter = Arc::clone(&resetter);
+                    async move { handle(state, resetter, remote, None, request).await }
+                });
+                let _ = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .await;
+                return;
+            };
+            let stream = match acceptor.accept(stream).await {
+                Ok(stream) => stream,
+                Err(error) => {
+                    info!(target: "echo", %remote, %error, "TLS handshake failed");
+                    return;
+                }
+            };
+            let tls = Arc::new(tls_info(stream.get_ref().1));
             let service = service_fn(move |request| {
                 let state = Arc::clone(&state);
                 let resetter = Arc::clone(&resetter);
-                async move { handle(state, resetter, remote, request).await }
+                let tls = Arc::clone(&tls);
+                async move { handle(state, resetter, remote, Some(tls), request).await }
             });
             let _ = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -144,6 +221,7 @@ async fn handle(
     state: Arc<EchoState>,
     resetter: Resetter,
     remote: SocketAddr,
+    tls: Option<Arc<serde_json::Value>>,
     mut request: Request<Incoming>,
 ) -> Result<Response<EchoBody>, Reset> {
     let uri = request
@@ -232,7 +310,7 @@ async fn handle(
         .or_else(|| request.uri().authority().map(|a| a.to_string()))
         .unwrap_or_default();
     let set_headers = header("x-echo-set-header");
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "backend": state.options.name,
         "pod": state.options.name,
         "namespace": state.options.namespace,
@@ -245,6 +323,9 @@ async fn handle(
         "headers": headers,
         "remote": remote.to_string(),
     });
+    if let Some(tls) = tls {
+        body["tls"] = (*tls).clone();
+    }
     // Drain the request body so keep-alive connections stay usable.
     let _ = request.into_body().collect().await;
     let body = Bytes::from(body.to_string());

@@ -40,6 +40,7 @@ pub(crate) fn backend(name: &str, addr: SocketAddr) -> Backend {
         key: service(name),
         app_protocol: AppProtocol::Http1,
         endpoints: vec![Endpoint { addr, ready: true }],
+        tls: None,
     }
 }
 

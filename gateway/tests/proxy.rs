@@ -35,6 +35,7 @@ async fn echo(name: &str) -> EchoHandle {
         listen: "127.0.0.1:0".parse().unwrap(),
         name: name.into(),
         namespace: Some("default".into()),
+        tls: None,
     })
     .await
     .unwrap()
@@ -69,6 +70,7 @@ fn backend(name: &str, addr: SocketAddr, app_protocol: AppProtocol) -> Backend {
         key: service(name),
         app_protocol,
         endpoints: vec![Endpoint { addr, ready: true }],
+        tls: None,
     }
 }
 

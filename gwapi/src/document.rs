@@ -46,7 +46,11 @@ pub enum Resource {
     Secret(k8s::Secret),
     /// A Namespace.
     Namespace(k8s::Namespace),
-    /// A well-formed object of a kind Meridian does not use (a Deployment, a ConfigMap, ...).
+    /// A ConfigMap (BackendTLSPolicy CA bundles).
+    ConfigMap(k8s::ConfigMap),
+    /// A BackendTLSPolicy.
+    BackendTlsPolicy(CheckedPolicy),
+    /// A well-formed object of a kind Meridian does not use (a Deployment, ...).
     /// Kept so callers can log what they skipped; it is not a problem.
     Ignored {
         /// `apiVersion`.
@@ -74,6 +78,24 @@ pub struct Validated<R> {
     pub dropped_rules: Vec<String>,
     /// Set when the route as a whole is invalid.
     pub rejection: Option<Rejection>,
+}
+
+/// A BackendTLSPolicy with what validation found.
+///
+/// A policy that breaks a schema or CEL rule is kept with `invalid` set rather than dropped:
+/// dropping it would send its Services' traffic in cleartext, so programming makes the
+/// targeted backends invalid instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckedPolicy {
+    /// The policy (metadata.namespace always set).
+    pub policy: k8s::BackendTlsPolicy,
+    /// `metadata.creationTimestamp` in Unix milliseconds (0 when absent): the oldest policy
+    /// wins a conflict.
+    pub created_unix_ms: i64,
+    /// `metadata.generation` (0 when absent).
+    pub generation: i64,
+    /// Every schema/CEL violation (field path and message), when there is one.
+    pub invalid: Option<String>,
 }
 
 /// Why a route is not accepted at all.
@@ -220,6 +242,12 @@ fn parse_into(
         "Namespace" => decode(value, origin, &kind, problems)
             .and_then(|raw| validate::namespace(raw, origin, problems))
             .map(Resource::Namespace),
+        "ConfigMap" => decode(value, origin, &kind, problems)
+            .and_then(|raw| validate::config_map(raw, origin, problems))
+            .map(Resource::ConfigMap),
+        "BackendTLSPolicy" => decode(value, origin, &kind, problems)
+            .and_then(|raw| validate::backend_tls_policy(raw, origin, problems))
+            .map(Resource::BackendTlsPolicy),
         _ => None,
     };
     if let Some(resource) = resource {
@@ -251,7 +279,11 @@ fn supported_versions(kind: &str) -> Option<&'static [&'static str]> {
             "gateway.networking.k8s.io/v1beta1",
             "gateway.networking.k8s.io/v1alpha2",
         ],
-        "Service" | "Secret" | "Namespace" => &["v1"],
+        "BackendTLSPolicy" => &[
+            "gateway.networking.k8s.io/v1",
+            "gateway.networking.k8s.io/v1alpha3",
+        ],
+        "Service" | "Secret" | "Namespace" | "ConfigMap" => &["v1"],
         "EndpointSlice" => &["discovery.k8s.io/v1"],
         _ => return None,
     })

@@ -24,7 +24,9 @@ mod program;
 mod set;
 mod validate;
 
-pub use document::{Object, Rejection, Resource, Validated, parse_documents, parse_value};
+pub use document::{
+    CheckedPolicy, Object, Rejection, Resource, Validated, parse_documents, parse_value,
+};
 pub use hostname::{hostname_matches, intersect_hostnames};
 pub use json::{http_route_from_json, http_route_to_json};
 pub use problem::{Origin, Problem};

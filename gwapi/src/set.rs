@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use meridian_proto::model::ObjectKey;
 use meridian_proto::model::route::{GrpcRoute, HttpRoute, TlsRoute};
 
-use crate::document::{Object, Resource, Validated, parse_documents};
+use crate::document::{CheckedPolicy, Object, Resource, Validated, parse_documents};
 use crate::k8s;
 use crate::problem::{Origin, Problem};
 
@@ -35,6 +35,10 @@ pub struct ObjectSet {
     pub secrets: Vec<k8s::Secret>,
     /// Namespaces (for `allowedRoutes` selectors).
     pub namespaces: Vec<k8s::Namespace>,
+    /// ConfigMaps (BackendTLSPolicy CA bundles).
+    pub config_maps: Vec<k8s::ConfigMap>,
+    /// BackendTLSPolicies, invalid ones included (they make their targets fail closed).
+    pub backend_tls_policies: Vec<CheckedPolicy>,
 }
 
 // === impl ObjectSet ===
@@ -74,6 +78,8 @@ impl ObjectSet {
                 Resource::EndpointSlice(o) => set.endpoint_slices.push(o),
                 Resource::Secret(o) => set.secrets.push(o),
                 Resource::Namespace(o) => set.namespaces.push(o),
+                Resource::ConfigMap(o) => set.config_maps.push(o),
+                Resource::BackendTlsPolicy(o) => set.backend_tls_policies.push(o),
                 Resource::Ignored { .. } => {}
             }
         }
@@ -97,6 +103,9 @@ impl ObjectSet {
         self.secrets.sort_by_key(|o| meta_key(&o.metadata));
         self.namespaces
             .sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        self.config_maps.sort_by_key(|o| meta_key(&o.metadata));
+        self.backend_tls_policies
+            .sort_by_key(|o| meta_key(&o.policy.metadata));
     }
 
     /// The Gateway with this key.
@@ -116,6 +125,8 @@ impl ObjectSet {
             && self.endpoint_slices.is_empty()
             && self.secrets.is_empty()
             && self.namespaces.is_empty()
+            && self.config_maps.is_empty()
+            && self.backend_tls_policies.is_empty()
     }
 }
 
@@ -143,6 +154,10 @@ fn identity(resource: &Resource) -> Option<(&'static str, String)> {
         Resource::EndpointSlice(o) => ("EndpointSlice", meta_key(&o.metadata).to_string()),
         Resource::Secret(o) => ("Secret", meta_key(&o.metadata).to_string()),
         Resource::Namespace(o) => ("Namespace", o.metadata.name.clone()),
+        Resource::ConfigMap(o) => ("ConfigMap", meta_key(&o.metadata).to_string()),
+        Resource::BackendTlsPolicy(o) => {
+            ("BackendTLSPolicy", meta_key(&o.policy.metadata).to_string())
+        }
         Resource::Ignored { .. } => return None,
     })
 }

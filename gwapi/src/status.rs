@@ -20,6 +20,20 @@ pub struct GatewayStatus {
     /// One entry per route with at least one parentRef naming this Gateway, in
     /// (kind, key, origin) order.
     pub routes: Vec<RouteStatus>,
+    /// One entry per BackendTLSPolicy targeting a Service port this Gateway's routes name
+    /// (the Gateway is an ancestor of the policy), in key order.
+    pub policies: Vec<PolicyStatus>,
+}
+
+/// The status of one BackendTLSPolicy towards the Gateway being programmed (its
+/// `status.ancestors` entry for this Gateway).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyStatus {
+    /// The policy.
+    pub key: ObjectKey,
+    /// `Accepted` (reasons Accepted, Conflicted, NoValidCACertificate, Invalid) and
+    /// `ResolvedRefs` (reasons ResolvedRefs, InvalidCACertificateRef, InvalidKind).
+    pub conditions: Vec<Condition>,
 }
 
 /// The status of one listener.
@@ -166,6 +180,12 @@ pub enum Reason {
     InvalidKind,
     /// `BackendNotFound`.
     BackendNotFound,
+    /// `Conflicted` (a policy that another policy overrides).
+    Conflicted,
+    /// `NoValidCACertificate`.
+    NoValidCACertificate,
+    /// `InvalidCACertificateRef`.
+    InvalidCACertificateRef,
     /// `Shadowed` (Meridian-specific): a local route is replaced by the hub's shared route with
     /// the same namespace and name.
     Shadowed,
@@ -177,6 +197,11 @@ impl GatewayStatus {
     /// The Gateway condition of `type_`, if set.
     pub fn condition(&self, type_: ConditionType) -> Option<&Condition> {
         find(&self.conditions, type_)
+    }
+
+    /// The status of BackendTLSPolicy `key`.
+    pub fn policy(&self, key: &ObjectKey) -> Option<&PolicyStatus> {
+        self.policies.iter().find(|p| &p.key == key)
     }
 
     /// The status of listener `name`.
@@ -195,6 +220,15 @@ impl GatewayStatus {
             Some(second) if second.origin == RouteOrigin::Shared => Some(second),
             _ => first,
         }
+    }
+}
+
+// === impl PolicyStatus ===
+
+impl PolicyStatus {
+    /// The condition of `type_`, if set.
+    pub fn condition(&self, type_: ConditionType) -> Option<&Condition> {
+        find(&self.conditions, type_)
     }
 }
 
@@ -373,6 +407,9 @@ impl Reason {
             Self::IncompatibleFilters => "IncompatibleFilters",
             Self::InvalidKind => "InvalidKind",
             Self::BackendNotFound => "BackendNotFound",
+            Self::Conflicted => "Conflicted",
+            Self::NoValidCACertificate => "NoValidCACertificate",
+            Self::InvalidCACertificateRef => "InvalidCACertificateRef",
             Self::Shadowed => "Shadowed",
         }
     }

@@ -1,11 +1,12 @@
 //! `meridian echo`: the echo backend (JSON describing each request; steerable delays, statuses,
-//! failures, response headers; WebSocket echo; HTTP/1.1 and h2c). The server itself is
+//! failures, response headers; WebSocket echo; HTTP/1.1 and h2c, or HTTPS with `--tls-cert` and
+//! `--tls-key`). The server itself is
 //! `meridian_gateway::echo`; see its docs for the request controls.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use meridian_gateway::echo::{EchoOptions, spawn_echo};
+use meridian_gateway::echo::{EchoOptions, EchoTls, spawn_echo};
 use tracing::info;
 
 /// Arguments of `meridian echo`.
@@ -20,6 +21,12 @@ pub struct Args {
     /// Namespace reported in every answer.
     #[arg(long)]
     namespace: Option<String>,
+    /// Serve HTTPS with this PEM certificate chain (needs `--tls-key`).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Write `{"listen": ADDR, "pid": N}` here once serving.
     #[arg(long)]
     ready_file: Option<PathBuf>,
@@ -27,13 +34,25 @@ pub struct Args {
 
 /// Runs `meridian echo` until SIGINT/SIGTERM.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let read = |path: &PathBuf| {
+        std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(EchoTls {
+            cert_pem: read(cert)?,
+            key_pem: read(key)?,
+        }),
+        _ => None,
+    };
     let handle = spawn_echo(EchoOptions {
         listen: args.listen,
         name: args.name.clone(),
         namespace: args.namespace.clone(),
+        tls,
     })
     .await
-    .map_err(|e| anyhow::anyhow!("binding {}: {e}", args.listen))?;
+    .map_err(|e| anyhow::anyhow!("starting the echo backend on {}: {e}", args.listen))?;
     let addr = handle.addr();
     if let Some(path) = &args.ready_file {
         super::process::write_ready_file(

@@ -265,8 +265,8 @@ impl DirWatcher {
 }
 
 /// Logs every unhealthy condition (a False `Accepted`/`ResolvedRefs`/`Programmed`, a True
-/// `Conflicted`/`PartiallyInvalid`) so a standalone user sees why a route or listener is not
-/// served, with the reason the Gateway API names.
+/// `Conflicted`/`PartiallyInvalid`) so a standalone user sees why a route, listener or
+/// BackendTLSPolicy is not served, with the reason the Gateway API names.
 fn log_status(status: &meridian_gwapi::status::GatewayStatus) {
     use meridian_gwapi::status::{Condition, ConditionStatus, ConditionType};
     let bad = |c: &Condition| match c.type_ {
@@ -288,6 +288,11 @@ fn log_status(status: &meridian_gwapi::status::GatewayStatus) {
             for c in parent.conditions.iter().filter(|c| bad(c)) {
                 warn!(route = %route.key, kind = ?route.kind, condition = ?c.type_, reason = ?c.reason, message = %c.message, "route condition");
             }
+        }
+    }
+    for policy in &status.policies {
+        for c in policy.conditions.iter().filter(|c| bad(c)) {
+            warn!(policy = %policy.key, condition = ?c.type_, reason = ?c.reason, message = %c.message, "BackendTLSPolicy condition");
         }
     }
 }

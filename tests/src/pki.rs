@@ -44,10 +44,20 @@ impl Ca {
     /// A leaf for `dns_names` (and 127.0.0.1), usable as server and client certificate, with
     /// `common_name` as its subject CN.
     pub fn leaf(&self, common_name: &str, dns_names: &[&str]) -> Leaf {
+        self.leaf_with_uris(common_name, dns_names, &[])
+    }
+
+    /// As [`Ca::leaf`], with `uris` as URI subject alternative names too (SPIFFE IDs).
+    pub fn leaf_with_uris(&self, common_name: &str, dns_names: &[&str], uris: &[&str]) -> Leaf {
         let key = KeyPair::generate().unwrap();
         let mut params =
             CertificateParams::new(dns_names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .unwrap();
+        for uri in uris {
+            params
+                .subject_alt_names
+                .push(SanType::URI(uri.to_string().try_into().unwrap()));
+        }
         params
             .subject_alt_names
             .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));

@@ -135,6 +135,7 @@ mod tests {
                         ready: *ready,
                     })
                     .collect(),
+                tls: None,
             }],
             ..GatewayConfig::default()
         }

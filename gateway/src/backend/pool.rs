@@ -2,7 +2,12 @@
 //! client, and the lean client of [`h1`](super::h1) for bodyless `GET`/`HEAD`), or one shared
 //! multiplexed HTTP/2 (h2c) connection, plus one-off connections for upgrades.
 //!
-//! Pools are keyed by (endpoint address, protocol) and outlive config swaps: the runtime hands
+//! An endpoint under a BackendTLSPolicy speaks TLS (its [`BackendConnector`] was built when the
+//! snapshot compiled): HTTP/1.1 through hyper's client (the lean client is TCP-only), HTTP/2
+//! when the Service port is h2c-typed (ALPN `h2`). A failed handshake or certificate check is
+//! a connection error, like a refused connect.
+//!
+//! Pools are keyed by (endpoint address, protocol, TLS settings) and outlive config swaps: the runtime hands
 //! the same `Arc<EndpointPool>` to every snapshot that still names the endpoint, so a swap keeps
 //! warm connections. The only lock is the pool's own short critical section (push/pop).
 
@@ -14,11 +19,14 @@ use hyper::client::conn::{http1, http2};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use meridian_proto::model::gateway::AppProtocol;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tracing::warn;
 
 use super::h1::{self, H1Conn, H1Error, ReadyOrStreaming};
 use crate::proxy::body::{ProxyBody, ReqBody};
 use crate::proxy::shards;
+use crate::tls::backend::BackendConnector;
 
 /// Connections to one backend endpoint.
 #[derive(Debug)]
@@ -27,6 +35,8 @@ pub(crate) struct EndpointPool {
     pub(crate) addr: SocketAddr,
     /// How to talk to it.
     pub(crate) protocol: AppProtocol,
+    /// TLS to the endpoint (a BackendTLSPolicy); `None` is cleartext.
+    tls: Option<Arc<BackendConnector>>,
     settings: PoolSettings,
     /// Idle HTTP/1.1 connections, one stack per shard: a connection's task runs on the shard
     /// that opened it, so it is only ever reused there.
@@ -80,6 +90,20 @@ pub(crate) enum UpstreamError {
         /// hyper's error.
         source: hyper::Error,
     },
+    /// The TLS handshake failed (the certificate did not verify, no common protocol, ...).
+    #[error("TLS handshake with {addr}: {source}")]
+    Tls {
+        /// Endpoint.
+        addr: SocketAddr,
+        /// rustls' error, wrapped by tokio-rustls.
+        source: std::io::Error,
+    },
+    /// The TLS handshake did not finish in the connect timeout.
+    #[error("TLS handshake with {addr}: timed out")]
+    TlsTimeout {
+        /// Endpoint.
+        addr: SocketAddr,
+    },
     /// The lean client's exchange failed.
     #[error("upstream {addr}: {source}")]
     Lean {
@@ -93,11 +117,17 @@ pub(crate) enum UpstreamError {
 // === impl EndpointPool ===
 
 impl EndpointPool {
-    /// An empty pool for one endpoint.
-    pub(crate) fn new(addr: SocketAddr, protocol: AppProtocol, settings: PoolSettings) -> Self {
+    /// An empty pool for one endpoint, reached over TLS when `tls` is set.
+    pub(crate) fn new(
+        addr: SocketAddr,
+        protocol: AppProtocol,
+        tls: Option<Arc<BackendConnector>>,
+        settings: PoolSettings,
+    ) -> Self {
         Self {
             addr,
             protocol,
+            tls,
             settings,
             idle: (0..settings.shards.max(1))
                 .map(|_| Mutex::new(Vec::new()))
@@ -118,7 +148,9 @@ impl EndpointPool {
     ) -> Result<Response<ProxyBody>, UpstreamError> {
         match self.protocol {
             AppProtocol::H2c => self.send_h2(request).await,
-            AppProtocol::Http1 | AppProtocol::WebSocket if h1::is_lean_request(&request) => {
+            AppProtocol::Http1 | AppProtocol::WebSocket
+                if self.tls.is_none() && h1::is_lean_request(&request) =>
+            {
                 self.send_lean(request).await
             }
             AppProtocol::Http1 | AppProtocol::WebSocket => self.send_h1(request).await,
@@ -194,13 +226,10 @@ impl EndpointPool {
         self: &Arc<Self>,
         request: Request<ReqBody>,
     ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
-        let stream = self.connect_tcp().await?;
-        let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|source| self.http_error(source))?;
-        tokio::spawn(async move {
-            let _ = conn.with_upgrades().await;
-        });
+        let mut sender = match self.connect_tls().await? {
+            Some(stream) => self.handshake_h1(stream, true).await?,
+            None => self.handshake_h1(self.connect_tcp().await?, true).await?,
+        };
         sender
             .send_request(request)
             .await
@@ -222,13 +251,10 @@ impl EndpointPool {
                 },
             }
         }
-        let stream = self.connect_tcp().await?;
-        let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|source| self.http_error(source))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let mut sender = match self.connect_tls().await? {
+            Some(stream) => self.handshake_h1(stream, false).await?,
+            None => self.handshake_h1(self.connect_tcp().await?, false).await?,
+        };
         let response = sender
             .send_request(request)
             .await
@@ -286,8 +312,16 @@ impl EndpointPool {
 
     async fn send_h2(
         self: &Arc<Self>,
-        request: Request<ReqBody>,
+        mut request: Request<ReqBody>,
     ) -> Result<Response<ProxyBody>, UpstreamError> {
+        if self.tls.is_some() {
+            // `:scheme` says how the request travels; the forwarder wrote `http` for h2c.
+            let mut parts = request.uri().clone().into_parts();
+            parts.scheme = Some(http::uri::Scheme::HTTPS);
+            if let Ok(uri) = http::Uri::from_parts(parts) {
+                *request.uri_mut() = uri;
+            }
+        }
         let shared = {
             let guard = match self.h2[shards::current() % self.h2.len()].lock() {
                 Ok(guard) => guard,
@@ -298,13 +332,10 @@ impl EndpointPool {
         let mut sender = match shared {
             Some(sender) => sender,
             None => {
-                let stream = self.connect_tcp().await?;
-                let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                    .await
-                    .map_err(|source| self.http_error(source))?;
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
+                let sender = match self.connect_tls().await? {
+                    Some(stream) => self.handshake_h2(stream).await?,
+                    None => self.handshake_h2(self.connect_tcp().await?).await?,
+                };
                 let mut guard = match self.h2[shards::current() % self.h2.len()].lock() {
                     Ok(guard) => guard,
                     Err(poisoned) => poisoned.into_inner(),
@@ -333,6 +364,68 @@ impl EndpointPool {
         // Proxied requests are small writes; Nagle would add latency to every one.
         let _ = stream.set_nodelay(true);
         Ok(stream)
+    }
+
+    /// A TLS connection when the endpoint has a policy, `None` for cleartext endpoints. The
+    /// handshake shares the connect timeout; a failure is logged with its reason (a
+    /// certificate that does not verify is a configuration problem an operator must see).
+    async fn connect_tls(
+        &self,
+    ) -> Result<Option<tokio_rustls::client::TlsStream<TcpStream>>, UpstreamError> {
+        let Some(tls) = &self.tls else {
+            return Ok(None);
+        };
+        let stream = self.connect_tcp().await?;
+        let addr = self.addr;
+        match tokio::time::timeout(self.settings.connect_timeout, tls.connect(stream)).await {
+            Ok(Ok(stream)) => Ok(Some(stream)),
+            Ok(Err(source)) => {
+                warn!(%addr, sni = ?tls.server_name(), error = %source, "TLS handshake with backend failed");
+                Err(UpstreamError::Tls { addr, source })
+            }
+            Err(_) => {
+                warn!(%addr, sni = ?tls.server_name(), "TLS handshake with backend timed out");
+                Err(UpstreamError::TlsTimeout { addr })
+            }
+        }
+    }
+
+    /// An HTTP/1.1 client connection over `io`, its connection task spawned.
+    async fn handshake_h1<I>(
+        &self,
+        io: I,
+        upgrades: bool,
+    ) -> Result<http1::SendRequest<ReqBody>, UpstreamError>
+    where
+        I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let (sender, conn) = http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(|source| self.http_error(source))?;
+        if upgrades {
+            tokio::spawn(async move {
+                let _ = conn.with_upgrades().await;
+            });
+        } else {
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+        }
+        Ok(sender)
+    }
+
+    /// An HTTP/2 client connection over `io`, its connection task spawned.
+    async fn handshake_h2<I>(&self, io: I) -> Result<http2::SendRequest<ReqBody>, UpstreamError>
+    where
+        I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .map_err(|source| self.http_error(source))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
     }
 
     fn http_error(&self, source: hyper::Error) -> UpstreamError {

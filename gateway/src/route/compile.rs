@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use http::{HeaderName, Method, StatusCode};
 use meridian_proto::model::gateway::{
-    AppProtocol, Backend, GatewayConfig, Listener, ListenerProtocol, TlsMode,
+    AppProtocol, Backend, BackendTls, GatewayConfig, Listener, ListenerProtocol, TlsMode,
 };
 use meridian_proto::model::route::{
     self, BackendRef, GrpcRoute, HttpBackendRef, HttpFilter, HttpRoute, HttpRouteMatch, PathMatch,
@@ -40,11 +40,17 @@ use crate::filter::mirror::Mirror;
 use crate::filter::redirect::Redirect;
 use crate::filter::rewrite::Rewrite;
 use crate::metrics::GatewayMetrics;
+use crate::tls::backend::BackendConnector;
 use crate::tls::certs::{self, ServingCert};
 use crate::tls::sni::SniResolver;
 
-/// Endpoint pools by (address, protocol); carried from one compiled config to the next.
-pub(crate) type PoolMap = HashMap<(SocketAddr, AppProtocol), Arc<EndpointPool>>;
+/// Endpoint pools by (address, protocol, TLS settings); carried from one compiled config to
+/// the next. The TLS settings are part of the key so a policy change (added, removed, another
+/// CA or name) never reuses a connection opened under the old one.
+pub(crate) type PoolMap = HashMap<PoolKey, Arc<EndpointPool>>;
+
+/// What makes two endpoints share connections.
+pub(crate) type PoolKey = (SocketAddr, AppProtocol, Option<BackendTls>);
 
 /// What compilation needs besides the config.
 pub(crate) struct CompileContext<'a> {
@@ -599,8 +605,28 @@ fn compile_backends(
     new_pools: &mut PoolMap,
 ) -> Result<HashMap<ServiceKey, Arc<ServiceBackend>>, String> {
     let mut out = HashMap::new();
+    // One client config per (policy settings, ALPN) per snapshot, shared by its endpoints.
+    let mut connectors: HashMap<(&BackendTls, bool), Arc<BackendConnector>> = HashMap::new();
     for backend in backends {
         let name = service_name(&backend.key);
+        let connector = match &backend.tls {
+            None => None,
+            Some(tls) => {
+                let h2 = backend.app_protocol == AppProtocol::H2c;
+                let connector = match connectors.get(&(tls, h2)) {
+                    Some(connector) => Arc::clone(connector),
+                    None => {
+                        let connector = Arc::new(
+                            BackendConnector::new(tls, h2)
+                                .map_err(|e| format!("backend {name}: TLS: {e}"))?,
+                        );
+                        connectors.insert((tls, h2), Arc::clone(&connector));
+                        connector
+                    }
+                };
+                Some(connector)
+            }
+        };
         let mut endpoints = Vec::new();
         let mut seen = HashSet::new();
         for endpoint in backend.endpoints.iter().filter(|e| e.ready) {
@@ -613,19 +639,22 @@ fn compile_backends(
             if !seen.insert(endpoint.addr) {
                 continue;
             }
-            let key = (endpoint.addr, backend.app_protocol);
-            let pool = new_pools
-                .entry(key)
-                .or_insert_with(|| {
-                    ctx.pools.get(&key).cloned().unwrap_or_else(|| {
+            let key = (endpoint.addr, backend.app_protocol, backend.tls.clone());
+            let pool = match new_pools.get(&key) {
+                Some(pool) => Arc::clone(pool),
+                None => {
+                    let pool = ctx.pools.get(&key).cloned().unwrap_or_else(|| {
                         Arc::new(EndpointPool::new(
                             endpoint.addr,
                             backend.app_protocol,
+                            connector.clone(),
                             ctx.pool_settings,
                         ))
-                    })
-                })
-                .clone();
+                    });
+                    new_pools.insert(key, Arc::clone(&pool));
+                    pool
+                }
+            };
             endpoints.push(pool);
         }
         let metrics = ctx.metrics.backend(&name);

@@ -1,7 +1,9 @@
-//! TLS: certificates from PEM ([`certs`]), the SNI certificate resolver ([`sni`]), ClientHello
+//! TLS: client connections to backends under a BackendTLSPolicy ([`backend`]), certificates
+//! from PEM ([`certs`]), the SNI certificate resolver ([`sni`]), ClientHello
 //! parsing for passthrough ([`client_hello`]) and a stream that replays already-read bytes
 //! ([`prefixed`]).
 
+pub(crate) mod backend;
 pub(crate) mod certs;
 pub(crate) mod client_hello;
 pub(crate) mod prefixed;

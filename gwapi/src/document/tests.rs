@@ -26,6 +26,8 @@ fn kinds_of(text: &str) -> Vec<String> {
             Resource::EndpointSlice(_) => "EndpointSlice".to_string(),
             Resource::Secret(_) => "Secret".to_string(),
             Resource::Namespace(_) => "Namespace".to_string(),
+            Resource::ConfigMap(_) => "ConfigMap".to_string(),
+            Resource::BackendTlsPolicy(_) => "BackendTLSPolicy".to_string(),
             Resource::Ignored { kind, .. } => format!("ignored {kind}"),
         })
         .collect()
@@ -120,8 +122,11 @@ fn json_text_and_lists_parse_like_yaml() {
 
 #[test]
 fn unknown_kinds_are_ignored_not_reported() {
-    let text = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n";
-    assert_eq!(kinds_of(text), ["ignored Deployment", "ignored ConfigMap"]);
+    let text = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: c\n";
+    assert_eq!(
+        kinds_of(text),
+        ["ignored Deployment", "ignored ServiceAccount"]
+    );
     assert!(problems_of(text).is_empty());
 }
 

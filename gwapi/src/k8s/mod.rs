@@ -13,6 +13,7 @@
 mod core;
 mod gateway;
 mod grant;
+mod policy;
 mod route;
 
 use std::collections::BTreeMap;
@@ -20,8 +21,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use self::core::{
-    Endpoint, EndpointConditions, EndpointPort, EndpointSlice, Namespace, Secret, Service,
-    ServicePort, ServiceSpec,
+    ConfigMap, Endpoint, EndpointConditions, EndpointPort, EndpointSlice, Namespace, Secret,
+    Service, ServicePort, ServiceSpec,
 };
 pub use self::gateway::{
     AllowedRoutes, Gateway, GatewayAddress, GatewayClass, GatewayClassSpec, GatewayInfrastructure,
@@ -29,6 +30,10 @@ pub use self::gateway::{
     RouteGroupKind, RouteNamespaces, SecretObjectReference,
 };
 pub use self::grant::{ReferenceGrant, ReferenceGrantFrom, ReferenceGrantSpec, ReferenceGrantTo};
+pub use self::policy::{
+    BackendTlsPolicy, BackendTlsPolicySpec, BackendTlsPolicyValidation, CaCertificateReference,
+    PolicyTargetReference, SubjectAltNameSpec,
+};
 pub use self::route::{
     BackendObjectReference, CookieConfig, Fraction, GrpcBackendRef, GrpcHeaderMatch,
     GrpcMethodMatch, GrpcRoute, GrpcRouteFilter, GrpcRouteMatch, GrpcRouteRule, GrpcRouteSpec,

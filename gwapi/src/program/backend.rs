@@ -1,17 +1,20 @@
 //! Backend resolution: every `BackendRef` of an attached route gets a `Resolution`, and every
-//! resolved Service port becomes a `Backend` with endpoints from its EndpointSlices.
+//! resolved Service port becomes a `Backend` with endpoints from its EndpointSlices and, when a
+//! BackendTLSPolicy targets it, its TLS settings.
 
-use std::collections::BTreeSet;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
-use meridian_proto::model::gateway::{AppProtocol, Backend, Endpoint};
+use meridian_proto::model::gateway::{AppProtocol, Backend, BackendTls, Endpoint};
 use meridian_proto::model::route::{
     BackendRef, GrpcRoute, HttpBackendRef, HttpFilter, HttpRoute, Resolution, ServiceKey, TlsRoute,
 };
 
 use super::index::{Index, Reference};
+use super::policy::Policies;
 use crate::k8s;
-use crate::status::{Reason, RouteKind};
+use crate::status::{PolicyStatus, Reason, RouteKind};
 
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
@@ -25,11 +28,70 @@ pub(crate) struct RefFailure {
 /// Resolves references against one [`Index`].
 pub(crate) struct Resolver<'i, 'a> {
     pub(crate) index: &'i Index<'a>,
+    pub(crate) policies: &'i Policies,
+    /// Policies consulted for this Gateway's backends: position → the policy it lost a
+    /// conflict to, if any (for their status).
+    pub(crate) used: RefCell<BTreeMap<usize, Option<usize>>>,
 }
 
 // === impl Resolver ===
 
-impl Resolver<'_, '_> {
+impl<'i, 'a> Resolver<'i, 'a> {
+    /// A resolver with no policy consulted yet.
+    pub(crate) fn new(index: &'i Index<'a>, policies: &'i Policies) -> Self {
+        Self {
+            index,
+            policies,
+            used: RefCell::new(BTreeMap::new()),
+        }
+    }
+
+    /// The status of every policy consulted so far, in key order.
+    pub(crate) fn policy_statuses(&self) -> Vec<PolicyStatus> {
+        let mut out: Vec<PolicyStatus> = self
+            .used
+            .borrow()
+            .iter()
+            .map(|(&position, lost_to)| {
+                self.policies
+                    .status(position, lost_to.map(|w| self.policies.key(w)))
+            })
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+
+    /// The TLS settings of a Service port: `Ok(None)` without a policy, `Err` when the
+    /// winning policy is invalid. Records the policies consulted.
+    fn backend_tls(
+        &self,
+        namespace: &str,
+        service: &str,
+        port_name: Option<&str>,
+    ) -> Result<Option<BackendTls>, (Reason, String)> {
+        let Some(applied) = self.policies.for_port(namespace, service, port_name) else {
+            return Ok(None);
+        };
+        let (winner, evaluated) = applied.winner;
+        {
+            let mut used = self.used.borrow_mut();
+            used.entry(winner).or_insert(None);
+            for loser in applied.losers {
+                used.insert(loser, Some(winner));
+            }
+        }
+        match &evaluated.tls {
+            Ok(tls) => Ok(Some(tls.clone())),
+            Err(fault) => Err((
+                fault.reason,
+                format!(
+                    "BackendTLSPolicy {} for Service {namespace}/{service} is not usable, so no request goes to it: {}",
+                    evaluated.key, fault.message
+                ),
+            )),
+        }
+    }
+
     /// A copy of `route` with every backend resolved; mirrors whose backend does not resolve
     /// are removed (the spec: "mirror not configured").
     pub(crate) fn http_route(
@@ -190,6 +252,13 @@ impl Resolver<'_, '_> {
                 ),
             );
         }
+        if let Err((reason, message)) = self.backend_tls(
+            &reference.namespace,
+            &reference.name,
+            service_port.name.as_deref(),
+        ) {
+            return invalid(reason, message);
+        }
         Resolution::Service(ServiceKey {
             namespace: reference.namespace.clone(),
             name: reference.name.clone(),
@@ -209,6 +278,12 @@ impl Resolver<'_, '_> {
             .and_then(|p| app_protocol(p).ok())
             .unwrap_or_default();
         let port_name = service_port.and_then(|p| p.name.as_deref()).unwrap_or("");
+        // Only reached for ports that resolved, so an invalid policy has already made the
+        // reference invalid; `ok().flatten()` cannot turn a failing policy into cleartext.
+        let tls = self
+            .backend_tls(&key.namespace, &key.name, Some(port_name))
+            .ok()
+            .flatten();
         let mut endpoints = BTreeSet::new();
         for slice in self.index.slices(&key.namespace, &key.name) {
             if slice.address_type != "IPv4" && slice.address_type != "IPv6" {
@@ -243,6 +318,7 @@ impl Resolver<'_, '_> {
                 .into_iter()
                 .map(|(addr, ready)| Endpoint { addr, ready })
                 .collect(),
+            tls,
         }
     }
 }
@@ -280,6 +356,9 @@ fn reason_from(reason: &str) -> Reason {
         "InvalidKind" => Reason::InvalidKind,
         "RefNotPermitted" => Reason::RefNotPermitted,
         "UnsupportedProtocol" => Reason::UnsupportedProtocol,
+        "InvalidCACertificateRef" => Reason::InvalidCACertificateRef,
+        "NoValidCACertificate" => Reason::NoValidCACertificate,
+        "Invalid" => Reason::Invalid,
         _ => Reason::BackendNotFound,
     }
 }

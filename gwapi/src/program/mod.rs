@@ -14,6 +14,7 @@ mod attach;
 mod backend;
 mod index;
 mod listener;
+mod policy;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -28,6 +29,7 @@ use self::attach::{Candidate, attach, resolve_kind_conflicts};
 use self::backend::{RefFailure, Resolver};
 use self::index::{Index, gateway_key};
 use self::listener::ListenerState;
+use self::policy::Policies;
 use crate::k8s;
 use crate::set::ObjectSet;
 use crate::status::{
@@ -141,7 +143,8 @@ pub fn program(
     candidates.retain(|c| !c.outcomes.is_empty());
     resolve_kind_conflicts(&mut candidates, &listeners);
 
-    let resolver = Resolver { index: &index };
+    let policies = Policies::new(&objects.backend_tls_policies, &index);
+    let resolver = Resolver::new(&index, &policies);
     let mut config = GatewayConfig {
         version: 0,
         gateway: Some(gateway.clone()),
@@ -280,6 +283,7 @@ pub fn program(
             conditions: gateway_conditions,
             listeners: listener_statuses,
             routes: route_statuses,
+            policies: resolver.policy_statuses(),
         },
     }
 }

@@ -1,13 +1,16 @@
 //! Programming tests, modelled on the upstream conformance cases: attachment and allowedRoutes,
 //! hostname intersection, ReferenceGrant grant and revoke, backend resolution (including the
 //! proportional share of invalid backends), endpoints by port name, certificates, listener
-//! conflicts, shared routes, and the exact status reasons.
+//! conflicts, shared routes, BackendTLSPolicy (validity, conflicts, fail-closed backends), and
+//! the exact status reasons.
 
 use std::net::SocketAddr;
 
 use base64::Engine;
 use meridian_proto::model::ObjectKey;
-use meridian_proto::model::gateway::{AppProtocol, Endpoint, ListenerProtocol, TlsMode};
+use meridian_proto::model::gateway::{
+    AppProtocol, Endpoint, ListenerProtocol, SubjectAltName, TlsMode,
+};
 use meridian_proto::model::route::{HttpFilter, HttpRoute, Resolution, ServiceKey};
 
 use super::*;
@@ -1336,4 +1339,296 @@ fn gateway_classes_are_accepted_when_ours() {
         (False, Reason::InvalidParameters)
     );
     assert!(gateway_class_conditions(&class("example.com/other", "")).is_none());
+}
+
+// === BackendTLSPolicy ===
+
+/// A PEM certificate usable as a trust anchor.
+fn ca_pem() -> String {
+    rcgen::generate_simple_self_signed(vec!["backend-ca.example".to_string()])
+        .expect("rcgen")
+        .cert
+        .pem()
+}
+
+fn config_map(name: &str, ca_crt: &str) -> String {
+    let indented: String = ca_crt.lines().map(|l| format!("    {l}\n")).collect();
+    format!(
+        "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: infra}}\ndata:\n  ca.crt: |\n{indented}"
+    )
+}
+
+/// A policy in `infra` named `name`; `target` and `validation` are flow-style YAML.
+fn tls_policy(name: &str, created: &str, target: &str, validation: &str) -> String {
+    format!(
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\nmetadata: {{name: {name}, namespace: infra, creationTimestamp: \"{created}\"}}\nspec:\n  targetRefs: [{target}]\n  validation: {validation}\n"
+    )
+}
+
+const TARGET_HTTP: &str = "{group: '', kind: Service, name: infra-backend-v1, sectionName: http}";
+const TARGET_SERVICE: &str = "{group: '', kind: Service, name: infra-backend-v1}";
+const VALID: &str =
+    "{caCertificateRefs: [{group: '', kind: ConfigMap, name: ca}], hostname: abc.example.com}";
+
+/// Programs `extra` plus a route to infra-backend-v1:8080.
+fn program_with(extra: &str) -> Programmed {
+    let text = format!(
+        "{extra}{}",
+        http_route("web", "infra", "{name: same-namespace}", &backend(8080))
+    );
+    program(&set(&text), &[], &same_namespace())
+}
+
+fn policy_conditions(programmed: &Programmed, name: &str) -> Vec<Condition> {
+    programmed
+        .status
+        .policy(&key(&format!("infra/{name}")))
+        .unwrap_or_else(|| panic!("no status for {name}: {:?}", programmed.status.policies))
+        .conditions
+        .clone()
+}
+
+fn resolution(programmed: &Programmed) -> &Resolution {
+    &programmed.config.http_routes[0].route.rules[0].backend_refs[0]
+        .backend_ref
+        .resolution
+}
+
+#[test]
+fn a_valid_backend_tls_policy_programs_tls_on_its_service_port() {
+    let ca = ca_pem();
+    let programmed = program_with(&format!(
+        "{}{}",
+        config_map("ca", &ca),
+        tls_policy(
+            "tls",
+            "2024-01-01T00:00:00Z",
+            TARGET_HTTP,
+            "{caCertificateRefs: [{group: '', kind: ConfigMap, name: ca}], hostname: abc.example.com, subjectAltNames: [{type: Hostname, hostname: web.example.com}, {type: URI, uri: 'spiffe://example.com/web'}]}",
+        )
+    ));
+    let backend = &programmed.config.backends[0];
+    let tls = backend.tls.as_ref().expect("tls programmed");
+    assert_eq!(tls.hostname, "abc.example.com");
+    assert_eq!(tls.ca_pem.trim(), ca.trim());
+    assert_eq!(
+        tls.subject_alt_names,
+        [
+            SubjectAltName::Hostname("web.example.com".into()),
+            SubjectAltName::Uri("spiffe://example.com/web".into()),
+        ]
+    );
+    let conditions = policy_conditions(&programmed, "tls");
+    assert_eq!(
+        cond(&conditions, ConditionType::Accepted),
+        (True, Reason::Accepted)
+    );
+    assert_eq!(
+        cond(&conditions, ConditionType::ResolvedRefs),
+        (True, Reason::ResolvedRefs)
+    );
+    let route = route_conditions(&programmed, RouteKind::Http, "infra/web");
+    assert_eq!(
+        cond(&route, ConditionType::ResolvedRefs),
+        (True, Reason::ResolvedRefs)
+    );
+}
+
+#[test]
+fn a_policy_for_another_port_leaves_this_port_in_cleartext() {
+    let programmed = program_with(&format!(
+        "{}{}",
+        config_map("ca", &ca_pem()),
+        tls_policy(
+            "tls",
+            "2024-01-01T00:00:00Z",
+            "{group: '', kind: Service, name: infra-backend-v1, sectionName: h2c}",
+            VALID,
+        )
+    ));
+    assert!(programmed.config.backends[0].tls.is_none());
+    // The policy applies to no backend of this Gateway, so the Gateway is not its ancestor.
+    assert!(programmed.status.policies.is_empty());
+}
+
+#[test]
+fn an_unusable_policy_makes_its_backend_invalid_never_cleartext() {
+    let cases = [
+        (
+            String::new(),
+            VALID,
+            Reason::InvalidCACertificateRef,
+            (False, Reason::NoValidCACertificate),
+            "ConfigMap infra/ca not found",
+        ),
+        (
+            config_map("ca", "not a certificate"),
+            VALID,
+            Reason::InvalidCACertificateRef,
+            (False, Reason::NoValidCACertificate),
+            "holds no PEM certificate",
+        ),
+        (
+            String::new(),
+            "{caCertificateRefs: [{group: '', kind: Secret, name: ca}], hostname: abc.example.com}",
+            Reason::InvalidKind,
+            (False, Reason::NoValidCACertificate),
+            "Secret ca is not supported",
+        ),
+        (
+            String::new(),
+            "{wellKnownCACertificates: System, hostname: abc.example.com}",
+            Reason::Invalid,
+            (False, Reason::Invalid),
+            "wellKnownCACertificates is not supported",
+        ),
+        (
+            config_map("ca", &ca_pem()),
+            "{caCertificateRefs: [{group: '', kind: ConfigMap, name: ca}], wellKnownCACertificates: System, hostname: abc.example.com}",
+            Reason::Invalid,
+            (False, Reason::Invalid),
+            "mutually exclusive",
+        ),
+        (
+            config_map("ca", &ca_pem()),
+            "{caCertificateRefs: [{group: '', kind: ConfigMap, name: ca}], hostname: '*.example.com'}",
+            Reason::Invalid,
+            (False, Reason::Invalid),
+            "spec.validation.hostname",
+        ),
+    ];
+    for (extra, validation, route_reason, accepted, fragment) in cases {
+        let programmed = program_with(&format!(
+            "{extra}{}",
+            tls_policy("tls", "2024-01-01T00:00:00Z", TARGET_HTTP, validation)
+        ));
+        match resolution(&programmed) {
+            Resolution::Invalid { reason, message } => {
+                assert_eq!(reason, route_reason.as_str(), "{validation}");
+                assert!(message.contains(fragment), "{message:?} lacks {fragment:?}");
+            }
+            other => panic!("{validation}: backend resolved to {other:?}"),
+        }
+        assert!(programmed.config.backends.is_empty(), "{validation}");
+        let route = route_conditions(&programmed, RouteKind::Http, "infra/web");
+        assert_eq!(
+            cond(&route, ConditionType::ResolvedRefs),
+            (False, route_reason),
+            "{validation}"
+        );
+        let conditions = policy_conditions(&programmed, "tls");
+        assert_eq!(
+            cond(&conditions, ConditionType::Accepted),
+            accepted,
+            "{validation}"
+        );
+    }
+}
+
+#[test]
+fn schema_violations_are_reported_with_their_field_path() {
+    let text = tls_policy(
+        "tls",
+        "2024-01-01T00:00:00Z",
+        TARGET_HTTP,
+        "{hostname: abc.example.com, subjectAltNames: [{type: Hostname, uri: 'spiffe://x/y'}]}",
+    );
+    let (objects, problems) = parse_documents(&text, "p.yaml");
+    let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        problems,
+        [
+            "p.yaml doc 1 BackendTLSPolicy infra/tls: spec.validation: one of caCertificateRefs and wellKnownCACertificates is required",
+            "p.yaml doc 1 BackendTLSPolicy infra/tls: spec.validation.subjectAltNames[0]: type Hostname needs hostname and no uri",
+        ]
+    );
+    // Kept (marked invalid), so its Service fails closed instead of going cleartext.
+    assert_eq!(objects.len(), 1);
+}
+
+#[test]
+fn conflicting_policies_the_port_specific_then_the_oldest_wins() {
+    let ca = ca_pem();
+    let valid_for = |host: &str| {
+        format!(
+            "{{caCertificateRefs: [{{group: '', kind: ConfigMap, name: ca}}], hostname: {host}}}"
+        )
+    };
+    // Whole-Service policies: the oldest wins, whatever the names.
+    let programmed = program_with(&format!(
+        "{}{}{}",
+        config_map("ca", &ca),
+        tls_policy(
+            "a-new",
+            "2024-06-01T00:00:00Z",
+            TARGET_SERVICE,
+            &valid_for("new.example.com")
+        ),
+        tls_policy(
+            "b-old",
+            "2024-01-01T00:00:00Z",
+            TARGET_SERVICE,
+            &valid_for("old.example.com")
+        ),
+    ));
+    let tls = programmed.config.backends[0].tls.as_ref().expect("tls");
+    assert_eq!(tls.hostname, "old.example.com");
+    let loser = policy_conditions(&programmed, "a-new");
+    assert_eq!(
+        cond(&loser, ConditionType::Accepted),
+        (False, Reason::Conflicted)
+    );
+    let winner = policy_conditions(&programmed, "b-old");
+    assert_eq!(
+        cond(&winner, ConditionType::Accepted),
+        (True, Reason::Accepted)
+    );
+
+    // A policy naming the port beats an older one naming the whole Service.
+    let programmed = program_with(&format!(
+        "{}{}{}",
+        config_map("ca", &ca),
+        tls_policy(
+            "port",
+            "2024-06-01T00:00:00Z",
+            TARGET_HTTP,
+            &valid_for("port.example.com")
+        ),
+        tls_policy(
+            "service",
+            "2024-01-01T00:00:00Z",
+            TARGET_SERVICE,
+            &valid_for("svc.example.com")
+        ),
+    ));
+    let tls = programmed.config.backends[0].tls.as_ref().expect("tls");
+    assert_eq!(tls.hostname, "port.example.com");
+    let loser = policy_conditions(&programmed, "service");
+    assert_eq!(
+        cond(&loser, ConditionType::Accepted),
+        (False, Reason::Conflicted)
+    );
+
+    // The winner decides even when it is the invalid one: no fallback to the loser.
+    let programmed = program_with(&format!(
+        "{}{}{}",
+        config_map("ca", &ca),
+        tls_policy(
+            "broken",
+            "2024-01-01T00:00:00Z",
+            TARGET_HTTP,
+            "{caCertificateRefs: [{group: '', kind: ConfigMap, name: missing}], hostname: abc.example.com}"
+        ),
+        tls_policy(
+            "fine",
+            "2024-06-01T00:00:00Z",
+            TARGET_HTTP,
+            &valid_for("abc.example.com")
+        ),
+    ));
+    assert!(matches!(
+        resolution(&programmed),
+        Resolution::Invalid { .. }
+    ));
+    assert!(programmed.config.backends.is_empty());
 }

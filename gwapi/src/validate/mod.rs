@@ -14,6 +14,7 @@ mod filter;
 mod gateway;
 mod grpc;
 mod http;
+mod policy;
 mod route;
 mod tls;
 
@@ -32,6 +33,7 @@ pub(crate) use self::gateway::{
 };
 pub(crate) use self::grpc::grpc_route;
 pub(crate) use self::http::http_route;
+pub(crate) use self::policy::{backend_tls_policy, config_map};
 pub(crate) use self::tls::tls_route;
 
 /// One thing wrong inside a route, with the status reason it maps to.

@@ -3,12 +3,14 @@
 use super::net::{ip, port, socket_addr};
 use super::{
     Context, ConvertError, ConvertErrorKind, each, each_with, encode_all, enumeration, message,
-    optional,
+    optional, required,
 };
+use crate::model::ModelError;
 use crate::model::gateway::{
-    AppProtocol, Attached, Attachment, Backend, Endpoint, GatewayConfig, Listener,
-    ListenerProtocol, ListenerTls, TlsCertificate, TlsMode,
+    AppProtocol, Attached, Attachment, Backend, BackendTls, Endpoint, GatewayConfig, Listener,
+    ListenerProtocol, ListenerTls, SubjectAltName, TlsCertificate, TlsMode,
 };
+use crate::model::names::check_subdomain;
 use crate::model::route::{GrpcRoute, HttpRoute, TlsRoute};
 use crate::pb;
 
@@ -234,6 +236,7 @@ impl From<&Backend> for pb::Backend {
             key: Some((&backend.key).into()),
             app_protocol: pb::AppProtocol::from(backend.app_protocol).into(),
             endpoints: encode_all(&backend.endpoints),
+            tls: backend.tls.as_ref().map(Into::into),
         }
     }
 }
@@ -247,7 +250,96 @@ impl TryFrom<pb::Backend> for Backend {
             app_protocol: enumeration::<pb::AppProtocol>(backend.app_protocol, "app_protocol")?
                 .into(),
             endpoints: each(backend.endpoints, "endpoints")?,
+            tls: optional(backend.tls, "tls")?,
         })
+    }
+}
+
+// === impl BackendTls ===
+
+impl From<&BackendTls> for pb::BackendTls {
+    fn from(tls: &BackendTls) -> Self {
+        Self {
+            ca_pem: tls.ca_pem.clone(),
+            hostname: tls.hostname.clone(),
+            subject_alt_names: encode_all(&tls.subject_alt_names),
+        }
+    }
+}
+
+impl TryFrom<pb::BackendTls> for BackendTls {
+    type Error = ConvertError;
+
+    /// The PEM bundle is only checked for presence here: the gateway parses it with rustls
+    /// when it compiles the config (and the agent already checked it when programming).
+    fn try_from(tls: pb::BackendTls) -> Result<Self, ConvertError> {
+        if !tls.ca_pem.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(ConvertError::new(ConvertErrorKind::Constraint(
+                "must hold at least one PEM CERTIFICATE block",
+            ))
+            .in_field("ca_pem"));
+        }
+        Ok(Self {
+            ca_pem: tls.ca_pem,
+            hostname: dns_name(tls.hostname).field("hostname")?,
+            subject_alt_names: each(tls.subject_alt_names, "subject_alt_names")?,
+        })
+    }
+}
+
+// === impl SubjectAltName ===
+
+impl From<&SubjectAltName> for pb::SubjectAltName {
+    fn from(san: &SubjectAltName) -> Self {
+        use pb::subject_alt_name::Name;
+        Self {
+            name: Some(match san {
+                SubjectAltName::Hostname(name) => Name::Hostname(name.clone()),
+                SubjectAltName::Uri(uri) => Name::Uri(uri.clone()),
+            }),
+        }
+    }
+}
+
+impl TryFrom<pb::SubjectAltName> for SubjectAltName {
+    type Error = ConvertError;
+
+    fn try_from(san: pb::SubjectAltName) -> Result<Self, ConvertError> {
+        use pb::subject_alt_name::Name;
+        match required(san.name, "name")? {
+            Name::Hostname(name) => Ok(Self::Hostname(dns_name(name).field("hostname")?)),
+            Name::Uri(uri) => {
+                // An absolute URI: a scheme, a colon, something after it, and no spaces.
+                let valid = uri.split_once(':').is_some_and(|(scheme, rest)| {
+                    !scheme.is_empty()
+                        && scheme
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+                        && !rest.is_empty()
+                }) && !uri.chars().any(char::is_whitespace);
+                if valid {
+                    Ok(Self::Uri(uri))
+                } else {
+                    Err(ConvertError::from(ModelError::invalid(
+                        "URI",
+                        &uri,
+                        "expected an absolute URI (scheme:rest)",
+                    ))
+                    .in_field("uri"))
+                }
+            }
+        }
+    }
+}
+
+/// A precise DNS name (no wildcard, no IP address): lower-case DNS-1123 labels.
+fn dns_name(name: String) -> Result<String, ConvertError> {
+    match check_subdomain(&name) {
+        Ok(()) if name.contains(|c: char| c.is_ascii_alphabetic()) => Ok(name),
+        Ok(()) => {
+            Err(ModelError::invalid("host name", &name, "an IP address is not a host name").into())
+        }
+        Err(why) => Err(ModelError::invalid("host name", &name, why).into()),
     }
 }
 

@@ -13,8 +13,8 @@ use prost::Message;
 
 use super::{ConvertError, ConvertErrorKind};
 use crate::model::gateway::{
-    AppProtocol, Attached, Attachment, Backend, Endpoint, GatewayConfig, Listener,
-    ListenerProtocol, ListenerTls, TlsCertificate, TlsMode,
+    AppProtocol, Attached, Attachment, Backend, BackendTls, Endpoint, GatewayConfig, Listener,
+    ListenerProtocol, ListenerTls, SubjectAltName, TlsCertificate, TlsMode,
 };
 use crate::model::route::{
     BackendRef, Cors, GrpcMethodMatch, GrpcRoute, GrpcRouteMatch, GrpcRouteRule, HeaderMatch,
@@ -552,11 +552,17 @@ fn gateway_config() -> GatewayConfig {
                         ready: false,
                     },
                 ],
+                tls: None,
             },
             Backend {
                 key: service("echo", 9090),
                 app_protocol: AppProtocol::H2c,
                 endpoints: vec![],
+                tls: Some(BackendTls {
+                    ca_pem: CA_PEM.into(),
+                    hostname: "echo.internal.example".into(),
+                    subject_alt_names: vec![],
+                }),
             },
             Backend {
                 key: service("ws", 8081),
@@ -565,10 +571,21 @@ fn gateway_config() -> GatewayConfig {
                     addr: sock("127.0.0.11:9003"),
                     ready: true,
                 }],
+                tls: Some(BackendTls {
+                    ca_pem: CA_PEM.into(),
+                    hostname: "ws.example.com".into(),
+                    subject_alt_names: vec![
+                        SubjectAltName::Hostname("ws-1.example.com".into()),
+                        SubjectAltName::Uri("spiffe://cluster.local/ns/demo/sa/ws".into()),
+                    ],
+                }),
             },
         ],
     }
 }
+
+/// Decoding only checks that a CA bundle holds a PEM certificate block; the gateway parses it.
+const CA_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
 
 fn shared_config() -> SharedConfig {
     SharedConfig {
@@ -749,6 +766,17 @@ fn fixtures_cover_every_variant() {
             AppProtocol::H2c => "app:h2c",
             AppProtocol::WebSocket => "app:websocket",
         });
+        seen.insert(if b.tls.is_some() {
+            "backend:tls"
+        } else {
+            "backend:cleartext"
+        });
+        for san in b.tls.iter().flat_map(|t| &t.subject_alt_names) {
+            seen.insert(match san {
+                SubjectAltName::Hostname(_) => "san:hostname",
+                SubjectAltName::Uri(_) => "san:uri",
+            });
+        }
     }
     seen.insert(match hostname_policy().routing.when_all_unhealthy {
         AllUnhealthy::FailOpen => "all_unhealthy:open",
@@ -784,6 +812,10 @@ fn fixtures_cover_every_variant() {
         "app:http1",
         "app:h2c",
         "app:websocket",
+        "backend:tls",
+        "backend:cleartext",
+        "san:hostname",
+        "san:uri",
         "all_unhealthy:open",
         "all_unhealthy:closed",
     ];
@@ -1083,6 +1115,47 @@ fn gateway_config_errors_name_the_field_path() {
             |c| c.gateway.as_mut().unwrap().name = "Edge".into(),
             "gateway.name",
             r#"invalid name "Edge""#,
+        ),
+        (
+            |c| c.backends[1].tls.as_mut().unwrap().ca_pem = "not pem".into(),
+            "backends[1].tls.ca_pem",
+            "must hold at least one PEM CERTIFICATE block",
+        ),
+        (
+            |c| c.backends[1].tls.as_mut().unwrap().hostname = "Echo_Internal".into(),
+            "backends[1].tls.hostname",
+            r#"invalid host name "Echo_Internal""#,
+        ),
+        (
+            |c| c.backends[1].tls.as_mut().unwrap().hostname = "10.0.0.1".into(),
+            "backends[1].tls.hostname",
+            "an IP address is not a host name",
+        ),
+        (
+            |c| c.backends[1].tls.as_mut().unwrap().hostname = String::new(),
+            "backends[1].tls.hostname",
+            "must not be empty",
+        ),
+        (
+            |c| {
+                c.backends[2].tls.as_mut().unwrap().subject_alt_names[1].name =
+                    Some(pb::subject_alt_name::Name::Uri("no scheme".into()));
+            },
+            "backends[2].tls.subject_alt_names[1].uri",
+            "expected an absolute URI",
+        ),
+        (
+            |c| {
+                c.backends[2].tls.as_mut().unwrap().subject_alt_names[0].name =
+                    Some(pb::subject_alt_name::Name::Hostname("*.example.com".into()));
+            },
+            "backends[2].tls.subject_alt_names[0].hostname",
+            "invalid host name",
+        ),
+        (
+            |c| c.backends[2].tls.as_mut().unwrap().subject_alt_names[0].name = None,
+            "backends[2].tls.subject_alt_names[0].name",
+            "missing required field",
         ),
     ];
     check_cases::<GatewayConfig, _>(pb::GatewayConfig::from(&gateway_config()), cases);

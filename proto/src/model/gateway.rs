@@ -126,6 +126,35 @@ pub struct Backend {
     pub app_protocol: AppProtocol,
     /// Endpoint addresses with their readiness (EndpointSlice `conditions.ready`).
     pub endpoints: Vec<Endpoint>,
+    /// TLS to the endpoints (a BackendTLSPolicy targets this Service port); `None` is
+    /// cleartext.
+    pub tls: Option<BackendTls>,
+}
+
+/// How a gateway speaks TLS to a backend's endpoints, from a valid BackendTLSPolicy.
+///
+/// Only a policy whose CA certificates all resolved becomes a `BackendTls`: a Service port
+/// targeted by an invalid policy is an invalid backend instead, so it never gets cleartext.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BackendTls {
+    /// PEM bundle of the CA certificates the backend's chain must lead to (one or more
+    /// `CERTIFICATE` blocks; never empty).
+    pub ca_pem: String,
+    /// The SNI sent, and the name the certificate must be valid for when
+    /// `subject_alt_names` is empty (a DNS-1123 subdomain).
+    pub hostname: String,
+    /// When not empty, the certificate must be valid for at least one of these instead of
+    /// `hostname`.
+    pub subject_alt_names: Vec<SubjectAltName>,
+}
+
+/// A name a backend certificate may carry (BackendTLSPolicy `subjectAltNames`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum SubjectAltName {
+    /// A DNS name (`dNSName` SAN), wildcards in the certificate allowed.
+    Hostname(String),
+    /// A URI (`uniformResourceIdentifier` SAN), compared exactly (SPIFFE IDs and the like).
+    Uri(String),
 }
 
 /// The upstream protocol of a backend (Service `appProtocol`).

@@ -73,6 +73,40 @@ impl Suite {
         der
     }
 
+    /// Starts one more echo backend, `name` in `namespace`, serving HTTPS with `leaf`; its
+    /// port is `{{PORT:<name>}}` in manifests.
+    pub fn tls_echo(&mut self, namespace: &str, name: &str, leaf: &meridian_tests::pki::Leaf) {
+        let (cert, key) = leaf.write(self.dir.path(), name);
+        let pod = format!("{name}-6c8d4b9f7-x2k4p");
+        let spec = ProcSpec::new(
+            name,
+            crate::meridian_bin(),
+            self.dir.path(),
+            &[
+                "echo",
+                "--name",
+                &pod,
+                "--namespace",
+                namespace,
+                "--tls-cert",
+                &cert.display().to_string(),
+                "--tls-key",
+                &key.display().to_string(),
+            ],
+        );
+        let (proc, ready) = Proc::start_ready(spec, Duration::from_secs(20));
+        let addr: SocketAddr = ready["listen"].as_str().unwrap().parse().unwrap();
+        self.echoes.insert(name.to_string(), (proc, addr));
+    }
+
+    /// The log of the gateway process.
+    pub fn gateway_log(&self) -> String {
+        self.gateway
+            .as_ref()
+            .and_then(|g| std::fs::read_to_string(g.spec().log_file()).ok())
+            .unwrap_or_default()
+    }
+
     /// The config directory.
     pub fn config_dir(&self) -> PathBuf {
         self.dir.path().join("config")

@@ -121,11 +121,13 @@ fn config() -> GatewayConfig {
                     endpoint("10.0.0.1:80", true),
                     endpoint("10.0.0.2:80", false),
                 ],
+                tls: None,
             },
             Backend {
                 key: service("other"),
                 app_protocol: AppProtocol::Http1,
                 endpoints: vec![endpoint("10.0.0.1:80", true), endpoint("10.0.0.3:80", true)],
+                tls: None,
             },
         ],
     }
