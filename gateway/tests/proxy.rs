@@ -534,6 +534,7 @@ async fn https_listeners_choose_certificates_by_sni_and_detect_misdirected_reque
         Some(ListenerTls {
             mode: TlsMode::Terminate,
             certificates: certs,
+            client_validation: None,
         })
     };
     let config = GatewayConfig {
@@ -739,6 +740,7 @@ async fn tls_passthrough_routes_by_sni() {
             Some(ListenerTls {
                 mode: TlsMode::Passthrough,
                 certificates: vec![],
+                client_validation: None,
             }),
         )],
         tls_routes: vec![Attached {

@@ -44,9 +44,11 @@ pub enum Resource {
     EndpointSlice(k8s::EndpointSlice),
     /// A Secret.
     Secret(k8s::Secret),
+    /// A ConfigMap.
+    ConfigMap(k8s::ConfigMap),
     /// A Namespace.
     Namespace(k8s::Namespace),
-    /// A well-formed object of a kind Meridian does not use (a Deployment, a ConfigMap, ...).
+    /// A well-formed object of a kind Meridian does not use (a Deployment, a Pod, ...).
     /// Kept so callers can log what they skipped; it is not a problem.
     Ignored {
         /// `apiVersion`.
@@ -217,6 +219,9 @@ fn parse_into(
         "Secret" => decode(value, origin, &kind, problems)
             .and_then(|raw| validate::secret(raw, origin, problems))
             .map(Resource::Secret),
+        "ConfigMap" => decode(value, origin, &kind, problems)
+            .and_then(|raw| validate::config_map(raw, origin, problems))
+            .map(Resource::ConfigMap),
         "Namespace" => decode(value, origin, &kind, problems)
             .and_then(|raw| validate::namespace(raw, origin, problems))
             .map(Resource::Namespace),
@@ -251,7 +256,7 @@ fn supported_versions(kind: &str) -> Option<&'static [&'static str]> {
             "gateway.networking.k8s.io/v1beta1",
             "gateway.networking.k8s.io/v1alpha2",
         ],
-        "Service" | "Secret" | "Namespace" => &["v1"],
+        "Service" | "Secret" | "ConfigMap" | "Namespace" => &["v1"],
         "EndpointSlice" => &["discovery.k8s.io/v1"],
         _ => return None,
     })

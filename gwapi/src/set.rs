@@ -33,6 +33,8 @@ pub struct ObjectSet {
     pub endpoint_slices: Vec<k8s::EndpointSlice>,
     /// Secrets.
     pub secrets: Vec<k8s::Secret>,
+    /// ConfigMaps (CA bundles for frontend client certificate validation).
+    pub config_maps: Vec<k8s::ConfigMap>,
     /// Namespaces (for `allowedRoutes` selectors).
     pub namespaces: Vec<k8s::Namespace>,
 }
@@ -73,6 +75,7 @@ impl ObjectSet {
                 Resource::Service(o) => set.services.push(o),
                 Resource::EndpointSlice(o) => set.endpoint_slices.push(o),
                 Resource::Secret(o) => set.secrets.push(o),
+                Resource::ConfigMap(o) => set.config_maps.push(o),
                 Resource::Namespace(o) => set.namespaces.push(o),
                 Resource::Ignored { .. } => {}
             }
@@ -95,6 +98,7 @@ impl ObjectSet {
         self.services.sort_by_key(|o| meta_key(&o.metadata));
         self.endpoint_slices.sort_by_key(|o| meta_key(&o.metadata));
         self.secrets.sort_by_key(|o| meta_key(&o.metadata));
+        self.config_maps.sort_by_key(|o| meta_key(&o.metadata));
         self.namespaces
             .sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     }
@@ -115,6 +119,7 @@ impl ObjectSet {
             && self.services.is_empty()
             && self.endpoint_slices.is_empty()
             && self.secrets.is_empty()
+            && self.config_maps.is_empty()
             && self.namespaces.is_empty()
     }
 }
@@ -142,6 +147,7 @@ fn identity(resource: &Resource) -> Option<(&'static str, String)> {
         Resource::Service(o) => ("Service", meta_key(&o.metadata).to_string()),
         Resource::EndpointSlice(o) => ("EndpointSlice", meta_key(&o.metadata).to_string()),
         Resource::Secret(o) => ("Secret", meta_key(&o.metadata).to_string()),
+        Resource::ConfigMap(o) => ("ConfigMap", meta_key(&o.metadata).to_string()),
         Resource::Namespace(o) => ("Namespace", o.metadata.name.clone()),
         Resource::Ignored { .. } => return None,
     })

@@ -13,7 +13,8 @@ use meridian_proto::model::route::ParentRef;
 pub struct GatewayStatus {
     /// The Gateway.
     pub gateway: Option<ObjectKey>,
-    /// Gateway conditions: `Accepted` and `Programmed`.
+    /// Gateway conditions: `Accepted` and `Programmed`, plus `InsecureFrontendValidationMode`
+    /// while some port lets clients without a certificate through.
     pub conditions: Vec<Condition>,
     /// One entry per listener in the Gateway's spec order.
     pub listeners: Vec<ListenerStatus>,
@@ -106,6 +107,9 @@ pub enum ConditionType {
     Conflicted,
     /// `PartiallyInvalid` (only present when True).
     PartiallyInvalid,
+    /// `InsecureFrontendValidationMode` (Gateway; only present when True): some port uses
+    /// frontend validation mode `AllowInsecureFallback`.
+    InsecureFrontendValidationMode,
 }
 
 /// Condition status.
@@ -166,6 +170,14 @@ pub enum Reason {
     InvalidKind,
     /// `BackendNotFound`.
     BackendNotFound,
+    /// `NoValidCACertificate`: none of a listener's frontend CA references resolved.
+    NoValidCACertificate,
+    /// `InvalidCACertificateRef`: a frontend CA reference is missing or unusable.
+    InvalidCACertificateRef,
+    /// `InvalidCACertificateKind`: a frontend CA reference is not a core ConfigMap.
+    InvalidCACertificateKind,
+    /// `ConfigurationChanged` (of `InsecureFrontendValidationMode`).
+    ConfigurationChanged,
     /// `Shadowed` (Meridian-specific): a local route is replaced by the hub's shared route with
     /// the same namespace and name.
     Shadowed,
@@ -316,6 +328,7 @@ impl ConditionType {
             Self::ResolvedRefs => "ResolvedRefs",
             Self::Conflicted => "Conflicted",
             Self::PartiallyInvalid => "PartiallyInvalid",
+            Self::InsecureFrontendValidationMode => "InsecureFrontendValidationMode",
         }
     }
 }
@@ -373,6 +386,10 @@ impl Reason {
             Self::IncompatibleFilters => "IncompatibleFilters",
             Self::InvalidKind => "InvalidKind",
             Self::BackendNotFound => "BackendNotFound",
+            Self::NoValidCACertificate => "NoValidCACertificate",
+            Self::InvalidCACertificateRef => "InvalidCACertificateRef",
+            Self::InvalidCACertificateKind => "InvalidCACertificateKind",
+            Self::ConfigurationChanged => "ConfigurationChanged",
             Self::Shadowed => "Shadowed",
         }
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use http::{HeaderName, Method, StatusCode};
 use meridian_proto::model::gateway::{
-    AppProtocol, Backend, GatewayConfig, Listener, ListenerProtocol, TlsMode,
+    AppProtocol, Backend, ClientValidation, GatewayConfig, Listener, ListenerProtocol, TlsMode,
 };
 use meridian_proto::model::route::{
     self, BackendRef, GrpcRoute, HttpBackendRef, HttpFilter, HttpRoute, HttpRouteMatch, PathMatch,
@@ -40,6 +40,7 @@ use crate::filter::redirect::Redirect;
 use crate::filter::rewrite::Rewrite;
 use crate::metrics::GatewayMetrics;
 use crate::tls::certs::{self, ServingCert};
+use crate::tls::client_auth;
 use crate::tls::sni::SniResolver;
 
 /// Endpoint pools by (address, protocol); carried from one compiled config to the next.
@@ -258,6 +259,7 @@ struct ListenerBuilder {
     port: u16,
     addresses: Vec<IpAddr>,
     certs: Vec<ServingCert>,
+    client_validation: Option<ClientValidation>,
     http: HostIndex<Vec<(HttpPrecedence, HttpEntry)>>,
     grpc: HostIndex<Vec<(GrpcPrecedence, GrpcEntry)>>,
     tls: HostIndex<((i64, String), Arc<TlsTarget>)>,
@@ -276,6 +278,17 @@ impl ListenerBuilder {
             }
             None => None,
         };
+        let client_validation = listener
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.client_validation.clone());
+        if client_validation.is_some()
+            && listener.tls.as_ref().map(|tls| tls.mode) != Some(TlsMode::Terminate)
+        {
+            return Err(format!(
+                "listener {name:?}: client certificate validation needs tls.mode Terminate"
+            ));
+        }
         let (tls_mode, certs) = match (listener.protocol, &listener.tls) {
             (ListenerProtocol::Http, None) => (None, Vec::new()),
             (ListenerProtocol::Http, Some(_)) => {
@@ -325,6 +338,7 @@ impl ListenerBuilder {
             port: listener.port,
             addresses: listener.addresses.clone(),
             certs,
+            client_validation,
             http: HostIndex::default(),
             grpc: HostIndex::default(),
             tls: HostIndex::default(),
@@ -447,6 +461,9 @@ fn build_ports(
         let mut terminating: Vec<(Option<String>, Vec<ServingCert>)> = Vec::new();
         let mut has_https = false;
         let mut has_passthrough = false;
+        // Client validation happens in the port's one handshake, before the listener is known
+        // from SNI, so every terminating listener of a port must ask for the same.
+        let mut validation: Option<(&Arc<str>, &Option<ClientValidation>)> = None;
         for l in &listeners {
             if port_kind(l.protocol) != kind {
                 return Err(format!(
@@ -476,6 +493,16 @@ fn build_ports(
             has_passthrough |= l.tls_mode == Some(TlsMode::Passthrough);
             if l.tls_mode == Some(TlsMode::Terminate) {
                 terminating.push((l.hostname.clone(), l.certs.clone()));
+                match validation {
+                    None => validation = Some((&l.name, &l.client_validation)),
+                    Some((first, v)) if *v != l.client_validation => {
+                        return Err(format!(
+                            "listeners {first:?} and {:?} share port {port} but ask for different client certificate validation",
+                            l.name
+                        ));
+                    }
+                    Some(_) => {}
+                }
             }
         }
         let bind = if any_address || addresses.is_empty() {
@@ -490,11 +517,17 @@ fn build_ports(
             None
         } else {
             let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let mut server = rustls::ServerConfig::builder_with_provider(provider)
+            let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
                 .with_safe_default_protocol_versions()
-                .map_err(|e| format!("port {port}: TLS setup: {e}"))?
-                .with_no_client_auth()
-                .with_cert_resolver(Arc::new(SniResolver::new(terminating)));
+                .map_err(|e| format!("port {port}: TLS setup: {e}"))?;
+            let builder = match validation {
+                Some((name, Some(v))) => builder.with_client_cert_verifier(
+                    client_auth::verifier(v, &provider)
+                        .map_err(|e| format!("listener {name:?}: {e}"))?,
+                ),
+                _ => builder.with_no_client_auth(),
+            };
+            let mut server = builder.with_cert_resolver(Arc::new(SniResolver::new(terminating)));
             if has_https {
                 server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
             }

@@ -1,4 +1,5 @@
-//! Core Kubernetes objects: Service, EndpointSlice (discovery.k8s.io/v1), Secret and Namespace.
+//! Core Kubernetes objects: Service, EndpointSlice (discovery.k8s.io/v1), Secret, ConfigMap and
+//! Namespace.
 
 use std::collections::BTreeMap;
 
@@ -162,6 +163,21 @@ impl std::fmt::Debug for Secret {
             )
             .finish()
     }
+}
+
+/// A ConfigMap (CA bundles for frontend client certificate validation live in `ca.crt`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ConfigMap {
+    /// `v1`.
+    pub api_version: String,
+    /// `ConfigMap`.
+    pub kind: String,
+    /// Metadata.
+    pub metadata: ObjectMeta,
+    /// Text values.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub data: BTreeMap<String, String>,
 }
 
 /// A Namespace (its labels feed `allowedRoutes.namespaces.selector`).

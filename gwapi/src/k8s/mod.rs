@@ -20,13 +20,14 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use self::core::{
-    Endpoint, EndpointConditions, EndpointPort, EndpointSlice, Namespace, Secret, Service,
-    ServicePort, ServiceSpec,
+    ConfigMap, Endpoint, EndpointConditions, EndpointPort, EndpointSlice, Namespace, Secret,
+    Service, ServicePort, ServiceSpec,
 };
 pub use self::gateway::{
-    AllowedRoutes, Gateway, GatewayAddress, GatewayClass, GatewayClassSpec, GatewayInfrastructure,
-    GatewaySpec, GatewayTlsConfig, Listener, LocalParametersReference, ParametersReference,
-    RouteGroupKind, RouteNamespaces, SecretObjectReference,
+    AllowedRoutes, FrontendTlsConfig, FrontendTlsValidation, Gateway, GatewayAddress, GatewayClass,
+    GatewayClassSpec, GatewayInfrastructure, GatewaySpec, GatewayTlsConfig, GatewayTlsSettings,
+    Listener, LocalParametersReference, ObjectReference, ParametersReference, RouteGroupKind,
+    RouteNamespaces, SecretObjectReference, TlsConfigSettings, TlsPortConfig,
 };
 pub use self::grant::{ReferenceGrant, ReferenceGrantFrom, ReferenceGrantSpec, ReferenceGrantTo};
 pub use self::route::{

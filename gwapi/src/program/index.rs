@@ -1,5 +1,5 @@
 //! Lookups over an [`ObjectSet`] used while programming one Gateway: Services, EndpointSlices
-//! by owning Service, Secrets, ReferenceGrants by namespace, Namespace labels.
+//! by owning Service, Secrets, ConfigMaps, ReferenceGrants by namespace, Namespace labels.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +14,7 @@ pub(crate) struct Index<'a> {
     services: Nested<'a, &'a k8s::Service>,
     slices: Nested<'a, Vec<&'a k8s::EndpointSlice>>,
     secrets: Nested<'a, &'a k8s::Secret>,
+    config_maps: Nested<'a, &'a k8s::ConfigMap>,
     grants: BTreeMap<&'a str, Vec<&'a k8s::ReferenceGrant>>,
     namespaces: BTreeMap<&'a str, &'a BTreeMap<String, String>>,
 }
@@ -73,6 +74,13 @@ impl<'a> Index<'a> {
                 .or_default()
                 .insert(secret.metadata.name.as_str(), secret);
         }
+        let mut config_maps: Nested<'a, &k8s::ConfigMap> = BTreeMap::new();
+        for config_map in &objects.config_maps {
+            config_maps
+                .entry(ns(&config_map.metadata))
+                .or_default()
+                .insert(config_map.metadata.name.as_str(), config_map);
+        }
         let mut grants: BTreeMap<&str, Vec<&k8s::ReferenceGrant>> = BTreeMap::new();
         for grant in &objects.reference_grants {
             grants.entry(ns(&grant.metadata)).or_default().push(grant);
@@ -81,6 +89,7 @@ impl<'a> Index<'a> {
             services,
             slices,
             secrets,
+            config_maps,
             grants,
             namespaces: objects
                 .namespaces
@@ -106,6 +115,11 @@ impl<'a> Index<'a> {
     /// The Secret `namespace/name`.
     pub(crate) fn secret(&self, namespace: &str, name: &str) -> Option<&'a k8s::Secret> {
         self.secrets.get(namespace)?.get(name).copied()
+    }
+
+    /// The ConfigMap `namespace/name`.
+    pub(crate) fn config_map(&self, namespace: &str, name: &str) -> Option<&'a k8s::ConfigMap> {
+        self.config_maps.get(namespace)?.get(name).copied()
     }
 
     /// The labels of Namespace `name`. A namespace with no Namespace object has no labels, so

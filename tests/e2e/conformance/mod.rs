@@ -7,6 +7,7 @@
 //! answered (`pod` prefix), the path/host/headers the backend saw, response headers, redirect
 //! `Location`s. Requests are retried until they match (eventual consistency, like upstream).
 
+mod frontend_mtls_tests;
 mod grpc_tests;
 mod harness;
 mod http_tests;
