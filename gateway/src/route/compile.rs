@@ -302,11 +302,6 @@ impl ListenerBuilder {
                     protocol_name(listener.protocol)
                 ));
             }
-            (ListenerProtocol::Tls, Some(tls)) if tls.mode == TlsMode::Terminate => {
-                return Err(format!(
-                    "listener {name:?}: protocol TLS with tls.mode Terminate is not supported; use Passthrough, or HTTPS to terminate"
-                ));
-            }
             (ListenerProtocol::Https, Some(tls)) if tls.mode == TlsMode::Passthrough => {
                 return Err(format!(
                     "listener {name:?}: protocol HTTPS cannot use tls.mode Passthrough"
@@ -428,6 +423,7 @@ impl ListenerBuilder {
         }
         ListenerTable {
             name: self.name,
+            protocol: self.protocol,
             tls_mode: self.tls_mode,
             http: map_index(self.http, |bucket| {
                 bucket.into_iter().map(|(_, e)| e).collect()
@@ -560,6 +556,7 @@ fn build_ports(
                     listeners: index,
                     tls,
                     has_passthrough,
+                    has_https,
                 }),
                 listener_names: names,
             },
