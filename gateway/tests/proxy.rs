@@ -537,6 +537,7 @@ async fn https_listeners_choose_certificates_by_sni_and_detect_misdirected_reque
         Some(ListenerTls {
             mode: TlsMode::Terminate,
             certificates: certs,
+            client_validation: None,
         })
     };
     let config = GatewayConfig {
@@ -742,6 +743,7 @@ async fn tls_passthrough_routes_by_sni() {
             Some(ListenerTls {
                 mode: TlsMode::Passthrough,
                 certificates: vec![],
+                client_validation: None,
             }),
         )],
         tls_routes: vec![Attached {

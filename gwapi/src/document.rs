@@ -44,10 +44,10 @@ pub enum Resource {
     EndpointSlice(k8s::EndpointSlice),
     /// A Secret.
     Secret(k8s::Secret),
+    /// A ConfigMap (CA bundles of BackendTLSPolicies and frontend client validation).
+    ConfigMap(k8s::ConfigMap),
     /// A Namespace.
     Namespace(k8s::Namespace),
-    /// A ConfigMap (BackendTLSPolicy CA bundles).
-    ConfigMap(k8s::ConfigMap),
     /// A BackendTLSPolicy.
     BackendTlsPolicy(CheckedPolicy),
     /// A well-formed object of a kind Meridian does not use (a Deployment, ...).
@@ -239,12 +239,12 @@ fn parse_into(
         "Secret" => decode(value, origin, &kind, problems)
             .and_then(|raw| validate::secret(raw, origin, problems))
             .map(Resource::Secret),
-        "Namespace" => decode(value, origin, &kind, problems)
-            .and_then(|raw| validate::namespace(raw, origin, problems))
-            .map(Resource::Namespace),
         "ConfigMap" => decode(value, origin, &kind, problems)
             .and_then(|raw| validate::config_map(raw, origin, problems))
             .map(Resource::ConfigMap),
+        "Namespace" => decode(value, origin, &kind, problems)
+            .and_then(|raw| validate::namespace(raw, origin, problems))
+            .map(Resource::Namespace),
         "BackendTLSPolicy" => decode(value, origin, &kind, problems)
             .and_then(|raw| validate::backend_tls_policy(raw, origin, problems))
             .map(Resource::BackendTlsPolicy),

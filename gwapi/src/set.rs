@@ -33,10 +33,10 @@ pub struct ObjectSet {
     pub endpoint_slices: Vec<k8s::EndpointSlice>,
     /// Secrets.
     pub secrets: Vec<k8s::Secret>,
+    /// ConfigMaps (CA bundles of BackendTLSPolicies and frontend client validation).
+    pub config_maps: Vec<k8s::ConfigMap>,
     /// Namespaces (for `allowedRoutes` selectors).
     pub namespaces: Vec<k8s::Namespace>,
-    /// ConfigMaps (BackendTLSPolicy CA bundles).
-    pub config_maps: Vec<k8s::ConfigMap>,
     /// BackendTLSPolicies, invalid ones included (they make their targets fail closed).
     pub backend_tls_policies: Vec<CheckedPolicy>,
 }
@@ -77,8 +77,8 @@ impl ObjectSet {
                 Resource::Service(o) => set.services.push(o),
                 Resource::EndpointSlice(o) => set.endpoint_slices.push(o),
                 Resource::Secret(o) => set.secrets.push(o),
-                Resource::Namespace(o) => set.namespaces.push(o),
                 Resource::ConfigMap(o) => set.config_maps.push(o),
+                Resource::Namespace(o) => set.namespaces.push(o),
                 Resource::BackendTlsPolicy(o) => set.backend_tls_policies.push(o),
                 Resource::Ignored { .. } => {}
             }
@@ -101,9 +101,9 @@ impl ObjectSet {
         self.services.sort_by_key(|o| meta_key(&o.metadata));
         self.endpoint_slices.sort_by_key(|o| meta_key(&o.metadata));
         self.secrets.sort_by_key(|o| meta_key(&o.metadata));
+        self.config_maps.sort_by_key(|o| meta_key(&o.metadata));
         self.namespaces
             .sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-        self.config_maps.sort_by_key(|o| meta_key(&o.metadata));
         self.backend_tls_policies
             .sort_by_key(|o| meta_key(&o.policy.metadata));
     }
@@ -124,8 +124,8 @@ impl ObjectSet {
             && self.services.is_empty()
             && self.endpoint_slices.is_empty()
             && self.secrets.is_empty()
-            && self.namespaces.is_empty()
             && self.config_maps.is_empty()
+            && self.namespaces.is_empty()
             && self.backend_tls_policies.is_empty()
     }
 }
@@ -153,8 +153,8 @@ fn identity(resource: &Resource) -> Option<(&'static str, String)> {
         Resource::Service(o) => ("Service", meta_key(&o.metadata).to_string()),
         Resource::EndpointSlice(o) => ("EndpointSlice", meta_key(&o.metadata).to_string()),
         Resource::Secret(o) => ("Secret", meta_key(&o.metadata).to_string()),
-        Resource::Namespace(o) => ("Namespace", o.metadata.name.clone()),
         Resource::ConfigMap(o) => ("ConfigMap", meta_key(&o.metadata).to_string()),
+        Resource::Namespace(o) => ("Namespace", o.metadata.name.clone()),
         Resource::BackendTlsPolicy(o) => {
             ("BackendTLSPolicy", meta_key(&o.policy.metadata).to_string())
         }

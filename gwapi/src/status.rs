@@ -13,7 +13,8 @@ use meridian_proto::model::route::ParentRef;
 pub struct GatewayStatus {
     /// The Gateway.
     pub gateway: Option<ObjectKey>,
-    /// Gateway conditions: `Accepted` and `Programmed`.
+    /// Gateway conditions: `Accepted` and `Programmed`, plus `InsecureFrontendValidationMode`
+    /// while some port lets clients without a certificate through.
     pub conditions: Vec<Condition>,
     /// One entry per listener in the Gateway's spec order.
     pub listeners: Vec<ListenerStatus>,
@@ -120,6 +121,9 @@ pub enum ConditionType {
     Conflicted,
     /// `PartiallyInvalid` (only present when True).
     PartiallyInvalid,
+    /// `InsecureFrontendValidationMode` (Gateway; only present when True): some port uses
+    /// frontend validation mode `AllowInsecureFallback`.
+    InsecureFrontendValidationMode,
 }
 
 /// Condition status.
@@ -182,10 +186,14 @@ pub enum Reason {
     BackendNotFound,
     /// `Conflicted` (a policy that another policy overrides).
     Conflicted,
-    /// `NoValidCACertificate`.
+    /// `NoValidCACertificate`: none of a policy's or a listener's CA references resolved.
     NoValidCACertificate,
-    /// `InvalidCACertificateRef`.
+    /// `InvalidCACertificateRef`: a CA reference is missing or unusable.
     InvalidCACertificateRef,
+    /// `InvalidCACertificateKind`: a frontend CA reference is not a core ConfigMap.
+    InvalidCACertificateKind,
+    /// `ConfigurationChanged` (of `InsecureFrontendValidationMode`).
+    ConfigurationChanged,
     /// `Shadowed` (Meridian-specific): a local route is replaced by the hub's shared route with
     /// the same namespace and name.
     Shadowed,
@@ -350,6 +358,7 @@ impl ConditionType {
             Self::ResolvedRefs => "ResolvedRefs",
             Self::Conflicted => "Conflicted",
             Self::PartiallyInvalid => "PartiallyInvalid",
+            Self::InsecureFrontendValidationMode => "InsecureFrontendValidationMode",
         }
     }
 }
@@ -410,6 +419,8 @@ impl Reason {
             Self::Conflicted => "Conflicted",
             Self::NoValidCACertificate => "NoValidCACertificate",
             Self::InvalidCACertificateRef => "InvalidCACertificateRef",
+            Self::InvalidCACertificateKind => "InvalidCACertificateKind",
+            Self::ConfigurationChanged => "ConfigurationChanged",
             Self::Shadowed => "Shadowed",
         }
     }

@@ -270,9 +270,9 @@ impl DirWatcher {
 fn log_status(status: &meridian_gwapi::status::GatewayStatus) {
     use meridian_gwapi::status::{Condition, ConditionStatus, ConditionType};
     let bad = |c: &Condition| match c.type_ {
-        ConditionType::Conflicted | ConditionType::PartiallyInvalid => {
-            c.status == ConditionStatus::True
-        }
+        ConditionType::Conflicted
+        | ConditionType::PartiallyInvalid
+        | ConditionType::InsecureFrontendValidationMode => c.status == ConditionStatus::True,
         _ => c.status == ConditionStatus::False,
     };
     for c in status.conditions.iter().filter(|c| bad(c)) {

@@ -1,5 +1,6 @@
 //! A minimal HTTPS client for end-to-end tests: rustls with one trusted certificate, SNI, one
-//! HTTP/1.1 request, and the certificate the server presented.
+//! HTTP/1.1 request, and the certificate the server presented; and a raw TLS round trip for
+//! TLSRoute tests.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -74,4 +75,40 @@ pub async fn https_get(
     tokio::time::timeout(Duration::from_secs(5), run)
         .await
         .map_err(|_| format!("no answer from {addr} within 5s"))?
+}
+
+/// Opens TLS to `addr` with SNI `name` (trusting only `trusted`), writes `payload` and reads
+/// back as many bytes (a TCP echo behind a terminating TLSRoute); `Err` says where it failed.
+pub async fn tls_round_trip(
+    addr: SocketAddr,
+    name: &str,
+    trusted: &CertificateDer<'static>,
+    payload: &[u8],
+) -> Result<Vec<u8>, String> {
+    crate::init_crypto();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(trusted.clone()).map_err(|e| e.to_string())?;
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let run = async {
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        let server_name = ServerName::try_from(name.to_string()).map_err(|e| e.to_string())?;
+        let mut tls = connector
+            .connect(server_name, tcp)
+            .await
+            .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+        tls.write_all(payload).await.map_err(|e| e.to_string())?;
+        let mut echoed = vec![0; payload.len()];
+        tls.read_exact(&mut echoed)
+            .await
+            .map_err(|e| format!("reading the echo: {e}"))?;
+        Ok(echoed)
+    };
+    tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .map_err(|_| format!("no echo from {addr} within 5s"))?
 }

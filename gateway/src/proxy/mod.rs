@@ -1,6 +1,7 @@
 //! The data path: accept loops and connection serving ([`server`]), the request pipeline
 //! ([`handler`]), upstream forwarding with timeouts and retries ([`forward`]), locally
-//! generated answers ([`answer`]), TLS passthrough ([`passthrough`]) and body types ([`body`]).
+//! generated answers ([`answer`]), TLS passthrough ([`passthrough`]), TLSRoute termination
+//! ([`terminate`]) and body types ([`body`]).
 //!
 //! Life of a request:
 //! 1. `server`: a port's accept loop takes a TCP connection; TLS ports read the ClientHello
@@ -26,3 +27,4 @@ pub(crate) mod handler;
 pub(crate) mod passthrough;
 pub(crate) mod server;
 pub(crate) mod shards;
+pub(crate) mod terminate;

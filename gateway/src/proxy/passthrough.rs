@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use tracing::{debug, info};
 
 use crate::backend::BackendTarget;
-use crate::route::ListenerTable;
+use crate::route::{ListenerTable, TlsTarget};
 use crate::tls::client_hello::PeekedHello;
 
 /// Serves one passthrough connection to completion.
@@ -25,30 +25,45 @@ pub(crate) async fn run(
         debug!(%remote, ?sni, listener = %listener.name, "no TLSRoute for SNI; rejecting");
         return;
     };
-    let Some(choice) = target.backends.pick() else {
-        debug!(%remote, ?sni, route = %target.route, "TLSRoute has no backends; rejecting");
+    let Some((mut upstream, backend)) = connect(target, sni, remote).await else {
         return;
     };
-    let BackendTarget::Service(service) = &choice.target else {
-        debug!(%remote, ?sni, route = %target.route, "TLSRoute backend is invalid; rejecting");
-        return;
-    };
-    let Some(endpoint) = service.next_endpoint() else {
-        debug!(%remote, ?sni, backend = %service.name, "no ready endpoint; rejecting");
-        return;
-    };
-    let mut upstream = match TcpStream::connect(endpoint.addr).await {
-        Ok(stream) => stream,
-        Err(error) => {
-            service.metrics.record_error();
-            debug!(%remote, backend = %service.name, %error, "passthrough connect failed");
-            return;
-        }
-    };
-    let _ = upstream.set_nodelay(true);
     if upstream.write_all(&hello.bytes).await.is_err() {
         return;
     }
-    info!(target: "access", kind = "tls-passthrough", %remote, sni = sni.unwrap_or(""), route = %target.route, backend = %service.name);
+    info!(target: "access", kind = "tls-passthrough", %remote, sni = sni.unwrap_or(""), route = %target.route, %backend);
     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+}
+
+/// Picks a TLSRoute backend by weight and connects to one of its ready endpoints; `None`
+/// (logged) when the route has no usable backend or the connection fails. Returns the stream
+/// and the backend's name.
+pub(crate) async fn connect(
+    target: &TlsTarget,
+    sni: Option<&str>,
+    remote: SocketAddr,
+) -> Option<(TcpStream, Arc<str>)> {
+    let Some(choice) = target.backends.pick() else {
+        debug!(%remote, ?sni, route = %target.route, "TLSRoute has no backends; rejecting");
+        return None;
+    };
+    let BackendTarget::Service(service) = &choice.target else {
+        debug!(%remote, ?sni, route = %target.route, "TLSRoute backend is invalid; rejecting");
+        return None;
+    };
+    let Some(endpoint) = service.next_endpoint() else {
+        debug!(%remote, ?sni, backend = %service.name, "no ready endpoint; rejecting");
+        return None;
+    };
+    match TcpStream::connect(endpoint.addr).await {
+        Ok(stream) => {
+            let _ = stream.set_nodelay(true);
+            Some((stream, Arc::clone(&service.name)))
+        }
+        Err(error) => {
+            service.metrics.record_error();
+            debug!(%remote, backend = %service.name, %error, "TLSRoute backend connect failed");
+            None
+        }
+    }
 }

@@ -27,8 +27,8 @@ use tracing::{debug, warn};
 
 use super::forward::forwarded_for_value;
 use super::handler;
-use super::passthrough;
 use super::shards::Shards;
+use super::{passthrough, terminate};
 use crate::metrics::{GatewayMetrics, PortLabels};
 use crate::options::GatewayOptions;
 use crate::route::{PortKind, PortTable};
@@ -303,6 +303,23 @@ async fn serve_connection(
                 passthrough::run(stream, hello, Arc::clone(listener), remote).await;
                 return;
             }
+            // A TLS listener that terminates picks its TLSRoute by SNI before the handshake,
+            // so an unknown name is rejected without one (as passthrough rejects it).
+            let sni = hello.sni.clone();
+            let terminate_target = match table.terminate_listener(sni.as_deref()) {
+                Some(listener) => match listener.find_tls(sni.as_deref()) {
+                    Some(target) => Some(Arc::clone(target)),
+                    None => {
+                        debug!(%remote, ?sni, listener = %listener.name, "no TLSRoute for SNI; rejecting");
+                        return;
+                    }
+                },
+                None if !table.has_https => {
+                    debug!(%remote, ?sni, "no TLS listener for this SNI; rejecting");
+                    return;
+                }
+                None => None,
+            };
             let Some(tls) = table.tls.clone() else {
                 failures.inc();
                 debug!(%remote, sni = ?hello.sni, "no TLS listener for this SNI");
@@ -330,6 +347,10 @@ async fn serve_connection(
                     return;
                 }
             };
+            if let Some(target) = terminate_target {
+                terminate::run(tls_stream, target, sni, remote).await;
+                return;
+            }
             let ctx = ConnCtx {
                 port: Arc::clone(&state),
                 shared: Arc::clone(&shared),

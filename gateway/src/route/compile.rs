@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use http::{HeaderName, Method, StatusCode};
 use meridian_proto::model::gateway::{
-    AppProtocol, Backend, BackendTls, GatewayConfig, Listener, ListenerProtocol, TlsMode,
+    AppProtocol, Backend, BackendTls, ClientValidation, GatewayConfig, Listener, ListenerProtocol,
+    TlsMode,
 };
 use meridian_proto::model::route::{
     self, BackendRef, GrpcRoute, HttpBackendRef, HttpFilter, HttpRoute, HttpRouteMatch, PathMatch,
@@ -42,6 +43,7 @@ use crate::filter::rewrite::Rewrite;
 use crate::metrics::GatewayMetrics;
 use crate::tls::backend::BackendConnector;
 use crate::tls::certs::{self, ServingCert};
+use crate::tls::client_auth;
 use crate::tls::sni::SniResolver;
 
 /// Endpoint pools by (address, protocol, TLS settings); carried from one compiled config to
@@ -265,6 +267,7 @@ struct ListenerBuilder {
     port: u16,
     addresses: Vec<IpAddr>,
     certs: Vec<ServingCert>,
+    client_validation: Option<ClientValidation>,
     http: HostIndex<Vec<(HttpPrecedence, HttpEntry)>>,
     grpc: HostIndex<Vec<(GrpcPrecedence, GrpcEntry)>>,
     tls: HostIndex<((i64, String), Arc<TlsTarget>)>,
@@ -283,6 +286,17 @@ impl ListenerBuilder {
             }
             None => None,
         };
+        let client_validation = listener
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.client_validation.clone());
+        if client_validation.is_some()
+            && listener.tls.as_ref().map(|tls| tls.mode) != Some(TlsMode::Terminate)
+        {
+            return Err(format!(
+                "listener {name:?}: client certificate validation needs tls.mode Terminate"
+            ));
+        }
         let (tls_mode, certs) = match (listener.protocol, &listener.tls) {
             (ListenerProtocol::Http, None) => (None, Vec::new()),
             (ListenerProtocol::Http, Some(_)) => {
@@ -294,11 +308,6 @@ impl ListenerBuilder {
                 return Err(format!(
                     "listener {name:?}: protocol {} requires tls settings",
                     protocol_name(listener.protocol)
-                ));
-            }
-            (ListenerProtocol::Tls, Some(tls)) if tls.mode == TlsMode::Terminate => {
-                return Err(format!(
-                    "listener {name:?}: protocol TLS with tls.mode Terminate is not supported; use Passthrough, or HTTPS to terminate"
                 ));
             }
             (ListenerProtocol::Https, Some(tls)) if tls.mode == TlsMode::Passthrough => {
@@ -332,6 +341,7 @@ impl ListenerBuilder {
             port: listener.port,
             addresses: listener.addresses.clone(),
             certs,
+            client_validation,
             http: HostIndex::default(),
             grpc: HostIndex::default(),
             tls: HostIndex::default(),
@@ -421,6 +431,7 @@ impl ListenerBuilder {
         }
         ListenerTable {
             name: self.name,
+            protocol: self.protocol,
             tls_mode: self.tls_mode,
             http: map_index(self.http, |bucket| {
                 bucket.into_iter().map(|(_, e)| e).collect()
@@ -454,6 +465,9 @@ fn build_ports(
         let mut terminating: Vec<(Option<String>, Vec<ServingCert>)> = Vec::new();
         let mut has_https = false;
         let mut has_passthrough = false;
+        // Client validation happens in the port's one handshake, before the listener is known
+        // from SNI, so every terminating listener of a port must ask for the same.
+        let mut validation: Option<(&Arc<str>, &Option<ClientValidation>)> = None;
         for l in &listeners {
             if port_kind(l.protocol) != kind {
                 return Err(format!(
@@ -483,6 +497,16 @@ fn build_ports(
             has_passthrough |= l.tls_mode == Some(TlsMode::Passthrough);
             if l.tls_mode == Some(TlsMode::Terminate) {
                 terminating.push((l.hostname.clone(), l.certs.clone()));
+                match validation {
+                    None => validation = Some((&l.name, &l.client_validation)),
+                    Some((first, v)) if *v != l.client_validation => {
+                        return Err(format!(
+                            "listeners {first:?} and {:?} share port {port} but ask for different client certificate validation",
+                            l.name
+                        ));
+                    }
+                    Some(_) => {}
+                }
             }
         }
         let bind = if any_address || addresses.is_empty() {
@@ -497,11 +521,17 @@ fn build_ports(
             None
         } else {
             let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let mut server = rustls::ServerConfig::builder_with_provider(provider)
+            let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
                 .with_safe_default_protocol_versions()
-                .map_err(|e| format!("port {port}: TLS setup: {e}"))?
-                .with_no_client_auth()
-                .with_cert_resolver(Arc::new(SniResolver::new(terminating)));
+                .map_err(|e| format!("port {port}: TLS setup: {e}"))?;
+            let builder = match validation {
+                Some((name, Some(v))) => builder.with_client_cert_verifier(
+                    client_auth::verifier(v, &provider)
+                        .map_err(|e| format!("listener {name:?}: {e}"))?,
+                ),
+                _ => builder.with_no_client_auth(),
+            };
+            let mut server = builder.with_cert_resolver(Arc::new(SniResolver::new(terminating)));
             if has_https {
                 server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
             }
@@ -534,6 +564,7 @@ fn build_ports(
                     listeners: index,
                     tls,
                     has_passthrough,
+                    has_https,
                 }),
                 listener_names: names,
             },

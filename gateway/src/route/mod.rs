@@ -14,7 +14,7 @@ pub(crate) mod matcher;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use meridian_proto::model::gateway::TlsMode;
+use meridian_proto::model::gateway::{ListenerProtocol, TlsMode};
 
 use self::grpc::GrpcMatcher;
 use self::host::HostIndex;
@@ -38,6 +38,9 @@ pub(crate) struct PortTable {
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     /// Whether any listener on the port passes TLS through (ClientHello must be inspected).
     pub(crate) has_passthrough: bool,
+    /// Whether any listener on the port is HTTPS (an SNI no listener claims is still served
+    /// HTTP, answering 404; without one it is rejected before the handshake).
+    pub(crate) has_https: bool,
 }
 
 /// How a port's connections begin.
@@ -54,6 +57,8 @@ pub(crate) enum PortKind {
 pub(crate) struct ListenerTable {
     /// Listener name.
     pub(crate) name: Arc<str>,
+    /// Protocol.
+    pub(crate) protocol: ListenerProtocol,
     /// TLS mode for TLS listeners.
     pub(crate) tls_mode: Option<TlsMode>,
     /// HTTPRoute matches by effective hostname, each bucket in precedence order.
@@ -157,6 +162,18 @@ impl PortTable {
             None => self.listeners.get_pattern(None),
         }?;
         (listener.tls_mode == Some(TlsMode::Passthrough)).then_some(listener)
+    }
+
+    /// The listener an SNI name (or no SNI) selects, if it is a TLS listener that terminates
+    /// and forwards the decrypted stream to a TLSRoute backend.
+    pub(crate) fn terminate_listener(&self, sni: Option<&str>) -> Option<&Arc<ListenerTable>> {
+        let listener = match sni {
+            Some(sni) => self.listeners.best(sni),
+            None => self.listeners.get_pattern(None),
+        }?;
+        (listener.protocol == ListenerProtocol::Tls
+            && listener.tls_mode == Some(TlsMode::Terminate))
+        .then_some(listener)
     }
 }
 

@@ -1,10 +1,12 @@
 //! TLS: client connections to backends under a BackendTLSPolicy ([`backend`]), certificates
-//! from PEM ([`certs`]), the SNI certificate resolver ([`sni`]), ClientHello
+//! from PEM ([`certs`]), the SNI certificate resolver ([`sni`]), client certificate validation
+//! ([`client_auth`]), ClientHello
 //! parsing for passthrough ([`client_hello`]) and a stream that replays already-read bytes
 //! ([`prefixed`]).
 
 pub(crate) mod backend;
 pub(crate) mod certs;
+pub(crate) mod client_auth;
 pub(crate) mod client_hello;
 pub(crate) mod prefixed;
 pub(crate) mod sni;

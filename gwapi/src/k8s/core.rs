@@ -165,7 +165,7 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// A ConfigMap (BackendTLSPolicy CA bundles under key `ca.crt`).
+/// A ConfigMap (CA bundles under key `ca.crt`: BackendTLSPolicy and frontend client validation).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ConfigMap {

@@ -77,6 +77,76 @@ pub struct GatewaySpec {
     /// Infrastructure labels, annotations and parameters.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub infrastructure: Option<GatewayInfrastructure>,
+    /// Gateway-wide TLS settings (frontend client certificate validation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<GatewayTlsSettings>,
+}
+
+/// `GatewaySpec.tls` (`GatewayTLSConfig` in Gateway API v1.4).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GatewayTlsSettings {
+    /// How the Gateway validates client certificates on terminating listeners.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frontend: Option<FrontendTlsConfig>,
+}
+
+/// `FrontendTLSConfig`: a default for every HTTPS port and per-port overrides.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct FrontendTlsConfig {
+    /// Applies to every HTTPS listener without a `perPort` entry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default: Option<TlsConfigSettings>,
+    /// Overrides for one port each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub per_port: Vec<TlsPortConfig>,
+}
+
+/// One `perPort` entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TlsPortConfig {
+    /// The listener port this entry applies to.
+    pub port: i64,
+    /// Its settings (replacing the default as a whole).
+    pub tls: TlsConfigSettings,
+}
+
+/// `TLSConfig` of the frontend settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TlsConfigSettings {
+    /// Client certificate validation; absent: no client certificate is asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation: Option<FrontendTlsValidation>,
+}
+
+/// `FrontendTLSValidation`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct FrontendTlsValidation {
+    /// CA bundles (core ConfigMaps with key `ca.crt`), 1..=8.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ca_certificate_refs: Vec<ObjectReference>,
+    /// `AllowValidOnly` (default) or `AllowInsecureFallback`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+}
+
+/// A reference to an object of any kind (`ObjectReference`: group and kind are required).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ObjectReference {
+    /// API group; empty for core.
+    pub group: String,
+    /// Kind.
+    pub kind: String,
+    /// Name.
+    pub name: String,
+    /// Namespace; the referrer's by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 /// A Gateway listener.

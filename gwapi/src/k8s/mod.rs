@@ -25,9 +25,10 @@ pub use self::core::{
     Service, ServicePort, ServiceSpec,
 };
 pub use self::gateway::{
-    AllowedRoutes, Gateway, GatewayAddress, GatewayClass, GatewayClassSpec, GatewayInfrastructure,
-    GatewaySpec, GatewayTlsConfig, Listener, LocalParametersReference, ParametersReference,
-    RouteGroupKind, RouteNamespaces, SecretObjectReference,
+    AllowedRoutes, FrontendTlsConfig, FrontendTlsValidation, Gateway, GatewayAddress, GatewayClass,
+    GatewayClassSpec, GatewayInfrastructure, GatewaySpec, GatewayTlsConfig, GatewayTlsSettings,
+    Listener, LocalParametersReference, ObjectReference, ParametersReference, RouteGroupKind,
+    RouteNamespaces, SecretObjectReference, TlsConfigSettings, TlsPortConfig,
 };
 pub use self::grant::{ReferenceGrant, ReferenceGrantFrom, ReferenceGrantSpec, ReferenceGrantTo};
 pub use self::policy::{

@@ -1,5 +1,5 @@
-//! Listener programming: validity, conflicts between listeners, certificate resolution, and
-//! the listener conditions.
+//! Listener programming: validity, conflicts between listeners, certificate and frontend CA
+//! resolution, and the listener conditions.
 
 use std::collections::BTreeMap;
 
@@ -8,6 +8,7 @@ use meridian_proto::model::gateway::{ListenerProtocol, TlsCertificate, TlsMode};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use super::frontend::{self, Frontend};
 use super::index::{Index, Reference};
 use crate::k8s;
 use crate::status::{Condition, ConditionStatus, ConditionType, Reason};
@@ -27,14 +28,25 @@ pub(crate) struct ListenerState<'a> {
     pub(crate) certificates: Vec<TlsCertificate>,
     /// First certificate reference problem: `InvalidCertificateRef` or `RefNotPermitted`.
     pub(crate) cert_problem: Option<(Reason, String)>,
+    /// Frontend client certificate validation (HTTPS listeners).
+    pub(crate) frontend: Frontend,
 }
 
 // === impl ListenerState ===
 
 impl ListenerState<'_> {
-    /// Accepted: valid spec and no conflict.
+    /// Accepted: valid spec, no conflict, and frontend validation that can be honoured.
     pub(crate) fn accepted(&self) -> bool {
-        self.check.invalid.is_none() && self.conflict.is_none()
+        self.not_accepted().is_none()
+    }
+
+    /// Why the listener is not accepted, if it is not.
+    fn not_accepted(&self) -> Option<&(Reason, String)> {
+        self.check
+            .invalid
+            .as_ref()
+            .or(self.conflict.as_ref())
+            .or(self.frontend.rejection.as_ref())
     }
 
     /// Why the listener is not programmed, if it is not.
@@ -44,6 +56,13 @@ impl ListenerState<'_> {
         }
         if let Some((_, message)) = &self.conflict {
             return Some(format!("the listener conflicts: {message}"));
+        }
+        if let Some((_, message)) = &self.frontend.rejection {
+            // Fail closed: serving without the client validation the Gateway asks for would
+            // let every client in.
+            return Some(format!(
+                "client certificate validation cannot be honoured: {message}"
+            ));
         }
         if self.check.supported_kinds.is_empty() {
             return Some("no valid route kind may attach".to_string());
@@ -61,21 +80,25 @@ impl ListenerState<'_> {
 
     /// The listener conditions.
     pub(crate) fn conditions(&self, generation: i64) -> Vec<Condition> {
-        let accepted = match (&self.check.invalid, &self.conflict) {
-            (Some((reason, message)), _) | (None, Some((reason, message))) => Condition::bad(
+        let accepted = match self.not_accepted() {
+            Some((reason, message)) => Condition::bad(
                 ConditionType::Accepted,
                 *reason,
                 message.clone(),
                 generation,
             ),
-            (None, None) => Condition::ok(
+            None => Condition::ok(
                 ConditionType::Accepted,
                 Reason::Accepted,
                 "the listener is valid",
                 generation,
             ),
         };
-        let resolved = if let Some((reason, message)) = &self.cert_problem {
+        let ref_problem = self
+            .cert_problem
+            .as_ref()
+            .or(self.frontend.ref_problem.as_ref());
+        let resolved = if let Some((reason, message)) = ref_problem {
             Condition::bad(
                 ConditionType::ResolvedRefs,
                 *reason,
@@ -146,10 +169,17 @@ pub(crate) fn listeners<'a>(
             conflict: None,
             certificates: Vec::new(),
             cert_problem: None,
+            frontend: Frontend::default(),
         })
         .collect();
     find_conflicts(&mut states);
     for state in &mut states {
+        // The spec applies frontend validation to HTTPS listeners only.
+        if state.check.protocol == Some(ListenerProtocol::Https)
+            && let Some(port) = state.check.port
+        {
+            state.frontend = frontend::resolve(gateway, gateway_key, port, index);
+        }
         if state.check.tls_mode == Some(TlsMode::Terminate)
             && let Some(tls) = &state.spec.tls
         {

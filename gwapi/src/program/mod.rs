@@ -12,6 +12,7 @@
 
 mod attach;
 mod backend;
+mod frontend;
 mod index;
 mod listener;
 mod policy;
@@ -37,6 +38,8 @@ use crate::status::{
     RouteOrigin, RouteParentStatus, RouteStatus,
 };
 use crate::validate::check_address;
+
+pub(crate) use self::frontend::mode as frontend_mode;
 
 /// The `spec.controllerName` of GatewayClasses Meridian implements.
 pub const CONTROLLER_NAME: &str = "meridian.dev/gateway-controller";
@@ -550,7 +553,16 @@ fn gateway_conditions(
         };
         Condition::bad(ConditionType::Programmed, Reason::Invalid, why, generation)
     };
-    vec![accepted, programmed]
+    let mut conditions = vec![accepted, programmed];
+    if frontend::uses_insecure_fallback(gateway) {
+        conditions.push(Condition::ok(
+            ConditionType::InsecureFrontendValidationMode,
+            Reason::ConfigurationChanged,
+            "frontend client certificate validation lets clients without a certificate through (AllowInsecureFallback)",
+            generation,
+        ));
+    }
+    conditions
 }
 
 fn model_listener(state: &ListenerState<'_>, addresses: &[IpAddr]) -> Listener {
@@ -560,6 +572,7 @@ fn model_listener(state: &ListenerState<'_>, addresses: &[IpAddr]) -> Listener {
         ListenerProtocol::Https | ListenerProtocol::Tls => Some(ListenerTls {
             mode: state.check.tls_mode.unwrap_or(TlsMode::Terminate),
             certificates: state.certificates.clone(),
+            client_validation: state.frontend.validation.clone(),
         }),
     };
     Listener {

@@ -865,6 +865,218 @@ fn certificates_resolve_from_secrets() {
     }
 }
 
+/// A ConfigMap holding a fresh self-signed CA certificate under `ca.crt`.
+fn ca_config_map(name: &str, namespace: &str) -> String {
+    let generated = rcgen::generate_simple_self_signed(vec!["ca.example".to_string()]).expect("ca");
+    let pem = serde_json::Value::String(generated.cert.pem()).to_string();
+    format!(
+        "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: {namespace}}}\ndata:\n  ca.crt: {pem}\n"
+    )
+}
+
+/// The `https` Gateway of [`https_gateway`] with a second HTTPS listener on 8443 and
+/// `spec.tls.frontend` set to `frontend` (flow style).
+fn mtls_gateway(frontend: &str) -> String {
+    format!(
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: https, namespace: infra}}\nspec:\n  gatewayClassName: meridian\n  tls: {{frontend: {frontend}}}\n  listeners:\n  - {{name: https, port: 443, protocol: HTTPS, hostname: example.org, tls: {{certificateRefs: [{{name: cert}}]}}}}\n  - {{name: https-8443, port: 8443, protocol: HTTPS, hostname: example.org, tls: {{certificateRefs: [{{name: cert}}]}}}}\n  - {{name: http, port: 80, protocol: HTTP}}\n"
+    )
+}
+
+#[test]
+fn frontend_client_validation_resolves_ca_config_maps() {
+    use meridian_proto::model::gateway::ClientValidationMode;
+    let cert = tls_secret("cert", "infra", "example.org");
+    let ca = ca_config_map("ca", "infra");
+    let ca_elsewhere = ca_config_map("ca", "web-backend");
+    let grant = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: ReferenceGrant\nmetadata: {name: cas, namespace: web-backend}\nspec:\n  from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: infra}]\n  to: [{group: '', kind: ConfigMap}]\n";
+    let no_key = "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: ca, namespace: infra}\ndata: {other: x}\n";
+    let not_pem = "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: ca, namespace: infra}\ndata: {ca.crt: not a certificate}\n";
+    let default = |refs: &str, mode: &str| {
+        mtls_gateway(&format!(
+            "{{default: {{validation: {{caCertificateRefs: [{refs}]{mode}}}}}}}"
+        ))
+    };
+    let local = "{group: '', kind: ConfigMap, name: ca}";
+    let remote = "{group: '', kind: ConfigMap, name: ca, namespace: web-backend}";
+    let programmed = |yaml: &str| {
+        let route = http_route("r", "infra", "{name: https}", "[{}]");
+        program(
+            &set(&format!("{cert}{yaml}{route}")),
+            &[],
+            &key("infra/https"),
+        )
+    };
+    let listener_names = |p: &Programmed| -> Vec<String> {
+        p.config.listeners.iter().map(|l| l.name.clone()).collect()
+    };
+
+    // Resolved: both HTTPS listeners validate (the default applies to every HTTPS port), the
+    // HTTP listener is untouched, and the Gateway is not flagged insecure.
+    let p = programmed(&format!("{}{ca}", default(local, "")));
+    assert_eq!(listener_names(&p), ["https", "https-8443", "http"]);
+    for listener in &p.config.listeners[..2] {
+        let validation = listener
+            .tls
+            .as_ref()
+            .and_then(|t| t.client_validation.as_ref())
+            .expect("validation");
+        assert_eq!(validation.mode, ClientValidationMode::AllowValidOnly);
+        assert_eq!(validation.ca_certificates.len(), 1);
+        assert_eq!(validation.ca_certificates[0].config_map, key("infra/ca"));
+        assert!(
+            validation.ca_certificates[0]
+                .pem
+                .starts_with("-----BEGIN CERTIFICATE-----")
+        );
+    }
+    assert!(p.config.listeners[2].tls.is_none());
+    assert!(
+        p.status
+            .condition(ConditionType::InsecureFrontendValidationMode)
+            .is_none()
+    );
+    let https = p.status.listener("https").expect("https");
+    assert_eq!(
+        cond(&https.conditions, ConditionType::ResolvedRefs),
+        (True, Reason::ResolvedRefs)
+    );
+
+    // perPort replaces the default for its port only; AllowInsecureFallback flags the Gateway.
+    let p = programmed(&format!(
+        "{}{ca}",
+        mtls_gateway(&format!(
+            "{{default: {{validation: {{caCertificateRefs: [{local}]}}}}, perPort: [{{port: 8443, tls: {{validation: {{mode: AllowInsecureFallback, caCertificateRefs: [{local}]}}}}}}]}}"
+        ))
+    ));
+    let modes: Vec<Option<ClientValidationMode>> = p
+        .config
+        .listeners
+        .iter()
+        .map(|l| {
+            l.tls
+                .as_ref()
+                .and_then(|t| t.client_validation.as_ref())
+                .map(|v| v.mode)
+        })
+        .collect();
+    assert_eq!(
+        modes,
+        [
+            Some(ClientValidationMode::AllowValidOnly),
+            Some(ClientValidationMode::AllowInsecureFallback),
+            None
+        ]
+    );
+    assert_eq!(
+        cond(
+            &p.status.conditions,
+            ConditionType::InsecureFrontendValidationMode
+        ),
+        (True, Reason::ConfigurationChanged)
+    );
+    // A perPort entry without validation turns it off for that port.
+    let p = programmed(&format!(
+        "{}{ca}",
+        mtls_gateway(&format!(
+            "{{default: {{validation: {{caCertificateRefs: [{local}]}}}}, perPort: [{{port: 8443, tls: {{}}}}]}}"
+        ))
+    ));
+    assert!(
+        p.config.listeners[1]
+            .tls
+            .as_ref()
+            .expect("tls")
+            .client_validation
+            .is_none()
+    );
+
+    // Unresolvable references: ResolvedRefs=False with the spec's reason, and (all of them
+    // failing) the HTTPS listeners are neither accepted nor programmed. HTTP still serves.
+    let failing: Vec<(String, Reason)> = vec![
+        (default(local, ""), Reason::InvalidCACertificateRef),
+        (
+            format!("{}{no_key}", default(local, "")),
+            Reason::InvalidCACertificateRef,
+        ),
+        (
+            format!("{}{not_pem}", default(local, "")),
+            Reason::InvalidCACertificateRef,
+        ),
+        (
+            format!("{}{ca}", default("{group: '', kind: Secret, name: ca}", "")),
+            Reason::InvalidCACertificateKind,
+        ),
+        (
+            format!(
+                "{}{ca}",
+                default("{group: example.com, kind: ConfigMap, name: ca}", "")
+            ),
+            Reason::InvalidCACertificateKind,
+        ),
+        (
+            format!("{}{ca_elsewhere}", default(remote, "")),
+            Reason::RefNotPermitted,
+        ),
+    ];
+    for (yaml, reason) in &failing {
+        let p = programmed(yaml);
+        for name in ["https", "https-8443"] {
+            let listener = p.status.listener(name).expect("listener");
+            assert_eq!(
+                cond(&listener.conditions, ConditionType::ResolvedRefs),
+                (False, *reason),
+                "{name}: {yaml}"
+            );
+            assert_eq!(
+                cond(&listener.conditions, ConditionType::Accepted),
+                (False, Reason::NoValidCACertificate),
+                "{name}: {yaml}"
+            );
+            assert_eq!(
+                cond(&listener.conditions, ConditionType::Programmed),
+                (False, Reason::Invalid)
+            );
+        }
+        assert_eq!(listener_names(&p), ["http"], "{yaml}");
+        assert_eq!(
+            cond(&p.status.conditions, ConditionType::Accepted),
+            (True, Reason::ListenersNotValid)
+        );
+    }
+
+    // With a grant the cross-namespace ConfigMap resolves.
+    let p = programmed(&format!("{}{ca_elsewhere}{grant}", default(remote, "")));
+    assert_eq!(listener_names(&p), ["https", "https-8443", "http"]);
+
+    // One good and one bad reference: served with the good CA only, ResolvedRefs=False.
+    let p = programmed(&format!(
+        "{}{ca}",
+        default(
+            &format!("{local}, {{group: '', kind: ConfigMap, name: gone}}"),
+            ""
+        )
+    ));
+    assert_eq!(listener_names(&p), ["https", "https-8443", "http"]);
+    let https = p.status.listener("https").expect("https");
+    assert_eq!(
+        cond(&https.conditions, ConditionType::ResolvedRefs),
+        (False, Reason::InvalidCACertificateRef)
+    );
+    assert_eq!(
+        cond(&https.conditions, ConditionType::Accepted),
+        (True, Reason::Accepted)
+    );
+
+    // An unknown mode fails closed too.
+    let p = programmed(&format!("{}{ca}", default(local, ", mode: Sometimes")));
+    assert_eq!(listener_names(&p), ["http"]);
+    let https = p.status.listener("https").expect("https");
+    assert_eq!(
+        cond(&https.conditions, ConditionType::Accepted),
+        (False, Reason::UnsupportedValue)
+    );
+}
+
 #[test]
 fn http_and_grpc_routes_do_not_share_a_listener() {
     let grpc = |name: &str, created: &str, hostnames: &str| {

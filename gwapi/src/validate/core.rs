@@ -195,6 +195,18 @@ fn decode_base64(value: &str) -> Result<Vec<u8>, String> {
         .map_err(|error| format!("invalid base64: {error}"))
 }
 
+/// Validates a ConfigMap (only its metadata: a bad `ca.crt` is reported by the listener that
+/// uses it).
+pub(crate) fn config_map(
+    mut raw: k8s::ConfigMap,
+    origin: &Origin,
+    problems: &mut Vec<Problem>,
+) -> Option<k8s::ConfigMap> {
+    let meta = namespaced_meta(&raw.metadata, "ConfigMap", origin, problems)?;
+    raw.metadata.namespace = Some(meta.key.namespace.clone());
+    Some(raw)
+}
+
 /// Validates a Namespace (a DNS-1123 label name).
 pub(crate) fn namespace(
     raw: k8s::Namespace,

@@ -278,7 +278,67 @@ pub(crate) fn gateway(
             problems.push(problem(format!("spec.addresses[{index}]"), why));
         }
     }
+    if let Some(frontend) = raw.spec.tls.as_ref().and_then(|t| t.frontend.as_ref()) {
+        for (path, message) in check_frontend(frontend) {
+            problems.push(problem(path, message));
+        }
+    }
     if fatal { None } else { Some(raw) }
+}
+
+/// Checks `spec.tls.frontend` as the CRD schema would. Problems are reported but do not drop
+/// the Gateway: the HTTPS listeners they apply to are not accepted instead (fail closed).
+fn check_frontend(frontend: &k8s::FrontendTlsConfig) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut check_validation = |path: String, validation: &k8s::FrontendTlsValidation| {
+        if let Err(why) = crate::program::frontend_mode(validation.mode.as_deref()) {
+            out.push((format!("{path}.mode"), why));
+        }
+        let n = validation.ca_certificate_refs.len();
+        if !(1..=8).contains(&n) {
+            out.push((
+                format!("{path}.caCertificateRefs"),
+                format!("has {n} entries; 1 to 8 are required"),
+            ));
+        }
+    };
+    if let Some(validation) = frontend
+        .default
+        .as_ref()
+        .and_then(|d| d.validation.as_ref())
+    {
+        check_validation(
+            "spec.tls.frontend.default.validation".to_string(),
+            validation,
+        );
+    }
+    let mut ports = BTreeSet::new();
+    let mut port_problems = Vec::new();
+    for (index, entry) in frontend.per_port.iter().enumerate() {
+        let path = format!("spec.tls.frontend.perPort[{index}]");
+        match field::port(entry.port) {
+            Err(why) => port_problems.push((format!("{path}.port"), why)),
+            Ok(port) if !ports.insert(port) => port_problems.push((
+                format!("{path}.port"),
+                format!("port {port} has an earlier entry; this one is ignored"),
+            )),
+            Ok(_) => {}
+        }
+        if let Some(validation) = &entry.tls.validation {
+            check_validation(format!("{path}.tls.validation"), validation);
+        }
+    }
+    if frontend.per_port.len() > 64 {
+        port_problems.push((
+            "spec.tls.frontend.perPort".to_string(),
+            format!(
+                "has {} entries, at most 64 are allowed",
+                frontend.per_port.len()
+            ),
+        ));
+    }
+    out.extend(port_problems);
+    out
 }
 
 /// Meridian binds only `IPAddress` addresses.

@@ -25,7 +25,7 @@ use crate::problem::{Origin, Problem};
 use crate::status::Reason;
 
 pub(crate) use self::core::{
-    endpoint_slice, namespace, reference_grant, secret, secret_value, service,
+    config_map, endpoint_slice, namespace, reference_grant, secret, secret_value, service,
 };
 pub(crate) use self::field::{format_duration, format_timestamp_ms};
 pub(crate) use self::gateway::{
@@ -33,7 +33,7 @@ pub(crate) use self::gateway::{
 };
 pub(crate) use self::grpc::grpc_route;
 pub(crate) use self::http::http_route;
-pub(crate) use self::policy::{backend_tls_policy, config_map};
+pub(crate) use self::policy::backend_tls_policy;
 pub(crate) use self::tls::tls_route;
 
 /// One thing wrong inside a route, with the status reason it maps to.

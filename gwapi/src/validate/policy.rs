@@ -169,14 +169,3 @@ fn absolute_uri(value: &str) -> Result<(), String> {
         Err(format!("{value:?} is not an absolute URI (scheme:rest)"))
     }
 }
-
-/// Validates a ConfigMap (only its metadata: values are checked where a policy uses them).
-pub(crate) fn config_map(
-    mut raw: k8s::ConfigMap,
-    origin: &Origin,
-    problems: &mut Vec<Problem>,
-) -> Option<k8s::ConfigMap> {
-    let meta = namespaced_meta(&raw.metadata, "ConfigMap", origin, problems)?;
-    raw.metadata.namespace = Some(meta.key.namespace.clone());
-    Some(raw)
-}

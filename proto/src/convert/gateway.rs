@@ -7,8 +7,9 @@ use super::{
 };
 use crate::model::ModelError;
 use crate::model::gateway::{
-    AppProtocol, Attached, Attachment, Backend, BackendTls, Endpoint, GatewayConfig, Listener,
-    ListenerProtocol, ListenerTls, SubjectAltName, TlsCertificate, TlsMode,
+    AppProtocol, Attached, Attachment, Backend, BackendTls, CaCertificate, ClientValidation,
+    ClientValidationMode, Endpoint, GatewayConfig, Listener, ListenerProtocol, ListenerTls,
+    SubjectAltName, TlsCertificate, TlsMode,
 };
 use crate::model::names::check_subdomain;
 use crate::model::route::{GrpcRoute, HttpRoute, TlsRoute};
@@ -114,6 +115,7 @@ impl From<&ListenerTls> for pb::ListenerTls {
         Self {
             mode: pb::TlsMode::from(tls.mode).into(),
             certificates: encode_all(&tls.certificates),
+            client_validation: tls.client_validation.as_ref().map(Into::into),
         }
     }
 }
@@ -125,6 +127,79 @@ impl TryFrom<pb::ListenerTls> for ListenerTls {
         Ok(Self {
             mode: enumeration::<pb::TlsMode>(tls.mode, "mode")?.into(),
             certificates: each(tls.certificates, "certificates")?,
+            client_validation: optional(tls.client_validation, "client_validation")?,
+        })
+    }
+}
+
+// === impl ClientValidation ===
+
+impl From<&ClientValidation> for pb::ClientValidation {
+    fn from(validation: &ClientValidation) -> Self {
+        Self {
+            ca_certificates: encode_all(&validation.ca_certificates),
+            mode: pb::ClientValidationMode::from(validation.mode).into(),
+        }
+    }
+}
+
+impl TryFrom<pb::ClientValidation> for ClientValidation {
+    type Error = ConvertError;
+
+    fn try_from(validation: pb::ClientValidation) -> Result<Self, ConvertError> {
+        // Validation without a trust anchor could only reject everyone or, worse, be read as
+        // "no validation"; neither is what the sender meant.
+        if validation.ca_certificates.is_empty() {
+            return Err(ConvertError::new(ConvertErrorKind::Constraint(
+                "at least one CA certificate is required",
+            ))
+            .in_field("ca_certificates"));
+        }
+        Ok(Self {
+            ca_certificates: each(validation.ca_certificates, "ca_certificates")?,
+            mode: enumeration::<pb::ClientValidationMode>(validation.mode, "mode")?.into(),
+        })
+    }
+}
+
+impl From<ClientValidationMode> for pb::ClientValidationMode {
+    fn from(mode: ClientValidationMode) -> Self {
+        match mode {
+            ClientValidationMode::AllowValidOnly => Self::AllowValidOnly,
+            ClientValidationMode::AllowInsecureFallback => Self::AllowInsecureFallback,
+        }
+    }
+}
+
+impl From<pb::ClientValidationMode> for ClientValidationMode {
+    fn from(mode: pb::ClientValidationMode) -> Self {
+        match mode {
+            pb::ClientValidationMode::AllowValidOnly => Self::AllowValidOnly,
+            pb::ClientValidationMode::AllowInsecureFallback => Self::AllowInsecureFallback,
+        }
+    }
+}
+
+// === impl CaCertificate ===
+
+impl From<&CaCertificate> for pb::CaCertificate {
+    fn from(ca: &CaCertificate) -> Self {
+        Self {
+            config_map: Some((&ca.config_map).into()),
+            pem: ca.pem.clone(),
+        }
+    }
+}
+
+impl TryFrom<pb::CaCertificate> for CaCertificate {
+    type Error = ConvertError;
+
+    /// The PEM is not parsed here: the gateway loads it with rustls and reports a bad bundle
+    /// against the listener and ConfigMap.
+    fn try_from(ca: pb::CaCertificate) -> Result<Self, ConvertError> {
+        Ok(Self {
+            config_map: message(ca.config_map, "config_map")?,
+            pem: ca.pem,
         })
     }
 }

@@ -13,8 +13,9 @@ use prost::Message;
 
 use super::{ConvertError, ConvertErrorKind};
 use crate::model::gateway::{
-    AppProtocol, Attached, Attachment, Backend, BackendTls, Endpoint, GatewayConfig, Listener,
-    ListenerProtocol, ListenerTls, SubjectAltName, TlsCertificate, TlsMode,
+    AppProtocol, Attached, Attachment, Backend, BackendTls, CaCertificate, ClientValidation,
+    ClientValidationMode, Endpoint, GatewayConfig, Listener, ListenerProtocol, ListenerTls,
+    SubjectAltName, TlsCertificate, TlsMode,
 };
 use crate::model::route::{
     BackendRef, Cors, GrpcMethodMatch, GrpcRoute, GrpcRouteMatch, GrpcRouteRule, HeaderMatch,
@@ -155,6 +156,13 @@ fn cert(name: &str) -> TlsCertificate {
         key: key("infra", name),
         cert_chain_pem: format!("-----BEGIN CERTIFICATE-----\n{name}\n-----END CERTIFICATE-----\n"),
         private_key_pem: "-----BEGIN PRIVATE KEY-----\nsecret\n-----END PRIVATE KEY-----\n".into(),
+    }
+}
+
+fn ca(name: &str) -> CaCertificate {
+    CaCertificate {
+        config_map: key("infra", name),
+        pem: format!("-----BEGIN CERTIFICATE-----\n{name}\n-----END CERTIFICATE-----\n"),
     }
 }
 
@@ -512,6 +520,10 @@ fn gateway_config() -> GatewayConfig {
                 tls: Some(ListenerTls {
                     mode: TlsMode::Terminate,
                     certificates: vec![cert("demo-tls"), cert("wildcard-tls")],
+                    client_validation: Some(ClientValidation {
+                        ca_certificates: vec![ca("client-ca"), ca("partner-ca")],
+                        mode: ClientValidationMode::AllowInsecureFallback,
+                    }),
                 }),
             },
             Listener {
@@ -523,6 +535,22 @@ fn gateway_config() -> GatewayConfig {
                 tls: Some(ListenerTls {
                     mode: TlsMode::Passthrough,
                     certificates: vec![],
+                    client_validation: None,
+                }),
+            },
+            Listener {
+                name: "mtls".into(),
+                addresses: vec![],
+                port: 9443,
+                protocol: ListenerProtocol::Https,
+                hostname: None,
+                tls: Some(ListenerTls {
+                    mode: TlsMode::Terminate,
+                    certificates: vec![cert("demo-tls")],
+                    client_validation: Some(ClientValidation {
+                        ca_certificates: vec![ca("client-ca")],
+                        mode: ClientValidationMode::AllowValidOnly,
+                    }),
                 }),
             },
         ],
@@ -758,6 +786,14 @@ fn fixtures_cover_every_variant() {
                 TlsMode::Terminate => "tls:terminate",
                 TlsMode::Passthrough => "tls:passthrough",
             });
+            if let Some(validation) = &tls.client_validation {
+                seen.insert(match validation.mode {
+                    ClientValidationMode::AllowValidOnly => "client_validation:valid_only",
+                    ClientValidationMode::AllowInsecureFallback => {
+                        "client_validation:insecure_fallback"
+                    }
+                });
+            }
         }
     }
     for b in &config.backends {
@@ -809,6 +845,8 @@ fn fixtures_cover_every_variant() {
         "protocol:tls",
         "tls:terminate",
         "tls:passthrough",
+        "client_validation:valid_only",
+        "client_validation:insecure_fallback",
         "app:http1",
         "app:h2c",
         "app:websocket",
@@ -849,6 +887,16 @@ where
             "case {i}: {shown:?} does not mention {fragment:?}"
         );
     }
+}
+
+fn tls_validation(c: &mut pb::GatewayConfig, listener: usize) -> &mut pb::ClientValidation {
+    c.listeners[listener]
+        .tls
+        .as_mut()
+        .unwrap()
+        .client_validation
+        .as_mut()
+        .unwrap()
 }
 
 fn http_rule(c: &mut pb::GatewayConfig, rule: usize) -> &mut pb::HttpRouteRule {
@@ -1075,6 +1123,21 @@ fn gateway_config_errors_name_the_field_path() {
             |c| c.listeners[0].protocol = 3,
             "listeners[0].protocol",
             "unknown enum value 3",
+        ),
+        (
+            |c| tls_validation(c, 1).ca_certificates.clear(),
+            "listeners[1].tls.client_validation.ca_certificates",
+            "at least one CA certificate is required",
+        ),
+        (
+            |c| tls_validation(c, 1).mode = 2,
+            "listeners[1].tls.client_validation.mode",
+            "unknown enum value 2",
+        ),
+        (
+            |c| tls_validation(c, 3).ca_certificates[0].config_map = None,
+            "listeners[3].tls.client_validation.ca_certificates[0].config_map",
+            "missing required field",
         ),
         (
             |c| c.listeners[1].tls = None,

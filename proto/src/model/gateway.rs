@@ -66,6 +66,39 @@ pub struct ListenerTls {
     pub mode: TlsMode,
     /// Certificates to choose from by SNI (longest match wins).
     pub certificates: Vec<TlsCertificate>,
+    /// Frontend client certificate validation (Gateway `spec.tls.frontend`); `None` asks for
+    /// no client certificate. Every terminating listener of one port carries the same value,
+    /// since validation happens in the one TLS handshake of that port.
+    pub client_validation: Option<ClientValidation>,
+}
+
+/// How a terminating listener checks client certificates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientValidation {
+    /// Trust anchors (at least one bundle).
+    pub ca_certificates: Vec<CaCertificate>,
+    /// What to do with a client that presents no certificate.
+    pub mode: ClientValidationMode,
+}
+
+/// A PEM CA bundle from a ConfigMap's `ca.crt`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaCertificate {
+    /// The ConfigMap the bundle came from.
+    pub config_map: ObjectKey,
+    /// One or more PEM certificates.
+    pub pem: String,
+}
+
+/// Frontend validation modes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ClientValidationMode {
+    /// Only clients with a certificate that chains to a CA complete the handshake.
+    #[default]
+    AllowValidOnly,
+    /// Clients without a certificate are let through too; a certificate that is presented
+    /// must still be valid.
+    AllowInsecureFallback,
 }
 
 /// TLS modes.

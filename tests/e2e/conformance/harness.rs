@@ -29,6 +29,49 @@ pub struct Suite {
     pub ports: BTreeMap<&'static str, u16>,
     /// TLS material substitutions.
     pub certs: BTreeMap<String, meridian_tests::gateway::SelfSigned>,
+    /// CA certificate PEMs for `{{CA:<id>}}` (frontend client certificate validation).
+    pub cas: BTreeMap<String, String>,
+}
+
+/// A certificate authority that issues client certificates (frontend mTLS tests).
+pub struct TestCa {
+    /// The CA certificate, PEM.
+    pub cert_pem: String,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    /// A new self-signed CA named `name`.
+    pub fn new(name: &str) -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        Self {
+            cert_pem: cert.pem(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A client certificate for `common_name` signed by this CA, as a client identity.
+    pub fn client_identity(&self, common_name: &str) -> reqwest::Identity {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let pem = format!("{}{}", cert.pem(), key.serialize_pem());
+        reqwest::Identity::from_pem(pem.as_bytes()).unwrap()
+    }
 }
 
 impl Suite {
@@ -52,7 +95,7 @@ impl Suite {
         }
         let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
         let mut ports = BTreeMap::new();
-        for key in ["HTTP", "HTTPS", "HTTP_2", "HTTP_3", "TLS"] {
+        for key in ["HTTP", "HTTPS", "HTTPS_2", "HTTP_2", "HTTP_3", "TLS"] {
             ports.insert(key, meridian_tests::net::free_port(ip));
         }
         Self {
@@ -61,7 +104,16 @@ impl Suite {
             gateway: None,
             ports,
             certs: BTreeMap::new(),
+            cas: BTreeMap::new(),
         }
+    }
+
+    /// A new CA, usable as `{{CA:<id>}}` in manifests (its PEM as a quoted YAML string, for a
+    /// ConfigMap's `data`).
+    pub fn ca(&mut self, id: &str) -> TestCa {
+        let ca = TestCa::new(id);
+        self.cas.insert(id.to_string(), ca.cert_pem.clone());
+        ca
     }
 
     /// A self-signed certificate for `names`, usable as `{{CERT:<id>}}`/`{{KEY:<id>}}` in
@@ -129,6 +181,13 @@ impl Suite {
             text = text.replace(
                 &format!("{{{{KEY:{id}}}}}"),
                 &base64(certified.key_pem.as_bytes()),
+            );
+        }
+        for (id, pem) in &self.cas {
+            // A JSON string is a valid YAML double-quoted scalar.
+            text = text.replace(
+                &format!("{{{{CA:{id}}}}}"),
+                &serde_json::Value::String(pem.clone()).to_string(),
             );
         }
         assert!(

@@ -114,3 +114,120 @@ spec:
             .is_err()
     );
 }
+
+/// A TCP echo on loopback that records every byte it received (to show the backend gets
+/// plaintext, not TLS records).
+async fn tcp_echo() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = std::sync::Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let record = std::sync::Arc::clone(&record);
+            tokio::spawn(async move {
+                let mut buf = [0_u8; 4096];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    record.lock().unwrap().extend_from_slice(&buf[..n]);
+                    if stream.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn tls_route_terminate_simple_same_namespace() {
+    let (echo, seen) = tcp_echo().await;
+    let mut suite = Suite::new();
+    let server = suite.cert("server", &["abc.example.com", "other.example.com"]);
+    let manifests = format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{name: tls-checks-certificate, namespace: gateway-conformance-infra}}
+type: kubernetes.io/tls
+data: {{tls.crt: "{{{{CERT:server}}}}", tls.key: "{{{{KEY:server}}}}"}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gateway-tlsroute-terminate, namespace: gateway-conformance-infra}}
+spec:
+  gatewayClassName: meridian
+  addresses: [{{type: IPAddress, value: 127.0.0.1}}]
+  listeners:
+  - name: tls
+    port: {{{{TLS}}}}
+    protocol: TLS
+    hostname: "*.example.com"
+    tls: {{mode: Terminate, certificateRefs: [{{name: tls-checks-certificate}}]}}
+    allowedRoutes: {{namespaces: {{from: Same}}, kinds: [{{kind: TLSRoute}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: tcp-backend, namespace: gateway-conformance-infra}}
+spec:
+  ports: [{{name: tcp, port: 9000, targetPort: {port}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: tcp-backend-abcde
+  namespace: gateway-conformance-infra
+  labels: {{kubernetes.io/service-name: tcp-backend}}
+addressType: IPv4
+endpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]
+ports: [{{name: tcp, port: {port}}}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {{name: gateway-conformance-tls-terminate, namespace: gateway-conformance-infra}}
+spec:
+  parentRefs: [{{name: gateway-tlsroute-terminate}}]
+  hostnames: [abc.example.com]
+  rules: [{{backendRefs: [{{name: tcp-backend, port: 9000}}]}}]
+"#,
+        port = echo.port()
+    );
+    let suite = suite.start(
+        "gateway-conformance-infra/gateway-tlsroute-terminate",
+        &manifests,
+    );
+    let addr = suite.addr("TLS");
+
+    // The gateway terminates TLS with its certificate and the backend gets the plaintext.
+    let payload = b"ping over terminated TLS\n";
+    meridian_tests::eventually(
+        "TLSRoute terminate echo",
+        Duration::from_secs(30),
+        || async {
+            match meridian_tests::tls::tls_round_trip(addr, "abc.example.com", &server, payload)
+                .await
+            {
+                Ok(echoed) if echoed == payload => Ok(()),
+                Ok(echoed) => Err(format!("echoed {:?}", String::from_utf8_lossy(&echoed))),
+                Err(error) => Err(error),
+            }
+        },
+    )
+    .await;
+    assert!(
+        seen.lock()
+            .unwrap()
+            .windows(payload.len())
+            .any(|w| w == payload),
+        "the backend did not see the plaintext"
+    );
+
+    // An SNI no TLSRoute claims (inside or outside the listener's hostname) is rejected.
+    for sni in ["other.example.com", "abc.example.net"] {
+        let result = meridian_tests::tls::tls_round_trip(addr, sni, &server, payload).await;
+        assert!(result.is_err(), "{sni}: {result:?}");
+    }
+}

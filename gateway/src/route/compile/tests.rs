@@ -81,6 +81,7 @@ fn rejections_name_the_bad_field() {
             cert_chain_pem: "not pem".into(),
             private_key_pem: "nope".into(),
         }],
+        client_validation: None,
     });
 
     let mut port_conflict = base();
@@ -89,6 +90,7 @@ fn rejections_name_the_bad_field() {
     tls_listener.tls = Some(ListenerTls {
         mode: TlsMode::Passthrough,
         certificates: vec![],
+        client_validation: None,
     });
     port_conflict.listeners.push(tls_listener);
 
@@ -203,5 +205,58 @@ fn tls_routes_need_tls_listeners() {
     }];
     assert!(
         error_of(config).contains(r#"TLSRoute default/t: listener "http" is not a TLS listener"#)
+    );
+}
+
+#[test]
+fn client_validation_errors_name_the_listener_and_config_map() {
+    use meridian_proto::model::gateway::{CaCertificate, ClientValidation, ClientValidationMode};
+    let generated = rcgen::generate_simple_self_signed(vec!["example.org".to_string()]).unwrap();
+    let https = |name: &str, hostname: &str, ca_pem: Option<&str>| {
+        let mut listener = http_listener(name, 8443, Some(hostname));
+        listener.protocol = ListenerProtocol::Https;
+        listener.tls = Some(ListenerTls {
+            mode: TlsMode::Terminate,
+            certificates: vec![TlsCertificate {
+                key: key("default/cert"),
+                cert_chain_pem: generated.cert.pem(),
+                private_key_pem: generated.signing_key.serialize_pem(),
+            }],
+            client_validation: ca_pem.map(|pem| ClientValidation {
+                ca_certificates: vec![CaCertificate {
+                    config_map: key("default/client-ca"),
+                    pem: pem.to_string(),
+                }],
+                mode: ClientValidationMode::AllowValidOnly,
+            }),
+        });
+        listener
+    };
+    let ca_pem = generated.cert.pem();
+
+    let mut good = base();
+    good.listeners
+        .push(https("mtls", "example.org", Some(&ca_pem)));
+    compile_config(&good).unwrap();
+
+    let mut bad_pem = base();
+    bad_pem
+        .listeners
+        .push(https("mtls", "example.org", Some("not a certificate")));
+    let got = error_of(bad_pem);
+    assert!(
+        got.contains(r#"listener "mtls": CA certificate ConfigMap default/client-ca ca.crt"#),
+        "{got}"
+    );
+
+    let mut mixed = base();
+    mixed
+        .listeners
+        .push(https("mtls", "example.org", Some(&ca_pem)));
+    mixed.listeners.push(https("open", "other.org", None));
+    let got = error_of(mixed);
+    assert!(
+        got.contains("share port 8443 but ask for different client certificate validation"),
+        "{got}"
     );
 }

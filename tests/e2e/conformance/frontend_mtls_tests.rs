@@ -1,0 +1,287 @@
+//! Frontend client certificate validation (mTLS on HTTPS listeners) conformance tests (GA:
+//! conformance/tests/gateway-frontend-client-certificate-validation*.go): Gateway
+//! `spec.tls.frontend` with CA ConfigMaps, the default and a per-port override.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::harness::*;
+
+/// An HTTPS client trusting `root` that resolves `host` to `addr`, presenting `identity`.
+fn mtls_client(
+    root: &rustls::pki_types::CertificateDer<'static>,
+    host: &str,
+    addr: SocketAddr,
+    identity: Option<reqwest::Identity>,
+) -> reqwest::Client {
+    meridian_tests::init_crypto();
+    let mut builder = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_der(root).unwrap()])
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(10))
+        .resolve(host, addr);
+    if let Some(identity) = identity {
+        builder = builder.identity(identity);
+    }
+    builder.build().unwrap()
+}
+
+/// Asserts that the gateway accepts the TCP connection but the request over `client` fails
+/// (the TLS handshake is refused with an alert or the connection closed), naming `why`.
+async fn refused(client: &reqwest::Client, addr: SocketAddr, why: &str) {
+    match send(client, addr).await {
+        Ok(status) => panic!("{why}: the gateway answered {status}"),
+        Err(error) => assert!(
+            !error.is_connect(),
+            "{why}: the port is not served at all: {error:?}"
+        ),
+    }
+}
+
+/// `GET https://example.org:<port>/`.
+async fn send(client: &reqwest::Client, addr: SocketAddr) -> Result<u16, reqwest::Error> {
+    client
+        .get(format!("https://example.org:{}/", addr.port()))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+}
+
+/// Server certificate, the backend route and a Gateway whose `spec.tls` is `frontend`, with
+/// HTTPS listeners on `{{HTTPS}}` and `{{HTTPS_2}}` and an HTTP listener on `{{HTTP}}`.
+fn manifests(frontend: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{name: tls-validity-checks-certificate, namespace: gateway-conformance-infra}}
+type: kubernetes.io/tls
+data: {{tls.crt: "{{{{CERT:server}}}}", tls.key: "{{{{KEY:server}}}}"}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: client-validation, namespace: gateway-conformance-infra}}
+spec:
+  gatewayClassName: meridian
+  addresses: [{{type: IPAddress, value: 127.0.0.1}}]
+  tls:
+{frontend}
+  listeners:
+  - name: https
+    port: {{{{HTTPS}}}}
+    protocol: HTTPS
+    hostname: example.org
+    tls: {{certificateRefs: [{{name: tls-validity-checks-certificate}}]}}
+  - name: https-8443
+    port: {{{{HTTPS_2}}}}
+    protocol: HTTPS
+    hostname: example.org
+    tls: {{certificateRefs: [{{name: tls-validity-checks-certificate}}]}}
+  - name: http
+    port: {{{{HTTP}}}}
+    protocol: HTTP
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: client-validation, namespace: gateway-conformance-infra}}
+spec:
+  parentRefs: [{{name: client-validation}}]
+  hostnames: [example.org]
+  rules: [{{backendRefs: [{{name: infra-backend-v1, port: 8080}}]}}]
+"#
+    )
+}
+
+/// A ConfigMap `name` holding CA `id` under `ca.crt`.
+fn ca_config_map(name: &str, namespace: &str, id: &str) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: {namespace}}}\ndata: {{ca.crt: {{{{CA:{id}}}}}}}\n"
+    )
+}
+
+#[tokio::test]
+async fn gateway_frontend_client_certificate_validation() {
+    let mut suite = Suite::new();
+    let server = suite.cert("server", &["example.org"]);
+    let default_ca = suite.ca("default");
+    let port_ca = suite.ca("port");
+    let frontend = r#"    frontend:
+      default:
+        validation:
+          caCertificateRefs: [{group: "", kind: ConfigMap, name: default-ca}]
+      perPort:
+      - port: {{HTTPS_2}}
+        tls:
+          validation:
+            mode: AllowValidOnly
+            caCertificateRefs:
+            - {group: "", kind: ConfigMap, name: port-ca, namespace: gateway-conformance-web-backend}"#;
+    let mut text = manifests(frontend);
+    text.push_str(&ca_config_map(
+        "default-ca",
+        "gateway-conformance-infra",
+        "default",
+    ));
+    text.push_str(&ca_config_map(
+        "port-ca",
+        "gateway-conformance-web-backend",
+        "port",
+    ));
+    // The cross-namespace CA reference needs a grant from Gateways to ConfigMaps.
+    text.push_str(
+        r#"---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: gateways-read-ca, namespace: gateway-conformance-web-backend}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: gateway-conformance-infra}]
+  to: [{group: "", kind: ConfigMap}]
+"#,
+    );
+    let suite = suite.start("gateway-conformance-infra/client-validation", &text);
+    let https = suite.addr("HTTPS");
+    let https_2 = suite.addr("HTTPS_2");
+    let client = |addr, identity| mtls_client(&server, "example.org", addr, identity);
+
+    // A client certificate signed by the port's CA is served.
+    check_with(
+        &client(https, Some(default_ca.client_identity("alice"))),
+        "https",
+        https,
+        &get("example.org", "/"),
+        &ok("infra-backend-v1"),
+    )
+    .await;
+    check_with(
+        &client(https_2, Some(port_ca.client_identity("bob"))),
+        "https",
+        https_2,
+        &get("example.org", "/"),
+        &ok("infra-backend-v1"),
+    )
+    .await;
+
+    // No certificate, or one from the other port's CA, fails the handshake.
+    refused(&client(https, None), https, "no client certificate").await;
+    refused(
+        &client(https, Some(port_ca.client_identity("bob"))),
+        https,
+        "a certificate from the perPort CA on the default port",
+    )
+    .await;
+    refused(&client(https_2, None), https_2, "no client certificate").await;
+    refused(
+        &client(https_2, Some(default_ca.client_identity("alice"))),
+        https_2,
+        "a certificate from the default CA on the overridden port",
+    )
+    .await;
+    let stranger = TestCa::new("stranger");
+    refused(
+        &client(https, Some(stranger.client_identity("mallory"))),
+        https,
+        "a certificate from an unknown CA",
+    )
+    .await;
+
+    // Plain HTTP listeners are unaffected.
+    check_all(&suite, &[(get("example.org", "/"), ok("infra-backend-v1"))]).await;
+}
+
+#[tokio::test]
+async fn gateway_frontend_client_certificate_validation_insecure_fallback() {
+    let mut suite = Suite::new();
+    let server = suite.cert("server", &["example.org"]);
+    let ca = suite.ca("default");
+    let frontend = r#"    frontend:
+      default:
+        validation:
+          mode: AllowInsecureFallback
+          caCertificateRefs: [{group: "", kind: ConfigMap, name: default-ca}]"#;
+    let mut text = manifests(frontend);
+    text.push_str(&ca_config_map(
+        "default-ca",
+        "gateway-conformance-infra",
+        "default",
+    ));
+    let suite = suite.start("gateway-conformance-infra/client-validation", &text);
+    let https = suite.addr("HTTPS");
+    let client = |identity| mtls_client(&server, "example.org", https, identity);
+
+    for (what, identity) in [
+        ("no client certificate", None),
+        (
+            "a valid client certificate",
+            Some(ca.client_identity("alice")),
+        ),
+    ] {
+        eprintln!("insecure fallback: {what}");
+        check_with(
+            &client(identity),
+            "https",
+            https,
+            &get("example.org", "/"),
+            &ok("infra-backend-v1"),
+        )
+        .await;
+    }
+    // Meridian's fallback only admits clients that present no certificate: a presented
+    // certificate must still chain to the CA.
+    let stranger = TestCa::new("stranger");
+    refused(
+        &client(Some(stranger.client_identity("mallory"))),
+        https,
+        "a certificate from an unknown CA",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn gateway_frontend_invalid_default_client_certificate_validation() {
+    let mut suite = Suite::new();
+    let server = suite.cert("server", &["example.org"]);
+    // The default names a ConfigMap that does not exist; the perPort one is fine.
+    let ca = suite.ca("port");
+    let frontend = r#"    frontend:
+      default:
+        validation:
+          caCertificateRefs: [{group: "", kind: ConfigMap, name: missing-ca}]
+      perPort:
+      - port: {{HTTPS_2}}
+        tls:
+          validation:
+            caCertificateRefs: [{group: "", kind: ConfigMap, name: port-ca}]"#;
+    let mut text = manifests(frontend);
+    text.push_str(&ca_config_map(
+        "port-ca",
+        "gateway-conformance-infra",
+        "port",
+    ));
+    let suite = suite.start("gateway-conformance-infra/client-validation", &text);
+    let https = suite.addr("HTTPS");
+    let https_2 = suite.addr("HTTPS_2");
+
+    // The HTTP listener and the overridden port serve.
+    check_all(&suite, &[(get("example.org", "/"), ok("infra-backend-v1"))]).await;
+    check_with(
+        &mtls_client(
+            &server,
+            "example.org",
+            https_2,
+            Some(ca.client_identity("bob")),
+        ),
+        "https",
+        https_2,
+        &get("example.org", "/"),
+        &ok("infra-backend-v1"),
+    )
+    .await;
+    // Fail closed: the listener whose CA cannot be resolved is not programmed, so its port is
+    // not served at all, with or without a client certificate.
+    for identity in [None, Some(ca.client_identity("bob"))] {
+        let result = send(&mtls_client(&server, "example.org", https, identity), https).await;
+        assert!(
+            result.as_ref().is_err_and(reqwest::Error::is_connect),
+            "the listener with an unresolvable CA: {result:?}"
+        );
+    }
+}
