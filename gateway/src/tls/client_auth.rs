@@ -4,17 +4,20 @@
 use std::sync::Arc;
 
 use meridian_proto::model::gateway::{ClientValidation, ClientValidationMode};
-use rustls::RootCertStore;
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
-use rustls::server::danger::ClientCertVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use tracing::debug;
 
 /// Builds the verifier for `validation`. `AllowValidOnly` fails every handshake without a
-/// certificate that chains to one of the CAs; `AllowInsecureFallback` also completes
-/// handshakes without any client certificate, but a certificate that is presented must still
-/// be valid. Errors name the ConfigMap whose bundle is bad.
+/// certificate that chains to one of the CAs; `AllowInsecureFallback` completes every
+/// handshake, with a valid certificate, an invalid one or none (as the Gateway API defines
+/// the mode: the CA is requested and checked, and the result only logged). Errors name the
+/// ConfigMap whose bundle is bad.
 pub(crate) fn verifier(
     validation: &ClientValidation,
     provider: &Arc<CryptoProvider>,
@@ -40,11 +43,77 @@ pub(crate) fn verifier(
     }
     let builder =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider));
-    let builder = match validation.mode {
-        ClientValidationMode::AllowValidOnly => builder,
-        ClientValidationMode::AllowInsecureFallback => builder.allow_unauthenticated(),
+    let built = |builder: rustls::server::ClientCertVerifierBuilder| {
+        builder
+            .build()
+            .map_err(|e| format!("client certificate validation: {e}"))
     };
-    builder
-        .build()
-        .map_err(|e| format!("client certificate validation: {e}"))
+    match validation.mode {
+        ClientValidationMode::AllowValidOnly => built(builder),
+        ClientValidationMode::AllowInsecureFallback => Ok(Arc::new(InsecureFallback {
+            inner: built(builder.allow_unauthenticated())?,
+        })),
+    }
+}
+
+/// `AllowInsecureFallback`: asks for a certificate and checks it, but admits the client
+/// whatever the outcome. The handshake signature is still verified against the presented
+/// certificate's key (it proves possession and costs nothing extra).
+#[derive(Debug)]
+struct InsecureFallback {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertVerifier for InsecureFallback {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        match self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)
+        {
+            Ok(verified) => Ok(verified),
+            Err(error) => {
+                debug!(%error, "client certificate failed validation; admitted (AllowInsecureFallback)");
+                Ok(ClientCertVerified::assertion())
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
