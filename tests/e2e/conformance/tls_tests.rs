@@ -1,5 +1,7 @@
-//! HTTPS listener conformance tests (GA: conformance/tests/httproute-https-listener.go and
-//! the misdirected-request detection test).
+//! HTTPS listener and TLSRoute conformance tests (GA: conformance/tests/
+//! httproute-https-listener.go, the misdirected-request detection test,
+//! tlsroute-simple-same-namespace.go, tlsroute-invalid-backendref-nonexistent.go and the
+//! Terminate mode test).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -229,5 +231,133 @@ spec:
     for sni in ["other.example.com", "abc.example.net"] {
         let result = meridian_tests::tls::tls_round_trip(addr, sni, &server, payload).await;
         assert!(result.is_err(), "{sni}: {result:?}");
+    }
+}
+
+/// Service `name` on port 443 pointing at the echo `name` (GA: `tls-backend`, 443 → 8443).
+fn tls_service(name: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: gateway-conformance-infra}}
+spec:
+  ports: [{{name: https, port: 443, targetPort: {{{{PORT:{name}}}}}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-abcde
+  namespace: gateway-conformance-infra
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+endpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]
+ports: [{{name: https, port: {{{{PORT:{name}}}}}}}]
+---
+"#
+    )
+}
+
+#[tokio::test]
+async fn tls_route_simple_same_namespace() {
+    // TLSRouteSimpleSameNamespace, plus the rejections of TLSRouteInvalidBackendRefNonexistent
+    // and of an SNI no route claims: a passthrough listener routes the client's own TLS
+    // session, by SNI, to a backend that terminates it with its own certificate.
+    let mut suite = Suite::new();
+    let ca = meridian_tests::pki::Ca::new("backends");
+    suite.tls_echo(
+        "gateway-conformance-infra",
+        "tls-backend",
+        &ca.leaf("abc", &["abc.example.com"]),
+    );
+    suite.tls_echo(
+        "gateway-conformance-infra",
+        "tls-backend-2",
+        &ca.leaf("other", &["other.example.com", "missing.example.com"]),
+    );
+    let mut manifests = tls_service("tls-backend");
+    manifests.push_str(&tls_service("tls-backend-2"));
+    manifests.push_str(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gateway-tlsroute, namespace: gateway-conformance-infra}
+spec:
+  gatewayClassName: meridian
+  addresses: [{type: IPAddress, value: 127.0.0.1}]
+  listeners:
+  - name: tls
+    port: {{TLS}}
+    protocol: TLS
+    tls: {mode: Passthrough}
+    allowedRoutes: {namespaces: {from: Same}}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {name: gateway-conformance-infra-test, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: gateway-tlsroute}]
+  hostnames: [abc.example.com]
+  rules: [{backendRefs: [{name: tls-backend, port: 443}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {name: other, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: gateway-tlsroute}]
+  hostnames: [other.example.com]
+  rules: [{backendRefs: [{name: tls-backend-2, port: 443}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {name: nonexistent-backend, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: gateway-tlsroute}]
+  hostnames: [missing.example.com]
+  rules: [{backendRefs: [{name: nonexistent, port: 443}]}]
+"#,
+    );
+    let suite = suite.start("gateway-conformance-infra/gateway-tlsroute", &manifests);
+    let addr = suite.addr("TLS");
+    meridian_tests::init_crypto();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap()])
+        .resolve("abc.example.com", addr)
+        .resolve("other.example.com", addr)
+        .resolve("missing.example.com", addr)
+        .resolve("unknown.example.com", addr)
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let port = addr.port();
+    let get = |host: &'static str| {
+        let client = client.clone();
+        async move {
+            let response = client
+                .get(format!("https://{host}:{port}/"))
+                .send()
+                .await
+                .map_err(|e| format!("{host}: {e}"))?;
+            let body: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(body)
+        }
+    };
+
+    // The backend's own certificate answered (the client trusts only the backends' CA, and
+    // the gateway holds no certificate at all), and the backend saw the client's SNI.
+    for (host, backend) in [
+        ("abc.example.com", "tls-backend"),
+        ("other.example.com", "tls-backend-2"),
+    ] {
+        let body = meridian_tests::eventually(host, Duration::from_secs(20), || get(host)).await;
+        let pod = body["pod"].as_str().unwrap_or_default();
+        assert_eq!(pod, format!("{backend}-6c8d4b9f7-x2k4p"), "{host}");
+        assert_eq!(body["tls"]["serverName"], host, "{body}");
+    }
+
+    // No route claims the SNI, or the route's backend does not exist: the connection is
+    // rejected (the spec asks for RST or EOF, never another route's backend).
+    for host in ["unknown.example.com", "missing.example.com"] {
+        let result = get(host).await;
+        assert!(result.is_err(), "{host} got {result:?}");
     }
 }
