@@ -9,6 +9,29 @@ use std::time::Duration;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// A TLS connection to `addr` with SNI `name`, trusting only `trusted`.
+async fn connect(
+    addr: SocketAddr,
+    name: &str,
+    trusted: &CertificateDer<'static>,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    crate::init_crypto();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(trusted.clone()).map_err(|e| e.to_string())?;
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let server_name = ServerName::try_from(name.to_string()).map_err(|e| e.to_string())?;
+    connector
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake with {addr}: {e}"))
+}
+
 /// What one HTTPS request saw.
 pub struct Served {
     /// The leaf certificate the gateway presented.
@@ -25,22 +48,8 @@ pub async fn https_get(
     name: &str,
     trusted: &CertificateDer<'static>,
 ) -> Result<Served, String> {
-    crate::init_crypto();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(trusted.clone()).map_err(|e| e.to_string())?;
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let run = async {
-        let tcp = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect {addr}: {e}"))?;
-        let server_name = ServerName::try_from(name.to_string()).map_err(|e| e.to_string())?;
-        let mut tls = connector
-            .connect(server_name, tcp)
-            .await
-            .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+        let mut tls = connect(addr, name, trusted).await?;
         let leaf = tls
             .get_ref()
             .1
@@ -85,22 +94,8 @@ pub async fn tls_round_trip(
     trusted: &CertificateDer<'static>,
     payload: &[u8],
 ) -> Result<Vec<u8>, String> {
-    crate::init_crypto();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(trusted.clone()).map_err(|e| e.to_string())?;
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let run = async {
-        let tcp = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect {addr}: {e}"))?;
-        let server_name = ServerName::try_from(name.to_string()).map_err(|e| e.to_string())?;
-        let mut tls = connector
-            .connect(server_name, tcp)
-            .await
-            .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+        let mut tls = connect(addr, name, trusted).await?;
         tls.write_all(payload).await.map_err(|e| e.to_string())?;
         let mut echoed = vec![0; payload.len()];
         tls.read_exact(&mut echoed)
