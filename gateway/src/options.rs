@@ -27,6 +27,9 @@ pub struct GatewayOptions {
     pub max_idle_per_endpoint: usize,
     /// Timeout for connecting to a backend endpoint.
     pub connect_timeout: Duration,
+    /// How long a TLSRoute connection (passthrough or terminated) may stay without a byte in
+    /// either direction before the gateway closes it.
+    pub stream_idle_timeout: Duration,
     /// Minimum wait between retries when a route's retry stanza sets no backoff.
     pub default_retry_backoff: Duration,
     /// Serving threads (shards), each with its own event loop and a `SO_REUSEPORT` socket per
@@ -49,6 +52,9 @@ impl GatewayOptions {
             max_h2_streams: 256,
             max_idle_per_endpoint: 1024,
             connect_timeout: Duration::from_secs(5),
+            // Envoy's TCP proxy default: long enough for idle database sessions, short enough
+            // that abandoned connections do not pile up.
+            stream_idle_timeout: Duration::from_secs(3600),
             default_retry_backoff: Duration::from_millis(25),
             worker_threads: 0,
         }

@@ -141,6 +141,11 @@ impl EndpointPool {
         }
     }
 
+    /// Whether a BackendTLSPolicy makes connections to this endpoint TLS.
+    pub(crate) fn uses_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// Sends one request, reusing a pooled connection when possible.
     pub(crate) async fn send(
         self: &Arc<Self>,

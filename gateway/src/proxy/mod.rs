@@ -27,4 +27,5 @@ pub(crate) mod handler;
 pub(crate) mod passthrough;
 pub(crate) mod server;
 pub(crate) mod shards;
+pub(crate) mod splice;
 pub(crate) mod terminate;

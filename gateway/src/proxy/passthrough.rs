@@ -7,32 +7,48 @@ use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
+use super::splice::splice;
 use crate::backend::BackendTarget;
+use crate::options::GatewayOptions;
 use crate::route::{ListenerTable, TlsTarget};
 use crate::tls::client_hello::PeekedHello;
 
+/// What is sent to a TLSRoute backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Carried {
+    /// The client's own TLS session (passthrough): a BackendTLSPolicy has nothing to add.
+    ClientTls,
+    /// The decrypted stream of a terminating listener.
+    Plaintext,
+}
+
 /// Serves one passthrough connection to completion.
 pub(crate) async fn run(
-    mut client: TcpStream,
+    client: TcpStream,
     hello: PeekedHello,
     listener: Arc<ListenerTable>,
     remote: SocketAddr,
+    options: &GatewayOptions,
 ) {
     let sni = hello.sni.as_deref();
     let Some(target) = listener.find_tls(sni) else {
         debug!(%remote, ?sni, listener = %listener.name, "no TLSRoute for SNI; rejecting");
         return;
     };
-    let Some((mut upstream, backend)) = connect(target, sni, remote).await else {
+    let Some((mut upstream, backend)) =
+        connect(target, sni, remote, Carried::ClientTls, options).await
+    else {
         return;
     };
     if upstream.write_all(&hello.bytes).await.is_err() {
         return;
     }
     info!(target: "access", kind = "tls-passthrough", %remote, sni = sni.unwrap_or(""), route = %target.route, %backend);
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    if splice(client, upstream, options.stream_idle_timeout).await {
+        debug!(%remote, %backend, "TLSRoute connection idle; closed");
+    }
 }
 
 /// Picks a TLSRoute backend by weight and connects to one of its ready endpoints; `None`
@@ -42,6 +58,8 @@ pub(crate) async fn connect(
     target: &TlsTarget,
     sni: Option<&str>,
     remote: SocketAddr,
+    carried: Carried,
+    options: &GatewayOptions,
 ) -> Option<(TcpStream, Arc<str>)> {
     let Some(choice) = target.backends.pick() else {
         debug!(%remote, ?sni, route = %target.route, "TLSRoute has no backends; rejecting");
@@ -55,14 +73,26 @@ pub(crate) async fn connect(
         debug!(%remote, ?sni, backend = %service.name, "no ready endpoint; rejecting");
         return None;
     };
-    match TcpStream::connect(endpoint.addr).await {
-        Ok(stream) => {
+    if carried == Carried::Plaintext && endpoint.uses_tls() {
+        // A BackendTLSPolicy asks for TLS to this backend; re-encrypting a terminated TLSRoute
+        // stream is not supported, and sending it in cleartext would defeat the policy.
+        warn!(%remote, ?sni, backend = %service.name, "the backend requires TLS (BackendTLSPolicy), which a terminated TLSRoute does not originate; rejecting");
+        return None;
+    }
+    let connecting = TcpStream::connect(endpoint.addr);
+    match tokio::time::timeout(options.connect_timeout, connecting).await {
+        Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
             Some((stream, Arc::clone(&service.name)))
         }
-        Err(error) => {
+        Ok(Err(error)) => {
             service.metrics.record_error();
             debug!(%remote, backend = %service.name, %error, "TLSRoute backend connect failed");
+            None
+        }
+        Err(_) => {
+            service.metrics.record_error();
+            debug!(%remote, backend = %service.name, "TLSRoute backend connect timed out");
             None
         }
     }

@@ -300,7 +300,8 @@ async fn serve_connection(
             if table.has_passthrough
                 && let Some(listener) = table.passthrough_listener(hello.sni.as_deref())
             {
-                passthrough::run(stream, hello, Arc::clone(listener), remote).await;
+                let listener = Arc::clone(listener);
+                passthrough::run(stream, hello, listener, remote, &shared.options).await;
                 return;
             }
             // A TLS listener that terminates picks its TLSRoute by SNI before the handshake,
@@ -348,7 +349,7 @@ async fn serve_connection(
                 }
             };
             if let Some(target) = terminate_target {
-                terminate::run(tls_stream, target, sni, remote).await;
+                terminate::run(tls_stream, target, sni, remote, &shared.options).await;
                 return;
             }
             let ctx = ConnCtx {

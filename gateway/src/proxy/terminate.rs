@@ -6,25 +6,32 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::info;
+use tracing::{debug, info};
 
-use super::passthrough;
+use super::passthrough::{self, Carried};
+use super::splice::splice;
+use crate::options::GatewayOptions;
 use crate::route::TlsTarget;
 
 /// Serves one terminated connection to completion. The route was chosen before the
-/// handshake, so an unknown SNI never gets this far.
+/// handshake, so an unknown SNI never gets this far. A backend under a BackendTLSPolicy is
+/// refused rather than sent the decrypted stream.
 pub(crate) async fn run<S>(
-    mut client: S,
+    client: S,
     target: Arc<TlsTarget>,
     sni: Option<String>,
     remote: SocketAddr,
+    options: &GatewayOptions,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let sni = sni.as_deref();
-    let Some((mut upstream, backend)) = passthrough::connect(&target, sni, remote).await else {
+    let connected = passthrough::connect(&target, sni, remote, Carried::Plaintext, options);
+    let Some((upstream, backend)) = connected.await else {
         return;
     };
     info!(target: "access", kind = "tls-terminate", %remote, sni = sni.unwrap_or(""), route = %target.route, %backend);
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    if splice(client, upstream, options.stream_idle_timeout).await {
+        debug!(%remote, %backend, "TLSRoute connection idle; closed");
+    }
 }

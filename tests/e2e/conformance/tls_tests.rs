@@ -149,7 +149,16 @@ async fn tcp_echo() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
 async fn tls_route_terminate_simple_same_namespace() {
     let (echo, seen) = tcp_echo().await;
     let mut suite = Suite::new();
-    let server = suite.cert("server", &["abc.example.com", "other.example.com"]);
+    let server = suite.cert(
+        "server",
+        &["abc.example.com", "other.example.com", "secure.example.com"],
+    );
+    let backend_ca = meridian_tests::pki::Ca::new("backends");
+    let backend_ca_pem: String = backend_ca
+        .pem
+        .lines()
+        .map(|line| format!("    {line}\n"))
+        .collect();
     let manifests = format!(
         r#"apiVersion: v1
 kind: Secret
@@ -194,6 +203,45 @@ spec:
   parentRefs: [{{name: gateway-tlsroute-terminate}}]
   hostnames: [abc.example.com]
   rules: [{{backendRefs: [{{name: tcp-backend, port: 9000}}]}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: tcp-secure, namespace: gateway-conformance-infra}}
+spec:
+  ports: [{{name: tcp, port: 9000, targetPort: {port}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: tcp-secure-abcde
+  namespace: gateway-conformance-infra
+  labels: {{kubernetes.io/service-name: tcp-secure}}
+addressType: IPv4
+endpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]
+ports: [{{name: tcp, port: {port}}}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: backend-ca, namespace: gateway-conformance-infra}}
+data:
+  ca.crt: |
+{backend_ca_pem}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {{name: tcp-secure, namespace: gateway-conformance-infra}}
+spec:
+  targetRefs: [{{group: "", kind: Service, name: tcp-secure}}]
+  validation:
+    caCertificateRefs: [{{group: "", kind: ConfigMap, name: backend-ca}}]
+    hostname: tcp-secure.example.com
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {{name: secure, namespace: gateway-conformance-infra}}
+spec:
+  parentRefs: [{{name: gateway-tlsroute-terminate}}]
+  hostnames: [secure.example.com]
+  rules: [{{backendRefs: [{{name: tcp-secure, port: 9000}}]}}]
 "#,
         port = echo.port()
     );
@@ -232,6 +280,25 @@ spec:
         let result = meridian_tests::tls::tls_round_trip(addr, sni, &server, payload).await;
         assert!(result.is_err(), "{sni}: {result:?}");
     }
+
+    // A backend under a BackendTLSPolicy expects TLS: the decrypted stream is refused rather
+    // than sent to it in cleartext.
+    let secret = b"must not reach the backend in cleartext\n";
+    let result =
+        meridian_tests::tls::tls_round_trip(addr, "secure.example.com", &server, secret).await;
+    assert!(result.is_err(), "secure.example.com: {result:?}");
+    assert!(
+        !seen
+            .lock()
+            .unwrap()
+            .windows(secret.len())
+            .any(|w| w == secret),
+        "the backend under a BackendTLSPolicy got the plaintext"
+    );
+    assert!(
+        suite.gateway_log().contains("does not originate"),
+        "the gateway says why it refused"
+    );
 }
 
 /// Service `name` on port 443 pointing at the echo `name` (GA: `tls-backend`, 443 → 8443).
