@@ -1057,7 +1057,7 @@ impl RuleCompiler<'_> {
 }
 
 /// A rule's `sessionPersistence`. The cookie is scoped to the rule's path when it has a single
-/// Exact or PathPrefix match, so that two rules' sessions on one host do not overwrite each
+/// Exact or PathPrefix match (without `;`), so that two rules' sessions on one host do not overwrite each
 /// other's cookie for paths the other serves; otherwise to `/`.
 fn session_policy(
     spec: &route::SessionPersistence,
@@ -1066,9 +1066,12 @@ fn session_policy(
     matches: &[HttpRouteMatch],
 ) -> Result<SessionPolicy, String> {
     let cookie_path = match matches {
+        // A path may hold ';', which would start another cookie attribute (`; Domain=...`).
         [only] => match &only.path {
-            PathMatch::Exact(path) | PathMatch::Prefix(path) => path.as_str(),
-            PathMatch::RegularExpression(_) => "/",
+            PathMatch::Exact(path) | PathMatch::Prefix(path) if !path.contains(';') => {
+                path.as_str()
+            }
+            _ => "/",
         },
         _ => "/",
     };

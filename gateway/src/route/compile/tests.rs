@@ -260,3 +260,27 @@ fn client_validation_errors_name_the_listener_and_config_map() {
         "{got}"
     );
 }
+
+#[test]
+fn a_session_cookie_is_scoped_to_the_rule_path_unless_the_path_could_add_attributes() {
+    use meridian_proto::model::route::{SessionKind, SessionPersistence};
+    let spec = SessionPersistence {
+        name: Some("sid".into()),
+        kind: SessionKind::Cookie,
+        absolute_timeout: None,
+        idle_timeout: None,
+        permanent_cookie: false,
+    };
+    let cookie = |path: &str| {
+        let m = prefix(path).0;
+        let policy = super::session_policy(&spec, "default/r", 0, &[m]).unwrap();
+        let (_, value) = policy
+            .issue(None, "127.0.0.1:80".parse().unwrap(), 1, false)
+            .unwrap();
+        value.to_str().unwrap().to_string()
+    };
+    assert!(cookie("/shop").ends_with("; Path=/shop; HttpOnly"));
+    let injected = cookie("/a;Domain=example.com");
+    assert!(injected.ends_with("; Path=/; HttpOnly"), "{injected}");
+    assert!(!injected.contains("Domain"), "{injected}");
+}
