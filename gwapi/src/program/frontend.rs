@@ -8,17 +8,13 @@
 
 use meridian_proto::model::ObjectKey;
 use meridian_proto::model::gateway::{CaCertificate, ClientValidation, ClientValidationMode};
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 
+use super::ca::{self, CA_KEY};
 use super::index::{Index, Reference};
 use crate::k8s;
 use crate::status::Reason;
 
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
-
-/// The ConfigMap key that holds the PEM bundle.
-pub(crate) const CA_KEY: &str = "ca.crt";
 
 /// What frontend validation means for one HTTPS listener.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -194,13 +190,11 @@ fn ca_certificate(
             "ConfigMap {namespace}/{name} has no {CA_KEY}"
         )));
     };
-    let n_certs = CertificateDer::pem_slice_iter(pem.as_bytes())
-        .map(|c| c.map(|_| ()))
-        .collect::<Result<Vec<()>, _>>()
-        .map(|v| v.len());
-    if !matches!(n_certs, Ok(n) if n > 0) {
+    // The gateway builds the port's verifier from every bundle: one it cannot load would make
+    // it reject the whole config.
+    if let Err(why) = ca::check_bundle(pem) {
         return Err(invalid(format!(
-            "ConfigMap {namespace}/{name} {CA_KEY} holds no valid PEM certificate"
+            "ConfigMap {namespace}/{name} {CA_KEY}: {why}"
         )));
     }
     Ok(CaCertificate {

@@ -12,6 +12,7 @@
 
 mod attach;
 mod backend;
+mod ca;
 mod frontend;
 mod index;
 mod listener;
