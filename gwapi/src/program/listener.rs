@@ -174,8 +174,11 @@ pub(crate) fn listeners<'a>(
         .collect();
     find_conflicts(&mut states);
     for state in &mut states {
-        // The spec applies frontend validation to HTTPS listeners only.
-        if state.check.protocol == Some(ListenerProtocol::Https)
+        // Frontend validation is configured per port, and every listener that terminates TLS
+        // on a port shares that port's one handshake: so a TLS listener in Terminate mode gets
+        // it too (the spec names HTTPS listeners; applying it to HTTPS only would leave a port
+        // with two answers, which the gateway must reject).
+        if state.check.tls_mode == Some(TlsMode::Terminate)
             && let Some(port) = state.check.port
         {
             state.frontend = frontend::resolve(gateway, gateway_key, port, index);

@@ -1844,3 +1844,44 @@ fn conflicting_policies_the_port_specific_then_the_oldest_wins() {
     ));
     assert!(programmed.config.backends.is_empty());
 }
+
+#[test]
+fn frontend_validation_covers_every_listener_that_terminates_tls_on_the_port() {
+    // An HTTPS listener and a TLS listener in Terminate mode share port 443's one handshake:
+    // both get its validation, so the gateway is never sent a port with two answers.
+    let cert = tls_secret("cert", "infra", "example.org");
+    let ca = ca_config_map("ca", "infra");
+    let gateway = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: https, namespace: infra}\nspec:\n  gatewayClassName: meridian\n  tls: {frontend: {default: {validation: {caCertificateRefs: [{group: '', kind: ConfigMap, name: ca}]}}}}\n  listeners:\n  - {name: https, port: 443, protocol: HTTPS, hostname: example.org, tls: {certificateRefs: [{name: cert}]}}\n  - {name: tls, port: 443, protocol: TLS, hostname: db.example.org, tls: {mode: Terminate, certificateRefs: [{name: cert}]}}\n";
+    let p = program(
+        &set(&format!("{cert}{ca}{gateway}")),
+        &[],
+        &key("infra/https"),
+    );
+    let validations: Vec<_> = p
+        .config
+        .listeners
+        .iter()
+        .map(|l| {
+            l.tls
+                .as_ref()
+                .and_then(|t| t.client_validation.clone())
+                .map(|v| v.ca_certificates.len())
+        })
+        .collect();
+    assert_eq!(validations, [Some(1), Some(1)]);
+
+    // A ca.crt that is PEM but not a usable CA certificate is an unresolved reference here,
+    // not a config the gateway would have to reject.
+    let garbage = "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: ca, namespace: infra}\ndata: {ca.crt: \"-----BEGIN CERTIFICATE-----\\nAAAA\\n-----END CERTIFICATE-----\\n\"}\n";
+    let p = program(
+        &set(&format!("{cert}{garbage}{gateway}")),
+        &[],
+        &key("infra/https"),
+    );
+    assert!(p.config.listeners.is_empty(), "{:?}", p.config.listeners);
+    let https = p.status.listener("https").expect("https");
+    assert_eq!(
+        cond(&https.conditions, ConditionType::ResolvedRefs),
+        (False, Reason::InvalidCACertificateRef)
+    );
+}
