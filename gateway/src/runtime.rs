@@ -301,12 +301,23 @@ impl Runtime {
         }
 
         for (port, plan) in compiled.ports {
-            if let Some(bound) = self.ports.get(&port) {
+            if let Some(bound) = self.ports.get_mut(&port) {
                 bound.state.table.store(plan.table);
+                if bound.client_validation != plan.client_validation {
+                    // Connections keep the validation of their handshake: ask them to finish,
+                    // so that clients reconnect under the new one (the port keeps listening).
+                    info!(
+                        port,
+                        "client certificate validation changed; rotating connections"
+                    );
+                    bound.state.rotate_connections();
+                    bound.client_validation = plan.client_validation;
+                }
             } else if let Some(listeners) = fresh.remove(&port) {
                 let state = Arc::new(PortState::new(plan.table, &self.metrics));
                 let Some(shards) = &self.shards else { continue };
-                let bound = BoundPort::start(shards, listeners, state, plan.kind, &self.shared);
+                let mut bound = BoundPort::start(shards, listeners, state, plan.kind, &self.shared);
+                bound.client_validation = plan.client_validation;
                 info!(port, addrs = ?bound.addrs, listeners = ?plan.listener_names, "listening");
                 self.ports.insert(port, bound);
             }

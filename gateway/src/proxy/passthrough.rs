@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::splice::splice;
+use super::splice::{Ended, splice};
 use crate::backend::BackendTarget;
 use crate::options::GatewayOptions;
 use crate::route::{ListenerTable, TlsTarget};
@@ -31,6 +32,7 @@ pub(crate) async fn run(
     listener: Arc<ListenerTable>,
     remote: SocketAddr,
     options: &GatewayOptions,
+    drain: watch::Receiver<bool>,
 ) {
     let sni = hello.sni.as_deref();
     let Some(target) = listener.find_tls(sni) else {
@@ -46,8 +48,10 @@ pub(crate) async fn run(
         return;
     }
     info!(target: "access", kind = "tls-passthrough", %remote, sni = sni.unwrap_or(""), route = %target.route, %backend);
-    if splice(client, upstream, options.stream_idle_timeout).await {
-        debug!(%remote, %backend, "TLSRoute connection idle; closed");
+    match splice(client, upstream, options.stream_idle_timeout, drain).await {
+        Ended::Closed => {}
+        Ended::Idle => debug!(%remote, %backend, "TLSRoute connection idle; closed"),
+        Ended::Drained => debug!(%remote, %backend, "TLSRoute connection closed by a drain"),
     }
 }
 

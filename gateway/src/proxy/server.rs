@@ -34,6 +34,7 @@ use crate::options::GatewayOptions;
 use crate::route::{PortKind, PortTable};
 use crate::tls::client_hello::read_client_hello;
 use crate::tls::prefixed::PrefixedIo;
+use meridian_proto::model::gateway::ClientValidation;
 
 /// Process-wide state every connection needs.
 #[derive(Debug)]
@@ -52,7 +53,9 @@ pub(crate) struct PortState {
     pub(crate) port: u16,
     /// What it serves; replaced on every config.
     pub(crate) table: ArcSwap<PortTable>,
-    drain: watch::Sender<bool>,
+    /// The drain signal of the connections accepted since the port was bound, or since its
+    /// connections were last [rotated](PortState::rotate_connections).
+    drain: ArcSwap<watch::Sender<bool>>,
     active: Gauge,
 }
 
@@ -82,6 +85,9 @@ pub(crate) struct BoundPort {
     pub(crate) addrs: Vec<SocketAddr>,
     /// Plain or TLS (a change of kind re-binds the port).
     pub(crate) kind: PortKind,
+    /// The client certificate validation its connections were accepted under (a change
+    /// rotates them).
+    pub(crate) client_validation: Option<ClientValidation>,
     accept_tasks: Vec<JoinHandle<()>>,
 }
 
@@ -112,6 +118,16 @@ impl Shared {
 // === impl PortState ===
 
 impl PortState {
+    /// Asks the connections open now to finish gracefully (in-flight requests complete, then
+    /// they close), while the port keeps accepting. Used when what a connection agreed to at
+    /// its handshake no longer holds, such as the client certificate validation: a client
+    /// must not keep a connection the new settings would refuse.
+    pub(crate) fn rotate_connections(&self) {
+        let (fresh, _) = watch::channel(false);
+        let old = self.drain.swap(Arc::new(fresh));
+        let _ = old.send(true);
+    }
+
     /// New state for a port about to be bound.
     pub(crate) fn new(table: Arc<PortTable>, metrics: &GatewayMetrics) -> Self {
         let port = table.port;
@@ -119,7 +135,7 @@ impl PortState {
         Self {
             port,
             table: ArcSwap::new(table),
-            drain,
+            drain: ArcSwap::from_pointee(drain),
             active: metrics
                 .active_connections
                 .get_or_create(&PortLabels { port })
@@ -194,6 +210,7 @@ impl BoundPort {
             state,
             addrs,
             kind,
+            client_validation: None,
             accept_tasks,
         }
     }
@@ -217,14 +234,12 @@ impl BoundPort {
         }
         let state = self.state;
         async move {
-            let _ = state.drain.send(true);
-            if tokio::time::timeout(timeout, state.drain.closed())
-                .await
-                .is_err()
-            {
+            let drain = state.drain.load_full();
+            let _ = drain.send(true);
+            if tokio::time::timeout(timeout, drain.closed()).await.is_err() {
                 warn!(
                     port = state.port,
-                    remaining = state.drain.receiver_count(),
+                    remaining = drain.receiver_count(),
                     "drain timed out"
                 );
             }
@@ -244,7 +259,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<PortState>, shared: Arc<S
             }
         };
         let _ = stream.set_nodelay(true);
-        let drain = state.drain.subscribe();
+        let drain = state.drain.load().subscribe();
         tokio::spawn(serve_connection(
             stream,
             remote,
@@ -301,7 +316,7 @@ async fn serve_connection(
                 && let Some(listener) = table.passthrough_listener(hello.sni.as_deref())
             {
                 let listener = Arc::clone(listener);
-                passthrough::run(stream, hello, listener, remote, &shared.options).await;
+                passthrough::run(stream, hello, listener, remote, &shared.options, drain).await;
                 return;
             }
             // A TLS listener that terminates picks its TLSRoute by SNI before the handshake,
@@ -349,7 +364,7 @@ async fn serve_connection(
                 }
             };
             if let Some(target) = terminate_target {
-                terminate::run(tls_stream, target, sni, remote, &shared.options).await;
+                terminate::run(tls_stream, target, sni, remote, &shared.options, drain).await;
                 return;
             }
             let ctx = ConnCtx {

@@ -1,6 +1,7 @@
 //! The byte pipe of TLSRoute connections (passthrough and terminated): both directions copied
 //! until either side closes, and closed when no byte has moved either way for the idle
-//! timeout, so connections a client abandons without closing do not pile up.
+//! timeout (so connections a client abandons without closing do not pile up) or when the port
+//! drains (a raw byte stream has no graceful way to finish, so it is closed).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,11 +10,28 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
+/// Why a splice ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// A side closed or failed.
+    Closed,
+    /// Nothing moved for the idle timeout.
+    Idle,
+    /// The port drained (removed, shutting down, or its connections rotated).
+    Drained,
+}
+
 /// Copies between `client` and `upstream` until one side closes (each half-close is passed
-/// on), an error, or `idle` without traffic. Returns whether the idle timeout ended it.
-pub(crate) async fn splice<C, U>(client: C, upstream: U, idle: Duration) -> bool
+/// on), an error, `idle` without traffic, or `drain`.
+pub(crate) async fn splice<C, U>(
+    client: C,
+    upstream: U,
+    idle: Duration,
+    mut drain: watch::Receiver<bool>,
+) -> Ended
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
@@ -32,6 +50,9 @@ where
     };
     let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
     tokio::pin!(copy);
+    // An error means the port is gone: drain then too.
+    let drained = drain.wait_for(|draining| *draining);
+    tokio::pin!(drained);
     // Checked a few times per idle period: precise to a quarter of it, and no timer is reset
     // per read.
     let tick = (idle / 4).max(Duration::from_millis(10));
@@ -39,10 +60,11 @@ where
         let last = start + Duration::from_millis(activity.load(Ordering::Relaxed));
         let deadline = last + idle;
         if Instant::now() >= deadline {
-            return true;
+            return Ended::Idle;
         }
         tokio::select! {
-            _ = &mut copy => return false,
+            _ = &mut copy => return Ended::Closed,
+            _ = &mut drained => return Ended::Drained,
             () = tokio::time::sleep_until(deadline.min(Instant::now() + tick)) => {}
         }
     }
@@ -100,7 +122,8 @@ mod tests {
         let idle = Duration::from_secs(2);
         let (client, mut client_peer) = duplex(64);
         let (upstream, mut upstream_peer) = duplex(64);
-        let splice = tokio::spawn(splice(client, upstream, idle));
+        let (_drain, drain_rx) = watch::channel(false);
+        let splice = tokio::spawn(splice(client, upstream, idle, drain_rx));
         // A byte every 200 ms for 3 s: longer than the idle timeout, never idle that long.
         let started = std::time::Instant::now();
         while started.elapsed() < Duration::from_secs(3) {
@@ -111,7 +134,7 @@ mod tests {
         }
         assert!(!splice.is_finished(), "closed while traffic flowed");
         // Then silence: closed as idle, and the client sees EOF.
-        assert!(splice.await.unwrap(), "ended by the idle timeout");
+        assert_eq!(splice.await.unwrap(), Ended::Idle);
         let mut rest = Vec::new();
         assert_eq!(client_peer.read_to_end(&mut rest).await.unwrap(), 0);
     }
@@ -120,11 +143,25 @@ mod tests {
     async fn a_side_that_closes_ends_the_splice() {
         let (client, client_peer) = duplex(64);
         let (upstream, mut upstream_peer) = duplex(64);
-        let splice = tokio::spawn(splice(client, upstream, Duration::from_secs(60)));
+        let (_drain, drain_rx) = watch::channel(false);
+        let splice = tokio::spawn(splice(client, upstream, Duration::from_secs(60), drain_rx));
         drop(client_peer);
         let mut rest = Vec::new();
         upstream_peer.read_to_end(&mut rest).await.unwrap();
         drop(upstream_peer);
-        assert!(!splice.await.unwrap(), "closed by the peers, not as idle");
+        assert_eq!(splice.await.unwrap(), Ended::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_drain_closes_both_sides() {
+        let (client, mut client_peer) = duplex(64);
+        let (upstream, mut upstream_peer) = duplex(64);
+        let (drain, drain_rx) = watch::channel(false);
+        let splice = tokio::spawn(splice(client, upstream, Duration::from_secs(60), drain_rx));
+        drain.send(true).unwrap();
+        assert_eq!(splice.await.unwrap(), Ended::Drained);
+        let mut rest = Vec::new();
+        assert_eq!(client_peer.read_to_end(&mut rest).await.unwrap(), 0);
+        assert_eq!(upstream_peer.read_to_end(&mut rest).await.unwrap(), 0);
     }
 }

@@ -6,10 +6,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
 use tracing::{debug, info};
 
 use super::passthrough::{self, Carried};
-use super::splice::splice;
+use super::splice::{Ended, splice};
 use crate::options::GatewayOptions;
 use crate::route::TlsTarget;
 
@@ -22,6 +23,7 @@ pub(crate) async fn run<S>(
     sni: Option<String>,
     remote: SocketAddr,
     options: &GatewayOptions,
+    drain: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -31,7 +33,9 @@ pub(crate) async fn run<S>(
         return;
     };
     info!(target: "access", kind = "tls-terminate", %remote, sni = sni.unwrap_or(""), route = %target.route, %backend);
-    if splice(client, upstream, options.stream_idle_timeout).await {
-        debug!(%remote, %backend, "TLSRoute connection idle; closed");
+    match splice(client, upstream, options.stream_idle_timeout, drain).await {
+        Ended::Closed => {}
+        Ended::Idle => debug!(%remote, %backend, "TLSRoute connection idle; closed"),
+        Ended::Drained => debug!(%remote, %backend, "TLSRoute connection closed by a drain"),
     }
 }

@@ -90,6 +90,8 @@ pub(crate) struct CompiledPort {
     pub(crate) table: Arc<PortTable>,
     /// Listener names on the port (for bind errors).
     pub(crate) listener_names: Vec<String>,
+    /// The client certificate validation of its TLS handshake.
+    pub(crate) client_validation: Option<ClientValidation>,
 }
 
 /// What `/config` shows.
@@ -517,6 +519,7 @@ fn build_ports(
                 .map(|ip| SocketAddr::new(*ip, port))
                 .collect()
         };
+        let client_validation = validation.and_then(|(_, v)| v.clone());
         let tls = if terminating.is_empty() {
             None
         } else {
@@ -567,6 +570,7 @@ fn build_ports(
                     has_https,
                 }),
                 listener_names: names,
+                client_validation,
             },
         );
     }

@@ -283,3 +283,49 @@ async fn gateway_frontend_invalid_default_client_certificate_validation() {
         );
     }
 }
+
+#[tokio::test]
+async fn turning_on_client_validation_closes_connections_made_without_it() {
+    // A connection keeps what its handshake agreed to, so when validation is turned on the
+    // gateway asks the connections it accepted without it to finish: a client cannot keep
+    // using a connection the new settings would refuse.
+    let mut suite = Suite::new();
+    let server = suite.cert("server", &["example.org"]);
+    suite.ca("default");
+    let ca_map = ca_config_map("default-ca", "gateway-conformance-infra", "default");
+    let mut open = manifests("    frontend: {}");
+    open.push_str(&ca_map);
+    let suite = suite.start("gateway-conformance-infra/client-validation", &open);
+    let https = suite.addr("HTTPS");
+    // A keep-alive client without a certificate: its requests reuse one connection.
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_der(&server).unwrap()])
+        .timeout(Duration::from_secs(5))
+        .resolve("example.org", https)
+        .build()
+        .unwrap();
+    meridian_tests::eventually("served without validation", Duration::from_secs(10), || {
+        send(&client, https)
+    })
+    .await;
+
+    let mut required = manifests(
+        r#"    frontend:
+      default:
+        validation:
+          caCertificateRefs: [{group: "", kind: ConfigMap, name: default-ca}]"#,
+    );
+    required.push_str(&ca_map);
+    suite.write("10-test.yaml", &required);
+    meridian_tests::eventually(
+        "the connection made without a certificate is closed, a new one refused",
+        Duration::from_secs(10),
+        || async {
+            match send(&client, https).await {
+                Ok(status) => Err(format!("still served: {status}")),
+                Err(_) => Ok(()),
+            }
+        },
+    )
+    .await;
+}
