@@ -15,12 +15,34 @@ async fn connect(
     name: &str,
     trusted: &CertificateDer<'static>,
 ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    connect_offering(addr, name, trusted, &[]).await
+}
+
+/// The application protocol the server picks when the client offers `offer` by ALPN (`None`:
+/// it picked none).
+pub async fn negotiated_alpn(
+    addr: SocketAddr,
+    name: &str,
+    trusted: &CertificateDer<'static>,
+    offer: &[&[u8]],
+) -> Result<Option<Vec<u8>>, String> {
+    let tls = connect_offering(addr, name, trusted, offer).await?;
+    Ok(tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec))
+}
+
+async fn connect_offering(
+    addr: SocketAddr,
+    name: &str,
+    trusted: &CertificateDer<'static>,
+    offer: &[&[u8]],
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
     crate::init_crypto();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(trusted.clone()).map_err(|e| e.to_string())?;
-    let config = rustls::ClientConfig::builder()
+    let mut config = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
+    config.alpn_protocols = offer.iter().map(|p| p.to_vec()).collect();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(addr)
         .await

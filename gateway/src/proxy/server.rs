@@ -336,7 +336,12 @@ async fn serve_connection(
                 }
                 None => None,
             };
-            let Some(tls) = table.tls.clone() else {
+            let config = if terminate_target.is_some() {
+                &table.tls_stream
+            } else {
+                &table.tls
+            };
+            let Some(tls) = config.clone() else {
                 failures.inc();
                 debug!(%remote, sni = ?hello.sni, "no TLS listener for this SNI");
                 return;

@@ -534,11 +534,22 @@ fn build_ports(
                 ),
                 _ => builder.with_no_client_auth(),
             };
-            let mut server = builder.with_cert_resolver(Arc::new(SniResolver::new(terminating)));
-            if has_https {
-                server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            let server = builder.with_cert_resolver(Arc::new(SniResolver::new(terminating)));
+            Some(server)
+        };
+        // HTTPS connections negotiate h2 or http/1.1; a TLS listener's stream negotiates none.
+        let (tls, tls_stream) = match tls {
+            Some(server) if has_https => {
+                let stream = Arc::new(server.clone());
+                let mut http = server;
+                http.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+                (Some(Arc::new(http)), Some(stream))
             }
-            Some(Arc::new(server))
+            Some(server) => {
+                let server = Arc::new(server);
+                (Some(Arc::clone(&server)), Some(server))
+            }
+            None => (None, None),
         };
         let mut index: HostIndex<Arc<ListenerTable>> = HostIndex::default();
         let mut names = Vec::new();
@@ -566,6 +577,7 @@ fn build_ports(
                     kind,
                     listeners: index,
                     tls,
+                    tls_stream,
                     has_passthrough,
                     has_https,
                 }),

@@ -36,6 +36,9 @@ pub(crate) struct PortTable {
     /// TLS termination settings (SNI certificate choice, ALPN), for TLS ports with at least
     /// one terminating listener.
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    /// The same without ALPN, for connections a TLS listener in Terminate mode takes (its
+    /// stream goes to a TCP backend: negotiating `h2` or `http/1.1` for it would be a lie).
+    pub(crate) tls_stream: Option<Arc<rustls::ServerConfig>>,
     /// Whether any listener on the port passes TLS through (ClientHello must be inspected).
     pub(crate) has_passthrough: bool,
     /// Whether any listener on the port is HTTPS (an SNI no listener claims is still served

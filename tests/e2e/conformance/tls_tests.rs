@@ -151,7 +151,12 @@ async fn tls_route_terminate_simple_same_namespace() {
     let mut suite = Suite::new();
     let server = suite.cert(
         "server",
-        &["abc.example.com", "other.example.com", "secure.example.com"],
+        &[
+            "abc.example.com",
+            "other.example.com",
+            "secure.example.com",
+            "www.example.org",
+        ],
     );
     let backend_ca = meridian_tests::pki::Ca::new("backends");
     let backend_ca_pem: String = backend_ca
@@ -179,6 +184,11 @@ spec:
     hostname: "*.example.com"
     tls: {{mode: Terminate, certificateRefs: [{{name: tls-checks-certificate}}]}}
     allowedRoutes: {{namespaces: {{from: Same}}, kinds: [{{kind: TLSRoute}}]}}
+  - name: https
+    port: {{{{TLS}}}}
+    protocol: HTTPS
+    hostname: www.example.org
+    tls: {{certificateRefs: [{{name: tls-checks-certificate}}]}}
 ---
 apiVersion: v1
 kind: Service
@@ -274,6 +284,17 @@ spec:
             .any(|w| w == payload),
         "the backend did not see the plaintext"
     );
+
+    // The port also has an HTTPS listener, whose connections negotiate h2 or http/1.1 by ALPN;
+    // the TLS listener's stream negotiates nothing (its backend speaks raw TCP).
+    let alpn = |sni: &'static str| {
+        let server = server.clone();
+        async move {
+            meridian_tests::tls::negotiated_alpn(addr, sni, &server, &[b"h2", b"http/1.1"]).await
+        }
+    };
+    assert_eq!(alpn("www.example.org").await, Ok(Some(b"h2".to_vec())));
+    assert_eq!(alpn("abc.example.com").await, Ok(None));
 
     // An SNI no TLSRoute claims (inside or outside the listener's hostname) is rejected.
     for sni in ["other.example.com", "abc.example.net"] {
