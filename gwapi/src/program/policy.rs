@@ -6,15 +6,19 @@
 //! (`creationTimestamp`) wins, then the first by `namespace/name`. Losers report
 //! `Accepted=False/Conflicted`.
 //!
-//! **Fail closed:** when the winning policy is invalid (schema, unsupported
-//! `wellKnownCACertificates`, a CA reference that does not resolve or holds no usable
+//! **System roots:** `wellKnownCACertificates: System` programs [`CaSource::System`]; the
+//! gateway loads its own host's trust store (and fails the connections closed when it has
+//! none).
+//!
+//! **Fail closed:** when the winning policy is invalid (schema, a `wellKnownCACertificates`
+//! value other than `System`, a CA reference that does not resolve or holds no usable
 //! certificate), the Service port is an invalid backend: its share of requests gets 500 and
 //! never goes out in cleartext.
 
 use std::collections::BTreeMap;
 
 use meridian_proto::model::ObjectKey;
-use meridian_proto::model::gateway::{BackendTls, SubjectAltName};
+use meridian_proto::model::gateway::{BackendTls, CaSource, SubjectAltName};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
@@ -181,16 +185,10 @@ fn evaluate(checked: &CheckedPolicy, key: ObjectKey, index: &Index<'_>) -> Evalu
     });
     let mut unresolved = None;
     let mut bundle = String::new();
-    if validation.ca_certificate_refs.is_empty() {
-        if not_accepted.is_none() && validation.well_known_ca_certificates.is_some() {
-            not_accepted = Some(Fault {
-                reason: Reason::Invalid,
-                message: "wellKnownCACertificates is not supported: this build has no system \
-                          trust store; name the CA with caCertificateRefs"
-                    .to_string(),
-            });
-        }
-    } else {
+    // Without caCertificateRefs a valid policy says `wellKnownCACertificates: System`
+    // (validation rejects a missing or unknown value): there is nothing to resolve here, the
+    // gateway loads its host's trust store.
+    if !validation.ca_certificate_refs.is_empty() {
         let mut faults: Vec<Fault> = Vec::new();
         for (i, reference) in validation.ca_certificate_refs.iter().enumerate() {
             match ca_bundle(reference, &key.namespace, index) {
@@ -228,7 +226,11 @@ fn evaluate(checked: &CheckedPolicy, key: ObjectKey, index: &Index<'_>) -> Evalu
     let tls = match (&unresolved, &not_accepted) {
         (Some(fault), _) | (None, Some(fault)) => Err(fault.clone()),
         (None, None) => Ok(BackendTls {
-            ca_pem: bundle,
+            ca: if validation.ca_certificate_refs.is_empty() {
+                CaSource::System
+            } else {
+                CaSource::Pem(bundle)
+            },
             hostname: validation.hostname.clone(),
             subject_alt_names: validation
                 .subject_alt_names

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use base64::Engine;
 use meridian_proto::model::ObjectKey;
 use meridian_proto::model::gateway::{
-    AppProtocol, Endpoint, ListenerProtocol, SubjectAltName, TlsMode,
+    AppProtocol, CaSource, Endpoint, ListenerProtocol, SubjectAltName, TlsMode,
 };
 use meridian_proto::model::route::{HttpFilter, HttpRoute, Resolution, ServiceKey};
 
@@ -1622,7 +1622,10 @@ fn a_valid_backend_tls_policy_programs_tls_on_its_service_port() {
     let backend = &programmed.config.backends[0];
     let tls = backend.tls.as_ref().expect("tls programmed");
     assert_eq!(tls.hostname, "abc.example.com");
-    assert_eq!(tls.ca_pem.trim(), ca.trim());
+    match &tls.ca {
+        CaSource::Pem(pem) => assert_eq!(pem.trim(), ca.trim()),
+        other => panic!("CA source {other:?}"),
+    }
     assert_eq!(
         tls.subject_alt_names,
         [
@@ -1642,6 +1645,31 @@ fn a_valid_backend_tls_policy_programs_tls_on_its_service_port() {
     let route = route_conditions(&programmed, RouteKind::Http, "infra/web");
     assert_eq!(
         cond(&route, ConditionType::ResolvedRefs),
+        (True, Reason::ResolvedRefs)
+    );
+}
+
+#[test]
+fn a_well_known_system_policy_programs_the_system_trust_store() {
+    let programmed = program_with(&tls_policy(
+        "tls",
+        "2024-01-01T00:00:00Z",
+        TARGET_HTTP,
+        "{wellKnownCACertificates: System, hostname: abc.example.com}",
+    ));
+    let tls = programmed.config.backends[0]
+        .tls
+        .as_ref()
+        .expect("tls programmed");
+    assert_eq!(tls.ca, CaSource::System);
+    assert_eq!(tls.hostname, "abc.example.com");
+    let conditions = policy_conditions(&programmed, "tls");
+    assert_eq!(
+        cond(&conditions, ConditionType::Accepted),
+        (True, Reason::Accepted)
+    );
+    assert_eq!(
+        cond(&conditions, ConditionType::ResolvedRefs),
         (True, Reason::ResolvedRefs)
     );
 }
@@ -1689,10 +1717,10 @@ fn an_unusable_policy_makes_its_backend_invalid_never_cleartext() {
         ),
         (
             String::new(),
-            "{wellKnownCACertificates: System, hostname: abc.example.com}",
+            "{wellKnownCACertificates: Public, hostname: abc.example.com}",
             Reason::Invalid,
             (False, Reason::Invalid),
-            "wellKnownCACertificates is not supported",
+            "unsupported value \"Public\" (expected System)",
         ),
         (
             config_map("ca", &ca_pem()),

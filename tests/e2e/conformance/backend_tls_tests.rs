@@ -268,3 +268,101 @@ async fn backend_tls_policy_san_validation() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["tls"]["serverName"], "other.example.com", "{body}");
 }
+
+/// A BackendTLSPolicy for port `https` of `service` trusting the system trust store.
+fn system_policy(name: &str, service: &str) -> String {
+    format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {{name: {name}, namespace: {NS}}}
+spec:
+  targetRefs: [{{group: "", kind: Service, name: {service}, sectionName: https}}]
+  validation:
+    wellKnownCACertificates: System
+    hostname: abc.example.com
+---
+"#
+    )
+}
+
+/// A suite whose gateway reads its system trust store from `SSL_CERT_FILE` = `bundle` (a
+/// file in the suite directory, `None`: a path that does not exist), with a
+/// `wellKnownCACertificates: System` policy in front of a TLS echo whose certificate `ca`
+/// signed.
+fn system_trust_suite(ca: &Ca, bundle: Option<&str>) -> (Suite, String) {
+    let mut suite = Suite::new();
+    suite.tls_echo(NS, "tls-backend", &backend_leaf(ca));
+    let path = suite.dir.path().join("system-bundle.pem");
+    if let Some(pem) = bundle {
+        std::fs::write(&path, pem).unwrap();
+    }
+    let path = path.display().to_string();
+    suite
+        .gateway_env
+        .push(("SSL_CERT_FILE".into(), path.clone()));
+    // An empty SSL_CERT_DIR counts as unset: the test's environment adds no directory.
+    suite
+        .gateway_env
+        .push(("SSL_CERT_DIR".into(), String::new()));
+    let manifests = [
+        SAME_NAMESPACE_GATEWAY.to_string(),
+        service("tls-system", "tls-backend", None),
+        system_policy("backend-tls-system", "tls-system"),
+        route(&[("system", "tls-system")]),
+    ]
+    .concat();
+    let suite = suite.start("gateway-conformance-infra/same-namespace", &manifests);
+    (suite, path)
+}
+
+#[tokio::test]
+async fn backend_tls_policy_well_known_system_ca_certificates() {
+    let ca = Ca::new("backend-tls-ca");
+    let other = Ca::new("some-public-ca");
+
+    // The host's trust store holds the backend's CA (next to another one): verified, 200.
+    let (suite, _) = system_trust_suite(&ca, Some(&format!("{}{}", other.pem, ca.pem)));
+    check_all(
+        &suite,
+        &[(get("abc.example.com", "/system"), ok("tls-backend"))],
+    )
+    .await;
+    let (code, body) = fetch(&suite, "/system").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["tls"]["serverName"], "abc.example.com", "{body}");
+    drop(suite);
+
+    // The trust store lacks the backend's CA: the handshake is refused by the gateway.
+    let (suite, _) = system_trust_suite(&ca, Some(&other.pem));
+    check_all(
+        &suite,
+        &[(get("abc.example.com", "/system"), status(&[502, 503]))],
+    )
+    .await;
+    let log = suite.gateway_log();
+    assert!(
+        log.contains("TLS handshake with backend failed") && log.contains("UnknownIssuer"),
+        "the gateway log names the failed verification:\n{log}"
+    );
+    drop(suite);
+
+    // No trust store at all: the backend fails closed and the log names the path tried.
+    let (suite, path) = system_trust_suite(&ca, None);
+    check_all(
+        &suite,
+        &[(get("abc.example.com", "/system"), status(&[502, 503]))],
+    )
+    .await;
+    let log = suite.gateway_log();
+    assert!(
+        log.contains("TLS to backend unavailable")
+            && log.contains(&format!("SSL_CERT_FILE {path}")),
+        "the gateway log names the missing trust store:\n{log}"
+    );
+    assert!(
+        !suite
+            .echo_log("tls-backend")
+            .contains("TLS handshake failed"),
+        "the gateway dialled the backend without trust anchors"
+    );
+}

@@ -31,6 +31,8 @@ pub struct Suite {
     pub certs: BTreeMap<String, meridian_tests::gateway::SelfSigned>,
     /// CA certificate PEMs for `{{CA:<id>}}` (frontend client certificate validation).
     pub cas: BTreeMap<String, String>,
+    /// Environment variables of the gateway process (`SSL_CERT_FILE`).
+    pub gateway_env: Vec<(String, String)>,
 }
 
 /// A certificate authority that issues client certificates (frontend mTLS tests).
@@ -105,6 +107,7 @@ impl Suite {
             ports,
             certs: BTreeMap::new(),
             cas: BTreeMap::new(),
+            gateway_env: Vec::new(),
         }
     }
 
@@ -211,7 +214,7 @@ impl Suite {
         self.write("00-base.yaml", &base_manifests());
         self.write("10-test.yaml", manifest);
         let dir = self.config_dir().display().to_string();
-        let spec = ProcSpec::new(
+        let mut spec = ProcSpec::new(
             "gateway",
             crate::meridian_bin(),
             self.dir.path(),
@@ -225,6 +228,9 @@ impl Suite {
                 "100",
             ],
         );
+        for (name, value) in &self.gateway_env {
+            spec = spec.env(name, value);
+        }
         let (proc, ready) = Proc::start_ready(spec, Duration::from_secs(20));
         assert!(
             ready["version"].as_u64().unwrap() >= 1,
