@@ -131,24 +131,40 @@ impl Suite {
     /// Starts one more echo backend, `name` in `namespace`, serving HTTPS with `leaf`; its
     /// port is `{{PORT:<name>}}` in manifests.
     pub fn tls_echo(&mut self, namespace: &str, name: &str, leaf: &meridian_tests::pki::Leaf) {
+        self.tls_echo_with_client_ca(namespace, name, leaf, None);
+    }
+
+    /// As [`Suite::tls_echo`]; with `client_ca` (PEM) the echo requires a client certificate
+    /// that chains to it and reports it as `tls.peerCertificates`.
+    pub fn tls_echo_with_client_ca(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        leaf: &meridian_tests::pki::Leaf,
+        client_ca: Option<&str>,
+    ) {
         let (cert, key) = leaf.write(self.dir.path(), name);
         let pod = format!("{name}-6c8d4b9f7-x2k4p");
-        let spec = ProcSpec::new(
-            name,
-            crate::meridian_bin(),
-            self.dir.path(),
-            &[
-                "echo",
-                "--name",
-                &pod,
-                "--namespace",
-                namespace,
-                "--tls-cert",
-                &cert.display().to_string(),
-                "--tls-key",
-                &key.display().to_string(),
-            ],
-        );
+        let cert = cert.display().to_string();
+        let key = key.display().to_string();
+        let mut args = vec![
+            "echo",
+            "--name",
+            &pod,
+            "--namespace",
+            namespace,
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+        ];
+        let ca_path = self.dir.path().join(format!("{name}-client-ca.pem"));
+        let ca_arg = ca_path.display().to_string();
+        if let Some(pem) = client_ca {
+            std::fs::write(&ca_path, pem).unwrap();
+            args.extend(["--client-ca", &ca_arg]);
+        }
+        let spec = ProcSpec::new(name, crate::meridian_bin(), self.dir.path(), &args);
         let (proc, ready) = Proc::start_ready(spec, Duration::from_secs(20));
         let addr: SocketAddr = ready["listen"].as_str().unwrap().parse().unwrap();
         self.echoes.insert(name.to_string(), (proc, addr));
