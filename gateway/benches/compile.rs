@@ -103,6 +103,7 @@ fn config(n_routes: usize) -> GatewayConfig {
         grpc_routes: vec![],
         tls_routes: vec![],
         backends,
+        backend_client_certificate: None,
     }
 }
 

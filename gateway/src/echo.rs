@@ -20,7 +20,9 @@
 //! Serves HTTP/1.1 and h2c (prior knowledge) on one port, or, with a certificate
 //! ([`EchoOptions::tls`]), HTTPS (HTTP/1.1 and h2 by ALPN) and then reports the connection in
 //! a `tls` object like the upstream echo: `{"version", "serverName", "negotiatedProtocol",
-//! "cipherSuite"}` (`serverName` is the SNI the client sent). Each request is logged as
+//! "cipherSuite", "peerCertificates"}` (`serverName` is the SNI the client sent;
+//! `peerCertificates` is the client's chain as PEM blocks, leaf first, when
+//! [`EchoTls::client_ca_pem`] makes the echo require one). Each request is logged as
 //! `Echoing back request made to <uri>` (target `echo`), which mirror tests look for.
 
 pub mod websocket;
@@ -67,6 +69,9 @@ pub struct EchoTls {
     pub cert_pem: String,
     /// PEM private key.
     pub key_pem: String,
+    /// Require a client certificate that chains to one of these PEM CA certificates; `None`
+    /// asks for none.
+    pub client_ca_pem: Option<String>,
 }
 
 impl std::fmt::Debug for EchoTls {
@@ -113,14 +118,30 @@ fn tls_acceptor(tls: &EchoTls) -> std::io::Result<TlsAcceptor> {
         .map_err(|e| invalid("certificate", &e))?;
     let key = PrivateKeyDer::from_pem_slice(tls.key_pem.as_bytes())
         .map_err(|e| invalid("private key", &e))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| invalid("TLS versions", &e))?
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .map_err(|e| invalid("certificate", &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid("TLS versions", &e))?;
+    let builder = match &tls.client_ca_pem {
+        None => builder.with_no_client_auth(),
+        Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                let cert = cert.map_err(|e| invalid("client CA", &e))?;
+                roots.add(cert).map_err(|e| invalid("client CA", &e))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| invalid("client CA", &e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| invalid("certificate", &e))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
@@ -132,7 +153,23 @@ fn tls_info(conn: &rustls::ServerConnection) -> serde_json::Value {
         "serverName": conn.server_name(),
         "negotiatedProtocol": conn.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned()),
         "cipherSuite": conn.negotiated_cipher_suite().map(|c| format!("{:?}", c.suite())),
+        "peerCertificates": conn.peer_certificates().map(|chain| {
+            chain.iter().map(|cert| pem_certificate(cert)).collect::<Vec<_>>()
+        }),
     })
+}
+
+/// One DER certificate as a PEM block (64-column base64 lines).
+fn pem_certificate(der: &[u8]) -> String {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in encoded.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(line));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
 }
 
 impl EchoHandle {

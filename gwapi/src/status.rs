@@ -192,6 +192,9 @@ pub enum Reason {
     InvalidCACertificateRef,
     /// `InvalidCACertificateKind`: a frontend CA reference is not a core ConfigMap.
     InvalidCACertificateKind,
+    /// `InvalidClientCertificateRef`: the Gateway's backend client certificate reference is
+    /// missing or unusable.
+    InvalidClientCertificateRef,
     /// `ConfigurationChanged` (of `InsecureFrontendValidationMode`).
     ConfigurationChanged,
     /// `Shadowed` (Meridian-specific): a local route is replaced by the hub's shared route with
@@ -420,6 +423,7 @@ impl Reason {
             Self::NoValidCACertificate => "NoValidCACertificate",
             Self::InvalidCACertificateRef => "InvalidCACertificateRef",
             Self::InvalidCACertificateKind => "InvalidCACertificateKind",
+            Self::InvalidClientCertificateRef => "InvalidClientCertificateRef",
             Self::ConfigurationChanged => "ConfigurationChanged",
             Self::Shadowed => "Shadowed",
         }

@@ -1,6 +1,6 @@
 //! `meridian echo`: the echo backend (JSON describing each request; steerable delays, statuses,
 //! failures, response headers; WebSocket echo; HTTP/1.1 and h2c, or HTTPS with `--tls-cert` and
-//! `--tls-key`). The server itself is
+//! `--tls-key`, requiring client certificates with `--client-ca`). The server itself is
 //! `meridian_gateway::echo`; see its docs for the request controls.
 
 use std::net::SocketAddr;
@@ -27,6 +27,10 @@ pub struct Args {
     /// The PEM private key of `--tls-cert`.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Require clients (with HTTPS) to present a certificate that chains to one of the PEM CA
+    /// certificates in this file; answers report it under `tls.peerCertificates`.
+    #[arg(long, requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
     /// Write `{"listen": ADDR, "pid": N}` here once serving.
     #[arg(long)]
     ready_file: Option<PathBuf>,
@@ -42,6 +46,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         (Some(cert), Some(key)) => Some(EchoTls {
             cert_pem: read(cert)?,
             key_pem: read(key)?,
+            client_ca_pem: args.client_ca.as_ref().map(read).transpose()?,
         }),
         _ => None,
     };

@@ -15,6 +15,8 @@ pub struct ProcSpec {
     pub args: Vec<String>,
     /// Where stdout/stderr go (`<dir>/<name>.log`) and the ready file lives.
     pub dir: PathBuf,
+    /// Extra environment variables (name, value).
+    pub env: Vec<(String, String)>,
 }
 
 /// A running child. `Drop` kills it (SIGKILL) and reaps it.
@@ -31,7 +33,14 @@ impl ProcSpec {
             program: program.into(),
             args: args.iter().map(|a| a.to_string()).collect(),
             dir: dir.to_path_buf(),
+            env: Vec::new(),
         }
+    }
+
+    /// With the environment variable `name` set to `value`.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_string(), value.to_string()));
+        self
     }
 
     /// Where this process writes its ready file (pass it with `--ready-file`).
@@ -69,6 +78,7 @@ impl Proc {
             .expect("open log");
         let child = Command::new(&spec.program)
             .args(&spec.args)
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .env(
                 "MERIDIAN_LOG",
                 std::env::var("MERIDIAN_LOG").unwrap_or_else(|_| "info".into()),

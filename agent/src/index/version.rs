@@ -82,6 +82,7 @@ fn same_content(current: &GatewayConfig, fresh: &GatewayConfig) -> bool {
         grpc_routes,
         tls_routes,
         backends,
+        backend_client_certificate,
     } = fresh;
     &current.gateway == gateway
         && &current.listeners == listeners
@@ -89,6 +90,7 @@ fn same_content(current: &GatewayConfig, fresh: &GatewayConfig) -> bool {
         && &current.grpc_routes == grpc_routes
         && &current.tls_routes == tls_routes
         && &current.backends == backends
+        && &current.backend_client_certificate == backend_client_certificate
 }
 
 /// Turns endpoints whose probe is down not ready: ready = EndpointSlice ready AND probe not

@@ -380,8 +380,16 @@ impl EndpointPool {
         let Some(tls) = &self.tls else {
             return Ok(None);
         };
-        let stream = self.connect_tcp().await?;
         let addr = self.addr;
+        // Fail closed before dialling: without trust anchors no backend could be verified.
+        if let Some(why) = tls.unavailable() {
+            warn!(%addr, sni = ?tls.server_name(), error = %why, "TLS to backend unavailable");
+            return Err(UpstreamError::Tls {
+                addr,
+                source: std::io::Error::other(why.to_string()),
+            });
+        }
+        let stream = self.connect_tcp().await?;
         match tokio::time::timeout(self.settings.connect_timeout, tls.connect(stream)).await {
             Ok(Ok(stream)) => Ok(Some(stream)),
             Ok(Err(source)) => {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use http::{HeaderName, Method, StatusCode};
 use meridian_proto::model::gateway::{
     AppProtocol, Backend, BackendTls, ClientValidation, GatewayConfig, Listener, ListenerProtocol,
-    TlsMode,
+    TlsCertificate, TlsMode,
 };
 use meridian_proto::model::route::{
     self, BackendRef, GrpcRoute, HttpBackendRef, HttpFilter, HttpRoute, HttpRouteMatch, PathMatch,
@@ -47,12 +47,16 @@ use crate::tls::client_auth;
 use crate::tls::sni::SniResolver;
 
 /// Endpoint pools by (address, protocol, TLS settings); carried from one compiled config to
-/// the next. The TLS settings are part of the key so a policy change (added, removed, another
-/// CA or name) never reuses a connection opened under the old one.
+/// the next. The TLS settings (policy and the Gateway's backend client certificate) are part
+/// of the key so a change (added, removed, another CA, name or client certificate) never
+/// reuses a connection opened under the old one.
 pub(crate) type PoolMap = HashMap<PoolKey, Arc<EndpointPool>>;
 
 /// What makes two endpoints share connections.
-pub(crate) type PoolKey = (SocketAddr, AppProtocol, Option<BackendTls>);
+pub(crate) type PoolKey = (SocketAddr, AppProtocol, Option<PoolTls>);
+
+/// The TLS part of a [`PoolKey`]: the policy's settings and the client certificate offered.
+pub(crate) type PoolTls = (BackendTls, Option<TlsCertificate>);
 
 /// What compilation needs besides the config.
 pub(crate) struct CompileContext<'a> {
@@ -157,7 +161,13 @@ pub(crate) fn compile(
     }
 
     let mut new_pools = PoolMap::new();
-    let backends = compile_backends(&config.backends, ctx, &mut new_pools).map_err(invalid)?;
+    let backends = compile_backends(
+        &config.backends,
+        config.backend_client_certificate.as_ref(),
+        ctx,
+        &mut new_pools,
+    )
+    .map_err(invalid)?;
     let mut rules = RuleCompiler {
         backends: &backends,
         ctx,
@@ -648,6 +658,7 @@ fn service_name(key: &ServiceKey) -> String {
 
 fn compile_backends(
     backends: &[Backend],
+    client_certificate: Option<&TlsCertificate>,
     ctx: &CompileContext<'_>,
     new_pools: &mut PoolMap,
 ) -> Result<HashMap<ServiceKey, Arc<ServiceBackend>>, String> {
@@ -664,7 +675,7 @@ fn compile_backends(
                     Some(connector) => Arc::clone(connector),
                     None => {
                         let connector = Arc::new(
-                            BackendConnector::new(tls, h2)
+                            BackendConnector::new(tls, h2, client_certificate)
                                 .map_err(|e| format!("backend {name}: TLS: {e}"))?,
                         );
                         connectors.insert((tls, h2), Arc::clone(&connector));
@@ -686,7 +697,14 @@ fn compile_backends(
             if !seen.insert(endpoint.addr) {
                 continue;
             }
-            let key = (endpoint.addr, backend.app_protocol, backend.tls.clone());
+            let key = (
+                endpoint.addr,
+                backend.app_protocol,
+                backend
+                    .tls
+                    .clone()
+                    .map(|tls| (tls, client_certificate.cloned())),
+            );
             let pool = match new_pools.get(&key) {
                 Some(pool) => Arc::clone(pool),
                 None => {

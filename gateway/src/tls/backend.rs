@@ -1,19 +1,23 @@
 //! TLS to backends (BackendTLSPolicy): a rustls client config per policy, built once per
 //! compiled snapshot, and the certificate check the policy asks for.
 //!
-//! The backend's chain must lead to one of the policy's CA certificates. Its name is checked
+//! The backend's chain must lead to one of the policy's CA certificates, or, for
+//! `wellKnownCACertificates: System`, to the host's trust store ([`system_roots`]); without a
+//! usable trust store the connector refuses every connection. When the Gateway names a
+//! backend client certificate (`spec.tls.backend.clientCertificateRef`), every handshake
+//! offers it to a backend that asks for one. Its name is checked
 //! against the policy's `hostname` (also the SNI), or, when the policy lists
 //! `subjectAltNames`, against those instead: any one DNS name (wildcards in the certificate
 //! allowed) or URI (exact) present in the certificate passes.
 
 use std::sync::Arc;
 
-use meridian_proto::model::gateway::{BackendTls, SubjectAltName};
+use meridian_proto::model::gateway::{BackendTls, CaSource, SubjectAltName, TlsCertificate};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{verify_server_cert_signed_by_trust_anchor, verify_server_name};
 use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
@@ -21,11 +25,15 @@ use rustls::{
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
+use tracing::warn;
+
+use super::system_roots;
 
 /// How to open TLS connections to one policy's backends with one ALPN choice.
 #[derive(Clone)]
 pub(crate) struct BackendConnector {
-    connector: TlsConnector,
+    /// The client config, or why no connection may be made (no system trust store).
+    connector: Result<TlsConnector, Arc<str>>,
     /// The SNI (the policy's hostname).
     server_name: ServerName<'static>,
 }
@@ -41,7 +49,7 @@ impl std::fmt::Debug for BackendConnector {
 /// The name check of a backend certificate.
 #[derive(Debug)]
 struct BackendVerifier {
-    roots: RootCertStore,
+    roots: Arc<RootCertStore>,
     /// Without subjectAltNames: the policy hostname alone.
     names: Vec<Expected>,
     algorithms: WebPkiSupportedAlgorithms,
@@ -57,18 +65,19 @@ enum Expected {
 
 impl BackendConnector {
     /// Builds the client config for `tls`: ALPN `h2` when `h2` (the Service port speaks
-    /// HTTP/2), else `http/1.1`. The error names what is wrong with the CA bundle or names.
-    pub(crate) fn new(tls: &BackendTls, h2: bool) -> Result<Self, String> {
-        let mut roots = RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(tls.ca_pem.as_bytes()) {
-            let cert = cert.map_err(|e| format!("CA bundle: invalid PEM: {e}"))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("CA bundle: unusable CA certificate: {e}"))?;
-        }
-        if roots.is_empty() {
-            return Err("CA bundle: no certificate".to_string());
-        }
+    /// HTTP/2), else `http/1.1`; presenting `client_certificate` when a backend asks for one.
+    /// The error names what is wrong with the CA bundle, names or client certificate. A
+    /// missing system trust store is not an error here: the connector is built and refuses
+    /// every connection, so only the backends that need it fail.
+    pub(crate) fn new(
+        tls: &BackendTls,
+        h2: bool,
+        client_certificate: Option<&TlsCertificate>,
+    ) -> Result<Self, String> {
+        let roots = match &tls.ca {
+            CaSource::Pem(pem) => Ok(Arc::new(pem_roots(pem)?)),
+            CaSource::System => system_roots::system().clone(),
+        };
         let dns = |name: &str| {
             ServerName::try_from(name.to_string())
                 .map_err(|e| format!("{name:?} is not a valid server name: {e}"))
@@ -85,40 +94,106 @@ impl BackendConnector {
                 })
                 .collect::<Result<_, _>>()?
         };
+        let roots = match roots {
+            Ok(roots) => roots,
+            Err(why) => {
+                warn!(
+                    sni = %tls.hostname,
+                    error = %why,
+                    "BackendTLSPolicy trusts the system trust store, which has no usable CA certificate: its backends get no connection"
+                );
+                return Ok(Self {
+                    connector: Err(Arc::from(format!("no system trust store: {why}"))),
+                    server_name,
+                });
+            }
+        };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier = BackendVerifier {
             roots,
             names,
             algorithms: provider.signature_verification_algorithms,
         };
-        let mut config = ClientConfig::builder_with_provider(provider)
+        let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS versions: {e}"))?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
+            .with_custom_certificate_verifier(Arc::new(verifier));
+        let mut config = match client_certificate {
+            None => builder.with_no_client_auth(),
+            Some(cert) => {
+                let (chain, key) = client_identity(cert)?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| format!("backend client certificate {}: {e}", cert.key))?
+            }
+        };
         config.alpn_protocols = if h2 {
             vec![b"h2".to_vec()]
         } else {
             vec![b"http/1.1".to_vec()]
         };
         Ok(Self {
-            connector: TlsConnector::from(Arc::new(config)),
+            connector: Ok(TlsConnector::from(Arc::new(config))),
             server_name,
         })
     }
 
+    /// Why this connector makes no connection, if it makes none.
+    pub(crate) fn unavailable(&self) -> Option<&str> {
+        self.connector.as_ref().err().map(|why| &**why)
+    }
+
     /// The TLS handshake over a connected socket.
     pub(crate) async fn connect(&self, stream: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
-        self.connector
-            .connect(self.server_name.clone(), stream)
-            .await
+        match &self.connector {
+            Ok(connector) => connector.connect(self.server_name.clone(), stream).await,
+            Err(why) => Err(std::io::Error::other(why.to_string())),
+        }
     }
 
     /// The SNI sent.
     pub(crate) fn server_name(&self) -> &ServerName<'static> {
         &self.server_name
     }
+}
+
+/// The trust anchors of a PEM bundle (at least one).
+fn pem_roots(pem: &str) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        let cert = cert.map_err(|e| format!("CA bundle: invalid PEM: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("CA bundle: unusable CA certificate: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("CA bundle: no certificate".to_string());
+    }
+    Ok(roots)
+}
+
+/// The chain and key of the backend client certificate.
+fn client_identity(
+    cert: &TlsCertificate,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+    let chain = CertificateDer::pem_slice_iter(cert.cert_chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("backend client certificate {}: invalid PEM: {e}", cert.key))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "backend client certificate {}: no certificate",
+            cert.key
+        ));
+    }
+    // The key's parse error is not printed: it could quote key material.
+    let key = PrivateKeyDer::from_pem_slice(cert.private_key_pem.as_bytes()).map_err(|_| {
+        format!(
+            "backend client certificate {}: invalid PEM private key",
+            cert.key
+        )
+    })?;
+    Ok((chain, key))
 }
 
 // === impl BackendVerifier ===

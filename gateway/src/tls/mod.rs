@@ -1,4 +1,5 @@
-//! TLS: client connections to backends under a BackendTLSPolicy ([`backend`]), certificates
+//! TLS: client connections to backends under a BackendTLSPolicy ([`backend`]) and the host's
+//! trust store for `wellKnownCACertificates: System` ([`system_roots`]), certificates
 //! from PEM ([`certs`]), the SNI certificate resolver ([`sni`]), client certificate validation
 //! ([`client_auth`]), ClientHello
 //! parsing for passthrough ([`client_hello`]) and a stream that replays already-read bytes
@@ -10,3 +11,4 @@ pub(crate) mod client_auth;
 pub(crate) mod client_hello;
 pub(crate) mod prefixed;
 pub(crate) mod sni;
+pub(crate) mod system_roots;

@@ -77,7 +77,8 @@ pub struct GatewaySpec {
     /// Infrastructure labels, annotations and parameters.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub infrastructure: Option<GatewayInfrastructure>,
-    /// Gateway-wide TLS settings (frontend client certificate validation).
+    /// Gateway-wide TLS settings (frontend client certificate validation, the backend client
+    /// certificate).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<GatewayTlsSettings>,
 }
@@ -89,6 +90,19 @@ pub struct GatewayTlsSettings {
     /// How the Gateway validates client certificates on terminating listeners.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub frontend: Option<FrontendTlsConfig>,
+    /// What the Gateway presents to backends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<GatewayBackendTls>,
+}
+
+/// `GatewayBackendTLS`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GatewayBackendTls {
+    /// A `kubernetes.io/tls` Secret presented as the client certificate on TLS connections
+    /// to backends (those under a BackendTLSPolicy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_certificate_ref: Option<SecretObjectReference>,
 }
 
 /// `FrontendTLSConfig`: a default for every HTTPS port and per-port overrides.

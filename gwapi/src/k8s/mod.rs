@@ -25,10 +25,11 @@ pub use self::core::{
     Service, ServicePort, ServiceSpec,
 };
 pub use self::gateway::{
-    AllowedRoutes, FrontendTlsConfig, FrontendTlsValidation, Gateway, GatewayAddress, GatewayClass,
-    GatewayClassSpec, GatewayInfrastructure, GatewaySpec, GatewayTlsConfig, GatewayTlsSettings,
-    Listener, LocalParametersReference, ObjectReference, ParametersReference, RouteGroupKind,
-    RouteNamespaces, SecretObjectReference, TlsConfigSettings, TlsPortConfig,
+    AllowedRoutes, FrontendTlsConfig, FrontendTlsValidation, Gateway, GatewayAddress,
+    GatewayBackendTls, GatewayClass, GatewayClassSpec, GatewayInfrastructure, GatewaySpec,
+    GatewayTlsConfig, GatewayTlsSettings, Listener, LocalParametersReference, ObjectReference,
+    ParametersReference, RouteGroupKind, RouteNamespaces, SecretObjectReference, TlsConfigSettings,
+    TlsPortConfig,
 };
 pub use self::grant::{ReferenceGrant, ReferenceGrantFrom, ReferenceGrantSpec, ReferenceGrantTo};
 pub use self::policy::{

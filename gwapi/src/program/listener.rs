@@ -286,7 +286,7 @@ fn resolve_certificates(
 
 /// Resolves one certificateRef to a certificate and key, checking kind, ReferenceGrant,
 /// existence, Secret type and that both PEM blocks parse.
-fn certificate(
+pub(crate) fn certificate(
     reference: &k8s::SecretObjectReference,
     gateway_key: &ObjectKey,
     index: &Index<'_>,

@@ -12,6 +12,7 @@
 
 mod attach;
 mod backend;
+mod backend_client;
 mod ca;
 mod frontend;
 mod index;
@@ -135,7 +136,12 @@ pub fn program(
     let index = Index::new(objects);
     let listeners = listener::listeners(spec, gateway, &index);
     let (addresses, address_problems) = addresses(spec);
-    let gateway_conditions = gateway_conditions(spec, &listeners, &address_problems, generation);
+    let backend_client = backend_client::resolve(spec, gateway, &index);
+    let mut gateway_conditions =
+        gateway_conditions(spec, &listeners, &address_problems, generation);
+    if let Some(resolved) = &backend_client {
+        gateway_conditions.push(backend_client::condition(resolved, generation));
+    }
     let gateway_accepted = gateway_conditions
         .first()
         .is_some_and(|c| c.type_ == ConditionType::Accepted && c.is_true());
@@ -152,6 +158,7 @@ pub fn program(
     let mut config = GatewayConfig {
         version: 0,
         gateway: Some(gateway.clone()),
+        backend_client_certificate: backend_client.and_then(Result::ok),
         ..GatewayConfig::default()
     };
     let programmed: Vec<bool> = listeners

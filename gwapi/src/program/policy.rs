@@ -6,26 +6,25 @@
 //! (`creationTimestamp`) wins, then the first by `namespace/name`. Losers report
 //! `Accepted=False/Conflicted`.
 //!
-//! **Fail closed:** when the winning policy is invalid (schema, unsupported
-//! `wellKnownCACertificates`, a CA reference that does not resolve or holds no usable
+//! **System roots:** `wellKnownCACertificates: System` programs [`CaSource::System`]; the
+//! gateway loads its own host's trust store (and fails the connections closed when it has
+//! none).
+//!
+//! **Fail closed:** when the winning policy is invalid (schema, a `wellKnownCACertificates`
+//! value other than `System`, a CA reference that does not resolve or holds no usable
 //! certificate), the Service port is an invalid backend: its share of requests gets 500 and
 //! never goes out in cleartext.
 
 use std::collections::BTreeMap;
 
-use meridian_proto::model::ObjectKey;
-use meridian_proto::model::gateway::{BackendTls, SubjectAltName};
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
-
+use super::ca::{self, CA_KEY};
 use super::index::Index;
 use crate::document::CheckedPolicy;
 use crate::k8s;
 use crate::set::meta_key;
 use crate::status::{Condition, ConditionType, PolicyStatus, Reason};
-
-/// The ConfigMap key holding the CA bundle.
-const CA_KEY: &str = "ca.crt";
+use meridian_proto::model::ObjectKey;
+use meridian_proto::model::gateway::{BackendTls, CaSource, SubjectAltName};
 
 /// Why a policy cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -181,16 +180,10 @@ fn evaluate(checked: &CheckedPolicy, key: ObjectKey, index: &Index<'_>) -> Evalu
     });
     let mut unresolved = None;
     let mut bundle = String::new();
-    if validation.ca_certificate_refs.is_empty() {
-        if not_accepted.is_none() && validation.well_known_ca_certificates.is_some() {
-            not_accepted = Some(Fault {
-                reason: Reason::Invalid,
-                message: "wellKnownCACertificates is not supported: this build has no system \
-                          trust store; name the CA with caCertificateRefs"
-                    .to_string(),
-            });
-        }
-    } else {
+    // Without caCertificateRefs a valid policy says `wellKnownCACertificates: System`
+    // (validation rejects a missing or unknown value): there is nothing to resolve here, the
+    // gateway loads its host's trust store.
+    if !validation.ca_certificate_refs.is_empty() {
         let mut faults: Vec<Fault> = Vec::new();
         for (i, reference) in validation.ca_certificate_refs.iter().enumerate() {
             match ca_bundle(reference, &key.namespace, index) {
@@ -228,7 +221,11 @@ fn evaluate(checked: &CheckedPolicy, key: ObjectKey, index: &Index<'_>) -> Evalu
     let tls = match (&unresolved, &not_accepted) {
         (Some(fault), _) | (None, Some(fault)) => Err(fault.clone()),
         (None, None) => Ok(BackendTls {
-            ca_pem: bundle,
+            ca: if validation.ca_certificate_refs.is_empty() {
+                CaSource::System
+            } else {
+                CaSource::Pem(bundle)
+            },
             hostname: validation.hostname.clone(),
             subject_alt_names: validation
                 .subject_alt_names
@@ -286,29 +283,10 @@ fn ca_bundle(
             format!("{target} has no key {CA_KEY}"),
         );
     };
-    let mut count = 0;
-    for (n, cert) in CertificateDer::pem_slice_iter(pem.as_bytes()).enumerate() {
-        let cert = match cert {
-            Ok(cert) => cert,
-            Err(error) => {
-                return fault(
-                    Reason::InvalidCACertificateRef,
-                    format!("{target} {CA_KEY}: bad PEM: {error}"),
-                );
-            }
-        };
-        if let Err(error) = webpki::anchor_from_trusted_cert(&cert) {
-            return fault(
-                Reason::InvalidCACertificateRef,
-                format!("{target} {CA_KEY}: certificate {n} is not usable as a CA: {error}"),
-            );
-        }
-        count += 1;
-    }
-    if count == 0 {
+    if let Err(why) = ca::check_bundle(pem) {
         return fault(
             Reason::InvalidCACertificateRef,
-            format!("{target} {CA_KEY} holds no PEM certificate"),
+            format!("{target} {CA_KEY}: {why}"),
         );
     }
     Ok(pem.clone())

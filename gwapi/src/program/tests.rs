@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use base64::Engine;
 use meridian_proto::model::ObjectKey;
 use meridian_proto::model::gateway::{
-    AppProtocol, Endpoint, ListenerProtocol, SubjectAltName, TlsMode,
+    AppProtocol, CaSource, Endpoint, ListenerProtocol, SubjectAltName, TlsMode,
 };
 use meridian_proto::model::route::{HttpFilter, HttpRoute, Resolution, ServiceKey};
 
@@ -1622,7 +1622,10 @@ fn a_valid_backend_tls_policy_programs_tls_on_its_service_port() {
     let backend = &programmed.config.backends[0];
     let tls = backend.tls.as_ref().expect("tls programmed");
     assert_eq!(tls.hostname, "abc.example.com");
-    assert_eq!(tls.ca_pem.trim(), ca.trim());
+    match &tls.ca {
+        CaSource::Pem(pem) => assert_eq!(pem.trim(), ca.trim()),
+        other => panic!("CA source {other:?}"),
+    }
     assert_eq!(
         tls.subject_alt_names,
         [
@@ -1642,6 +1645,31 @@ fn a_valid_backend_tls_policy_programs_tls_on_its_service_port() {
     let route = route_conditions(&programmed, RouteKind::Http, "infra/web");
     assert_eq!(
         cond(&route, ConditionType::ResolvedRefs),
+        (True, Reason::ResolvedRefs)
+    );
+}
+
+#[test]
+fn a_well_known_system_policy_programs_the_system_trust_store() {
+    let programmed = program_with(&tls_policy(
+        "tls",
+        "2024-01-01T00:00:00Z",
+        TARGET_HTTP,
+        "{wellKnownCACertificates: System, hostname: abc.example.com}",
+    ));
+    let tls = programmed.config.backends[0]
+        .tls
+        .as_ref()
+        .expect("tls programmed");
+    assert_eq!(tls.ca, CaSource::System);
+    assert_eq!(tls.hostname, "abc.example.com");
+    let conditions = policy_conditions(&programmed, "tls");
+    assert_eq!(
+        cond(&conditions, ConditionType::Accepted),
+        (True, Reason::Accepted)
+    );
+    assert_eq!(
+        cond(&conditions, ConditionType::ResolvedRefs),
         (True, Reason::ResolvedRefs)
     );
 }
@@ -1689,10 +1717,10 @@ fn an_unusable_policy_makes_its_backend_invalid_never_cleartext() {
         ),
         (
             String::new(),
-            "{wellKnownCACertificates: System, hostname: abc.example.com}",
+            "{wellKnownCACertificates: Public, hostname: abc.example.com}",
             Reason::Invalid,
             (False, Reason::Invalid),
-            "wellKnownCACertificates is not supported",
+            "unsupported value \"Public\" (expected System)",
         ),
         (
             config_map("ca", &ca_pem()),
@@ -1883,5 +1911,119 @@ fn frontend_validation_covers_every_listener_that_terminates_tls_on_the_port() {
     assert_eq!(
         cond(&https.conditions, ConditionType::ResolvedRefs),
         (False, Reason::InvalidCACertificateRef)
+    );
+}
+
+// === backend client certificate ===
+
+/// A Gateway with an HTTP listener whose `spec.tls.backend.clientCertificateRef` is
+/// `reference` (flow-style YAML).
+fn backend_client_gateway(reference: &str) -> String {
+    format!(
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: client, namespace: infra}}\nspec:\n  gatewayClassName: meridian\n  listeners:\n  - {{name: http, port: 80, protocol: HTTP}}\n  tls:\n    backend:\n      clientCertificateRef: {reference}\n"
+    )
+}
+
+#[test]
+fn the_backend_client_certificate_resolves_from_a_secret() {
+    let good = tls_secret("client", "infra", "gateway.example.org");
+    let elsewhere = tls_secret("client", "web-backend", "gateway.example.org");
+    let grant = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: ReferenceGrant\nmetadata: {name: certs, namespace: web-backend}\nspec:\n  from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: infra}]\n  to: [{group: '', kind: Secret}]\n";
+    let opaque = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: client, namespace: infra}\ntype: Opaque\ndata: {tls.crt: eA==, tls.key: eQ==}\n";
+    // (objects, the Secret programmed or the Gateway's ResolvedRefs reason and message).
+    type Case = (String, Result<&'static str, (Reason, &'static str)>);
+    let cases: Vec<Case> = vec![
+        (
+            format!("{}{good}", backend_client_gateway("{name: client}")),
+            Ok("infra/client"),
+        ),
+        (
+            format!(
+                "{}{elsewhere}{grant}",
+                backend_client_gateway("{name: client, namespace: web-backend}")
+            ),
+            Ok("web-backend/client"),
+        ),
+        (
+            backend_client_gateway("{name: client}"),
+            Err((
+                Reason::InvalidClientCertificateRef,
+                "Secret infra/client not found",
+            )),
+        ),
+        (
+            format!("{}{opaque}", backend_client_gateway("{name: client}")),
+            Err((
+                Reason::InvalidClientCertificateRef,
+                "expected kubernetes.io/tls",
+            )),
+        ),
+        (
+            format!(
+                "{}{good}",
+                backend_client_gateway("{group: '', kind: ConfigMap, name: client}")
+            ),
+            Err((Reason::InvalidClientCertificateRef, "only core Secrets")),
+        ),
+        (
+            format!(
+                "{}{elsewhere}",
+                backend_client_gateway("{name: client, namespace: web-backend}")
+            ),
+            Err((Reason::RefNotPermitted, "no ReferenceGrant allows it")),
+        ),
+    ];
+    for (objects_yaml, expected) in &cases {
+        let programmed = program(&set(objects_yaml), &[], &key("infra/client"));
+        let conditions = &programmed.status.conditions;
+        // A bad reference never costs the Gateway its acceptance.
+        assert_eq!(
+            cond(conditions, ConditionType::Accepted),
+            (True, Reason::Accepted),
+            "{objects_yaml}"
+        );
+        let resolved = conditions
+            .iter()
+            .find(|c| c.type_ == ConditionType::ResolvedRefs)
+            .expect("ResolvedRefs");
+        match expected {
+            Ok(secret) => {
+                assert_eq!(
+                    (resolved.status, resolved.reason),
+                    (True, Reason::ResolvedRefs)
+                );
+                let cert = programmed
+                    .config
+                    .backend_client_certificate
+                    .as_ref()
+                    .expect("client certificate programmed");
+                assert_eq!(cert.key, key(secret));
+                assert!(cert.cert_chain_pem.contains("BEGIN CERTIFICATE"));
+                assert!(cert.private_key_pem.contains("PRIVATE KEY"));
+            }
+            Err((reason, fragment)) => {
+                assert_eq!((resolved.status, resolved.reason), (False, *reason));
+                assert!(
+                    resolved.message.contains(fragment),
+                    "{:?} lacks {fragment:?}",
+                    resolved.message
+                );
+                // Backends are dialled without a client certificate.
+                assert!(programmed.config.backend_client_certificate.is_none());
+            }
+        }
+    }
+}
+
+#[test]
+fn a_gateway_without_backend_tls_settings_has_no_resolved_refs_condition() {
+    let programmed = program(&set(""), &[], &same_namespace());
+    assert!(programmed.config.backend_client_certificate.is_none());
+    assert!(
+        programmed
+            .status
+            .conditions
+            .iter()
+            .all(|c| c.type_ != ConditionType::ResolvedRefs)
     );
 }

@@ -7,9 +7,9 @@ use super::{
 };
 use crate::model::ModelError;
 use crate::model::gateway::{
-    AppProtocol, Attached, Attachment, Backend, BackendTls, CaCertificate, ClientValidation,
-    ClientValidationMode, Endpoint, GatewayConfig, Listener, ListenerProtocol, ListenerTls,
-    SubjectAltName, TlsCertificate, TlsMode,
+    AppProtocol, Attached, Attachment, Backend, BackendTls, CaCertificate, CaSource,
+    ClientValidation, ClientValidationMode, Endpoint, GatewayConfig, Listener, ListenerProtocol,
+    ListenerTls, SubjectAltName, TlsCertificate, TlsMode,
 };
 use crate::model::names::check_subdomain;
 use crate::model::route::{GrpcRoute, HttpRoute, TlsRoute};
@@ -27,6 +27,7 @@ impl From<&GatewayConfig> for pb::GatewayConfig {
             grpc_routes: encode_all(&config.grpc_routes),
             tls_routes: encode_all(&config.tls_routes),
             backends: encode_all(&config.backends),
+            backend_client_certificate: config.backend_client_certificate.as_ref().map(Into::into),
         }
     }
 }
@@ -43,6 +44,10 @@ impl TryFrom<pb::GatewayConfig> for GatewayConfig {
             grpc_routes: each(config.grpc_routes, "grpc_routes")?,
             tls_routes: each(config.tls_routes, "tls_routes")?,
             backends: each(config.backends, "backends")?,
+            backend_client_certificate: optional(
+                config.backend_client_certificate,
+                "backend_client_certificate",
+            )?,
         })
     }
 }
@@ -334,8 +339,12 @@ impl TryFrom<pb::Backend> for Backend {
 
 impl From<&BackendTls> for pb::BackendTls {
     fn from(tls: &BackendTls) -> Self {
+        use pb::backend_tls::Ca;
         Self {
-            ca_pem: tls.ca_pem.clone(),
+            ca: Some(match &tls.ca {
+                CaSource::Pem(pem) => Ca::CaPem(pem.clone()),
+                CaSource::System => Ca::System(pb::SystemTrustStore {}),
+            }),
             hostname: tls.hostname.clone(),
             subject_alt_names: encode_all(&tls.subject_alt_names),
         }
@@ -347,15 +356,21 @@ impl TryFrom<pb::BackendTls> for BackendTls {
 
     /// The PEM bundle is only checked for presence here: the gateway parses it with rustls
     /// when it compiles the config (and the agent already checked it when programming).
+    /// A missing trust source is an error, never "trust nothing" or "trust anything".
     fn try_from(tls: pb::BackendTls) -> Result<Self, ConvertError> {
-        if !tls.ca_pem.contains("-----BEGIN CERTIFICATE-----") {
-            return Err(ConvertError::new(ConvertErrorKind::Constraint(
-                "must hold at least one PEM CERTIFICATE block",
-            ))
-            .in_field("ca_pem"));
-        }
+        use pb::backend_tls::Ca;
+        let ca = match required(tls.ca, "ca")? {
+            Ca::CaPem(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => CaSource::Pem(pem),
+            Ca::CaPem(_) => {
+                return Err(ConvertError::new(ConvertErrorKind::Constraint(
+                    "must hold at least one PEM CERTIFICATE block",
+                ))
+                .in_field("ca_pem"));
+            }
+            Ca::System(pb::SystemTrustStore {}) => CaSource::System,
+        };
         Ok(Self {
-            ca_pem: tls.ca_pem,
+            ca,
             hostname: dns_name(tls.hostname).field("hostname")?,
             subject_alt_names: each(tls.subject_alt_names, "subject_alt_names")?,
         })

@@ -13,9 +13,9 @@ use prost::Message;
 
 use super::{ConvertError, ConvertErrorKind};
 use crate::model::gateway::{
-    AppProtocol, Attached, Attachment, Backend, BackendTls, CaCertificate, ClientValidation,
-    ClientValidationMode, Endpoint, GatewayConfig, Listener, ListenerProtocol, ListenerTls,
-    SubjectAltName, TlsCertificate, TlsMode,
+    AppProtocol, Attached, Attachment, Backend, BackendTls, CaCertificate, CaSource,
+    ClientValidation, ClientValidationMode, Endpoint, GatewayConfig, Listener, ListenerProtocol,
+    ListenerTls, SubjectAltName, TlsCertificate, TlsMode,
 };
 use crate::model::route::{
     BackendRef, Cors, GrpcMethodMatch, GrpcRoute, GrpcRouteMatch, GrpcRouteRule, HeaderMatch,
@@ -587,7 +587,7 @@ fn gateway_config() -> GatewayConfig {
                 app_protocol: AppProtocol::H2c,
                 endpoints: vec![],
                 tls: Some(BackendTls {
-                    ca_pem: CA_PEM.into(),
+                    ca: CaSource::Pem(CA_PEM.into()),
                     hostname: "echo.internal.example".into(),
                     subject_alt_names: vec![],
                 }),
@@ -600,7 +600,7 @@ fn gateway_config() -> GatewayConfig {
                     ready: true,
                 }],
                 tls: Some(BackendTls {
-                    ca_pem: CA_PEM.into(),
+                    ca: CaSource::System,
                     hostname: "ws.example.com".into(),
                     subject_alt_names: vec![
                         SubjectAltName::Hostname("ws-1.example.com".into()),
@@ -609,6 +609,7 @@ fn gateway_config() -> GatewayConfig {
                 }),
             },
         ],
+        backend_client_certificate: Some(cert("gateway-client")),
     }
 }
 
@@ -667,6 +668,14 @@ fn routes_round_trip() {
 fn gateway_configs_round_trip() {
     round_trip::<_, pb::GatewayConfig>(&gateway_config());
     round_trip::<_, pb::GatewayConfig>(&GatewayConfig::default());
+}
+
+#[test]
+fn backend_client_certificate_key_is_never_printed() {
+    let config = gateway_config();
+    let printed = format!("{config:?}");
+    assert!(printed.contains("gateway-client"), "{printed}");
+    assert!(!printed.contains("secret"), "{printed}");
 }
 
 #[test]
@@ -807,6 +816,12 @@ fn fixtures_cover_every_variant() {
         } else {
             "backend:cleartext"
         });
+        if let Some(tls) = &b.tls {
+            seen.insert(match tls.ca {
+                CaSource::Pem(_) => "ca:pem",
+                CaSource::System => "ca:system",
+            });
+        }
         for san in b.tls.iter().flat_map(|t| &t.subject_alt_names) {
             seen.insert(match san {
                 SubjectAltName::Hostname(_) => "san:hostname",
@@ -852,6 +867,8 @@ fn fixtures_cover_every_variant() {
         "app:websocket",
         "backend:tls",
         "backend:cleartext",
+        "ca:pem",
+        "ca:system",
         "san:hostname",
         "san:uri",
         "all_unhealthy:open",
@@ -1180,9 +1197,22 @@ fn gateway_config_errors_name_the_field_path() {
             r#"invalid name "Edge""#,
         ),
         (
-            |c| c.backends[1].tls.as_mut().unwrap().ca_pem = "not pem".into(),
+            |c| {
+                c.backends[1].tls.as_mut().unwrap().ca =
+                    Some(pb::backend_tls::Ca::CaPem("not pem".into()));
+            },
             "backends[1].tls.ca_pem",
             "must hold at least one PEM CERTIFICATE block",
+        ),
+        (
+            |c| c.backends[2].tls.as_mut().unwrap().ca = None,
+            "backends[2].tls.ca",
+            "missing required field",
+        ),
+        (
+            |c| c.backend_client_certificate.as_mut().unwrap().key = None,
+            "backend_client_certificate.key",
+            "missing required field",
         ),
         (
             |c| c.backends[1].tls.as_mut().unwrap().hostname = "Echo_Internal".into(),

@@ -29,6 +29,9 @@ pub struct GatewayConfig {
     pub tls_routes: Vec<Attached<TlsRoute>>,
     /// Every Service port a resolved reference points at.
     pub backends: Vec<Backend>,
+    /// The client certificate presented on every TLS connection to a backend (Gateway
+    /// `spec.tls.backend.clientCertificateRef`); `None` presents none.
+    pub backend_client_certificate: Option<TlsCertificate>,
 }
 
 /// A Gateway listener.
@@ -111,7 +114,7 @@ pub enum TlsMode {
 }
 
 /// A certificate and its private key, from a `kubernetes.io/tls` Secret (or the hub).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct TlsCertificate {
     /// The Secret the certificate came from.
     pub key: ObjectKey,
@@ -170,15 +173,25 @@ pub struct Backend {
 /// targeted by an invalid policy is an invalid backend instead, so it never gets cleartext.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct BackendTls {
-    /// PEM bundle of the CA certificates the backend's chain must lead to (one or more
-    /// `CERTIFICATE` blocks; never empty).
-    pub ca_pem: String,
+    /// The trust anchors the backend's chain must lead to.
+    pub ca: CaSource,
     /// The SNI sent, and the name the certificate must be valid for when
     /// `subject_alt_names` is empty (a DNS-1123 subdomain).
     pub hostname: String,
     /// When not empty, the certificate must be valid for at least one of these instead of
     /// `hostname`.
     pub subject_alt_names: Vec<SubjectAltName>,
+}
+
+/// Where a backend's trust anchors come from (BackendTLSPolicy `validation`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum CaSource {
+    /// A PEM bundle from the policy's `caCertificateRefs` (one or more `CERTIFICATE` blocks;
+    /// never empty).
+    Pem(String),
+    /// `wellKnownCACertificates: System`: the trust store of the gateway's host, loaded by the
+    /// gateway (the agent's host may have another one).
+    System,
 }
 
 /// A name a backend certificate may carry (BackendTLSPolicy `subjectAltNames`).

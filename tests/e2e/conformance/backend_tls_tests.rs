@@ -268,3 +268,239 @@ async fn backend_tls_policy_san_validation() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["tls"]["serverName"], "other.example.com", "{body}");
 }
+
+/// A BackendTLSPolicy for port `https` of `service` trusting the system trust store.
+fn system_policy(name: &str, service: &str) -> String {
+    format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {{name: {name}, namespace: {NS}}}
+spec:
+  targetRefs: [{{group: "", kind: Service, name: {service}, sectionName: https}}]
+  validation:
+    wellKnownCACertificates: System
+    hostname: abc.example.com
+---
+"#
+    )
+}
+
+/// A suite whose gateway reads its system trust store from `SSL_CERT_FILE` = `bundle` (a
+/// file in the suite directory, `None`: a path that does not exist), with a
+/// `wellKnownCACertificates: System` policy in front of a TLS echo whose certificate `ca`
+/// signed.
+fn system_trust_suite(ca: &Ca, bundle: Option<&str>) -> (Suite, String) {
+    let mut suite = Suite::new();
+    suite.tls_echo(NS, "tls-backend", &backend_leaf(ca));
+    let path = suite.dir.path().join("system-bundle.pem");
+    if let Some(pem) = bundle {
+        std::fs::write(&path, pem).unwrap();
+    }
+    let path = path.display().to_string();
+    suite
+        .gateway_env
+        .push(("SSL_CERT_FILE".into(), path.clone()));
+    // An empty SSL_CERT_DIR counts as unset: the test's environment adds no directory.
+    suite
+        .gateway_env
+        .push(("SSL_CERT_DIR".into(), String::new()));
+    let manifests = [
+        SAME_NAMESPACE_GATEWAY.to_string(),
+        service("tls-system", "tls-backend", None),
+        system_policy("backend-tls-system", "tls-system"),
+        route(&[("system", "tls-system")]),
+    ]
+    .concat();
+    let suite = suite.start("gateway-conformance-infra/same-namespace", &manifests);
+    (suite, path)
+}
+
+#[tokio::test]
+async fn backend_tls_policy_well_known_system_ca_certificates() {
+    let ca = Ca::new("backend-tls-ca");
+    let other = Ca::new("some-public-ca");
+
+    // The host's trust store holds the backend's CA (next to another one): verified, 200.
+    let (suite, _) = system_trust_suite(&ca, Some(&format!("{}{}", other.pem, ca.pem)));
+    check_all(
+        &suite,
+        &[(get("abc.example.com", "/system"), ok("tls-backend"))],
+    )
+    .await;
+    let (code, body) = fetch(&suite, "/system").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["tls"]["serverName"], "abc.example.com", "{body}");
+    drop(suite);
+
+    // The trust store lacks the backend's CA: the handshake is refused by the gateway.
+    let (suite, _) = system_trust_suite(&ca, Some(&other.pem));
+    check_all(
+        &suite,
+        &[(get("abc.example.com", "/system"), status(&[502, 503]))],
+    )
+    .await;
+    let log = suite.gateway_log();
+    assert!(
+        log.contains("TLS handshake with backend failed") && log.contains("UnknownIssuer"),
+        "the gateway log names the failed verification:\n{log}"
+    );
+    drop(suite);
+
+    // No trust store at all: the backend fails closed and the log names the path tried.
+    let (suite, path) = system_trust_suite(&ca, None);
+    check_all(
+        &suite,
+        &[(get("abc.example.com", "/system"), status(&[502, 503]))],
+    )
+    .await;
+    let log = suite.gateway_log();
+    assert!(
+        log.contains("TLS to backend unavailable")
+            && log.contains(&format!("SSL_CERT_FILE {path}")),
+        "the gateway log names the missing trust store:\n{log}"
+    );
+    assert!(
+        !suite
+            .echo_log("tls-backend")
+            .contains("TLS handshake failed"),
+        "the gateway dialled the backend without trust anchors"
+    );
+}
+
+/// The `same-namespace` Gateway (HTTP on `{{HTTP}}`) with `spec.tls.backend` set to
+/// `backend` (flow-style YAML; empty: no `spec.tls`).
+fn gateway_with_backend_tls(backend: &str) -> String {
+    let tls = if backend.is_empty() {
+        String::new()
+    } else {
+        format!("  tls:\n    backend: {backend}\n")
+    };
+    format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: same-namespace, namespace: {NS}}}
+spec:
+  gatewayClassName: meridian
+  addresses: [{{type: IPAddress, value: 127.0.0.1}}]
+  listeners:
+  - name: http
+    port: {{{{HTTP}}}}
+    protocol: HTTP
+    allowedRoutes: {{namespaces: {{from: Same}}}}
+{tls}---
+"#
+    )
+}
+
+/// A `kubernetes.io/tls` Secret holding `leaf`.
+fn tls_secret(name: &str, leaf: &Leaf) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {NS}}}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n---\n",
+        base64(leaf.cert.as_bytes()),
+        base64(leaf.key.as_bytes())
+    )
+}
+
+/// A suite whose TLS echo requires a client certificate from `client_ca`, behind a valid
+/// BackendTLSPolicy, with the Gateway's `spec.tls.backend` set to `backend`; `secret` is
+/// added to the manifests.
+fn client_certificate_suite(ca: &Ca, client_ca: &Ca, backend: &str, secret: &str) -> Suite {
+    let mut suite = Suite::new();
+    suite.tls_echo_with_client_ca(NS, "tls-backend", &backend_leaf(ca), Some(&client_ca.pem));
+    let manifests = [
+        gateway_with_backend_tls(backend),
+        secret.to_string(),
+        ca_config_map("backend-tls-checks-certificate", &ca.pem),
+        service("tls-backend", "tls-backend", None),
+        policy(
+            "backend-tls",
+            "tls-backend",
+            "backend-tls-checks-certificate",
+            "abc.example.com",
+            "",
+        ),
+        route(&[("backendTLS", "tls-backend")]),
+    ]
+    .concat();
+    suite.start("gateway-conformance-infra/same-namespace", &manifests)
+}
+
+/// PEM text without line breaks, to compare certificates whatever the line endings.
+fn compact(pem: &str) -> String {
+    pem.chars().filter(|c| !c.is_whitespace()).collect()
+}
+
+/// GatewayTLSBackendClientCertificate: the Gateway presents the certificate of its
+/// `spec.tls.backend.clientCertificateRef` to a backend that requires one.
+#[tokio::test]
+async fn gateway_tls_backend_client_certificate() {
+    let ca = Ca::new("backend-tls-ca");
+    let client_ca = Ca::new("gateway-client-ca");
+    let client = client_ca.leaf("gateway-client", &["gateway.example.com"]);
+    let suite = client_certificate_suite(
+        &ca,
+        &client_ca,
+        "{clientCertificateRef: {name: tls-client-certificate}}",
+        &tls_secret("tls-client-certificate", &client),
+    );
+    check_all(
+        &suite,
+        &[(get("abc.example.com", "/backendTLS"), ok("tls-backend"))],
+    )
+    .await;
+    let (code, body) = fetch(&suite, "/backendTLS").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["tls"]["serverName"], "abc.example.com", "{body}");
+    let presented = body["tls"]["peerCertificates"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("the echo saw no client certificate: {body}"));
+    assert_eq!(compact(presented), compact(&client.cert), "{body}");
+}
+
+/// Without a client certificate (no reference, or one that does not resolve) the gateway
+/// still serves, dials the backend without one, and the backend refuses the handshake.
+#[tokio::test]
+async fn gateway_tls_backend_without_client_certificate_is_refused() {
+    let ca = Ca::new("backend-tls-ca");
+    let client_ca = Ca::new("gateway-client-ca");
+
+    let suite = client_certificate_suite(&ca, &client_ca, "", "");
+    check_all(
+        &suite,
+        &[(get("abc.example.com", "/backendTLS"), status(&[502, 503]))],
+    )
+    .await;
+    assert!(
+        suite
+            .echo_log("tls-backend")
+            .contains("TLS handshake failed"),
+        "the backend did not refuse the handshake:\n{}",
+        suite.echo_log("tls-backend")
+    );
+    drop(suite);
+
+    // GatewayInvalidTLSBackendConfiguration: the referenced Secret does not exist. The
+    // Gateway reports ResolvedRefs=False/InvalidClientCertificateRef but keeps serving.
+    let suite = client_certificate_suite(
+        &ca,
+        &client_ca,
+        "{clientCertificateRef: {name: no-such-secret}}",
+        "",
+    );
+    check_all(
+        &suite,
+        &[(get("abc.example.com", "/backendTLS"), status(&[502, 503]))],
+    )
+    .await;
+    let log = suite.gateway_log();
+    assert!(
+        log.contains("InvalidClientCertificateRef") && log.contains("no-such-secret not found"),
+        "the gateway log names the unresolved client certificate:\n{log}"
+    );
+    assert!(
+        suite
+            .echo_log("tls-backend")
+            .contains("TLS handshake failed"),
+        "the backend did not refuse the handshake"
+    );
+}

@@ -31,6 +31,8 @@ pub struct Suite {
     pub certs: BTreeMap<String, meridian_tests::gateway::SelfSigned>,
     /// CA certificate PEMs for `{{CA:<id>}}` (frontend client certificate validation).
     pub cas: BTreeMap<String, String>,
+    /// Environment variables of the gateway process (`SSL_CERT_FILE`).
+    pub gateway_env: Vec<(String, String)>,
 }
 
 /// A certificate authority that issues client certificates (frontend mTLS tests).
@@ -105,6 +107,7 @@ impl Suite {
             ports,
             certs: BTreeMap::new(),
             cas: BTreeMap::new(),
+            gateway_env: Vec::new(),
         }
     }
 
@@ -128,24 +131,40 @@ impl Suite {
     /// Starts one more echo backend, `name` in `namespace`, serving HTTPS with `leaf`; its
     /// port is `{{PORT:<name>}}` in manifests.
     pub fn tls_echo(&mut self, namespace: &str, name: &str, leaf: &meridian_tests::pki::Leaf) {
+        self.tls_echo_with_client_ca(namespace, name, leaf, None);
+    }
+
+    /// As [`Suite::tls_echo`]; with `client_ca` (PEM) the echo requires a client certificate
+    /// that chains to it and reports it as `tls.peerCertificates`.
+    pub fn tls_echo_with_client_ca(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        leaf: &meridian_tests::pki::Leaf,
+        client_ca: Option<&str>,
+    ) {
         let (cert, key) = leaf.write(self.dir.path(), name);
         let pod = format!("{name}-6c8d4b9f7-x2k4p");
-        let spec = ProcSpec::new(
-            name,
-            crate::meridian_bin(),
-            self.dir.path(),
-            &[
-                "echo",
-                "--name",
-                &pod,
-                "--namespace",
-                namespace,
-                "--tls-cert",
-                &cert.display().to_string(),
-                "--tls-key",
-                &key.display().to_string(),
-            ],
-        );
+        let cert = cert.display().to_string();
+        let key = key.display().to_string();
+        let mut args = vec![
+            "echo",
+            "--name",
+            &pod,
+            "--namespace",
+            namespace,
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+        ];
+        let ca_path = self.dir.path().join(format!("{name}-client-ca.pem"));
+        let ca_arg = ca_path.display().to_string();
+        if let Some(pem) = client_ca {
+            std::fs::write(&ca_path, pem).unwrap();
+            args.extend(["--client-ca", &ca_arg]);
+        }
+        let spec = ProcSpec::new(name, crate::meridian_bin(), self.dir.path(), &args);
         let (proc, ready) = Proc::start_ready(spec, Duration::from_secs(20));
         let addr: SocketAddr = ready["listen"].as_str().unwrap().parse().unwrap();
         self.echoes.insert(name.to_string(), (proc, addr));
@@ -211,7 +230,7 @@ impl Suite {
         self.write("00-base.yaml", &base_manifests());
         self.write("10-test.yaml", manifest);
         let dir = self.config_dir().display().to_string();
-        let spec = ProcSpec::new(
+        let mut spec = ProcSpec::new(
             "gateway",
             crate::meridian_bin(),
             self.dir.path(),
@@ -225,6 +244,9 @@ impl Suite {
                 "100",
             ],
         );
+        for (name, value) in &self.gateway_env {
+            spec = spec.env(name, value);
+        }
         let (proc, ready) = Proc::start_ready(spec, Duration::from_secs(20));
         assert!(
             ready["version"].as_u64().unwrap() >= 1,

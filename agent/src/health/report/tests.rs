@@ -130,6 +130,7 @@ fn config() -> GatewayConfig {
                 tls: None,
             },
         ],
+        backend_client_certificate: None,
     }
 }
 
