@@ -83,6 +83,9 @@ pub struct GatewayView {
     pub listeners: Vec<ListenerView>,
     /// Route statuses towards this Gateway.
     pub routes: Vec<RouteView>,
+    /// BackendTLSPolicies that apply to its routes' backends, with their conditions (an
+    /// invalid policy makes its backends fail closed; its violations are here).
+    pub policies: Vec<PolicyView>,
     /// Gateway instances subscribed to this Gateway.
     pub instances: Vec<InstanceView>,
 }
@@ -109,6 +112,15 @@ pub struct ListenerView {
     /// Accepted routes attached.
     pub attached_routes: u32,
     /// Conditions.
+    pub conditions: Vec<ConditionView>,
+}
+
+/// One BackendTLSPolicy's status towards a Gateway.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PolicyView {
+    /// `namespace/name`.
+    pub key: String,
+    /// `Accepted` and `ResolvedRefs`.
     pub conditions: Vec<ConditionView>,
 }
 
@@ -244,6 +256,14 @@ pub(crate) fn gateway_view(
             name: listener.name.clone(),
             attached_routes: listener.attached_routes,
             conditions: conditions(&listener.conditions),
+        })
+        .collect();
+    view.policies = status
+        .policies
+        .iter()
+        .map(|policy| PolicyView {
+            key: policy.key.to_string(),
+            conditions: conditions(&policy.conditions),
         })
         .collect();
     view.routes = status

@@ -366,3 +366,54 @@ async fn startup_errors_name_the_problem() {
         .unwrap();
     assert!(error.to_string().contains("only http://"), "{error}");
 }
+
+#[tokio::test]
+async fn a_new_invalid_backend_tls_policy_makes_its_backend_fail_closed() {
+    // A BackendTLSPolicy file that breaks the schema is not "an invalid file" whose last good
+    // content (none) is kept, which would leave the Service in cleartext: the policy is kept,
+    // marked invalid, its backend becomes invalid (the gateway answers 500), and /status says
+    // why.
+    let (_backend, backend) = live_backend().await;
+    let dir = config_dir(&[backend]);
+    let agent = start_agent(agent_config(dir.path())).await;
+    let mut gateway = FakeGateway::connect(agent.grpc_addr(), "infra/public", "gw-1").await;
+    let first = gateway.next_config(SOON).await;
+    assert!(first.backends.iter().all(|b| b.tls.is_none()));
+
+    write(
+        dir.path(),
+        "policy.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {name: web-tls, namespace: app}
+spec:
+  targetRefs: [{group: '', kind: Service, name: web}]
+  validation: {hostname: web.app.example}
+",
+    );
+    let invalid = loop {
+        let config = gateway.next_config(SOON).await;
+        let resolutions: Vec<_> = config
+            .http_routes
+            .iter()
+            .flat_map(|r| r.route.iter())
+            .flat_map(|r| r.rules.iter())
+            .flat_map(|rule| rule.backend_refs.iter())
+            .filter_map(|b| b.backend_ref.as_ref())
+            .filter_map(|b| b.resolution.clone())
+            .collect();
+        if resolutions
+            .iter()
+            .all(|r| matches!(r, pb::backend_ref::Resolution::Invalid(_)))
+        {
+            break resolutions;
+        }
+    };
+    assert!(!invalid.is_empty());
+    wait_for("the policy's violation on /status", SOON, || async {
+        let status = status(&agent).await;
+        let text = status["gateways"][0]["policies"].to_string();
+        text.contains("app/web-tls") && text.contains("caCertificateRefs")
+    })
+    .await;
+}

@@ -1773,17 +1773,24 @@ fn schema_violations_are_reported_with_their_field_path() {
         TARGET_HTTP,
         "{hostname: abc.example.com, subjectAltNames: [{type: Hostname, uri: 'spiffe://x/y'}]}",
     );
+    // Not a problem of the file (a source would then keep the file's last good content: for a
+    // new file, no policy, and cleartext), but kept, marked invalid, so its Service fails
+    // closed, and the violations are the policy's condition.
     let (objects, problems) = parse_documents(&text, "p.yaml");
-    let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
-    assert_eq!(
-        problems,
-        [
-            "p.yaml doc 1 BackendTLSPolicy infra/tls: spec.validation: one of caCertificateRefs and wellKnownCACertificates is required",
-            "p.yaml doc 1 BackendTLSPolicy infra/tls: spec.validation.subjectAltNames[0]: type Hostname needs hostname and no uri",
-        ]
-    );
-    // Kept (marked invalid), so its Service fails closed instead of going cleartext.
+    assert_eq!(problems, []);
     assert_eq!(objects.len(), 1);
+    let programmed = program_with(&text);
+    let accepted = policy_conditions(&programmed, "tls")
+        .into_iter()
+        .find(|c| c.type_ == ConditionType::Accepted)
+        .expect("Accepted");
+    assert_eq!((accepted.status, accepted.reason), (False, Reason::Invalid));
+    for violation in [
+        "spec.validation: one of caCertificateRefs and wellKnownCACertificates is required",
+        "spec.validation.subjectAltNames[0]: type Hostname needs hostname and no uri",
+    ] {
+        assert!(accepted.message.contains(violation), "{}", accepted.message);
+    }
 }
 
 #[test]

@@ -3,7 +3,10 @@
 //! A policy that breaks a CRD or CEL rule is *kept*, marked invalid: an API server would have
 //! refused it, but a directory source cannot refuse a file, and dropping the policy would send
 //! the Service's traffic in cleartext. Programming turns an invalid policy into an invalid
-//! backend instead (fail closed).
+//! backend instead (fail closed). Its violations are therefore not problems of the file
+//! (sources keep a file's last good content when it has problems, which, for a new file, would
+//! again mean no policy and cleartext): they are the policy's `Accepted=False/Invalid`
+//! condition, with each field path in the message.
 
 use super::{field, namespaced_meta};
 use crate::document::CheckedPolicy;
@@ -20,11 +23,7 @@ pub(crate) fn backend_tls_policy(
 ) -> Option<CheckedPolicy> {
     let meta = namespaced_meta(&raw.metadata, KIND, origin, problems)?;
     raw.metadata.namespace = Some(meta.key.namespace.clone());
-    let key = meta.key.to_string();
     let findings = findings(&raw.spec);
-    for (path, message) in &findings {
-        problems.push(origin.object_problem(KIND, Some(&key), path.clone(), message.clone()));
-    }
     let invalid = (!findings.is_empty()).then(|| {
         findings
             .iter()
