@@ -3,8 +3,12 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-/// The largest ClientHello accepted (one TLS record of 16 KiB plus its header).
-const MAX_HELLO: usize = 16 * 1024 + 5;
+/// The largest ClientHello message accepted (a record's worth: post-quantum key shares make
+/// hellos of a few KiB, far below it).
+const MAX_HELLO: usize = 16 * 1024;
+
+/// The most bytes read before the hello is complete (its records' headers included).
+const MAX_READ: usize = 2 * MAX_HELLO;
 
 /// What was read.
 #[derive(Debug)]
@@ -26,25 +30,44 @@ pub(crate) enum HelloError {
     Malformed(&'static str),
 }
 
-/// Reads the first TLS record (the ClientHello) from `stream`.
+/// Reads the ClientHello from `stream`: the handshake message may span several records
+/// (RFC 8446 §5.1 lets a client fragment it), which are reassembled.
 pub(crate) async fn read_client_hello<S: AsyncRead + Unpin>(
     stream: &mut S,
 ) -> Result<PeekedHello, HelloError> {
     let mut bytes = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
+    // The handshake bytes of the records read so far, and where the next record starts.
+    let mut handshake = Vec::new();
+    let mut next_record = 0;
     loop {
-        if bytes.len() >= 5 {
-            if bytes[0] != 22 {
-                return Err(HelloError::Malformed("first record is not a handshake"));
+        while let Some(header) = bytes.get(next_record..next_record + 5) {
+            if header[0] != 22 {
+                return Err(HelloError::Malformed("record is not a handshake"));
             }
-            let record_len = usize::from(u16::from_be_bytes([bytes[3], bytes[4]]));
-            if record_len + 5 > MAX_HELLO {
-                return Err(HelloError::Malformed("record too long"));
+            let record_len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+            if record_len == 0 || record_len > MAX_HELLO {
+                return Err(HelloError::Malformed("bad record length"));
             }
-            if bytes.len() >= record_len + 5 {
-                let sni = parse_sni(&bytes[5..5 + record_len])?;
-                return Ok(PeekedHello { bytes, sni });
+            let Some(body) = bytes.get(next_record + 5..next_record + 5 + record_len) else {
+                break;
+            };
+            handshake.extend_from_slice(body);
+            next_record += 5 + record_len;
+            if let [_, a, b, c, ..] = handshake[..] {
+                let message_len =
+                    4 + ((usize::from(a) << 16) | (usize::from(b) << 8) | usize::from(c));
+                if message_len > MAX_HELLO {
+                    return Err(HelloError::Malformed("ClientHello too long"));
+                }
+                if let Some(message) = handshake.get(..message_len) {
+                    let sni = parse_sni(message)?;
+                    return Ok(PeekedHello { bytes, sni });
+                }
             }
+        }
+        if bytes.len() >= MAX_READ {
+            return Err(HelloError::Malformed("ClientHello too long"));
         }
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
@@ -160,6 +183,43 @@ mod tests {
         let peeked = read_client_hello(&mut server).await.unwrap();
         assert_eq!(peeked.sni.as_deref(), Some("abc.example.com"));
         assert!(peeked.bytes.starts_with(&hello));
+    }
+
+    #[tokio::test]
+    async fn reassembles_a_client_hello_fragmented_over_several_records() {
+        let hello = hello_for("frag.example.com");
+        // Re-frame the one record's handshake bytes as records of at most 100 bytes.
+        let message = &hello[5..];
+        let mut fragmented = Vec::new();
+        for piece in message.chunks(100) {
+            fragmented.extend_from_slice(&[22, 3, 1]);
+            fragmented.extend_from_slice(&u16::try_from(piece.len()).unwrap().to_be_bytes());
+            fragmented.extend_from_slice(piece);
+        }
+        assert!(message.len() > 200, "several records");
+        let mut input: &[u8] = &fragmented;
+        let peeked = read_client_hello(&mut input).await.unwrap();
+        assert_eq!(peeked.sni.as_deref(), Some("frag.example.com"));
+        assert_eq!(
+            peeked.bytes, fragmented,
+            "every byte kept for the handshake"
+        );
+    }
+
+    #[tokio::test]
+    async fn rejects_an_endless_or_empty_record_stream() {
+        // A handshake message that claims 1 MiB.
+        let mut input: &[u8] = &[22, 3, 1, 0, 4, 1, 0x10, 0, 0];
+        assert!(matches!(
+            read_client_hello(&mut input).await,
+            Err(HelloError::Malformed("ClientHello too long"))
+        ));
+        // An empty record.
+        let mut input: &[u8] = &[22, 3, 1, 0, 0];
+        assert!(matches!(
+            read_client_hello(&mut input).await,
+            Err(HelloError::Malformed("bad record length"))
+        ));
     }
 
     #[tokio::test]
