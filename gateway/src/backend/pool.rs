@@ -141,9 +141,9 @@ impl EndpointPool {
         }
     }
 
-    /// Whether a BackendTLSPolicy makes connections to this endpoint TLS.
-    pub(crate) fn uses_tls(&self) -> bool {
-        self.tls.is_some()
+    /// The TLS a BackendTLSPolicy asks for on connections to this endpoint.
+    pub(crate) fn tls(&self) -> Option<&Arc<BackendConnector>> {
+        self.tls.as_ref()
     }
 
     /// Sends one request, reusing a pooled connection when possible.

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::splice::{Ended, splice};
 use crate::backend::BackendTarget;
 use crate::options::GatewayOptions;
 use crate::route::{ListenerTable, TlsTarget};
+use crate::tls::backend::BackendConnector;
 use crate::tls::client_hello::PeekedHello;
 
 /// What is sent to a TLSRoute backend.
@@ -39,8 +40,11 @@ pub(crate) async fn run(
         debug!(%remote, ?sni, listener = %listener.name, "no TLSRoute for SNI; rejecting");
         return;
     };
-    let Some((mut upstream, backend)) =
-        connect(target, sni, remote, Carried::ClientTls, options).await
+    let Some(Connected {
+        stream: mut upstream,
+        backend,
+        ..
+    }) = connect(target, sni, remote, Carried::ClientTls, options).await
     else {
         return;
     };
@@ -55,16 +59,26 @@ pub(crate) async fn run(
     }
 }
 
+/// A TCP connection to a TLSRoute backend.
+pub(crate) struct Connected {
+    /// The socket.
+    pub(crate) stream: TcpStream,
+    /// The backend's name.
+    pub(crate) backend: Arc<str>,
+    /// The TLS its BackendTLSPolicy asks for, when `Carried::Plaintext` (the caller
+    /// originates it; passthrough carries the client's own TLS and never sets it).
+    pub(crate) tls: Option<Arc<BackendConnector>>,
+}
+
 /// Picks a TLSRoute backend by weight and connects to one of its ready endpoints; `None`
-/// (logged) when the route has no usable backend or the connection fails. Returns the stream
-/// and the backend's name.
+/// (logged) when the route has no usable backend or the connection fails.
 pub(crate) async fn connect(
     target: &TlsTarget,
     sni: Option<&str>,
     remote: SocketAddr,
     carried: Carried,
     options: &GatewayOptions,
-) -> Option<(TcpStream, Arc<str>)> {
+) -> Option<Connected> {
     let Some(choice) = target.backends.pick() else {
         debug!(%remote, ?sni, route = %target.route, "TLSRoute has no backends; rejecting");
         return None;
@@ -77,17 +91,19 @@ pub(crate) async fn connect(
         debug!(%remote, ?sni, backend = %service.name, "no ready endpoint; rejecting");
         return None;
     };
-    if carried == Carried::Plaintext && endpoint.uses_tls() {
-        // A BackendTLSPolicy asks for TLS to this backend; re-encrypting a terminated TLSRoute
-        // stream is not supported, and sending it in cleartext would defeat the policy.
-        warn!(%remote, ?sni, backend = %service.name, "the backend requires TLS (BackendTLSPolicy), which a terminated TLSRoute does not originate; rejecting");
-        return None;
-    }
+    let tls = match carried {
+        Carried::Plaintext => endpoint.tls().cloned(),
+        Carried::ClientTls => None,
+    };
     let connecting = TcpStream::connect(endpoint.addr);
     match tokio::time::timeout(options.connect_timeout, connecting).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
-            Some((stream, Arc::clone(&service.name)))
+            Some(Connected {
+                stream,
+                backend: Arc::clone(&service.name),
+                tls,
+            })
         }
         Ok(Err(error)) => {
             service.metrics.record_error();

@@ -34,6 +34,8 @@ use super::system_roots;
 pub(crate) struct BackendConnector {
     /// The client config, or why no connection may be made (no system trust store).
     connector: Result<TlsConnector, Arc<str>>,
+    /// The same without ALPN, for the byte stream of a terminated TLSRoute.
+    stream_connector: Result<TlsConnector, Arc<str>>,
     /// The SNI (the policy's hostname).
     server_name: ServerName<'static>,
 }
@@ -102,8 +104,10 @@ impl BackendConnector {
                     error = %why,
                     "BackendTLSPolicy trusts the system trust store, which has no usable CA certificate: its backends get no connection"
                 );
+                let why: Arc<str> = Arc::from(format!("no system trust store: {why}"));
                 return Ok(Self {
-                    connector: Err(Arc::from(format!("no system trust store: {why}"))),
+                    connector: Err(Arc::clone(&why)),
+                    stream_connector: Err(why),
                     server_name,
                 });
             }
@@ -128,6 +132,7 @@ impl BackendConnector {
                     .map_err(|e| format!("backend client certificate {}: {e}", cert.key))?
             }
         };
+        let stream_config = config.clone();
         config.alpn_protocols = if h2 {
             vec![b"h2".to_vec()]
         } else {
@@ -135,6 +140,7 @@ impl BackendConnector {
         };
         Ok(Self {
             connector: Ok(TlsConnector::from(Arc::new(config))),
+            stream_connector: Ok(TlsConnector::from(Arc::new(stream_config))),
             server_name,
         })
     }
@@ -147,6 +153,17 @@ impl BackendConnector {
     /// The TLS handshake over a connected socket.
     pub(crate) async fn connect(&self, stream: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
         match &self.connector {
+            Ok(connector) => connector.connect(self.server_name.clone(), stream).await,
+            Err(why) => Err(std::io::Error::other(why.to_string())),
+        }
+    }
+
+    /// The TLS handshake for a raw byte stream (no ALPN protocol offered).
+    pub(crate) async fn connect_stream(
+        &self,
+        stream: TcpStream,
+    ) -> std::io::Result<TlsStream<TcpStream>> {
+        match &self.stream_connector {
             Ok(connector) => connector.connect(self.server_name.clone(), stream).await,
             Err(why) => Err(std::io::Error::other(why.to_string())),
         }

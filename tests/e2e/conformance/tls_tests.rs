@@ -155,10 +155,17 @@ async fn tls_route_terminate_simple_same_namespace() {
             "abc.example.com",
             "other.example.com",
             "secure.example.com",
+            "mismatch.example.com",
             "www.example.org",
         ],
     );
     let backend_ca = meridian_tests::pki::Ca::new("backends");
+    // A TLS backend for re-encryption: an HTTPS echo with a certificate for the policy's name.
+    suite.tls_echo(
+        "gateway-conformance-infra",
+        "tls-echo",
+        &backend_ca.leaf("tls-echo", &["tcp-secure.example.com"]),
+    );
     let backend_ca_pem: String = backend_ca
         .pem
         .lines()
@@ -218,7 +225,7 @@ apiVersion: v1
 kind: Service
 metadata: {{name: tcp-secure, namespace: gateway-conformance-infra}}
 spec:
-  ports: [{{name: tcp, port: 9000, targetPort: {port}}}]
+  ports: [{{name: tcp, port: 9000, targetPort: {{{{PORT:tls-echo}}}}}}]
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -228,7 +235,7 @@ metadata:
   labels: {{kubernetes.io/service-name: tcp-secure}}
 addressType: IPv4
 endpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]
-ports: [{{name: tcp, port: {port}}}]
+ports: [{{name: tcp, port: {{{{PORT:tls-echo}}}}}}]
 ---
 apiVersion: v1
 kind: ConfigMap
@@ -252,6 +259,39 @@ spec:
   parentRefs: [{{name: gateway-tlsroute-terminate}}]
   hostnames: [secure.example.com]
   rules: [{{backendRefs: [{{name: tcp-secure, port: 9000}}]}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: tcp-mismatch, namespace: gateway-conformance-infra}}
+spec:
+  ports: [{{name: tcp, port: 9000, targetPort: {{{{PORT:tls-echo}}}}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: tcp-mismatch-abcde
+  namespace: gateway-conformance-infra
+  labels: {{kubernetes.io/service-name: tcp-mismatch}}
+addressType: IPv4
+endpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]
+ports: [{{name: tcp, port: {{{{PORT:tls-echo}}}}}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {{name: tcp-mismatch, namespace: gateway-conformance-infra}}
+spec:
+  targetRefs: [{{group: "", kind: Service, name: tcp-mismatch}}]
+  validation:
+    caCertificateRefs: [{{group: "", kind: ConfigMap, name: backend-ca}}]
+    hostname: not-the-certificate.example.com
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {{name: mismatch, namespace: gateway-conformance-infra}}
+spec:
+  parentRefs: [{{name: gateway-tlsroute-terminate}}]
+  hostnames: [mismatch.example.com]
+  rules: [{{backendRefs: [{{name: tcp-mismatch, port: 9000}}]}}]
 "#,
         port = echo.port()
     );
@@ -302,23 +342,36 @@ spec:
         assert!(result.is_err(), "{sni}: {result:?}");
     }
 
-    // A backend under a BackendTLSPolicy expects TLS: the decrypted stream is refused rather
-    // than sent to it in cleartext.
-    let secret = b"must not reach the backend in cleartext\n";
-    let result =
-        meridian_tests::tls::tls_round_trip(addr, "secure.example.com", &server, secret).await;
-    assert!(result.is_err(), "secure.example.com: {result:?}");
-    assert!(
-        !seen
-            .lock()
-            .unwrap()
-            .windows(secret.len())
-            .any(|w| w == secret),
-        "the backend under a BackendTLSPolicy got the plaintext"
+    // A backend under a BackendTLSPolicy gets the stream over TLS again (re-encryption): the
+    // HTTPS echo answers an HTTP request sent through the terminated session, having seen the
+    // policy's hostname as SNI over a session the gateway verified against the policy's CA.
+    let served = meridian_tests::eventually(
+        "re-encrypted to the TLS backend",
+        Duration::from_secs(10),
+        || meridian_tests::tls::https_get(addr, "secure.example.com", &server),
+    )
+    .await;
+    assert_eq!(served.status, 200);
+    assert_eq!(
+        served.body["tls"]["serverName"], "tcp-secure.example.com",
+        "{}",
+        served.body
     );
     assert!(
-        suite.gateway_log().contains("does not originate"),
-        "the gateway says why it refused"
+        served.body["pod"]
+            .as_str()
+            .is_some_and(|pod| pod.starts_with("tls-echo-")),
+        "{}",
+        served.body
+    );
+    // A backend whose certificate does not match the policy is refused, not connected to
+    // unverified.
+    let refused = meridian_tests::tls::https_get(addr, "mismatch.example.com", &server).await;
+    assert!(refused.is_err(), "{:?}", refused.map(|s| s.body));
+    assert!(
+        suite
+            .gateway_log()
+            .contains("TLS handshake with backend failed")
     );
 }
 
