@@ -197,22 +197,6 @@ spec:
     hostname: www.example.org
     tls: {{certificateRefs: [{{name: tls-checks-certificate}}]}}
 ---
-apiVersion: v1
-kind: Service
-metadata: {{name: tcp-backend, namespace: gateway-conformance-infra}}
-spec:
-  ports: [{{name: tcp, port: 9000, targetPort: {port}}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: tcp-backend-abcde
-  namespace: gateway-conformance-infra
-  labels: {{kubernetes.io/service-name: tcp-backend}}
-addressType: IPv4
-endpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]
-ports: [{{name: tcp, port: {port}}}]
----
 apiVersion: gateway.networking.k8s.io/v1alpha2
 kind: TLSRoute
 metadata: {{name: gateway-conformance-tls-terminate, namespace: gateway-conformance-infra}}
@@ -220,22 +204,6 @@ spec:
   parentRefs: [{{name: gateway-tlsroute-terminate}}]
   hostnames: [abc.example.com]
   rules: [{{backendRefs: [{{name: tcp-backend, port: 9000}}]}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: tcp-secure, namespace: gateway-conformance-infra}}
-spec:
-  ports: [{{name: tcp, port: 9000, targetPort: {{{{PORT:tls-echo}}}}}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: tcp-secure-abcde
-  namespace: gateway-conformance-infra
-  labels: {{kubernetes.io/service-name: tcp-secure}}
-addressType: IPv4
-endpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]
-ports: [{{name: tcp, port: {{{{PORT:tls-echo}}}}}}]
 ---
 apiVersion: v1
 kind: ConfigMap
@@ -260,22 +228,6 @@ spec:
   hostnames: [secure.example.com]
   rules: [{{backendRefs: [{{name: tcp-secure, port: 9000}}]}}]
 ---
-apiVersion: v1
-kind: Service
-metadata: {{name: tcp-mismatch, namespace: gateway-conformance-infra}}
-spec:
-  ports: [{{name: tcp, port: 9000, targetPort: {{{{PORT:tls-echo}}}}}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: tcp-mismatch-abcde
-  namespace: gateway-conformance-infra
-  labels: {{kubernetes.io/service-name: tcp-mismatch}}
-addressType: IPv4
-endpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]
-ports: [{{name: tcp, port: {{{{PORT:tls-echo}}}}}}]
----
 apiVersion: gateway.networking.k8s.io/v1
 kind: BackendTLSPolicy
 metadata: {{name: tcp-mismatch, namespace: gateway-conformance-infra}}
@@ -292,9 +244,11 @@ spec:
   parentRefs: [{{name: gateway-tlsroute-terminate}}]
   hostnames: [mismatch.example.com]
   rules: [{{backendRefs: [{{name: tcp-mismatch, port: 9000}}]}}]
-"#,
-        port = echo.port()
-    );
+---
+"#
+    ) + &service("tcp-backend", "tcp", 9000, &echo.port().to_string())
+        + &service("tcp-secure", "tcp", 9000, "{{PORT:tls-echo}}")
+        + &service("tcp-mismatch", "tcp", 9000, "{{PORT:tls-echo}}");
     let suite = suite.start(
         "gateway-conformance-infra/gateway-tlsroute-terminate",
         &manifests,
@@ -375,14 +329,15 @@ spec:
     );
 }
 
-/// Service `name` on port 443 pointing at the echo `name` (GA: `tls-backend`, 443 → 8443).
-fn tls_service(name: &str) -> String {
+/// Service `name` with one port (`port_name`, `port`) and an EndpointSlice on 127.0.0.1 whose
+/// target port is `target` (a number, or a `{{PORT:<echo>}}` placeholder).
+fn service(name: &str, port_name: &str, port: u16, target: &str) -> String {
     format!(
         r#"apiVersion: v1
 kind: Service
 metadata: {{name: {name}, namespace: gateway-conformance-infra}}
 spec:
-  ports: [{{name: https, port: 443, targetPort: {{{{PORT:{name}}}}}}}]
+  ports: [{{name: {port_name}, port: {port}, targetPort: {target}}}]
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -392,10 +347,15 @@ metadata:
   labels: {{kubernetes.io/service-name: {name}}}
 addressType: IPv4
 endpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]
-ports: [{{name: https, port: {{{{PORT:{name}}}}}}}]
+ports: [{{name: {port_name}, port: {target}}}]
 ---
 "#
     )
+}
+
+/// Service `name` on port 443 pointing at the echo `name` (GA: `tls-backend`, 443 → 8443).
+fn tls_service(name: &str) -> String {
+    service(name, "https", 443, &format!("{{{{PORT:{name}}}}}"))
 }
 
 #[tokio::test]
