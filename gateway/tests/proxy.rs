@@ -345,7 +345,13 @@ async fn rejected_config_keeps_the_last_good_one() {
 async fn removed_listener_closes_and_new_one_opens() {
     let v1 = echo("v1").await;
     let gw = gateway().await;
-    let (p1, p2) = (free_port(), free_port());
+    // Two ports, distinct (a port closed at once may come back from the next bind to port 0).
+    let (p1, p2) = loop {
+        let (a, b) = (free_port(), free_port());
+        if a != b {
+            break (a, b);
+        }
+    };
     let backends = vec![backend("v1", v1.addr(), AppProtocol::Http1)];
     gw.apply(http_config(1, p1, "v1", backends.clone()))
         .await

@@ -190,15 +190,14 @@ async fn start_hubs(
     n_hubs: u8,
 ) -> anyhow::Result<Vec<HubNode>> {
     let localhost = IpAddr::from([127, 0, 0, 1]);
-    let mut planned = Vec::new();
-    for id in 1..=n_hubs {
-        planned.push((
-            id,
-            SocketAddr::new(localhost, free_port(localhost)?),
-            SocketAddr::new(localhost, free_port(localhost)?),
-            SocketAddr::new(localhost, free_port(localhost)?),
-        ));
-    }
+    let ports = free_ports(localhost, 3 * usize::from(n_hubs))?;
+    let addr = |i: usize| SocketAddr::new(localhost, ports[i]);
+    let planned: Vec<_> = (1..=n_hubs)
+        .map(|id| {
+            let base = 3 * usize::from(id - 1);
+            (id, addr(base), addr(base + 1), addr(base + 2))
+        })
+        .collect();
     let peers = planned
         .iter()
         .map(|(id, grpc, _, _)| format!("{id}={grpc}"))
@@ -284,8 +283,8 @@ async fn start_cluster(
             .with_context(|| format!("{name} ready file has no address: {ready}"))?;
         backends.push((name, addr, component));
     }
-    let gateway_port = free_port(spec.gateway_ip)?;
-    let https_port = free_port(spec.gateway_ip)?;
+    let ports = free_ports(spec.gateway_ip, 2)?;
+    let (gateway_port, https_port) = (ports[0], ports[1]);
     let addrs: Vec<SocketAddr> = backends.iter().map(|(_, addr, _)| *addr).collect();
     cluster::write_config(
         &dir.join("config"),
@@ -483,16 +482,28 @@ fn ready_addr(ready: &serde_json::Value, keys: &[&str]) -> Option<SocketAddr> {
         .find_map(|text| text.trim_start_matches("http://").parse().ok())
 }
 
-fn free_port(ip: IpAddr) -> anyhow::Result<u16> {
-    for _ in 0..50 {
+/// `n` distinct ports free on `ip` for both TCP and UDP. Every socket is held until all are
+/// chosen, so the kernel cannot hand the same port out twice (a port closed at once may come
+/// back from the next bind to port 0).
+fn free_ports(ip: IpAddr, n: usize) -> anyhow::Result<Vec<u16>> {
+    let mut held = Vec::with_capacity(n);
+    let mut ports = Vec::with_capacity(n);
+    for _ in 0..n * 50 {
+        if ports.len() == n {
+            break;
+        }
         let tcp = std::net::TcpListener::bind(SocketAddr::new(ip, 0))
             .with_context(|| format!("bind {ip}:0"))?;
         let port = tcp.local_addr()?.port();
-        if std::net::UdpSocket::bind(SocketAddr::new(ip, port)).is_ok() {
-            return Ok(port);
+        if let Ok(udp) = std::net::UdpSocket::bind(SocketAddr::new(ip, port)) {
+            ports.push(port);
+            held.push((tcp, udp));
         }
     }
-    bail!("no free port on {ip}")
+    if ports.len() < n {
+        bail!("no {n} free ports on {ip}");
+    }
+    Ok(ports)
 }
 
 fn prepare_state_dir(dir: &Path) -> anyhow::Result<PathBuf> {

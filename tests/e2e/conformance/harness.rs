@@ -96,10 +96,9 @@ impl Suite {
             echoes.insert(name.to_string(), (proc, addr));
         }
         let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
-        let mut ports = BTreeMap::new();
-        for key in ["HTTP", "HTTPS", "HTTPS_2", "HTTP_2", "HTTP_3", "TLS"] {
-            ports.insert(key, meridian_tests::net::free_port(ip));
-        }
+        let keys = ["HTTP", "HTTPS", "HTTPS_2", "HTTP_2", "HTTP_3", "TLS"];
+        let free = meridian_tests::net::free_ports(ip, keys.len());
+        let ports: BTreeMap<_, _> = keys.into_iter().zip(free).collect();
         Self {
             dir,
             echoes,
