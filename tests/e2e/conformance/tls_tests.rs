@@ -1,7 +1,7 @@
 //! HTTPS listener and TLSRoute conformance tests (GA: conformance/tests/
 //! httproute-https-listener.go, the misdirected-request detection test,
-//! tlsroute-simple-same-namespace.go, tlsroute-invalid-backendref-nonexistent.go and the
-//! Terminate mode test).
+//! tlsroute-simple-same-namespace.go, tlsroute-invalid-backendref-nonexistent.go,
+//! tlsroute-hostname-intersection.go and the Terminate mode test).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -460,5 +460,110 @@ spec:
     for host in ["unknown.example.com", "missing.example.com"] {
         let result = get(host).await;
         assert!(result.is_err(), "{host} got {result:?}");
+    }
+}
+
+#[tokio::test]
+async fn tls_route_hostname_intersection() {
+    // TLSRouteHostnameIntersection, on one Gateway with three passthrough listeners: an exact
+    // hostname, a wildcard and one no route matches. A route serves an SNI on a listener only
+    // where their hostnames intersect; anything else is rejected.
+    let mut suite = Suite::new();
+    let ca = meridian_tests::pki::Ca::new("backends");
+    suite.tls_echo(
+        "gateway-conformance-infra",
+        "tls-backend",
+        &ca.leaf("abc", &["abc.example.com"]),
+    );
+    suite.tls_echo(
+        "gateway-conformance-infra",
+        "tls-backend-2",
+        &ca.leaf("other", &["other.example.com", "abc.example.net"]),
+    );
+    let mut manifests = tls_service("tls-backend");
+    manifests.push_str(&tls_service("tls-backend-2"));
+    manifests.push_str(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gateway-tlsroute, namespace: gateway-conformance-infra}
+spec:
+  gatewayClassName: meridian
+  addresses: [{type: IPAddress, value: 127.0.0.1}]
+  listeners:
+  - {name: exact, port: {{TLS}}, protocol: TLS, hostname: abc.example.com, tls: {mode: Passthrough}}
+  - {name: wildcard, port: {{HTTPS_2}}, protocol: TLS, hostname: "*.example.com", tls: {mode: Passthrough}}
+  - {name: unmatched, port: {{HTTP_3}}, protocol: TLS, hostname: "*.example.org", tls: {mode: Passthrough}}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {name: abc, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: gateway-tlsroute}]
+  hostnames: [abc.example.com, abc.example.net]
+  rules: [{backendRefs: [{name: tls-backend, port: 443}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {name: other, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: gateway-tlsroute}]
+  hostnames: ["*.example.com", abc.example.net]
+  rules: [{backendRefs: [{name: tls-backend-2, port: 443}]}]
+"#,
+    );
+    let suite = suite.start("gateway-conformance-infra/gateway-tlsroute", &manifests);
+    meridian_tests::init_crypto();
+    let client = |addr: SocketAddr| {
+        reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap()])
+            .resolve("abc.example.com", addr)
+            .resolve("other.example.com", addr)
+            .resolve("abc.example.net", addr)
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap()
+    };
+    let pod = |addr: SocketAddr, host: &'static str| {
+        let client = client(addr);
+        async move {
+            let url = format!("https://{host}:{}/", addr.port());
+            let response = client.get(url).send().await.map_err(|e| e.to_string())?;
+            let body: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(body["pod"].as_str().unwrap_or_default().to_string())
+        }
+    };
+    let (exact, wildcard, unmatched) = (
+        suite.addr("TLS"),
+        suite.addr("HTTPS_2"),
+        suite.addr("HTTP_3"),
+    );
+    let served = [
+        // The exact listener: only abc.example.com. Both routes intersect it as exactly that
+        // name; the older wins, here by name as neither has a creationTimestamp.
+        (exact, "abc.example.com", "tls-backend"),
+        // The wildcard listener: abc by the route naming it exactly (more specific than
+        // *.example.com), other by the wildcard route.
+        (wildcard, "abc.example.com", "tls-backend"),
+        (wildcard, "other.example.com", "tls-backend-2"),
+    ];
+    for (addr, host, backend) in served {
+        let answered =
+            meridian_tests::eventually(host, Duration::from_secs(20), || pod(addr, host)).await;
+        assert_eq!(
+            answered,
+            format!("{backend}-6c8d4b9f7-x2k4p"),
+            "{host} on {addr}"
+        );
+    }
+    // Outside a listener's hostname, or on the listener no route matches: rejected.
+    for (addr, host) in [
+        (exact, "other.example.com"),
+        (exact, "abc.example.net"),
+        (wildcard, "abc.example.net"),
+        (unmatched, "abc.example.com"),
+    ] {
+        let result = pod(addr, host).await;
+        assert!(result.is_err(), "{host} on {addr}: {result:?}");
     }
 }
