@@ -399,7 +399,7 @@ async fn wait_until_serving(
             Err(_) => false,
         };
         if healthy {
-            return Ok(());
+            break;
         }
         if Instant::now() > deadline {
             bail!(
@@ -409,6 +409,52 @@ async fn wait_until_serving(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The DNS server recompiles its answers from that state a moment later: ready means each
+    // region's clients already get their own cluster, as the served snapshot shows.
+    for cluster in clusters {
+        let client = cluster
+            .spec
+            .client_subnet
+            .split('/')
+            .next()
+            .and_then(|network| network.parse::<std::net::Ipv4Addr>().ok())
+            .map(|network| std::net::Ipv4Addr::from(u32::from(network) + 1))
+            .context("the demo client subnet is an IPv4 network")?;
+        let url = format!(
+            "http://{}/v1/dns/explain?name={HOSTNAME}&type=A&client={client}",
+            hub.admin
+        );
+        let gateway_ip = cluster.spec.gateway_ip.to_string();
+        loop {
+            let answered = match http.get(&url).send().await {
+                Ok(response) => response
+                    .json::<serde_json::Value>()
+                    .await
+                    .ok()
+                    .and_then(|explained| explained.get("answers").cloned())
+                    .and_then(|answers| answers.as_array().cloned())
+                    .is_some_and(|answers| {
+                        answers
+                            .iter()
+                            .filter_map(|a| a.as_str())
+                            .any(|a| a.ends_with(&gateway_ip))
+                    }),
+                Err(_) => false,
+            };
+            if answered {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "DNS did not answer {} clients with their own cluster within 60s; see {}",
+                    cluster.spec.region,
+                    hub.component.log_file().display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
 }
 
 /// True when `GET /v1/status` lists `n` clusters, all with a healthy committed verdict and
