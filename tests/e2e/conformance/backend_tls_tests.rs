@@ -21,29 +21,12 @@ fn backend_leaf(ca: &Ca) -> Leaf {
 /// A Service named `name` (port 443, name `https`, optional appProtocol) whose endpoint is
 /// the echo process `echo`.
 fn service(name: &str, echo: &str, app_protocol: Option<&str>) -> String {
-    let app = app_protocol.map_or(String::new(), |p| format!(", appProtocol: {p}"));
-    format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: {NS}}}
-spec:
-  ports:
-  - {{name: https, port: 443, targetPort: {{{{PORT:{echo}}}}}{app}}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-abcde
-  namespace: {NS}
-  labels: {{kubernetes.io/service-name: {name}}}
-addressType: IPv4
-endpoints:
-- addresses: [127.0.0.1]
-  conditions: {{ready: true}}
-ports:
-- {{name: https, port: {{{{PORT:{echo}}}}}{app}}}
----
-"#
+    service_manifest(
+        name,
+        "https",
+        443,
+        &format!("{{{{PORT:{echo}}}}}"),
+        app_protocol,
     )
 }
 

@@ -337,6 +337,38 @@ ports:
     text
 }
 
+/// A Service `name` in `gateway-conformance-infra` with one port (`port_name`, `port`,
+/// optional appProtocol) and an EndpointSlice on 127.0.0.1 whose target port is `target` (a
+/// number, or a `{{PORT:<echo>}}` placeholder).
+pub fn service_manifest(
+    name: &str,
+    port_name: &str,
+    port: u16,
+    target: &str,
+    app_protocol: Option<&str>,
+) -> String {
+    let app = app_protocol.map_or(String::new(), |p| format!(", appProtocol: {p}"));
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: gateway-conformance-infra}}
+spec:
+  ports: [{{name: {port_name}, port: {port}, targetPort: {target}{app}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-abcde
+  namespace: gateway-conformance-infra
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+endpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]
+ports: [{{name: {port_name}, port: {target}{app}}}]
+---
+"#
+    )
+}
+
 /// The `same-namespace` Gateway: one HTTP listener on `{{HTTP}}`, routes from its namespace.
 pub const SAME_NAMESPACE_GATEWAY: &str = r#"apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway

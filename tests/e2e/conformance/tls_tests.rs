@@ -6,6 +6,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use meridian_tests::pki::Ca;
+
 use super::harness::*;
 
 fn https_client(
@@ -159,7 +161,7 @@ async fn tls_route_terminate_simple_same_namespace() {
             "www.example.org",
         ],
     );
-    let backend_ca = meridian_tests::pki::Ca::new("backends");
+    let backend_ca = Ca::new("backends");
     // A TLS backend for re-encryption: an HTTPS echo with a certificate for the policy's name.
     suite.tls_echo(
         "gateway-conformance-infra",
@@ -171,8 +173,9 @@ async fn tls_route_terminate_simple_same_namespace() {
         .lines()
         .map(|line| format!("    {line}\n"))
         .collect();
-    let manifests = format!(
-        r#"apiVersion: v1
+    let manifests =
+        format!(
+            r#"apiVersion: v1
 kind: Secret
 metadata: {{name: tls-checks-certificate, namespace: gateway-conformance-infra}}
 type: kubernetes.io/tls
@@ -246,9 +249,9 @@ spec:
   rules: [{{backendRefs: [{{name: tcp-mismatch, port: 9000}}]}}]
 ---
 "#
-    ) + &service("tcp-backend", "tcp", 9000, &echo.port().to_string())
-        + &service("tcp-secure", "tcp", 9000, "{{PORT:tls-echo}}")
-        + &service("tcp-mismatch", "tcp", 9000, "{{PORT:tls-echo}}");
+        ) + &service_manifest("tcp-backend", "tcp", 9000, &echo.port().to_string(), None)
+            + &service_manifest("tcp-secure", "tcp", 9000, "{{PORT:tls-echo}}", None)
+            + &service_manifest("tcp-mismatch", "tcp", 9000, "{{PORT:tls-echo}}", None);
     let suite = suite.start(
         "gateway-conformance-infra/gateway-tlsroute-terminate",
         &manifests,
@@ -329,42 +332,15 @@ spec:
     );
 }
 
-/// Service `name` with one port (`port_name`, `port`) and an EndpointSlice on 127.0.0.1 whose
-/// target port is `target` (a number, or a `{{PORT:<echo>}}` placeholder).
-fn service(name: &str, port_name: &str, port: u16, target: &str) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: gateway-conformance-infra}}
-spec:
-  ports: [{{name: {port_name}, port: {port}, targetPort: {target}}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-abcde
-  namespace: gateway-conformance-infra
-  labels: {{kubernetes.io/service-name: {name}}}
-addressType: IPv4
-endpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]
-ports: [{{name: {port_name}, port: {target}}}]
----
-"#
-    )
-}
-
 /// Service `name` on port 443 pointing at the echo `name` (GA: `tls-backend`, 443 → 8443).
 fn tls_service(name: &str) -> String {
-    service(name, "https", 443, &format!("{{{{PORT:{name}}}}}"))
+    service_manifest(name, "https", 443, &format!("{{{{PORT:{name}}}}}"), None)
 }
 
-#[tokio::test]
-async fn tls_route_simple_same_namespace() {
-    // TLSRouteSimpleSameNamespace, plus the rejections of TLSRouteInvalidBackendRefNonexistent
-    // and of an SNI no route claims: a passthrough listener routes the client's own TLS
-    // session, by SNI, to a backend that terminates it with its own certificate.
-    let mut suite = Suite::new();
-    let ca = meridian_tests::pki::Ca::new("backends");
+/// Two HTTPS echo backends with certificates from one CA: `tls-backend` for abc.example.com
+/// and `tls-backend-2` for `other_names`; returns the CA and their Services' manifests.
+fn two_tls_backends(suite: &mut Suite, other_names: &[&str]) -> (Ca, String) {
+    let ca = Ca::new("backends");
     suite.tls_echo(
         "gateway-conformance-infra",
         "tls-backend",
@@ -373,10 +349,43 @@ async fn tls_route_simple_same_namespace() {
     suite.tls_echo(
         "gateway-conformance-infra",
         "tls-backend-2",
-        &ca.leaf("other", &["other.example.com", "missing.example.com"]),
+        &ca.leaf("other", other_names),
     );
-    let mut manifests = tls_service("tls-backend");
-    manifests.push_str(&tls_service("tls-backend-2"));
+    let manifests = tls_service("tls-backend") + &tls_service("tls-backend-2");
+    (ca, manifests)
+}
+
+/// `GET https://<host>/` through the gateway port `addr`, trusting only `ca` (so only a
+/// backend's own certificate can answer); the echo's JSON.
+async fn passthrough_get(
+    ca: &Ca,
+    addr: SocketAddr,
+    host: &str,
+) -> Result<serde_json::Value, String> {
+    meridian_tests::init_crypto();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap()])
+        .resolve(host, addr)
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let response = client
+        .get(format!("https://{host}:{}/", addr.port()))
+        .send()
+        .await
+        .map_err(|e| format!("{host}: {e}"))?;
+    response.json().await.map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn tls_route_simple_same_namespace() {
+    // TLSRouteSimpleSameNamespace, plus the rejections of TLSRouteInvalidBackendRefNonexistent
+    // and of an SNI no route claims: a passthrough listener routes the client's own TLS
+    // session, by SNI, to a backend that terminates it with its own certificate.
+    let mut suite = Suite::new();
+    let (ca, mut manifests) =
+        two_tls_backends(&mut suite, &["other.example.com", "missing.example.com"]);
     manifests.push_str(
         r#"apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -418,30 +427,7 @@ spec:
     );
     let suite = suite.start("gateway-conformance-infra/gateway-tlsroute", &manifests);
     let addr = suite.addr("TLS");
-    meridian_tests::init_crypto();
-    let client = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap()])
-        .resolve("abc.example.com", addr)
-        .resolve("other.example.com", addr)
-        .resolve("missing.example.com", addr)
-        .resolve("unknown.example.com", addr)
-        .pool_max_idle_per_host(0)
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let port = addr.port();
-    let get = |host: &'static str| {
-        let client = client.clone();
-        async move {
-            let response = client
-                .get(format!("https://{host}:{port}/"))
-                .send()
-                .await
-                .map_err(|e| format!("{host}: {e}"))?;
-            let body: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;
-            Ok::<_, String>(body)
-        }
-    };
+    let get = |host: &'static str| passthrough_get(&ca, addr, host);
 
     // The backend's own certificate answered (the client trusts only the backends' CA, and
     // the gateway holds no certificate at all), and the backend saw the client's SNI.
@@ -469,19 +455,8 @@ async fn tls_route_hostname_intersection() {
     // hostname, a wildcard and one no route matches. A route serves an SNI on a listener only
     // where their hostnames intersect; anything else is rejected.
     let mut suite = Suite::new();
-    let ca = meridian_tests::pki::Ca::new("backends");
-    suite.tls_echo(
-        "gateway-conformance-infra",
-        "tls-backend",
-        &ca.leaf("abc", &["abc.example.com"]),
-    );
-    suite.tls_echo(
-        "gateway-conformance-infra",
-        "tls-backend-2",
-        &ca.leaf("other", &["other.example.com", "abc.example.net"]),
-    );
-    let mut manifests = tls_service("tls-backend");
-    manifests.push_str(&tls_service("tls-backend-2"));
+    let (ca, mut manifests) =
+        two_tls_backends(&mut suite, &["other.example.com", "abc.example.net"]);
     manifests.push_str(
         r#"apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -512,25 +487,15 @@ spec:
 "#,
     );
     let suite = suite.start("gateway-conformance-infra/gateway-tlsroute", &manifests);
-    meridian_tests::init_crypto();
-    let client = |addr: SocketAddr| {
-        reqwest::Client::builder()
-            .tls_certs_only([reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap()])
-            .resolve("abc.example.com", addr)
-            .resolve("other.example.com", addr)
-            .resolve("abc.example.net", addr)
-            .pool_max_idle_per_host(0)
-            .timeout(Duration::from_secs(5))
-            .build()
-            .unwrap()
-    };
     let pod = |addr: SocketAddr, host: &'static str| {
-        let client = client(addr);
+        let answered = passthrough_get(&ca, addr, host);
         async move {
-            let url = format!("https://{host}:{}/", addr.port());
-            let response = client.get(url).send().await.map_err(|e| e.to_string())?;
-            let body: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;
-            Ok::<_, String>(body["pod"].as_str().unwrap_or_default().to_string())
+            Ok::<_, String>(
+                answered.await?["pod"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
         }
     };
     let (exact, wildcard, unmatched) = (
