@@ -33,6 +33,8 @@ use crate::tls::backend::BackendConnector;
 pub(crate) struct EndpointPool {
     /// The endpoint.
     pub(crate) addr: SocketAddr,
+    /// Its id in session persistence tokens, hashed once here rather than per request.
+    pub(crate) session_id: u64,
     /// How to talk to it.
     pub(crate) protocol: AppProtocol,
     /// TLS to the endpoint (a BackendTLSPolicy); `None` is cleartext.
@@ -126,6 +128,7 @@ impl EndpointPool {
     ) -> Self {
         Self {
             addr,
+            session_id: super::session::endpoint_id(addr),
             protocol,
             tls,
             settings,

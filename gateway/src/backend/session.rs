@@ -193,7 +193,7 @@ impl WeightedBackends {
                 BackendTarget::Service(service) => service
                     .endpoints
                     .iter()
-                    .find(|pool| endpoint_id(pool.addr) == endpoint)
+                    .find(|pool| pool.session_id == endpoint)
                     .map(|endpoint| Pinned { choice, endpoint }),
                 BackendTarget::Invalid { .. } => None,
             })
