@@ -380,24 +380,17 @@ fn hub_endpoint(
 /// Reads the TLS files of the ConfigDiscovery server.
 fn gateway_tls(config: &GatewayServerTls) -> Result<tonic::transport::ServerTlsConfig, AgentError> {
     use tonic::transport::{Certificate, Identity, ServerTlsConfig};
-    let read = |path: &PathBuf, what: &str| {
-        let bytes = std::fs::read(path).map_err(|error| AgentError::GatewayTls {
+    let read = |path: &PathBuf, marker: &str| {
+        read_pem(path, Some(marker)).map_err(|message| AgentError::GatewayTls {
             path: path.clone(),
-            message: error.to_string(),
-        })?;
-        if !String::from_utf8_lossy(&bytes).contains(what) {
-            return Err(AgentError::GatewayTls {
-                path: path.clone(),
-                message: format!("no PEM {}", what.trim_matches('-').to_lowercase()),
-            });
-        }
-        Ok(bytes)
+            message,
+        })
     };
-    let cert = read(&config.cert, "-----BEGIN CERTIFICATE-----")?;
-    let key = read(&config.key, "PRIVATE KEY-----")?;
+    let cert = read(&config.cert, CERTIFICATE)?;
+    let key = read(&config.key, PRIVATE_KEY)?;
     let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
     if let Some(ca) = &config.client_ca {
-        let ca = read(ca, "-----BEGIN CERTIFICATE-----")?;
+        let ca = read(ca, CERTIFICATE)?;
         tls = tls.client_ca_root(Certificate::from_pem(ca));
     }
     Ok(tls)
@@ -406,23 +399,17 @@ fn gateway_tls(config: &GatewayServerTls) -> Result<tonic::transport::ServerTlsC
 /// Reads the TLS files of the hub connection.
 fn hub_tls(config: &HubTlsConfig) -> Result<tonic::transport::ClientTlsConfig, AgentError> {
     use tonic::transport::{Certificate, ClientTlsConfig, Identity};
-    let read = |path: &PathBuf| {
-        std::fs::read(path).map_err(|error| AgentError::HubTls {
+    let read = |path: &PathBuf, marker: Option<&str>| {
+        read_pem(path, marker).map_err(|message| AgentError::HubTls {
             path: path.clone(),
-            message: error.to_string(),
+            message,
         })
     };
-    let ca = read(&config.ca)?;
-    if !String::from_utf8_lossy(&ca).contains("-----BEGIN CERTIFICATE-----") {
-        return Err(AgentError::HubTls {
-            path: config.ca.clone(),
-            message: "no PEM certificate".to_string(),
-        });
-    }
+    let ca = read(&config.ca, Some(CERTIFICATE))?;
     let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
     match (&config.cert, &config.key) {
         (Some(cert), Some(key)) => {
-            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+            tls = tls.identity(Identity::from_pem(read(cert, None)?, read(key, None)?));
         }
         (None, None) => {}
         (Some(path), None) | (None, Some(path)) => {
@@ -436,6 +423,25 @@ fn hub_tls(config: &HubTlsConfig) -> Result<tonic::transport::ClientTlsConfig, A
         tls = tls.domain_name(name.clone());
     }
     Ok(tls)
+}
+
+const CERTIFICATE: &str = "-----BEGIN CERTIFICATE-----";
+const PRIVATE_KEY: &str = "PRIVATE KEY-----";
+
+/// Reads a PEM file, checking that it holds `marker` (a certificate or key block) when given;
+/// the error says what is wrong, for the caller to pair with the path.
+fn read_pem(path: &PathBuf, marker: Option<&str>) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path).map_err(|error| error.to_string())?;
+    match marker {
+        Some(marker) if !String::from_utf8_lossy(&bytes).contains(marker) => Err(format!(
+            "no PEM {}",
+            marker
+                .trim_matches('-')
+                .trim_start_matches("BEGIN ")
+                .to_lowercase()
+        )),
+        _ => Ok(bytes),
+    }
 }
 
 // === impl AgentHandle ===
