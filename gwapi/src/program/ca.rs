@@ -6,8 +6,29 @@
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
+use super::index::Index;
+
 /// The `ca.crt` key of a CA ConfigMap.
 pub(crate) const CA_KEY: &str = "ca.crt";
+
+/// The usable CA bundle of ConfigMap `namespace/name`; `Err` is the message of an
+/// `InvalidCACertificateRef` condition (missing ConfigMap, no `ca.crt`, unusable bundle).
+pub(crate) fn config_map_bundle<'a>(
+    index: &'a Index,
+    namespace: &str,
+    name: &str,
+) -> Result<&'a String, String> {
+    let target = format!("ConfigMap {namespace}/{name}");
+    let config_map = index
+        .config_map(namespace, name)
+        .ok_or_else(|| format!("{target} not found"))?;
+    let pem = config_map
+        .data
+        .get(CA_KEY)
+        .ok_or_else(|| format!("{target} has no key {CA_KEY}"))?;
+    check_bundle(pem).map_err(|why| format!("{target} {CA_KEY}: {why}"))?;
+    Ok(pem)
+}
 
 /// Checks a PEM bundle; `Err` says what is wrong, for a message naming the ConfigMap.
 pub(crate) fn check_bundle(pem: &str) -> Result<usize, String> {

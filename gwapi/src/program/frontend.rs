@@ -9,7 +9,7 @@
 use meridian_proto::model::ObjectKey;
 use meridian_proto::model::gateway::{CaCertificate, ClientValidation, ClientValidationMode};
 
-use super::ca::{self, CA_KEY};
+use super::ca;
 use super::index::{Index, Reference};
 use crate::k8s;
 use crate::status::Reason;
@@ -181,22 +181,10 @@ fn ca_certificate(
             ),
         ));
     }
-    let invalid = |message: String| (Reason::InvalidCACertificateRef, message);
-    let Some(config_map) = index.config_map(namespace, name) else {
-        return Err(invalid(format!("ConfigMap {namespace}/{name} not found")));
-    };
-    let Some(pem) = config_map.data.get(CA_KEY) else {
-        return Err(invalid(format!(
-            "ConfigMap {namespace}/{name} has no {CA_KEY}"
-        )));
-    };
     // The gateway builds the port's verifier from every bundle: one it cannot load would make
     // it reject the whole config.
-    if let Err(why) = ca::check_bundle(pem) {
-        return Err(invalid(format!(
-            "ConfigMap {namespace}/{name} {CA_KEY}: {why}"
-        )));
-    }
+    let pem = ca::config_map_bundle(index, namespace, name)
+        .map_err(|message| (Reason::InvalidCACertificateRef, message))?;
     Ok(CaCertificate {
         config_map: ObjectKey {
             namespace: namespace.to_string(),

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 
-use super::ca::{self, CA_KEY};
+use super::ca;
 use super::index::Index;
 use crate::document::CheckedPolicy;
 use crate::k8s;
@@ -270,24 +270,8 @@ fn ca_bundle(
             ),
         );
     }
-    let target = format!("ConfigMap {namespace}/{}", reference.name);
-    let Some(config_map) = index.config_map(namespace, &reference.name) else {
-        return fault(
-            Reason::InvalidCACertificateRef,
-            format!("{target} not found"),
-        );
-    };
-    let Some(pem) = config_map.data.get(CA_KEY) else {
-        return fault(
-            Reason::InvalidCACertificateRef,
-            format!("{target} has no key {CA_KEY}"),
-        );
-    };
-    if let Err(why) = ca::check_bundle(pem) {
-        return fault(
-            Reason::InvalidCACertificateRef,
-            format!("{target} {CA_KEY}: {why}"),
-        );
+    match ca::config_map_bundle(index, namespace, &reference.name) {
+        Ok(pem) => Ok(pem.clone()),
+        Err(message) => fault(Reason::InvalidCACertificateRef, message),
     }
-    Ok(pem.clone())
 }
