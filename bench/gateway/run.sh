@@ -34,6 +34,7 @@ need=()
 command -v wrk >/dev/null || need+=(wrk)
 command -v nginx >/dev/null || need+=(nginx-light)
 command -v haproxy >/dev/null || need+=(haproxy)
+[[ -x /usr/bin/time ]] || need+=(time)
 if ((${#need[@]})); then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
@@ -155,18 +156,20 @@ rss_kib() { # RSS of a process and its children, KiB
 }
 GATEWAY_IDLE_RSS=$(rss_kib "$GATEWAY_PID")
 
-cpu_ticks() { # utime+stime of a process and its children, in clock ticks
-  local total=0
+cpu_ticks() { # "utime stime" of a process and its children, in clock ticks
+  local user=0 sys=0 u s
   for pid in $1 $(pgrep -P "$1" || true); do
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+    read -r u s < <(awk '{print $14, $15}' "/proc/$pid/stat" 2>/dev/null || echo 0 0)
+    user=$((user + u)); sys=$((sys + s))
   done
-  echo "$total"
+  echo "$user $sys"
 }
+BACKEND_PID=$(cat "$WORK/backend/nginx.pid")
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 
-# wrk output -> "req_per_sec p99_ms requests"
+# wrk output -> "req_per_sec p99_ms requests"; wrk's own CPU seconds go to $WORK/wrk.time
 run_wrk() {
-  wrk -t2 -c"$2" -d"${DURATION}s" --latency "http://127.0.0.1:$1/" | awk '
+  /usr/bin/time -f '%U %S' -o "$WORK/wrk.time" wrk -t2 -c"$2" -d"${DURATION}s" --latency "http://127.0.0.1:$1/" | awk '
     /Requests\/sec/ {rps=$2}
     /^ +99%/ {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; p99=v}
     /requests in/ {n=$1}
@@ -206,22 +209,27 @@ pid_of() { case $1 in nginx) echo "$NGINX_PID" ;; haproxy) echo "$HAPROXY_PID" ;
 
 echo "load before the runs: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews absolute numbers)"
 echo "per run (targets alternate; busy = % of the machine busy in the second before the run):"
-declare -A RPS P99 RSS CPU RPS_RUNS P99_RUNS CPU_RUNS
+declare -A RPS P99 RSS CPU RPS_RUNS P99_RUNS CPU_RUNS SPLIT SPLIT_RUNS
 for conns in $CONNS; do
   for target in nginx haproxy gateway; do
     wrk -t2 -c"$conns" -d2s "http://127.0.0.1:$(port_of "$target")/" >/dev/null # warm-up
-    RPS_RUNS[$target]=""; P99_RUNS[$target]=""; CPU_RUNS[$target]=""
+    RPS_RUNS[$target]=""; P99_RUNS[$target]=""; CPU_RUNS[$target]=""; SPLIT_RUNS[$target]=""
   done
   # Round robin over the targets, so drifting background load hits all of them alike.
   for run in $(seq 1 "$RUNS"); do
     for target in nginx haproxy gateway; do
       port=$(port_of "$target"); pid=$(pid_of "$target")
       busy=$(wait_quiet)
-      before=$(cpu_ticks "$pid")
+      read -r u0 s0 < <(cpu_ticks "$pid"); read -r bu0 bs0 < <(cpu_ticks "$BACKEND_PID")
       read -r rps p99 n < <(run_wrk "$port" "$conns")
-      after=$(cpu_ticks "$pid")
-      cpu=$(awk -v t=$((after - before)) -v n="$n" -v us="$TICK_US" 'BEGIN {printf "%.1f", t * us / n}')
+      read -r u1 s1 < <(cpu_ticks "$pid"); read -r bu1 bs1 < <(cpu_ticks "$BACKEND_PID")
+      cpu=$(awk -v t=$((u1 + s1 - u0 - s0)) -v n="$n" -v us="$TICK_US" 'BEGIN {printf "%.1f", t * us / n}')
+      # "proxy user, proxy kernel, backend, wrk" microseconds per request, for the CPU budget.
+      split=$(awk -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v b=$((bu1 + bs1 - bu0 - bs0)) -v n="$n" \
+        -v us="$TICK_US" -v w="$(awk '{print $1 + $2}' "$WORK/wrk.time")" \
+        'BEGIN {printf "%.1f/%.1f/%.1f/%.1f", u * us / n, s * us / n, b * us / n, w * 1e6 / n}')
       RPS_RUNS[$target]+=" $rps"; P99_RUNS[$target]+=" $p99"; CPU_RUNS[$target]+=" $cpu"
+      SPLIT_RUNS[$target]+=" $cpu:$split"
       printf '  c%-4s run %s %-8s %8s req/s  p99 %7s ms  %5s us/req  busy %s%%\n' \
         "$conns" "$run" "$target" "$rps" "$p99" "$cpu" "$busy"
     done
@@ -230,6 +238,9 @@ for conns in $CONNS; do
     RPS[$target,$conns]=$(printf '%s\n' ${RPS_RUNS[$target]} | median)
     P99[$target,$conns]=$(printf '%s\n' ${P99_RUNS[$target]} | median)
     CPU[$target,$conns]=$(printf '%s\n' ${CPU_RUNS[$target]} | median)
+    # The split of the run whose proxy CPU per request is the median.
+    SPLIT[$target,$conns]=$(printf '%s\n' ${SPLIT_RUNS[$target]} | sort -t: -k1,1n |
+      awk -F: '{a[NR]=$2} END {print a[int((NR+1)/2)]}')
     RSS[$target,$conns]=$(rss_kib "$(pid_of "$target")")
   done
 done
@@ -247,5 +258,19 @@ for conns in $CONNS; do
   awk -v g="${RPS[gateway,$conns]}" -v n="${RPS[nginx,$conns]}" -v h="${RPS[haproxy,$conns]}" \
       -v gp="${P99[gateway,$conns]}" -v np="${P99[nginx,$conns]}" -v hp="${P99[haproxy,$conns]}" -v c="$conns" \
       'BEGIN {printf "c%-4s gateway/nginx req/s %.2fx (p99 %.2f vs %.2f ms)   gateway/haproxy req/s %.2fx (p99 %.2f vs %.2f ms)\n", c, g/n, gp, np, g/h, gp, hp}'
+done
+echo
+# The whole machine's CPU per request: wrk, the nginx backend and the proxy share the two cores,
+# so req/s is bounded by 2 cores / (their CPU per request). A proxy that spent no user-space CPU
+# at all, and only nginx's kernel CPU (the same socket reads, writes and wake-ups), would reach
+# at most the "ceiling" below times nginx's req/s.
+echo "CPU per request, us (median run): proxy user / proxy kernel / nginx backend / wrk"
+for conns in $CONNS; do
+  for target in nginx haproxy gateway; do
+    printf '  c%-4s %-8s %s\n' "$conns" "$target" "${SPLIT[$target,$conns]}"
+  done
+  awk -v s="${SPLIT[nginx,$conns]}" -v c="$conns" 'BEGIN {split(s, x, "/");
+    printf "  c%-4s ceiling for any proxy with nginx'"'"'s kernel CPU and no user-space CPU: %.2fx nginx req/s\n",
+      c, (x[1] + x[2] + x[3] + x[4]) / (x[2] + x[3] + x[4])}'
 done
 echo "gateway idle RSS: ${GATEWAY_IDLE_RSS} KiB (target < 15360)"
