@@ -192,23 +192,22 @@ pub(crate) fn listeners<'a>(
     states
 }
 
-/// What can share a port: plain HTTP, TLS termination (HTTPS, TLS/Terminate) or TLS
-/// passthrough. Listeners of different families on one port all get `ProtocolConflict`;
-/// listeners with the same (port, protocol, hostname) all get `HostnameConflict`. None wins,
-/// so a config change never silently picks one.
+/// What can share a port: plain HTTP listeners, or listeners whose connections begin with TLS
+/// (HTTPS, TLS/Terminate and TLS/Passthrough, in any mix: the gateway picks one per connection
+/// by the ClientHello's SNI before any handshake, which is Mixed mode). Listeners of both kinds
+/// on one port all get `ProtocolConflict`. Listeners with the same port and hostname all get
+/// `HostnameConflict`, whatever their protocol: on a TLS port the SNI is all that tells them
+/// apart. None wins, so a config change never silently picks one.
 fn find_conflicts(states: &mut [ListenerState<'_>]) {
     #[derive(Clone, Copy, PartialEq, Eq, Debug)]
     enum Family {
         Http,
-        Terminate,
-        Passthrough,
+        Tls,
     }
-    let family = |state: &ListenerState<'_>| match (state.check.protocol, state.check.tls_mode) {
-        (Some(ListenerProtocol::Http), _) => Some(Family::Http),
-        (Some(ListenerProtocol::Https), _) => Some(Family::Terminate),
-        (Some(ListenerProtocol::Tls), Some(TlsMode::Terminate)) => Some(Family::Terminate),
-        (Some(ListenerProtocol::Tls), Some(TlsMode::Passthrough)) => Some(Family::Passthrough),
-        _ => None,
+    let family = |state: &ListenerState<'_>| match state.check.protocol {
+        Some(ListenerProtocol::Http) => Some(Family::Http),
+        Some(ListenerProtocol::Https | ListenerProtocol::Tls) => Some(Family::Tls),
+        None => None,
     };
     let mut by_port: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
     for (index, state) in states.iter().enumerate() {
@@ -229,21 +228,21 @@ fn find_conflicts(states: &mut [ListenerState<'_>]) {
                 states[i].conflict = Some((
                     Reason::ProtocolConflict,
                     format!(
-                        "listeners {} share port {port} with incompatible protocols or TLS modes",
+                        "listeners {} share port {port} but some are plain HTTP and some TLS",
                         names.join(", ")
                     ),
                 ));
             }
             continue;
         }
-        let mut seen: BTreeMap<(String, Option<String>), Vec<usize>> = BTreeMap::new();
+        let mut seen: BTreeMap<Option<String>, Vec<usize>> = BTreeMap::new();
         for &i in &members {
-            let spec = states[i].spec;
-            seen.entry((spec.protocol.clone(), spec.hostname.clone()))
+            let hostname = states[i].spec.hostname.as_ref();
+            seen.entry(hostname.map(|h| h.to_ascii_lowercase()))
                 .or_default()
                 .push(i);
         }
-        for ((protocol, hostname), group) in seen {
+        for (hostname, group) in seen {
             if group.len() < 2 {
                 continue;
             }
@@ -252,7 +251,7 @@ fn find_conflicts(states: &mut [ListenerState<'_>]) {
                 .map(|&i| states[i].spec.name.as_str())
                 .collect();
             let message = format!(
-                "listeners {} have the same port {port}, protocol {protocol} and hostname {}",
+                "listeners {} have the same port {port} and hostname {}",
                 names.join(", "),
                 hostname.as_deref().unwrap_or("(any)")
             );

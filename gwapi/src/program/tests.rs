@@ -706,11 +706,19 @@ fn listener_conflicts() {
                 ("c", None),
             ],
         ),
+        // Mixed mode: passthrough, TLS termination and HTTPS share a port, told apart by SNI.
         (
-            "[{name: a, port: 443, protocol: TLS, hostname: a.com, tls: {mode: Passthrough}}, {name: b, port: 443, protocol: TLS, hostname: b.com, tls: {mode: Terminate, certificateRefs: [{name: s}]}}]",
+            "[{name: a, port: 443, protocol: TLS, hostname: a.com, tls: {mode: Passthrough}}, {name: b, port: 443, protocol: TLS, hostname: b.com, tls: {mode: Terminate, certificateRefs: [{name: s}]}}, {name: c, port: 443, protocol: HTTPS, hostname: '*.com', tls: {certificateRefs: [{name: s}]}}]",
+            &[("a", None), ("b", None), ("c", None)],
+        ),
+        // On a TLS port the SNI is all that picks a listener, so one hostname cannot name two
+        // listeners, even of different protocols.
+        (
+            "[{name: a, port: 443, protocol: TLS, hostname: a.com, tls: {mode: Passthrough}}, {name: b, port: 443, protocol: HTTPS, hostname: a.com, tls: {certificateRefs: [{name: s}]}}, {name: c, port: 443, protocol: TLS, tls: {mode: Terminate, certificateRefs: [{name: s}]}}]",
             &[
-                ("a", Some(Reason::ProtocolConflict)),
-                ("b", Some(Reason::ProtocolConflict)),
+                ("a", Some(Reason::HostnameConflict)),
+                ("b", Some(Reason::HostnameConflict)),
+                ("c", None),
             ],
         ),
         (

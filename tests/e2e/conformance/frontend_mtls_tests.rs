@@ -1,6 +1,7 @@
 //! Frontend client certificate validation (mTLS on HTTPS listeners) conformance tests (GA:
-//! conformance/tests/gateway-frontend-client-certificate-validation*.go): Gateway
-//! `spec.tls.frontend` with CA ConfigMaps, the default and a per-port override.
+//! conformance/tests/gateway-frontend-client-certificate-validation*.go and
+//! gateway-with-invalid-clientcertificate-validation.go): Gateway `spec.tls.frontend` with CA
+//! ConfigMaps, the default and a per-port override.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -328,4 +329,211 @@ async fn turning_on_client_validation_closes_connections_made_without_it() {
         },
     )
     .await;
+}
+
+/// Whether the gateway log (or `log`, a part of it) reports `condition` of `listener` with
+/// `reason`: the standalone gateway logs every unhealthy listener condition with the reason
+/// the Gateway API names.
+fn listener_condition(log: &str, listener: &str, condition: &str, reason: &str) -> bool {
+    log.lines().any(|line| {
+        line.contains("listener condition")
+            && line.contains(&format!("listener={listener} "))
+            && line.contains(&format!("condition={condition} "))
+            && line.contains(&format!("reason={reason} "))
+    })
+}
+
+#[tokio::test]
+async fn gateway_invalid_frontend_client_certificate_validation() {
+    // GatewayInvalidFrontendClientCertificateValidation, the invalid kind and missing grant
+    // cases, plus what a user sees on the wire: each listener with an unusable CA reference
+    // is reported (ResolvedRefs False with the reference's problem, Accepted False
+    // NoValidCACertificate, not Programmed) and fails closed, serving no TLS connection,
+    // while the Gateway's other listeners keep serving. Granting the cross-namespace
+    // reference then turns validation on for its listener without a restart.
+    let mut suite = Suite::new();
+    let server = suite.cert("server", &["example.org"]);
+    let default_ca = suite.ca("default");
+    let port_ca = suite.ca("port");
+    let frontend = r#"apiVersion: v1
+kind: Secret
+metadata: {name: tls-validity-checks-certificate, namespace: gateway-conformance-infra}
+type: kubernetes.io/tls
+data: {tls.crt: "{{CERT:server}}", tls.key: "{{KEY:server}}"}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: ca-in-a-secret, namespace: gateway-conformance-infra}
+data: {ca.crt: "{{CERT:server}}"}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gateway-with-invalid-client-cert-validation, namespace: gateway-conformance-infra}
+spec:
+  gatewayClassName: meridian
+  addresses: [{type: IPAddress, value: 127.0.0.1}]
+  tls:
+    frontend:
+      default:
+        validation:
+          caCertificateRefs: [{group: "", kind: ConfigMap, name: default-ca}]
+      perPort:
+      - port: {{HTTPS_2}}
+        tls:
+          validation:
+            caCertificateRefs: [{group: "", kind: Secret, name: ca-in-a-secret}]
+      - port: {{TLS}}
+        tls:
+          validation:
+            caCertificateRefs:
+            - {group: "", kind: ConfigMap, name: port-ca, namespace: gateway-conformance-web-backend}
+  listeners:
+  - name: https
+    port: {{HTTPS}}
+    protocol: HTTPS
+    hostname: example.org
+    tls: {certificateRefs: [{name: tls-validity-checks-certificate}]}
+  - name: https-invalid-kind
+    port: {{HTTPS_2}}
+    protocol: HTTPS
+    hostname: example.org
+    tls: {certificateRefs: [{name: tls-validity-checks-certificate}]}
+  - name: https-grant-missing
+    port: {{TLS}}
+    protocol: HTTPS
+    hostname: example.org
+    tls: {certificateRefs: [{name: tls-validity-checks-certificate}]}
+  - name: http
+    port: {{HTTP}}
+    protocol: HTTP
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: client-validation, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: gateway-with-invalid-client-cert-validation}]
+  hostnames: [example.org]
+  rules: [{backendRefs: [{name: infra-backend-v1, port: 8080}]}]
+"#;
+    let mut text = frontend.to_string();
+    text.push_str(&ca_config_map(
+        "default-ca",
+        "gateway-conformance-infra",
+        "default",
+    ));
+    text.push_str(&ca_config_map(
+        "port-ca",
+        "gateway-conformance-web-backend",
+        "port",
+    ));
+    let suite = suite.start(
+        "gateway-conformance-infra/gateway-with-invalid-client-cert-validation",
+        &text,
+    );
+    let https = suite.addr("HTTPS");
+    let invalid_kind = suite.addr("HTTPS_2");
+    let grant_missing = suite.addr("TLS");
+    let client = |addr, identity| mtls_client(&server, "example.org", addr, identity);
+
+    // The valid listeners serve: HTTP, and HTTPS with a certificate from the default CA.
+    check_all(&suite, &[(get("example.org", "/"), ok("infra-backend-v1"))]).await;
+    check_with(
+        &client(https, Some(default_ca.client_identity("alice"))),
+        "https",
+        https,
+        &get("example.org", "/"),
+        &ok("infra-backend-v1"),
+    )
+    .await;
+
+    // What the gateway reports for each listener.
+    let log = suite.gateway_log();
+    for (listener, reason) in [
+        ("https-invalid-kind", "InvalidCACertificateKind"),
+        ("https-grant-missing", "RefNotPermitted"),
+    ] {
+        assert!(
+            listener_condition(&log, listener, "ResolvedRefs", reason)
+                && listener_condition(&log, listener, "Accepted", "NoValidCACertificate")
+                && listener_condition(&log, listener, "Programmed", "Invalid"),
+            "{listener}: ResolvedRefs {reason}, Accepted NoValidCACertificate, not Programmed:\n{log}"
+        );
+    }
+    assert!(
+        !log.contains("listener=https ") && !log.contains("listener=http "),
+        "a valid listener reported unhealthy:\n{log}"
+    );
+
+    // Fail closed: neither listener's port is served, with or without a client certificate
+    // (with one from any of the CAs involved).
+    for addr in [invalid_kind, grant_missing] {
+        for identity in [
+            None,
+            Some(default_ca.client_identity("alice")),
+            Some(port_ca.client_identity("bob")),
+        ] {
+            let result = send(&client(addr, identity), addr).await;
+            assert!(
+                result.as_ref().is_err_and(reqwest::Error::is_connect),
+                "{addr}: {result:?}"
+            );
+        }
+    }
+
+    // Granting Gateways in the infra namespace the ConfigMaps of the web-backend namespace:
+    // the gateway reloads its directory, the listener is programmed and validates against
+    // the granted CA.
+    suite.write(
+        "20-grant.yaml",
+        r#"apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: gateways-read-ca, namespace: gateway-conformance-web-backend}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: gateway-conformance-infra}]
+  to: [{group: "", kind: ConfigMap}]
+"#,
+    );
+    check_with(
+        &client(grant_missing, Some(port_ca.client_identity("bob"))),
+        "https",
+        grant_missing,
+        &get("example.org", "/"),
+        &ok("infra-backend-v1"),
+    )
+    .await;
+    refused(
+        &client(grant_missing, None),
+        grant_missing,
+        "no client certificate once the grant is in place",
+    )
+    .await;
+    refused(
+        &client(grant_missing, Some(default_ca.client_identity("alice"))),
+        grant_missing,
+        "a certificate from the default CA on the granted perPort port",
+    )
+    .await;
+    // The same process reloaded (version 2 of its config): its status no longer reports the
+    // listener, and still reports the wrong kind.
+    let log = suite.gateway_log();
+    let (_, reloaded) = log
+        .split_once("applied the directory's config version=1")
+        .expect("the first config was applied");
+    assert!(
+        reloaded.contains("applied the directory's config version=2"),
+        "{log}"
+    );
+    assert!(
+        !reloaded.contains("listener=https-grant-missing "),
+        "{reloaded}"
+    );
+    assert!(
+        listener_condition(
+            reloaded,
+            "https-invalid-kind",
+            "ResolvedRefs",
+            "InvalidCACertificateKind"
+        ),
+        "{reloaded}"
+    );
 }

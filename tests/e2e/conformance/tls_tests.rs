@@ -1,7 +1,9 @@
 //! HTTPS listener and TLSRoute conformance tests (GA: conformance/tests/
 //! httproute-https-listener.go, the misdirected-request detection test,
 //! tlsroute-simple-same-namespace.go, tlsroute-invalid-backendref-nonexistent.go,
-//! tlsroute-hostname-intersection.go and the Terminate mode test).
+//! tlsroute-hostname-intersection.go, the Terminate mode test, and Mixed mode:
+//! tlsroute-mixed-termination-same-namespace.go and
+//! gateway-https-and-tls-passthrough-same-port.go).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -531,4 +533,287 @@ spec:
         let result = pod(addr, host).await;
         assert!(result.is_err(), "{host} on {addr}: {result:?}");
     }
+}
+
+/// Whether the gateway log reports a listener condition that is not healthy (the status a
+/// standalone user sees: the gateway logs every False `Accepted`/`Programmed`/`ResolvedRefs`
+/// and every True `Conflicted`).
+fn listener_condition_logged(suite: &Suite) -> bool {
+    suite.gateway_log().contains("listener condition")
+}
+
+#[tokio::test]
+async fn tls_route_mixed_termination_same_namespace() {
+    // TLSRouteMixedTerminationSameNamespace (TLSRouteModeMixed): one port carries a Terminate
+    // listener for tls.example.com and a Passthrough listener for abc.example.com. The SNI of
+    // the ClientHello picks the listener before any handshake.
+    let (echo, seen) = tcp_echo().await;
+    let mut suite = Suite::new();
+    // The gateway's certificate also covers the passthrough name and an unrouted one, so
+    // only the routing (not a name mismatch) decides what a client gets for them.
+    let server = suite.cert(
+        "server",
+        &["tls.example.com", "abc.example.com", "other.example.com"],
+    );
+    let ca = Ca::new("backends");
+    suite.tls_echo(
+        "gateway-conformance-infra",
+        "tls-backend",
+        &ca.leaf("abc", &["abc.example.com"]),
+    );
+    let mut manifests = tls_service("tls-backend")
+        + &service_manifest("tcp-backend", "tcp", 3000, &echo.port().to_string(), None);
+    manifests.push_str(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {name: tls-terminate-checks-certificate, namespace: gateway-conformance-infra}
+type: kubernetes.io/tls
+data: {tls.crt: "{{CERT:server}}", tls.key: "{{KEY:server}}"}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gateway-tlsroute-mixed-termination, namespace: gateway-conformance-infra}
+spec:
+  gatewayClassName: meridian
+  addresses: [{type: IPAddress, value: 127.0.0.1}]
+  listeners:
+  - name: tls-terminate
+    port: {{TLS}}
+    protocol: TLS
+    hostname: tls.example.com
+    allowedRoutes: {namespaces: {from: Same}, kinds: [{kind: TLSRoute}]}
+    tls: {mode: Terminate, certificateRefs: [{name: tls-terminate-checks-certificate}]}
+  - name: tls-passthrough
+    port: {{TLS}}
+    protocol: TLS
+    hostname: abc.example.com
+    allowedRoutes: {namespaces: {from: Same}, kinds: [{kind: TLSRoute}]}
+    tls: {mode: Passthrough}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {name: gateway-conformance-mixed-passthroughroute, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: gateway-tlsroute-mixed-termination}]
+  hostnames: [abc.example.com]
+  rules: [{backendRefs: [{name: tls-backend, port: 443}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {name: gateway-conformance-mixed-terminateroute, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: gateway-tlsroute-mixed-termination}]
+  hostnames: [tls.example.com]
+  rules: [{backendRefs: [{name: tcp-backend, port: 3000}]}]
+"#,
+    );
+    let suite = suite.start(
+        "gateway-conformance-infra/gateway-tlsroute-mixed-termination",
+        &manifests,
+    );
+    let addr = suite.addr("TLS");
+
+    // The passthrough name reaches its backend with the backend's own certificate (the client
+    // trusts only the backends' CA) and the client's SNI.
+    let body = meridian_tests::eventually("passthrough", Duration::from_secs(20), || {
+        passthrough_get(&ca, addr, "abc.example.com")
+    })
+    .await;
+    assert_eq!(body["pod"], "tls-backend-6c8d4b9f7-x2k4p", "{body}");
+    assert_eq!(body["tls"]["serverName"], "abc.example.com", "{body}");
+
+    // The terminate name is served with the gateway's certificate, and its backend gets the
+    // decrypted stream.
+    let payload = b"ping over the terminated listener\n";
+    let echoed = meridian_tests::eventually("terminate", Duration::from_secs(20), || {
+        meridian_tests::tls::tls_round_trip(addr, "tls.example.com", &server, payload)
+    })
+    .await;
+    assert_eq!(echoed, payload);
+    assert!(
+        seen.lock()
+            .unwrap()
+            .windows(payload.len())
+            .any(|w| w == payload),
+        "the backend did not see the plaintext"
+    );
+
+    // Neither listener answers for the other's name: the gateway does not terminate the
+    // passthrough name, nor pass the terminate name through to a backend.
+    let terminated =
+        meridian_tests::tls::tls_round_trip(addr, "abc.example.com", &server, payload).await;
+    assert!(terminated.is_err(), "abc.example.com: {terminated:?}");
+    let passed = passthrough_get(&ca, addr, "tls.example.com").await;
+    assert!(passed.is_err(), "tls.example.com: {passed:?}");
+    // An SNI neither listener claims is rejected before any handshake.
+    let unknown =
+        meridian_tests::tls::tls_round_trip(addr, "other.example.com", &server, payload).await;
+    assert!(unknown.is_err(), "other.example.com: {unknown:?}");
+    let unknown = passthrough_get(&ca, addr, "other.example.com").await;
+    assert!(unknown.is_err(), "other.example.com: {unknown:?}");
+
+    // Both listeners are accepted and programmed: no unhealthy listener condition.
+    assert!(
+        !listener_condition_logged(&suite),
+        "{}",
+        suite.gateway_log()
+    );
+}
+
+#[tokio::test]
+async fn gateway_https_and_tls_passthrough_same_port() {
+    // GatewayHTTPSAndTLSPassthroughSamePort, with a TLS Terminate listener on the port too: an
+    // HTTPS listener for *.example.com, a Passthrough listener for abc.example.com (the exact
+    // name beats the wildcard) and a Terminate listener for tls.example.com share one port.
+    let (echo, seen) = tcp_echo().await;
+    let mut suite = Suite::new();
+    let server = suite.cert(
+        "server",
+        &["other.example.com", "abc.example.com", "tls.example.com"],
+    );
+    let ca = Ca::new("backends");
+    suite.tls_echo(
+        "gateway-conformance-infra",
+        "tcp-backend",
+        &ca.leaf("abc", &["abc.example.com"]),
+    );
+    let mut manifests = tls_service("tcp-backend")
+        + &service_manifest("tcp-plain", "tcp", 3000, &echo.port().to_string(), None);
+    manifests.push_str(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {name: tls-checks-certificate, namespace: gateway-conformance-infra}
+type: kubernetes.io/tls
+data: {tls.crt: "{{CERT:server}}", tls.key: "{{KEY:server}}"}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gateway-https-tls-passthrough-same-port, namespace: gateway-conformance-infra}
+spec:
+  gatewayClassName: meridian
+  addresses: [{type: IPAddress, value: 127.0.0.1}]
+  listeners:
+  - name: https-terminate
+    port: {{TLS}}
+    protocol: HTTPS
+    hostname: "*.example.com"
+    allowedRoutes: {namespaces: {from: Same}, kinds: [{kind: HTTPRoute}]}
+    tls: {mode: Terminate, certificateRefs: [{name: tls-checks-certificate}]}
+  - name: tls-passthrough
+    port: {{TLS}}
+    protocol: TLS
+    hostname: abc.example.com
+    allowedRoutes: {namespaces: {from: Same}, kinds: [{kind: TLSRoute}]}
+    tls: {mode: Passthrough}
+  - name: tls-terminate
+    port: {{TLS}}
+    protocol: TLS
+    hostname: tls.example.com
+    allowedRoutes: {namespaces: {from: Same}, kinds: [{kind: TLSRoute}]}
+    tls: {mode: Terminate, certificateRefs: [{name: tls-checks-certificate}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: gateway-conformance-https-terminate, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: gateway-https-tls-passthrough-same-port, sectionName: https-terminate}]
+  rules: [{backendRefs: [{name: infra-backend-v1, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {name: gateway-conformance-tls-passthrough, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: gateway-https-tls-passthrough-same-port, sectionName: tls-passthrough}]
+  hostnames: [abc.example.com]
+  rules: [{backendRefs: [{name: tcp-backend, port: 443}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {name: gateway-conformance-tls-terminate, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: gateway-https-tls-passthrough-same-port, sectionName: tls-terminate}]
+  hostnames: [tls.example.com]
+  rules: [{backendRefs: [{name: tcp-plain, port: 3000}]}]
+"#,
+    );
+    let suite = suite.start(
+        "gateway-conformance-infra/gateway-https-tls-passthrough-same-port",
+        &manifests,
+    );
+    let addr = suite.addr("TLS");
+
+    // A name under the wildcard is terminated by the gateway and served by the HTTPRoute.
+    let client = https_client(&server, &["other.example.com"], addr);
+    check_with(
+        &client,
+        "https",
+        addr,
+        &get("other.example.com", "/"),
+        &ok("infra-backend-v1"),
+    )
+    .await;
+
+    // The exact name is passed through to the backend, which answers with its own certificate.
+    let body = meridian_tests::eventually("passthrough", Duration::from_secs(20), || {
+        passthrough_get(&ca, addr, "abc.example.com")
+    })
+    .await;
+    assert_eq!(body["pod"], "tcp-backend-6c8d4b9f7-x2k4p", "{body}");
+    assert_eq!(body["tls"]["serverName"], "abc.example.com", "{body}");
+
+    // The TLS Terminate listener's name: the gateway's certificate, the plaintext to the TCP
+    // backend, and no ALPN protocol negotiated (HTTPS names negotiate h2).
+    let payload = b"ping through the port's TLS listener\n";
+    let echoed = meridian_tests::eventually("terminate", Duration::from_secs(20), || {
+        meridian_tests::tls::tls_round_trip(addr, "tls.example.com", &server, payload)
+    })
+    .await;
+    assert_eq!(echoed, payload);
+    assert!(
+        seen.lock()
+            .unwrap()
+            .windows(payload.len())
+            .any(|w| w == payload),
+        "the backend did not see the plaintext"
+    );
+    let alpn = |sni: &'static str| {
+        let server = server.clone();
+        async move {
+            meridian_tests::tls::negotiated_alpn(addr, sni, &server, &[b"h2", b"http/1.1"]).await
+        }
+    };
+    assert_eq!(alpn("other.example.com").await, Ok(Some(b"h2".to_vec())));
+    assert_eq!(alpn("tls.example.com").await, Ok(None));
+
+    // The passthrough name is never terminated by the gateway (so no HTTPRoute can see it).
+    let terminated = meridian_tests::tls::https_get(addr, "abc.example.com", &server).await;
+    assert!(
+        terminated.is_err(),
+        "abc.example.com: {:?}",
+        terminated.map(|s| s.body)
+    );
+    // A request whose SNI selects the HTTPS listener but whose Host belongs to the passthrough
+    // listener is misdirected.
+    let http1 = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_der(&server).unwrap()])
+        .resolve("other.example.com", addr)
+        .http1_only()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    check_with(
+        &http1,
+        "https",
+        addr,
+        &get("other.example.com", "/").header("host", "abc.example.com"),
+        &status(&[421]),
+    )
+    .await;
+
+    // All three listeners are accepted and programmed: no unhealthy listener condition.
+    assert!(
+        !listener_condition_logged(&suite),
+        "{}",
+        suite.gateway_log()
+    );
 }
