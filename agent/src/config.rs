@@ -16,6 +16,8 @@ pub struct AgentConfig {
     /// ReferenceGrant, Service, EndpointSlice, Secret), read recursively; hidden entries
     /// (names starting with `.`, such as a ConfigMap mount's `..data`) are skipped.
     pub config_dir: PathBuf,
+    /// Watch the Kubernetes API instead of reading `config_dir` (which is then ignored).
+    pub kubernetes: Option<KubernetesSource>,
     /// Hub gRPC URLs (`http://127.0.0.1:7001`). Empty means standalone: the agent serves the
     /// directory's config alone and talks to no hub.
     pub hubs: Vec<String>,
@@ -35,6 +37,16 @@ pub struct AgentConfig {
     /// TLS of the `ConfigDiscovery` server; `None`: plain text (development only: gateways
     /// receive their listeners' private keys over this channel).
     pub gateway_tls: Option<GatewayServerTls>,
+}
+
+/// Where the Kubernetes source finds the API server.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KubernetesSource {
+    /// A kubeconfig file (its current context); `None` infers the config like kubectl:
+    /// `KUBECONFIG` or `~/.kube/config`, else the in-cluster service account.
+    pub kubeconfig: Option<PathBuf>,
+    /// Watch namespaced kinds in this namespace only; `None` watches all namespaces.
+    pub namespace: Option<String>,
 }
 
 /// TLS of the `ConfigDiscovery` server (PEM files, read when the agent starts).
@@ -116,6 +128,7 @@ impl AgentConfig {
         Self {
             cluster,
             config_dir: config_dir.into(),
+            kubernetes: None,
             hubs: Vec::new(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),

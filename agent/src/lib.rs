@@ -1,7 +1,7 @@
 //! Meridian's per-cluster agent.
 //!
-//! Pipeline: a **source** ([`source`]: a directory of Gateway API YAML now, a Kubernetes
-//! watcher later) emits kube-runtime-style events → the **index** merges the objects with
+//! Pipeline: a **source** ([`source`]: a directory of Gateway API YAML, or the Kubernetes
+//! API's list+watch) emits kube-runtime-style events → the **index** merges the objects with
 //! the HTTPRoutes the hub pushes and **programs** every Gateway with `meridian_gwapi::program`
 //! → the **config server** serves versioned `GatewayConfig` snapshots to the gateways that
 //! subscribe (`ConfigDiscovery` gRPC) and tracks their ACKs/NACKs. Alongside: the **prober**
@@ -12,7 +12,7 @@
 //! Code map:
 //! - [`config`]: [`AgentConfig`], plain data.
 //! - [`source`]: the source interface ([`source::Event`], [`source::Source`]) and the
-//!   directory source ([`source::file`]).
+//!   directory ([`source::file`]) and Kubernetes ([`source::kube`]) sources.
 //! - `index`: the single task that owns all state (source store, shared routes, programmed
 //!   configs and versions, subscriptions, probe states) and publishes snapshots.
 //! - `config_server`: the `ConfigDiscovery` service.
@@ -50,7 +50,9 @@ use meridian_proto::pb::config_discovery_server::ConfigDiscoveryServer;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-pub use config::{AgentConfig, GatewayServerTls, HubClientConfig, HubTlsConfig, ProbeConfig};
+pub use config::{
+    AgentConfig, GatewayServerTls, HubClientConfig, HubTlsConfig, KubernetesSource, ProbeConfig,
+};
 pub use hub_client::HubStatus;
 /// The metrics registry type [`spawn`] takes (re-exported so callers need no direct
 /// dependency on `prometheus-client`).
@@ -59,6 +61,7 @@ pub use status::AgentStatus;
 
 use crate::source::Source;
 use crate::source::file::FileSource;
+use crate::source::kube::KubeSource;
 
 /// Why an agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +74,9 @@ pub enum AgentError {
         /// What is wrong.
         message: String,
     },
+    /// The Kubernetes API client cannot be configured.
+    #[error("kubernetes: {0}")]
+    Kubernetes(String),
     /// A hub URL is not a valid gRPC endpoint URL.
     #[error("hub URL {url:?}: {message}")]
     InvalidHubUrl {
@@ -130,7 +136,12 @@ pub struct AgentHandle {
 /// With `state_dir` set and hubs configured, a SharedConfig persisted by a previous run is
 /// loaded and used until the hub sends a newer one; a corrupt file is logged and ignored.
 pub async fn spawn(config: AgentConfig, mut registry: Registry) -> Result<AgentHandle, AgentError> {
+    let kube_client = match &config.kubernetes {
+        Some(kubernetes) => Some(kube_client(kubernetes).await?),
+        None => None,
+    };
     match std::fs::metadata(&config.config_dir) {
+        _ if kube_client.is_some() => {}
         Ok(metadata) if metadata.is_dir() => {}
         Ok(_) => {
             return Err(AgentError::ConfigDir {
@@ -199,13 +210,32 @@ pub async fn spawn(config: AgentConfig, mut registry: Registry) -> Result<AgentH
     let (source_tx, source_rx) = mpsc::channel(64);
     let (probe_tx, probe_rx) = mpsc::channel(1024);
 
-    let source =
-        FileSource::new(&config.config_dir, config.poll_interval).with_metrics(metrics.clone());
+    let (location, source_task) = match kube_client {
+        Some(client) => {
+            let source = KubeSource::new(
+                client,
+                config.kubernetes.as_ref().and_then(|k| k.namespace.clone()),
+            )
+            .with_metrics(metrics.clone());
+            (
+                source.location(),
+                tokio::spawn(source.run(source_tx, shutdown.clone())),
+            )
+        }
+        None => {
+            let source = FileSource::new(&config.config_dir, config.poll_interval)
+                .with_metrics(metrics.clone());
+            (
+                source.location(),
+                tokio::spawn(source.run(source_tx, shutdown.clone())),
+            )
+        }
+    };
     let (index, outputs, index_task) = index::spawn(
         index::IndexParts {
             cluster: config.cluster.clone(),
             standalone: config.is_standalone(),
-            location: source.location(),
+            location: location.clone(),
             probes: config.probes.clone(),
             metrics: metrics.clone(),
             initial_shared: initial_shared.clone(),
@@ -214,7 +244,6 @@ pub async fn spawn(config: AgentConfig, mut registry: Registry) -> Result<AgentH
         probe_rx,
         shutdown.clone(),
     );
-    let source_task = tokio::spawn(source.run(source_tx, shutdown.clone()));
     let prober =
         health::probe::Prober::spawn(config.probes.clone(), outputs.targets.clone(), probe_tx);
 
@@ -298,7 +327,7 @@ pub async fn spawn(config: AgentConfig, mut registry: Registry) -> Result<AgentH
         cluster = %config.cluster,
         grpc = %grpc_addr,
         admin = %admin_addr,
-        config_dir = %config.config_dir.display(),
+        source = %location,
         hubs = ?config.hubs,
         "agent started"
     );
@@ -497,4 +526,25 @@ impl AgentHandle {
         }
         tracing::info!("agent stopped");
     }
+}
+
+/// A Kubernetes API client from a kubeconfig file, or inferred like kubectl (`KUBECONFIG`,
+/// `~/.kube/config`, then the in-cluster service account).
+async fn kube_client(source: &KubernetesSource) -> Result<kube::Client, AgentError> {
+    let config = match &source.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .map_err(|error| AgentError::Kubernetes(format!("{}: {error}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(
+                kubeconfig,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .map_err(|error| AgentError::Kubernetes(format!("{}: {error}", path.display())))?
+        }
+        None => kube::Config::infer().await.map_err(|error| {
+            AgentError::Kubernetes(format!("no kubeconfig and not in a cluster: {error}"))
+        })?,
+    };
+    kube::Client::try_from(config).map_err(|error| AgentError::Kubernetes(error.to_string()))
 }

@@ -1,4 +1,5 @@
-//! `meridian agent`: one per cluster. Reads a directory of Gateway API YAML, serves the
+//! `meridian agent`: one per cluster. Reads a directory of Gateway API YAML or watches the
+//! Kubernetes API, serves the
 //! programmed config to gateways (`ConfigDiscovery` gRPC), probes them and their backends and,
 //! unless standalone, streams health to the hub and serves the hub's shared routes.
 
@@ -20,9 +21,22 @@ pub struct Args {
     #[arg(long, value_name = "NAME")]
     cluster: Option<String>,
     /// Directory of Gateway API YAML/JSON (Gateway, HTTPRoute, GRPCRoute, TLSRoute,
-    /// ReferenceGrant, Service, EndpointSlice, Secret); re-read when files change.
+    /// ReferenceGrant, Service, EndpointSlice, Secret); re-read when files change. Either
+    /// this or --kubernetes.
     #[arg(long, value_name = "DIR")]
-    config_dir: PathBuf,
+    config_dir: Option<PathBuf>,
+    /// Watch the Kubernetes API (Gateway API kinds, Services, EndpointSlices, TLS Secrets,
+    /// ConfigMaps, Namespaces) instead of a directory. Uses --kubeconfig, else `KUBECONFIG`
+    /// or `~/.kube/config`, else the in-cluster service account.
+    #[arg(long)]
+    kubernetes: bool,
+    /// Kubeconfig file for --kubernetes (its current context).
+    #[arg(long, value_name = "PATH", requires = "kubernetes")]
+    kubeconfig: Option<PathBuf>,
+    /// With --kubernetes, watch namespaced kinds in this namespace only (GatewayClasses and
+    /// Namespaces are still watched cluster-wide).
+    #[arg(long, value_name = "NAME", requires = "kubernetes")]
+    namespace: Option<String>,
     /// Hub gRPC URLs, comma-separated or repeated (`http://10.0.0.1:7001`). Without any, the
     /// agent runs standalone and serves the directory's config alone.
     #[arg(long = "hub", value_name = "URL[,URL...]", value_delimiter = ',')]
@@ -130,7 +144,23 @@ fn build_config(args: &Args) -> anyhow::Result<AgentConfig> {
     if args.poll_interval_ms == 0 {
         bail!("--poll-interval-ms must be at least 1");
     }
-    let mut config = AgentConfig::new(cluster, &args.config_dir);
+    let mut config = match (&args.config_dir, args.kubernetes) {
+        (Some(dir), false) => AgentConfig::new(cluster, dir),
+        (None, true) => {
+            let mut config = AgentConfig::new(cluster, PathBuf::new());
+            config.kubernetes = Some(meridian_agent::KubernetesSource {
+                kubeconfig: args.kubeconfig.clone(),
+                namespace: args.namespace.clone(),
+            });
+            config
+        }
+        (Some(_), true) => bail!(
+            "--config-dir and --kubernetes are alternatives: read objects from a directory or from the Kubernetes API, not both"
+        ),
+        (None, false) => bail!(
+            "where do the objects come from? Give --config-dir DIR (a directory of YAML) or --kubernetes (the Kubernetes API)"
+        ),
+    };
     config.hubs = hubs;
     config.listen = args.listen;
     config.admin = args.admin;
@@ -242,5 +272,35 @@ mod tests {
         );
         let error = config(&["--config-dir", "d", "--cluster", "Bad_Name"]).unwrap_err();
         assert!(format!("{error:#}").contains("cluster name"), "{error:#}");
+    }
+
+    #[test]
+    fn the_source_is_a_directory_or_kubernetes() {
+        let built = config(&[
+            "--kubernetes",
+            "--kubeconfig",
+            "kc.yaml",
+            "--namespace",
+            "web",
+        ])
+        .unwrap();
+        assert_eq!(
+            built.kubernetes,
+            Some(meridian_agent::KubernetesSource {
+                kubeconfig: Some(PathBuf::from("kc.yaml")),
+                namespace: Some("web".to_string()),
+            })
+        );
+        assert_eq!(config(&["--config-dir", "d"]).unwrap().kubernetes, None);
+
+        let both = config(&["--config-dir", "d", "--kubernetes"]).unwrap_err();
+        assert!(both.to_string().contains("not both"), "{both}");
+        let neither = config(&[]).unwrap_err();
+        assert!(
+            neither.to_string().contains("--config-dir DIR"),
+            "{neither}"
+        );
+        // --kubeconfig and --namespace only go with --kubernetes.
+        assert!(config(&["--config-dir", "d", "--namespace", "web"]).is_err());
     }
 }

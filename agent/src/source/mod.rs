@@ -1,10 +1,11 @@
 //! Where the agent's local objects come from, behind one interface that the Kubernetes
-//! watcher (later) and the YAML directory ([`file`]) both implement.
+//! watcher ([`kube`]) and the YAML directory ([`file`]) both implement.
 //!
 //! A source emits kube-runtime-style [`Event`]s over [`SourceUnit`]s: a unit is a group of
 //! objects with a stable id that changes as a whole. For the directory source a unit is one
-//! file (its last good content); for a Kubernetes watcher it would be one object (id
-//! `Kind/namespace/name`, parsed with `meridian_gwapi::parse_value`). The index keeps a
+//! file (its last good content); for the Kubernetes watcher it is one object (id
+//! `Kind/namespace/name`, parsed with `meridian_gwapi::parse_value`; its per-kind relists
+//! are merged inside the source, so the index sees one `Init..InitDone`). The index keeps a
 //! reflector-like store of units and merges them, in id order, into the one `ObjectSet` it
 //! programs gateways from (`ObjectSet::from_objects`: on a duplicate kind and key the first
 //! unit wins and the duplicate is reported), so both sources feed the same pipeline.
@@ -18,6 +19,7 @@
 //!   changes (not a delta); a unit with problems keeps its last good content.
 
 pub mod file;
+pub mod kube;
 
 use std::future::Future;
 use std::sync::Arc;
