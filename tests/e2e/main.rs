@@ -8,6 +8,7 @@ mod backend_health;
 mod certificates;
 mod conformance;
 mod deploy;
+mod kube_source;
 mod raft;
 mod security;
 mod skeleton;

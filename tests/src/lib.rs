@@ -19,6 +19,7 @@ pub mod dns;
 pub mod faultproxy;
 pub mod gateway;
 pub mod http;
+pub mod kubeapi;
 pub mod hub;
 pub mod linearizability;
 pub mod net;

@@ -266,6 +266,14 @@ async fn watch_kind(
                         tracing::info!(kind = kind.kind, api_version = %resource.api_version, "not served by the API server");
                         break;
                     }
+                    Err(watcher::Error::WatchError(status)) if status.code == 410 => {
+                        // Normal operation: the watcher relists at once (after its backoff).
+                        tracing::info!(
+                            kind = kind.kind,
+                            "watch version expired (410 Gone); relisting"
+                        );
+                        continue;
+                    }
                     Err(error) => {
                         tracing::warn!(kind = kind.kind, api_version = %resource.api_version, %error, "watch failed; retrying with backoff");
                         Watched::Error(error.to_string())

@@ -211,13 +211,18 @@ impl Store {
             .cloned()
             .collect();
         if self.sent_problems.as_ref() != Some(&problems) {
-            for problem in &problems {
+            // Watch failures are logged where they happen; object problems here, once.
+            let object_problems = self
+                .kinds
+                .values()
+                .flat_map(|state| state.problems.values().flatten());
+            for problem in object_problems {
                 if !self
                     .sent_problems
                     .as_ref()
                     .is_some_and(|sent| sent.contains(problem))
                 {
-                    tracing::warn!(%problem, "invalid object or failed watch; the object's last good content (if any) stays in use");
+                    tracing::warn!(%problem, "invalid object; not applied, its last good content (if any) stays in use");
                 }
             }
             if let Some(metrics) = &self.metrics {

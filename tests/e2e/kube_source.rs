@@ -1,0 +1,281 @@
+//! `meridian agent --kubernetes` against a stand-in Kubernetes API server
+//! ([`meridian_tests::kubeapi`]): the agent lists and watches the objects, a real
+//! `meridian gateway` subscribed to it serves them to a real echo backend, and changes,
+//! deletions, invalid objects, cut watch streams and 410 Gone relists all reach the traffic.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use meridian_tests::http::{client, get_host, send_json};
+use meridian_tests::kubeapi::FakeKubeApi;
+use meridian_tests::wait::eventually;
+use meridian_tests::{Proc, ProcSpec};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::meridian_bin;
+
+fn route(name: &str, host: &str, path: &str) -> Value {
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": "app"},
+        "spec": {
+            "parentRefs": [{"name": "gw"}],
+            "hostnames": [host],
+            "rules": [{
+                "matches": [{"path": {"type": "PathPrefix", "value": path}}],
+                "backendRefs": [{"name": "echo", "port": 8080}]
+            }]
+        }
+    })
+}
+
+/// Namespace, Gateway (HTTP on `port`), the echo Service and its EndpointSlice.
+fn base(api: &FakeKubeApi, port: u16, echo: SocketAddr) {
+    api.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "app"}}));
+    api.apply(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+        "metadata": {"name": "gw", "namespace": "app"},
+        "spec": {
+            "gatewayClassName": "meridian",
+            "addresses": [{"type": "IPAddress", "value": "127.0.0.1"}],
+            "listeners": [{"name": "http", "port": port, "protocol": "HTTP"}]
+        }
+    }));
+    api.apply(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "echo", "namespace": "app"},
+        "spec": {"ports": [{"name": "http", "port": 8080, "targetPort": echo.port()}]}
+    }));
+    api.apply(json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "echo-abcde", "namespace": "app",
+                     "labels": {"kubernetes.io/service-name": "echo"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
+        "ports": [{"name": "http", "port": echo.port()}]
+    }));
+}
+
+/// Waits until `GET path` with `host` through the gateway answers `want` (and, for 200, came
+/// from the echo backend).
+async fn serves(client: &reqwest::Client, gateway: SocketAddr, host: &str, path: &str, want: u16) {
+    eventually(
+        &format!("{host}{path} answers {want}"),
+        Duration::from_secs(20),
+        || async {
+            let (status, body) = get_host(client, gateway, host, path).await?;
+            if status == want && (want != 200 || body["pod"] == "echo-1") {
+                Ok(())
+            } else {
+                Err(format!("{status} {body}"))
+            }
+        },
+    )
+    .await;
+}
+
+async fn status(client: &reqwest::Client, admin: &str) -> Result<Value, String> {
+    let (code, body) = send_json(client, Method::GET, &format!("{admin}/status"), None).await?;
+    if code == 200 {
+        Ok(body)
+    } else {
+        Err(format!("/status answered {code}"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_watching_kubernetes_programs_a_gateway_through_changes_and_relists() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = FakeKubeApi::start().await;
+    let kubeconfig = api.write_kubeconfig(dir.path());
+    let client = client();
+
+    let (_echo, ready) = Proc::start_ready(
+        ProcSpec::new(
+            "echo-1",
+            meridian_bin(),
+            dir.path(),
+            &["echo", "--listen", "127.0.0.1:0", "--name", "echo-1"],
+        ),
+        Duration::from_secs(20),
+    );
+    let echo: SocketAddr = ready["listen"].as_str().unwrap().parse().unwrap();
+    let port = meridian_tests::net::free_port("127.0.0.1".parse().unwrap());
+    let gateway = SocketAddr::from(([127, 0, 0, 1], port));
+    base(&api, port, echo);
+    api.apply(route("web", "web.test", "/v1"));
+    api.apply(route("other", "other.test", "/"));
+
+    let (agent, ready) = Proc::start_ready(
+        ProcSpec::new(
+            "agent",
+            meridian_bin(),
+            dir.path(),
+            &[
+                "agent",
+                "--kubernetes",
+                "--kubeconfig",
+                kubeconfig.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+            ],
+        ),
+        Duration::from_secs(30),
+    );
+    let grpc = format!("http://{}", ready["grpc"].as_str().unwrap());
+    let admin = format!("http://{}", ready["admin"].as_str().unwrap());
+    let (_gateway, _) = Proc::start_ready(
+        ProcSpec::new(
+            "gateway",
+            meridian_bin(),
+            dir.path(),
+            &[
+                "gateway",
+                "--agent",
+                &grpc,
+                "--gateway",
+                "app/gw",
+                "--instance",
+                "gw-1",
+            ],
+        ),
+        Duration::from_secs(30),
+    );
+
+    // Created in the API → served.
+    serves(&client, gateway, "web.test", "/v1/a", 200).await;
+    serves(&client, gateway, "other.test", "/", 200).await;
+    let first = status(&client, &admin).await.unwrap();
+    assert_eq!(first["source"]["location"], "kubernetes", "{first}");
+    assert_eq!(first["source"]["initialized"], true, "{first}");
+    assert_eq!(first["source"]["objects"], 6, "{first}");
+    // TLSRoute is not served by this API server (404): no objects, no problem.
+    assert_eq!(first["source"]["problems"], json!([]), "{first}");
+
+    // MODIFIED → the new path is served, the old one is not.
+    api.apply(route("web", "web.test", "/v2"));
+    serves(&client, gateway, "web.test", "/v2/a", 200).await;
+    serves(&client, gateway, "web.test", "/v1/a", 404).await;
+
+    // ADDED then DELETED over the watch.
+    api.apply(route("tmp", "tmp.test", "/"));
+    serves(&client, gateway, "tmp.test", "/", 200).await;
+    assert!(api.delete("HTTPRoute", "app", "tmp"));
+    serves(&client, gateway, "tmp.test", "/", 404).await;
+
+    // An invalid update is reported on /status; the last good route keeps serving.
+    api.apply(route("web", "web.test", "v3-without-slash"));
+    let problems = eventually(
+        "the invalid route is on /status",
+        Duration::from_secs(20),
+        || async {
+            let body = status(&client, &admin).await?;
+            let problems = body["source"]["problems"].clone();
+            if problems.as_array().is_some_and(|p| !p.is_empty()) {
+                Ok(problems)
+            } else {
+                Err(format!("no problems yet: {body}"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(problems[0]["source"], "HTTPRoute/app/web", "{problems}");
+    assert!(
+        problems[0]["text"].as_str().unwrap().contains("path"),
+        "{problems}"
+    );
+    serves(&client, gateway, "web.test", "/v2/a", 200).await;
+
+    // A watch stream the server cuts is resumed from the last version, without a relist.
+    let (lists, watches) = (api.lists("HTTPRoute"), api.watches("HTTPRoute"));
+    api.cut_watches(None);
+    api.apply(route("web", "web.test", "/v4"));
+    serves(&client, gateway, "web.test", "/v4/a", 200).await;
+    assert!(api.watches("HTTPRoute") > watches, "watched again");
+    assert_eq!(api.lists("HTTPRoute"), lists, "resumed without a relist");
+    let after_cut = status(&client, &admin).await.unwrap();
+    assert_eq!(after_cut["source"]["problems"], json!([]), "{after_cut}");
+
+    // 410 Gone for one kind: only HTTPRoutes are relisted, and every other kind's objects
+    // (the Gateway, Service, EndpointSlice) stay: both routes keep serving.
+    let services = api.lists("Service");
+    api.expire_history();
+    api.cut_watches(Some("HTTPRoute"));
+    eventually("HTTPRoutes relisted", Duration::from_secs(20), || async {
+        if api.lists("HTTPRoute") > lists {
+            Ok(())
+        } else {
+            Err("not yet")
+        }
+    })
+    .await;
+    serves(&client, gateway, "web.test", "/v4/a", 200).await;
+    serves(&client, gateway, "other.test", "/", 200).await;
+    assert_eq!(
+        api.lists("Service"),
+        services,
+        "other kinds are not relisted"
+    );
+
+    // After a 410 on every kind (all watches cut after compaction), everything relists and
+    // nothing is dropped; changes keep flowing.
+    let lists = api.lists("Service");
+    api.expire_history();
+    api.cut_watches(None);
+    eventually("all kinds relisted", Duration::from_secs(20), || async {
+        if api.lists("Service") > lists && api.lists("EndpointSlice") > 1 {
+            Ok(())
+        } else {
+            Err("not yet")
+        }
+    })
+    .await;
+    serves(&client, gateway, "other.test", "/", 200).await;
+    assert!(api.delete("HTTPRoute", "app", "web"));
+    serves(&client, gateway, "web.test", "/v4/a", 404).await;
+    serves(&client, gateway, "other.test", "/", 200).await;
+    let last = status(&client, &admin).await.unwrap();
+    assert_eq!(last["source"]["objects"], 5, "{last}");
+    assert_eq!(last["source"]["problems"], json!([]), "{last}");
+
+    // A bookmark moves the watches' version on; a cut after it resumes from there (no
+    // relist) and the next change still arrives.
+    api.bookmark();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let lists = api.lists("HTTPRoute");
+    api.cut_watches(None);
+    api.apply(route("web", "web.test", "/v5"));
+    serves(&client, gateway, "web.test", "/v5/a", 200).await;
+    assert_eq!(api.lists("HTTPRoute"), lists, "resumed without a relist");
+
+    let log = std::fs::read_to_string(agent.spec().log_file()).unwrap_or_default();
+    assert!(
+        log.contains("not served by the API server"),
+        "TLSRoute 404 is logged:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_needs_exactly_one_source() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, expected) in [
+        (&["agent"][..], "--config-dir DIR"),
+        (
+            &["agent", "--kubernetes", "--config-dir", "."][..],
+            "not both",
+        ),
+    ] {
+        let output = tokio::process::Command::new(meridian_bin())
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .await
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
