@@ -771,3 +771,100 @@ async fn example_hub_config_serves_the_delegated_zone() {
     })
     .await;
 }
+
+/// The agent container's args of the first `meridian-agent` Deployment in `deploy/<file_prefix>`.
+fn agent_args(docs: &[Doc], file_prefix: &str) -> Vec<String> {
+    let doc = find(docs, file_prefix, "Deployment", "meridian-agent");
+    let mut found = Vec::new();
+    containers(&doc.value, "", &mut found);
+    let (_, container) = found
+        .iter()
+        .find(|(_, c)| c["name"] == "agent")
+        .unwrap_or_else(|| panic!("{}: no agent container", doc.place()));
+    strings(&container["args"])
+}
+
+#[test]
+fn the_kube_source_component_swaps_the_config_dir_for_kubernetes() {
+    let docs = documents();
+    let component = find(
+        docs.as_slice(),
+        "cluster/kube-source/kustomization",
+        "Component",
+        "",
+    );
+    let patches = component.value["patches"].as_array().expect("patches");
+    let [patch] = patches.as_slice() else {
+        panic!("{}: expected one patch", component.place());
+    };
+    assert_eq!(patch["target"]["name"], "meridian-agent");
+    let ops: Vec<Value> = serde_saphyr::from_str(patch["patch"].as_str().expect("inline patch"))
+        .expect("the JSON patch is YAML");
+    let help = help_flags("agent");
+    // On the base args and on the tls component's (which repeat the base args first).
+    for file_prefix in ["cluster/agent", "cluster/tls/agent-tls"] {
+        let mut args = agent_args(&docs, file_prefix);
+        let mut token = None;
+        for op in &ops {
+            let path = op["path"].as_str().expect("op path");
+            if path == "/spec/template/spec/automountServiceAccountToken" {
+                token = op["value"].as_bool();
+                continue;
+            }
+            let index: usize = path
+                .strip_prefix("/spec/template/spec/containers/0/args/")
+                .unwrap_or_else(|| panic!("unexpected patch path {path}"))
+                .parse()
+                .expect("an args index");
+            let value = op["value"].as_str().unwrap_or("").to_string();
+            match op["op"].as_str() {
+                Some("test") => assert_eq!(args[index], value, "{file_prefix}: {args:?}"),
+                Some("replace") => args[index] = value,
+                Some("remove") => {
+                    args.remove(index);
+                }
+                other => panic!("unexpected op {other:?}"),
+            }
+        }
+        assert_eq!(token, Some(true), "the agent needs its token in-cluster");
+        let used = flags(&args);
+        assert!(used.contains("--kubernetes"), "{file_prefix}: {args:?}");
+        assert!(!used.contains("--config-dir"), "{file_prefix}: {args:?}");
+        for flag in &used {
+            assert!(
+                help.contains(flag),
+                "{file_prefix}: agent has no {flag}: {args:?}"
+            );
+        }
+        // Every flag still has its value (none swallowed by the removal).
+        for pair in args.windows(2) {
+            assert!(
+                !(pair[0].starts_with("--")
+                    && pair[0] != "--kubernetes"
+                    && pair[1].starts_with("--")),
+                "{file_prefix}: {} lost its value: {args:?}",
+                pair[0]
+            );
+        }
+    }
+    // The component grants the RBAC it ships.
+    let role = find(
+        &docs,
+        "cluster/kube-source/rbac",
+        "ClusterRole",
+        "meridian-agent-kube-source",
+    );
+    let text = role.value.to_string();
+    for resource in [
+        "httproutes",
+        "backendtlspolicies",
+        "endpointslices",
+        "configmaps",
+        "secrets",
+    ] {
+        assert!(
+            text.contains(resource),
+            "the ClusterRole lacks {resource}: {text}"
+        );
+    }
+}
