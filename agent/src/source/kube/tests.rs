@@ -1,3 +1,5 @@
+//! The Kubernetes source's store: per-kind relists, last good content, problems.
+
 use serde_json::{Value, json};
 
 use super::store::{Store, Watched};
