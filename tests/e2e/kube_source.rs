@@ -279,3 +279,80 @@ async fn the_agent_needs_exactly_one_source() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_and_secret_type_restrict_what_the_agent_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = FakeKubeApi::start().await;
+    let kubeconfig = api.write_kubeconfig(dir.path());
+    let client = client();
+    for namespace in ["app", "other"] {
+        api.apply(
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}),
+        );
+        api.apply(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "echo", "namespace": namespace},
+            "spec": {"ports": [{"name": "http", "port": 8080}]}
+        }));
+        for (name, type_) in [("cert", "kubernetes.io/tls"), ("token", "Opaque")] {
+            api.apply(json!({
+                "apiVersion": "v1", "kind": "Secret", "type": type_,
+                "metadata": {"name": name, "namespace": namespace},
+                "data": {"tls.crt": "eA==", "tls.key": "eA=="}
+            }));
+        }
+    }
+    let (_agent, ready) = Proc::start_ready(
+        ProcSpec::new(
+            "agent",
+            meridian_bin(),
+            dir.path(),
+            &[
+                "agent",
+                "--kubernetes",
+                "--kubeconfig",
+                kubeconfig.to_str().unwrap(),
+                "--namespace",
+                "app",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+            ],
+        ),
+        Duration::from_secs(30),
+    );
+    let admin = format!("http://{}", ready["admin"].as_str().unwrap());
+    let body = status(&client, &admin).await.unwrap();
+    assert_eq!(
+        body["source"]["location"], "kubernetes (namespace app)",
+        "{body}"
+    );
+    assert_eq!(body["source"]["problems"], json!([]), "{body}");
+    // Both Namespaces (cluster-scoped), app's Service and app's TLS Secret; nothing of
+    // namespace `other`, and no Opaque Secret.
+    assert_eq!(body["source"]["objects"], 4, "{body}");
+    api.apply(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "late", "namespace": "other"},
+        "spec": {"ports": [{"name": "http", "port": 8080}]}
+    }));
+    api.apply(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "late", "namespace": "app"},
+        "spec": {"ports": [{"name": "http", "port": 8080}]}
+    }));
+    eventually(
+        "app's new Service is read",
+        Duration::from_secs(20),
+        || async {
+            let body = status(&client, &admin).await?;
+            match body["source"]["objects"].as_u64() {
+                Some(5) => Ok(()),
+                other => Err(format!("{other:?} objects: {body}")),
+            }
+        },
+    )
+    .await;
+}
