@@ -20,6 +20,8 @@
 //!   ([`health::report`]).
 //! - `hub_client`: register, session, reports, SharedConfig, reconnect with backoff.
 //! - [`state_dir`]: the persisted SharedConfig.
+//! - `kube_status`: with `--kubernetes`, writes the computed conditions back to the objects'
+//!   `status` (a task of its own, fed by the index and the kube source).
 //! - `admin`: `/healthz`, `/ready`, `/metrics`, `/status` ([`status`] holds the JSON shape).
 //!
 //! **Invariant:** only the index task mutates agent state; everything else reads `Arc`
@@ -39,6 +41,7 @@ mod admin;
 mod config_server;
 mod hub_client;
 mod index;
+mod kube_status;
 mod metrics;
 
 use std::net::SocketAddr;
@@ -210,13 +213,17 @@ pub async fn spawn(config: AgentConfig, mut registry: Registry) -> Result<AgentH
     let (source_tx, source_rx) = mpsc::channel(64);
     let (probe_tx, probe_rx) = mpsc::channel(1024);
 
+    let mut status_writer = None;
     let (location, source_task) = match kube_client {
         Some(client) => {
+            let (feed_tx, feed_rx) = mpsc::unbounded_channel();
+            status_writer = Some((client.clone(), feed_rx));
             let source = KubeSource::new(
                 client,
                 config.kubernetes.as_ref().and_then(|k| k.namespace.clone()),
             )
-            .with_metrics(metrics.clone());
+            .with_metrics(metrics.clone())
+            .with_status_feed(feed_tx);
             (
                 source.location(),
                 tokio::spawn(source.run(source_tx, shutdown.clone())),
@@ -258,6 +265,16 @@ pub async fn spawn(config: AgentConfig, mut registry: Registry) -> Result<AgentH
         ..HubStatus::default()
     }));
     let mut tasks = vec![index_task, source_task];
+    if let Some((client, feed)) = status_writer {
+        tasks.push(kube_status::spawn(
+            client,
+            config.cluster.as_str(),
+            outputs.programmed.clone(),
+            feed,
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
     if !hubs.is_empty() {
         let parts = hub_client::HubClientParts {
             hubs,

@@ -39,6 +39,8 @@ pub(crate) struct Metrics {
     /// Seconds from a gateway readiness change being observed to the report carrying it
     /// being written to the hub session.
     pub(crate) readiness_report_seconds: Histogram,
+    /// Status writes to Kubernetes, by `kind` and `result` (`ok`, `conflict`, `failed`).
+    pub(crate) status_writes: Family<Labels2, Counter>,
 }
 
 // === impl Metrics ===
@@ -61,6 +63,7 @@ impl Metrics {
             readiness_report_seconds: Histogram::new([
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
             ]),
+            status_writes: Family::default(),
         };
         let agent = registry.sub_registry_with_prefix("meridian_agent");
         agent.register(
@@ -122,6 +125,11 @@ impl Metrics {
             "readiness_report_seconds",
             "Seconds from observing a readiness change (a gateway, or a hostname's ready backends crossing zero) to writing the report that carries it to the hub",
             metrics.readiness_report_seconds.clone(),
+        );
+        agent.register(
+            "status_writes",
+            "Status writes to Kubernetes objects, by kind and result (ok, conflict, failed)",
+            metrics.status_writes.clone(),
         );
         metrics
     }

@@ -9,6 +9,7 @@ mod certificates;
 mod conformance;
 mod deploy;
 mod kube_source;
+mod kube_status;
 mod raft;
 mod security;
 mod skeleton;

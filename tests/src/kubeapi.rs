@@ -15,11 +15,24 @@
 //! - [`FakeKubeApi::cut_watches`] closes open watch streams (as an API server restart or
 //!   its watch timeout does), so the client must watch again from its last version;
 //! - `fieldSelector` equality terms (`type=kubernetes.io/tls`) filter lists and watches;
-//! - a resource it does not serve answers `404` with a `Status` body (a missing CRD).
+//! - a resource it does not serve answers `404` with a `Status` body (a missing CRD);
+//! - `metadata.generation` is 1 on create and goes up when anything but `metadata` and
+//!   `status` changes; [`FakeKubeApi::apply`] writes the main resource, so an update keeps
+//!   the stored `status` (as the real server ignores `status` there for kinds with a status
+//!   subresource; a created object keeps the `status` it is given, to seed other
+//!   controllers' entries);
+//! - `PATCH .../NAME/status` writes the status subresource: a server-side apply
+//!   (`application/apply-patch+yaml`, `fieldManager` required) or a JSON merge patch
+//!   (`application/merge-patch+json`, RFC 7386) whose `metadata.resourceVersion`, when
+//!   given, must be the stored one (else `409 Conflict`). Only `status` changes; a write that
+//!   changes nothing keeps the resourceVersion and sends no event, one that does bumps it
+//!   and sends `MODIFIED`. Every PATCH is recorded ([`FakeKubeApi::patches`]).
 //!
 //! Not modelled: authentication, pagination (`limit` is ignored: everything is one page),
-//! label selectors, and an object that stops matching a field selector on update (the real
-//! server sends `DELETED` then).
+//! label selectors, an object that stops matching a field selector on update (the real
+//! server sends `DELETED` then), and server-side apply's per-field ownership: an apply
+//! replaces the whole `status` with the applied one, which is what apply does when one
+//! manager owns all of `status` (the case for a Gateway of Meridian's class).
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -81,6 +94,29 @@ const SERVED: &[(&str, &str, &str, bool)] = &[
     // older release, so a client sees 404 for it.
 ];
 
+/// One PATCH request, as received.
+#[derive(Clone, Debug)]
+pub struct PatchRecord {
+    /// The object's kind.
+    pub kind: String,
+    /// Its namespace (empty when cluster-scoped).
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// The subresource (`status`), empty for the main resource.
+    pub subresource: String,
+    /// The `Content-Type`.
+    pub content_type: String,
+    /// The `fieldManager` query parameter.
+    pub field_manager: Option<String>,
+    /// The `force` query parameter.
+    pub force: bool,
+    /// The body, parsed as JSON (`Null` when it is not JSON).
+    pub body: Value,
+    /// The answer's status code.
+    pub code: u16,
+}
+
 /// One change, as a watch event.
 #[derive(Clone, Debug)]
 struct Change {
@@ -101,6 +137,7 @@ struct Store {
     oldest: u64,
     lists: HashMap<String, usize>,
     watches: HashMap<String, usize>,
+    patches: Vec<PatchRecord>,
 }
 
 struct Shared {
@@ -179,18 +216,52 @@ current-context: fake
         let mut object = object;
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
         let key = (resource.clone(), namespace, name);
-        let kind = if store.objects.contains_key(&key) {
-            "MODIFIED"
-        } else {
-            object["metadata"]["uid"] = json!(format!("uid-{rv}"));
-            "ADDED"
+        let kind = match store.objects.get(&key) {
+            Some(old) => {
+                object["metadata"]["uid"] = old["metadata"]["uid"].clone();
+                let generation = old["metadata"]["generation"].as_i64().unwrap_or(1);
+                object["metadata"]["generation"] =
+                    json!(if without_meta(old) == without_meta(&object) {
+                        generation
+                    } else {
+                        generation + 1
+                    });
+                // The main resource does not write `status`.
+                match old.get("status") {
+                    Some(status) => object["status"] = status.clone(),
+                    None => {
+                        if let Some(map) = object.as_object_mut() {
+                            map.remove("status");
+                        }
+                    }
+                }
+                "MODIFIED"
+            }
+            None => {
+                object["metadata"]["uid"] = json!(format!("uid-{rv}"));
+                object["metadata"]["generation"] = json!(1);
+                "ADDED"
+            }
         };
-        if kind == "MODIFIED" {
-            object["metadata"]["uid"] = store.objects[&key]["metadata"]["uid"].clone();
-        }
         store.objects.insert(key, object.clone());
         self.record(&mut store, resource, kind, object);
         rv
+    }
+
+    /// The stored object, if any (`namespace` empty for a cluster-scoped kind).
+    pub fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<Value> {
+        let (api_version, plural, _) = served(kind).unwrap();
+        let key = (
+            format!("{api_version}/{plural}"),
+            namespace.to_string(),
+            name.to_string(),
+        );
+        self.store().objects.get(&key).cloned()
+    }
+
+    /// Every PATCH received so far, in order.
+    pub fn patches(&self) -> Vec<PatchRecord> {
+        self.store().patches.clone()
     }
 
     /// Deletes an object (`DELETED`); false when there was none.
@@ -285,6 +356,36 @@ current-context: fake
     }
 }
 
+/// An object without `metadata` and `status`: what `generation` follows.
+fn without_meta(object: &Value) -> Value {
+    let mut object = object.clone();
+    if let Some(map) = object.as_object_mut() {
+        map.remove("metadata");
+        map.remove("status");
+    }
+    object
+}
+
+/// RFC 7386 JSON merge patch.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    if let Value::Object(map) = target {
+        for (key, value) in patch {
+            if value.is_null() {
+                map.remove(key);
+            } else {
+                merge_patch(map.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+    }
+}
+
 fn served(kind: &str) -> Option<(&'static str, &'static str, bool)> {
     SERVED
         .iter()
@@ -313,8 +414,39 @@ fn key_of(object: &Value) -> (String, String, String) {
     )
 }
 
-/// What a request path names: the resource (`apiVersion/plural`), its kind and the namespace
-/// it is restricted to.
+/// What a request path names: the resource (`apiVersion/plural`), its kind, the namespace it
+/// is restricted to, and an object's name and subresource (`NAME`, `NAME/status`).
+struct Target {
+    resource: String,
+    kind: &'static str,
+    namespace: Option<String>,
+    object: Option<(String, String)>,
+}
+
+fn parse_target(path: &str) -> Option<Target> {
+    let trimmed = path.trim_start_matches('/');
+    let segments: Vec<&str> = trimmed.split('/').collect();
+    // The collection is the longest prefix parse_path accepts; the rest names an object.
+    for take in (2..=segments.len()).rev() {
+        let prefix = segments[..take].join("/");
+        if let Some((resource, kind, namespace)) = parse_path(&prefix) {
+            let object = match &segments[take..] {
+                [] => None,
+                [name] => Some(((*name).to_string(), String::new())),
+                [name, sub] => Some(((*name).to_string(), (*sub).to_string())),
+                _ => return None,
+            };
+            return Some(Target {
+                resource,
+                kind,
+                namespace,
+                object,
+            });
+        }
+    }
+    None
+}
+
 fn parse_path(path: &str) -> Option<(String, &'static str, Option<String>)> {
     let rest = path.trim_start_matches('/');
     let segments: Vec<&str> = rest.split('/').collect();
@@ -374,7 +506,13 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         .filter_map(|pair| pair.split_once('='))
         .map(|(k, v)| (k.to_string(), percent_decode(v)))
         .collect();
-    let Some((resource, kind, namespace)) = parse_path(&path) else {
+    let Some(Target {
+        resource,
+        kind,
+        namespace,
+        object,
+    }) = parse_target(&path)
+    else {
         return json_response(
             404,
             &status(
@@ -384,6 +522,42 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             ),
         );
     };
+    if let Some((name, subresource)) = object {
+        if request.method() == http::Method::PATCH {
+            let content_type = request
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let body = axum::body::to_bytes(request.into_body(), 1 << 20)
+                .await
+                .unwrap_or_default();
+            let mut record = PatchRecord {
+                kind: kind.to_string(),
+                namespace: namespace.clone().unwrap_or_default(),
+                name,
+                subresource,
+                content_type,
+                field_manager: query.get("fieldManager").cloned(),
+                force: query.get("force").map(String::as_str) == Some("true"),
+                body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                code: 0,
+            };
+            let (code, answer) = patch(&shared, &resource, &record);
+            record.code = code;
+            shared.store.lock().unwrap().patches.push(record);
+            return json_response(code, &answer);
+        }
+        return json_response(
+            405,
+            &status(
+                405,
+                "MethodNotAllowed",
+                "the fake serves PATCH of status only",
+            ),
+        );
+    }
     if request.method() != http::Method::GET {
         return json_response(405, &status(405, "MethodNotAllowed", "read-only fake"));
     }
@@ -509,6 +683,88 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         });
     }
     stream_response(rx)
+}
+
+/// A PATCH of an object's `status`: the answer's code and body.
+fn patch(shared: &Shared, resource: &str, request: &PatchRecord) -> (u16, Value) {
+    if request.subresource != "status" {
+        return (
+            405,
+            status(
+                405,
+                "MethodNotAllowed",
+                "the fake serves PATCH of status only",
+            ),
+        );
+    }
+    let mut store = shared.store.lock().unwrap();
+    let key = (
+        resource.to_string(),
+        request.namespace.clone(),
+        request.name.clone(),
+    );
+    let Some(old) = store.objects.get(&key).cloned() else {
+        let message = format!("{} \"{}\" not found", request.kind, request.name);
+        return (404, status(404, "NotFound", &message));
+    };
+    let new_status = match request.content_type.as_str() {
+        "application/apply-patch+yaml" => {
+            if request.field_manager.is_none() {
+                let message = "PATCH with apply requires a fieldManager";
+                return (400, status(400, "BadRequest", message));
+            }
+            if request.body["kind"].as_str() != Some(request.kind.as_str())
+                || request.body["metadata"]["name"].as_str() != Some(request.name.as_str())
+            {
+                let message = "the applied object's kind and name must be the target's";
+                return (400, status(400, "BadRequest", message));
+            }
+            request.body.get("status").cloned()
+        }
+        "application/merge-patch+json" => {
+            let precondition = &request.body["metadata"]["resourceVersion"];
+            if !precondition.is_null() && *precondition != old["metadata"]["resourceVersion"] {
+                let message = format!(
+                    "Operation cannot be fulfilled on {} \"{}\": the object has been modified; please apply your changes to the latest version and try again",
+                    request.kind, request.name
+                );
+                return (409, status(409, "Conflict", &message));
+            }
+            let mut merged = old.get("status").cloned().unwrap_or(Value::Null);
+            if let Some(patch) = request.body.get("status") {
+                merge_patch(&mut merged, patch);
+            }
+            (!merged.is_null()).then_some(merged)
+        }
+        other => {
+            let message = format!("content type {other:?} is not supported by the fake");
+            return (415, status(415, "UnsupportedMediaType", &message));
+        }
+    };
+    if old.get("status") == new_status.as_ref() {
+        return (200, old);
+    }
+    let mut object = old;
+    match new_status {
+        Some(new_status) => object["status"] = new_status,
+        None => {
+            if let Some(map) = object.as_object_mut() {
+                map.remove("status");
+            }
+        }
+    }
+    store.rv += 1;
+    object["metadata"]["resourceVersion"] = json!(store.rv.to_string());
+    store.objects.insert(key, object.clone());
+    let change = Change {
+        rv: store.rv,
+        resource: resource.to_string(),
+        kind: "MODIFIED",
+        object: object.clone(),
+    };
+    store.history.push(change.clone());
+    let _ = shared.changes.send(change);
+    (200, object)
 }
 
 fn stream_response(rx: mpsc::Receiver<Result<Bytes, Infallible>>) -> Response {

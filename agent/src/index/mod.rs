@@ -7,7 +7,9 @@
 //! - served configs (one `GatewayConfig` per Gateway, versioned) for the config server;
 //! - probe targets for the prober;
 //! - the health view for the hub client;
-//! - the `/status` document and the readiness flag for the admin server.
+//! - the `/status` document and the readiness flag for the admin server;
+//! - the programmed status conditions ([`ProgrammedStatus`]) for the Kubernetes status
+//!   writer.
 //!
 //! Recompute rules:
 //! - source or SharedConfig changed → program every Gateway again;
@@ -24,11 +26,11 @@ mod version;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use meridian_gwapi::status::GatewayStatus;
+use meridian_gwapi::status::{Condition, GatewayStatus};
 use meridian_gwapi::{Object, ObjectSet, Origin, Problem};
 use meridian_proto::model::gateway::GatewayConfig;
 use meridian_proto::model::{ClusterName, ObjectKey, SharedConfig};
@@ -88,6 +90,30 @@ pub(crate) struct IndexOutputs {
     pub(crate) health: watch::Receiver<Arc<HealthView>>,
     pub(crate) status: watch::Receiver<Arc<AgentStatus>>,
     pub(crate) ready: watch::Receiver<bool>,
+    /// The conditions to write back to Kubernetes; `None` until the source's first complete
+    /// read (an empty set before that would read as "every status entry is stale").
+    pub(crate) programmed: watch::Receiver<Option<Arc<ProgrammedStatus>>>,
+}
+
+/// The status conditions of one programming pass: what the Kubernetes status writer makes
+/// the objects' `status` say.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ProgrammedStatus {
+    /// GatewayClasses whose `spec.controllerName` is Meridian's, with their conditions.
+    pub(crate) classes: BTreeMap<String, Vec<Condition>>,
+    /// Every programmed Gateway.
+    pub(crate) gateways: BTreeMap<ObjectKey, ProgrammedGateway>,
+}
+
+/// One programmed Gateway's status.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ProgrammedGateway {
+    /// `spec.gatewayClassName`.
+    pub(crate) class: String,
+    /// Gateway, listener, route and policy conditions.
+    pub(crate) status: GatewayStatus,
+    /// The addresses its listeners bind (its `spec.addresses` in use), in first-seen order.
+    pub(crate) addresses: Vec<IpAddr>,
 }
 
 /// Static inputs of the index.
@@ -158,6 +184,7 @@ struct Index {
     targets_tx: watch::Sender<Arc<ProbeTargets>>,
     health_tx: watch::Sender<Arc<HealthView>>,
     status_tx: watch::Sender<Arc<AgentStatus>>,
+    programmed_tx: watch::Sender<Option<Arc<ProgrammedStatus>>>,
     ready_tx: watch::Sender<bool>,
 }
 
@@ -225,6 +252,7 @@ pub(crate) fn spawn(
     let (health_tx, health) = watch::channel(Arc::new(HealthView::default()));
     let (status_tx, status) = watch::channel(Arc::new(AgentStatus::default()));
     let (ready_tx, ready) = watch::channel(false);
+    let (programmed_tx, programmed) = watch::channel(None);
     let shared = parts.initial_shared.clone().unwrap_or_default();
     let first_version = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -255,6 +283,7 @@ pub(crate) fn spawn(
         targets_tx,
         health_tx,
         status_tx,
+        programmed_tx,
         ready_tx,
     };
     index.publish_status();
@@ -265,6 +294,7 @@ pub(crate) fn spawn(
         health,
         status,
         ready,
+        programmed,
     };
     (IndexHandle { tx }, outputs, task)
 }
@@ -565,6 +595,7 @@ impl Index {
         }
         self.base = base;
         self.statuses = statuses;
+        self.publish_programmed();
         // Probe states for endpoints that are gone are dropped; new endpoints start unknown.
         let endpoints: BTreeSet<SocketAddr> = self
             .base
@@ -613,6 +644,55 @@ impl Index {
         }
         self.update_readiness();
         self.status_dirty = true;
+    }
+
+    /// Publishes the conditions for the status writer, when they changed.
+    fn publish_programmed(&self) {
+        let classes = self
+            .objects
+            .gateway_classes
+            .iter()
+            .filter_map(|class| {
+                meridian_gwapi::gateway_class_conditions(class)
+                    .map(|conditions| (class.metadata.name.clone(), conditions))
+            })
+            .collect();
+        let gateways = self
+            .statuses
+            .iter()
+            .map(|(key, status)| {
+                let mut addresses = Vec::new();
+                let bound = self
+                    .base
+                    .get(key)
+                    .into_iter()
+                    .flat_map(|config| config.listeners.iter())
+                    .flat_map(|listener| listener.addresses.iter());
+                for addr in bound {
+                    if !addresses.contains(addr) {
+                        addresses.push(*addr);
+                    }
+                }
+                let gateway = ProgrammedGateway {
+                    class: self
+                        .objects
+                        .gateway(key)
+                        .map(|g| g.spec.gateway_class_name.clone())
+                        .unwrap_or_default(),
+                    status: status.clone(),
+                    addresses,
+                };
+                (key.clone(), gateway)
+            })
+            .collect();
+        let fresh = ProgrammedStatus { classes, gateways };
+        self.programmed_tx.send_if_modified(|current| {
+            if current.as_deref() == Some(&fresh) {
+                return false;
+            }
+            *current = Some(Arc::new(fresh));
+            true
+        });
     }
 
     fn publish_targets(&mut self) {

@@ -14,6 +14,11 @@
 //! certificate references are the only Secrets Meridian reads, and the agent then never
 //! holds service-account tokens or other credentials (a certificate reference to a Secret of
 //! another type reads as "not found").
+//!
+//! With a status feed ([`KubeSource::with_status_feed`]), the metadata and `status` of the
+//! kinds the agent writes status to go to the status writer ([`crate::kube_status`]) as they
+//! are watched: it compares what it would write with what the objects carry, and carries
+//! over `lastTransitionTime`s, without reading the API server itself.
 
 mod store;
 
@@ -30,6 +35,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::{Event, Source, SourceUpdate};
+use crate::kube_status::{ObservedObject, StatusFeed};
 use crate::metrics::Metrics;
 use store::{Store, Watched};
 
@@ -161,6 +167,7 @@ pub struct KubeSource {
     client: kube::Client,
     namespace: Option<String>,
     metrics: Option<Metrics>,
+    status_feed: Option<StatusFeed>,
 }
 
 // === impl KubeSource ===
@@ -173,7 +180,15 @@ impl KubeSource {
             client,
             namespace,
             metrics: None,
+            status_feed: None,
         }
+    }
+
+    /// Sends the watched metadata and `status` of the kinds the agent writes status to
+    /// ([`crate::kube_status::STATUS_KINDS`]) to `feed`.
+    pub(crate) fn with_status_feed(mut self, feed: StatusFeed) -> Self {
+        self.status_feed = Some(feed);
+        self
     }
 
     /// Counts reads in the agent's metrics.
@@ -213,6 +228,13 @@ impl Source for KubeSource {
                 },
                 _ = shutdown.wait_for(|stop| *stop) => return,
             };
+            if let (Some(feed), Watched::Event(event)) = (&self.status_feed, &watched)
+                && crate::kube_status::STATUS_KINDS.contains(&kind)
+            {
+                // Unbounded: the writer only files these away, and the watch never waits
+                // for it (nor, through it, for the API server).
+                let _ = feed.send((kind, observed_event(event)));
+            }
             for update in store.on_watched(kind, watched) {
                 if updates.send(update).await.is_err() {
                     return;
@@ -289,6 +311,17 @@ async fn watch_kind(
             return;
         }
         tokio::time::sleep(ABSENT_RETRY).await;
+    }
+}
+
+/// The status writer's view of a watcher event.
+fn observed_event(event: &Event<serde_json::Value>) -> Event<ObservedObject> {
+    match event {
+        Event::Init => Event::Init,
+        Event::InitApply(value) => Event::InitApply(ObservedObject::from_json(value)),
+        Event::InitDone => Event::InitDone,
+        Event::Apply(value) => Event::Apply(ObservedObject::from_json(value)),
+        Event::Delete(value) => Event::Delete(ObservedObject::from_json(value)),
     }
 }
 

@@ -1,0 +1,396 @@
+//! Status write-back of `meridian agent --kubernetes`, against the stand-in API server
+//! ([`meridian_tests::kubeapi`]) with real agent, gateway and echo processes: the Gateway,
+//! its GatewayClass and its routes get the conditions the agent computes, written with
+//! server-side apply (Gateway, GatewayClass) or a resourceVersion-guarded merge patch that
+//! keeps other controllers' entries (routes' atomic `status.parents`); observedGeneration
+//! follows the spec, lastTransitionTime only moves on a status change, and nothing is
+//! rewritten while nothing changes.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use meridian_tests::http::{client, get_host, send_json};
+use meridian_tests::kubeapi::FakeKubeApi;
+use meridian_tests::wait::eventually;
+use meridian_tests::{Proc, ProcSpec};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::meridian_bin;
+
+const CONTROLLER: &str = "meridian.dev/gateway-controller";
+const OTHER_CONTROLLER: &str = "example.net/other-controller";
+
+fn route(name: &str, path: &str, backend: &str) -> Value {
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": "app"},
+        "spec": {
+            "parentRefs": [{"name": "gw"}, {"name": "elsewhere"}],
+            "hostnames": [format!("{name}.test")],
+            "rules": [{
+                "matches": [{"path": {"type": "PathPrefix", "value": path}}],
+                "backendRefs": [{"name": backend, "port": 8080}]
+            }]
+        }
+    })
+}
+
+/// The GatewayClass, Namespace, Gateway (HTTP on `port`), the echo Service and its
+/// EndpointSlice.
+fn base(api: &FakeKubeApi, port: u16, echo: SocketAddr) {
+    api.apply(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+        "metadata": {"name": "meridian"},
+        "spec": {"controllerName": CONTROLLER}
+    }));
+    api.apply(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+        "metadata": {"name": "other"},
+        "spec": {"controllerName": OTHER_CONTROLLER}
+    }));
+    api.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "app"}}));
+    api.apply(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+        "metadata": {"name": "gw", "namespace": "app"},
+        "spec": {
+            "gatewayClassName": "meridian",
+            "addresses": [{"type": "IPAddress", "value": "127.0.0.1"}],
+            "listeners": [{"name": "http", "port": port, "protocol": "HTTP"}]
+        }
+    }));
+    // Another controller's Gateway: the agent neither programs nor writes it.
+    api.apply(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+        "metadata": {"name": "elsewhere", "namespace": "app"},
+        "spec": {
+            "gatewayClassName": "other",
+            "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]
+        }
+    }));
+    api.apply(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "echo", "namespace": "app"},
+        "spec": {"ports": [{"name": "http", "port": 8080, "targetPort": echo.port()}]}
+    }));
+    api.apply(json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "echo-abcde", "namespace": "app",
+                     "labels": {"kubernetes.io/service-name": "echo"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
+        "ports": [{"name": "http", "port": echo.port()}]
+    }));
+}
+
+/// The condition of `type_` in a `conditions` list.
+fn condition<'a>(conditions: &'a Value, type_: &str) -> &'a Value {
+    conditions
+        .as_array()
+        .and_then(|list| list.iter().find(|c| c["type"] == type_))
+        .unwrap_or(&Value::Null)
+}
+
+/// The `status.parents` entry of `controller` for the Gateway `gateway`.
+fn parent<'a>(route: &'a Value, controller: &str, gateway: &str) -> &'a Value {
+    route["status"]["parents"]
+        .as_array()
+        .and_then(|list| {
+            list.iter()
+                .find(|p| p["controllerName"] == controller && p["parentRef"]["name"] == gateway)
+        })
+        .unwrap_or(&Value::Null)
+}
+
+/// Waits until the stored object `kind app/name` satisfies `check`; returns it.
+async fn stored(
+    api: &FakeKubeApi,
+    what: &str,
+    kind: &str,
+    name: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let namespace = if kind == "GatewayClass" { "" } else { "app" };
+    eventually(what, Duration::from_secs(20), || async {
+        match api.get(kind, namespace, name) {
+            Some(object) if check(&object) => Ok(object),
+            Some(object) => Err(format!("{object}")),
+            None => Err("no such object".to_string()),
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_writes_status_back_to_kubernetes() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = FakeKubeApi::start().await;
+    let kubeconfig = api.write_kubeconfig(dir.path());
+    let client = client();
+
+    let (_echo, ready) = Proc::start_ready(
+        ProcSpec::new(
+            "echo-1",
+            meridian_bin(),
+            dir.path(),
+            &["echo", "--listen", "127.0.0.1:0", "--name", "echo-1"],
+        ),
+        Duration::from_secs(20),
+    );
+    let echo: SocketAddr = ready["listen"].as_str().unwrap().parse().unwrap();
+    let port = meridian_tests::net::free_port("127.0.0.1".parse().unwrap());
+    let gateway = SocketAddr::from(([127, 0, 0, 1], port));
+    base(&api, port, echo);
+    // `web` also names another controller's Gateway, whose controller wrote its entry.
+    let mut web = route("web", "/", "echo");
+    web["status"] = json!({"parents": [{
+        "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                      "namespace": "app", "name": "elsewhere"},
+        "controllerName": OTHER_CONTROLLER,
+        "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted",
+                        "message": "", "observedGeneration": 1,
+                        "lastTransitionTime": "2020-01-01T00:00:00Z"}]
+    }]});
+    api.apply(web);
+    api.apply(route("broken", "/", "missing"));
+
+    let (_agent, ready) = Proc::start_ready(
+        ProcSpec::new(
+            "agent",
+            meridian_bin(),
+            dir.path(),
+            &[
+                "agent",
+                "--kubernetes",
+                "--kubeconfig",
+                kubeconfig.to_str().unwrap(),
+                "--cluster",
+                "east",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+            ],
+        ),
+        Duration::from_secs(30),
+    );
+    let grpc = format!("http://{}", ready["grpc"].as_str().unwrap());
+    let admin = format!("http://{}", ready["admin"].as_str().unwrap());
+    let (_gateway, _) = Proc::start_ready(
+        ProcSpec::new(
+            "gateway",
+            meridian_bin(),
+            dir.path(),
+            &[
+                "gateway",
+                "--agent",
+                &grpc,
+                "--gateway",
+                "app/gw",
+                "--instance",
+                "gw-1",
+            ],
+        ),
+        Duration::from_secs(30),
+    );
+    eventually("web.test is served", Duration::from_secs(20), || async {
+        match get_host(&client, gateway, "web.test", "/").await? {
+            (200, body) if body["pod"] == "echo-1" => Ok(()),
+            (status, body) => Err(format!("{status} {body}")),
+        }
+    })
+    .await;
+
+    // The Gateway: Accepted and Programmed for its generation, its listener with both
+    // routes attached (a route with a missing backend is still accepted), its address.
+    let gw = stored(&api, "the Gateway's status", "Gateway", "gw", |gw| {
+        condition(&gw["status"]["conditions"], "Programmed")["status"] == "True"
+            && gw["status"]["listeners"][0]["attachedRoutes"] == 2
+    })
+    .await;
+    let conditions = &gw["status"]["conditions"];
+    assert_eq!(gw["metadata"]["generation"], 1, "{gw}");
+    for type_ in ["Accepted", "Programmed"] {
+        let c = condition(conditions, type_);
+        assert_eq!(c["status"], "True", "{type_}: {gw}");
+        assert_eq!(c["reason"], type_, "{type_}: {gw}");
+        assert_eq!(c["observedGeneration"], 1, "{type_}: {gw}");
+        assert!(
+            c["lastTransitionTime"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z')),
+            "{gw}"
+        );
+    }
+    let listener = &gw["status"]["listeners"][0];
+    assert_eq!(listener["name"], "http", "{gw}");
+    assert_eq!(
+        listener["supportedKinds"],
+        json!([{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"},
+               {"group": "gateway.networking.k8s.io", "kind": "GRPCRoute"}]),
+        "{gw}"
+    );
+    assert_eq!(
+        condition(&listener["conditions"], "Accepted")["status"],
+        "True",
+        "{gw}"
+    );
+    assert_eq!(
+        gw["status"]["addresses"],
+        json!([{"type": "IPAddress", "value": "127.0.0.1"}]),
+        "{gw}"
+    );
+    // The other controller's Gateway is left alone.
+    let elsewhere = api.get("Gateway", "app", "elsewhere").unwrap();
+    assert!(elsewhere.get("status").is_none(), "{elsewhere}");
+
+    // The GatewayClass it owns is accepted; the other one is not touched.
+    let class = stored(
+        &api,
+        "the GatewayClass's status",
+        "GatewayClass",
+        "meridian",
+        |c| condition(&c["status"]["conditions"], "Accepted")["status"] == "True",
+    )
+    .await;
+    assert_eq!(
+        condition(&class["status"]["conditions"], "Accepted")["observedGeneration"],
+        1
+    );
+    assert!(
+        api.get("GatewayClass", "", "other")
+            .unwrap()
+            .get("status")
+            .is_none()
+    );
+
+    // The routes: our entry per parentRef to our Gateway, the other controller's entry kept.
+    let web = stored(&api, "web's status", "HTTPRoute", "web", |r| {
+        !parent(r, CONTROLLER, "gw").is_null()
+    })
+    .await;
+    let ours = parent(&web, CONTROLLER, "gw");
+    assert_eq!(
+        ours["parentRef"],
+        json!({"group": "gateway.networking.k8s.io", "kind": "Gateway",
+               "namespace": "app", "name": "gw"}),
+        "{web}"
+    );
+    for type_ in ["Accepted", "ResolvedRefs"] {
+        let c = condition(&ours["conditions"], type_);
+        assert_eq!(c["status"], "True", "{type_}: {web}");
+        assert_eq!(c["observedGeneration"], 1, "{type_}: {web}");
+    }
+    assert!(parent(&web, CONTROLLER, "elsewhere").is_null(), "{web}");
+    let theirs = parent(&web, OTHER_CONTROLLER, "elsewhere");
+    assert_eq!(
+        condition(&theirs["conditions"], "Accepted")["lastTransitionTime"],
+        "2020-01-01T00:00:00Z",
+        "the other controller's entry is kept: {web}"
+    );
+    let broken = stored(&api, "broken's status", "HTTPRoute", "broken", |r| {
+        !parent(r, CONTROLLER, "gw").is_null()
+    })
+    .await;
+    let resolved = condition(
+        &parent(&broken, CONTROLLER, "gw")["conditions"],
+        "ResolvedRefs",
+    );
+    assert_eq!(resolved["status"], "False", "{broken}");
+    assert_eq!(resolved["reason"], "BackendNotFound", "{broken}");
+
+    // How it was written: apply for the Gateway and GatewayClass, merge patches guarded by
+    // the resourceVersion for the routes, all as this cluster's agent.
+    let patches = api.patches();
+    assert!(
+        patches.iter().all(|p| p.code == 200 || p.code == 409),
+        "{patches:#?}"
+    );
+    for p in &patches {
+        assert_eq!(p.subresource, "status", "{p:?}");
+        assert_eq!(
+            p.field_manager.as_deref(),
+            Some("meridian-agent/east"),
+            "{p:?}"
+        );
+        match p.kind.as_str() {
+            "Gateway" | "GatewayClass" => {
+                assert_eq!(p.content_type, "application/apply-patch+yaml", "{p:?}");
+                assert!(p.force, "{p:?}");
+            }
+            _ => {
+                assert_eq!(p.content_type, "application/merge-patch+json", "{p:?}");
+                assert!(p.body["metadata"]["resourceVersion"].is_string(), "{p:?}");
+            }
+        }
+    }
+
+    // Quiet: the agent's own writes come back as MODIFIED events and cause no more writes.
+    let before = api.patches().len();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let quiet = api.patches();
+    assert_eq!(
+        quiet.len(),
+        before,
+        "rewrites while nothing changed: {:#?}",
+        &quiet[before..]
+    );
+
+    // A spec change (generation 2) moves observedGeneration; the unchanged condition keeps
+    // its lastTransitionTime.
+    let accepted_since = condition(&ours["conditions"], "Accepted")["lastTransitionTime"].clone();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut edited = route("web", "/v2", "echo");
+    edited["status"] = Value::Null;
+    api.apply(edited);
+    let web = stored(
+        &api,
+        "web's observedGeneration 2",
+        "HTTPRoute",
+        "web",
+        |r| {
+            condition(&parent(r, CONTROLLER, "gw")["conditions"], "Accepted")["observedGeneration"]
+                == 2
+        },
+    )
+    .await;
+    assert_eq!(web["metadata"]["generation"], 2, "{web}");
+    let accepted = condition(&parent(&web, CONTROLLER, "gw")["conditions"], "Accepted");
+    assert_eq!(accepted["lastTransitionTime"], accepted_since, "{web}");
+    assert!(
+        !parent(&web, OTHER_CONTROLLER, "elsewhere").is_null(),
+        "{web}"
+    );
+
+    // A status change moves lastTransitionTime: the broken route's backend appears.
+    let broken_since = resolved["lastTransitionTime"].clone();
+    api.apply(route("broken", "/", "echo"));
+    let broken = stored(&api, "broken resolves", "HTTPRoute", "broken", |r| {
+        condition(&parent(r, CONTROLLER, "gw")["conditions"], "ResolvedRefs")["status"] == "True"
+    })
+    .await;
+    let resolved = condition(
+        &parent(&broken, CONTROLLER, "gw")["conditions"],
+        "ResolvedRefs",
+    );
+    assert_eq!(resolved["reason"], "ResolvedRefs", "{broken}");
+    assert_ne!(resolved["lastTransitionTime"], broken_since, "{broken}");
+
+    // The writes are counted.
+    let (code, _) = send_json(&client, Method::GET, &format!("{admin}/status"), None)
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    let metrics = client
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("meridian_agent_status_writes_total{kind=\"Gateway\",result=\"ok\"}"),
+        "{metrics}"
+    );
+}
