@@ -867,4 +867,45 @@ fn the_kube_source_component_swaps_the_config_dir_for_kubernetes() {
             "the ClusterRole lacks {resource}: {text}"
         );
     }
+    // Status write-back: PATCH of the status subresources, and no write verb on anything
+    // else.
+    let rules = role.value["rules"].as_array().expect("rules");
+    let status_rule = rules
+        .iter()
+        .find(|rule| {
+            rule["resources"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r == "gateways/status"))
+        })
+        .unwrap_or_else(|| panic!("no rule for gateways/status: {text}"));
+    for resource in [
+        "gatewayclasses/status",
+        "httproutes/status",
+        "grpcroutes/status",
+        "tlsroutes/status",
+        "backendtlspolicies/status",
+    ] {
+        assert!(
+            status_rule["resources"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r == resource)),
+            "the status rule lacks {resource}: {text}"
+        );
+    }
+    for rule in rules {
+        let writes = rule["verbs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|verb| verb != "get" && verb != "list" && verb != "watch");
+        let status_only = rule["resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|r| r.as_str().is_some_and(|r| r.ends_with("/status")));
+        assert!(
+            !writes || status_only,
+            "a write verb outside status: {rule}"
+        );
+    }
 }
