@@ -9,6 +9,9 @@
 //! Gateway is never programmed from a half-listed cluster; the source contract of
 //! [`super::super`] holds unchanged.
 //!
+//! Objects are parsed without their `resourceVersion`, so a write that changes only
+//! `status` (the agent's own status write-back) is not a change of the unit.
+//!
 //! An object that fails parsing or validation is a problem (listed with the id as its
 //! source) and keeps its last good content, in a relist too.
 
@@ -265,6 +268,16 @@ fn parse(
     metrics: Option<&Metrics>,
 ) -> (String, Result<Arc<Vec<Object>>, Vec<Problem>>) {
     let id = unit_id(kind, &value);
+    let mut value = value;
+    // Every write moves the resourceVersion, the agent's own status writes included; without
+    // it, an object whose spec and metadata did not change parses equal and the index does
+    // not program everything again for it.
+    if let Some(metadata) = value
+        .get_mut("metadata")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        metadata.remove("resourceVersion");
+    }
     let (object, problems) = meridian_gwapi::parse_value(value, &Origin::new(id.clone(), None));
     if problems.is_empty() {
         count(metrics, "ok");

@@ -194,3 +194,19 @@ fn cluster_scoped_ids_have_no_namespace() {
         "Service/app/a"
     );
 }
+
+#[test]
+fn a_status_only_write_is_not_a_change() {
+    let mut store = listed();
+    // The agent's own status write: new resourceVersion and status, same spec.
+    let mut written = route("r", "/");
+    written["metadata"]["resourceVersion"] = json!("7");
+    written["status"] = json!({"parents": []});
+    let updates = store.on_watched("HTTPRoute", event(Event::Apply(written)));
+    assert_eq!(events(&updates), Vec::<String>::new());
+    // A spec change still is.
+    let mut changed = route("r", "/v2");
+    changed["metadata"]["resourceVersion"] = json!("8");
+    let updates = store.on_watched("HTTPRoute", event(Event::Apply(changed)));
+    assert_eq!(events(&updates), ["Apply HTTPRoute/app/r"]);
+}
