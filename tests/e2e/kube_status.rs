@@ -3,8 +3,8 @@
 //! its GatewayClass and its routes get the conditions the agent computes, written with
 //! server-side apply (Gateway, GatewayClass) or a resourceVersion-guarded merge patch that
 //! keeps other controllers' entries (routes' atomic `status.parents`); observedGeneration
-//! follows the spec, lastTransitionTime only moves on a status change, and nothing is
-//! rewritten while nothing changes.
+//! follows the spec, lastTransitionTime only moves on a status change, nothing is rewritten
+//! while nothing changes, and Meridian's route entries go with their Gateway.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -154,7 +154,7 @@ async fn the_agent_writes_status_back_to_kubernetes() {
     api.apply(web);
     api.apply(route("broken", "/", "missing"));
 
-    let (_agent, ready) = Proc::start_ready(
+    let (agent, ready) = Proc::start_ready(
         ProcSpec::new(
             "agent",
             meridian_bin(),
@@ -340,9 +340,7 @@ async fn the_agent_writes_status_back_to_kubernetes() {
     // its lastTransitionTime.
     let accepted_since = condition(&ours["conditions"], "Accepted")["lastTransitionTime"].clone();
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let mut edited = route("web", "/v2", "echo");
-    edited["status"] = Value::Null;
-    api.apply(edited);
+    api.apply(route("web", "/v2", "echo"));
     let web = stored(
         &api,
         "web's observedGeneration 2",
@@ -376,6 +374,21 @@ async fn the_agent_writes_status_back_to_kubernetes() {
     assert_eq!(resolved["reason"], "ResolvedRefs", "{broken}");
     assert_ne!(resolved["lastTransitionTime"], broken_since, "{broken}");
 
+    // The Gateway goes: Meridian's route entries for it go too, the other controller's stay.
+    assert!(api.delete("Gateway", "app", "gw"));
+    let web = stored(
+        &api,
+        "web loses Meridian's entry",
+        "HTTPRoute",
+        "web",
+        |r| parent(r, CONTROLLER, "gw").is_null(),
+    )
+    .await;
+    assert!(
+        !parent(&web, OTHER_CONTROLLER, "elsewhere").is_null(),
+        "{web}"
+    );
+
     // The writes are counted.
     let (code, _) = send_json(&client, Method::GET, &format!("{admin}/status"), None)
         .await
@@ -393,4 +406,8 @@ async fn the_agent_writes_status_back_to_kubernetes() {
         metrics.contains("meridian_agent_status_writes_total{kind=\"Gateway\",result=\"ok\"}"),
         "{metrics}"
     );
+    // Nothing else wrote to these objects, so no write conflicted or failed.
+    let log = std::fs::read_to_string(agent.spec().log_file()).unwrap_or_default();
+    assert!(!log.contains("status write failed"), "{log}");
+    assert!(log.contains("status written"), "{log}");
 }

@@ -15,8 +15,8 @@
 //! holds service-account tokens or other credentials (a certificate reference to a Secret of
 //! another type reads as "not found").
 //!
-//! With a status feed ([`KubeSource::with_status_feed`]), the metadata and `status` of the
-//! kinds the agent writes status to go to the status writer ([`crate::kube_status`]) as they
+//! With a status feed (`KubeSource::with_status_feed`), the metadata and `status` of the
+//! kinds the agent writes status to go to the status writer (`kube_status`) as they
 //! are watched: it compares what it would write with what the objects carry, and carries
 //! over `lastTransitionTime`s, without reading the API server itself.
 
