@@ -2,6 +2,7 @@
 //! ConfigDiscovery with ACK/NACK) or, standalone, by a directory of Gateway API YAML
 //! (`--config-dir DIR`), which it re-reads when files change.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -184,16 +185,27 @@ fn write_ready(args: &Args, handle: &GatewayHandle) -> anyhow::Result<()> {
 }
 
 /// Standalone mode's file source: re-reads the directory when a file's name, size or mtime
-/// changes, programs the chosen Gateway with `meridian_gwapi::program`, and applies it. A
-/// directory with unparsable files keeps the last good config (the problems are logged).
+/// changes, programs the chosen Gateway with `meridian_gwapi::program`, and applies it.
 ///
-/// (A poll loop over `meridian_gwapi::load_dir`; the agent crate's file source serves the
-/// same purpose for agents.)
+/// A file is the unit of change, as in the agent's directory source: a file with a problem
+/// (bad YAML, an object that fails validation) keeps its last good content while every other
+/// file's changes apply, so one tenant's broken route never freezes another's routes or
+/// endpoint updates. A file that never parsed cleanly contributes its valid documents (there
+/// is nothing older to keep). Problems are logged each time the directory is read.
 struct DirWatcher {
     dir: PathBuf,
     gateway: Option<ObjectKey>,
     fingerprint: Vec<(PathBuf, u64, Option<SystemTime>)>,
+    /// Each file's content in use: its last clean parse, else its valid documents.
+    files: BTreeMap<PathBuf, FileContent>,
     version: u64,
+}
+
+/// What one file contributes.
+struct FileContent {
+    objects: Vec<meridian_gwapi::Object>,
+    /// Whether `objects` is a clean parse (a later parse with problems keeps it).
+    clean: bool,
 }
 
 impl DirWatcher {
@@ -202,6 +214,7 @@ impl DirWatcher {
             dir,
             gateway,
             fingerprint: Vec::new(),
+            files: BTreeMap::new(),
             version: 0,
         }
     }
@@ -223,17 +236,63 @@ impl DirWatcher {
         self.scan() != self.fingerprint
     }
 
-    async fn reload(&mut self, handle: &GatewayHandle) {
-        self.fingerprint = self.scan();
-        let (objects, problems) = meridian_gwapi::load_dir(&self.dir);
-        if !problems.is_empty() {
+    /// Reads every file again and returns the objects in use, in file order; `None` when the
+    /// directory cannot be listed (a transient error must not remove everything).
+    fn read_files(&mut self) -> Option<Vec<meridian_gwapi::Object>> {
+        let paths = match meridian_gwapi::config_files(&self.dir) {
+            Ok(paths) => paths,
+            Err(error) => {
+                warn!(dir = %self.dir.display(), %error, "cannot read the config directory; keeping the last good config");
+                return None;
+            }
+        };
+        self.files.retain(|path, _| paths.contains(path));
+        for path in paths {
+            let (objects, problems) = meridian_gwapi::load_file(&path);
+            if problems.is_empty() {
+                self.files.insert(
+                    path,
+                    FileContent {
+                        objects,
+                        clean: true,
+                    },
+                );
+                continue;
+            }
             for problem in &problems {
                 warn!(%problem, "invalid configuration");
             }
-            if handle.config_version() > 0 {
-                warn!(n_problems = problems.len(), "keeping the last good config");
-                return;
+            match self.files.get(&path) {
+                Some(kept) if kept.clean => {
+                    warn!(file = %path.display(), "keeping the file's last good content");
+                }
+                _ => {
+                    self.files.insert(
+                        path,
+                        FileContent {
+                            objects,
+                            clean: false,
+                        },
+                    );
+                }
             }
+        }
+        Some(
+            self.files
+                .values()
+                .flat_map(|file| file.objects.iter().cloned())
+                .collect(),
+        )
+    }
+
+    async fn reload(&mut self, handle: &GatewayHandle) {
+        self.fingerprint = self.scan();
+        let Some(objects) = self.read_files() else {
+            return;
+        };
+        let (objects, problems) = meridian_gwapi::ObjectSet::from_objects(objects);
+        for problem in &problems {
+            warn!(%problem, "invalid configuration");
         }
         let gateways = meridian_gwapi::gateways(&objects);
         let gateway = match (&self.gateway, gateways.as_slice()) {

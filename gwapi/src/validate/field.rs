@@ -130,6 +130,23 @@ pub(crate) fn header_name(value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A header value the gateway can send (RFC 9110 §5.5 field-value, as the `http` crate
+/// accepts it): visible ASCII, spaces, tabs and obs-text; never CR, LF, NUL or other control
+/// characters, which would split the header or be refused when the gateway compiles the
+/// config (the CRD only bounds the length).
+pub(crate) fn header_value(value: &str) -> Result<(), String> {
+    match value
+        .bytes()
+        .find(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+    {
+        Some(bad) => Err(format!(
+            "contains the control character {:?}, which is not allowed in a header value",
+            char::from(bad)
+        )),
+        None => Ok(()),
+    }
+}
+
 /// A string of `min..=max` characters.
 pub(crate) fn length(value: &str, min: usize, max: usize) -> Result<(), String> {
     let n = value.chars().count();

@@ -231,7 +231,9 @@ fn header_modifier(
                     ),
                 ));
             }
-            if let Err(why) = field::length(&header.value, 1, 4096) {
+            if let Err(why) = field::length(&header.value, 1, 4096)
+                .and_then(|()| field::header_value(&header.value))
+            {
                 findings.push(Finding::new(format!("{item}.value"), why));
             }
             out.push((header.name.clone(), header.value.clone()));

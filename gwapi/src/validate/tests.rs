@@ -76,6 +76,8 @@ fn every_rule_level_rule_is_enforced() {
             "spec.rules[0].filters[0].requestRedirect: must not be set when type is RequestHeaderModifier (it belongs to type RequestRedirect)",
             "spec.rules[0].filters[0].requestHeaderModifier: must be set when type is RequestHeaderModifier",
         ]),
+        ("{filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x, value: \"a\\r\\nInjected: 1\"}]}}]}".into(), &["spec.rules[0].filters[0].requestHeaderModifier.set[0].value: contains the control character '\\r', which is not allowed in a header value"]),
+        ("{filters: [{type: ResponseHeaderModifier, responseHeaderModifier: {add: [{name: x, value: \"a\\u0000\"}]}}]}".into(), &["spec.rules[0].filters[0].responseHeaderModifier.add[0].value: contains the control character '\\0', which is not allowed in a header value"]),
         ("{filters: [{type: Rewrite}]}".into(), &["spec.rules[0].filters[0].type: unsupported value \"Rewrite\" (supported: RequestHeaderModifier, ResponseHeaderModifier, RequestMirror, RequestRedirect, URLRewrite, CORS, ExtensionRef, ExternalAuth)"]),
         ("{filters: [{type: ExtensionRef, extensionRef: {group: example.com, kind: Foo, name: f}}]}".into(), &["spec.rules[0].filters[0].type: filter type ExtensionRef is not supported by Meridian"]),
         (format!("{{filters: [{{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: a, value: b}}]}}}}, {{type: RequestHeaderModifier, requestHeaderModifier: {{remove: [c]}}}}], {backend}}}"), &["spec.rules[0].filters[1].type: a RequestHeaderModifier filter may appear at most once in a filter list"]),
