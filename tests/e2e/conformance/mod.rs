@@ -12,5 +12,6 @@ mod frontend_mtls_tests;
 mod grpc_tests;
 mod harness;
 mod http_tests;
+mod request_target_tests;
 mod session_tests;
 mod tls_tests;
