@@ -30,7 +30,9 @@ pub async fn negotiated_alpn(
     Ok(tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec))
 }
 
-async fn connect_offering(
+/// A TLS connection to `addr` with SNI `name`, trusting only `trusted`, offering `offer` by
+/// ALPN (for tests that speak a protocol over it themselves, such as raw HTTP/2).
+pub async fn connect_offering(
     addr: SocketAddr,
     name: &str,
     trusted: &CertificateDer<'static>,

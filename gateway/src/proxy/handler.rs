@@ -1,11 +1,12 @@
-//! The request entry point: listener selection (isolation, 421), route lookup (404 /
-//! gRPC Unimplemented), then forwarding; records metrics and the access log.
+//! The request entry point: the request target's checks and normal form (400, see
+//! [`super::target`]), listener selection (isolation, 421), route lookup (404 / gRPC
+//! Unimplemented), then forwarding; records metrics and the access log (client-supplied host
+//! and path with `Debug` formatting, quoted and escaped, so they cannot forge other fields).
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::uri::Authority;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tracing::info;
 
@@ -13,20 +14,39 @@ use super::answer;
 use super::body::ProxyBody;
 use super::forward::{self, Matched};
 use super::server::ConnCtx;
+use super::target;
 use crate::metrics::StatusLabels;
 use crate::route::grpc::is_grpc_request;
 use crate::route::host::normalize_host;
 use crate::route::matcher::{PathMatcher, RequestView};
 
 /// Handles one request.
-pub(crate) async fn handle(ctx: Arc<ConnCtx>, request: Request<Incoming>) -> Response<ProxyBody> {
+pub(crate) async fn handle(
+    ctx: Arc<ConnCtx>,
+    mut request: Request<Incoming>,
+) -> Response<ProxyBody> {
     let start = Instant::now();
     let table = ctx.port.table.load_full();
-    // The request moves into `forward` while the host is still needed: keep a shared handle
-    // on the bytes (a reference count) instead of copying them into a `String`.
-    let authority = match request.uri().authority() {
-        Some(authority) => HostSource::Authority(authority.clone()),
-        None => HostSource::Header(request.headers().get(http::header::HOST).cloned()),
+    // The request moves into `forward` while the host is still needed: `prepare` keeps a
+    // shared handle on the bytes (a reference count) instead of copying them into a `String`.
+    // From here on the request's Host is the routing authority and its path is normalized.
+    let authority = match target::prepare(&mut request) {
+        Ok(authority) => authority,
+        Err(error) => {
+            let host = request
+                .headers()
+                .get(http::header::HOST)
+                .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+                .unwrap_or_default();
+            let grpc = is_grpc_request(request.headers());
+            return unmatched(
+                &ctx,
+                &request,
+                &host,
+                start,
+                answer::failure(grpc, StatusCode::BAD_REQUEST, error.answer_text()),
+            );
+        }
     };
     let host = normalize_host(authority.as_str());
     let grpc = is_grpc_request(request.headers());
@@ -100,8 +120,8 @@ pub(crate) async fn handle(ctx: Arc<ConnCtx>, request: Request<Incoming>) -> Res
             target: "access",
             remote = %ctx.remote,
             method = %method,
-            host = %host,
-            path = %path,
+            host = ?host,
+            path = ?path,
             status = status.as_u16(),
             route = %rule.route,
             rule = rule.rule_index,
@@ -111,21 +131,6 @@ pub(crate) async fn handle(ctx: Arc<ConnCtx>, request: Request<Incoming>) -> Res
         );
     }
     outcome.response
-}
-
-/// Where the request's host came from (`:authority`/absolute URI, or the `Host` header).
-enum HostSource {
-    Authority(Authority),
-    Header(Option<HeaderValue>),
-}
-
-impl HostSource {
-    fn as_str(&self) -> &str {
-        match self {
-            Self::Authority(authority) => authority.as_str(),
-            Self::Header(value) => value.as_ref().and_then(|h| h.to_str().ok()).unwrap_or(""),
-        }
-    }
 }
 
 fn unmatched(
@@ -145,8 +150,8 @@ fn unmatched(
         target: "access",
         remote = %ctx.remote,
         method = %request.method(),
-        host = %host,
-        path = %request.uri().path(),
+        host = ?host,
+        path = ?request.uri().path(),
         status,
         route = "-",
         micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),

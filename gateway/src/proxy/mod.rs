@@ -1,6 +1,7 @@
 //! The data path: accept loops and connection serving ([`server`]), the request pipeline
 //! ([`handler`]), upstream forwarding with timeouts and retries ([`forward`]), locally
-//! generated answers ([`answer`]), TLS passthrough ([`passthrough`]), TLSRoute termination
+//! generated answers ([`answer`]), the request target's checks and normal form ([`target`]),
+//! TLS passthrough ([`passthrough`]), TLSRoute termination
 //! ([`terminate`]) and body types ([`body`]).
 //!
 //! Life of a request:
@@ -8,7 +9,11 @@
 //!    (SNI), then either pass the raw stream to a TLSRoute backend or terminate TLS with the
 //!    certificate chosen by SNI; hyper serves HTTP/1.1 or HTTP/2 (h2c prior knowledge or ALPN).
 //! 2. `handler`: each request loads the port's current table (one `ArcSwap` load: requests pick
-//!    up a new config as soon as it is swapped in, and keep their snapshot until they finish),
+//!    up a new config as soon as it is swapped in, and keep their snapshot until they finish);
+//!    `target` checks the host fields (400 for none on HTTP/1.1, two, an invalid one, or an
+//!    HTTP/2 `host` against `:authority`), makes the routing authority the `Host` the backend
+//!    will see, and normalizes the path (400 for an invalid escape), so routing, filters and
+//!    the backend all see one path and one host; then `handler`
 //!    selects the single most specific listener for the Host (listener isolation; 404 if none;
 //!    421 if TLS SNI chose another listener), then the winning route match (404 if none).
 //! 3. `forward`: CORS preflight and redirects answer locally; otherwise header modifiers and
@@ -28,4 +33,5 @@ pub(crate) mod passthrough;
 pub(crate) mod server;
 pub(crate) mod shards;
 pub(crate) mod splice;
+pub(crate) mod target;
 pub(crate) mod terminate;

@@ -1118,11 +1118,11 @@ fn compile_match(m: &HttpRouteMatch) -> Result<RequestMatcher, String> {
     let path = match &m.path {
         PathMatch::Exact(p) => {
             check_path(p)?;
-            PathMatcher::Exact(p.as_str().into())
+            PathMatcher::Exact(normal_config_path(p).into())
         }
         PathMatch::Prefix(p) => {
             check_path(p)?;
-            PathMatcher::prefix(p)
+            PathMatcher::prefix(&normal_config_path(p))
         }
         PathMatch::RegularExpression(r) => PathMatcher::Regex(
             anchored_regex(r)
@@ -1176,6 +1176,14 @@ fn compile_value(v: &StringMatch) -> Result<ValueMatcher, String> {
             .map(ValueMatcher::Regex)
             .map_err(|e| format!("invalid regular expression {r:?}: {e}")),
     }
+}
+
+/// A configured Exact or PathPrefix value in the form request paths are matched in (see
+/// [`super::path`]), so `/%7Euser` in a route matches a request for `/~user`. A value that
+/// cannot be normalized is kept as written: it never matches, since a request path with the
+/// same flaw is refused before routing.
+fn normal_config_path(path: &str) -> std::borrow::Cow<'_, str> {
+    super::path::normalize_path(path).unwrap_or(std::borrow::Cow::Borrowed(path))
 }
 
 fn check_path(path: &str) -> Result<(), String> {

@@ -145,6 +145,76 @@ pub(crate) fn normalize_host(authority: &str) -> Cow<'_, str> {
     }
 }
 
+/// Whether `value` is a valid authority without userinfo, `uri-host [ ":" port ]` (RFC 3986
+/// §3.2), the form a `Host` header must have (RFC 9110 §7.2): a reg-name (unreserved,
+/// sub-delims, `%XX`) or an IP literal in brackets, then an optional port of digits. Spaces,
+/// control characters, `@`, a second `:` or a stray `%` make it invalid. Empty is valid (RFC
+/// 9112 §3.2: a target without an authority is sent with an empty `Host`).
+pub(crate) fn is_valid_authority(value: &[u8]) -> bool {
+    let (host_ok, rest) = if let Some(literal) = value.strip_prefix(b"[") {
+        let Some(close) = literal.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let address = &literal[..close];
+        // IPv6 (and dotted IPv4 in its last part); IPvFuture and zone identifiers are not
+        // names any listener could carry.
+        let ok = !address.is_empty()
+            && address
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+        (ok, &literal[close + 1..])
+    } else {
+        let end = value.iter().position(|&b| b == b':').unwrap_or(value.len());
+        (is_reg_name(&value[..end]), &value[end..])
+    };
+    let port_ok = match rest {
+        [] => true,
+        [b':', port @ ..] => port.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    host_ok && port_ok
+}
+
+/// RFC 3986 `reg-name`: unreserved, sub-delims and complete `%XX` escapes.
+fn is_reg_name(name: &[u8]) -> bool {
+    let mut i = 0;
+    while i < name.len() {
+        let byte = name[i];
+        if byte == b'%' {
+            let escape_ok = name.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && name.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
+            if !escape_ok {
+                return false;
+            }
+            i += 3;
+            continue;
+        }
+        let allowed = byte.is_ascii_alphanumeric()
+            || matches!(
+                byte,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            );
+        if !allowed {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,5 +272,36 @@ mod tests {
         assert_eq!(got, ["*.example.com", ""]);
         let got: Vec<_> = index.candidates("example.com").copied().collect();
         assert_eq!(got, [""]);
+    }
+
+    #[test]
+    fn authorities_are_validated() {
+        for (value, want) in [
+            ("example.com", true),
+            ("Example.COM:8080", true),
+            ("a.example.com:", true),
+            ("", true),
+            ("127.0.0.1:80", true),
+            ("[::1]", true),
+            ("[::1]:8443", true),
+            ("[2001:db8::ffff:1.2.3.4]:1", true),
+            ("xn--bcher-kva.example", true),
+            ("%41.example", true),
+            ("x status=200 route=infra/admin", false),
+            ("a.example.com\tb", false),
+            ("a.example.com\r\nx: y", false),
+            ("user@a.example.com", false),
+            ("a.example.com:80:90", false),
+            ("a.example.com:8o", false),
+            ("a\"b", false),
+            ("a/b", false),
+            ("%4", false),
+            ("[::1", false),
+            ("[]", false),
+            ("[::1]x", false),
+            ("[fe80::1%25eth0]", false),
+        ] {
+            assert_eq!(is_valid_authority(value.as_bytes()), want, "{value:?}");
+        }
     }
 }

@@ -10,6 +10,7 @@ pub(crate) mod compile;
 pub(crate) mod grpc;
 pub(crate) mod host;
 pub(crate) mod matcher;
+pub(crate) mod path;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

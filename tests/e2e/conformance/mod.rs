@@ -13,5 +13,6 @@ mod grpc_tests;
 mod harness;
 mod http_tests;
 mod reload_tests;
+mod request_target_tests;
 mod session_tests;
 mod tls_tests;
