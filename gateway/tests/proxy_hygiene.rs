@@ -394,6 +394,48 @@ async fn get_with_a_chunked_body_forwards_the_body() {
     );
 }
 
+/// A request body of unknown length (its size hint says nothing).
+struct Chunks(std::collections::VecDeque<bytes::Bytes>);
+
+impl hyper::body::Body for Chunks {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+#[tokio::test]
+async fn http2_get_with_data_frames_forwards_the_body() {
+    let mut raw = raw_backend(|_| reply(OK_EMPTY)).await;
+    let (_gw, port) = serve("h2body", raw.addr, vec![]).await;
+    let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    // DATA frames and no content-length: the gateway cannot know the length up front.
+    let body = Chunks(vec!["hello".into(), " world".into()].into());
+    let request = http::Request::get(format!("http://x.example:{port}/search"))
+        .body(body)
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let forwarded = raw.next_request().await;
+    let body = &forwarded[forwarded.find("\r\n\r\n").unwrap() + 4..];
+    assert!(
+        body.contains("hello") && body.contains(" world"),
+        "{forwarded:?}"
+    );
+}
+
 #[tokio::test]
 async fn client_body_errors_are_bad_requests_not_upstream_failures() {
     let raw = raw_backend(|_| reply(OK_EMPTY)).await;
