@@ -26,6 +26,7 @@ const BUCKETS: [f64; 14] = [
 pub(crate) struct GatewayMetrics {
     route_requests: Family<RouteClassLabels, Counter>,
     route_latency: Family<RouteLabels, AtomicHistogram>,
+    route_aborted: Family<RouteLabels, Counter>,
     backend_requests: Family<BackendClassLabels, Counter>,
     backend_errors: Family<BackendLabels, Counter>,
     /// Requests that matched no listener or route, by status.
@@ -45,6 +46,8 @@ pub(crate) struct GatewayMetrics {
 pub(crate) struct RouteMetrics {
     by_class: [Counter; 5],
     latency: AtomicHistogram,
+    /// Responses whose body was cut short after the head went out.
+    aborted: Counter,
 }
 
 /// Handles for one backend: upstream responses by status class and transport errors.
@@ -124,6 +127,7 @@ impl GatewayMetrics {
         let this = Self {
             route_requests: Family::default(),
             route_latency: Family::default(),
+            route_aborted: Family::default(),
             backend_requests: Family::default(),
             backend_errors: Family::default(),
             unmatched: Family::default(),
@@ -142,6 +146,12 @@ impl GatewayMetrics {
             "route_request_duration_seconds",
             "Time from request head to response head per route rule",
             this.route_latency.clone(),
+        );
+        registry.register(
+            "route_aborted_responses",
+            "Responses per route rule whose body was cut short after the status was sent \
+             (upstream closed or reset midway, timeout); also counted by status class",
+            this.route_aborted.clone(),
         );
         registry.register(
             "backend_requests",
@@ -193,14 +203,17 @@ impl GatewayMetrics {
                 })
                 .clone()
         });
-        let latency = self
-            .route_latency
-            .get_or_create(&RouteLabels {
-                route: route.to_string(),
-                rule,
-            })
-            .clone();
-        RouteMetrics { by_class, latency }
+        let labels = RouteLabels {
+            route: route.to_string(),
+            rule,
+        };
+        let latency = self.route_latency.get_or_create(&labels).clone();
+        let aborted = self.route_aborted.get_or_create(&labels).clone();
+        RouteMetrics {
+            by_class,
+            latency,
+            aborted,
+        }
     }
 
     /// Handles for one backend.
@@ -237,6 +250,11 @@ impl RouteMetrics {
         }
         self.latency.observe(elapsed);
     }
+
+    /// Records a response whose body was cut short after its status went out.
+    pub(crate) fn record_aborted(&self) {
+        self.aborted.inc();
+    }
 }
 
 // === impl BackendMetrics ===
@@ -251,6 +269,12 @@ impl BackendMetrics {
 
     /// Records one transport failure.
     pub(crate) fn record_error(&self) {
+        self.errors.inc();
+    }
+
+    /// Records a response body that failed midway (the upstream closed or reset the
+    /// connection, or a timeout cut it): a transport failure too.
+    pub(crate) fn record_body_error(&self) {
         self.errors.inc();
     }
 }

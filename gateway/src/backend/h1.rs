@@ -173,7 +173,13 @@ impl H1Conn {
             }
             self.read_buf.reserve(READ_CHUNK);
             match self.stream.read_buf(&mut self.read_buf).await {
-                Ok(0) => return Err(H1Error::Protocol("connection closed before the response")),
+                // A connection error (like a reset), not a malformed response.
+                Ok(0) => {
+                    return Err(H1Error::Io(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed before the response",
+                    )));
+                }
                 Ok(_) => {}
                 Err(error) => return Err(H1Error::Io(error)),
             }
@@ -489,8 +495,11 @@ fn parse_response(buf: &mut BytesMut, is_head: bool) -> Result<Option<ResponseSt
             Err(_) => return Err(H1Error::Protocol("malformed response head")),
         };
         let code = response.code.unwrap_or(0);
-        let status =
-            StatusCode::from_u16(code).map_err(|_| H1Error::Protocol("invalid status code"))?;
+        // `StatusCode` takes any three digits; HTTP defines 100-599 (RFC 9110 §15).
+        let status = StatusCode::from_u16(code)
+            .ok()
+            .filter(|status| status.as_u16() <= 599)
+            .ok_or(H1Error::Protocol("invalid status code"))?;
         if status.is_informational() {
             if status == StatusCode::SWITCHING_PROTOCOLS {
                 return Err(H1Error::Protocol(

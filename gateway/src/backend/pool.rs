@@ -114,6 +114,51 @@ pub(crate) enum UpstreamError {
         /// What went wrong.
         source: H1Error,
     },
+    /// The response's status code is outside 100-599 (RFC 9110 §15).
+    #[error("upstream {addr}: invalid status code {status}")]
+    InvalidStatus {
+        /// Endpoint.
+        addr: SocketAddr,
+        /// The code received.
+        status: u16,
+    },
+}
+
+/// What an [`UpstreamError`] means for the answer to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FailureKind {
+    /// No usable connection, or it went away before a response (connect, TLS, reset, close):
+    /// 503, as Gateway API conformance expects for connection errors.
+    Connection,
+    /// The backend answered something that is not a valid HTTP response: 502 (RFC 9110
+    /// §15.6.3).
+    InvalidResponse,
+    /// The client's own request body failed while it was being sent: 400, and not the
+    /// backend's fault.
+    RequestBody,
+}
+
+impl UpstreamError {
+    /// How the failure is answered and counted.
+    pub(crate) fn kind(&self) -> FailureKind {
+        match self {
+            Self::Http { source, .. } => {
+                if crate::proxy::body::is_client_body_error(source) {
+                    FailureKind::RequestBody
+                } else if source.is_parse() {
+                    FailureKind::InvalidResponse
+                } else {
+                    FailureKind::Connection
+                }
+            }
+            Self::Lean {
+                source: H1Error::Protocol(_),
+                ..
+            }
+            | Self::InvalidStatus { .. } => FailureKind::InvalidResponse,
+            _ => FailureKind::Connection,
+        }
+    }
 }
 
 // === impl EndpointPool ===
@@ -248,6 +293,7 @@ impl EndpointPool {
         self: &Arc<Self>,
         mut request: Request<ReqBody>,
     ) -> Result<Response<ProxyBody>, UpstreamError> {
+        frame_unknown_length(&mut request);
         while let Some(mut sender) = self.checkout_idle().await {
             match sender.try_send_request(request).await {
                 Ok(response) => return Ok(self.wrap_h1(response, sender)),
@@ -449,6 +495,24 @@ impl EndpointPool {
             addr: self.addr,
             source,
         }
+    }
+}
+
+/// hyper's HTTP/1.1 client sends a `GET` or `HEAD` whose body length it does not know (the
+/// client's body was chunked, or HTTP/2 DATA without `content-length`) as no body at all:
+/// asking for chunked framing explicitly makes it forward the body.
+fn frame_unknown_length(request: &mut Request<ReqBody>) {
+    use hyper::body::Body;
+    let method = request.method();
+    if (method == http::Method::GET || method == http::Method::HEAD)
+        && !request.body().is_end_stream()
+        && request.body().size_hint().exact().is_none()
+        && !request.headers().contains_key(http::header::CONTENT_LENGTH)
+    {
+        request.headers_mut().insert(
+            http::header::TRANSFER_ENCODING,
+            http::HeaderValue::from_static("chunked"),
+        );
     }
 }
 

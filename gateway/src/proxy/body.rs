@@ -3,6 +3,7 @@
 //! answer, or the upstream body, which hands its keep-alive connection back to the pool when it
 //! ends).
 
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -11,8 +12,10 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::backend::ServiceBackend;
 use crate::backend::h1::{BodyEvent, BodyReader};
 use crate::backend::pool::{EndpointPool, PoolReturn};
+use crate::route::Rule;
 
 /// Errors of a response body (hyper's, or the lean client's I/O errors).
 pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -23,6 +26,60 @@ pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug, thiserror::Error)]
 #[error("the request or backendRequest timeout ran out while the response body was streaming")]
 pub(crate) struct RequestTimedOut;
+
+/// Reading the client's request body failed (a malformed chunk, the client gone midway).
+/// [`ReqBody`] wraps the error in this type so that the upstream client's error, which carries
+/// it as its cause, tells a client fault (400) from an upstream one.
+#[derive(Debug, thiserror::Error)]
+#[error("reading the request body: {0}")]
+pub(crate) struct ClientBodyError(#[source] pub(crate) hyper::Error);
+
+/// Whether `error` (or one of its causes) is a [`ClientBodyError`].
+pub(crate) fn is_client_body_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if error.is::<ClientBodyError>() {
+            return true;
+        }
+        current = error.source();
+    }
+    false
+}
+
+/// What an upstream response body that ends early is recorded against: the access log and
+/// metrics are written when the response head goes out, so a body cut short afterwards (the
+/// upstream closed or reset midway, a timeout ran out) is recorded when it happens.
+#[derive(Debug)]
+pub(crate) struct AbortWatch {
+    /// The rule that served the request.
+    pub(crate) rule: Arc<Rule>,
+    /// The backend the body came from.
+    pub(crate) backend: Arc<ServiceBackend>,
+    /// The client.
+    pub(crate) remote: SocketAddr,
+    /// The status already sent.
+    pub(crate) status: u16,
+}
+
+impl AbortWatch {
+    fn record(self, error: &BodyError) {
+        self.backend.metrics.record_body_error();
+        // The rule's handles exist by now: the handler records the head before the body flows.
+        if let Some(metrics) = self.rule.metrics.get() {
+            metrics.record_aborted();
+        }
+        tracing::info!(
+            target: "access",
+            remote = %self.remote,
+            status = self.status,
+            route = %self.rule.route,
+            rule = self.rule.rule_index,
+            backend = %self.backend.name,
+            outcome = "aborted",
+            error = %error,
+        );
+    }
+}
 
 /// A request body sent upstream.
 #[derive(Debug)]
@@ -40,6 +97,9 @@ pub(crate) struct ProxyBody {
     /// When the route's request timeout ends the whole exchange, body included (boxed: only
     /// routes with a timeout pay for the timer).
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Records the response as aborted if the body fails (set for upstream bodies that are
+    /// still streaming when the head goes out).
+    watch: Option<AbortWatch>,
 }
 
 #[derive(Debug)]
@@ -73,14 +133,16 @@ impl ReqBody {
 
 impl Body for ReqBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ClientBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
         match self.get_mut() {
-            Self::Incoming(body) => Pin::new(body).poll_frame(cx),
+            Self::Incoming(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|result| result.map_err(ClientBodyError))),
             Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         }
     }
@@ -108,6 +170,7 @@ impl ProxyBody {
         Self {
             kind: Kind::Full(None),
             deadline: None,
+            watch: None,
         }
     }
 
@@ -117,6 +180,7 @@ impl ProxyBody {
         Self {
             kind: Kind::Full(if bytes.is_empty() { None } else { Some(bytes) }),
             deadline: None,
+            watch: None,
         }
     }
 
@@ -125,6 +189,7 @@ impl ProxyBody {
         let mut this = Self {
             kind: Kind::Upstream { body, pool_return },
             deadline: None,
+            watch: None,
         };
         this.release_if_done();
         this
@@ -138,6 +203,7 @@ impl ProxyBody {
                 pool,
             },
             deadline: None,
+            watch: None,
         }
     }
 
@@ -154,6 +220,22 @@ impl ProxyBody {
             }
         }
         self
+    }
+
+    /// Whether the body still has to come from upstream (and so can fail midway); a body
+    /// already complete in memory (a local answer, a small response the lean client read
+    /// whole) cannot.
+    pub(crate) fn is_streaming(&self) -> bool {
+        match &self.kind {
+            Kind::Full(_) => false,
+            Kind::Upstream { body, .. } => !body.is_end_stream(),
+            Kind::Lean { reader, .. } => !reader.is_done(),
+        }
+    }
+
+    /// Records the response as aborted (access log, metrics) if the body fails from here on.
+    pub(crate) fn watch(&mut self, watch: AbortWatch) {
+        self.watch = Some(watch);
     }
 
     /// Hands the connection back as soon as the upstream body is complete: hyper's server stops
@@ -190,11 +272,23 @@ impl Body for ProxyBody {
                 // Dropping the upstream side closes its connection.
                 this.kind = Kind::Full(None);
                 this.deadline = None;
-                Poll::Ready(Some(Err(Box::new(RequestTimedOut))))
+                let error: BodyError = Box::new(RequestTimedOut);
+                if let Some(watch) = this.watch.take() {
+                    watch.record(&error);
+                }
+                Poll::Ready(Some(Err(error)))
             }
-            Poll::Ready(None | Some(Err(_))) => {
+            Poll::Ready(None) => {
                 this.deadline = None;
+                this.watch = None;
                 polled
+            }
+            Poll::Ready(Some(Err(error))) => {
+                this.deadline = None;
+                if let Some(watch) = this.watch.take() {
+                    watch.record(&error);
+                }
+                Poll::Ready(Some(Err(error)))
             }
             Poll::Ready(Some(Ok(_))) => polled,
         }

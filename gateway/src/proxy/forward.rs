@@ -10,16 +10,16 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use meridian_proto::model::gateway::AppProtocol;
 use tracing::debug;
 
 use super::answer;
-use super::body::{CollectError, ProxyBody, ReqBody, collect_limited};
+use super::body::{AbortWatch, CollectError, ProxyBody, ReqBody, collect_limited};
 use super::server::ConnCtx;
-use crate::backend::pool::{EndpointPool, UpstreamError};
+use crate::backend::pool::{EndpointPool, FailureKind, UpstreamError};
 use crate::backend::session;
 use crate::backend::{BackendTarget, ServiceBackend};
 use crate::filter::cors::CorsPolicy;
@@ -60,6 +60,8 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// The h2c upgrade's settings field (RFC 7540 §3.2; h2c upgrades are obsolete, RFC 9113 §3.1).
+static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 /// Runs the rule for one request.
 pub(crate) async fn process(
@@ -73,6 +75,18 @@ pub(crate) async fn process(
     let rule = &**matched.rule;
     let grpc = rule.grpc;
     let filters = &rule.filters;
+
+    // The gateway does not open CONNECT tunnels; forwarding the request would ask the backend
+    // to (RFC 9110 §9.3.6).
+    if request.method() == Method::CONNECT {
+        let mut response =
+            answer::error(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
+        response.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE"),
+        );
+        return local(response);
+    }
 
     if let Some(cors) = &filters.cors
         && CorsPolicy::is_preflight(request.method(), request.headers())
@@ -99,8 +113,15 @@ pub(crate) async fn process(
     }
 
     let (mut parts, body) = request.into_parts();
+    // Hop-by-hop fields are the client's (RFC 9110 §7.6.1): they go before filters and the
+    // gateway's own fields are added, so the client's `Connection` cannot name those.
+    let mut scan = HeaderScan::of(&parts.headers);
+    let upgrade_to = requested_upgrade(&parts, scan);
+    strip_request_hop_by_hop(&mut parts.headers, &mut scan);
+    let mut modified = false;
     if let Some(modifier) = &filters.request_headers {
         modifier.apply(&mut parts.headers);
+        modified = true;
     }
     let mut target = UpstreamTarget {
         path: None,
@@ -173,15 +194,28 @@ pub(crate) async fn process(
     }
     if let Some(modifier) = &choice.filters.request_headers {
         modifier.apply(&mut parts.headers);
+        modified = true;
     }
     if let Some(rewrite) = &choice.filters.rewrite {
         target.apply(rewrite, &parts.uri, matched.matched_prefix);
     }
+    if modified {
+        scan.forwarded_for = parts.headers.contains_key(&X_FORWARDED_FOR);
+        scan.host = parts.headers.contains_key(header::HOST);
+    }
 
-    let scan = HeaderScan::of(&parts.headers);
-    if is_upgrade(&parts, scan) {
+    if let Some(upgrade_to) = upgrade_to {
         let pinned = pinned.map(|pinned| pinned.endpoint);
-        let response = upgrade(ctx, service, pinned, parts, body, &target).await;
+        let response = upgrade(
+            ctx,
+            service,
+            pinned,
+            (parts, body),
+            scan,
+            upgrade_to,
+            &target,
+        )
+        .await;
         return Outcome {
             response,
             backend: backend_name,
@@ -295,6 +329,17 @@ pub(crate) async fn process(
                 response = response.map(|body| body.with_deadline(deadline.into()));
             }
             service.metrics.record_status(response.status().as_u16());
+            // A body still streaming can fail after the head is logged: record that then
+            // (two reference counts; nothing for a body already read whole).
+            if response.body().is_streaming() {
+                let watch = AbortWatch {
+                    rule: Arc::clone(matched.rule),
+                    backend: Arc::clone(service),
+                    remote: ctx.remote,
+                    status: response.status().as_u16(),
+                };
+                response.body_mut().watch(watch);
+            }
             strip_response_headers(response.headers_mut());
             if let Some(modifier) = &choice.filters.response_headers {
                 modifier.apply(response.headers_mut());
@@ -320,17 +365,35 @@ pub(crate) async fn process(
         ),
         Err(Failure::Upstream(error)) => {
             debug!(%error, "upstream failed");
-            answer::failure(
-                grpc,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "upstream connection failed\n",
-            )
+            failure_answer(grpc, &error)
         }
     };
     Outcome {
         response,
         backend: backend_name,
         attempts,
+    }
+}
+
+/// The answer for a failed exchange: the client's own body failing is its fault (400), a
+/// backend that answered nonsense is a bad gateway (502), no usable connection 503.
+fn failure_answer(grpc: bool, error: &UpstreamError) -> Response<ProxyBody> {
+    match error.kind() {
+        FailureKind::RequestBody => answer::failure(
+            grpc,
+            StatusCode::BAD_REQUEST,
+            "reading the request body failed\n",
+        ),
+        FailureKind::InvalidResponse => answer::failure(
+            grpc,
+            StatusCode::BAD_GATEWAY,
+            "invalid response from the upstream\n",
+        ),
+        FailureKind::Connection => answer::failure(
+            grpc,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream connection failed\n",
+        ),
     }
 }
 
@@ -541,6 +604,8 @@ async fn exchange<'a>(
         let result = send_once(endpoint, request, rule.backend_timeout).await;
         let retryable = match &result {
             Ok(response) => retry.is_some_and(|r| r.codes.contains(&response.status().as_u16())),
+            // Not the backend's failure, and the body cannot be sent again.
+            Err(Failure::Upstream(error)) if error.kind() == FailureKind::RequestBody => false,
             Err(Failure::Upstream(_)) => {
                 service.metrics.record_error();
                 retry.is_some()
@@ -573,13 +638,24 @@ async fn send_once(
     request: Request<ReqBody>,
     timeout: Option<Duration>,
 ) -> Result<Response<ProxyBody>, Failure> {
-    match timeout {
+    let response = match timeout {
         Some(timeout) => match tokio::time::timeout(timeout, endpoint.send(request)).await {
-            Ok(result) => result.map_err(Failure::Upstream),
-            Err(_) => Err(Failure::Timeout),
+            Ok(result) => result.map_err(Failure::Upstream)?,
+            Err(_) => return Err(Failure::Timeout),
         },
-        None => endpoint.send(request).await.map_err(Failure::Upstream),
+        None => endpoint.send(request).await.map_err(Failure::Upstream)?,
+    };
+    valid_status(response, endpoint.addr).map_err(Failure::Upstream)
+}
+
+/// hyper takes any three-digit status; HTTP defines 100-599 (RFC 9110 §15). A response
+/// outside is dropped (its connection with it).
+fn valid_status<B>(response: Response<B>, addr: SocketAddr) -> Result<Response<B>, UpstreamError> {
+    let status = response.status().as_u16();
+    if status > 599 {
+        return Err(UpstreamError::InvalidStatus { addr, status });
     }
+    Ok(response)
 }
 
 fn within_limit(body: &Incoming, limit: usize) -> bool {
@@ -592,7 +668,8 @@ fn within_limit(body: &Incoming, limit: usize) -> bool {
 /// carry none of the hop-by-hop fields).
 #[derive(Debug, Clone, Copy, Default)]
 struct HeaderScan {
-    /// Bit `i` set: `HOP_BY_HOP[i]` is present; bits 5 and 6: keep-alive, proxy-connection.
+    /// Bit `i` set: `HOP_BY_HOP[i]` is present; bits 5, 6 and 7: keep-alive,
+    /// proxy-connection, http2-settings.
     hop_by_hop: u8,
     connection: bool,
     te: bool,
@@ -619,6 +696,8 @@ impl HeaderScan {
                 scan.hop_by_hop |= 1 << HOP_BY_HOP.len();
             } else if *name == PROXY_CONNECTION {
                 scan.hop_by_hop |= 1 << (HOP_BY_HOP.len() + 1);
+            } else if *name == HTTP2_SETTINGS {
+                scan.hop_by_hop |= 1 << (HOP_BY_HOP.len() + 2);
             }
         }
         scan
@@ -632,31 +711,33 @@ impl HeaderScan {
 /// Index of `Upgrade` in [`HOP_BY_HOP`].
 const UPGRADE_INDEX: usize = 2;
 
-/// Removes hop-by-hop headers and adds the `X-Forwarded-*` headers; `forwarded_for` is the
-/// client's address, formatted once per connection. Returns whether a `Host` header remains.
+/// Removes the client's hop-by-hop fields (the fixed set, what its `Connection` lists, a `TE`
+/// other than `trailers`) and updates `scan` to what is left.
+fn strip_request_hop_by_hop(headers: &mut HeaderMap, scan: &mut HeaderScan) {
+    strip_hop_by_hop(headers, *scan);
+    // `Connection` may have listed any field, even these.
+    if scan.connection {
+        scan.te = headers.contains_key(header::TE);
+        scan.forwarded_for = headers.contains_key(&X_FORWARDED_FOR);
+    }
+    // gRPC needs `te: trailers`; any other TE value is hop-by-hop.
+    if scan.te && headers.get(header::TE).is_some_and(|te| te != "trailers") {
+        headers.remove(header::TE);
+        scan.te = false;
+    }
+}
+
+/// Adds the `X-Forwarded-*` headers to headers already stripped of the client's hop-by-hop
+/// fields; `forwarded_for` is the client's address, formatted once per connection. Returns
+/// whether a `Host` header is present.
 fn prepare_headers(
     headers: &mut HeaderMap,
     scan: HeaderScan,
     forwarded_for: &HeaderValue,
     scheme: &'static str,
 ) -> bool {
-    strip_hop_by_hop(headers, scan);
-    // `Connection` may have listed any field, even these.
-    let (te, previous_forwarded, host) = if scan.connection {
-        (
-            headers.contains_key(header::TE),
-            headers.contains_key(&X_FORWARDED_FOR),
-            headers.contains_key(header::HOST),
-        )
-    } else {
-        (scan.te, scan.forwarded_for, scan.host)
-    };
-    // gRPC needs `te: trailers`; any other TE value is hop-by-hop.
-    if te && headers.get(header::TE).is_some_and(|te| te != "trailers") {
-        headers.remove(header::TE);
-    }
     // A previous value that is not visible ASCII is replaced, not extended.
-    let previous = if previous_forwarded {
+    let previous = if scan.forwarded_for {
         headers
             .get(&X_FORWARDED_FOR)
             .filter(|previous| previous.to_str().is_ok())
@@ -679,7 +760,7 @@ fn prepare_headers(
         }
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
-    host
+    scan.host
 }
 
 /// The `X-Forwarded-For` element for a client address.
@@ -709,6 +790,9 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, scan: HeaderScan) {
     if scan.hop_by_hop & (1 << (HOP_BY_HOP.len() + 1)) != 0 {
         headers.remove(&PROXY_CONNECTION);
     }
+    if scan.hop_by_hop & (1 << (HOP_BY_HOP.len() + 2)) != 0 {
+        headers.remove(&HTTP2_SETTINGS);
+    }
 }
 
 fn strip_connection_listed(headers: &mut HeaderMap) {
@@ -722,7 +806,10 @@ fn strip_connection_listed(headers: &mut HeaderMap) {
         .flat_map(|v| v.split(','))
         .map(str::trim)
     {
-        if token.is_empty() || ALWAYS_REMOVED.iter().any(|n| token.eq_ignore_ascii_case(n)) {
+        if token.is_empty()
+            || ALWAYS_REMOVED.iter().any(|n| token.eq_ignore_ascii_case(n))
+            || NEVER_REMOVED.iter().any(|n| token.eq_ignore_ascii_case(n))
+        {
             continue;
         }
         if let Ok(name) = HeaderName::try_from(token) {
@@ -736,7 +823,7 @@ fn strip_connection_listed(headers: &mut HeaderMap) {
 
 /// Tokens of `Connection` that name fields [`strip_hop_by_hop`] removes anyway when they are
 /// present (it looks for these by name).
-const ALWAYS_REMOVED: [&str; 7] = [
+const ALWAYS_REMOVED: [&str; 8] = [
     "connection",
     "transfer-encoding",
     "upgrade",
@@ -744,34 +831,96 @@ const ALWAYS_REMOVED: [&str; 7] = [
     "trailer",
     "keep-alive",
     "proxy-connection",
+    "http2-settings",
 ];
+
+/// Fields `Connection` cannot remove: they describe the message, not the connection, and
+/// the request cannot be routed or framed without them (RFC 9112 §3.2, §6).
+const NEVER_REMOVED: [&str; 2] = ["host", "content-length"];
 
 fn strip_response_headers(headers: &mut HeaderMap) {
     let scan = HeaderScan::of(headers);
     strip_hop_by_hop(headers, scan);
 }
 
-fn is_upgrade(parts: &Parts, scan: HeaderScan) -> bool {
-    parts.version == Version::HTTP_11
-        && scan.has_upgrade()
-        && scan.connection
-        && parts
+/// The protocols an HTTP/1.1 request asks to upgrade to (`Upgrade`, with `upgrade` among the
+/// `Connection` tokens), without `h2c`: the gateway does not let a client switch a backend
+/// connection to cleartext HTTP/2 (obsolete, RFC 9113 §3.1; a known way past the proxy).
+/// `None` when nothing is left: the request is then forwarded as an ordinary one.
+fn requested_upgrade(parts: &Parts, scan: HeaderScan) -> Option<HeaderValue> {
+    if parts.version != Version::HTTP_11
+        || !scan.has_upgrade()
+        || !scan.connection
+        || !parts
             .headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+    {
+        return None;
+    }
+    let mut values = parts.headers.get_all(header::UPGRADE).iter();
+    let first = values.next()?;
+    let single = values.next().is_none();
+    let protocols = || {
+        parts
+            .headers
+            .get_all(header::UPGRADE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+    };
+    if single && first.to_str().is_ok() && !protocols().any(is_h2c) {
+        return Some(first.clone());
+    }
+    let kept: Vec<&str> = protocols().filter(|p| !is_h2c(p)).collect();
+    if kept.is_empty() {
+        return None;
+    }
+    HeaderValue::try_from(kept.join(", ")).ok()
+}
+
+/// `h2c`, with or without a version suffix.
+fn is_h2c(protocol: &str) -> bool {
+    let name = protocol.split('/').next().unwrap_or(protocol);
+    name.trim().eq_ignore_ascii_case("h2c")
+}
+
+/// Whether a 101's `Upgrade` names a protocol the client asked for (RFC 9110 §7.8: the server
+/// switches to one of those; anything else would be a tunnel nobody asked for).
+fn upgrade_accepted(response: &HeaderMap, requested: &HeaderValue) -> bool {
+    let Ok(requested) = requested.to_str() else {
+        return false;
+    };
+    response
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .any(|chosen| {
+            requested
+                .split(',')
+                .map(str::trim)
+                .any(|asked| asked.eq_ignore_ascii_case(chosen))
+        })
 }
 
 /// Proxies an HTTP/1.1 upgrade (WebSocket): forwards the handshake on a fresh connection and,
-/// on 101, splices the two upgraded streams.
+/// on a 101 that switches to a protocol the client asked for (`upgrade_to`), splices the two
+/// upgraded streams. The headers are already stripped of the client's hop-by-hop fields.
 async fn upgrade(
     ctx: &ConnCtx,
     service: &ServiceBackend,
     pinned: Option<&Arc<EndpointPool>>,
-    mut parts: Parts,
-    body: Incoming,
+    (mut parts, body): (Parts, Incoming),
+    scan: HeaderScan,
+    upgrade_to: HeaderValue,
     target: &UpstreamTarget,
 ) -> Response<ProxyBody> {
     let Some(endpoint) = pinned.or_else(|| service.next_endpoint()) else {
@@ -786,15 +935,11 @@ async fn upgrade(
             "this connection cannot be upgraded\n",
         );
     };
-    let upgrade_value = parts.headers.get(header::UPGRADE).cloned();
-    let scan = HeaderScan::of(&parts.headers);
     prepare_headers(&mut parts.headers, scan, &ctx.forwarded_for, ctx.scheme);
-    if let Some(value) = upgrade_value {
-        parts.headers.insert(header::UPGRADE, value);
-        parts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    }
+    parts.headers.insert(header::UPGRADE, upgrade_to.clone());
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     if let Some(authority) = &target.authority
         && let Ok(value) = HeaderValue::try_from(authority.as_str())
     {
@@ -817,21 +962,34 @@ async fn upgrade(
     *request.method_mut() = parts.method;
     *request.uri_mut() = uri;
     *request.headers_mut() = parts.headers;
-    let mut response = match endpoint.send_upgrade(request).await {
+    let sent = endpoint
+        .send_upgrade(request)
+        .await
+        .and_then(|response| valid_status(response, endpoint.addr));
+    let mut response = match sent {
         Ok(response) => response,
         Err(error) => {
-            service.metrics.record_error();
             debug!(%error, "upgrade request failed");
-            return answer::error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "upstream connection failed\n",
-            );
+            if error.kind() != FailureKind::RequestBody {
+                service.metrics.record_error();
+            }
+            return failure_answer(false, &error);
         }
     };
     service.metrics.record_status(response.status().as_u16());
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         strip_response_headers(response.headers_mut());
         return response.map(|body| ProxyBody::upstream(body, None));
+    }
+    if !upgrade_accepted(response.headers(), &upgrade_to) {
+        debug!(backend = %service.name, upgrade = ?response.headers().get(header::UPGRADE),
+            "upstream switched to a protocol the client did not ask for");
+        service.metrics.record_error();
+        // Dropping the response closes the backend connection.
+        return answer::error(
+            StatusCode::BAD_GATEWAY,
+            "the upstream switched to a protocol the client did not ask for\n",
+        );
     }
     let upstream_upgrade = hyper::upgrade::on(&mut response);
     tokio::spawn(async move {

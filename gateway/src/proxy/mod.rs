@@ -16,14 +16,21 @@
 //!    the backend all see one path and one host; then `handler`
 //!    selects the single most specific listener for the Host (listener isolation; 404 if none;
 //!    421 if TLS SNI chose another listener), then the winning route match (404 if none).
-//! 3. `forward`: CORS preflight and redirects answer locally; otherwise header modifiers and
+//! 3. `forward`: CONNECT is refused (405); CORS preflight and redirects answer locally; the
+//!    client's hop-by-hop fields (fixed set, what its `Connection` lists except `Host` and
+//!    `Content-Length`, `HTTP2-Settings`, an `h2c` upgrade) go before anything is added;
+//!    otherwise header modifiers and
 //!    rewrites apply, a backendRef is drawn by weight (500 for an invalid one, 503 when it has
 //!    no ready endpoint), mirrors get a copy, and the request goes to a pooled connection of the
 //!    next ready endpoint (a bodyless `GET`/`HEAD` to an HTTP/1.1 endpoint through the lean
 //!    client in `backend::h1`, anything else through hyper's client), within the backendRequest
 //!    and request timeouts (504) and the retry stanza; response header modifiers and CORS
-//!    headers apply on the way back.
-//! 4. `handler`: per-rule metrics and one `access` log event per request.
+//!    headers apply on the way back. A connection failure is 503, an invalid response (or a
+//!    status outside 100-599) 502, the client's own request body failing 400. An upgrade is
+//!    tunnelled only on a 101 naming a protocol the client asked for (else 502).
+//! 4. `handler`: per-rule metrics and one `access` log event per request; a response body
+//!    that fails after the head went out adds an `outcome="aborted"` event and counts in
+//!    `gateway_route_aborted_responses`.
 
 pub(crate) mod answer;
 pub(crate) mod body;

@@ -1,0 +1,603 @@
+//! Protocol hygiene of the proxy over real sockets, against scripted raw HTTP/1.1 backends:
+//! h2c upgrades and 101s for protocols nobody asked for, `Connection`-listed fields, request
+//! bodies hyper's client would drop, client body errors (400) versus malformed upstream
+//! responses (502) versus connection failures (503), bodies cut short (recorded as aborted),
+//! CONNECT and `OPTIONS *`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use meridian_gateway::{GatewayHandle, GatewayOptions};
+use meridian_proto::model::gateway::{
+    AppProtocol, Attached, Attachment, Backend, Endpoint, GatewayConfig, Listener, ListenerProtocol,
+};
+use meridian_proto::model::route::{
+    BackendRef, HeaderModifier, HttpBackendRef, HttpFilter, HttpRoute, HttpRouteMatch,
+    HttpRouteRule, PathMatch, Resolution, ServiceKey, Timeouts,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+/// What a raw backend does with one request: the bytes to write back, then whether to hold
+/// the connection open (for a tunnel) or close it.
+struct Script {
+    reply: Vec<u8>,
+    hold: bool,
+}
+
+fn reply(bytes: impl Into<Vec<u8>>) -> Script {
+    Script {
+        reply: bytes.into(),
+        hold: false,
+    }
+}
+
+/// A backend that reads one request per connection (head plus a `Content-Length` or chunked
+/// body), reports the raw bytes, and writes what the script says.
+struct RawBackend {
+    addr: SocketAddr,
+    requests: mpsc::UnboundedReceiver<Vec<u8>>,
+}
+
+impl RawBackend {
+    async fn next_request(&mut self) -> String {
+        let bytes = tokio::time::timeout(Duration::from_secs(5), self.requests.recv())
+            .await
+            .expect("the backend got no request")
+            .unwrap();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+async fn raw_backend(script: impl Fn(&str) -> Script + Send + Sync + 'static) -> RawBackend {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, requests) = mpsc::unbounded_channel();
+    let script = Arc::new(script);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (tx, script) = (tx.clone(), Arc::clone(&script));
+            tokio::spawn(async move {
+                let Some(request) = read_request(&mut stream).await else {
+                    return;
+                };
+                let text = String::from_utf8_lossy(&request).into_owned();
+                let _ = tx.send(request);
+                let script = script(&text);
+                let _ = stream.write_all(&script.reply).await;
+                if script.hold {
+                    let mut sink = [0u8; 1024];
+                    while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+                }
+            });
+        }
+    });
+    RawBackend { addr, requests }
+}
+
+/// One request: the head, then a body by `Content-Length` or chunked framing. `None` when the
+/// connection ends before a head.
+async fn read_request(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = find(&buf, b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let chunked = head.contains("transfer-encoding: chunked");
+    loop {
+        let body = &buf[head_end..];
+        let done = match length {
+            Some(n) => body.len() >= n,
+            None if chunked => find(body, b"0\r\n\r\n").is_some(),
+            None => true,
+        };
+        if done {
+            return Some(buf);
+        }
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return Some(buf),
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Sends raw bytes and reads the response until the gateway closes or `timeout` passes.
+async fn exchange(port: u16, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(3), stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => response.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+fn status_of(response: &str) -> u16 {
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"))
+}
+
+/// Access-log lines of every test in this binary.
+fn access_log() -> &'static Mutex<Vec<u8>> {
+    static LOG: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
+    LOG.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        access_log()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init() {
+    static INIT: OnceLock<()> = OnceLock::new();
+    INIT.get_or_init(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("access=info")
+            .with_ansi(false)
+            .with_writer(|| LogWriter)
+            .try_init();
+    });
+}
+
+async fn gateway() -> GatewayHandle {
+    init();
+    let mut options = GatewayOptions::new("127.0.0.1:0".parse().unwrap(), "test");
+    options.drain_timeout = Duration::from_secs(5);
+    meridian_gateway::spawn(options, meridian_gateway::Registry::default())
+        .await
+        .unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn service(name: &str) -> ServiceKey {
+    ServiceKey {
+        namespace: "default".into(),
+        name: name.into(),
+        port: 8080,
+    }
+}
+
+/// A gateway on a fresh port routing every request to `backend` (HTTP/1.1), with `filters` on
+/// the rule; `route` names the route (`default/<route>`) for metrics and logs.
+async fn serve(route: &str, backend: SocketAddr, filters: Vec<HttpFilter>) -> (GatewayHandle, u16) {
+    let gw = gateway().await;
+    let port = free_port();
+    let config = GatewayConfig {
+        version: 1,
+        gateway: Some("default/gw".parse().unwrap()),
+        listeners: vec![Listener {
+            name: "http".into(),
+            addresses: vec!["127.0.0.1".parse().unwrap()],
+            port,
+            protocol: ListenerProtocol::Http,
+            hostname: None,
+            tls: None,
+        }],
+        http_routes: vec![Attached {
+            route: HttpRoute {
+                key: format!("default/{route}").parse().unwrap(),
+                created_unix_ms: 0,
+                parent_refs: vec![],
+                hostnames: vec![],
+                rules: vec![HttpRouteRule {
+                    name: None,
+                    matches: vec![HttpRouteMatch {
+                        path: PathMatch::Prefix("/".into()),
+                        headers: vec![],
+                        query_params: vec![],
+                        method: None,
+                    }],
+                    filters,
+                    backend_refs: vec![HttpBackendRef {
+                        backend_ref: BackendRef {
+                            group: String::new(),
+                            kind: "Service".into(),
+                            namespace: "default".into(),
+                            name: "raw".into(),
+                            port: Some(8080),
+                            resolution: Resolution::Service(service("raw")),
+                        },
+                        weight: 1,
+                        filters: vec![],
+                    }],
+                    timeouts: Timeouts::default(),
+                    retry: None,
+                    session_persistence: None,
+                }],
+            },
+            attachments: vec![Attachment {
+                listener: "http".into(),
+                hostnames: vec![],
+            }],
+        }],
+        backends: vec![Backend {
+            key: service("raw"),
+            app_protocol: AppProtocol::Http1,
+            endpoints: vec![Endpoint {
+                addr: backend,
+                ready: true,
+            }],
+            tls: None,
+        }],
+        ..GatewayConfig::default()
+    };
+    gw.apply(config).await.unwrap();
+    (gw, port)
+}
+
+async fn metrics(gw: &GatewayHandle) -> String {
+    let mut stream = TcpStream::connect(gw.admin_addr()).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    text
+}
+
+const OK_EMPTY: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
+#[tokio::test]
+async fn h2c_upgrades_are_stripped_and_not_tunnelled() {
+    // The backend would switch to h2c if asked.
+    let mut raw = raw_backend(|request| {
+        if request.to_ascii_lowercase().contains("upgrade: h2c") {
+            Script {
+                reply: b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n".to_vec(),
+                hold: true,
+            }
+        } else {
+            reply(OK_EMPTY)
+        }
+    })
+    .await;
+    let (_gw, port) = serve("h2c", raw.addr, vec![]).await;
+
+    let response = exchange(
+        port,
+        b"GET /h2c HTTP/1.1\r\nHost: up.example\r\nConnection: Upgrade, HTTP2-Settings, close\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n",
+    )
+    .await;
+    let forwarded = raw.next_request().await.to_ascii_lowercase();
+    assert!(!forwarded.contains("upgrade"), "{forwarded}");
+    assert!(!forwarded.contains("http2-settings"), "{forwarded}");
+    assert_eq!(status_of(&response), 200, "{response}");
+
+    // With WebSocket asked for as well, only WebSocket goes upstream.
+    let response = exchange(
+        port,
+        b"GET /both HTTP/1.1\r\nHost: up.example\r\nConnection: Upgrade\r\nUpgrade: h2c, websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await;
+    let forwarded = raw.next_request().await.to_ascii_lowercase();
+    assert!(
+        forwarded.contains("\r\nupgrade: websocket\r\n"),
+        "{forwarded}"
+    );
+    assert!(!forwarded.contains("h2c"), "{forwarded}");
+    assert_eq!(status_of(&response), 200, "{response}");
+}
+
+#[tokio::test]
+async fn a_101_to_a_protocol_the_client_did_not_ask_for_is_a_bad_gateway() {
+    let mut raw = raw_backend(|_| Script {
+        reply: b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\nPRI * HTTP/2.0\r\n".to_vec(),
+        hold: true,
+    })
+    .await;
+    let (_gw, port) = serve("switch", raw.addr, vec![]).await;
+    let response = exchange(
+        port,
+        b"GET /ws HTTP/1.1\r\nHost: ws.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await;
+    raw.next_request().await;
+    assert_eq!(status_of(&response), 502, "{response}");
+    assert!(!response.contains("PRI *"), "{response}");
+}
+
+#[tokio::test]
+async fn connection_cannot_remove_host_or_the_gateways_own_fields() {
+    let mut raw = raw_backend(|_| reply(OK_EMPTY)).await;
+    let filters = vec![HttpFilter::RequestHeaderModifier(HeaderModifier {
+        set: vec![("X-Internal".into(), "yes".into())],
+        add: vec![],
+        remove: vec![],
+    })];
+    let (_gw, port) = serve("hop", raw.addr, filters).await;
+    let response = exchange(
+        port,
+        b"GET /hop HTTP/1.1\r\nHost: hop.example\r\nX-Client-Hop: 1\r\nX-Forwarded-For: 203.0.113.9\r\nConnection: close, Host, X-Forwarded-For, X-Internal, X-Client-Hop\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&response), 200, "{response}");
+    let forwarded = raw.next_request().await.to_ascii_lowercase();
+    assert!(
+        forwarded.contains("\r\nhost: hop.example\r\n"),
+        "{forwarded}"
+    );
+    assert!(forwarded.contains("\r\nx-internal: yes\r\n"), "{forwarded}");
+    // The client's own X-Forwarded-For was hop-by-hop; the gateway's is not.
+    assert!(
+        forwarded.contains("\r\nx-forwarded-for: 127.0.0.1\r\n"),
+        "{forwarded}"
+    );
+    assert!(!forwarded.contains("x-client-hop"), "{forwarded}");
+}
+
+#[tokio::test]
+async fn get_with_a_chunked_body_forwards_the_body() {
+    let mut raw = raw_backend(|_| reply(OK_EMPTY)).await;
+    let (_gw, port) = serve("getbody", raw.addr, vec![]).await;
+    let response = exchange(
+        port,
+        b"GET /search HTTP/1.1\r\nHost: x.example\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&response), 200, "{response}");
+    let forwarded = raw.next_request().await;
+    let body = &forwarded[forwarded.find("\r\n\r\n").unwrap() + 4..];
+    assert!(
+        body.contains("hello") && body.contains(" world"),
+        "{forwarded:?}"
+    );
+}
+
+/// A request body of unknown length (its size hint says nothing).
+struct Chunks(std::collections::VecDeque<bytes::Bytes>);
+
+impl hyper::body::Body for Chunks {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+#[tokio::test]
+async fn http2_get_with_data_frames_forwards_the_body() {
+    let mut raw = raw_backend(|_| reply(OK_EMPTY)).await;
+    let (_gw, port) = serve("h2body", raw.addr, vec![]).await;
+    let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    // DATA frames and no content-length: the gateway cannot know the length up front.
+    let body = Chunks(vec!["hello".into(), " world".into()].into());
+    let request = http::Request::get(format!("http://x.example:{port}/search"))
+        .body(body)
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let forwarded = raw.next_request().await;
+    let body = &forwarded[forwarded.find("\r\n\r\n").unwrap() + 4..];
+    assert!(
+        body.contains("hello") && body.contains(" world"),
+        "{forwarded:?}"
+    );
+}
+
+#[tokio::test]
+async fn client_body_errors_are_bad_requests_not_upstream_failures() {
+    let raw = raw_backend(|_| reply(OK_EMPTY)).await;
+    let (gw, port) = serve("badbody", raw.addr, vec![]).await;
+    for body in [
+        &b"zz\r\nhello\r\n0\r\n\r\n"[..],
+        b"fffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+    ] {
+        let mut request = b"POST /upload HTTP/1.1\r\nHost: x.example\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n".to_vec();
+        request.extend_from_slice(body);
+        let response = exchange(port, &request).await;
+        assert_eq!(status_of(&response), 400, "{body:?}: {response}");
+    }
+    let metrics = metrics(&gw).await;
+    assert!(
+        metrics.contains(
+            r#"gateway_route_requests_total{route="default/badbody",rule="0",class="4xx"} 2"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(r#"class="5xx"} 1"#) && !metrics.contains(r#"class="5xx"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"gateway_backend_errors_total{backend="default/raw:8080"} 0"#)
+            || !metrics.contains("gateway_backend_errors_total{"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_upstream_responses_are_bad_gateway_and_connection_failures_unavailable() {
+    let raw = raw_backend(|request| {
+        let path = request.split(' ').nth(1).unwrap_or("");
+        let many: String = (0..300).map(|i| format!("X-H{i}: v\r\n")).collect();
+        let big = "a".repeat(1024 * 1024);
+        match path {
+            "/dupcl" => {
+                reply("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!")
+            }
+            "/obsfold" => reply("HTTP/1.1 200 OK\r\nX-A: one\r\n two\r\nContent-Length: 0\r\n\r\n"),
+            "/garbage" => reply("SSH-2.0-OpenSSH_9.6\r\n\r\n"),
+            "/many" => reply(format!(
+                "HTTP/1.1 200 OK\r\n{many}Content-Length: 0\r\n\r\n"
+            )),
+            "/big" => reply(format!(
+                "HTTP/1.1 200 OK\r\nX-Big: {big}\r\nContent-Length: 0\r\n\r\n"
+            )),
+            "/999" => reply("HTTP/1.1 999 Odd\r\nContent-Length: 0\r\n\r\n"),
+            "/close" => reply(""),
+            _ => reply(OK_EMPTY),
+        }
+    })
+    .await;
+    let (_gw, port) = serve("bad", raw.addr, vec![]).await;
+    let cases = [
+        ("/dupcl", 502),
+        ("/obsfold", 502),
+        ("/garbage", 502),
+        ("/many", 502),
+        ("/big", 502),
+        ("/999", 502),
+        // Gone before answering: a connection error (Gateway API conformance expects 503 or
+        // 500 for disconnects).
+        ("/close", 503),
+        ("/fine", 200),
+    ];
+    for (path, want) in cases {
+        // GET takes the lean client, POST hyper's.
+        for method in ["GET", "POST"] {
+            let request = format!(
+                "{method} {path} HTTP/1.1\r\nHost: x.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let request = if method == "GET" {
+                request.replace("Content-Length: 0\r\n", "")
+            } else {
+                request
+            };
+            let response = exchange(port, request.as_bytes()).await;
+            assert_eq!(status_of(&response), want, "{method} {path}: {response}");
+        }
+    }
+
+    // Nothing listening at all.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gone = closed.local_addr().unwrap();
+    drop(closed);
+    let (_gw, port) = serve("gone", gone, vec![]).await;
+    let response = exchange(
+        port,
+        b"GET / HTTP/1.1\r\nHost: x.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&response), 503, "{response}");
+}
+
+#[tokio::test]
+async fn a_body_cut_short_upstream_is_recorded_as_aborted() {
+    let raw = raw_backend(|_| {
+        let mut reply_bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n".to_vec();
+        reply_bytes.extend_from_slice(&[b'x'; 100]);
+        reply(reply_bytes)
+    })
+    .await;
+    let (gw, port) = serve("cut", raw.addr, vec![]).await;
+    for request in [
+        &b"GET /cut HTTP/1.1\r\nHost: x.example\r\nConnection: close\r\n\r\n"[..],
+        b"POST /cut HTTP/1.1\r\nHost: x.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    ] {
+        // The status line may not even get out before the error (hyper flushes head and
+        // first bytes together); when it does, the client sees the body cut short.
+        let response = exchange(port, request).await;
+        if !response.is_empty() {
+            assert_eq!(status_of(&response), 200, "{response}");
+            let body = &response[response.find("\r\n\r\n").unwrap() + 4..];
+            assert!(body.len() < 1000, "the client sees the truncation");
+        }
+    }
+    let metrics = metrics(&gw).await;
+    assert!(
+        metrics
+            .contains(r#"gateway_route_aborted_responses_total{route="default/cut",rule="0"} 2"#),
+        "{metrics}"
+    );
+    let log = String::from_utf8_lossy(&access_log().lock().unwrap()).into_owned();
+    let aborted = log
+        .lines()
+        .filter(|line| line.contains("route=default/cut") && line.contains("outcome=\"aborted\""))
+        .count();
+    assert_eq!(aborted, 2, "{log}");
+}
+
+#[tokio::test]
+async fn connect_is_refused_and_options_star_is_answered() {
+    let mut raw = raw_backend(|_| reply(OK_EMPTY)).await;
+    let (_gw, port) = serve("methods", raw.addr, vec![]).await;
+    let response = exchange(
+        port,
+        b"CONNECT x.example:443 HTTP/1.1\r\nHost: x.example:443\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&response), 405, "{response}");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), raw.requests.recv())
+            .await
+            .is_err(),
+        "CONNECT must not reach the backend"
+    );
+
+    let response = exchange(
+        port,
+        b"OPTIONS * HTTP/1.1\r\nHost: x.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let status = status_of(&response);
+    assert!((200..500).contains(&status), "{response}");
+    // The gateway still serves.
+    let response = exchange(
+        port,
+        b"GET / HTTP/1.1\r\nHost: x.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&response), 200, "{response}");
+}
