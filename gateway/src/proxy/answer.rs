@@ -27,6 +27,16 @@ pub(crate) fn error(status: StatusCode, message: &'static str) -> Response<Proxy
     response
 }
 
+/// 405 for CONNECT, with the methods the gateway does forward.
+pub(crate) fn connect_refused() -> Response<ProxyBody> {
+    let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
+    response.headers_mut().insert(
+        header::ALLOW,
+        HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE"),
+    );
+    response
+}
+
 /// A trailers-only gRPC error (HTTP 200 with `grpc-status` in the headers).
 pub(crate) fn grpc_error(code: GrpcCode, message: &'static str) -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody::empty());

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use meridian_proto::model::gateway::AppProtocol;
@@ -75,18 +75,6 @@ pub(crate) async fn process(
     let rule = &**matched.rule;
     let grpc = rule.grpc;
     let filters = &rule.filters;
-
-    // The gateway does not open CONNECT tunnels; forwarding the request would ask the backend
-    // to (RFC 9110 §9.3.6).
-    if request.method() == Method::CONNECT {
-        let mut response =
-            answer::error(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
-        response.headers_mut().insert(
-            header::ALLOW,
-            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE"),
-        );
-        return local(response);
-    }
 
     if let Some(cors) = &filters.cors
         && CorsPolicy::is_preflight(request.method(), request.headers())

@@ -30,14 +30,23 @@ pub(crate) async fn handle(
     // The request moves into `forward` while the host is still needed: `prepare` keeps a
     // shared handle on the bytes (a reference count) instead of copying them into a `String`.
     // From here on the request's Host is the routing authority and its path is normalized.
+    let raw_host = |request: &Request<Incoming>| {
+        request
+            .headers()
+            .get(http::header::HOST)
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+            .unwrap_or_default()
+    };
+    // The gateway opens no CONNECT tunnels, and forwarding the request would ask the backend
+    // to (RFC 9110 §9.3.6); its authority-form target is no path to route on either.
+    if request.method() == http::Method::CONNECT {
+        let host = raw_host(&request);
+        return unmatched(&ctx, &request, &host, start, answer::connect_refused());
+    }
     let authority = match target::prepare(&mut request) {
         Ok(authority) => authority,
         Err(error) => {
-            let host = request
-                .headers()
-                .get(http::header::HOST)
-                .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
-                .unwrap_or_default();
+            let host = raw_host(&request);
             let grpc = is_grpc_request(request.headers());
             return unmatched(
                 &ctx,
