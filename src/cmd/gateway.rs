@@ -58,6 +58,18 @@ pub struct Args {
     /// Verify the agent's certificate against this name instead of the URL's host.
     #[arg(long, value_name = "NAME", requires = "agent_ca")]
     agent_server_name: Option<String>,
+    /// Most downstream connections held at once, over all ports; more are closed at once
+    /// (counted in `gateway_connections_refused`). 0 derives it from the file-descriptor
+    /// limit, keeping descriptors in reserve for the admin server, backends and reloads.
+    #[arg(long, default_value_t = 0)]
+    max_connections: usize,
+    /// How long a new plain-HTTP connection may take to send its first byte, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    first_byte_timeout_ms: u64,
+    /// How long a connection may stay with no request in flight (an HTTP/2 connection with no
+    /// open stream) before it is closed, in milliseconds.
+    #[arg(long, default_value_t = 60_000)]
+    idle_timeout_ms: u64,
 }
 
 /// The agent URL and, with `--agent-ca`, the TLS settings for it (files read now, so that a
@@ -105,7 +117,15 @@ fn agent_tls(
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut options = GatewayOptions::new(args.admin, args.instance.clone().unwrap_or_default());
     options.drain_timeout = Duration::from_millis(args.drain_timeout_ms);
-    let registry = meridian_gateway::Registry::default();
+    options.max_connections = args.max_connections;
+    options.first_byte_timeout = Duration::from_millis(args.first_byte_timeout_ms.max(1));
+    options.idle_timeout = Duration::from_millis(args.idle_timeout_ms.max(1));
+    let mut registry = meridian_gateway::Registry::default();
+    registry.register(
+        "meridian_log_dropped_lines",
+        "Log lines dropped because the log output (stderr) was not read fast enough",
+        super::logging::DroppedLinesMetric,
+    );
     let handle = meridian_gateway::spawn(options, registry).await?;
     let instance = args
         .instance
