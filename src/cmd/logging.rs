@@ -1,9 +1,13 @@
-//! Process logging: tracing to stderr through a non-blocking, lossy writer.
+//! Process logging: tracing to stderr, through a non-blocking, lossy writer unless stderr is a
+//! regular file.
 //!
-//! Events are formatted on the thread that logs them and handed to a writer thread over a
-//! bounded channel. When stderr is not drained (a pipe nobody reads, a stalled terminal) the
-//! writer thread blocks, the channel fills, and further lines are dropped and counted instead
-//! of blocking the thread that logs: a request never waits for its access log line.
+//! A pipe, socket or terminal can stop being read: there, events are formatted on the thread
+//! that logs them and handed to a writer thread over a bounded channel. When stderr is not
+//! drained the writer thread blocks, the channel fills, and further lines are dropped and
+//! counted instead of blocking the thread that logs: a request never waits for its access log
+//! line. A regular file (`meridian dev`, the tests, `> file`) is written directly, one write
+//! per event: a write to a file does not wait for a reader, and a line is in the file before
+//! the request it describes is answered.
 
 use std::sync::OnceLock;
 use std::sync::mpsc;
@@ -12,6 +16,7 @@ use std::time::Duration;
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 /// Lines held for the writer thread before new ones are dropped (about 2-4 MB of text);
 /// `MERIDIAN_LOG_BUFFER_LINES` overrides it.
@@ -47,12 +52,17 @@ pub fn init() -> LogGuard {
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|&n| n > 0)
         .unwrap_or(BUFFERED_LINES);
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(buffered_lines)
-        .thread_name("meridian-log")
-        .finish(std::io::stderr());
-    let _ = DROPPED.set(writer.error_counter());
+    let (writer, guard) = if stderr_is_file() {
+        (BoxMakeWriter::new(std::io::stderr), None)
+    } else {
+        let (writer, guard) = NonBlockingBuilder::default()
+            .lossy(true)
+            .buffered_lines_limit(buffered_lines)
+            .thread_name("meridian-log")
+            .finish(std::io::stderr());
+        let _ = DROPPED.set(writer.error_counter());
+        (BoxMakeWriter::new(writer), Some(guard))
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
@@ -62,7 +72,18 @@ pub fn init() -> LogGuard {
     } else {
         builder.init();
     }
-    LogGuard(Some(guard))
+    LogGuard(guard)
+}
+
+/// Whether stderr is a regular file (not a pipe, socket, terminal or device).
+fn stderr_is_file() -> bool {
+    use std::os::fd::AsFd;
+    std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .and_then(|file| file.metadata())
+        .is_ok_and(|meta| meta.file_type().is_file())
 }
 
 /// Log lines dropped so far because the writer could not keep up.

@@ -330,10 +330,13 @@ async fn serve_connection(
     state: Arc<PortState>,
     shared: Arc<Shared>,
     drain: watch::Receiver<bool>,
-    _slot: ConnSlot,
+    slot: ConnSlot,
 ) {
     state.active.inc();
-    let _active = ActiveGuard(state.active.clone());
+    let held = Held {
+        _slot: slot,
+        _active: ActiveGuard(state.active.clone()),
+    };
     let table = state.table.load_full();
     match table.kind {
         PortKind::Http => {
@@ -365,7 +368,7 @@ async fn serve_connection(
             // Boxed here, and the other long-lived states below, so that a connection waiting
             // for its first bytes holds a small task, not room for the largest state it may
             // reach (a silent connection cost about 10 KB before).
-            Box::pin(serve_http(stream, ctx, drain)).await;
+            Box::pin(serve_http(stream, held, ctx, drain)).await;
         }
         PortKind::Tls => {
             let timeout = shared.options.tls_handshake_timeout;
@@ -473,15 +476,18 @@ async fn serve_connection(
                 scheme: "https",
                 sni_listener,
             };
-            Box::pin(serve_http(tls_stream, ctx, drain)).await;
+            Box::pin(serve_http(tls_stream, held, ctx, drain)).await;
         }
     }
 }
 
-async fn serve_http<I>(io: I, ctx: ConnCtx, mut drain: watch::Receiver<bool>)
+async fn serve_http<I>(io: I, held: Held, ctx: ConnCtx, mut drain: watch::Receiver<bool>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // The connection's place in the cap goes with its socket: an upgraded connection
+    // (WebSocket) outlives this function in a tunnel task and keeps its place until it closes.
+    let io = HeldIo { io, _held: held };
     let shared = Arc::clone(&ctx.shared);
     let timed_out = ctx.port.timed_out.clone();
     let ctx = Arc::new(ctx);
@@ -600,6 +606,65 @@ async fn wait_for_drain(drain: &mut watch::Receiver<bool>) {
 }
 
 struct ActiveGuard(Gauge);
+
+/// What a downstream connection holds while its socket is open: its place in the connection
+/// cap and in the port's active-connection gauge.
+struct Held {
+    _slot: ConnSlot,
+    _active: ActiveGuard,
+}
+
+/// A connection's socket with what it [holds](Held), released when the socket is dropped.
+struct HeldIo<I> {
+    io: I,
+    _held: Held,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for HeldIo<I> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for HeldIo<I> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
