@@ -115,6 +115,7 @@ fn agent_tls(
 
 /// Runs `meridian gateway` until SIGINT/SIGTERM, then drains.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    raise_fd_limit();
     let mut options = GatewayOptions::new(args.admin, args.instance.clone().unwrap_or_default());
     options.drain_timeout = Duration::from_millis(args.drain_timeout_ms);
     options.max_connections = args.max_connections;
@@ -180,6 +181,25 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     info!("shutting down: draining connections");
     handle.shutdown().await;
     Ok(())
+}
+
+/// Raises the soft open-file limit to the hard one (as Go programs and nginx's
+/// `worker_rlimit_nofile` do): the soft default (often 1,024) would cap a gateway at a few
+/// hundred connections, and the default connection cap is derived from it.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    // An unlimited hard limit cannot be the soft one for open files (the kernel caps it at
+    // `nr_open`); leave it then.
+    let Some(hard) = limit.maximum else {
+        return;
+    };
+    if limit.current.is_some_and(|soft| soft < hard) {
+        limit.current = Some(hard);
+        if let Err(error) = setrlimit(Resource::Nofile, limit) {
+            warn!(%error, hard, "could not raise the open-file limit to its hard limit");
+        }
+    }
 }
 
 fn write_ready(args: &Args, handle: &GatewayHandle) -> anyhow::Result<()> {
