@@ -34,11 +34,13 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    cmd::init_process();
+    // Declared before the runtime so it drops after it: the log is flushed last.
+    let _log = cmd::init_process();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        tokio::spawn(cmd::logging::report_dropped_lines());
         match cli.command {
             Command::Hub(args) => cmd::hub::run(args).await,
             Command::Agent(args) => cmd::agent::run(args).await,

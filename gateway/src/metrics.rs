@@ -35,6 +35,10 @@ pub(crate) struct GatewayMetrics {
     pub(crate) tls_handshake_failures: Family<PortLabels, Counter>,
     /// Open downstream connections per port.
     pub(crate) active_connections: Family<PortLabels, Gauge>,
+    /// Connections closed at once because the process was at its connection cap, per port.
+    pub(crate) connections_refused: Family<PortLabels, Counter>,
+    /// Connections closed for sending nothing, or for staying idle, per port.
+    pub(crate) connections_timed_out: Family<PortLabels, Counter>,
     /// The version of the config being served.
     pub(crate) config_version: Gauge,
     /// Config applications by result (`ok`, `rejected`).
@@ -133,6 +137,8 @@ impl GatewayMetrics {
             unmatched: Family::default(),
             tls_handshake_failures: Family::default(),
             active_connections: Family::default(),
+            connections_refused: Family::default(),
+            connections_timed_out: Family::default(),
             config_version: Gauge::default(),
             config_applies: Family::default(),
         };
@@ -177,6 +183,16 @@ impl GatewayMetrics {
             "active_connections",
             "Open downstream connections per listener port",
             this.active_connections.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections closed at once because the process was at its connection cap, per listener port",
+            this.connections_refused.clone(),
+        );
+        registry.register(
+            "connections_timed_out",
+            "Connections closed for sending no first byte or staying idle, per listener port",
+            this.connections_timed_out.clone(),
         );
         registry.register(
             "config_version",

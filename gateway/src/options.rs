@@ -35,6 +35,20 @@ pub struct GatewayOptions {
     /// Serving threads (shards), each with its own event loop and a `SO_REUSEPORT` socket per
     /// port; 0 means one per available CPU.
     pub worker_threads: usize,
+    /// How long a new plain-HTTP connection may stay without sending its first byte before the
+    /// gateway closes it (TLS ports are bounded by `tls_handshake_timeout` instead).
+    pub first_byte_timeout: Duration,
+    /// How long an HTTP connection (HTTP/2 above all) may stay open with no request in flight
+    /// before the gateway closes it (HTTP/2 with a GOAWAY). HTTP/1.1 keep-alive connections
+    /// are usually closed sooner, by the 30 s wait for the next request head.
+    pub idle_timeout: Duration,
+    /// How often an HTTP/2 connection is pinged to detect a dead peer; one that does not
+    /// answer within the same period is closed. `None` turns the pings off.
+    pub h2_keep_alive_interval: Option<Duration>,
+    /// Most downstream connections the process holds at once, over all ports (each may also
+    /// hold an upstream connection); further ones are accepted and closed at once. 0 derives
+    /// it from the file-descriptor limit ([`default_max_connections`]).
+    pub max_connections: usize,
 }
 
 // === impl GatewayOptions ===
@@ -57,6 +71,35 @@ impl GatewayOptions {
             stream_idle_timeout: Duration::from_secs(3600),
             default_retry_backoff: Duration::from_millis(25),
             worker_threads: 0,
+            // hyper's wait for a request head; a client that sends nothing gets no longer.
+            first_byte_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            h2_keep_alive_interval: Some(Duration::from_secs(30)),
+            max_connections: 0,
         }
+    }
+
+    /// The connection cap in force: `max_connections`, or [`default_max_connections`] when 0.
+    pub fn effective_max_connections(&self) -> usize {
+        match self.max_connections {
+            0 => default_max_connections(),
+            n => n,
+        }
+    }
+}
+
+/// A connection cap that keeps file descriptors for everything else: from the soft
+/// `RLIMIT_NOFILE`, a reserve (an eighth, at least 256) for the admin server, config reloads,
+/// logs and idle upstream pools, then half of the rest, since a proxied connection may hold an
+/// upstream connection too. Without a limit, 100,000.
+pub fn default_max_connections() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    match limit {
+        Some(limit) => {
+            let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+            let reserve = (limit / 8).max(256);
+            (limit.saturating_sub(reserve) / 2).max(16)
+        }
+        None => 100_000,
     }
 }

@@ -451,6 +451,68 @@ async fn websocket_upgrades_reach_the_backend() {
     }
 }
 
+/// Sends `GET /` on a new connection; `Some(status line)`, or `None` if the gateway closed
+/// the connection without an answer.
+async fn plain_get(port: u16) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let _ = stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: ws.example\r\nConnection: close\r\n\r\n")
+        .await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    answer.lines().next().map(ToString::to_string)
+}
+
+#[tokio::test]
+async fn an_open_websocket_keeps_its_place_in_the_connection_cap() {
+    let v1 = echo("v1").await;
+    let mut options = GatewayOptions::new("127.0.0.1:0".parse().unwrap(), "test");
+    options.max_connections = 1;
+    let gw = meridian_gateway::spawn(options, meridian_gateway::Registry::default())
+        .await
+        .unwrap();
+    let port = free_port();
+    gw.apply(http_config(
+        1,
+        port,
+        "v1",
+        vec![backend("v1", v1.addr(), AppProtocol::WebSocket)],
+    ))
+    .await
+    .unwrap();
+    let mut ws = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    ws.write_all(b"GET /ws HTTP/1.1\r\nHost: ws.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        ws.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    let message = Message::Text("hello".into());
+    write_message(&mut ws, &message, Some([9, 8, 7, 6]))
+        .await
+        .unwrap();
+    assert_eq!(read_message(&mut ws).await.unwrap(), Some(message));
+    // The tunnel still holds the only place: another connection is closed unanswered.
+    assert_eq!(plain_get(port).await, None);
+    drop(ws);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match plain_get(port).await {
+            Some(status) => {
+                assert!(status.starts_with("HTTP/1.1 "), "{status}");
+                break;
+            }
+            None => assert!(Instant::now() < deadline, "the place was never freed"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn cert(names: &[&str]) -> (TlsCertificate, rustls::pki_types::CertificateDer<'static>) {
     let certified =
         rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())

@@ -59,6 +59,18 @@ pub struct Args {
     /// Verify the agent's certificate against this name instead of the URL's host.
     #[arg(long, value_name = "NAME", requires = "agent_ca")]
     agent_server_name: Option<String>,
+    /// Most downstream connections held at once, over all ports; more are closed at once
+    /// (counted in `gateway_connections_refused`). 0 derives it from the file-descriptor
+    /// limit, keeping descriptors in reserve for the admin server, backends and reloads.
+    #[arg(long, default_value_t = 0)]
+    max_connections: usize,
+    /// How long a new plain-HTTP connection may take to send its first byte, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    first_byte_timeout_ms: u64,
+    /// How long a connection may stay with no request in flight (an HTTP/2 connection with no
+    /// open stream) before it is closed, in milliseconds.
+    #[arg(long, default_value_t = 60_000)]
+    idle_timeout_ms: u64,
 }
 
 /// The agent URL and, with `--agent-ca`, the TLS settings for it (files read now, so that a
@@ -104,9 +116,18 @@ fn agent_tls(
 
 /// Runs `meridian gateway` until SIGINT/SIGTERM, then drains.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    raise_fd_limit();
     let mut options = GatewayOptions::new(args.admin, args.instance.clone().unwrap_or_default());
     options.drain_timeout = Duration::from_millis(args.drain_timeout_ms);
-    let registry = meridian_gateway::Registry::default();
+    options.max_connections = args.max_connections;
+    options.first_byte_timeout = Duration::from_millis(args.first_byte_timeout_ms.max(1));
+    options.idle_timeout = Duration::from_millis(args.idle_timeout_ms.max(1));
+    let mut registry = meridian_gateway::Registry::default();
+    registry.register(
+        "meridian_log_dropped_lines",
+        "Log lines dropped because the log output (stderr) was not read fast enough",
+        super::logging::DroppedLinesMetric,
+    );
     let handle = meridian_gateway::spawn(options, registry).await?;
     let instance = args
         .instance
@@ -161,6 +182,25 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     info!("shutting down: draining connections");
     handle.shutdown().await;
     Ok(())
+}
+
+/// Raises the soft open-file limit to the hard one (as Go programs and nginx's
+/// `worker_rlimit_nofile` do): the soft default (often 1,024) would cap a gateway at a few
+/// hundred connections, and the default connection cap is derived from it.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    // An unlimited hard limit cannot be the soft one for open files (the kernel caps it at
+    // `nr_open`); leave it then.
+    let Some(hard) = limit.maximum else {
+        return;
+    };
+    if limit.current.is_some_and(|soft| soft < hard) {
+        limit.current = Some(hard);
+        if let Err(error) = setrlimit(Resource::Nofile, limit) {
+            warn!(%error, hard, "could not raise the open-file limit to its hard limit");
+        }
+    }
 }
 
 fn write_ready(args: &Args, handle: &GatewayHandle) -> anyhow::Result<()> {

@@ -34,6 +34,7 @@
 
 pub(crate) mod answer;
 pub(crate) mod body;
+pub(crate) mod conn_limits;
 pub(crate) mod forward;
 pub(crate) mod handler;
 pub(crate) mod passthrough;

@@ -9,8 +9,8 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Wake, Waker};
-use std::time::Duration;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use futures::task::AtomicWaker;
@@ -18,13 +18,15 @@ use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
+use super::conn_limits::{ConnSlot, ConnectionCap, InFlight, LogEvery, TrackedBody};
 use super::forward::forwarded_for_value;
 use super::handler;
 use super::shards::Shards;
@@ -44,7 +46,19 @@ pub(crate) struct Shared {
     /// Options.
     pub(crate) options: GatewayOptions,
     http: auto::Builder<TokioExecutor>,
+    /// Downstream connections over all ports and shards, against the cap.
+    cap: ConnectionCap,
+    /// Refusals at the cap can come thousands a second: one line per interval.
+    refusal_log: LogEvery,
+    /// Accept errors (`EMFILE`) repeat every backoff on every shard: one line per interval.
+    accept_error_log: LogEvery,
 }
+
+/// How often a repeating connection-level warning is logged at most.
+const REPEAT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How long an idle connection asked to close (HTTP/2 GOAWAY) may take before it is dropped.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// One bound port's live state.
 #[derive(Debug)]
@@ -57,6 +71,8 @@ pub(crate) struct PortState {
     /// connections were last [rotated](PortState::rotate_connections).
     drain: ArcSwap<watch::Sender<bool>>,
     active: Gauge,
+    refused: Counter,
+    timed_out: Counter,
 }
 
 /// Per-connection context handed to every request.
@@ -106,11 +122,23 @@ impl Shared {
             .timer(TokioTimer::new())
             .max_concurrent_streams(options.max_h2_streams)
             .max_header_list_size(64 * 1024)
-            .max_send_buf_size(256 * 1024);
+            .max_send_buf_size(256 * 1024)
+            // Pings find dead peers; a peer that does not answer within the interval is gone.
+            .keep_alive_interval(options.h2_keep_alive_interval)
+            .keep_alive_timeout(
+                options
+                    .h2_keep_alive_interval
+                    .unwrap_or(Duration::from_secs(20)),
+            );
+        let max_connections = options.effective_max_connections();
+        info!(max_connections, "downstream connection cap");
         Self {
             metrics,
             options,
             http,
+            cap: ConnectionCap::new(max_connections),
+            refusal_log: LogEvery::new(REPEAT_LOG_INTERVAL),
+            accept_error_log: LogEvery::new(REPEAT_LOG_INTERVAL),
         }
     }
 }
@@ -138,6 +166,14 @@ impl PortState {
             drain: ArcSwap::from_pointee(drain),
             active: metrics
                 .active_connections
+                .get_or_create(&PortLabels { port })
+                .clone(),
+            refused: metrics
+                .connections_refused
+                .get_or_create(&PortLabels { port })
+                .clone(),
+            timed_out: metrics
+                .connections_timed_out
                 .get_or_create(&PortLabels { port })
                 .clone(),
         }
@@ -253,10 +289,27 @@ async fn accept_loop(listener: TcpListener, state: Arc<PortState>, shared: Arc<S
             Ok(accepted) => accepted,
             Err(error) => {
                 // Out of file descriptors and similar: back off instead of spinning.
-                warn!(port = state.port, %error, "accept failed");
+                if let Some(suppressed) = shared.accept_error_log.ready() {
+                    warn!(port = state.port, %error, suppressed, "accept failed (logged at most every 10 s; `suppressed` counts the others)");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
+        };
+        // At the cap the connection is closed at once rather than left in the backlog, so
+        // the backlog keeps moving and the descriptors kept in reserve stay free.
+        let Some(slot) = shared.cap.try_acquire() else {
+            state.refused.inc();
+            if let Some(suppressed) = shared.refusal_log.ready() {
+                warn!(
+                    port = state.port,
+                    max_connections = shared.cap.max(),
+                    suppressed,
+                    "at the connection cap; closing new connections (logged at most every 10 s; `suppressed` counts the others)"
+                );
+            }
+            drop(stream);
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let drain = state.drain.load().subscribe();
@@ -266,6 +319,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<PortState>, shared: Arc<S
             Arc::clone(&state),
             Arc::clone(&shared),
             drain,
+            slot,
         ));
     }
 }
@@ -276,12 +330,33 @@ async fn serve_connection(
     state: Arc<PortState>,
     shared: Arc<Shared>,
     drain: watch::Receiver<bool>,
+    slot: ConnSlot,
 ) {
     state.active.inc();
-    let _active = ActiveGuard(state.active.clone());
+    let held = Held {
+        _slot: slot,
+        _active: ActiveGuard(state.active.clone()),
+    };
     let table = state.table.load_full();
     match table.kind {
         PortKind::Http => {
+            // hyper waits for the first bytes (to tell HTTP/1 from HTTP/2) without a timeout,
+            // and its header read timeout starts only after them.
+            let mut first = [0u8; 1];
+            let timeout = shared.options.first_byte_timeout;
+            match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
+                Ok(Ok(0)) => return,
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => {
+                    debug!(%remote, %error, "connection failed before its first byte");
+                    return;
+                }
+                Err(_) => {
+                    state.timed_out.inc();
+                    debug!(%remote, "no first byte in time; closing");
+                    return;
+                }
+            }
             let ctx = ConnCtx {
                 port: Arc::clone(&state),
                 shared: Arc::clone(&shared),
@@ -290,7 +365,10 @@ async fn serve_connection(
                 scheme: "http",
                 sni_listener: None,
             };
-            serve_http(stream, ctx, drain).await;
+            // Boxed here, and the other long-lived states below, so that a connection waiting
+            // for its first bytes holds a small task, not room for the largest state it may
+            // reach (a silent connection cost about 10 KB before).
+            Box::pin(serve_http(stream, held, ctx, drain)).await;
         }
         PortKind::Tls => {
             let timeout = shared.options.tls_handshake_timeout;
@@ -299,7 +377,9 @@ async fn serve_connection(
                 .tls_handshake_failures
                 .get_or_create(&PortLabels { port: state.port })
                 .clone();
-            let hello = match tokio::time::timeout(timeout, read_client_hello(&mut stream)).await {
+            // Boxed: its 4 KB read buffer would otherwise sit in every connection's task.
+            let hello = Box::pin(read_client_hello(&mut stream));
+            let hello = match tokio::time::timeout(timeout, hello).await {
                 Ok(Ok(hello)) => hello,
                 Ok(Err(error)) => {
                     failures.inc();
@@ -316,7 +396,15 @@ async fn serve_connection(
                 && let Some(listener) = table.passthrough_listener(hello.sni.as_deref())
             {
                 let listener = Arc::clone(listener);
-                passthrough::run(stream, hello, listener, remote, &shared.options, drain).await;
+                Box::pin(passthrough::run(
+                    stream,
+                    hello,
+                    listener,
+                    remote,
+                    &shared.options,
+                    drain,
+                ))
+                .await;
                 return;
             }
             // A TLS listener that terminates picks its TLSRoute by SNI before the handshake,
@@ -353,8 +441,8 @@ async fn serve_connection(
                 .map(|l| Arc::clone(&l.name));
             let io = PrefixedIo::new(hello.bytes, stream);
             let accepted =
-                tokio::time::timeout(timeout, tokio_rustls::TlsAcceptor::from(tls).accept(io))
-                    .await;
+                tokio::time::timeout(timeout, tokio_rustls::TlsAcceptor::from(tls).accept(io));
+            let accepted = Box::pin(accepted).await;
             let tls_stream = match accepted {
                 Ok(Ok(s)) => s,
                 Ok(Err(error)) => {
@@ -369,7 +457,15 @@ async fn serve_connection(
                 }
             };
             if let Some(target) = terminate_target {
-                terminate::run(tls_stream, target, sni, remote, &shared.options, drain).await;
+                Box::pin(terminate::run(
+                    tls_stream,
+                    target,
+                    sni,
+                    remote,
+                    &shared.options,
+                    drain,
+                ))
+                .await;
                 return;
             }
             let ctx = ConnCtx {
@@ -380,63 +476,120 @@ async fn serve_connection(
                 scheme: "https",
                 sni_listener,
             };
-            serve_http(tls_stream, ctx, drain).await;
+            Box::pin(serve_http(tls_stream, held, ctx, drain)).await;
         }
     }
 }
 
-async fn serve_http<I>(io: I, ctx: ConnCtx, mut drain: watch::Receiver<bool>)
+async fn serve_http<I>(io: I, held: Held, ctx: ConnCtx, mut drain: watch::Receiver<bool>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // The connection's place in the cap goes with its socket: an upgraded connection
+    // (WebSocket) outlives this function in a tunnel task and keeps its place until it closes.
+    let io = HeldIo { io, _held: held };
     let shared = Arc::clone(&ctx.shared);
+    let timed_out = ctx.port.timed_out.clone();
     let ctx = Arc::new(ctx);
+    let in_flight = InFlight::new();
+    let requests = Arc::clone(&in_flight);
     let service = service_fn(move |request| {
         let ctx = Arc::clone(&ctx);
-        async move { Ok::<_, Infallible>(handler::handle(ctx, request).await) }
+        // Counted from the request head until its response body ends or is dropped.
+        let guard = requests.start();
+        async move {
+            let response = handler::handle(ctx, request).await;
+            Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, guard)))
+        }
     });
     let conn = shared
         .http
         .serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
-    // The drain signal is polled only after its own waker fired, not on every wake of the
-    // connection as `select!` would (each poll of a `watch` wait takes a lock).
-    let flag = Arc::new(DrainFlag {
-        fired: AtomicBool::new(true),
-        task: AtomicWaker::new(),
-    });
-    let drain_waker = Waker::from(Arc::clone(&flag));
+    // The drain signal and the idle timer are polled only after their own wakers fired, not
+    // on every wake of the connection as `select!` would (each poll of a `watch` wait takes a
+    // lock).
+    let task = Arc::new(AtomicWaker::new());
+    let drain_flag = WakeFlag::new(&task);
+    let drain_waker = Waker::from(Arc::clone(&drain_flag));
     let drained = wait_for_drain(&mut drain);
     tokio::pin!(drained);
     let mut draining = false;
+    // An idle connection (no request in flight: HTTP/2 with no open stream, HTTP/1 between
+    // requests, or anything that has not sent a request yet) is asked to close after the idle
+    // timeout, and dropped if it has not closed a grace period later (a peer that ignores
+    // GOAWAY or never answers the PING that completes it).
+    let idle_timeout = shared.options.idle_timeout;
+    let timer_flag = WakeFlag::new(&task);
+    let timer_waker = Waker::from(Arc::clone(&timer_flag));
+    let timer = tokio::time::sleep(idle_timeout);
+    tokio::pin!(timer);
+    let mut idle_closing = false;
     let result = std::future::poll_fn(|cx| {
-        if !draining {
-            flag.task.register(cx.waker());
-            if flag.fired.swap(false, Ordering::AcqRel) {
-                let mut drain_cx = Context::from_waker(&drain_waker);
-                if drained.as_mut().poll(&mut drain_cx).is_ready() {
-                    draining = true;
-                    conn.as_mut().graceful_shutdown();
+        task.register(cx.waker());
+        if !draining && drain_flag.take() {
+            let mut drain_cx = Context::from_waker(&drain_waker);
+            if drained.as_mut().poll(&mut drain_cx).is_ready() {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+        if timer_flag.take() {
+            let mut timer_cx = Context::from_waker(&timer_waker);
+            while timer.as_mut().poll(&mut timer_cx).is_ready() {
+                let now = Instant::now();
+                match in_flight.idle_deadline(idle_timeout) {
+                    Some(deadline) if deadline <= now && idle_closing => return Poll::Ready(None),
+                    Some(deadline) if deadline <= now => {
+                        idle_closing = true;
+                        timed_out.inc();
+                        if !draining {
+                            conn.as_mut().graceful_shutdown();
+                        }
+                        timer
+                            .as_mut()
+                            .reset((now + IDLE_CLOSE_GRACE.min(idle_timeout)).into());
+                    }
+                    Some(deadline) => timer.as_mut().reset(deadline.into()),
+                    None => timer.as_mut().reset((now + idle_timeout).into()),
                 }
             }
         }
-        conn.as_mut().poll(cx)
+        conn.as_mut().poll(cx).map(Some)
     })
     .await;
-    if let Err(error) = result
-        && !draining
-    {
-        debug!(%error, "connection ended with an error");
+    match result {
+        Some(Err(error)) if !draining && !idle_closing => {
+            debug!(%error, "connection ended with an error");
+        }
+        Some(_) => {}
+        None => debug!("idle connection did not close in time; dropped"),
     }
 }
 
-/// Wakes a connection's task when its port starts draining, and records that it did.
-struct DrainFlag {
+/// Wakes a connection's task when its port starts draining or its idle timer fires, and
+/// records that it did.
+struct WakeFlag {
     fired: AtomicBool,
-    task: AtomicWaker,
+    task: Arc<AtomicWaker>,
 }
 
-impl Wake for DrainFlag {
+impl WakeFlag {
+    /// A flag that starts fired (so its future is polled once, registering its waker).
+    fn new(task: &Arc<AtomicWaker>) -> Arc<Self> {
+        Arc::new(Self {
+            fired: AtomicBool::new(true),
+            task: Arc::clone(task),
+        })
+    }
+
+    /// Whether it fired since the last call.
+    fn take(&self) -> bool {
+        self.fired.swap(false, Ordering::AcqRel)
+    }
+}
+
+impl Wake for WakeFlag {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
@@ -453,6 +606,65 @@ async fn wait_for_drain(drain: &mut watch::Receiver<bool>) {
 }
 
 struct ActiveGuard(Gauge);
+
+/// What a downstream connection holds while its socket is open: its place in the connection
+/// cap and in the port's active-connection gauge.
+struct Held {
+    _slot: ConnSlot,
+    _active: ActiveGuard,
+}
+
+/// A connection's socket with what it [holds](Held), released when the socket is dropped.
+struct HeldIo<I> {
+    io: I,
+    _held: Held,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for HeldIo<I> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for HeldIo<I> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {

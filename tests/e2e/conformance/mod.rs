@@ -8,6 +8,7 @@
 //! `Location`s. Requests are retried until they match (eventual consistency, like upstream).
 
 mod backend_tls_tests;
+mod connection_tests;
 mod frontend_mtls_tests;
 mod grpc_tests;
 mod harness;

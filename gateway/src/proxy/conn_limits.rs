@@ -1,0 +1,231 @@
+//! Bounds on downstream connections: the process-wide connection cap ([`ConnectionCap`]),
+//! requests in flight per connection for the idle timeout ([`InFlight`], [`TrackedBody`]),
+//! and a log rate limit for events that can repeat thousands of times a second ([`LogEvery`]).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper::body::{Body, Frame, SizeHint};
+
+/// How many downstream connections the process holds, and how many it may.
+#[derive(Debug)]
+pub(crate) struct ConnectionCap {
+    open: Arc<AtomicUsize>,
+    max: usize,
+}
+
+/// One admitted connection; frees its place in the cap when dropped.
+#[derive(Debug)]
+pub(crate) struct ConnSlot(Arc<AtomicUsize>);
+
+/// Requests of one connection whose response has not ended yet, and since when it had none.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    base: Instant,
+    active: AtomicUsize,
+    /// Milliseconds after `base` at which `active` last dropped to 0.
+    idle_since_ms: AtomicU64,
+}
+
+/// One request in flight; dropped when its response body ended or was abandoned.
+#[derive(Debug)]
+pub(crate) struct RequestGuard(Arc<InFlight>);
+
+/// A response body that keeps its request counted as in flight until the body is dropped.
+#[derive(Debug)]
+pub(crate) struct TrackedBody<B> {
+    inner: B,
+    _guard: RequestGuard,
+}
+
+/// Lets through at most one log line per interval and counts the ones held back.
+#[derive(Debug)]
+pub(crate) struct LogEvery {
+    base: Instant,
+    interval_ms: u64,
+    next_ms: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+// === impl ConnectionCap ===
+
+impl ConnectionCap {
+    /// A cap of `max` connections (at least 1).
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            open: Arc::new(AtomicUsize::new(0)),
+            max: max.max(1),
+        }
+    }
+
+    /// The cap.
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
+    /// A slot for one more connection, or `None` at the cap.
+    pub(crate) fn try_acquire(&self) -> Option<ConnSlot> {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < self.max).then_some(open + 1)
+            })
+            .ok()
+            .map(|_| ConnSlot(Arc::clone(&self.open)))
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+// === impl InFlight ===
+
+impl InFlight {
+    /// A connection with no request yet (idle since now).
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            base: Instant::now(),
+            active: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// Counts a request as in flight until the guard drops.
+    pub(crate) fn start(self: &Arc<Self>) -> RequestGuard {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        RequestGuard(Arc::clone(self))
+    }
+
+    /// When the connection will have been idle for `timeout`, or `None` while a request is in
+    /// flight.
+    pub(crate) fn idle_deadline(&self, timeout: Duration) -> Option<Instant> {
+        if self.active.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let since = Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
+        Some(self.base + since + timeout)
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        let in_flight = &self.0;
+        let now = u64::try_from(in_flight.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        // Stored before the count drops, so a reader that sees 0 sees this time.
+        if in_flight.active.load(Ordering::Acquire) == 1 {
+            in_flight.idle_since_ms.store(now, Ordering::Release);
+        }
+        in_flight.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+// === impl TrackedBody ===
+
+impl<B> TrackedBody<B> {
+    /// `inner`, counted as in flight until dropped.
+    pub(crate) fn new(inner: B, guard: RequestGuard) -> Self {
+        Self {
+            inner,
+            _guard: guard,
+        }
+    }
+}
+
+impl<B: Body + Unpin> Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+// === impl LogEvery ===
+
+impl LogEvery {
+    /// At most one line per `interval`.
+    pub(crate) fn new(interval: Duration) -> Self {
+        Self {
+            base: Instant::now(),
+            interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
+            next_ms: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(lines held back since the last one)` when a line may be logged now.
+    pub(crate) fn ready(&self) -> Option<u64> {
+        let now = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let next = self.next_ms.load(Ordering::Acquire);
+        if now >= next
+            && self
+                .next_ms
+                .compare_exchange(
+                    next,
+                    now.saturating_add(self.interval_ms),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Ordering::AcqRel));
+        }
+        self.suppressed.fetch_add(1, Ordering::AcqRel);
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cap_admits_up_to_max_and_frees_on_drop() {
+        let cap = ConnectionCap::new(2);
+        let a = cap.try_acquire();
+        let b = cap.try_acquire();
+        assert!(a.is_some() && b.is_some());
+        assert!(cap.try_acquire().is_none());
+        drop(a);
+        assert!(cap.try_acquire().is_some());
+    }
+
+    #[test]
+    fn idle_deadline_only_without_requests() {
+        let in_flight = InFlight::new();
+        let timeout = Duration::from_secs(60);
+        assert!(in_flight.idle_deadline(timeout).is_some());
+        let first = in_flight.start();
+        let second = in_flight.start();
+        assert!(in_flight.idle_deadline(timeout).is_none());
+        drop(first);
+        assert!(in_flight.idle_deadline(timeout).is_none());
+        drop(second);
+        assert!(in_flight.idle_deadline(timeout).is_some());
+    }
+
+    #[test]
+    fn log_every_counts_held_back_lines() {
+        let log = LogEvery::new(Duration::from_secs(3600));
+        assert_eq!(log.ready(), Some(0));
+        assert_eq!(log.ready(), None);
+        assert_eq!(log.ready(), None);
+        assert_eq!(log.suppressed.load(Ordering::Acquire), 2);
+    }
+}
