@@ -49,6 +49,11 @@ pub struct GatewayOptions {
     /// hold an upstream connection); further ones are accepted and closed at once. 0 derives
     /// it from the file-descriptor limit ([`default_max_connections`]).
     pub max_connections: usize,
+    /// How long the gateway waits for a backend's response head when the route sets no
+    /// timeout of its own (`timeouts.request` or `backendRequest`), before answering 504.
+    /// nginx's `proxy_read_timeout` default. GRPCRoutes are exempt: a streaming call may
+    /// legitimately send its headers late. `None` waits forever.
+    pub upstream_response_timeout: Option<Duration>,
 }
 
 // === impl GatewayOptions ===
@@ -76,6 +81,7 @@ impl GatewayOptions {
             idle_timeout: Duration::from_secs(60),
             h2_keep_alive_interval: Some(Duration::from_secs(30)),
             max_connections: 0,
+            upstream_response_timeout: Some(Duration::from_secs(60)),
         }
     }
 

@@ -74,11 +74,7 @@ fn config(version: u64, port: u16, bad: bool) -> GatewayConfig {
 
 #[tokio::test]
 async fn acks_valid_and_nacks_invalid_snapshots() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = meridian_tests::net::free_port(std::net::Ipv4Addr::LOCALHOST.into());
     let agent = FakeAgent {
         configs: vec![config(1, port, false), config(2, port, true)],
         ..FakeAgent::default()

@@ -49,12 +49,9 @@ async fn gateway() -> GatewayHandle {
         .unwrap()
 }
 
+/// A loopback port outside the ephemeral range, so no bind to port 0 can take it first.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    meridian_tests::net::free_port(std::net::Ipv4Addr::LOCALHOST.into())
 }
 
 fn service(name: &str) -> ServiceKey {

@@ -71,6 +71,10 @@ pub struct Args {
     /// open stream) before it is closed, in milliseconds.
     #[arg(long, default_value_t = 60_000)]
     idle_timeout_ms: u64,
+    /// How long to wait for a backend's response head when the route sets no timeout of its
+    /// own, in milliseconds; then the client gets 504. GRPCRoutes are exempt. 0 waits forever.
+    #[arg(long, default_value_t = 60_000)]
+    upstream_response_timeout_ms: u64,
 }
 
 /// The agent URL and, with `--agent-ca`, the TLS settings for it (files read now, so that a
@@ -122,6 +126,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     options.max_connections = args.max_connections;
     options.first_byte_timeout = Duration::from_millis(args.first_byte_timeout_ms.max(1));
     options.idle_timeout = Duration::from_millis(args.idle_timeout_ms.max(1));
+    options.upstream_response_timeout = match args.upstream_response_timeout_ms {
+        0 => None,
+        ms => Some(Duration::from_millis(ms)),
+    };
     let mut registry = meridian_gateway::Registry::default();
     registry.register(
         "meridian_log_dropped_lines",

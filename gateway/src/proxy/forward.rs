@@ -297,16 +297,23 @@ pub(crate) async fn process(
     // Each future is built where it is awaited: a future bound to a variable first is moved
     // (copied) once more into the caller's state, and these carry the whole request.
     let pinned = pinned.map(|pinned| pinned.endpoint);
+    // Without a timeout of the route's own, a backend that never answers must not hold the
+    // request (and its connection) forever.
+    let attempt_timeout = match rule.backend_timeout {
+        Some(timeout) => Some(timeout),
+        None if !rule.route_sets_timeout && !grpc => ctx.shared.options.upstream_response_timeout,
+        None => None,
+    };
     let (result, attempts, served_by) = match rule.request_timeout {
         Some(timeout) => {
             let deadline = (started + timeout).into();
-            let exchange = exchange(rule, service, pinned, head, body);
+            let exchange = exchange(rule, attempt_timeout, service, pinned, head, body);
             match tokio::time::timeout_at(deadline, exchange).await {
                 Ok(done) => done,
                 Err(_) => (Err(Failure::Timeout), 0, None),
             }
         }
-        None => exchange(rule, service, pinned, head, body).await,
+        None => exchange(rule, attempt_timeout, service, pinned, head, body).await,
     };
     let response = match result {
         Ok(mut response) => {
@@ -531,6 +538,7 @@ enum Failure {
 /// (a session's endpoint) when set; retries draw again.
 async fn exchange<'a>(
     rule: &Rule,
+    attempt_timeout: Option<Duration>,
     service: &'a ServiceBackend,
     mut pinned: Option<&'a Arc<EndpointPool>>,
     head: UpstreamHead,
@@ -589,7 +597,7 @@ async fn exchange<'a>(
             }
         };
         let attempt_started = tokio::time::Instant::now();
-        let result = send_once(endpoint, request, rule.backend_timeout).await;
+        let result = send_once(endpoint, request, attempt_timeout).await;
         let retryable = match &result {
             Ok(response) => retry.is_some_and(|r| r.codes.contains(&response.status().as_u16())),
             // Not the backend's failure, and the body cannot be sent again.

@@ -873,6 +873,8 @@ impl RuleCompiler<'_> {
                     backends: WeightedBackends::new(choices),
                     request_timeout: nonzero(rule.timeouts.request),
                     backend_timeout: nonzero(rule.timeouts.backend_request),
+                    route_sets_timeout: rule.timeouts.request.is_some()
+                        || rule.timeouts.backend_request.is_some(),
                     retry,
                     session,
                     needs_buffering,
@@ -968,6 +970,7 @@ impl RuleCompiler<'_> {
                     backends: WeightedBackends::new(choices),
                     request_timeout: None,
                     backend_timeout: None,
+                    route_sets_timeout: false,
                     retry: None,
                     session,
                     needs_buffering,

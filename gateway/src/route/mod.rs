@@ -108,6 +108,9 @@ pub(crate) struct Rule {
     pub(crate) request_timeout: Option<Duration>,
     /// `timeouts.backendRequest` (None = no deadline).
     pub(crate) backend_timeout: Option<Duration>,
+    /// The route sets a timeout of its own (a zero one, "no deadline", included), so the
+    /// gateway's default wait for a response head does not apply.
+    pub(crate) route_sets_timeout: bool,
     /// Retry stanza.
     pub(crate) retry: Option<RetryPolicy>,
     /// `sessionPersistence`.

@@ -6,6 +6,7 @@
 //! and a short guide with `dig` and `curl` commands is printed. Ctrl-C or SIGTERM stops all.
 
 mod cluster;
+mod ports;
 mod supervisor;
 
 use std::net::{IpAddr, SocketAddr};
@@ -190,7 +191,7 @@ async fn start_hubs(
     n_hubs: u8,
 ) -> anyhow::Result<Vec<HubNode>> {
     let localhost = IpAddr::from([127, 0, 0, 1]);
-    let ports = free_ports(localhost, 3 * usize::from(n_hubs))?;
+    let ports = ports::free_ports(localhost, 3 * usize::from(n_hubs))?;
     let addr = |i: usize| SocketAddr::new(localhost, ports[i]);
     let planned: Vec<_> = (1..=n_hubs)
         .map(|id| {
@@ -283,7 +284,7 @@ async fn start_cluster(
             .with_context(|| format!("{name} ready file has no address: {ready}"))?;
         backends.push((name, addr, component));
     }
-    let ports = free_ports(spec.gateway_ip, 2)?;
+    let ports = ports::free_ports(spec.gateway_ip, 2)?;
     let (gateway_port, https_port) = (ports[0], ports[1]);
     let addrs: Vec<SocketAddr> = backends.iter().map(|(_, addr, _)| *addr).collect();
     cluster::write_config(
@@ -526,30 +527,6 @@ fn ready_addr(ready: &serde_json::Value, keys: &[&str]) -> Option<SocketAddr> {
     keys.iter()
         .filter_map(|key| ready.get(*key).and_then(|v| v.as_str()))
         .find_map(|text| text.trim_start_matches("http://").parse().ok())
-}
-
-/// `n` distinct ports free on `ip` for both TCP and UDP. Every socket is held until all are
-/// chosen, so the kernel cannot hand the same port out twice (a port closed at once may come
-/// back from the next bind to port 0).
-fn free_ports(ip: IpAddr, n: usize) -> anyhow::Result<Vec<u16>> {
-    let mut held = Vec::with_capacity(n);
-    let mut ports = Vec::with_capacity(n);
-    for _ in 0..n * 50 {
-        if ports.len() == n {
-            break;
-        }
-        let tcp = std::net::TcpListener::bind(SocketAddr::new(ip, 0))
-            .with_context(|| format!("bind {ip}:0"))?;
-        let port = tcp.local_addr()?.port();
-        if let Ok(udp) = std::net::UdpSocket::bind(SocketAddr::new(ip, port)) {
-            ports.push(port);
-            held.push((tcp, udp));
-        }
-    }
-    if ports.len() < n {
-        bail!("no {n} free ports on {ip}");
-    }
-    Ok(ports)
 }
 
 fn prepare_state_dir(dir: &Path) -> anyhow::Result<PathBuf> {

@@ -231,3 +231,49 @@ async fn unread_log_pipe_does_not_block_serving() {
     // The access log lines that did not fit were dropped and counted.
     assert!(metric(admin, "meridian_log_dropped_lines_total").await > 0.0);
 }
+
+#[tokio::test]
+async fn backend_that_never_answers_gets_504_after_the_default_response_timeout() {
+    let (suite, _admin) = start(&["--upstream-response-timeout-ms", "500"]);
+    let client = client();
+    let addr = suite.addr("HTTP");
+    let started = Instant::now();
+    let response = client
+        .get(format!("http://{addr}/?delay=5s"))
+        .header("host", "example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 504, "a route without timeouts");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    check_all(
+        &suite,
+        &[(get("example.com", "/?delay=100ms"), ok("infra-backend-v1"))],
+    )
+    .await;
+
+    // A route's own timeouts replace the default, and `request: 0s` ("no deadline") too.
+    suite.write(
+        "20-own-timeouts.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: own, namespace: gateway-conformance-infra}\nspec:\n  parentRefs: [{name: same-namespace}]\n  rules:\n  - matches: [{path: {type: PathPrefix, value: /no-deadline}}]\n    timeouts: {request: 0s}\n    backendRefs: [{name: infra-backend-v1, port: 8080}]\n  - matches: [{path: {type: PathPrefix, value: /longer}}]\n    timeouts: {request: 5s}\n    backendRefs: [{name: infra-backend-v1, port: 8080}]\n",
+    );
+    check_all(
+        &suite,
+        &[
+            (
+                get("example.com", "/no-deadline?delay=1s"),
+                ok("infra-backend-v1"),
+            ),
+            (
+                get("example.com", "/longer?delay=1s"),
+                ok("infra-backend-v1"),
+            ),
+            (get("example.com", "/other?delay=1s"), status(&[504])),
+        ],
+    )
+    .await;
+}
