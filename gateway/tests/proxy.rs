@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,19 +14,21 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use meridian_gateway::GatewayOptions;
 use meridian_gateway::echo::websocket::{Message, read_message, write_message};
 use meridian_gateway::echo::{EchoHandle, EchoOptions, spawn_echo};
-use meridian_gateway::{GatewayHandle, GatewayOptions};
 use meridian_proto::model::gateway::{
     AppProtocol, Attached, Attachment, Backend, Endpoint, GatewayConfig, Listener,
     ListenerProtocol, ListenerTls, TlsCertificate, TlsMode,
 };
 use meridian_proto::model::route::{
     BackendRef, HttpBackendRef, HttpRoute, HttpRouteMatch, HttpRouteRule, PathMatch, Resolution,
-    ServiceKey, Timeouts, TlsRoute,
+    Timeouts, TlsRoute,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use common::{free_port, gateway, service};
 
 fn init() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -39,27 +43,6 @@ async fn echo(name: &str) -> EchoHandle {
     })
     .await
     .unwrap()
-}
-
-async fn gateway() -> GatewayHandle {
-    let mut options = GatewayOptions::new("127.0.0.1:0".parse().unwrap(), "test");
-    options.drain_timeout = Duration::from_secs(5);
-    meridian_gateway::spawn(options, meridian_gateway::Registry::default())
-        .await
-        .unwrap()
-}
-
-/// A loopback port outside the ephemeral range, so no bind to port 0 can take it first.
-fn free_port() -> u16 {
-    meridian_tests::net::free_port(std::net::Ipv4Addr::LOCALHOST.into())
-}
-
-fn service(name: &str) -> ServiceKey {
-    ServiceKey {
-        namespace: "default".into(),
-        name: name.into(),
-        port: 8080,
-    }
 }
 
 fn backend(name: &str, addr: SocketAddr, app_protocol: AppProtocol) -> Backend {

@@ -6,22 +6,26 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use meridian_gateway::{GatewayHandle, GatewayOptions};
+use meridian_gateway::GatewayHandle;
 use meridian_proto::model::gateway::{
     AppProtocol, Attached, Attachment, Backend, Endpoint, GatewayConfig, Listener, ListenerProtocol,
 };
 use meridian_proto::model::route::{
     BackendRef, HeaderModifier, HttpBackendRef, HttpFilter, HttpRoute, HttpRouteMatch,
-    HttpRouteRule, PathMatch, Resolution, ServiceKey, Timeouts,
+    HttpRouteRule, PathMatch, Resolution, Timeouts,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+
+use common::{free_port, service};
 
 /// What a raw backend does with one request: the bytes to write back, then whether to hold
 /// the connection open (for a tunnel) or close it.
@@ -182,26 +186,10 @@ fn init() {
     });
 }
 
+/// A gateway whose log lines the tests can read.
 async fn gateway() -> GatewayHandle {
     init();
-    let mut options = GatewayOptions::new("127.0.0.1:0".parse().unwrap(), "test");
-    options.drain_timeout = Duration::from_secs(5);
-    meridian_gateway::spawn(options, meridian_gateway::Registry::default())
-        .await
-        .unwrap()
-}
-
-/// A loopback port outside the ephemeral range, so no bind to port 0 can take it first.
-fn free_port() -> u16 {
-    meridian_tests::net::free_port(std::net::Ipv4Addr::LOCALHOST.into())
-}
-
-fn service(name: &str) -> ServiceKey {
-    ServiceKey {
-        namespace: "default".into(),
-        name: name.into(),
-        port: 8080,
-    }
+    common::gateway().await
 }
 
 /// A gateway on a fresh port routing every request to `backend` (HTTP/1.1), with `filters` on

@@ -15,6 +15,43 @@ use serde_json::{Value, json};
 
 use crate::meridian_bin;
 
+/// An agent watching the API at `kubeconfig` (with `extra` arguments) and a gateway it
+/// configures for `app/gw`; returns both processes and the agent's admin URL.
+pub(crate) fn start_kube_agent_and_gateway(
+    dir: &std::path::Path,
+    kubeconfig: &std::path::Path,
+    extra: &[&str],
+) -> (Proc, Proc, String) {
+    let mut args = vec!["agent", "--kubernetes", "--kubeconfig"];
+    args.push(kubeconfig.to_str().unwrap());
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+    let (agent, ready) = Proc::start_ready(
+        ProcSpec::new("agent", meridian_bin(), dir, &args),
+        Duration::from_secs(30),
+    );
+    let grpc = format!("http://{}", ready["grpc"].as_str().unwrap());
+    let admin = format!("http://{}", ready["admin"].as_str().unwrap());
+    let (gateway, _) = Proc::start_ready(
+        ProcSpec::new(
+            "gateway",
+            meridian_bin(),
+            dir,
+            &[
+                "gateway",
+                "--agent",
+                &grpc,
+                "--gateway",
+                "app/gw",
+                "--instance",
+                "gw-1",
+            ],
+        ),
+        Duration::from_secs(30),
+    );
+    (agent, gateway, admin)
+}
+
 fn route(name: &str, host: &str, path: &str) -> Value {
     json!({
         "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
@@ -107,43 +144,7 @@ async fn an_agent_watching_kubernetes_programs_a_gateway_through_changes_and_rel
     api.apply(route("web", "web.test", "/v1"));
     api.apply(route("other", "other.test", "/"));
 
-    let (agent, ready) = Proc::start_ready(
-        ProcSpec::new(
-            "agent",
-            meridian_bin(),
-            dir.path(),
-            &[
-                "agent",
-                "--kubernetes",
-                "--kubeconfig",
-                kubeconfig.to_str().unwrap(),
-                "--listen",
-                "127.0.0.1:0",
-                "--admin",
-                "127.0.0.1:0",
-            ],
-        ),
-        Duration::from_secs(30),
-    );
-    let grpc = format!("http://{}", ready["grpc"].as_str().unwrap());
-    let admin = format!("http://{}", ready["admin"].as_str().unwrap());
-    let (_gateway, _) = Proc::start_ready(
-        ProcSpec::new(
-            "gateway",
-            meridian_bin(),
-            dir.path(),
-            &[
-                "gateway",
-                "--agent",
-                &grpc,
-                "--gateway",
-                "app/gw",
-                "--instance",
-                "gw-1",
-            ],
-        ),
-        Duration::from_secs(30),
-    );
+    let (agent, _gateway, admin) = start_kube_agent_and_gateway(dir.path(), &kubeconfig, &[]);
 
     // Created in the API → served.
     serves(&client, gateway, "web.test", "/v1/a", 200).await;

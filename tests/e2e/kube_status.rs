@@ -154,44 +154,10 @@ async fn the_agent_writes_status_back_to_kubernetes() {
     api.apply(web);
     api.apply(route("broken", "/", "missing"));
 
-    let (agent, ready) = Proc::start_ready(
-        ProcSpec::new(
-            "agent",
-            meridian_bin(),
-            dir.path(),
-            &[
-                "agent",
-                "--kubernetes",
-                "--kubeconfig",
-                kubeconfig.to_str().unwrap(),
-                "--cluster",
-                "east",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin",
-                "127.0.0.1:0",
-            ],
-        ),
-        Duration::from_secs(30),
-    );
-    let grpc = format!("http://{}", ready["grpc"].as_str().unwrap());
-    let admin = format!("http://{}", ready["admin"].as_str().unwrap());
-    let (_gateway, _) = Proc::start_ready(
-        ProcSpec::new(
-            "gateway",
-            meridian_bin(),
-            dir.path(),
-            &[
-                "gateway",
-                "--agent",
-                &grpc,
-                "--gateway",
-                "app/gw",
-                "--instance",
-                "gw-1",
-            ],
-        ),
-        Duration::from_secs(30),
+    let (agent, _gateway, admin) = crate::kube_source::start_kube_agent_and_gateway(
+        dir.path(),
+        &kubeconfig,
+        &["--cluster", "east"],
     );
     eventually("web.test is served", Duration::from_secs(20), || async {
         match get_host(&client, gateway, "web.test", "/").await? {
