@@ -1,8 +1,7 @@
-//! Weighted selection tests (fixed seed, so they are deterministic).
+//! Weighted selection tests.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-
-use rand::{RngCore, SeedableRng};
 
 use super::*;
 
@@ -17,43 +16,61 @@ fn invalid(name: &str, weight: u32) -> BackendChoice {
     }
 }
 
-fn shares(backends: &WeightedBackends, n: usize) -> std::collections::BTreeMap<String, f64> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    let mut counts = std::collections::BTreeMap::new();
+fn name(choice: &BackendChoice) -> String {
+    match &choice.target {
+        BackendTarget::Invalid { name, .. } => name.to_string(),
+        BackendTarget::Service(_) => unreachable!(),
+    }
+}
+
+fn counts(backends: &WeightedBackends, n: usize) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
     for _ in 0..n {
-        let choice = backends.pick_with(rng.next_u64()).unwrap();
-        let BackendTarget::Invalid { name, .. } = &choice.target else {
-            unreachable!()
-        };
-        *counts.entry(name.to_string()).or_insert(0usize) += 1;
+        *counts.entry(name(backends.pick().unwrap())).or_insert(0) += 1;
     }
     counts
-        .into_iter()
-        .map(|(k, v)| (k, v as f64 / n as f64))
-        .collect()
 }
 
 #[test]
-fn weights_give_proportional_shares_and_zero_never() {
+fn every_total_consecutive_requests_split_exactly_and_zero_never() {
     let backends =
         WeightedBackends::new(vec![invalid("v1", 70), invalid("v2", 30), invalid("v3", 0)]);
-    let got = shares(&backends, 100_000);
-    assert!((got["v1"] - 0.70).abs() < 0.01, "{got:?}");
-    assert!((got["v2"] - 0.30).abs() < 0.01, "{got:?}");
+    // Start mid-cycle: any window of `total` requests is exact, not only aligned ones.
+    counts(&backends, 37);
+    let got = counts(&backends, 500);
+    assert_eq!(got["v1"], 350, "{got:?}");
+    assert_eq!(got["v2"], 150, "{got:?}");
     assert!(!got.contains_key("v3"), "{got:?}");
 }
 
 #[test]
-fn exact_boundaries_of_the_cumulative_table() {
-    let backends = WeightedBackends::new(vec![invalid("a", 1), invalid("b", 2)]);
-    let name = |r| match &backends.pick_with(r).unwrap().target {
-        BackendTarget::Invalid { name, .. } => name.to_string(),
-        BackendTarget::Service(_) => unreachable!(),
-    };
-    assert_eq!(name(0), "a");
-    assert_eq!(name(1), "b");
-    assert_eq!(name(2), "b");
-    assert_eq!(name(3), "a");
+fn short_windows_stay_close_to_the_weights() {
+    // A 5% canary must not get a run of requests: in every window of 20 it gets at most 2.
+    let backends = WeightedBackends::new(vec![invalid("stable", 95), invalid("canary", 5)]);
+    let seq: Vec<String> = (0..400).map(|_| name(backends.pick().unwrap())).collect();
+    for window in seq.windows(20) {
+        let canary = window.iter().filter(|n| *n == "canary").count();
+        assert!(canary <= 2, "{window:?}");
+    }
+    // And a 1:1 split alternates rather than clumping.
+    let even = WeightedBackends::new(vec![invalid("a", 1), invalid("b", 1)]);
+    let seq: Vec<String> = (0..6).map(|_| name(even.pick().unwrap())).collect();
+    assert_eq!(seq, ["a", "b", "a", "b", "a", "b"]);
+}
+
+#[test]
+fn large_and_uneven_weights_stay_exact() {
+    let backends = WeightedBackends::new(vec![
+        invalid("a", 1_000_000),
+        invalid("b", 999_999),
+        invalid("c", 1),
+    ]);
+    let total = backends.total_weight();
+    assert_eq!(gcd(backends.stride, total), 1);
+    let c = (0..total)
+        .filter(|&n| name(backends.pick_nth(n).unwrap()) == "c")
+        .count();
+    assert_eq!(c, 1);
 }
 
 #[test]
