@@ -1,6 +1,7 @@
 //! Protocol hygiene of the proxy over real sockets, against scripted raw HTTP/1.1 backends:
 //! h2c upgrades and 101s for protocols nobody asked for, `Connection`-listed fields, request
-//! bodies hyper's client would drop, client body errors (400) versus malformed upstream
+//! bodies hyper's client would drop, client body errors (400, with HTTP/1.1 and h2c backends)
+//! versus malformed upstream
 //! responses (502) versus connection failures (503), bodies cut short (recorded as aborted),
 //! CONNECT and `OPTIONS *`.
 
@@ -195,6 +196,16 @@ async fn gateway() -> GatewayHandle {
 /// A gateway on a fresh port routing every request to `backend` (HTTP/1.1), with `filters` on
 /// the rule; `route` names the route (`default/<route>`) for metrics and logs.
 async fn serve(route: &str, backend: SocketAddr, filters: Vec<HttpFilter>) -> (GatewayHandle, u16) {
+    serve_with(route, backend, filters, AppProtocol::Http1).await
+}
+
+/// [`serve`], with the backend spoken to in `app_protocol`.
+async fn serve_with(
+    route: &str,
+    backend: SocketAddr,
+    filters: Vec<HttpFilter>,
+    app_protocol: AppProtocol,
+) -> (GatewayHandle, u16) {
     let gw = gateway().await;
     let port = free_port();
     let config = GatewayConfig {
@@ -247,7 +258,7 @@ async fn serve(route: &str, backend: SocketAddr, filters: Vec<HttpFilter>) -> (G
         }],
         backends: vec![Backend {
             key: service("raw"),
-            app_protocol: AppProtocol::Http1,
+            app_protocol,
             endpoints: vec![Endpoint {
                 addr: backend,
                 ready: true,
@@ -443,6 +454,71 @@ async fn client_body_errors_are_bad_requests_not_upstream_failures() {
     );
     assert!(
         !metrics.contains(r#"class="5xx"} 1"#) && !metrics.contains(r#"class="5xx"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"gateway_backend_errors_total{backend="default/raw:8080"} 0"#)
+            || !metrics.contains("gateway_backend_errors_total{"),
+        "{metrics}"
+    );
+}
+
+/// An h2c backend that reads each request's whole body, then answers 200.
+async fn h2c_backend() -> SocketAddr {
+    use http_body_util::BodyExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |request: hyper::Request<hyper::body::Incoming>| async move {
+                        let status = match request.into_body().collect().await {
+                            Ok(_) => 200,
+                            Err(_) => 499,
+                        };
+                        let response = hyper::Response::builder()
+                            .status(status)
+                            .body(http_body_util::Empty::<bytes::Bytes>::new())
+                            .unwrap();
+                        Ok::<_, std::convert::Infallible>(response)
+                    },
+                );
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn client_body_errors_are_bad_requests_with_an_h2c_backend_too() {
+    let backend = h2c_backend().await;
+    let (gw, port) = serve_with("badbody-h2", backend, vec![], AppProtocol::H2c).await;
+    // A good body first: the backend and the h2c path work.
+    let good = exchange(
+        port,
+        b"POST /upload HTTP/1.1\r\nHost: x.example\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&good), 200, "{good}");
+    for body in [
+        &b"zz\r\nhello\r\n0\r\n\r\n"[..],
+        b"fffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+    ] {
+        let mut request = b"POST /upload HTTP/1.1\r\nHost: x.example\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n".to_vec();
+        request.extend_from_slice(body);
+        let response = exchange(port, &request).await;
+        assert_eq!(status_of(&response), 400, "{body:?}: {response}");
+    }
+    let metrics = metrics(&gw).await;
+    assert!(
+        metrics.contains(
+            r#"gateway_route_requests_total{route="default/badbody-h2",rule="0",class="4xx"} 2"#
+        ),
         "{metrics}"
     );
     assert!(

@@ -114,6 +114,13 @@ pub(crate) enum UpstreamError {
         /// What went wrong.
         source: H1Error,
     },
+    /// The client's request body failed while it was streamed upstream, which failed the
+    /// exchange (`source`).
+    #[error("reading the request body failed, then {source}")]
+    ClientBody {
+        /// The upstream error the body's failure caused (an HTTP/2 stream reset, say).
+        source: Box<UpstreamError>,
+    },
     /// The response's status code is outside 100-599 (RFC 9110 §15).
     #[error("upstream {addr}: invalid status code {status}")]
     InvalidStatus {
@@ -151,6 +158,7 @@ impl UpstreamError {
                     FailureKind::Connection
                 }
             }
+            Self::ClientBody { .. } => FailureKind::RequestBody,
             Self::Lean {
                 source: H1Error::Protocol(_),
                 ..

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -84,8 +85,10 @@ impl AbortWatch {
 /// A request body sent upstream.
 #[derive(Debug)]
 pub(crate) enum ReqBody {
-    /// The client's body, streamed.
-    Incoming(Incoming),
+    /// The client's body, streamed. `failed` is set when reading it fails: hyper's HTTP/2
+    /// client resets the stream without keeping the body's error as a cause, so the flag is
+    /// how the exchange tells the client's fault (400) from the upstream's.
+    Incoming(Incoming, Option<Arc<AtomicBool>>),
     /// A buffered body (retries and mirrors resend it).
     Full(Option<Bytes>),
 }
@@ -140,23 +143,30 @@ impl Body for ReqBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
         match self.get_mut() {
-            Self::Incoming(body) => Pin::new(body)
-                .poll_frame(cx)
-                .map(|frame| frame.map(|result| result.map_err(ClientBodyError))),
+            Self::Incoming(body, failed) => Pin::new(body).poll_frame(cx).map(|frame| {
+                frame.map(|result| {
+                    result.map_err(|error| {
+                        if let Some(failed) = failed {
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                        ClientBodyError(error)
+                    })
+                })
+            }),
             Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Self::Incoming(body) => body.is_end_stream(),
+            Self::Incoming(body, _) => body.is_end_stream(),
             Self::Full(bytes) => bytes.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Self::Incoming(body) => body.size_hint(),
+            Self::Incoming(body, _) => body.size_hint(),
             Self::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -554,6 +555,11 @@ async fn exchange<'a>(
         Payload::Streaming(_) => None,
     };
     let max_attempts = 1 + retry.map_or(0, |r| r.attempts);
+    // Only a streamed body can fail mid-exchange (buffered ones were read in full already), and
+    // a bodyless request, the common case, pays for no flag.
+    let body_failed =
+        matches!(&body, Payload::Streaming(b) if !hyper::body::Body::is_end_stream(b))
+            .then(|| Arc::new(AtomicBool::new(false)));
     let mut body = Some(body);
     let mut head = Some(head);
     let mut attempt = 0;
@@ -577,9 +583,10 @@ async fn exchange<'a>(
                 (Some(Payload::Buffered(bytes)), Some(h)) => {
                     h.into_request(endpoint.protocol, ReqBody::full(bytes))
                 }
-                (Some(Payload::Streaming(incoming)), Some(h)) => {
-                    h.into_request(endpoint.protocol, ReqBody::Incoming(incoming))
-                }
+                (Some(Payload::Streaming(incoming)), Some(h)) => h.into_request(
+                    endpoint.protocol,
+                    ReqBody::Incoming(incoming, body_failed.clone()),
+                ),
                 _ => return (Err(Failure::Timeout), attempt - 1, None),
             },
         };
@@ -597,7 +604,18 @@ async fn exchange<'a>(
             }
         };
         let attempt_started = tokio::time::Instant::now();
-        let result = send_once(endpoint, request, attempt_timeout).await;
+        let result = match send_once(endpoint, request, attempt_timeout).await {
+            Err(Failure::Upstream(error))
+                if body_failed
+                    .as_ref()
+                    .is_some_and(|failed| failed.load(Ordering::Relaxed)) =>
+            {
+                Err(Failure::Upstream(UpstreamError::ClientBody {
+                    source: Box::new(error),
+                }))
+            }
+            result => result,
+        };
         let retryable = match &result {
             Ok(response) => retry.is_some_and(|r| r.codes.contains(&response.status().as_u16())),
             // Not the backend's failure, and the body cannot be sent again.
@@ -954,7 +972,7 @@ async fn upgrade(
     let Ok(uri) = Uri::try_from(path_and_query) else {
         return answer::error(StatusCode::BAD_REQUEST, "invalid request target\n");
     };
-    let mut request = Request::new(ReqBody::Incoming(body));
+    let mut request = Request::new(ReqBody::Incoming(body, None));
     *request.method_mut() = parts.method;
     *request.uri_mut() = uri;
     *request.headers_mut() = parts.headers;
