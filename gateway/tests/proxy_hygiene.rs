@@ -1,9 +1,8 @@
-//! Protocol hygiene of the proxy over real sockets, against scripted raw HTTP/1.1 backends:
-//! h2c upgrades and 101s for protocols nobody asked for, `Connection`-listed fields, request
-//! bodies hyper's client would drop, client body errors (400, with HTTP/1.1 and h2c backends)
-//! versus malformed upstream
-//! responses (502) versus connection failures (503), bodies cut short (recorded as aborted),
-//! CONNECT and `OPTIONS *`.
+//! Protocol hygiene of the proxy over real sockets, against scripted raw HTTP/1.1 backends
+//! (and one h2c backend): h2c upgrades and 101s for protocols nobody asked for,
+//! `Connection`-listed fields, request bodies hyper's client would drop, client body errors
+//! (400, with HTTP/1.1 and h2c backends) versus malformed upstream responses (502) versus
+//! connection failures (503), bodies cut short (recorded as aborted), CONNECT and `OPTIONS *`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
