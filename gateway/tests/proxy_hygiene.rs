@@ -621,12 +621,79 @@ async fn a_body_cut_short_upstream_is_recorded_as_aborted() {
             .contains(r#"gateway_route_aborted_responses_total{route="default/cut",rule="0"} 2"#),
         "{metrics}"
     );
-    let log = String::from_utf8_lossy(&access_log().lock().unwrap()).into_owned();
-    let aborted = log
-        .lines()
-        .filter(|line| line.contains("route=default/cut") && line.contains("outcome=\"aborted\""))
-        .count();
-    assert_eq!(aborted, 2, "{log}");
+    // One line per request, written when the body failed, and it says so.
+    let lines = log_lines("route=default/cut", 2).await;
+    assert!(
+        lines.iter().all(|line| line.contains("outcome=\"aborted\"")
+            && line.contains("status=200")
+            && line.contains("error=")),
+        "{lines:#?}"
+    );
+}
+
+/// The access log lines containing `needle`, once there are `count` of them (lines of
+/// streamed responses are written when the body ends, after the client has read it).
+async fn log_lines(needle: &str, count: usize) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = String::from_utf8_lossy(&access_log().lock().unwrap()).into_owned();
+        let lines: Vec<String> = log
+            .lines()
+            .filter(|line| line.contains(needle))
+            .map(str::to_string)
+            .collect();
+        if lines.len() >= count || tokio::time::Instant::now() > deadline {
+            assert_eq!(lines.len(), count, "{log}");
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_streamed_response_is_logged_once_when_it_ends() {
+    const LEN: usize = 4 << 20;
+    let raw = raw_backend(|_| {
+        let mut reply_bytes =
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {LEN}\r\n\r\n").into_bytes();
+        reply_bytes.resize(reply_bytes.len() + LEN, b'x');
+        reply(reply_bytes)
+    })
+    .await;
+    let (_gw, port) = serve("streamed", raw.addr, vec![]).await;
+
+    // Read to the end: one line, complete, with every body byte counted.
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stream
+        .write_all(b"GET /whole HTTP/1.1\r\nHost: x.example\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    assert!(response.len() > LEN);
+    let lines = log_lines("path=\"/whole\"", 1).await;
+    assert!(
+        lines[0].contains("outcome=\"complete\"")
+            && lines[0].contains(&format!("body_bytes={LEN}"))
+            && lines[0].contains("status=200"),
+        "{lines:#?}"
+    );
+
+    // Go away after the head: one line, client_closed, nothing counted as aborted.
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stream
+        .write_all(b"GET /partial HTTP/1.1\r\nHost: x.example\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 64];
+    stream.read_exact(&mut head).await.unwrap();
+    assert!(head.starts_with(b"HTTP/1.1 200"));
+    drop(stream);
+    let lines = log_lines("path=\"/partial\"", 1).await;
+    assert!(
+        lines[0].contains("outcome=\"client_closed\"") && lines[0].contains("status=200"),
+        "{lines:#?}"
+    );
 }
 
 #[tokio::test]

@@ -3,7 +3,6 @@
 //! answer, or the upstream body, which hands its keep-alive connection back to the pool when it
 //! ends).
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +12,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use super::access::{AccessLine, Outcome};
 use crate::backend::ServiceBackend;
 use crate::backend::h1::{BodyEvent, BodyReader};
 use crate::backend::pool::{EndpointPool, PoolReturn};
@@ -47,38 +47,38 @@ pub(crate) fn is_client_body_error(error: &(dyn std::error::Error + 'static)) ->
     false
 }
 
-/// What an upstream response body that ends early is recorded against: the access log and
-/// metrics are written when the response head goes out, so a body cut short afterwards (the
-/// upstream closed or reset midway, a timeout ran out) is recorded when it happens.
+/// What an upstream response body that is still streaming when the head goes out reports
+/// to when it ends: the backend and rule metrics if it fails midway (the upstream closed or
+/// reset, a timeout ran out), and the request's single access log line in any case.
 #[derive(Debug)]
 pub(crate) struct AbortWatch {
     /// The rule that served the request.
     pub(crate) rule: Arc<Rule>,
     /// The backend the body came from.
     pub(crate) backend: Arc<ServiceBackend>,
-    /// The client.
-    pub(crate) remote: SocketAddr,
-    /// The status already sent.
-    pub(crate) status: u16,
+    /// The access log line, written when the body ends (none when the access log is off).
+    pub(crate) log: Option<AccessLine>,
+    /// Body bytes streamed so far.
+    pub(crate) body_bytes: u64,
 }
 
 impl AbortWatch {
-    fn record(self, error: &BodyError) {
+    fn aborted(self, error: &BodyError) {
         self.backend.metrics.record_body_error();
         // The rule's handles exist by now: the handler records the head before the body flows.
         if let Some(metrics) = self.rule.metrics.get() {
             metrics.record_aborted();
         }
-        tracing::info!(
-            target: "access",
-            remote = %self.remote,
-            status = self.status,
-            route = %self.rule.route,
-            rule = self.rule.rule_index,
-            backend = %self.backend.name,
-            outcome = "aborted",
-            error = %error,
-        );
+        if let Some(line) = self.log {
+            let error: &(dyn std::error::Error + 'static) = &**error;
+            line.write(Outcome::Aborted, self.body_bytes, Some(error));
+        }
+    }
+
+    fn ended(self, outcome: Outcome) {
+        if let Some(line) = self.log {
+            line.write(outcome, self.body_bytes, None);
+        }
     }
 }
 
@@ -248,6 +248,19 @@ impl ProxyBody {
         self.watch = Some(watch);
     }
 
+    /// Defers `line` to the end of a body that is still streaming; hands it back when there is
+    /// nothing to wait for (the caller writes it at once).
+    pub(crate) fn defer_log(&mut self, line: AccessLine) -> Option<AccessLine> {
+        let streaming = !self.is_end_stream_inner();
+        match &mut self.watch {
+            Some(watch) if streaming => {
+                watch.log = Some(line);
+                None
+            }
+            _ => Some(line),
+        }
+    }
+
     /// Hands the connection back as soon as the upstream body is complete: hyper's server stops
     /// polling a body once `is_end_stream` is true, so waiting for `None` could leak it.
     fn release_if_done(&mut self) {
@@ -284,32 +297,37 @@ impl Body for ProxyBody {
                 this.deadline = None;
                 let error: BodyError = Box::new(RequestTimedOut);
                 if let Some(watch) = this.watch.take() {
-                    watch.record(&error);
+                    watch.aborted(&error);
                 }
                 Poll::Ready(Some(Err(error)))
             }
             Poll::Ready(None) => {
                 this.deadline = None;
-                this.watch = None;
+                if let Some(watch) = this.watch.take() {
+                    watch.ended(Outcome::Complete);
+                }
                 polled
             }
             Poll::Ready(Some(Err(error))) => {
                 this.deadline = None;
                 if let Some(watch) = this.watch.take() {
-                    watch.record(&error);
+                    watch.aborted(&error);
                 }
                 Poll::Ready(Some(Err(error)))
             }
-            Poll::Ready(Some(Ok(_))) => polled,
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(watch) = &mut this.watch
+                    && let Some(data) = frame.data_ref()
+                {
+                    watch.body_bytes += data.len() as u64;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            Kind::Full(bytes) => bytes.is_none(),
-            Kind::Upstream { body, .. } => body.is_end_stream(),
-            Kind::Lean { reader, .. } => reader.is_done(),
-        }
+        self.is_end_stream_inner()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -324,7 +342,29 @@ impl Body for ProxyBody {
     }
 }
 
+/// hyper stops polling a body once `is_end_stream` is true, and drops one whose client went
+/// away: the watch learns how the body ended here when polling did not tell it.
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        if let Some(watch) = self.watch.take() {
+            watch.ended(if self.is_end_stream_inner() {
+                Outcome::Complete
+            } else {
+                Outcome::ClientClosed
+            });
+        }
+    }
+}
+
 impl ProxyBody {
+    fn is_end_stream_inner(&self) -> bool {
+        match &self.kind {
+            Kind::Full(bytes) => bytes.is_none(),
+            Kind::Upstream { body, .. } => body.is_end_stream(),
+            Kind::Lean { reader, .. } => reader.is_done(),
+        }
+    }
+
     /// The next frame of the body itself (the deadline aside).
     fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self;

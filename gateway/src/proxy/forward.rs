@@ -325,14 +325,14 @@ pub(crate) async fn process(
                 response = response.map(|body| body.with_deadline(deadline.into()));
             }
             service.metrics.record_status(response.status().as_u16());
-            // A body still streaming can fail after the head is logged: record that then
-            // (two reference counts; nothing for a body already read whole).
+            // A body still streaming can fail after the head went out, and its access log line
+            // waits for its end (two reference counts; nothing for a body already read whole).
             if response.body().is_streaming() {
                 let watch = AbortWatch {
                     rule: Arc::clone(matched.rule),
                     backend: Arc::clone(service),
-                    remote: ctx.remote,
-                    status: response.status().as_u16(),
+                    log: None,
+                    body_bytes: 0,
                 };
                 response.body_mut().watch(watch);
             }

@@ -10,6 +10,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tracing::info;
 
+use super::access::{AccessLine, Outcome, micros_since};
 use super::answer;
 use super::body::ProxyBody;
 use super::forward::{self, Matched};
@@ -124,22 +125,26 @@ pub(crate) async fn handle(
     let elapsed = start.elapsed();
     rule.metrics(&ctx.shared.metrics)
         .record(status.as_u16(), elapsed);
+    let mut response = outcome.response;
     if let Some((method, path)) = logged {
-        info!(
-            target: "access",
-            remote = %ctx.remote,
-            method = %method,
-            host = ?host,
-            path = ?path,
-            status = status.as_u16(),
-            route = %rule.route,
-            rule = rule.rule_index,
-            backend = outcome.backend.as_deref().unwrap_or("-"),
-            attempts = outcome.attempts,
-            micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-        );
+        let line = AccessLine {
+            remote: ctx.remote,
+            method,
+            host: host.into_owned(),
+            path,
+            rule: Arc::clone(rule),
+            backend: outcome.backend,
+            attempts: outcome.attempts,
+            status: status.as_u16(),
+            start,
+            head_micros: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        };
+        // A body still streaming from upstream writes the line when it ends.
+        if let Some(line) = response.body_mut().defer_log(line) {
+            line.write(Outcome::Complete, 0, None);
+        }
     }
-    outcome.response
+    response
 }
 
 fn unmatched(
@@ -163,7 +168,8 @@ fn unmatched(
         path = ?request.uri().path(),
         status,
         route = "-",
-        micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
+        micros = micros_since(start),
+        outcome = "complete",
     );
     response
 }

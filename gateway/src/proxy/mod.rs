@@ -1,6 +1,6 @@
 //! The data path: accept loops and connection serving ([`server`]), the request pipeline
 //! ([`handler`]), upstream forwarding with timeouts and retries ([`forward`]), locally
-//! generated answers ([`answer`]), the request target's checks and normal form ([`target`]),
+//! generated answers ([`answer`]), the access log line ([`access`]), the request target's checks and normal form ([`target`]),
 //! TLS passthrough ([`passthrough`]), TLSRoute termination
 //! ([`terminate`]) and body types ([`body`]).
 //!
@@ -28,10 +28,12 @@
 //!    headers apply on the way back. A connection failure is 503, an invalid response (or a
 //!    status outside 100-599) 502, the client's own request body failing 400. An upgrade is
 //!    tunnelled only on a 101 naming a protocol the client asked for (else 502).
-//! 4. `handler`: per-rule metrics and one `access` log event per request; a response body
-//!    that fails after the head went out adds an `outcome="aborted"` event and counts in
-//!    `gateway_route_aborted_responses`.
+//! 4. `handler`: per-rule metrics and one `access` log line per request ([`access`]): at once
+//!    for a response complete in memory, at the end of a body still streaming from upstream
+//!    otherwise, with `outcome` `complete`, `aborted` (the upstream body failed or a timeout
+//!    cut it; also counted in `gateway_route_aborted_responses`) or `client_closed`.
 
+pub(crate) mod access;
 pub(crate) mod answer;
 pub(crate) mod body;
 pub(crate) mod conn_limits;
