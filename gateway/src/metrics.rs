@@ -191,7 +191,7 @@ impl GatewayMetrics {
         );
         registry.register(
             "connections_timed_out",
-            "Connections closed for sending no first byte or staying idle, per listener port",
+            "Connections closed for sending no first byte, staying idle, or reading nothing for the send timeout, per listener port",
             this.connections_timed_out.clone(),
         );
         registry.register(

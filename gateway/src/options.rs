@@ -54,6 +54,11 @@ pub struct GatewayOptions {
     /// nginx's `proxy_read_timeout` default. GRPCRoutes are exempt: a streaming call may
     /// legitimately send its headers late. `None` waits forever.
     pub upstream_response_timeout: Option<Duration>,
+    /// How long a write to an HTTP client may stay blocked (the client reads nothing while
+    /// the gateway has bytes for it) before the connection is dropped and counted in
+    /// `gateway_connections_timed_out`: nginx's `send_timeout`, 60 s. A client that keeps
+    /// reading, however slowly, is not affected. `None` waits forever.
+    pub send_timeout: Option<Duration>,
 }
 
 // === impl GatewayOptions ===
@@ -82,6 +87,7 @@ impl GatewayOptions {
             h2_keep_alive_interval: Some(Duration::from_secs(30)),
             max_connections: 0,
             upstream_response_timeout: Some(Duration::from_secs(60)),
+            send_timeout: Some(Duration::from_secs(60)),
         }
     }
 

@@ -2,7 +2,8 @@
 //! (and one h2c backend): h2c upgrades and 101s for protocols nobody asked for,
 //! `Connection`-listed fields, request bodies hyper's client would drop, client body errors
 //! (400, with HTTP/1.1 and h2c backends) versus malformed upstream responses (502) versus
-//! connection failures (503), bodies cut short (recorded as aborted), CONNECT and `OPTIONS *`.
+//! connection failures (503), bodies cut short (recorded as aborted), one access log line
+//! per request, the send timeout, CONNECT and `OPTIONS *`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use meridian_gateway::GatewayHandle;
+use meridian_gateway::{GatewayHandle, GatewayOptions};
 use meridian_proto::model::gateway::{
     AppProtocol, Attached, Attachment, Backend, Endpoint, GatewayConfig, Listener, ListenerProtocol,
 };
@@ -192,10 +193,20 @@ async fn gateway() -> GatewayHandle {
     common::gateway().await
 }
 
+async fn gateway_with(adjust: impl FnOnce(&mut GatewayOptions)) -> GatewayHandle {
+    init();
+    common::gateway_with(adjust).await
+}
+
 /// A gateway on a fresh port routing every request to `backend` (HTTP/1.1), with `filters` on
 /// the rule; `route` names the route (`default/<route>`) for metrics and logs.
 async fn serve(route: &str, backend: SocketAddr, filters: Vec<HttpFilter>) -> (GatewayHandle, u16) {
     serve_with(route, backend, filters, AppProtocol::Http1).await
+}
+
+/// [`serve`] on `gw`.
+async fn serve_on(gw: GatewayHandle, route: &str, backend: SocketAddr) -> (GatewayHandle, u16) {
+    configure(gw, route, backend, vec![], AppProtocol::Http1).await
 }
 
 /// [`serve`], with the backend spoken to in `app_protocol`.
@@ -205,7 +216,16 @@ async fn serve_with(
     filters: Vec<HttpFilter>,
     app_protocol: AppProtocol,
 ) -> (GatewayHandle, u16) {
-    let gw = gateway().await;
+    configure(gateway().await, route, backend, filters, app_protocol).await
+}
+
+async fn configure(
+    gw: GatewayHandle,
+    route: &str,
+    backend: SocketAddr,
+    filters: Vec<HttpFilter>,
+    app_protocol: AppProtocol,
+) -> (GatewayHandle, u16) {
     let port = free_port();
     let config = GatewayConfig {
         version: 1,
@@ -727,4 +747,59 @@ async fn connect_is_refused_and_options_star_is_answered() {
     )
     .await;
     assert_eq!(status_of(&response), 200, "{response}");
+}
+
+#[tokio::test]
+async fn a_client_that_reads_nothing_is_dropped_after_the_send_timeout() {
+    // Big enough not to fit in the socket buffers between backend and client.
+    const STUCK: usize = 64 << 20;
+    const SLOW: usize = 4 << 20;
+    let raw = raw_backend(|request| {
+        let len = if request.starts_with("GET /stuck") {
+            STUCK
+        } else {
+            SLOW
+        };
+        let mut reply_bytes =
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n").into_bytes();
+        reply_bytes.resize(reply_bytes.len() + len, b'x');
+        reply(reply_bytes)
+    })
+    .await;
+    let gw = gateway_with(|options| options.send_timeout = Some(Duration::from_secs(2))).await;
+    let (gw, port) = serve_on(gw, "stall", raw.addr).await;
+
+    // A slow reader that keeps making progress gets its whole response: a megabyte every
+    // 200 ms, its writes blocked in between for far less than the send timeout.
+    let mut slow = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    slow.write_all(b"GET /slow HTTP/1.1\r\nHost: x.example\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = 0usize;
+    let mut chunk = vec![0u8; 1 << 20];
+    loop {
+        match slow.read(&mut chunk).await.unwrap() {
+            0 => break,
+            n => got += n,
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(got > SLOW, "the slow reader got {got} bytes");
+
+    // One that stops reading is dropped; its line says the client went away.
+    let mut stuck = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stuck
+        .write_all(b"GET /stuck HTTP/1.1\r\nHost: x.example\r\n\r\n")
+        .await
+        .unwrap();
+    let lines = log_lines("path=\"/stuck\"", 1).await;
+    assert!(lines[0].contains("outcome=\"client_closed\""), "{lines:#?}");
+    let metrics = metrics(&gw).await;
+    assert!(
+        metrics.contains(&format!(
+            "gateway_connections_timed_out_total{{port=\"{port}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    drop(stuck);
 }

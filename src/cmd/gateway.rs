@@ -75,6 +75,10 @@ pub struct Args {
     /// own, in milliseconds; then the client gets 504. GRPCRoutes are exempt. 0 waits forever.
     #[arg(long, default_value_t = 60_000)]
     upstream_response_timeout_ms: u64,
+    /// How long a write to an HTTP client may stay blocked because the client reads nothing,
+    /// in milliseconds; then the connection is closed. 0 waits forever.
+    #[arg(long, default_value_t = 60_000)]
+    send_timeout_ms: u64,
 }
 
 /// The agent URL and, with `--agent-ca`, the TLS settings for it (files read now, so that a
@@ -127,6 +131,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     options.first_byte_timeout = Duration::from_millis(args.first_byte_timeout_ms.max(1));
     options.idle_timeout = Duration::from_millis(args.idle_timeout_ms.max(1));
     options.upstream_response_timeout = match args.upstream_response_timeout_ms {
+        0 => None,
+        ms => Some(Duration::from_millis(ms)),
+    };
+    options.send_timeout = match args.send_timeout_ms {
         0 => None,
         ms => Some(Duration::from_millis(ms)),
     };

@@ -1,6 +1,7 @@
 //! Bounds on downstream connections: the process-wide connection cap ([`ConnectionCap`]),
 //! requests in flight per connection for the idle timeout ([`InFlight`], [`TrackedBody`]),
-//! and a log rate limit for events that can repeat thousands of times a second ([`LogEvery`]).
+//! the send timeout on writes a client does not read ([`StallTimer`]), and a log rate limit
+//! for events that can repeat thousands of times a second ([`LogEvery`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,6 +10,63 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper::body::{Body, Frame, SizeHint};
+
+/// Times an I/O operation that is blocked: armed when it returns `Pending`, disarmed by any
+/// progress, and once it has been blocked for `limit`, the operation fails with `TimedOut`.
+/// nginx's `send_timeout`: a client that stops reading its response (a full socket buffer)
+/// is dropped after the limit, while a slow reader that keeps making progress is not; a
+/// response that is merely slow upstream (nothing to write) is not affected.
+#[derive(Debug)]
+pub(crate) struct StallTimer {
+    limit: Option<Duration>,
+    /// Allocated the first time a write blocks, then reused.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    armed: bool,
+}
+
+impl StallTimer {
+    /// A timer for `limit`; `None` never fires.
+    pub(crate) fn new(limit: Option<Duration>) -> Self {
+        Self {
+            limit,
+            sleep: None,
+            armed: false,
+        }
+    }
+
+    /// Passes `polled` through, except that a `Pending` lasting `limit` becomes `TimedOut`.
+    pub(crate) fn check<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        let Poll::Pending = polled else {
+            self.armed = false;
+            return polled;
+        };
+        let Some(limit) = self.limit else {
+            return Poll::Pending;
+        };
+        let sleep = match &mut self.sleep {
+            Some(sleep) => {
+                if !self.armed {
+                    sleep.as_mut().reset(tokio::time::Instant::now() + limit);
+                }
+                sleep
+            }
+            None => self.sleep.insert(Box::pin(tokio::time::sleep(limit))),
+        };
+        self.armed = true;
+        if sleep.as_mut().poll(cx).is_ready() {
+            self.armed = false;
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client read nothing for the send timeout",
+            )));
+        }
+        Poll::Pending
+    }
+}
 
 /// How many downstream connections the process holds, and how many it may.
 #[derive(Debug)]

@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use super::conn_limits::{ConnSlot, ConnectionCap, InFlight, LogEvery, TrackedBody};
+use super::conn_limits::{ConnSlot, ConnectionCap, InFlight, LogEvery, StallTimer, TrackedBody};
 use super::forward::forwarded_for_value;
 use super::handler;
 use super::shards::Shards;
@@ -487,9 +487,14 @@ where
 {
     // The connection's place in the cap goes with its socket: an upgraded connection
     // (WebSocket) outlives this function in a tunnel task and keeps its place until it closes.
-    let io = HeldIo { io, _held: held };
     let shared = Arc::clone(&ctx.shared);
     let timed_out = ctx.port.timed_out.clone();
+    let io = HeldIo {
+        io,
+        _held: held,
+        send_stall: StallTimer::new(shared.options.send_timeout),
+        timed_out: timed_out.clone(),
+    };
     let ctx = Arc::new(ctx);
     let in_flight = InFlight::new();
     let requests = Arc::clone(&in_flight);
@@ -614,10 +619,32 @@ struct Held {
     _active: ActiveGuard,
 }
 
-/// A connection's socket with what it [holds](Held), released when the socket is dropped.
+/// A connection's socket with what it [holds](Held), released when the socket is dropped,
+/// and the send timeout on its writes.
 struct HeldIo<I> {
     io: I,
     _held: Held,
+    send_stall: StallTimer,
+    /// Counts a connection dropped by the send timeout.
+    timed_out: Counter,
+}
+
+impl<I> HeldIo<I> {
+    /// `polled`, failed with `TimedOut` once writes have been blocked for the send timeout.
+    fn check_send<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        let checked = self.send_stall.check(cx, polled);
+        if let Poll::Ready(Err(error)) = &checked
+            && error.kind() == std::io::ErrorKind::TimedOut
+        {
+            self.timed_out.inc();
+            debug!("client read nothing for the send timeout; closing");
+        }
+        checked
+    }
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for HeldIo<I> {
@@ -636,7 +663,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for HeldIo<I> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+        let polled = std::pin::Pin::new(&mut self.io).poll_write(cx, buf);
+        self.check_send(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -644,7 +672,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for HeldIo<I> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let polled = std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.check_send(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -655,7 +684,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for HeldIo<I> {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+        let polled = std::pin::Pin::new(&mut self.io).poll_flush(cx);
+        self.check_send(cx, polled)
     }
 
     fn poll_shutdown(

@@ -7,8 +7,14 @@ use meridian_proto::model::route::ServiceKey;
 
 /// An in-process gateway with an ephemeral admin port and a short drain.
 pub async fn gateway() -> GatewayHandle {
+    gateway_with(|_| {}).await
+}
+
+/// [`gateway`], with `adjust` applied to its options.
+pub async fn gateway_with(adjust: impl FnOnce(&mut GatewayOptions)) -> GatewayHandle {
     let mut options = GatewayOptions::new("127.0.0.1:0".parse().unwrap(), "test");
     options.drain_timeout = Duration::from_secs(5);
+    adjust(&mut options);
     meridian_gateway::spawn(options, meridian_gateway::Registry::default())
         .await
         .unwrap()
