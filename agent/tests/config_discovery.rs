@@ -35,10 +35,11 @@ async fn live_backend() -> (tokio::net::TcpListener, SocketAddr) {
     (listener, addr)
 }
 
-/// A loopback address nothing listens on.
+/// A loopback address nothing listens on, below the ephemeral range so that no other bind to
+/// port 0 can start listening there.
 async fn dead_backend() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
+    let ip = std::net::Ipv4Addr::LOCALHOST;
+    SocketAddr::from((ip, meridian_tests::net::free_port(ip.into())))
 }
 
 #[tokio::test]

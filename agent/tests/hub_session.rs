@@ -281,10 +281,11 @@ async fn fails_over_between_hub_addresses() {
     let (_backend, backend) = live_backend().await;
     let dir = config_dir(&[backend]);
     let state = tempfile::tempdir().unwrap();
-    let dead: SocketAddr = {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        listener.local_addr().unwrap()
-    };
+    // Below the ephemeral range: no other bind to port 0 can start listening there.
+    let dead = SocketAddr::from((
+        std::net::Ipv4Addr::LOCALHOST,
+        meridian_tests::net::free_port(std::net::Ipv4Addr::LOCALHOST.into()),
+    ));
     let mut first = FakeHub::start("127.0.0.1:0".parse().unwrap(), "test-cluster", 1).await;
     let mut second = FakeHub::start("127.0.0.1:0".parse().unwrap(), "test-cluster", 2).await;
     let hubs = vec![format!("http://{dead}"), first.url(), second.url()];

@@ -601,9 +601,8 @@ async fn malformed_upstream_responses_are_bad_gateway_and_connection_failures_un
     }
 
     // Nothing listening at all.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let gone = closed.local_addr().unwrap();
-    drop(closed);
+    // Below the ephemeral range: no other bind to port 0 can start listening there.
+    let gone = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let (_gw, port) = serve("gone", gone, vec![]).await;
     let response = exchange(
         port,

@@ -530,7 +530,7 @@ async fn response_rate_limiting_bounds_what_one_network_gets() {
     }
     let (mut full, mut truncated) = (0, 0);
     // Collect until the server has been quiet for a while: dropped queries get nothing.
-    while let Some(bytes) = client.recv(Duration::from_millis(500)).await {
+    while let Some(bytes) = client.recv(Duration::from_millis(1500)).await {
         let message = Message::from_vec(&bytes).unwrap();
         if message.metadata.truncation {
             assert!(message.answers.is_empty());
@@ -539,8 +539,9 @@ async fn response_rate_limiting_bounds_what_one_network_gets() {
             full += 1;
         }
     }
-    // 10 per second (the burst may straddle a second boundary: at most 20).
-    assert!((10..=20).contains(&full), "full answers: {full}");
+    // 10 per second (the burst may straddle a second boundary, two on a machine that stalls:
+    // at most 30 of the 60).
+    assert!((10..=30).contains(&full), "full answers: {full}");
     assert!(truncated > 0, "every 2nd limited response slips with TC");
     assert!(
         full + truncated < usize::from(n_sent),

@@ -292,6 +292,21 @@ async fn the_agent_writes_status_back_to_kubernetes() {
     }
 
     // Quiet: the agent's own writes come back as MODIFIED events and cause no more writes.
+    // A pass already pending (debounce, a retry's backoff) may still land: wait until there
+    // has been no write for a second (a write loop never gets there), then watch for two.
+    let settle = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let count = api.patches().len();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if api.patches().len() == count {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < settle,
+            "status writes never stop: {:#?}",
+            &api.patches()[count..]
+        );
+    }
     let before = api.patches().len();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let quiet = api.patches();

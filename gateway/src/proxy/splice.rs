@@ -117,7 +117,9 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test]
+    // Paused time: the clock advances only when every task waits, so a stalled machine
+    // cannot stretch a 200 ms gap past the idle timeout.
+    #[tokio::test(start_paused = true)]
     async fn traffic_keeps_a_splice_open_and_silence_closes_it() {
         let idle = Duration::from_secs(2);
         let (client, mut client_peer) = duplex(64);
@@ -125,7 +127,7 @@ mod tests {
         let (_drain, drain_rx) = watch::channel(false);
         let splice = tokio::spawn(splice(client, upstream, idle, drain_rx));
         // A byte every 200 ms for 3 s: longer than the idle timeout, never idle that long.
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         while started.elapsed() < Duration::from_secs(3) {
             tokio::time::sleep(Duration::from_millis(200)).await;
             client_peer.write_all(b"x").await.unwrap();

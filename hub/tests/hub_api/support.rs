@@ -59,8 +59,15 @@ pub fn config(node_id: u64, data_dir: &Path) -> HubConfig {
 
 /// Starts a single-node hub in `dir` and waits until it leads.
 pub async fn single(dir: &Path) -> HubHandle {
+    single_with(dir, |_| {}).await
+}
+
+/// [`single`], changing its config with `tweak` first.
+pub async fn single_with(dir: &Path, tweak: impl FnOnce(&mut HubConfig)) -> HubHandle {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let hub = Hub::spawn(config(1, dir)).await.unwrap();
+    let mut config = config(1, dir);
+    tweak(&mut config);
+    let hub = Hub::spawn(config).await.unwrap();
     wait_leader(&[&hub]).await;
     hub
 }
@@ -95,8 +102,12 @@ impl Group {
         let root = tempfile::tempdir().unwrap();
         let mut listeners = BTreeMap::new();
         let mut members = BTreeMap::new();
-        for id in 1..=n {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // Ports below the ephemeral range: a node restarted on its port (`restart`) finds it
+        // free, since no other test's bind to port 0 can have been given it meanwhile.
+        let ports =
+            meridian_tests::net::free_ports(std::net::Ipv4Addr::LOCALHOST.into(), n as usize);
+        for (id, port) in (1..=n).zip(ports) {
+            let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
             members.insert(id, listener.local_addr().unwrap());
             listeners.insert(id, listener);
         }

@@ -30,7 +30,9 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             tick: Duration::from_millis(20),
-            election_ticks: 10,
+            // 300-600 ms: a leader stalled by a slow disk sync on a loaded test machine is not
+            // replaced mid-test, and elections stay well under a second.
+            election_ticks: 15,
             heartbeat_ticks: 2,
             snapshot_threshold: 10_000,
             request_timeout: Duration::from_secs(5),

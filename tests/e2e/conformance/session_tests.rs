@@ -55,7 +55,7 @@ spec:
     sessionPersistence: {type: Header, sessionName: X-Session}
   - matches: [{path: {type: PathPrefix, value: /short}}]
     backendRefs: [{name: sticky, port: 8080}]
-    sessionPersistence: {absoluteTimeout: 1s}
+    sessionPersistence: {absoluteTimeout: 3s}
   - matches: [{path: {type: PathPrefix, value: /plain}}]
     backendRefs: [{name: sticky, port: 8080}]
 "#;
@@ -202,9 +202,10 @@ async fn http_route_session_persistence_expires() {
     let again = send(&suite, "/short", Some(("cookie", &cookie))).await;
     assert_eq!(again.pod, first.pod);
     assert_eq!(again.set_cookie, None);
-    // Past the 1 s absolute timeout (tokens count whole seconds) the session is over: the next
-    // request starts a new one.
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Past the 3 s absolute timeout (tokens count whole seconds) the session is over: the next
+    // request starts a new one. (3 s, not 1 s: the request above must still fall inside it
+    // on a machine that stalls.)
+    tokio::time::sleep(Duration::from_millis(4100)).await;
     let expired = send(&suite, "/short", Some(("cookie", &cookie))).await;
     assert!(
         expired.set_cookie.is_some(),

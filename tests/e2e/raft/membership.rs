@@ -35,11 +35,11 @@ async fn a_new_node_that_never_comes_up_stays_a_learner_and_costs_no_quorum() {
     cluster.kill(down);
     let rest = others(&all, &[down]);
 
-    // An address where no hub runs (bound, then released).
-    let nowhere = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .to_string();
+    // An address where no hub runs, below the ephemeral range so nothing binds it meanwhile.
+    let nowhere = format!(
+        "127.0.0.1:{}",
+        meridian_tests::net::free_port(std::net::Ipv4Addr::LOCALHOST.into())
+    );
     let (ok, out) = cluster
         .ctl(rest[0], &["members", "add", "9", &nowhere])
         .await;

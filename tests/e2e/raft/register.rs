@@ -7,7 +7,8 @@
 //! schedule and the clients' choices come from the seed; thread and process timing do not, so a
 //! seed reproduces the schedule, not the interleaving.
 //!
-//! `MERIDIAN_E2E_SEED=N` picks the seed (default: a new one each run, printed).
+//! `MERIDIAN_E2E_SEED=N` picks the seed (default: a fixed one, so a failure repeats;
+//! `MERIDIAN_E2E_SEED=random` draws a new one each run, printed).
 //! `MERIDIAN_E2E_SOAK=1` runs long schedules after the short one (which is unchanged):
 //! `MERIDIAN_E2E_SOAK_SECS` each (default 300), `MERIDIAN_E2E_SOAK_ROUNDS` of them (default 3).
 
@@ -58,13 +59,18 @@ fn env_u64(name: &str) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_history_is_linearizable_under_a_seeded_fault_schedule() {
-    let seed = env_u64("MERIDIAN_E2E_SEED").unwrap_or_else(|| {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_nanos();
-        u64::try_from(nanos % u128::from(u64::MAX)).expect("fits")
-    });
+    // A fixed schedule by default, so that a CI failure repeats; `MERIDIAN_E2E_SEED=random`
+    // explores a new one each run (the soak does too, from the seed given).
+    let seed = match std::env::var("MERIDIAN_E2E_SEED").as_deref() {
+        Ok("random") => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_nanos();
+            u64::try_from(nanos % u128::from(u64::MAX)).expect("fits")
+        }
+        _ => env_u64("MERIDIAN_E2E_SEED").unwrap_or(20_261_207),
+    };
     eprintln!("raft register schedule: seed {seed} (MERIDIAN_E2E_SEED={seed} repeats it)");
     run(seed, SHORT).await;
     if std::env::var("MERIDIAN_E2E_SOAK").as_deref() == Ok("1") {
@@ -204,11 +210,20 @@ async fn run(seed: u64, duration: Duration) {
     }
 
     // A final linearizable read on every node belongs to the history too.
+    // A node restarted just before the heal may still be catching up: retry until SETTLE (a
+    // failed read returned nothing, so only the attempt that answered enters the history).
     for id in &all {
-        let call = shared.now();
-        let value = read(&cluster, *id)
-            .await
-            .unwrap_or_else(|e| panic!("final read on node {id}: {e}; {context}"));
+        let deadline = Instant::now() + SETTLE;
+        let (call, value) = loop {
+            let call = shared.now();
+            match read(&cluster, *id).await {
+                Ok(value) => break (call, value),
+                Err(e) if Instant::now() > deadline => {
+                    panic!("final read on node {id}: {e}; {context}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
         shared.record(Op {
             client: 100 + id,
             kind: Kind::Read(value),

@@ -111,7 +111,12 @@ async fn next_result(results: &mut mpsc::Receiver<ProbeResult>) -> ProbeResult {
 
 #[tokio::test]
 async fn backend_probe_connects_and_fails_after_close() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // A port below the ephemeral range: once closed, no other test's bind to port 0 can take
+    // it and answer the probe.
+    let port = meridian_tests::net::free_port(std::net::Ipv4Addr::LOCALHOST.into());
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
     let addr = listener.local_addr().unwrap();
     let config = ProbeConfig {
         backend_interval: Duration::from_millis(50),
@@ -130,7 +135,12 @@ async fn backend_probe_connects_and_fails_after_close() {
     assert!(first.ok, "{first:?}");
 
     drop(listener);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the probe never failed"
+        );
         let result = next_result(&mut results_rx).await;
         if !result.ok {
             assert!(result.detail.contains(&addr.to_string()), "{result:?}");
