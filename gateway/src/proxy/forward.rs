@@ -61,6 +61,8 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// Set by the gateway alone (see [`crate::tls::client_cert`]); a client's is removed.
+static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 /// The h2c upgrade's settings field (RFC 7540 §3.2; h2c upgrades are obsolete, RFC 9113 §3.1).
 static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
@@ -237,7 +239,13 @@ pub(crate) async fn process(
         Payload::Streaming(body)
     };
 
-    let has_host = prepare_headers(&mut parts.headers, scan, &ctx.forwarded_for, ctx.scheme);
+    let has_host = prepare_headers(
+        &mut parts.headers,
+        scan,
+        &ctx.forwarded_for,
+        ctx.scheme,
+        ctx.client_cert.as_ref(),
+    );
     // Only a rewritten host, or an HTTP/2 client's :authority (no Host header), needs copying;
     // otherwise the Host header carries it.
     let authority = target.authority.clone().or_else(|| {
@@ -689,6 +697,7 @@ struct HeaderScan {
     te: bool,
     forwarded_for: bool,
     host: bool,
+    client_cert: bool,
 }
 
 impl HeaderScan {
@@ -704,6 +713,8 @@ impl HeaderScan {
                 scan.te = true;
             } else if *name == X_FORWARDED_FOR {
                 scan.forwarded_for = true;
+            } else if *name == X_FORWARDED_CLIENT_CERT {
+                scan.client_cert = true;
             } else if let Some(index) = HOP_BY_HOP.iter().position(|hop| hop == name) {
                 scan.hop_by_hop |= 1 << index;
             } else if *name == KEEP_ALIVE {
@@ -726,9 +737,14 @@ impl HeaderScan {
 const UPGRADE_INDEX: usize = 2;
 
 /// Removes the client's hop-by-hop fields (the fixed set, what its `Connection` lists, a `TE`
-/// other than `trailers`) and updates `scan` to what is left.
+/// other than `trailers`) and its `X-Forwarded-Client-Cert` (only the gateway vouches for a
+/// certificate), and updates `scan` to what is left.
 fn strip_request_hop_by_hop(headers: &mut HeaderMap, scan: &mut HeaderScan) {
     strip_hop_by_hop(headers, *scan);
+    if scan.client_cert {
+        headers.remove(&X_FORWARDED_CLIENT_CERT);
+        scan.client_cert = false;
+    }
     // `Connection` may have listed any field, even these.
     if scan.connection {
         scan.te = headers.contains_key(header::TE);
@@ -742,13 +758,15 @@ fn strip_request_hop_by_hop(headers: &mut HeaderMap, scan: &mut HeaderScan) {
 }
 
 /// Adds the `X-Forwarded-*` headers to headers already stripped of the client's hop-by-hop
-/// fields; `forwarded_for` is the client's address, formatted once per connection. Returns
+/// fields (and `X-Forwarded-Client-Cert` for a certificate the gateway validated); `forwarded_for`
+/// is the client's address, formatted once per connection. Returns
 /// whether a `Host` header is present.
 fn prepare_headers(
     headers: &mut HeaderMap,
     scan: HeaderScan,
     forwarded_for: &HeaderValue,
     scheme: &'static str,
+    client_cert: Option<&HeaderValue>,
 ) -> bool {
     // A previous value that is not visible ASCII is replaced, not extended.
     let previous = if scan.forwarded_for {
@@ -774,6 +792,9 @@ fn prepare_headers(
         }
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
+    if let Some(client_cert) = client_cert {
+        headers.insert(X_FORWARDED_CLIENT_CERT.clone(), client_cert.clone());
+    }
     scan.host
 }
 
@@ -949,7 +970,13 @@ async fn upgrade(
             "this connection cannot be upgraded\n",
         );
     };
-    prepare_headers(&mut parts.headers, scan, &ctx.forwarded_for, ctx.scheme);
+    prepare_headers(
+        &mut parts.headers,
+        scan,
+        &ctx.forwarded_for,
+        ctx.scheme,
+        ctx.client_cert.as_ref(),
+    );
     parts.headers.insert(header::UPGRADE, upgrade_to.clone());
     parts
         .headers

@@ -34,6 +34,7 @@ use super::{passthrough, terminate};
 use crate::metrics::{GatewayMetrics, PortLabels};
 use crate::options::GatewayOptions;
 use crate::route::{PortKind, PortTable};
+use crate::tls::client_cert;
 use crate::tls::client_hello::read_client_hello;
 use crate::tls::prefixed::PrefixedIo;
 use meridian_proto::model::gateway::ClientValidation;
@@ -90,6 +91,9 @@ pub(crate) struct ConnCtx {
     pub(crate) scheme: &'static str,
     /// The listener the TLS SNI selected (requests for another listener's hosts get 421).
     pub(crate) sni_listener: Option<Arc<str>>,
+    /// `X-Forwarded-Client-Cert` for the client certificate the gateway validated, computed
+    /// once per connection.
+    pub(crate) client_cert: Option<HeaderValue>,
 }
 
 /// A port with running accept loops.
@@ -364,6 +368,7 @@ async fn serve_connection(
                 forwarded_for: forwarded_for_value(remote),
                 scheme: "http",
                 sni_listener: None,
+                client_cert: None,
             };
             // Boxed here, and the other long-lived states below, so that a connection waiting
             // for its first bytes holds a small task, not room for the largest state it may
@@ -456,6 +461,13 @@ async fn serve_connection(
                     return;
                 }
             };
+            let client_cert = match (
+                &table.client_cert_trust,
+                tls_stream.get_ref().1.peer_certificates(),
+            ) {
+                (Some(trust), Some(chain)) => client_cert::forwarded_value(chain, trust),
+                _ => None,
+            };
             if let Some(target) = terminate_target {
                 Box::pin(terminate::run(
                     tls_stream,
@@ -475,6 +487,7 @@ async fn serve_connection(
                 forwarded_for: forwarded_for_value(remote),
                 scheme: "https",
                 sni_listener,
+                client_cert,
             };
             Box::pin(serve_http(tls_stream, held, ctx, drain)).await;
         }

@@ -530,6 +530,7 @@ fn build_ports(
                 .collect()
         };
         let client_validation = validation.and_then(|(_, v)| v.clone());
+        let mut client_cert_trust = None;
         let tls = if terminating.is_empty() {
             None
         } else {
@@ -538,10 +539,12 @@ fn build_ports(
                 .with_safe_default_protocol_versions()
                 .map_err(|e| format!("port {port}: TLS setup: {e}"))?;
             let builder = match validation {
-                Some((name, Some(v))) => builder.with_client_cert_verifier(
-                    client_auth::verifier(v, &provider)
-                        .map_err(|e| format!("listener {name:?}: {e}"))?,
-                ),
+                Some((name, Some(v))) => {
+                    let (verifier, trust) = client_auth::verifier(v, &provider)
+                        .map_err(|e| format!("listener {name:?}: {e}"))?;
+                    client_cert_trust = Some(trust);
+                    builder.with_client_cert_verifier(verifier)
+                }
                 _ => builder.with_no_client_auth(),
             };
             let server = builder.with_cert_resolver(Arc::new(SniResolver::new(terminating)));
@@ -590,6 +593,7 @@ fn build_ports(
                     tls_stream,
                     has_passthrough,
                     has_https,
+                    client_cert_trust,
                 }),
                 listener_names: names,
                 client_validation,

@@ -24,6 +24,7 @@ use crate::backend::WeightedBackends;
 use crate::backend::session::SessionPolicy;
 use crate::filter::FilterSet;
 use crate::metrics::{GatewayMetrics, RouteMetrics};
+use crate::tls::client_cert::ClientCertTrust;
 
 /// Everything served on one port, swapped atomically on every config change.
 #[derive(Debug)]
@@ -45,6 +46,9 @@ pub(crate) struct PortTable {
     /// Whether any listener on the port is HTTPS (an SNI no listener claims is still served
     /// HTTP, answering 404; without one it is rejected before the handshake).
     pub(crate) has_https: bool,
+    /// How far the client certificates of its terminated connections can be trusted (set
+    /// when the port validates them): decides whether a backend is told about one.
+    pub(crate) client_cert_trust: Option<ClientCertTrust>,
 }
 
 /// How a port's connections begin.

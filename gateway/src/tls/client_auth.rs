@@ -13,7 +13,10 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 use tracing::debug;
 
-/// Builds the verifier for `validation`. `AllowValidOnly` fails every handshake without a
+use super::client_cert::ClientCertTrust;
+
+/// Builds the verifier for `validation`, and how far the certificates it admits can be
+/// trusted. `AllowValidOnly` fails every handshake without a
 /// certificate that chains to one of the CAs; `AllowInsecureFallback` completes every
 /// handshake, with a valid certificate, an invalid one or none (as the Gateway API defines
 /// the mode: the CA is requested and checked, and the result only logged). Errors name the
@@ -21,7 +24,7 @@ use tracing::debug;
 pub(crate) fn verifier(
     validation: &ClientValidation,
     provider: &Arc<CryptoProvider>,
-) -> Result<Arc<dyn ClientCertVerifier>, String> {
+) -> Result<(Arc<dyn ClientCertVerifier>, ClientCertTrust), String> {
     let mut roots = RootCertStore::empty();
     for ca in &validation.ca_certificates {
         let source = &ca.config_map;
@@ -49,10 +52,14 @@ pub(crate) fn verifier(
             .map_err(|e| format!("client certificate validation: {e}"))
     };
     match validation.mode {
-        ClientValidationMode::AllowValidOnly => built(builder),
-        ClientValidationMode::AllowInsecureFallback => Ok(Arc::new(InsecureFallback {
-            inner: built(builder.allow_unauthenticated())?,
-        })),
+        ClientValidationMode::AllowValidOnly => Ok((built(builder)?, ClientCertTrust::Validated)),
+        ClientValidationMode::AllowInsecureFallback => {
+            let inner = built(builder.allow_unauthenticated())?;
+            let fallback: Arc<dyn ClientCertVerifier> = Arc::new(InsecureFallback {
+                inner: Arc::clone(&inner),
+            });
+            Ok((fallback, ClientCertTrust::Recheck(inner)))
+        }
     }
 }
 

@@ -143,13 +143,15 @@ spec:
     let https_2 = suite.addr("HTTPS_2");
     let client = |addr, identity| mtls_client(&server, "example.org", addr, identity);
 
-    // A client certificate signed by the port's CA is served.
+    // A client certificate signed by the port's CA is served, and the backend is told which
+    // one in `X-Forwarded-Client-Cert`, whatever the client claimed in that header.
+    let (alice, alice_xfcc) = default_ca.client_identity_and_xfcc("alice");
     check_with(
-        &client(https, Some(default_ca.client_identity("alice"))),
+        &client(https, Some(alice)),
         "https",
         https,
-        &get("example.org", "/"),
-        &ok("infra-backend-v1"),
+        &get("example.org", "/").header("x-forwarded-client-cert", "Hash=forged"),
+        &ok("infra-backend-v1").sees("x-forwarded-client-cert", &alice_xfcc),
     )
     .await;
     check_with(
@@ -184,8 +186,15 @@ spec:
     )
     .await;
 
-    // Plain HTTP listeners are unaffected.
-    check_all(&suite, &[(get("example.org", "/"), ok("infra-backend-v1"))]).await;
+    // Plain HTTP listeners are unaffected, and no client vouches for a certificate itself.
+    check_all(
+        &suite,
+        &[(
+            get("example.org", "/").header("x-forwarded-client-cert", "Hash=forged"),
+            ok("infra-backend-v1").not_sees("x-forwarded-client-cert"),
+        )],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -209,26 +218,29 @@ async fn gateway_frontend_client_certificate_validation_insecure_fallback() {
     let client = |identity| mtls_client(&server, "example.org", https, identity);
 
     // As the Gateway API defines the mode: any client gets through, whether it presents a
-    // valid certificate, one from an unknown CA, or none.
+    // valid certificate, one from an unknown CA, or none. Only the valid one is forwarded.
     let stranger = TestCa::new("stranger");
-    for (what, identity) in [
-        ("no client certificate", None),
-        (
-            "a valid client certificate",
-            Some(ca.client_identity("alice")),
-        ),
+    let (alice, alice_xfcc) = ca.client_identity_and_xfcc("alice");
+    for (what, identity, forwarded) in [
+        ("no client certificate", None, None),
+        ("a valid client certificate", Some(alice), Some(alice_xfcc)),
         (
             "a certificate from an unknown CA",
             Some(stranger.client_identity("mallory")),
+            None,
         ),
     ] {
         eprintln!("insecure fallback: {what}");
+        let expect = match &forwarded {
+            Some(xfcc) => ok("infra-backend-v1").sees("x-forwarded-client-cert", xfcc),
+            None => ok("infra-backend-v1").not_sees("x-forwarded-client-cert"),
+        };
         check_with(
             &client(identity),
             "https",
             https,
-            &get("example.org", "/"),
-            &ok("infra-backend-v1"),
+            &get("example.org", "/").header("x-forwarded-client-cert", "Hash=forged"),
+            &expect,
         )
         .await;
     }

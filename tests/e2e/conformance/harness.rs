@@ -64,6 +64,12 @@ impl TestCa {
 
     /// A client certificate for `common_name` signed by this CA, as a client identity.
     pub fn client_identity(&self, common_name: &str) -> reqwest::Identity {
+        self.client_identity_and_xfcc(common_name).0
+    }
+
+    /// [`Self::client_identity`], with the `X-Forwarded-Client-Cert` value a backend should
+    /// get for it (Envoy's format: the DER's SHA-256 in hex and the URL-encoded PEM).
+    pub fn client_identity_and_xfcc(&self, common_name: &str) -> (reqwest::Identity, String) {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params
             .distinguished_name
@@ -72,7 +78,20 @@ impl TestCa {
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         let pem = format!("{}{}", cert.pem(), key.serialize_pem());
-        reqwest::Identity::from_pem(pem.as_bytes()).unwrap()
+        let digest = ring::digest::digest(&ring::digest::SHA256, cert.der());
+        let hash: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let encoded: String = cert
+            .pem()
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    char::from(b).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let xfcc = format!("Hash={hash};Cert=\"{encoded}\"");
+        (reqwest::Identity::from_pem(pem.as_bytes()).unwrap(), xfcc)
     }
 }
 
