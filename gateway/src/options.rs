@@ -59,6 +59,11 @@ pub struct GatewayOptions {
     /// `gateway_connections_timed_out`: nginx's `send_timeout`, 60 s. A client that keeps
     /// reading, however slowly, is not affected. `None` waits forever.
     pub send_timeout: Option<Duration>,
+    /// How long a client may send nothing more of a request body it started before the
+    /// request fails with 408, whether the body is buffered or streamed to the backend
+    /// (whose connection is then closed): nginx's `client_body_timeout`, 60 s. `None` waits
+    /// forever.
+    pub client_body_timeout: Option<Duration>,
 }
 
 // === impl GatewayOptions ===
@@ -88,6 +93,7 @@ impl GatewayOptions {
             max_connections: 0,
             upstream_response_timeout: Some(Duration::from_secs(60)),
             send_timeout: Some(Duration::from_secs(60)),
+            client_body_timeout: Some(Duration::from_secs(60)),
         }
     }
 

@@ -3,7 +3,7 @@
 //! `Connection`-listed fields, request bodies hyper's client would drop, client body errors
 //! (400, with HTTP/1.1 and h2c backends) versus malformed upstream responses (502) versus
 //! connection failures (503), bodies cut short (recorded as aborted), one access log line
-//! per request, the send timeout, CONNECT and `OPTIONS *`.
+//! per request, the send and client body timeouts, CONNECT and `OPTIONS *`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -20,7 +20,7 @@ use meridian_proto::model::gateway::{
 };
 use meridian_proto::model::route::{
     BackendRef, HeaderModifier, HttpBackendRef, HttpFilter, HttpRoute, HttpRouteMatch,
-    HttpRouteRule, PathMatch, Resolution, Timeouts,
+    HttpRouteRule, PathMatch, RequestMirror, Resolution, Timeouts,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -801,4 +801,63 @@ async fn a_client_that_reads_nothing_is_dropped_after_the_send_timeout() {
         "{metrics}"
     );
     drop(stuck);
+}
+
+#[tokio::test]
+async fn a_request_body_that_stalls_gets_408_after_the_client_body_timeout() {
+    let raw = raw_backend(|_| reply(OK_EMPTY)).await;
+    let h2c = h2c_backend().await;
+    let mirror = HttpFilter::RequestMirror(RequestMirror {
+        backend_ref: BackendRef {
+            group: String::new(),
+            kind: "Service".into(),
+            namespace: "default".into(),
+            name: "raw".into(),
+            port: Some(8080),
+            resolution: Resolution::Service(service("raw")),
+        },
+        fraction: None,
+    });
+    let timeout = |options: &mut GatewayOptions| {
+        options.client_body_timeout = Some(Duration::from_millis(500));
+    };
+    // Streamed to an HTTP/1.1 backend, streamed to an h2c one, and buffered (a mirror needs
+    // the whole body first).
+    let cases = [
+        ("stall-h1", raw.addr, vec![], AppProtocol::Http1),
+        ("stall-h2c", h2c, vec![], AppProtocol::H2c),
+        ("stall-buffered", raw.addr, vec![mirror], AppProtocol::Http1),
+    ];
+    for (route, backend, filters, protocol) in cases {
+        let gw = gateway_with(timeout).await;
+        let (gw, port) = configure(gw, route, backend, filters, protocol).await;
+        // Ten of the hundred bytes promised, then nothing.
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        stream
+            .write_all(b"POST /upload HTTP/1.1\r\nHost: x.example\r\nContent-Length: 100\r\n\r\n0123456789")
+            .await
+            .unwrap();
+        let mut response = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !String::from_utf8_lossy(&response).contains("\r\n\r\n") {
+            match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => response.extend_from_slice(&chunk[..n]),
+                other => panic!("{route}: no answer ({other:?})"),
+            }
+        }
+        let response = String::from_utf8_lossy(&response).into_owned();
+        assert_eq!(status_of(&response), 408, "{route}: {response}");
+        let metrics = metrics(&gw).await;
+        assert!(
+            metrics.contains(&format!(
+                r#"gateway_route_requests_total{{route="default/{route}",rule="0",class="4xx"}} 1"#
+            )),
+            "{route}: {metrics}"
+        );
+        assert!(
+            metrics.contains(r#"gateway_backend_errors_total{backend="default/raw:8080"} 0"#)
+                || !metrics.contains("gateway_backend_errors_total{"),
+            "{route}: {metrics}"
+        );
+    }
 }

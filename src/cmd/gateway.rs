@@ -79,6 +79,10 @@ pub struct Args {
     /// in milliseconds; then the connection is closed. 0 waits forever.
     #[arg(long, default_value_t = 60_000)]
     send_timeout_ms: u64,
+    /// How long a client may send nothing more of a request body before the request fails
+    /// with 408, in milliseconds. 0 waits forever.
+    #[arg(long, default_value_t = 60_000)]
+    client_body_timeout_ms: u64,
 }
 
 /// The agent URL and, with `--agent-ca`, the TLS settings for it (files read now, so that a
@@ -135,6 +139,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ms => Some(Duration::from_millis(ms)),
     };
     options.send_timeout = match args.send_timeout_ms {
+        0 => None,
+        ms => Some(Duration::from_millis(ms)),
+    };
+    options.client_body_timeout = match args.client_body_timeout_ms {
         0 => None,
         ms => Some(Duration::from_millis(ms)),
     };

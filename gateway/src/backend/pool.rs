@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use tracing::warn;
 
 use super::h1::{self, H1Conn, H1Error, ReadyOrStreaming};
-use crate::proxy::body::{ProxyBody, ReqBody};
+use crate::proxy::body::{ClientBodyError, ProxyBody, ReqBody};
 use crate::proxy::shards;
 use crate::tls::backend::BackendConnector;
 
@@ -120,6 +120,8 @@ pub(crate) enum UpstreamError {
     ClientBody {
         /// The upstream error the body's failure caused (an HTTP/2 stream reset, say).
         source: Box<UpstreamError>,
+        /// The body stalled for the client body timeout (rather than failing to read).
+        stalled: bool,
     },
     /// The response's status code is outside 100-599 (RFC 9110 §15).
     #[error("upstream {addr}: invalid status code {status}")]
@@ -143,6 +145,17 @@ pub(crate) enum FailureKind {
     /// The client's own request body failed while it was being sent: 400, and not the
     /// backend's fault.
     RequestBody,
+    /// The client's own request body stalled for the client body timeout: 408, and not the
+    /// backend's fault.
+    RequestBodyTimeout,
+}
+
+impl FailureKind {
+    /// Whether the client caused it (its body), so it counts against neither the backend
+    /// nor a retry.
+    pub(crate) fn is_client_fault(self) -> bool {
+        matches!(self, Self::RequestBody | Self::RequestBodyTimeout)
+    }
 }
 
 impl UpstreamError {
@@ -150,15 +163,19 @@ impl UpstreamError {
     pub(crate) fn kind(&self) -> FailureKind {
         match self {
             Self::Http { source, .. } => {
-                if crate::proxy::body::is_client_body_error(source) {
-                    FailureKind::RequestBody
+                if let Some(body_error) = crate::proxy::body::client_body_error(source) {
+                    match body_error {
+                        ClientBodyError::Read(_) => FailureKind::RequestBody,
+                        ClientBodyError::Stalled(_) => FailureKind::RequestBodyTimeout,
+                    }
                 } else if source.is_parse() {
                     FailureKind::InvalidResponse
                 } else {
                     FailureKind::Connection
                 }
             }
-            Self::ClientBody { .. } => FailureKind::RequestBody,
+            Self::ClientBody { stalled: false, .. } => FailureKind::RequestBody,
+            Self::ClientBody { stalled: true, .. } => FailureKind::RequestBodyTimeout,
             Self::Lean {
                 source: H1Error::Protocol(_),
                 ..

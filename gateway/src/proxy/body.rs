@@ -5,14 +5,16 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::access::{AccessLine, Outcome};
+use super::conn_limits::StallTimer;
 use crate::backend::ServiceBackend;
 use crate::backend::h1::{BodyEvent, BodyReader};
 use crate::backend::pool::{EndpointPool, PoolReturn};
@@ -28,23 +30,84 @@ pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
 #[error("the request or backendRequest timeout ran out while the response body was streaming")]
 pub(crate) struct RequestTimedOut;
 
-/// Reading the client's request body failed (a malformed chunk, the client gone midway).
-/// [`ReqBody`] wraps the error in this type so that the upstream client's error, which carries
-/// it as its cause, tells a client fault (400) from an upstream one.
+/// Reading the client's request body failed (a malformed chunk, the client gone midway) or
+/// stalled. [`ClientBody`] yields its errors as this type so that the upstream client's
+/// error, which carries it as its cause, tells a client fault (400, or 408 for a stall) from
+/// an upstream one.
 #[derive(Debug, thiserror::Error)]
-#[error("reading the request body: {0}")]
-pub(crate) struct ClientBodyError(#[source] pub(crate) hyper::Error);
+pub(crate) enum ClientBodyError {
+    /// The body could not be read.
+    #[error("reading the request body: {0}")]
+    Read(#[source] hyper::Error),
+    /// The client sent nothing more for the client body timeout.
+    #[error("the client sent no request body bytes for {0:?}")]
+    Stalled(Duration),
+}
 
-/// Whether `error` (or one of its causes) is a [`ClientBodyError`].
-pub(crate) fn is_client_body_error(error: &(dyn std::error::Error + 'static)) -> bool {
+/// The [`ClientBodyError`] among `error` and its causes, if any.
+pub(crate) fn client_body_error<'e>(
+    error: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e ClientBodyError> {
     let mut current = Some(error);
     while let Some(error) = current {
-        if error.is::<ClientBodyError>() {
-            return true;
+        if let Some(found) = error.downcast_ref::<ClientBodyError>() {
+            return Some(found);
         }
         current = error.source();
     }
-    false
+    None
+}
+
+/// What a streamed request body's failure flag holds (see [`ReqBody::Incoming`]).
+pub(crate) const BODY_OK: u8 = 0;
+/// The body could not be read.
+pub(crate) const BODY_FAILED: u8 = 1;
+/// The body stalled for the client body timeout.
+pub(crate) const BODY_STALLED: u8 = 2;
+
+/// The client's request body, with the client body timeout: a client that sends nothing
+/// more of a body for the limit fails it ([`ClientBodyError::Stalled`], 408), so a slow or
+/// abandoned upload does not hold a backend connection (nginx's `client_body_timeout`).
+#[derive(Debug)]
+pub(crate) struct ClientBody {
+    body: Incoming,
+    stall: StallTimer,
+}
+
+impl ClientBody {
+    /// `body`, failed once it has sent nothing for `timeout` (`None`: never).
+    pub(crate) fn new(body: Incoming, timeout: Option<Duration>) -> Self {
+        Self {
+            body,
+            stall: StallTimer::new(timeout),
+        }
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = ClientBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if this.stall.expired(cx, polled.is_ready()) {
+            let limit = this.stall.limit().unwrap_or_default();
+            return Poll::Ready(Some(Err(ClientBodyError::Stalled(limit))));
+        }
+        polled.map(|frame| frame.map(|result| result.map_err(ClientBodyError::Read)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// What an upstream response body that is still streaming when the head goes out reports
@@ -85,10 +148,11 @@ impl AbortWatch {
 /// A request body sent upstream.
 #[derive(Debug)]
 pub(crate) enum ReqBody {
-    /// The client's body, streamed. `failed` is set when reading it fails: hyper's HTTP/2
-    /// client resets the stream without keeping the body's error as a cause, so the flag is
-    /// how the exchange tells the client's fault (400) from the upstream's.
-    Incoming(Incoming, Option<Arc<AtomicBool>>),
+    /// The client's body, streamed. The flag is set ([`BODY_FAILED`], [`BODY_STALLED`])
+    /// when reading it fails: hyper's HTTP/2 client resets the stream without keeping the
+    /// body's error as a cause, so the flag is how the exchange tells the client's fault (400,
+    /// 408) from the upstream's.
+    Incoming(ClientBody, Option<Arc<AtomicU8>>),
     /// A buffered body (retries and mirrors resend it).
     Full(Option<Bytes>),
 }
@@ -145,11 +209,14 @@ impl Body for ReqBody {
         match self.get_mut() {
             Self::Incoming(body, failed) => Pin::new(body).poll_frame(cx).map(|frame| {
                 frame.map(|result| {
-                    result.map_err(|error| {
+                    result.inspect_err(|error| {
                         if let Some(failed) = failed {
-                            failed.store(true, Ordering::Relaxed);
+                            let state = match error {
+                                ClientBodyError::Read(_) => BODY_FAILED,
+                                ClientBodyError::Stalled(_) => BODY_STALLED,
+                            };
+                            failed.store(state, Ordering::Relaxed);
                         }
-                        ClientBodyError(error)
                     })
                 })
             }),
@@ -416,12 +483,15 @@ impl ProxyBody {
 }
 
 /// Reads a body into memory, failing once it exceeds `limit` bytes.
-pub(crate) async fn collect_limited(body: Incoming, limit: usize) -> Result<Bytes, CollectError> {
+pub(crate) async fn collect_limited(body: ClientBody, limit: usize) -> Result<Bytes, CollectError> {
     let limited = http_body_util::Limited::new(body, limit);
     match limited.collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(CollectError::TooLarge),
-        Err(error) => Err(CollectError::Read(error.to_string())),
+        Err(error) => match error.downcast_ref::<ClientBodyError>() {
+            Some(ClientBodyError::Stalled(_)) => Err(CollectError::Stalled(error.to_string())),
+            _ => Err(CollectError::Read(error.to_string())),
+        },
     }
 }
 
@@ -432,4 +502,6 @@ pub(crate) enum CollectError {
     TooLarge,
     /// The client's body failed.
     Read(String),
+    /// The client's body stalled for the client body timeout.
+    Stalled(String),
 }

@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 
 use hyper::body::{Body, Frame, SizeHint};
 
-/// Times an I/O operation that is blocked: armed when it returns `Pending`, disarmed by any
-/// progress, and once it has been blocked for `limit`, the operation fails with `TimedOut`.
-/// nginx's `send_timeout`: a client that stops reading its response (a full socket buffer)
-/// is dropped after the limit, while a slow reader that keeps making progress is not; a
-/// response that is merely slow upstream (nothing to write) is not affected.
+/// Times an operation that is blocked: armed when it returns `Pending`, disarmed by any
+/// progress, and once it has been blocked for `limit`, the operation fails. nginx's
+/// `send_timeout` on writes to a client (a client that stops reading its response, a full
+/// socket buffer, is dropped after the limit, while a slow reader that keeps making progress
+/// is not; a response merely slow upstream, nothing to write, is not affected) and its
+/// `client_body_timeout` on reads of a request body.
 #[derive(Debug)]
 pub(crate) struct StallTimer {
     limit: Option<Duration>,
@@ -40,12 +41,25 @@ impl StallTimer {
         cx: &mut Context<'_>,
         polled: Poll<std::io::Result<T>>,
     ) -> Poll<std::io::Result<T>> {
-        let Poll::Pending = polled else {
+        let progressed = polled.is_ready();
+        if self.expired(cx, progressed) {
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client read nothing for the send timeout",
+            )));
+        }
+        polled
+    }
+
+    /// To call after each poll of the timed operation, `progressed` telling whether it was
+    /// ready: whether it has now been pending for the limit (once; the timer then disarms).
+    pub(crate) fn expired(&mut self, cx: &mut Context<'_>, progressed: bool) -> bool {
+        if progressed {
             self.armed = false;
-            return polled;
-        };
+            return false;
+        }
         let Some(limit) = self.limit else {
-            return Poll::Pending;
+            return false;
         };
         let sleep = match &mut self.sleep {
             Some(sleep) => {
@@ -59,12 +73,14 @@ impl StallTimer {
         self.armed = true;
         if sleep.as_mut().poll(cx).is_ready() {
             self.armed = false;
-            return Poll::Ready(Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "the client read nothing for the send timeout",
-            )));
+            return true;
         }
-        Poll::Pending
+        false
+    }
+
+    /// The limit it enforces.
+    pub(crate) fn limit(&self) -> Option<Duration> {
+        self.limit
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,7 +18,10 @@ use meridian_proto::model::gateway::AppProtocol;
 use tracing::debug;
 
 use super::answer;
-use super::body::{AbortWatch, CollectError, ProxyBody, ReqBody, collect_limited};
+use super::body::{
+    AbortWatch, BODY_OK, BODY_STALLED, ClientBody, CollectError, ProxyBody, ReqBody,
+    collect_limited,
+};
 use super::server::ConnCtx;
 use crate::backend::pool::{EndpointPool, FailureKind, UpstreamError};
 use crate::backend::session;
@@ -104,6 +107,7 @@ pub(crate) async fn process(
     }
 
     let (mut parts, body) = request.into_parts();
+    let body = ClientBody::new(body, ctx.shared.options.client_body_timeout);
     // Hop-by-hop fields are the client's (RFC 9110 §7.6.1): they go before filters and the
     // gateway's own fields are added, so the client's `Connection` cannot name those.
     let mut scan = HeaderScan::of(&parts.headers);
@@ -224,6 +228,14 @@ pub(crate) async fn process(
                     grpc,
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "request body too large to retry or mirror\n",
+                ));
+            }
+            Err(CollectError::Stalled(error)) => {
+                debug!(%error, "the request body stalled");
+                return local(answer::failure(
+                    grpc,
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body stalled\n",
                 ));
             }
             Err(CollectError::Read(error)) => {
@@ -388,6 +400,11 @@ fn failure_answer(grpc: bool, error: &UpstreamError) -> Response<ProxyBody> {
             StatusCode::BAD_REQUEST,
             "reading the request body failed\n",
         ),
+        FailureKind::RequestBodyTimeout => answer::failure(
+            grpc,
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body stalled\n",
+        ),
         FailureKind::InvalidResponse => answer::failure(
             grpc,
             StatusCode::BAD_GATEWAY,
@@ -449,7 +466,7 @@ impl UpstreamTarget {
 }
 
 enum Payload {
-    Streaming(Incoming),
+    Streaming(ClientBody),
     Buffered(Bytes),
 }
 
@@ -567,7 +584,7 @@ async fn exchange<'a>(
     // a bodyless request, the common case, pays for no flag.
     let body_failed =
         matches!(&body, Payload::Streaming(b) if !hyper::body::Body::is_end_stream(b))
-            .then(|| Arc::new(AtomicBool::new(false)));
+            .then(|| Arc::new(AtomicU8::new(BODY_OK)));
     let mut body = Some(body);
     let mut head = Some(head);
     let mut attempt = 0;
@@ -616,10 +633,14 @@ async fn exchange<'a>(
             Err(Failure::Upstream(error))
                 if body_failed
                     .as_ref()
-                    .is_some_and(|failed| failed.load(Ordering::Relaxed)) =>
+                    .is_some_and(|failed| failed.load(Ordering::Relaxed) != BODY_OK) =>
             {
+                let stalled = body_failed
+                    .as_ref()
+                    .is_some_and(|failed| failed.load(Ordering::Relaxed) == BODY_STALLED);
                 Err(Failure::Upstream(UpstreamError::ClientBody {
                     source: Box::new(error),
+                    stalled,
                 }))
             }
             result => result,
@@ -627,7 +648,7 @@ async fn exchange<'a>(
         let retryable = match &result {
             Ok(response) => retry.is_some_and(|r| r.codes.contains(&response.status().as_u16())),
             // Not the backend's failure, and the body cannot be sent again.
-            Err(Failure::Upstream(error)) if error.kind() == FailureKind::RequestBody => false,
+            Err(Failure::Upstream(error)) if error.kind().is_client_fault() => false,
             Err(Failure::Upstream(_)) => {
                 service.metrics.record_error();
                 retry.is_some()
@@ -680,7 +701,7 @@ fn valid_status<B>(response: Response<B>, addr: SocketAddr) -> Result<Response<B
     Ok(response)
 }
 
-fn within_limit(body: &Incoming, limit: usize) -> bool {
+fn within_limit(body: &ClientBody, limit: usize) -> bool {
     use hyper::body::Body;
     body.size_hint().exact().is_none_or(|n| n <= limit as u64)
 }
@@ -953,7 +974,7 @@ async fn upgrade(
     ctx: &ConnCtx,
     service: &ServiceBackend,
     pinned: Option<&Arc<EndpointPool>>,
-    (mut parts, body): (Parts, Incoming),
+    (mut parts, body): (Parts, ClientBody),
     scan: HeaderScan,
     upgrade_to: HeaderValue,
     target: &UpstreamTarget,
@@ -1011,7 +1032,7 @@ async fn upgrade(
         Ok(response) => response,
         Err(error) => {
             debug!(%error, "upgrade request failed");
-            if error.kind() != FailureKind::RequestBody {
+            if !error.kind().is_client_fault() {
                 service.metrics.record_error();
             }
             return failure_answer(false, &error);

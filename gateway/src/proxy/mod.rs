@@ -26,7 +26,8 @@
 //!    client in `backend::h1`, anything else through hyper's client), within the backendRequest
 //!    and request timeouts (504) and the retry stanza; response header modifiers and CORS
 //!    headers apply on the way back. A connection failure is 503, an invalid response (or a
-//!    status outside 100-599) 502, the client's own request body failing 400. An upgrade is
+//!    status outside 100-599) 502, the client's own request body failing 400, or stalling for the
+//!    client body timeout 408. An upgrade is
 //!    tunnelled only on a 101 naming a protocol the client asked for (else 502).
 //! 4. `handler`: per-rule metrics and one `access` log line per request ([`access`]): at once
 //!    for a response complete in memory, at the end of a body still streaming from upstream
