@@ -119,7 +119,11 @@ impl WeightedBackends {
             choices,
             cumulative,
             stride,
-            next: AtomicU64::new(0),
+            // A random start: a config apply rebuilds the table, and starting every snapshot
+            // at 0 would hand the first requests after each apply to the first backendRef
+            // (a 5% canary would get nothing on a route that sees few requests between
+            // applies). Every window of `total` requests is exact from any start.
+            next: AtomicU64::new(rand::random()),
         }
     }
 

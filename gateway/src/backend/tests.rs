@@ -55,7 +55,7 @@ fn short_windows_stay_close_to_the_weights() {
     // And a 1:1 split alternates rather than clumping.
     let even = WeightedBackends::new(vec![invalid("a", 1), invalid("b", 1)]);
     let seq: Vec<String> = (0..6).map(|_| name(even.pick().unwrap())).collect();
-    assert_eq!(seq, ["a", "b", "a", "b", "a", "b"]);
+    assert!(seq.windows(2).all(|pair| pair[0] != pair[1]), "{seq:?}");
 }
 
 #[test]

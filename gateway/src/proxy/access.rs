@@ -4,6 +4,7 @@
 //! error) or is dropped unfinished because the client went away (`"client_closed"`). So a
 //! truncated response is one line that says so, not a 200 line followed by a second event.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,13 +37,13 @@ impl Outcome {
 
 /// Everything the line says about the request, gathered before the response is known.
 #[derive(Debug)]
-pub(crate) struct AccessLine {
+pub(crate) struct AccessLine<'h> {
     /// The client.
     pub(crate) remote: SocketAddr,
     /// Request method.
     pub(crate) method: Method,
     /// The routing host (client-supplied: logged with `Debug`, quoted and escaped).
-    pub(crate) host: String,
+    pub(crate) host: Cow<'h, str>,
     /// The normalized path (client-supplied, as the host).
     pub(crate) path: String,
     /// The rule that served it.
@@ -59,7 +60,23 @@ pub(crate) struct AccessLine {
     pub(crate) head_micros: u64,
 }
 
-impl AccessLine {
+impl AccessLine<'_> {
+    /// The line with a host of its own, to write later.
+    pub(crate) fn into_owned(self) -> AccessLine<'static> {
+        AccessLine {
+            remote: self.remote,
+            method: self.method,
+            host: Cow::Owned(self.host.into_owned()),
+            path: self.path,
+            rule: self.rule,
+            backend: self.backend,
+            attempts: self.attempts,
+            status: self.status,
+            start: self.start,
+            head_micros: self.head_micros,
+        }
+    }
+
     /// Writes the line; `body_bytes` is what was streamed after the head (0 for a body sent
     /// with it) and `micros` covers the whole exchange, body included.
     pub(crate) fn write(

@@ -10,8 +10,13 @@ use super::body::ProxyBody;
 pub(crate) enum GrpcCode {
     /// 4: the deadline passed.
     DeadlineExceeded = 4,
+    /// 8: a resource limit (the request body is too large to buffer).
+    ResourceExhausted = 8,
     /// 12: no route for the method.
     Unimplemented = 12,
+    /// 13: the request itself is broken (its body could not be read); not retryable, unlike
+    /// `Unavailable`.
+    Internal = 13,
     /// 14: no backend available (also for invalid backends, per the GRPCRoute spec).
     Unavailable = 14,
 }
@@ -65,6 +70,9 @@ pub(crate) fn failure(
     let code = match status {
         StatusCode::NOT_FOUND => GrpcCode::Unimplemented,
         StatusCode::GATEWAY_TIMEOUT => GrpcCode::DeadlineExceeded,
+        // gRPC's HTTP-to-status mapping: 400 is INTERNAL.
+        StatusCode::BAD_REQUEST => GrpcCode::Internal,
+        StatusCode::PAYLOAD_TOO_LARGE => GrpcCode::ResourceExhausted,
         _ => GrpcCode::Unavailable,
     };
     grpc_error(code, message)

@@ -58,12 +58,23 @@ pub(crate) fn client_body_error<'e>(
     None
 }
 
-/// What a streamed request body's failure flag holds (see [`ReqBody::Incoming`]).
-pub(crate) const BODY_OK: u8 = 0;
+/// What a streamed request body's state flag holds (see [`ReqBody::Incoming`]): still being
+/// sent.
+pub(crate) const BODY_SENDING: u8 = 0;
 /// The body could not be read.
 pub(crate) const BODY_FAILED: u8 = 1;
 /// The body stalled for the client body timeout.
 pub(crate) const BODY_STALLED: u8 = 2;
+/// The whole body went upstream.
+pub(crate) const BODY_SENT: u8 = 3;
+/// The response head arrived while the body was still being sent (a streaming call, an early
+/// answer): from then on the client body timeout no longer applies.
+pub(crate) const BODY_ANSWERED: u8 = 4;
+
+/// Whether `state` is one of the failures.
+pub(crate) fn body_failed(state: u8) -> bool {
+    state == BODY_FAILED || state == BODY_STALLED
+}
 
 /// The client's request body, with the client body timeout: a client that sends nothing
 /// more of a body for the limit fails it ([`ClientBodyError::Stalled`], 408), so a slow or
@@ -81,6 +92,11 @@ impl ClientBody {
             body,
             stall: StallTimer::new(timeout),
         }
+    }
+
+    /// Turns the timeout off for the rest of the body.
+    fn stop_timer(&mut self) {
+        self.stall = StallTimer::new(None);
     }
 }
 
@@ -120,7 +136,7 @@ pub(crate) struct AbortWatch {
     /// The backend the body came from.
     pub(crate) backend: Arc<ServiceBackend>,
     /// The access log line, written when the body ends (none when the access log is off).
-    pub(crate) log: Option<AccessLine>,
+    pub(crate) log: Option<AccessLine<'static>>,
     /// Body bytes streamed so far.
     pub(crate) body_bytes: u64,
 }
@@ -148,10 +164,12 @@ impl AbortWatch {
 /// A request body sent upstream.
 #[derive(Debug)]
 pub(crate) enum ReqBody {
-    /// The client's body, streamed. The flag is set ([`BODY_FAILED`], [`BODY_STALLED`])
-    /// when reading it fails: hyper's HTTP/2 client resets the stream without keeping the
-    /// body's error as a cause, so the flag is how the exchange tells the client's fault (400,
-    /// 408) from the upstream's.
+    /// The client's body, streamed, with its state shared with the exchange
+    /// ([`BODY_SENDING`] and the other `BODY_` values). A failure is recorded there because
+    /// hyper's HTTP/2 client resets the stream without keeping the body's error as a cause, so
+    /// the flag is how the exchange tells the client's fault (400, 408) from the upstream's;
+    /// the end of the body, because the default response timeout counts from it; the
+    /// exchange records the response head, which stops the client body timeout.
     Incoming(ClientBody, Option<Arc<AtomicU8>>),
     /// A buffered body (retries and mirrors resend it).
     Full(Option<Bytes>),
@@ -166,7 +184,7 @@ pub(crate) struct ProxyBody {
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Records the response as aborted if the body fails (set for upstream bodies that are
     /// still streaming when the head goes out).
-    watch: Option<AbortWatch>,
+    watch: Option<Box<AbortWatch>>,
 }
 
 #[derive(Debug)]
@@ -207,19 +225,24 @@ impl Body for ReqBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
         match self.get_mut() {
-            Self::Incoming(body, failed) => Pin::new(body).poll_frame(cx).map(|frame| {
-                frame.map(|result| {
-                    result.inspect_err(|error| {
-                        if let Some(failed) = failed {
-                            let state = match error {
-                                ClientBodyError::Read(_) => BODY_FAILED,
-                                ClientBodyError::Stalled(_) => BODY_STALLED,
-                            };
-                            failed.store(state, Ordering::Relaxed);
-                        }
-                    })
-                })
-            }),
+            Self::Incoming(body, None) => Pin::new(body).poll_frame(cx),
+            Self::Incoming(body, Some(state)) => {
+                if state.load(Ordering::Relaxed) == BODY_ANSWERED {
+                    body.stop_timer();
+                }
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                let new_state = match &polled {
+                    Poll::Ready(Some(Err(ClientBodyError::Read(_)))) => Some(BODY_FAILED),
+                    Poll::Ready(Some(Err(ClientBodyError::Stalled(_)))) => Some(BODY_STALLED),
+                    Poll::Ready(None) => Some(BODY_SENT),
+                    Poll::Ready(Some(Ok(_))) if body.is_end_stream() => Some(BODY_SENT),
+                    _ => None,
+                };
+                if let Some(new_state) = new_state {
+                    state.store(new_state, Ordering::Relaxed);
+                }
+                polled
+            }
             Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         }
     }
@@ -312,19 +335,19 @@ impl ProxyBody {
 
     /// Records the response as aborted (access log, metrics) if the body fails from here on.
     pub(crate) fn watch(&mut self, watch: AbortWatch) {
-        self.watch = Some(watch);
+        self.watch = Some(Box::new(watch));
     }
 
-    /// Defers `line` to the end of a body that is still streaming; hands it back when there is
-    /// nothing to wait for (the caller writes it at once).
-    pub(crate) fn defer_log(&mut self, line: AccessLine) -> Option<AccessLine> {
-        let streaming = !self.is_end_stream_inner();
-        match &mut self.watch {
-            Some(watch) if streaming => {
-                watch.log = Some(line);
-                None
-            }
-            _ => Some(line),
+    /// Whether the access log line waits for the end of this body (a watched body still
+    /// streaming); if not, the caller writes it at once.
+    pub(crate) fn defers_log(&self) -> bool {
+        self.watch.is_some() && !self.is_end_stream_inner()
+    }
+
+    /// Defers `line` to the end of the body (see [`Self::defers_log`]).
+    pub(crate) fn defer_log(&mut self, line: AccessLine<'static>) {
+        if let Some(watch) = &mut self.watch {
+            watch.log = Some(line);
         }
     }
 

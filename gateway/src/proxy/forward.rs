@@ -19,8 +19,8 @@ use tracing::debug;
 
 use super::answer;
 use super::body::{
-    AbortWatch, BODY_OK, BODY_STALLED, ClientBody, CollectError, ProxyBody, ReqBody,
-    collect_limited,
+    AbortWatch, BODY_ANSWERED, BODY_SENDING, BODY_STALLED, ClientBody, CollectError, ProxyBody,
+    ReqBody, body_failed as body_state_failed, collect_limited,
 };
 use super::server::ConnCtx;
 use crate::backend::pool::{EndpointPool, FailureKind, UpstreamError};
@@ -107,7 +107,18 @@ pub(crate) async fn process(
     }
 
     let (mut parts, body) = request.into_parts();
-    let body = ClientBody::new(body, ctx.shared.options.client_body_timeout);
+    // The client body timeout is for HTTP/1.x clients only: an HTTP/2 client's streams share
+    // the connection's flow-control window, so one stream can wait on another stream's slow
+    // backend, which is the gateway's backpressure, not the client stalling. Not for gRPC
+    // either: a streaming call's client may rightly go quiet.
+    let body_timeout = ctx
+        .shared
+        .options
+        .client_body_timeout
+        .filter(|_| parts.version < Version::HTTP_2 && !grpc);
+    let body = ClientBody::new(body, body_timeout);
+    // hyper's server never sends (nor polls) the body of these responses.
+    let head_request = parts.method == http::Method::HEAD;
     // Hop-by-hop fields are the client's (RFC 9110 §7.6.1): they go before filters and the
     // gateway's own fields are added, so the client's `Connection` cannot name those.
     let mut scan = HeaderScan::of(&parts.headers);
@@ -320,21 +331,42 @@ pub(crate) async fn process(
     let pinned = pinned.map(|pinned| pinned.endpoint);
     // Without a timeout of the route's own, a backend that never answers must not hold the
     // request (and its connection) forever.
-    let attempt_timeout = match rule.backend_timeout {
-        Some(timeout) => Some(timeout),
-        None if !rule.route_sets_timeout && !grpc => ctx.shared.options.upstream_response_timeout,
-        None => None,
+    let (attempt_timeout, timeout_after_body) = match rule.backend_timeout {
+        Some(timeout) => (Some(timeout), false),
+        None if !rule.route_sets_timeout && !grpc => {
+            (ctx.shared.options.upstream_response_timeout, true)
+        }
+        None => (None, false),
     };
     let (result, attempts, served_by) = match rule.request_timeout {
         Some(timeout) => {
             let deadline = (started + timeout).into();
-            let exchange = exchange(rule, attempt_timeout, service, pinned, head, body);
+            let exchange = exchange(
+                rule,
+                attempt_timeout,
+                timeout_after_body,
+                service,
+                pinned,
+                head,
+                body,
+            );
             match tokio::time::timeout_at(deadline, exchange).await {
                 Ok(done) => done,
                 Err(_) => (Err(Failure::Timeout), 0, None),
             }
         }
-        None => exchange(rule, attempt_timeout, service, pinned, head, body).await,
+        None => {
+            exchange(
+                rule,
+                attempt_timeout,
+                timeout_after_body,
+                service,
+                pinned,
+                head,
+                body,
+            )
+            .await
+        }
     };
     let response = match result {
         Ok(mut response) => {
@@ -346,8 +378,14 @@ pub(crate) async fn process(
             }
             service.metrics.record_status(response.status().as_u16());
             // A body still streaming can fail after the head went out, and its access log line
-            // waits for its end (two reference counts; nothing for a body already read whole).
-            if response.body().is_streaming() {
+            // waits for its end (two reference counts; nothing for a body already read whole,
+            // or one that is never sent: HEAD, 204, 304).
+            let status = response.status();
+            if response.body().is_streaming()
+                && !head_request
+                && status != StatusCode::NO_CONTENT
+                && status != StatusCode::NOT_MODIFIED
+            {
                 let watch = AbortWatch {
                     rule: Arc::clone(matched.rule),
                     backend: Arc::clone(service),
@@ -565,6 +603,7 @@ enum Failure {
 async fn exchange<'a>(
     rule: &Rule,
     attempt_timeout: Option<Duration>,
+    timeout_after_body: bool,
     service: &'a ServiceBackend,
     mut pinned: Option<&'a Arc<EndpointPool>>,
     head: UpstreamHead,
@@ -584,7 +623,7 @@ async fn exchange<'a>(
     // a bodyless request, the common case, pays for no flag.
     let body_failed =
         matches!(&body, Payload::Streaming(b) if !hyper::body::Body::is_end_stream(b))
-            .then(|| Arc::new(AtomicU8::new(BODY_OK)));
+            .then(|| Arc::new(AtomicU8::new(BODY_SENDING)));
     let mut body = Some(body);
     let mut head = Some(head);
     let mut attempt = 0;
@@ -629,11 +668,25 @@ async fn exchange<'a>(
             }
         };
         let attempt_started = tokio::time::Instant::now();
-        let result = match send_once(endpoint, request, attempt_timeout).await {
+        // The default response timeout counts from the end of the request body: while the
+        // client is still sending, the backend is not late.
+        let body_state = body_failed.as_deref().filter(|_| timeout_after_body);
+        let result = match send_once(endpoint, request, attempt_timeout, body_state).await {
+            Ok(response) => {
+                if let Some(state) = &body_failed {
+                    let _ = state.compare_exchange(
+                        BODY_SENDING,
+                        BODY_ANSWERED,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                }
+                Ok(response)
+            }
             Err(Failure::Upstream(error))
                 if body_failed
                     .as_ref()
-                    .is_some_and(|failed| failed.load(Ordering::Relaxed) != BODY_OK) =>
+                    .is_some_and(|failed| body_state_failed(failed.load(Ordering::Relaxed))) =>
             {
                 let stalled = body_failed
                     .as_ref()
@@ -676,16 +729,45 @@ async fn exchange<'a>(
     }
 }
 
+/// How often a response timeout that counts from the end of the request body checks whether
+/// the body has ended: the timeout runs out at most this much late.
+const BODY_END_CHECK: Duration = Duration::from_secs(1);
+
+/// One attempt. `timeout` bounds the wait for the response head: from now, or, when
+/// `body_state` is given, from the end of the request body it tracks.
 async fn send_once(
     endpoint: &Arc<EndpointPool>,
     request: Request<ReqBody>,
     timeout: Option<Duration>,
+    body_state: Option<&AtomicU8>,
 ) -> Result<Response<ProxyBody>, Failure> {
     let response = match timeout {
-        Some(timeout) => match tokio::time::timeout(timeout, endpoint.send(request)).await {
-            Ok(result) => result.map_err(Failure::Upstream)?,
-            Err(_) => return Err(Failure::Timeout),
-        },
+        Some(timeout) => {
+            let send = endpoint.send(request);
+            tokio::pin!(send);
+            let sending = || body_state.is_some_and(|s| s.load(Ordering::Relaxed) == BODY_SENDING);
+            let mut waiting_for_body = sending();
+            let now = tokio::time::Instant::now();
+            let mut deadline = if waiting_for_body {
+                now + timeout.min(BODY_END_CHECK)
+            } else {
+                now + timeout
+            };
+            loop {
+                match tokio::time::timeout_at(deadline, &mut send).await {
+                    Ok(result) => break result.map_err(Failure::Upstream)?,
+                    Err(_) if sending() => {
+                        deadline = tokio::time::Instant::now() + timeout.min(BODY_END_CHECK);
+                    }
+                    // The body ended since the last check: the backend's time starts now.
+                    Err(_) if waiting_for_body => {
+                        waiting_for_body = false;
+                        deadline = tokio::time::Instant::now() + timeout;
+                    }
+                    Err(_) => return Err(Failure::Timeout),
+                }
+            }
+        }
         None => endpoint.send(request).await.map_err(Failure::Upstream)?,
     };
     valid_status(response, endpoint.addr).map_err(Failure::Upstream)

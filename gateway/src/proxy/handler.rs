@@ -120,31 +120,51 @@ pub(crate) async fn handle(
     let logged = tracing::enabled!(target: "access", tracing::Level::INFO)
         .then(|| (request.method().clone(), request.uri().path().to_string()));
     let rule = matched.rule;
+    // A request dropped before its response head is ready (the client reset the stream or
+    // went away) still gets its line: status 499, `client_closed`.
+    let mut unanswered = Unanswered(logged.map(|(method, path)| AccessLine {
+        remote: ctx.remote,
+        method,
+        host: std::borrow::Cow::Borrowed(&*host),
+        path,
+        rule: Arc::clone(rule),
+        backend: None,
+        attempts: 0,
+        status: 499,
+        start,
+        head_micros: 0,
+    }));
     let outcome = forward::process(&ctx, table.port, &host, matched, request).await;
     let status = outcome.response.status();
     let elapsed = start.elapsed();
     rule.metrics(&ctx.shared.metrics)
         .record(status.as_u16(), elapsed);
     let mut response = outcome.response;
-    if let Some((method, path)) = logged {
-        let line = AccessLine {
-            remote: ctx.remote,
-            method,
-            host: host.into_owned(),
-            path,
-            rule: Arc::clone(rule),
-            backend: outcome.backend,
-            attempts: outcome.attempts,
-            status: status.as_u16(),
-            start,
-            head_micros: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-        };
+    if let Some(mut line) = unanswered.0.take() {
+        line.backend = outcome.backend;
+        line.attempts = outcome.attempts;
+        line.status = status.as_u16();
+        line.head_micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         // A body still streaming from upstream writes the line when it ends.
-        if let Some(line) = response.body_mut().defer_log(line) {
+        if response.body().defers_log() {
+            response.body_mut().defer_log(line.into_owned());
+        } else {
             line.write(Outcome::Complete, 0, None);
         }
     }
     response
+}
+
+/// The access log line of a request still waiting for its response head; written as
+/// `client_closed` (499) if the request is dropped before the head is ready.
+struct Unanswered<'h>(Option<AccessLine<'h>>);
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if let Some(line) = self.0.take() {
+            line.write(Outcome::ClientClosed, 0, None);
+        }
+    }
 }
 
 fn unmatched(
