@@ -5,7 +5,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -102,6 +102,8 @@ pub(crate) struct InFlight {
     active: AtomicUsize,
     /// Milliseconds after `base` at which `active` last dropped to 0.
     idle_since_ms: AtomicU64,
+    /// Whether a timeout already closed (and counted) the connection.
+    timed_out: AtomicBool,
 }
 
 /// One request in flight; dropped when its response body ended or was abandoned.
@@ -166,7 +168,14 @@ impl InFlight {
             base: Instant::now(),
             active: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
+            timed_out: AtomicBool::new(false),
         })
+    }
+
+    /// Whether this is the first timeout to close the connection (an idle close and then a
+    /// send timeout in its grace period count once).
+    pub(crate) fn first_timeout(&self) -> bool {
+        !self.timed_out.swap(true, Ordering::AcqRel)
     }
 
     /// Counts a request as in flight until the guard drops.
@@ -278,6 +287,13 @@ mod tests {
         assert!(cap.try_acquire().is_none());
         drop(a);
         assert!(cap.try_acquire().is_some());
+    }
+
+    #[test]
+    fn a_connection_is_counted_as_timed_out_once() {
+        let in_flight = InFlight::new();
+        assert!(in_flight.first_timeout());
+        assert!(!in_flight.first_timeout());
     }
 
     #[test]

@@ -502,14 +502,15 @@ where
     // (WebSocket) outlives this function in a tunnel task and keeps its place until it closes.
     let shared = Arc::clone(&ctx.shared);
     let timed_out = ctx.port.timed_out.clone();
+    let in_flight = InFlight::new();
     let io = HeldIo {
         io,
         _held: held,
         send_stall: StallTimer::new(shared.options.send_timeout),
         timed_out: timed_out.clone(),
+        in_flight: Arc::clone(&in_flight),
     };
     let ctx = Arc::new(ctx);
-    let in_flight = InFlight::new();
     let requests = Arc::clone(&in_flight);
     let service = service_fn(move |request| {
         let ctx = Arc::clone(&ctx);
@@ -560,7 +561,9 @@ where
                     Some(deadline) if deadline <= now && idle_closing => return Poll::Ready(None),
                     Some(deadline) if deadline <= now => {
                         idle_closing = true;
-                        timed_out.inc();
+                        if in_flight.first_timeout() {
+                            timed_out.inc();
+                        }
                         if !draining {
                             conn.as_mut().graceful_shutdown();
                         }
@@ -640,6 +643,8 @@ struct HeldIo<I> {
     send_stall: StallTimer,
     /// Counts a connection dropped by the send timeout.
     timed_out: Counter,
+    /// The connection's requests, and whether a timeout already counted it.
+    in_flight: Arc<InFlight>,
 }
 
 impl<I> HeldIo<I> {
@@ -653,7 +658,9 @@ impl<I> HeldIo<I> {
         if let Poll::Ready(Err(error)) = &checked
             && error.kind() == std::io::ErrorKind::TimedOut
         {
-            self.timed_out.inc();
+            if self.in_flight.first_timeout() {
+                self.timed_out.inc();
+            }
             debug!("client read nothing for the send timeout; closing");
         }
         checked
