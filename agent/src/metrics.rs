@@ -41,6 +41,8 @@ pub(crate) struct Metrics {
     pub(crate) readiness_report_seconds: Histogram,
     /// Status writes to Kubernetes, by `kind` and `result` (`ok`, `conflict`, `failed`).
     pub(crate) status_writes: Family<Labels2, Counter>,
+    /// Kubernetes Events recorded for condition changes, by `result` (`ok`, `failed`).
+    pub(crate) events: Family<[(&'static str, &'static str); 1], Counter>,
 }
 
 // === impl Metrics ===
@@ -64,6 +66,7 @@ impl Metrics {
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
             ]),
             status_writes: Family::default(),
+            events: Family::default(),
         };
         let agent = registry.sub_registry_with_prefix("meridian_agent");
         agent.register(
@@ -130,6 +133,11 @@ impl Metrics {
             "status_writes",
             "Status writes to Kubernetes objects, by kind and result (ok, conflict, failed)",
             metrics.status_writes.clone(),
+        );
+        agent.register(
+            "events",
+            "Kubernetes Events recorded for condition changes, by result (ok, failed)",
+            metrics.events.clone(),
         );
         metrics
     }

@@ -4,7 +4,8 @@
 //! server-side apply (Gateway, GatewayClass) or a resourceVersion-guarded merge patch that
 //! keeps other controllers' entries (routes' atomic `status.parents`); observedGeneration
 //! follows the spec, lastTransitionTime only moves on a status change, nothing is rewritten
-//! while nothing changes, and Meridian's route entries go with their Gateway.
+//! while nothing changes, Meridian's route entries go with their Gateway, and each condition
+//! change is a Kubernetes Event on its object.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -355,6 +356,57 @@ async fn the_agent_writes_status_back_to_kubernetes() {
     assert_eq!(resolved["reason"], "ResolvedRefs", "{broken}");
     assert_ne!(resolved["lastTransitionTime"], broken_since, "{broken}");
 
+    // Each condition change was an Event on its object (what `kubectl describe` lists): a
+    // Warning while the route's backend was missing, a Normal one once it resolved, and the
+    // Gateway's programming.
+    let event =
+        |kind: &'static str, name: &'static str, type_: &'static str, reason: &'static str| {
+            let api = &api;
+            move || async move {
+                api.events()
+                    .into_iter()
+                    .find(|e| {
+                        e["regarding"]["kind"] == kind
+                            && e["regarding"]["name"] == name
+                            && e["type"] == type_
+                            && e["reason"] == reason
+                    })
+                    .ok_or_else(|| format!("events so far: {:#?}", api.events()))
+            }
+        };
+    let missing = eventually(
+        "a Warning event for the missing backend",
+        Duration::from_secs(10),
+        event("HTTPRoute", "broken", "Warning", "BackendNotFound"),
+    )
+    .await;
+    assert_eq!(missing["action"], "ResolvedRefs", "{missing}");
+    assert_eq!(missing["reportingController"], CONTROLLER, "{missing}");
+    assert_eq!(missing["metadata"]["namespace"], "app", "{missing}");
+    assert!(
+        missing["regarding"]["uid"]
+            .as_str()
+            .is_some_and(|uid| !uid.is_empty()),
+        "kubectl describe finds events by uid: {missing}"
+    );
+    let note = missing["note"].as_str().unwrap_or("");
+    assert!(
+        note.starts_with("parent ") && note.contains("gw") && note.contains("ResolvedRefs=False"),
+        "{missing}"
+    );
+    eventually(
+        "a Normal event once the backend resolves",
+        Duration::from_secs(10),
+        event("HTTPRoute", "broken", "Normal", "ResolvedRefs"),
+    )
+    .await;
+    eventually(
+        "a Normal event for the programmed Gateway",
+        Duration::from_secs(10),
+        event("Gateway", "gw", "Normal", "Programmed"),
+    )
+    .await;
+
     // The Gateway goes: Meridian's route entries for it go too, the other controller's stay.
     assert!(api.delete("Gateway", "app", "gw"));
     let web = stored(
@@ -385,6 +437,11 @@ async fn the_agent_writes_status_back_to_kubernetes() {
         .unwrap();
     assert!(
         metrics.contains("meridian_agent_status_writes_total{kind=\"Gateway\",result=\"ok\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("meridian_agent_events_total{result=\"ok\"}")
+            && !metrics.contains("meridian_agent_events_total{result=\"failed\"}"),
         "{metrics}"
     );
     // Nothing else wrote to these objects, so no write conflicted or failed.

@@ -27,6 +27,9 @@
 //!   given, must be the stored one (else `409 Conflict`). Only `status` changes; a write that
 //!   changes nothing keeps the resourceVersion and sends no event, one that does bumps it
 //!   and sends `MODIFIED`. Every PATCH is recorded ([`FakeKubeApi::patches`]).
+//! - Events (`events.k8s.io/v1`): `POST .../namespaces/NS/events` creates one (a name from
+//!   `generateName` when it has none), `PATCH .../events/NAME` merges into it (a series
+//!   update); they are kept apart from the watched objects ([`FakeKubeApi::events`]).
 //!
 //! Not modelled: authentication, pagination (`limit` is ignored: everything is one page),
 //! label selectors, an object that stops matching a field selector on update (the real
@@ -138,6 +141,8 @@ struct Store {
     lists: HashMap<String, usize>,
     watches: HashMap<String, usize>,
     patches: Vec<PatchRecord>,
+    /// Events by (namespace, name).
+    events: BTreeMap<(String, String), Value>,
 }
 
 struct Shared {
@@ -262,6 +267,11 @@ current-context: fake
     /// Every PATCH received so far, in order.
     pub fn patches(&self) -> Vec<PatchRecord> {
         self.store().patches.clone()
+    }
+
+    /// The Events recorded so far (events.k8s.io/v1 objects, as last written).
+    pub fn events(&self) -> Vec<Value> {
+        self.store().events.values().cloned().collect()
     }
 
     /// Deletes an object (`DELETED`); false when there was none.
@@ -496,7 +506,77 @@ fn json_response(code: u16, body: &Value) -> Response {
         .unwrap()
 }
 
+/// `POST` or `PATCH` of an events.k8s.io/v1 Event; `None` when `path` is not an Event's.
+async fn handle_event(shared: &Shared, request: Request) -> Result<Response, Request> {
+    let path = request.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (namespace, name) = match segments.as_slice() {
+        ["apis", "events.k8s.io", "v1", "namespaces", ns, "events"] => ((*ns).to_string(), None),
+        [
+            "apis",
+            "events.k8s.io",
+            "v1",
+            "namespaces",
+            ns,
+            "events",
+            name,
+        ] => ((*ns).to_string(), Some((*name).to_string())),
+        _ => return Err(request),
+    };
+    let method = request.method().clone();
+    let body = axum::body::to_bytes(request.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
+    let Ok(mut body) = serde_json::from_slice::<Value>(&body) else {
+        return Ok(json_response(400, &status(400, "BadRequest", "not JSON")));
+    };
+    let mut store = shared.store.lock().unwrap_or_else(|e| e.into_inner());
+    store.rv += 1;
+    let rv = store.rv.to_string();
+    match (method, name) {
+        (http::Method::POST, None) => {
+            let name = match body["metadata"]["name"].as_str() {
+                Some(name) => name.to_string(),
+                None => format!(
+                    "{}{rv}",
+                    body["metadata"]["generateName"]
+                        .as_str()
+                        .unwrap_or("event-")
+                ),
+            };
+            body["metadata"]["name"] = json!(name);
+            body["metadata"]["namespace"] = json!(namespace);
+            body["metadata"]["resourceVersion"] = json!(rv);
+            store.events.insert((namespace, name), body.clone());
+            Ok(json_response(201, &body))
+        }
+        (http::Method::PATCH, Some(name)) => {
+            let Some(event) = store.events.get_mut(&(namespace, name.clone())) else {
+                return Ok(json_response(
+                    404,
+                    &status(404, "NotFound", &format!("events \"{name}\" not found")),
+                ));
+            };
+            merge_patch(event, &body);
+            event["metadata"]["resourceVersion"] = json!(rv);
+            Ok(json_response(200, event))
+        }
+        _ => Ok(json_response(
+            405,
+            &status(
+                405,
+                "MethodNotAllowed",
+                "the fake creates and patches events only",
+            ),
+        )),
+    }
+}
+
 async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let request = match handle_event(&shared, request).await {
+        Ok(response) => return response,
+        Err(request) => request,
+    };
     let path = request.uri().path().to_string();
     let query: HashMap<String, String> = request
         .uri()

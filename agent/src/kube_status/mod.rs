@@ -17,7 +17,11 @@
 //!   again from the newest objects.
 //! - **Field manager:** `meridian-agent/<cluster>`, shared by the agent's replicas in the
 //!   cluster, so they write the same fields rather than fight over them.
+//! - **Events:** a write that changes a condition's status or reason records an Event on the
+//!   object ([`events`]); failing to record one is logged and counted, never retried, and
+//!   does not fail the pass.
 
+mod events;
 mod observed;
 mod plan;
 
@@ -27,7 +31,9 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -81,10 +87,19 @@ pub(crate) fn spawn(
     metrics: Metrics,
     shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
+    let manager = format!("meridian-agent/{cluster}");
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: meridian_gwapi::CONTROLLER_NAME.to_string(),
+            instance: Some(manager.clone()),
+        },
+    );
     let writer = Writer {
         client,
-        manager: format!("meridian-agent/{cluster}"),
+        manager,
         metrics,
+        recorder,
     };
     tokio::spawn(writer.run(programmed, feed, shutdown))
 }
@@ -93,6 +108,7 @@ struct Writer {
     client: kube::Client,
     manager: String,
     metrics: Metrics,
+    recorder: Recorder,
 }
 
 // === impl Writer ===
@@ -164,10 +180,14 @@ impl Writer {
         let mut ok = true;
         for write in writes {
             let kind = static_kind(&write.key.kind);
+            let before = observed.get(&write.key).cloned();
             match self.write(&write).await {
                 Ok(object) => {
                     tracing::info!(object = %write.key, "status written");
                     self.count(kind, "ok");
+                    if let Some(before) = before {
+                        self.record_events(&before, &write).await;
+                    }
                     observed.wrote(object);
                 }
                 Err(error) => {
@@ -227,6 +247,58 @@ impl Writer {
         value["apiVersion"] = serde_json::json!(write.api_version);
         value["kind"] = serde_json::json!(write.key.kind);
         Ok(ObservedObject::from_json(&value))
+    }
+
+    /// Records an Event for each condition `write` changed on `before`.
+    async fn record_events(&self, before: &ObservedObject, write: &Write) {
+        let (StatusPatch::Apply(body) | StatusPatch::Merge(body)) = &write.patch;
+        let changes = events::transitions(
+            &before.status,
+            &body["status"],
+            meridian_gwapi::CONTROLLER_NAME,
+        );
+        if changes.is_empty() {
+            return;
+        }
+        let regarding = ObjectReference {
+            api_version: Some(before.api_version.clone()),
+            kind: Some(before.key.kind.clone()),
+            name: Some(before.key.name.clone()),
+            namespace: (!before.key.namespace.is_empty()).then(|| before.key.namespace.clone()),
+            uid: before.uid.clone(),
+            ..ObjectReference::default()
+        };
+        for change in changes {
+            let event = KubeEvent {
+                type_: if change.status == "True" {
+                    EventType::Normal
+                } else {
+                    EventType::Warning
+                },
+                reason: change.reason,
+                note: Some(change.note),
+                action: change.condition,
+                secondary: None,
+            };
+            let published =
+                tokio::time::timeout(WRITE_TIMEOUT, self.recorder.publish(&event, &regarding))
+                    .await;
+            let result = match published {
+                Ok(Ok(())) => "ok",
+                Ok(Err(error)) => {
+                    tracing::warn!(object = %write.key, %error, "recording an event failed");
+                    "failed"
+                }
+                Err(_) => {
+                    tracing::warn!(object = %write.key, "recording an event timed out");
+                    "failed"
+                }
+            };
+            self.metrics
+                .events
+                .get_or_create(&[("result", result)])
+                .inc();
+        }
     }
 
     fn count(&self, kind: &'static str, result: &'static str) {

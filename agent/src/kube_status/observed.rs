@@ -32,6 +32,8 @@ pub(crate) struct ObservedObject {
     pub(crate) api_version: String,
     /// `metadata.resourceVersion`.
     pub(crate) resource_version: Option<String>,
+    /// `metadata.uid` (what an Event's `regarding` names it by).
+    pub(crate) uid: Option<String>,
     /// Its `status` (`Null` when it has none).
     pub(crate) status: Value,
 }
@@ -63,6 +65,7 @@ impl ObservedObject {
             },
             api_version: text(&value["apiVersion"]),
             resource_version: metadata["resourceVersion"].as_str().map(str::to_string),
+            uid: metadata["uid"].as_str().map(str::to_string),
             status: value.get("status").cloned().unwrap_or(Value::Null),
         }
     }
