@@ -41,7 +41,8 @@ pub(crate) struct Metrics {
     pub(crate) readiness_report_seconds: Histogram,
     /// Status writes to Kubernetes, by `kind` and `result` (`ok`, `conflict`, `failed`).
     pub(crate) status_writes: Family<Labels2, Counter>,
-    /// Kubernetes Events recorded for condition changes, by `result` (`ok`, `failed`).
+    /// Kubernetes Events recorded for condition changes, by `result` (`ok`, `failed`,
+    /// `dropped`, `skipped`).
     pub(crate) events: Family<[(&'static str, &'static str); 1], Counter>,
 }
 
@@ -136,7 +137,7 @@ impl Metrics {
         );
         agent.register(
             "events",
-            "Kubernetes Events recorded for condition changes, by result (ok, failed)",
+            "Kubernetes Events recorded for condition changes, by result (ok, failed, dropped when the queue is full, skipped for names too long)",
             metrics.events.clone(),
         );
         metrics

@@ -883,3 +883,47 @@ async fn a_request_the_client_abandons_before_the_answer_is_logged_as_client_clo
         "{lines:#?}"
     );
 }
+
+#[tokio::test]
+async fn a_backend_that_stops_reading_an_upload_gets_504_not_a_hang() {
+    // Takes the connection, reads a little, then neither reads nor answers.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut first = [0u8; 1024];
+            let _ = stream.read(&mut first).await;
+            held.push(stream);
+        }
+    });
+    let gw = gateway_with(|options| {
+        options.upstream_response_timeout = Some(Duration::from_millis(500));
+    })
+    .await;
+    let (_gw, port) = serve_on(gw, "unread", backend).await;
+    let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    // A 256 MiB upload, written until the gateway stops taking it.
+    let upload = tokio::spawn(async move {
+        let head = b"POST /upload HTTP/1.1\r\nHost: x.example\r\nContent-Length: 268435456\r\n\r\n";
+        writer.write_all(head).await?;
+        let chunk = vec![b'x'; 64 * 1024];
+        loop {
+            writer.write_all(&chunk).await?;
+        }
+        #[allow(unreachable_code)]
+        Ok::<_, std::io::Error>(())
+    });
+    let mut response = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&response).contains("\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(10), reader.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => response.extend_from_slice(&buf[..n]),
+            other => panic!("no answer while the backend holds the upload: {other:?}"),
+        }
+    }
+    let response = String::from_utf8_lossy(&response).into_owned();
+    assert_eq!(status_of(&response), 504, "{response}");
+    upload.abort();
+}

@@ -13,12 +13,30 @@ pub(crate) struct Transition {
     /// The condition type (`Accepted`, `Programmed`, `ResolvedRefs`, ...): the Event's
     /// action.
     pub(crate) condition: String,
-    /// Its new status: `True` is a Normal event, anything else a Warning.
+    /// Its new status.
     pub(crate) status: String,
     /// Its new reason: the Event's reason.
     pub(crate) reason: String,
+    /// Where it sits (`listener https`, `parent app/gw/http`; empty for the object's own):
+    /// the Event's `regarding.fieldPath`, so that the same change in two places is two
+    /// Events, not one series.
+    pub(crate) scope: String,
     /// Where it sits and its message: the Event's note.
     pub(crate) note: String,
+}
+
+impl Transition {
+    /// Whether the change is good news (a Normal Event) rather than a Warning: the condition
+    /// is True, or False for the conditions whose True means trouble.
+    pub(crate) fn is_normal(&self) -> bool {
+        const TRUE_MEANS_TROUBLE: [&str; 3] = [
+            "Conflicted",
+            "PartiallyInvalid",
+            "InsecureFrontendValidationMode",
+        ];
+        let trouble_when_true = TRUE_MEANS_TROUBLE.contains(&self.condition.as_str());
+        (self.status == "True") != trouble_when_true
+    }
 }
 
 /// The Event notes' limit (events.k8s.io/v1 `note`: 1 kB).
@@ -70,9 +88,23 @@ fn listener_label(entry: &Value) -> Option<String> {
         .map(|name| format!("listener {name}"))
 }
 
+/// `parent NS/NAME/SECTION:PORT`, with the kind (and group) before the name when the
+/// reference is not to a Gateway, so that two references never share a label.
 fn ref_label(what: &str, reference: &Value) -> Option<String> {
     let name = reference["name"].as_str()?;
     let mut label = format!("{what} ");
+    let kind = reference["kind"].as_str().unwrap_or("Gateway");
+    let group = reference["group"]
+        .as_str()
+        .unwrap_or("gateway.networking.k8s.io");
+    if kind != "Gateway" || group != "gateway.networking.k8s.io" {
+        label.push_str(kind);
+        if !group.is_empty() {
+            label.push('.');
+            label.push_str(group);
+        }
+        label.push(' ');
+    }
     if let Some(namespace) = reference["namespace"].as_str() {
         label.push_str(namespace);
         label.push('/');
@@ -81,6 +113,9 @@ fn ref_label(what: &str, reference: &Value) -> Option<String> {
     if let Some(section) = reference["sectionName"].as_str() {
         label.push('/');
         label.push_str(section);
+    }
+    if let Some(port) = reference["port"].as_u64() {
+        label.push_str(&format!(":{port}"));
     }
     Some(label)
 }
@@ -114,6 +149,7 @@ fn compare(old: &Value, new: &Value, scope: &str, out: &mut Vec<Transition>) {
             condition: type_.to_string(),
             status: status.to_string(),
             reason: reason.to_string(),
+            scope: scope.to_string(),
             note,
         });
     }
@@ -170,9 +206,51 @@ mod tests {
                 condition: "ResolvedRefs".into(),
                 status: "False".into(),
                 reason: "BackendNotFound".into(),
+                scope: "parent infra/gw/http".into(),
                 note: "parent infra/gw/http: ResolvedRefs=False: backend web:8080".into(),
             }]
         );
+        assert!(!got[0].is_normal());
+    }
+
+    #[test]
+    fn references_differing_by_port_or_kind_are_told_apart() {
+        let entry = |reference: Value| {
+            json!({"ancestorRef": reference, "controllerName": OURS,
+                   "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted"}]})
+        };
+        let gateway_80 = json!({"name": "gw", "port": 80});
+        let gateway_443 = json!({"name": "gw", "port": 443});
+        let service = json!({"name": "gw", "kind": "Service", "group": ""});
+        let status = json!({"ancestors": [entry(gateway_80), entry(gateway_443), entry(service)]});
+        // Written as it was: nothing changed, whatever order the entries come in.
+        let shuffled = json!({"ancestors": [
+            status["ancestors"][2].clone(), status["ancestors"][0].clone(), status["ancestors"][1].clone()
+        ]});
+        assert!(transitions(&status, &shuffled, OURS).is_empty());
+        let scopes: Vec<String> = transitions(&Value::Null, &status, OURS)
+            .into_iter()
+            .map(|t| t.scope)
+            .collect();
+        assert_eq!(
+            scopes,
+            ["ancestor gw:80", "ancestor gw:443", "ancestor Service gw"]
+        );
+    }
+
+    #[test]
+    fn true_is_trouble_for_conflicted_and_partially_invalid() {
+        let status = json!({"listeners": [{"name": "http", "conditions": [
+            {"type": "Conflicted", "status": "False", "reason": "NoConflicts"},
+            {"type": "PartiallyInvalid", "status": "True", "reason": "UnsupportedValue"},
+            {"type": "Programmed", "status": "False", "reason": "Invalid"},
+            {"type": "Accepted", "status": "True", "reason": "Accepted"},
+        ]}]});
+        let normal: Vec<bool> = transitions(&Value::Null, &status, OURS)
+            .iter()
+            .map(Transition::is_normal)
+            .collect();
+        assert_eq!(normal, [true, false, false, true]);
     }
 
     #[test]

@@ -17,9 +17,10 @@
 //!   again from the newest objects.
 //! - **Field manager:** `meridian-agent/<cluster>`, shared by the agent's replicas in the
 //!   cluster, so they write the same fields rather than fight over them.
-//! - **Events:** a write that changes a condition's status or reason records an Event on the
-//!   object ([`events`]); failing to record one is logged and counted, never retried, and
-//!   does not fail the pass.
+//! - **Events:** a write that changes a condition's status or reason queues an Event on the
+//!   object ([`events`]), published by a task of its own so the events API never holds up
+//!   status writes; an Event that fails, or finds the queue full, is logged or counted,
+//!   never retried, and does not fail the pass.
 
 mod events;
 mod observed;
@@ -95,11 +96,15 @@ pub(crate) fn spawn(
             instance: Some(manager.clone()),
         },
     );
+    // Events go out from a task of their own, so a slow or throttled events API never holds
+    // up status writes; a full queue drops (and counts) them.
+    let (events, queue) = mpsc::channel(EVENT_QUEUE);
+    tokio::spawn(publish_events(recorder, queue, metrics.clone()));
     let writer = Writer {
         client,
         manager,
         metrics,
-        recorder,
+        events,
     };
     tokio::spawn(writer.run(programmed, feed, shutdown))
 }
@@ -108,7 +113,38 @@ struct Writer {
     client: kube::Client,
     manager: String,
     metrics: Metrics,
+    events: mpsc::Sender<(KubeEvent, ObjectReference)>,
+}
+
+/// Events waiting to be published, at most.
+const EVENT_QUEUE: usize = 1024;
+
+/// The longest object name an Event is recorded for: the Event's name is the object's, a dot
+/// and up to 16 hex digits, within the 253 characters of a name.
+const EVENT_NAME_ROOM: usize = 253 - 17;
+
+/// Publishes queued Events one by one until the writer goes.
+async fn publish_events(
     recorder: Recorder,
+    mut queue: mpsc::Receiver<(KubeEvent, ObjectReference)>,
+    metrics: Metrics,
+) {
+    while let Some((event, regarding)) = queue.recv().await {
+        let published =
+            tokio::time::timeout(WRITE_TIMEOUT, recorder.publish(&event, &regarding)).await;
+        let result = match published {
+            Ok(Ok(())) => "ok",
+            Ok(Err(error)) => {
+                tracing::warn!(object = ?regarding.name, reason = %event.reason, %error, "recording an event failed");
+                "failed"
+            }
+            Err(_) => {
+                tracing::warn!(object = ?regarding.name, reason = %event.reason, "recording an event timed out");
+                "failed"
+            }
+        };
+        metrics.events.get_or_create(&[("result", result)]).inc();
+    }
 }
 
 // === impl Writer ===
@@ -186,7 +222,7 @@ impl Writer {
                     tracing::info!(object = %write.key, "status written");
                     self.count(kind, "ok");
                     if let Some(before) = before {
-                        self.record_events(&before, &write).await;
+                        self.record_events(&before, &write);
                     }
                     observed.wrote(object);
                 }
@@ -249,8 +285,8 @@ impl Writer {
         Ok(ObservedObject::from_json(&value))
     }
 
-    /// Records an Event for each condition `write` changed on `before`.
-    async fn record_events(&self, before: &ObservedObject, write: &Write) {
+    /// Queues an Event for each condition `write` changed on `before`.
+    fn record_events(&self, before: &ObservedObject, write: &Write) {
         let (StatusPatch::Apply(body) | StatusPatch::Merge(body)) = &write.patch;
         let changes = events::transitions(
             &before.status,
@@ -260,17 +296,25 @@ impl Writer {
         if changes.is_empty() {
             return;
         }
-        let regarding = ObjectReference {
-            api_version: Some(before.api_version.clone()),
-            kind: Some(before.key.kind.clone()),
-            name: Some(before.key.name.clone()),
-            namespace: (!before.key.namespace.is_empty()).then(|| before.key.namespace.clone()),
-            uid: before.uid.clone(),
-            ..ObjectReference::default()
-        };
+        if before.key.name.len() > EVENT_NAME_ROOM {
+            self.metrics
+                .events
+                .get_or_create(&[("result", "skipped")])
+                .inc();
+            return;
+        }
         for change in changes {
+            let regarding = ObjectReference {
+                api_version: Some(before.api_version.clone()),
+                kind: Some(before.key.kind.clone()),
+                name: Some(before.key.name.clone()),
+                namespace: (!before.key.namespace.is_empty()).then(|| before.key.namespace.clone()),
+                uid: before.uid.clone(),
+                field_path: (!change.scope.is_empty()).then(|| change.scope.clone()),
+                ..ObjectReference::default()
+            };
             let event = KubeEvent {
-                type_: if change.status == "True" {
+                type_: if change.is_normal() {
                     EventType::Normal
                 } else {
                     EventType::Warning
@@ -280,24 +324,12 @@ impl Writer {
                 action: change.condition,
                 secondary: None,
             };
-            let published =
-                tokio::time::timeout(WRITE_TIMEOUT, self.recorder.publish(&event, &regarding))
-                    .await;
-            let result = match published {
-                Ok(Ok(())) => "ok",
-                Ok(Err(error)) => {
-                    tracing::warn!(object = %write.key, %error, "recording an event failed");
-                    "failed"
-                }
-                Err(_) => {
-                    tracing::warn!(object = %write.key, "recording an event timed out");
-                    "failed"
-                }
-            };
-            self.metrics
-                .events
-                .get_or_create(&[("result", result)])
-                .inc();
+            if self.events.try_send((event, regarding)).is_err() {
+                self.metrics
+                    .events
+                    .get_or_create(&[("result", "dropped")])
+                    .inc();
+            }
         }
     }
 

@@ -123,7 +123,8 @@ impl WeightedBackends {
             // at 0 would hand the first requests after each apply to the first backendRef
             // (a 5% canary would get nothing on a route that sees few requests between
             // applies). Every window of `total` requests is exact from any start.
-            next: AtomicU64::new(rand::random()),
+            // Modulo the total, so the counter never wraps mid-cycle.
+            next: AtomicU64::new(rand::random::<u64>() % total.max(1)),
         }
     }
 

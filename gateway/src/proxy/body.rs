@@ -5,7 +5,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -58,22 +58,97 @@ pub(crate) fn client_body_error<'e>(
     None
 }
 
-/// What a streamed request body's state flag holds (see [`ReqBody::Incoming`]): still being
-/// sent.
-pub(crate) const BODY_SENDING: u8 = 0;
-/// The body could not be read.
-pub(crate) const BODY_FAILED: u8 = 1;
-/// The body stalled for the client body timeout.
-pub(crate) const BODY_STALLED: u8 = 2;
-/// The whole body went upstream.
-pub(crate) const BODY_SENT: u8 = 3;
-/// The response head arrived while the body was still being sent (a streaming call, an early
-/// answer): from then on the client body timeout no longer applies.
-pub(crate) const BODY_ANSWERED: u8 = 4;
+/// What the exchange knows of a streamed request body while it goes upstream, shared with
+/// [`ReqBody::Incoming`]:
+/// - how it failed, if it did: hyper's HTTP/2 client resets the stream without keeping the
+///   body's error as a cause, so this is how the exchange tells the client's fault (400,
+///   408) from the upstream's;
+/// - when it last made progress, and whether the last read waited on the client: the
+///   default response timeout counts from the last progress, and when it runs out while
+///   the gateway waits on the client, the client is the one late (408, not 504);
+/// - whether the response head has arrived, which stops the client body timeout.
+#[derive(Debug)]
+pub(crate) struct BodyState {
+    base: tokio::time::Instant,
+    /// Milliseconds after `base` of the last frame read.
+    progress_ms: AtomicU64,
+    waiting_on_client: AtomicBool,
+    outcome: AtomicU8,
+}
 
-/// Whether `state` is one of the failures.
-pub(crate) fn body_failed(state: u8) -> bool {
-    state == BODY_FAILED || state == BODY_STALLED
+/// No failure, no answer yet.
+const OUTCOME_NONE: u8 = 0;
+/// The body could not be read.
+const OUTCOME_FAILED: u8 = 1;
+/// The body stalled for the client body timeout.
+const OUTCOME_STALLED: u8 = 2;
+/// The response head arrived.
+const OUTCOME_ANSWERED: u8 = 3;
+
+impl BodyState {
+    /// A body that starts now.
+    pub(crate) fn new() -> Self {
+        Self {
+            base: tokio::time::Instant::now(),
+            progress_ms: AtomicU64::new(0),
+            waiting_on_client: AtomicBool::new(false),
+            outcome: AtomicU8::new(OUTCOME_NONE),
+        }
+    }
+
+    /// When the body last made progress (a frame read), or started.
+    pub(crate) fn last_progress(&self) -> tokio::time::Instant {
+        self.base + Duration::from_millis(self.progress_ms.load(Ordering::Relaxed))
+    }
+
+    /// Whether the last read of the body waited on the client (rather than the body not
+    /// being read, which is the backend not taking it).
+    pub(crate) fn waiting_on_client(&self) -> bool {
+        self.waiting_on_client.load(Ordering::Relaxed)
+    }
+
+    /// `Some(stalled)` when reading the body failed: stalled for the client body timeout, or
+    /// not readable.
+    pub(crate) fn failure(&self) -> Option<bool> {
+        match self.outcome.load(Ordering::Relaxed) {
+            OUTCOME_FAILED => Some(false),
+            OUTCOME_STALLED => Some(true),
+            _ => None,
+        }
+    }
+
+    /// The response head arrived: the client body timeout no longer applies.
+    pub(crate) fn answered(&self) {
+        let _ = self.outcome.compare_exchange(
+            OUTCOME_NONE,
+            OUTCOME_ANSWERED,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    fn is_answered(&self) -> bool {
+        self.outcome.load(Ordering::Relaxed) == OUTCOME_ANSWERED
+    }
+
+    /// Records what a read of the body returned.
+    fn polled(&self, polled: &Poll<Option<Result<Frame<Bytes>, ClientBodyError>>>) {
+        match polled {
+            Poll::Pending => self.waiting_on_client.store(true, Ordering::Relaxed),
+            Poll::Ready(Some(Err(error))) => {
+                let outcome = match error {
+                    ClientBodyError::Read(_) => OUTCOME_FAILED,
+                    ClientBodyError::Stalled(_) => OUTCOME_STALLED,
+                };
+                self.outcome.store(outcome, Ordering::Relaxed);
+            }
+            Poll::Ready(_) => {
+                let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+                self.progress_ms.store(ms, Ordering::Relaxed);
+                self.waiting_on_client.store(false, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 /// The client's request body, with the client body timeout: a client that sends nothing
@@ -164,13 +239,8 @@ impl AbortWatch {
 /// A request body sent upstream.
 #[derive(Debug)]
 pub(crate) enum ReqBody {
-    /// The client's body, streamed, with its state shared with the exchange
-    /// ([`BODY_SENDING`] and the other `BODY_` values). A failure is recorded there because
-    /// hyper's HTTP/2 client resets the stream without keeping the body's error as a cause, so
-    /// the flag is how the exchange tells the client's fault (400, 408) from the upstream's;
-    /// the end of the body, because the default response timeout counts from it; the
-    /// exchange records the response head, which stops the client body timeout.
-    Incoming(ClientBody, Option<Arc<AtomicU8>>),
+    /// The client's body, streamed, with what the exchange tracks of it ([`BodyState`]).
+    Incoming(ClientBody, Option<Arc<BodyState>>),
     /// A buffered body (retries and mirrors resend it).
     Full(Option<Bytes>),
 }
@@ -227,20 +297,11 @@ impl Body for ReqBody {
         match self.get_mut() {
             Self::Incoming(body, None) => Pin::new(body).poll_frame(cx),
             Self::Incoming(body, Some(state)) => {
-                if state.load(Ordering::Relaxed) == BODY_ANSWERED {
+                if state.is_answered() {
                     body.stop_timer();
                 }
                 let polled = Pin::new(&mut *body).poll_frame(cx);
-                let new_state = match &polled {
-                    Poll::Ready(Some(Err(ClientBodyError::Read(_)))) => Some(BODY_FAILED),
-                    Poll::Ready(Some(Err(ClientBodyError::Stalled(_)))) => Some(BODY_STALLED),
-                    Poll::Ready(None) => Some(BODY_SENT),
-                    Poll::Ready(Some(Ok(_))) if body.is_end_stream() => Some(BODY_SENT),
-                    _ => None,
-                };
-                if let Some(new_state) = new_state {
-                    state.store(new_state, Ordering::Relaxed);
-                }
+                state.polled(&polled);
                 polled
             }
             Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),

@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,8 +18,7 @@ use tracing::debug;
 
 use super::answer;
 use super::body::{
-    AbortWatch, BODY_ANSWERED, BODY_SENDING, BODY_STALLED, ClientBody, CollectError, ProxyBody,
-    ReqBody, body_failed as body_state_failed, collect_limited,
+    AbortWatch, BodyState, ClientBody, CollectError, ProxyBody, ReqBody, collect_limited,
 };
 use super::server::ConnCtx;
 use crate::backend::pool::{EndpointPool, FailureKind, UpstreamError};
@@ -107,15 +105,17 @@ pub(crate) async fn process(
     }
 
     let (mut parts, body) = request.into_parts();
-    // The client body timeout is for HTTP/1.x clients only: an HTTP/2 client's streams share
-    // the connection's flow-control window, so one stream can wait on another stream's slow
-    // backend, which is the gateway's backpressure, not the client stalling. Not for gRPC
-    // either: a streaming call's client may rightly go quiet.
+    // The client body timeout is for HTTP/1.x clients, and for bodies the gateway buffers
+    // (reading them eagerly): a streamed HTTP/2 body shares the connection's flow-control
+    // window with the other streams, so it can wait on another stream's slow backend, which
+    // is the gateway's backpressure, not the client stalling (the default response timeout,
+    // counting from the body's last progress, still bounds it). Not for gRPC: a streaming
+    // call's client may rightly go quiet.
     let body_timeout = ctx
         .shared
         .options
         .client_body_timeout
-        .filter(|_| parts.version < Version::HTTP_2 && !grpc);
+        .filter(|_| !grpc && (parts.version < Version::HTTP_2 || rule.needs_buffering));
     let body = ClientBody::new(body, body_timeout);
     // hyper's server never sends (nor polls) the body of these responses.
     let head_request = parts.method == http::Method::HEAD;
@@ -417,6 +417,11 @@ pub(crate) async fn process(
             StatusCode::GATEWAY_TIMEOUT,
             "upstream request timed out\n",
         ),
+        Err(Failure::ClientStalled) => answer::failure(
+            grpc,
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body stalled\n",
+        ),
         Err(Failure::Upstream(error)) => {
             debug!(%error, "upstream failed");
             failure_answer(grpc, &error)
@@ -594,6 +599,9 @@ fn build(
 
 enum Failure {
     Timeout,
+    /// The default response timeout ran out while the gateway waited on the client's request
+    /// body: the client is the one late (408).
+    ClientStalled,
     Upstream(UpstreamError),
 }
 
@@ -619,11 +627,10 @@ async fn exchange<'a>(
         Payload::Streaming(_) => None,
     };
     let max_attempts = 1 + retry.map_or(0, |r| r.attempts);
-    // Only a streamed body can fail mid-exchange (buffered ones were read in full already), and
-    // a bodyless request, the common case, pays for no flag.
-    let body_failed =
-        matches!(&body, Payload::Streaming(b) if !hyper::body::Body::is_end_stream(b))
-            .then(|| Arc::new(AtomicU8::new(BODY_SENDING)));
+    // Only a streamed body can fail or stall mid-exchange (buffered ones were read in full
+    // already), and a bodyless request, the common case, pays for no state.
+    let body_state = matches!(&body, Payload::Streaming(b) if !hyper::body::Body::is_end_stream(b))
+        .then(|| Arc::new(BodyState::new()));
     let mut body = Some(body);
     let mut head = Some(head);
     let mut attempt = 0;
@@ -649,7 +656,7 @@ async fn exchange<'a>(
                 }
                 (Some(Payload::Streaming(incoming)), Some(h)) => h.into_request(
                     endpoint.protocol,
-                    ReqBody::Incoming(incoming, body_failed.clone()),
+                    ReqBody::Incoming(incoming, body_state.clone()),
                 ),
                 _ => return (Err(Failure::Timeout), attempt - 1, None),
             },
@@ -668,33 +675,24 @@ async fn exchange<'a>(
             }
         };
         let attempt_started = tokio::time::Instant::now();
-        // The default response timeout counts from the end of the request body: while the
-        // client is still sending, the backend is not late.
-        let body_state = body_failed.as_deref().filter(|_| timeout_after_body);
-        let result = match send_once(endpoint, request, attempt_timeout, body_state).await {
+        // The default response timeout counts from the request body's last progress: while
+        // the body still moves, the backend is not late.
+        let progress = body_state.as_deref().filter(|_| timeout_after_body);
+        let result = match send_once(endpoint, request, attempt_timeout, progress).await {
             Ok(response) => {
-                if let Some(state) = &body_failed {
-                    let _ = state.compare_exchange(
-                        BODY_SENDING,
-                        BODY_ANSWERED,
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    );
+                if let Some(state) = &body_state {
+                    state.answered();
                 }
                 Ok(response)
             }
-            Err(Failure::Upstream(error))
-                if body_failed
-                    .as_ref()
-                    .is_some_and(|failed| body_state_failed(failed.load(Ordering::Relaxed))) =>
-            {
-                let stalled = body_failed
-                    .as_ref()
-                    .is_some_and(|failed| failed.load(Ordering::Relaxed) == BODY_STALLED);
-                Err(Failure::Upstream(UpstreamError::ClientBody {
-                    source: Box::new(error),
-                    stalled,
-                }))
+            Err(Failure::Upstream(error)) => {
+                match body_state.as_ref().and_then(|state| state.failure()) {
+                    Some(stalled) => Err(Failure::Upstream(UpstreamError::ClientBody {
+                        source: Box::new(error),
+                        stalled,
+                    })),
+                    None => Err(Failure::Upstream(error)),
+                }
             }
             result => result,
         };
@@ -707,6 +705,7 @@ async fn exchange<'a>(
                 retry.is_some()
             }
             Err(Failure::Timeout) => retry.is_some(),
+            Err(Failure::ClientStalled) => false,
         };
         if !retryable || last || head.is_none() {
             // backendRequest covers the attempt until the response is complete: a body still
@@ -729,42 +728,36 @@ async fn exchange<'a>(
     }
 }
 
-/// How often a response timeout that counts from the end of the request body checks whether
-/// the body has ended: the timeout runs out at most this much late.
-const BODY_END_CHECK: Duration = Duration::from_secs(1);
-
 /// One attempt. `timeout` bounds the wait for the response head: from now, or, when
-/// `body_state` is given, from the end of the request body it tracks.
+/// `progress` is given, from the request body's last progress, so a long upload that keeps
+/// moving is not cut, while a backend that stops reading it is (504), and a client that
+/// stops sending it gets 408.
 async fn send_once(
     endpoint: &Arc<EndpointPool>,
     request: Request<ReqBody>,
     timeout: Option<Duration>,
-    body_state: Option<&AtomicU8>,
+    progress: Option<&BodyState>,
 ) -> Result<Response<ProxyBody>, Failure> {
     let response = match timeout {
         Some(timeout) => {
+            let started = tokio::time::Instant::now();
             let send = endpoint.send(request);
             tokio::pin!(send);
-            let sending = || body_state.is_some_and(|s| s.load(Ordering::Relaxed) == BODY_SENDING);
-            let mut waiting_for_body = sending();
-            let now = tokio::time::Instant::now();
-            let mut deadline = if waiting_for_body {
-                now + timeout.min(BODY_END_CHECK)
-            } else {
-                now + timeout
-            };
+            let mut deadline = started + timeout;
             loop {
                 match tokio::time::timeout_at(deadline, &mut send).await {
                     Ok(result) => break result.map_err(Failure::Upstream)?,
-                    Err(_) if sending() => {
-                        deadline = tokio::time::Instant::now() + timeout.min(BODY_END_CHECK);
+                    Err(_) => {
+                        let since = progress.map_or(started, |p| p.last_progress().max(started));
+                        if since + timeout > tokio::time::Instant::now() {
+                            deadline = since + timeout;
+                            continue;
+                        }
+                        return Err(match progress {
+                            Some(p) if p.waiting_on_client() => Failure::ClientStalled,
+                            _ => Failure::Timeout,
+                        });
                     }
-                    // The body ended since the last check: the backend's time starts now.
-                    Err(_) if waiting_for_body => {
-                        waiting_for_body = false;
-                        deadline = tokio::time::Instant::now() + timeout;
-                    }
-                    Err(_) => return Err(Failure::Timeout),
                 }
             }
         }

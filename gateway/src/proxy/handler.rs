@@ -16,7 +16,8 @@ use super::body::ProxyBody;
 use super::forward::{self, Matched};
 use super::server::ConnCtx;
 use super::target;
-use crate::metrics::StatusLabels;
+use crate::metrics::{GatewayMetrics, StatusLabels};
+use crate::route::Rule;
 use crate::route::grpc::is_grpc_request;
 use crate::route::host::normalize_host;
 use crate::route::matcher::{PathMatcher, RequestView};
@@ -121,8 +122,15 @@ pub(crate) async fn handle(
         .then(|| (request.method().clone(), request.uri().path().to_string()));
     let rule = matched.rule;
     // A request dropped before its response head is ready (the client reset the stream or
-    // went away) still gets its line: status 499, `client_closed`.
-    let mut unanswered = Unanswered(logged.map(|(method, path)| AccessLine {
+    // went away) is still counted and logged: status 499, `client_closed`.
+    let mut unanswered = Unanswered {
+        rule,
+        metrics: &ctx.shared.metrics,
+        start,
+        line: None,
+        armed: true,
+    };
+    unanswered.line = logged.map(|(method, path)| AccessLine {
         remote: ctx.remote,
         method,
         host: std::borrow::Cow::Borrowed(&*host),
@@ -133,14 +141,15 @@ pub(crate) async fn handle(
         status: 499,
         start,
         head_micros: 0,
-    }));
+    });
     let outcome = forward::process(&ctx, table.port, &host, matched, request).await;
     let status = outcome.response.status();
     let elapsed = start.elapsed();
     rule.metrics(&ctx.shared.metrics)
         .record(status.as_u16(), elapsed);
     let mut response = outcome.response;
-    if let Some(mut line) = unanswered.0.take() {
+    unanswered.armed = false;
+    if let Some(mut line) = unanswered.line.take() {
         line.backend = outcome.backend;
         line.attempts = outcome.attempts;
         line.status = status.as_u16();
@@ -155,13 +164,25 @@ pub(crate) async fn handle(
     response
 }
 
-/// The access log line of a request still waiting for its response head; written as
-/// `client_closed` (499) if the request is dropped before the head is ready.
-struct Unanswered<'h>(Option<AccessLine<'h>>);
+/// A request still waiting for its response head: if it is dropped before the head is
+/// ready, its rule counts a 499 and its access line (when logged) says `client_closed`.
+struct Unanswered<'a> {
+    rule: &'a Arc<Rule>,
+    metrics: &'a GatewayMetrics,
+    start: Instant,
+    line: Option<AccessLine<'a>>,
+    armed: bool,
+}
 
 impl Drop for Unanswered<'_> {
     fn drop(&mut self) {
-        if let Some(line) = self.0.take() {
+        if !self.armed {
+            return;
+        }
+        self.rule
+            .metrics(self.metrics)
+            .record(499, self.start.elapsed());
+        if let Some(line) = self.line.take() {
             line.write(Outcome::ClientClosed, 0, None);
         }
     }
