@@ -828,15 +828,7 @@ async fn a_request_body_that_stalls_gets_408_after_the_client_body_timeout() {
             .write_all(b"POST /upload HTTP/1.1\r\nHost: x.example\r\nContent-Length: 100\r\n\r\n0123456789")
             .await
             .unwrap();
-        let mut response = Vec::new();
-        let mut chunk = [0u8; 4096];
-        while !String::from_utf8_lossy(&response).contains("\r\n\r\n") {
-            match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk)).await {
-                Ok(Ok(n)) if n > 0 => response.extend_from_slice(&chunk[..n]),
-                other => panic!("{route}: no answer ({other:?})"),
-            }
-        }
-        let response = String::from_utf8_lossy(&response).into_owned();
+        let response = read_head(&mut stream, route).await;
         assert_eq!(status_of(&response), 408, "{route}: {response}");
         let metrics = metrics(&gw).await;
         assert!(
@@ -915,15 +907,21 @@ async fn a_backend_that_stops_reading_an_upload_gets_504_not_a_hang() {
         #[allow(unreachable_code)]
         Ok::<_, std::io::Error>(())
     });
-    let mut response = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&response).contains("\r\n\r\n") {
-        match tokio::time::timeout(Duration::from_secs(10), reader.read(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => response.extend_from_slice(&buf[..n]),
-            other => panic!("no answer while the backend holds the upload: {other:?}"),
-        }
-    }
-    let response = String::from_utf8_lossy(&response).into_owned();
+    let response = read_head(&mut reader, "the held upload").await;
     assert_eq!(status_of(&response), 504, "{response}");
     upload.abort();
+}
+
+/// Reads until a response head is complete (the connection may stay open); panics naming
+/// `what` when none comes within 10 s.
+async fn read_head(stream: &mut (impl tokio::io::AsyncRead + Unpin), what: &str) -> String {
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&response).contains("\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => response.extend_from_slice(&chunk[..n]),
+            other => panic!("{what}: no answer ({other:?})"),
+        }
+    }
+    String::from_utf8_lossy(&response).into_owned()
 }
