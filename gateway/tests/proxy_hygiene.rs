@@ -204,6 +204,18 @@ async fn serve(route: &str, backend: SocketAddr, filters: Vec<HttpFilter>) -> (G
     serve_with(route, backend, filters, AppProtocol::Http1).await
 }
 
+/// A reference to the `default/raw:8080` Service every test route sends to.
+fn raw_service() -> BackendRef {
+    BackendRef {
+        group: String::new(),
+        kind: "Service".into(),
+        namespace: "default".into(),
+        name: "raw".into(),
+        port: Some(8080),
+        resolution: Resolution::Service(service("raw")),
+    }
+}
+
 /// [`serve`] on `gw`.
 async fn serve_on(gw: GatewayHandle, route: &str, backend: SocketAddr) -> (GatewayHandle, u16) {
     configure(gw, route, backend, vec![], AppProtocol::Http1).await
@@ -254,14 +266,7 @@ async fn configure(
                     }],
                     filters,
                     backend_refs: vec![HttpBackendRef {
-                        backend_ref: BackendRef {
-                            group: String::new(),
-                            kind: "Service".into(),
-                            namespace: "default".into(),
-                            name: "raw".into(),
-                            port: Some(8080),
-                            resolution: Resolution::Service(service("raw")),
-                        },
+                        backend_ref: raw_service(),
                         weight: 1,
                         filters: vec![],
                     }],
@@ -428,14 +433,7 @@ impl hyper::body::Body for Chunks {
 async fn http2_get_with_data_frames_forwards_the_body() {
     let mut raw = raw_backend(|_| reply(OK_EMPTY)).await;
     let (_gw, port) = serve("h2body", raw.addr, vec![]).await;
-    let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut sender = h2c_client(port).await;
     // DATA frames and no content-length: the gateway cannot know the length up front.
     let body = Chunks(vec!["hello".into(), " world".into()].into());
     let request = http::Request::get(format!("http://x.example:{port}/search"))
@@ -470,23 +468,24 @@ async fn bad_bodies_get_400(gw: &GatewayHandle, port: u16, route: &str) {
         let response = exchange(port, &request).await;
         assert_eq!(status_of(&response), 400, "{route} {body:?}: {response}");
     }
+    counted_as_client_faults(gw, route, 2).await;
+}
+
+/// `route` answered `n` requests, all 4xx, none counted against the backend.
+async fn counted_as_client_faults(gw: &GatewayHandle, route: &str, n: u32) {
     let metrics = metrics(gw).await;
-    assert!(
-        metrics.contains(&format!(
-            r#"gateway_route_requests_total{{route="default/{route}",rule="0",class="4xx"}} 2"#
-        )),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(&format!(
-            r#"gateway_route_requests_total{{route="default/{route}",rule="0",class="5xx"}} 0"#
-        )),
-        "{metrics}"
-    );
+    for (class, count) in [("4xx", n), ("5xx", 0)] {
+        assert!(
+            metrics.contains(&format!(
+                r#"gateway_route_requests_total{{route="default/{route}",rule="0",class="{class}"}} {count}"#
+            )),
+            "{route}: {metrics}"
+        );
+    }
     assert!(
         metrics.contains(r#"gateway_backend_errors_total{backend="default/raw:8080"} 0"#)
             || !metrics.contains("gateway_backend_errors_total{"),
-        "{metrics}"
+        "{route}: {metrics}"
     );
 }
 
@@ -638,6 +637,14 @@ async fn a_body_cut_short_upstream_is_recorded_as_aborted() {
     );
 }
 
+/// Waits for the one access log line of `path` and checks it has each of `fields`.
+async fn logged_once(path: &str, fields: &[&str]) {
+    let lines = log_lines(&format!("path={path:?}"), 1).await;
+    for field in fields {
+        assert!(lines[0].contains(field), "{field} in {lines:#?}");
+    }
+}
+
 /// The access log lines containing `needle`, once there are `count` of them (lines of
 /// streamed responses are written when the body ends, after the client has read it).
 async fn log_lines(needle: &str, count: usize) -> Vec<String> {
@@ -678,13 +685,15 @@ async fn a_streamed_response_is_logged_once_when_it_ends() {
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.unwrap();
     assert!(response.len() > LEN);
-    let lines = log_lines("path=\"/whole\"", 1).await;
-    assert!(
-        lines[0].contains("outcome=\"complete\"")
-            && lines[0].contains(&format!("body_bytes={LEN}"))
-            && lines[0].contains("status=200"),
-        "{lines:#?}"
-    );
+    logged_once(
+        "/whole",
+        &[
+            "outcome=\"complete\"",
+            &format!("body_bytes={LEN}"),
+            "status=200",
+        ],
+    )
+    .await;
 
     // Go away after the head: one line, client_closed, nothing counted as aborted.
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
@@ -696,11 +705,7 @@ async fn a_streamed_response_is_logged_once_when_it_ends() {
     stream.read_exact(&mut head).await.unwrap();
     assert!(head.starts_with(b"HTTP/1.1 200"));
     drop(stream);
-    let lines = log_lines("path=\"/partial\"", 1).await;
-    assert!(
-        lines[0].contains("outcome=\"client_closed\"") && lines[0].contains("status=200"),
-        "{lines:#?}"
-    );
+    logged_once("/partial", &["outcome=\"client_closed\"", "status=200"]).await;
 }
 
 #[tokio::test]
@@ -779,8 +784,7 @@ async fn a_client_that_reads_nothing_is_dropped_after_the_send_timeout() {
         .write_all(b"GET /stuck HTTP/1.1\r\nHost: x.example\r\n\r\n")
         .await
         .unwrap();
-    let lines = log_lines("path=\"/stuck\"", 1).await;
-    assert!(lines[0].contains("outcome=\"client_closed\""), "{lines:#?}");
+    logged_once("/stuck", &["outcome=\"client_closed\""]).await;
     let metrics = metrics(&gw).await;
     assert!(
         metrics.contains(&format!(
@@ -796,14 +800,7 @@ async fn a_request_body_that_stalls_gets_408_after_the_client_body_timeout() {
     let raw = raw_backend(|_| reply(OK_EMPTY)).await;
     let h2c = h2c_backend().await;
     let mirror = HttpFilter::RequestMirror(RequestMirror {
-        backend_ref: BackendRef {
-            group: String::new(),
-            kind: "Service".into(),
-            namespace: "default".into(),
-            name: "raw".into(),
-            port: Some(8080),
-            resolution: Resolution::Service(service("raw")),
-        },
+        backend_ref: raw_service(),
         fraction: None,
     });
     // The response timeout is shorter, but counts from the end of the request body: the
@@ -830,18 +827,7 @@ async fn a_request_body_that_stalls_gets_408_after_the_client_body_timeout() {
             .unwrap();
         let response = read_head(&mut stream, route).await;
         assert_eq!(status_of(&response), 408, "{route}: {response}");
-        let metrics = metrics(&gw).await;
-        assert!(
-            metrics.contains(&format!(
-                r#"gateway_route_requests_total{{route="default/{route}",rule="0",class="4xx"}} 1"#
-            )),
-            "{route}: {metrics}"
-        );
-        assert!(
-            metrics.contains(r#"gateway_backend_errors_total{backend="default/raw:8080"} 0"#)
-                || !metrics.contains("gateway_backend_errors_total{"),
-            "{route}: {metrics}"
-        );
+        counted_as_client_faults(&gw, route, 1).await;
     }
 }
 
@@ -854,14 +840,7 @@ async fn a_request_the_client_abandons_before_the_answer_is_logged_as_client_clo
     })
     .await;
     let (_gw, port) = serve("abandoned", raw.addr, vec![]).await;
-    let h2 = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(h2),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut sender = h2c_client(port).await;
     let request = hyper::Request::get("http://x.example/abandoned")
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .unwrap();
@@ -869,11 +848,7 @@ async fn a_request_the_client_abandons_before_the_answer_is_logged_as_client_clo
     let answer =
         tokio::time::timeout(Duration::from_millis(500), sender.send_request(request)).await;
     assert!(answer.is_err(), "the backend never answers");
-    let lines = log_lines("path=\"/abandoned\"", 1).await;
-    assert!(
-        lines[0].contains("status=499") && lines[0].contains("outcome=\"client_closed\""),
-        "{lines:#?}"
-    );
+    logged_once("/abandoned", &["status=499", "outcome=\"client_closed\""]).await;
 }
 
 #[tokio::test]
@@ -924,4 +899,22 @@ async fn read_head(stream: &mut (impl tokio::io::AsyncRead + Unpin), what: &str)
         }
     }
     String::from_utf8_lossy(&response).into_owned()
+}
+
+/// An HTTP/2 (prior knowledge) client connection to the gateway on `port`.
+async fn h2c_client<B>(port: u16) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    sender
 }
