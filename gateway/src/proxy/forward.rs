@@ -331,7 +331,7 @@ pub(crate) async fn process(
     let pinned = pinned.map(|pinned| pinned.endpoint);
     // Without a timeout of the route's own, a backend that never answers must not hold the
     // request (and its connection) forever.
-    let (attempt_timeout, timeout_after_body) = match rule.backend_timeout {
+    let (attempt_timeout, timeout_from_progress) = match rule.backend_timeout {
         Some(timeout) => (Some(timeout), false),
         None if !rule.route_sets_timeout && !grpc => {
             (ctx.shared.options.upstream_response_timeout, true)
@@ -344,7 +344,7 @@ pub(crate) async fn process(
             let exchange = exchange(
                 rule,
                 attempt_timeout,
-                timeout_after_body,
+                timeout_from_progress,
                 service,
                 pinned,
                 head,
@@ -359,7 +359,7 @@ pub(crate) async fn process(
             exchange(
                 rule,
                 attempt_timeout,
-                timeout_after_body,
+                timeout_from_progress,
                 service,
                 pinned,
                 head,
@@ -611,7 +611,7 @@ enum Failure {
 async fn exchange<'a>(
     rule: &Rule,
     attempt_timeout: Option<Duration>,
-    timeout_after_body: bool,
+    timeout_from_progress: bool,
     service: &'a ServiceBackend,
     mut pinned: Option<&'a Arc<EndpointPool>>,
     head: UpstreamHead,
@@ -677,7 +677,7 @@ async fn exchange<'a>(
         let attempt_started = tokio::time::Instant::now();
         // The default response timeout counts from the request body's last progress: while
         // the body still moves, the backend is not late.
-        let progress = body_state.as_deref().filter(|_| timeout_after_body);
+        let progress = body_state.as_deref().filter(|_| timeout_from_progress);
         let result = match send_once(endpoint, request, attempt_timeout, progress).await {
             Ok(response) => {
                 if let Some(state) = &body_state {
