@@ -50,7 +50,9 @@ pub struct GatewayOptions {
     /// it from the file-descriptor limit ([`default_max_connections`]).
     pub max_connections: usize,
     /// How long the gateway waits for a backend's response head when the route sets no
-    /// timeout of its own (`timeouts.request` or `backendRequest`), before answering 504.
+    /// timeout of its own (`timeouts.request` or `backendRequest`), counted from the request
+    /// body's last progress (a long upload that keeps moving is not cut), before answering
+    /// 504, or 408 when it was waiting on the client's body.
     /// nginx's `proxy_read_timeout` default. GRPCRoutes are exempt: a streaming call may
     /// legitimately send its headers late. `None` waits forever.
     pub upstream_response_timeout: Option<Duration>,

@@ -72,7 +72,9 @@ pub struct Args {
     #[arg(long, default_value_t = 60_000)]
     idle_timeout_ms: u64,
     /// How long to wait for a backend's response head when the route sets no timeout of its
-    /// own, in milliseconds; then the client gets 504. GRPCRoutes are exempt. 0 waits forever.
+    /// own, counted from the request body's last progress, in milliseconds; then the client
+    /// gets 504 (408 when the gateway was waiting on the client's body). GRPCRoutes are
+    /// exempt. 0 waits forever.
     #[arg(long, default_value_t = 60_000)]
     upstream_response_timeout_ms: u64,
     /// How long a write to an HTTP client may stay blocked because the client reads nothing,
