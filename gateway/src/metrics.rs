@@ -39,6 +39,9 @@ pub(crate) struct GatewayMetrics {
     pub(crate) connections_refused: Family<PortLabels, Counter>,
     /// Connections closed for sending nothing, or for staying idle, per port.
     pub(crate) connections_timed_out: Family<PortLabels, Counter>,
+    /// HTTP/2 streams whose response was dropped because the client granted the stream no
+    /// flow-control window for the send timeout, per port.
+    pub(crate) streams_timed_out: Family<PortLabels, Counter>,
     /// The version of the config being served.
     pub(crate) config_version: Gauge,
     /// Config applications by result (`ok`, `rejected`).
@@ -139,6 +142,7 @@ impl GatewayMetrics {
             active_connections: Family::default(),
             connections_refused: Family::default(),
             connections_timed_out: Family::default(),
+            streams_timed_out: Family::default(),
             config_version: Gauge::default(),
             config_applies: Family::default(),
         };
@@ -193,6 +197,11 @@ impl GatewayMetrics {
             "connections_timed_out",
             "Connections closed for sending no first byte, staying idle, or reading nothing for the send timeout, per listener port",
             this.connections_timed_out.clone(),
+        );
+        registry.register(
+            "streams_timed_out",
+            "HTTP/2 streams whose response was dropped because the client granted the stream no flow-control window for the send timeout, per listener port",
+            this.streams_timed_out.clone(),
         );
         registry.register(
             "config_version",

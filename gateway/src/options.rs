@@ -59,7 +59,9 @@ pub struct GatewayOptions {
     /// How long a write to an HTTP client may stay blocked (the client reads nothing while
     /// the gateway has bytes for it) before the connection is dropped and counted in
     /// `gateway_connections_timed_out`: nginx's `send_timeout`, 60 s. A client that keeps
-    /// reading, however slowly, is not affected. `None` waits forever.
+    /// reading, however slowly, is not affected. The same limit drops the response of an
+    /// HTTP/2 stream the client grants no flow-control window (`gateway_streams_timed_out`).
+    /// `None` waits forever.
     pub send_timeout: Option<Duration>,
     /// How long a client may send nothing more of a request body it started before the
     /// request fails with 408, whether the body is buffered or streamed to the backend

@@ -796,6 +796,107 @@ async fn a_client_that_reads_nothing_is_dropped_after_the_send_timeout() {
 }
 
 #[tokio::test]
+async fn an_http2_stream_left_without_window_is_dropped_after_the_send_timeout() {
+    use http_body_util::BodyExt;
+    const STUCK: usize = 64 << 20;
+    const SLOW: usize = 256 << 10;
+    // Answers `/h2-stuck` with more than any buffer holds and reports when its write fails
+    // (the gateway closed the upstream connection); other paths get `SLOW` bytes.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    let (closed_tx, mut closed) = mpsc::unbounded_channel::<usize>();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                let Some(request) = read_request(&mut stream).await else {
+                    return;
+                };
+                let len = if request.starts_with(b"GET /h2-stuck") {
+                    STUCK
+                } else {
+                    SLOW
+                };
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n");
+                stream.write_all(head.as_bytes()).await.unwrap();
+                let chunk = vec![b'x'; 64 << 10];
+                let mut sent = 0;
+                while sent < len {
+                    if stream.write_all(&chunk).await.is_err() {
+                        let _ = closed_tx.send(sent);
+                        return;
+                    }
+                    sent += chunk.len();
+                }
+            });
+        }
+    });
+    let gw = gateway_with(|options| options.send_timeout = Some(Duration::from_secs(1))).await;
+    let (gw, port) = serve_on(gw, "h2-window", backend).await;
+    // A client with a small stream window and a large connection window, so one stream it
+    // does not read leaves the connection room for the others.
+    let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(16 << 10)
+            .initial_connection_window_size(8 << 20)
+            .handshake::<_, http_body_util::Empty<bytes::Bytes>>(hyper_util::rt::TokioIo::new(
+                stream,
+            ))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let get = |path: &str| {
+        hyper::Request::get(format!("http://x.example{path}"))
+            .body(http_body_util::Empty::new())
+            .unwrap()
+    };
+
+    // The client takes the head of `/h2-stuck` and never reads its body.
+    let stuck = sender.send_request(get("/h2-stuck")).await.unwrap();
+    assert_eq!(stuck.status(), 200);
+    let sent = tokio::time::timeout(Duration::from_secs(10), closed.recv())
+        .await
+        .expect("the upstream connection of the stuck stream stays open")
+        .unwrap();
+    assert!(sent < STUCK, "the backend sent everything");
+    logged_once("/h2-stuck", &["outcome=\"send_timeout\""]).await;
+    let metrics = metrics(&gw).await;
+    assert!(
+        metrics.contains(&format!(
+            "gateway_streams_timed_out_total{{port=\"{port}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    // Reading it now ends in a reset, not in a body that looks complete.
+    let read = tokio::time::timeout(Duration::from_secs(5), stuck.into_body().collect()).await;
+    assert!(
+        matches!(read, Ok(Err(_))),
+        "the stuck stream ended with {read:?}"
+    );
+
+    // The connection's other streams carry on, and a slow reader that keeps granting window
+    // gets its whole body although it takes longer than the send timeout.
+    let slow = sender.send_request(get("/h2-slow")).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut body = slow.into_body();
+    let mut got = 0;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            got += data.len();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(got, SLOW);
+    assert!(
+        started.elapsed() > Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    logged_once("/h2-slow", &["outcome=\"complete\""]).await;
+}
+
+#[tokio::test]
 async fn a_request_body_that_stalls_gets_408_after_the_client_body_timeout() {
     let raw = raw_backend(|_| reply(OK_EMPTY)).await;
     let h2c = h2c_backend().await;

@@ -1,7 +1,8 @@
 //! The access log line of a routed request, written once per request: when the response is
 //! complete in memory at the time its head goes out, at once; when its body still streams
 //! from upstream, when that body ends (`outcome="complete"`), fails (`"aborted"`, with the
-//! error) or is dropped unfinished because the client went away (`"client_closed"`). So a
+//! error) or is dropped unfinished because the client went away (`"client_closed"`) or left
+//! its HTTP/2 stream without window for the send timeout (`"send_timeout"`). So a
 //! truncated response is one line that says so, not a 200 line followed by a second event.
 
 use std::borrow::Cow;
@@ -23,6 +24,8 @@ pub(crate) enum Outcome {
     Aborted,
     /// The client went away before the body ended.
     ClientClosed,
+    /// The client granted the HTTP/2 stream no flow-control window for the send timeout.
+    SendTimedOut,
 }
 
 impl Outcome {
@@ -31,6 +34,7 @@ impl Outcome {
             Self::Complete => "complete",
             Self::Aborted => "aborted",
             Self::ClientClosed => "client_closed",
+            Self::SendTimedOut => "send_timeout",
         }
     }
 }

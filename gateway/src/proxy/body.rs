@@ -508,6 +508,14 @@ impl Drop for ProxyBody {
 }
 
 impl ProxyBody {
+    /// Drops the body because its HTTP/2 stream waited for window for the send timeout
+    /// ([`super::stream_stall`]): its upstream connection closes and the line says why.
+    pub(crate) fn end_send_timed_out(mut self) {
+        if let Some(watch) = self.watch.take() {
+            watch.ended(Outcome::SendTimedOut);
+        }
+    }
+
     fn is_end_stream_inner(&self) -> bool {
         match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),

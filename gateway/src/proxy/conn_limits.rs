@@ -217,6 +217,11 @@ impl<B> TrackedBody<B> {
             _guard: guard,
         }
     }
+
+    /// The body, no longer counted once the guard drops with `self`.
+    pub(crate) fn into_inner(self) -> B {
+        self.inner
+    }
 }
 
 impl<B: Body + Unpin> Body for TrackedBody<B> {

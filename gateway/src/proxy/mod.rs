@@ -2,7 +2,8 @@
 //! ([`handler`]), upstream forwarding with timeouts and retries ([`forward`]), locally
 //! generated answers ([`answer`]), the access log line ([`access`]), the request target's checks and normal form ([`target`]),
 //! TLS passthrough ([`passthrough`]), TLSRoute termination
-//! ([`terminate`]) and body types ([`body`]).
+//! ([`terminate`]), body types ([`body`]), and the bounds on connections ([`conn_limits`])
+//! and on HTTP/2 streams a client grants no window ([`stream_stall`]).
 //!
 //! Life of a request:
 //! 1. `server`: a port's accept loop takes a TCP connection; TLS ports read the ClientHello
@@ -44,5 +45,6 @@ pub(crate) mod passthrough;
 pub(crate) mod server;
 pub(crate) mod shards;
 pub(crate) mod splice;
+pub(crate) mod stream_stall;
 pub(crate) mod target;
 pub(crate) mod terminate;

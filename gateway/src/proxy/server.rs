@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use futures::task::AtomicWaker;
-use http::HeaderValue;
+use http::{HeaderValue, Request, Version};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -30,6 +31,7 @@ use super::conn_limits::{ConnSlot, ConnectionCap, InFlight, LogEvery, StallTimer
 use super::forward::forwarded_for_value;
 use super::handler;
 use super::shards::Shards;
+use super::stream_stall::{ConnBody, StreamStalls};
 use super::{passthrough, terminate};
 use crate::metrics::{GatewayMetrics, PortLabels};
 use crate::options::GatewayOptions;
@@ -74,6 +76,7 @@ pub(crate) struct PortState {
     active: Gauge,
     refused: Counter,
     timed_out: Counter,
+    streams_timed_out: Counter,
 }
 
 /// Per-connection context handed to every request.
@@ -178,6 +181,10 @@ impl PortState {
                 .clone(),
             timed_out: metrics
                 .connections_timed_out
+                .get_or_create(&PortLabels { port })
+                .clone(),
+            streams_timed_out: metrics
+                .streams_timed_out
                 .get_or_create(&PortLabels { port })
                 .clone(),
         }
@@ -510,25 +517,48 @@ where
         timed_out: timed_out.clone(),
         in_flight: Arc::clone(&in_flight),
     };
+    // The drain signal and the timers are polled only after their own wakers fired, not
+    // on every wake of the connection as `select!` would (each poll of a `watch` wait takes a
+    // lock).
+    let task = Arc::new(AtomicWaker::new());
+    // HTTP/2 streams that wait for window are timed here, the socket's send timeout cannot
+    // see them (`stream_stall`).
+    let scan_flag = WakeFlag::new(&task);
+    let scan_waker = Waker::from(Arc::clone(&scan_flag));
+    let stalls = shared.options.send_timeout.map(|limit| {
+        StreamStalls::new(
+            limit,
+            scan_waker.clone(),
+            ctx.port.streams_timed_out.clone(),
+        )
+    });
     let ctx = Arc::new(ctx);
     let requests = Arc::clone(&in_flight);
-    let service = service_fn(move |request| {
+    let watched = stalls.clone();
+    let service = service_fn(move |request: Request<Incoming>| {
         let ctx = Arc::clone(&ctx);
         // Counted from the request head until its response body ends or is dropped.
         let guard = requests.start();
+        let stalls = match request.version() {
+            Version::HTTP_2 => watched.clone(),
+            _ => None,
+        };
         async move {
             let response = handler::handle(ctx, request).await;
-            Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, guard)))
+            Ok::<_, Infallible>(response.map(|body| {
+                let streaming = body.is_streaming();
+                let body = TrackedBody::new(body, guard);
+                match stalls {
+                    Some(stalls) if streaming => ConnBody::Watched(stalls.watch(body)),
+                    _ => ConnBody::Tracked(body),
+                }
+            }))
         }
     });
     let conn = shared
         .http
         .serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
-    // The drain signal and the idle timer are polled only after their own wakers fired, not
-    // on every wake of the connection as `select!` would (each poll of a `watch` wait takes a
-    // lock).
-    let task = Arc::new(AtomicWaker::new());
     let drain_flag = WakeFlag::new(&task);
     let drain_waker = Waker::from(Arc::clone(&drain_flag));
     let drained = wait_for_drain(&mut drain);
@@ -544,6 +574,10 @@ where
     let timer = tokio::time::sleep(idle_timeout);
     tokio::pin!(timer);
     let mut idle_closing = false;
+    // Runs while watched streams exist (a stream's watch wakes the task to start it).
+    let scan = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(scan);
+    let mut scanning = false;
     let result = std::future::poll_fn(|cx| {
         task.register(cx.waker());
         if !draining && drain_flag.take() {
@@ -573,6 +607,22 @@ where
                     }
                     Some(deadline) => timer.as_mut().reset(deadline.into()),
                     None => timer.as_mut().reset((now + idle_timeout).into()),
+                }
+            }
+        }
+        if let Some(stalls) = &stalls
+            && scan_flag.take()
+        {
+            if stalls.take_start() && !scanning {
+                scanning = true;
+                scan.as_mut()
+                    .reset((Instant::now() + stalls.limit()).into());
+            }
+            let mut scan_cx = Context::from_waker(&scan_waker);
+            while scanning && scan.as_mut().poll(&mut scan_cx).is_ready() {
+                match stalls.scan() {
+                    Some(next) => scan.as_mut().reset(next.into()),
+                    None => scanning = false,
                 }
             }
         }

@@ -1,0 +1,345 @@
+//! The send timeout for single HTTP/2 streams.
+//!
+//! The connection's send timeout ([`StallTimer`](super::conn_limits::StallTimer) on its
+//! socket) sees nothing when an HTTP/2 client keeps its connection going but grants one stream
+//! no flow-control window: hyper then holds that stream's next chunk and stops polling its
+//! body, and the upstream connection behind the body would stay held for as long as the client
+//! likes (a slow-read attack multiplies that by the streams per connection). nginx applies its
+//! `send_timeout` to such a stream, Envoy its `stream_idle_timeout`.
+//!
+//! Each HTTP/2 response body still streaming from upstream is [watched](StreamStalls::watch):
+//! it records when it handed out a data frame and was not asked for the next one since (the
+//! frame waits for window). The connection's task [scans](StreamStalls::scan) its watched
+//! streams on a timer; a body that has waited for the send timeout is dropped, which closes its
+//! upstream connection, writes its access log line with `outcome="send_timeout"`, counts it in
+//! `gateway_streams_timed_out` and stops counting the request as in flight. The stream itself is
+//! reset when the client next grants it window, or goes with the connection once it is idle.
+//! The connection's other streams carry on.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+use prometheus_client::metrics::counter::Counter;
+
+use super::body::{BodyError, ProxyBody};
+use super::conn_limits::TrackedBody;
+
+/// `waiting_since_ms` of a body that is not waiting for window.
+const NOT_WAITING: u64 = u64::MAX;
+
+/// The watched HTTP/2 streams of one connection.
+#[derive(Debug)]
+pub(crate) struct StreamStalls {
+    base: Instant,
+    limit: Duration,
+    streams: Mutex<Vec<Weak<WatchedStream>>>,
+    /// Whether the connection's scan timer runs. A stream watched while it does not wakes the
+    /// connection's task ([`Self::take_start`]) to start it.
+    scanning: AtomicBool,
+    /// Set with `scanning` by the stream that asked for the timer to start.
+    start: AtomicBool,
+    wake_connection: Waker,
+    timed_out: Counter,
+}
+
+/// One watched stream's body, shared between the stream's task (which polls it) and the
+/// connection's scan (which may drop it).
+#[derive(Debug)]
+struct WatchedStream {
+    /// Milliseconds after [`StreamStalls::base`] at which the body handed out a data frame
+    /// and was not polled again since, or [`NOT_WAITING`]. Written only with `held` locked.
+    waiting_since_ms: AtomicU64,
+    /// `None` once the scan dropped the body.
+    held: Mutex<Option<TrackedBody<ProxyBody>>>,
+}
+
+/// A response body of an HTTP/2 stream whose waits for window are timed.
+#[derive(Debug)]
+pub(crate) struct WatchedBody {
+    stream: Arc<WatchedStream>,
+    stalls: Arc<StreamStalls>,
+}
+
+/// A response body as a connection serves it: counted as in flight until it ends, and for an
+/// HTTP/2 stream still streaming from upstream, watched for waits for window.
+#[derive(Debug)]
+pub(crate) enum ConnBody {
+    /// HTTP/1.x, or a body complete in memory.
+    Tracked(TrackedBody<ProxyBody>),
+    /// An HTTP/2 stream's body still to come from upstream.
+    Watched(WatchedBody),
+}
+
+/// The error a stream's body fails with once the send timeout dropped it (hyper then resets
+/// the stream).
+#[derive(Debug, thiserror::Error)]
+#[error("the client granted the stream no flow-control window for the send timeout")]
+pub(crate) struct StreamSendTimedOut;
+
+// === impl StreamStalls ===
+
+impl StreamStalls {
+    /// Watches for streams that wait `limit` for window; `wake_connection` wakes the
+    /// connection's task when its scan timer should start; dropped streams count in
+    /// `timed_out`.
+    pub(crate) fn new(limit: Duration, wake_connection: Waker, timed_out: Counter) -> Arc<Self> {
+        Arc::new(Self {
+            base: Instant::now(),
+            limit,
+            streams: Mutex::new(Vec::new()),
+            scanning: AtomicBool::new(false),
+            start: AtomicBool::new(false),
+            wake_connection,
+            timed_out,
+        })
+    }
+
+    /// The send timeout it enforces.
+    pub(crate) fn limit(&self) -> Duration {
+        self.limit
+    }
+
+    /// Watches `body`, the response body of one HTTP/2 stream.
+    pub(crate) fn watch(self: &Arc<Self>, body: TrackedBody<ProxyBody>) -> WatchedBody {
+        let stream = Arc::new(WatchedStream {
+            waiting_since_ms: AtomicU64::new(NOT_WAITING),
+            held: Mutex::new(Some(body)),
+        });
+        {
+            let mut streams = lock(&self.streams);
+            // Ended streams leave dead entries: drop them before the list grows.
+            if streams.len() == streams.capacity() {
+                streams.retain(|stream| stream.strong_count() > 0);
+            }
+            streams.push(Arc::downgrade(&stream));
+        }
+        if !self.scanning.swap(true, Ordering::AcqRel) {
+            self.start.store(true, Ordering::Release);
+            self.wake_connection.wake_by_ref();
+        }
+        WatchedBody {
+            stream,
+            stalls: Arc::clone(self),
+        }
+    }
+
+    /// Whether a stream asked for the scan timer to start since the last call.
+    pub(crate) fn take_start(&self) -> bool {
+        self.start.swap(false, Ordering::AcqRel)
+    }
+
+    /// Drops the bodies that have waited for window for the limit. Returns when to scan
+    /// next, or `None` when no watched stream is left (the timer stops until one is).
+    pub(crate) fn scan(&self) -> Option<Instant> {
+        let now_ms = self.now_ms();
+        let limit_ms = u64::try_from(self.limit.as_millis()).unwrap_or(u64::MAX);
+        let mut next_ms = now_ms.saturating_add(limit_ms);
+        let mut expired = Vec::new();
+        {
+            let mut streams = lock(&self.streams);
+            streams.retain(|weak| {
+                let Some(stream) = weak.upgrade() else {
+                    return false;
+                };
+                let since = stream.waiting_since_ms.load(Ordering::Acquire);
+                if since == NOT_WAITING {
+                    return true;
+                }
+                let deadline = since.saturating_add(limit_ms);
+                if deadline <= now_ms {
+                    expired.push((stream, since));
+                    return false;
+                }
+                next_ms = next_ms.min(deadline);
+                true
+            });
+            if streams.is_empty() && expired.is_empty() {
+                self.scanning.store(false, Ordering::Release);
+                return None;
+            }
+        }
+        for (stream, since) in expired {
+            let mut held = lock(&stream.held);
+            // The client may have granted window since the load above.
+            if stream.waiting_since_ms.load(Ordering::Acquire) != since {
+                continue;
+            }
+            if let Some(body) = held.take() {
+                drop(held);
+                self.timed_out.inc();
+                body.into_inner().end_send_timed_out();
+            }
+        }
+        Some(self.base + Duration::from_millis(next_ms))
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(NOT_WAITING - 1)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks leaves the data consistent (a flag or an Option).
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+// === impl WatchedBody ===
+
+impl Body for WatchedBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        let mut held = lock(&this.stream.held);
+        let Some(body) = held.as_mut() else {
+            return Poll::Ready(Some(Err(Box::new(StreamSendTimedOut))));
+        };
+        let waiting = &this.stream.waiting_since_ms;
+        waiting.store(NOT_WAITING, Ordering::Release);
+        let polled = Pin::new(body).poll_frame(cx);
+        // hyper asks for the next frame only once this one fits in the stream's window.
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && frame.is_data()
+        {
+            waiting.store(this.stalls.now_ms(), Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        lock(&self.stream.held)
+            .as_ref()
+            .is_some_and(|body| body.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        lock(&self.stream.held)
+            .as_ref()
+            .map_or_else(SizeHint::default, |body| body.size_hint())
+    }
+}
+
+// === impl ConnBody ===
+
+impl Body for ConnBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            Self::Tracked(body) => Pin::new(body).poll_frame(cx),
+            Self::Watched(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Tracked(body) => body.is_end_stream(),
+            Self::Watched(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Tracked(body) => body.size_hint(),
+            Self::Watched(body) => body.size_hint(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::conn_limits::InFlight;
+    use http_body_util::BodyExt;
+    use std::task::Wake;
+
+    struct CountWakes(AtomicU64);
+
+    impl Wake for CountWakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn stalls(limit: Duration) -> (Arc<StreamStalls>, Arc<CountWakes>, Counter) {
+        let wakes = Arc::new(CountWakes(AtomicU64::new(0)));
+        let counter = Counter::default();
+        let stalls = StreamStalls::new(limit, Waker::from(Arc::clone(&wakes)), counter.clone());
+        (stalls, wakes, counter)
+    }
+
+    #[tokio::test]
+    async fn the_first_watched_stream_starts_the_scan_and_the_last_ended_stops_it() {
+        let (stalls, wakes, _) = stalls(Duration::from_secs(60));
+        let in_flight = InFlight::new();
+        let a = stalls.watch(TrackedBody::new(
+            ProxyBody::full(Bytes::from_static(b"a")),
+            in_flight.start(),
+        ));
+        let b = stalls.watch(TrackedBody::new(ProxyBody::empty(), in_flight.start()));
+        assert_eq!(
+            wakes.0.load(Ordering::Acquire),
+            1,
+            "one wake starts the scan"
+        );
+        assert!(stalls.take_start());
+        assert!(!stalls.take_start());
+        assert!(stalls.scan().is_some(), "streams are still watched");
+        drop((a, b));
+        assert!(stalls.scan().is_none(), "nothing left to watch");
+        let _c = stalls.watch(TrackedBody::new(ProxyBody::empty(), in_flight.start()));
+        assert_eq!(
+            wakes.0.load(Ordering::Acquire),
+            2,
+            "a new stream restarts it"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_waiting_for_window_past_the_limit_is_dropped_and_fails() {
+        let (stalls, _, counter) = stalls(Duration::ZERO);
+        let in_flight = InFlight::new();
+        let mut body = stalls.watch(TrackedBody::new(
+            ProxyBody::full(Bytes::from_static(b"chunk")),
+            in_flight.start(),
+        ));
+        // Not waiting before its first frame: the scan leaves it alone.
+        stalls.scan();
+        assert!(in_flight.idle_deadline(Duration::ZERO).is_none());
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "chunk");
+        // Handed out, never asked for more: dropped, and no longer in flight.
+        stalls.scan();
+        assert_eq!(counter.get(), 1);
+        assert!(in_flight.idle_deadline(Duration::ZERO).is_some());
+        let error = body.frame().await.unwrap().unwrap_err();
+        assert!(error.is::<StreamSendTimedOut>(), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_body_polled_again_is_not_waiting() {
+        let (stalls, _, counter) = stalls(Duration::ZERO);
+        let in_flight = InFlight::new();
+        let mut body = stalls.watch(TrackedBody::new(
+            ProxyBody::full(Bytes::from_static(b"chunk")),
+            in_flight.start(),
+        ));
+        let _ = body.frame().await;
+        assert!(body.frame().await.is_none(), "the body ended");
+        stalls.scan();
+        assert_eq!(counter.get(), 0);
+    }
+}
