@@ -1240,3 +1240,225 @@ async fn http_route_backend_protocol_websocket() {
         assert_eq!(read_message(&mut stream).await.unwrap(), Some(message));
     }
 }
+
+#[tokio::test]
+async fn http_route_backend_request_header_modifier() {
+    // HTTPRouteBackendRequestHeaderModifier: a backendRef's own filters apply to the requests
+    // sent to that backend, after the rule's.
+    let suite = start(&route(
+        "backend-request-header-modifier",
+        r#"  rules:
+  - matches: [{path: {type: PathPrefix, value: /backend-only}}]
+    backendRefs:
+    - name: infra-backend-v1
+      port: 8080
+      filters:
+      - type: RequestHeaderModifier
+        requestHeaderModifier:
+          set: [{name: X-Header-Set, value: set-by-backend}]
+          add: [{name: X-Header-Add, value: added-by-backend}]
+          remove: [X-Header-Remove]
+  - matches: [{path: {type: PathPrefix, value: /rule-and-backend}}]
+    filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: X-Rule, value: rule}], add: [{name: X-Both, value: from-rule}]}}]
+    backendRefs:
+    - name: infra-backend-v2
+      port: 8080
+      filters: [{type: RequestHeaderModifier, requestHeaderModifier: {add: [{name: X-Both, value: from-backend}]}}]
+"#,
+    ));
+    check_all(
+        &suite,
+        &[
+            (
+                get("example.com", "/backend-only")
+                    .header("X-Header-Set", "original")
+                    .header("X-Header-Add", "original")
+                    .header("X-Header-Remove", "original"),
+                ok(V1)
+                    .sees("X-Header-Set", "set-by-backend")
+                    .sees("X-Header-Add", "original,added-by-backend")
+                    .not_sees("X-Header-Remove"),
+            ),
+            (
+                get("example.com", "/rule-and-backend"),
+                ok(V2)
+                    .sees("X-Rule", "rule")
+                    .sees("X-Both", "from-rule,from-backend"),
+            ),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn http_route_redirect_port_and_scheme() {
+    // HTTPRouteRedirectPortAndScheme: a redirect's port is the scheme's well-known port when
+    // the filter names a scheme but no port, the listener's port when it names neither, and a
+    // well-known port for the scheme is left out of the Location.
+    let suite = start(&route(
+        "redirect-port-and-scheme",
+        r#"  rules:
+  - matches: [{path: {type: PathPrefix, value: /scheme-nil-and-port-nil}}]
+    filters: [{type: RequestRedirect, requestRedirect: {}}]
+  - matches: [{path: {type: PathPrefix, value: /scheme-nil-and-port-80}}]
+    filters: [{type: RequestRedirect, requestRedirect: {port: 80}}]
+  - matches: [{path: {type: PathPrefix, value: /scheme-nil-and-port-8080}}]
+    filters: [{type: RequestRedirect, requestRedirect: {port: 8080}}]
+  - matches: [{path: {type: PathPrefix, value: /scheme-http-and-port-nil}}]
+    filters: [{type: RequestRedirect, requestRedirect: {scheme: http}}]
+  - matches: [{path: {type: PathPrefix, value: /scheme-http-and-port-80}}]
+    filters: [{type: RequestRedirect, requestRedirect: {scheme: http, port: 80}}]
+  - matches: [{path: {type: PathPrefix, value: /scheme-http-and-port-8080}}]
+    filters: [{type: RequestRedirect, requestRedirect: {scheme: http, port: 8080}}]
+  - matches: [{path: {type: PathPrefix, value: /scheme-https-and-port-nil}}]
+    filters: [{type: RequestRedirect, requestRedirect: {scheme: https}}]
+  - matches: [{path: {type: PathPrefix, value: /scheme-https-and-port-443}}]
+    filters: [{type: RequestRedirect, requestRedirect: {scheme: https, port: 443}}]
+  - matches: [{path: {type: PathPrefix, value: /scheme-https-and-port-8443}}]
+    filters: [{type: RequestRedirect, requestRedirect: {scheme: https, port: 8443}}]
+"#,
+    ));
+    let port = suite.addr("HTTP").port();
+    let host = "example.com";
+    let cases: Vec<(Req, Expect)> = [
+        ("/scheme-nil-and-port-nil", format!("http://{host}:{port}")),
+        ("/scheme-nil-and-port-80", format!("http://{host}")),
+        ("/scheme-nil-and-port-8080", format!("http://{host}:8080")),
+        ("/scheme-http-and-port-nil", format!("http://{host}")),
+        ("/scheme-http-and-port-80", format!("http://{host}")),
+        ("/scheme-http-and-port-8080", format!("http://{host}:8080")),
+        ("/scheme-https-and-port-nil", format!("https://{host}")),
+        ("/scheme-https-and-port-443", format!("https://{host}")),
+        (
+            "/scheme-https-and-port-8443",
+            format!("https://{host}:8443"),
+        ),
+    ]
+    .into_iter()
+    .map(|(path, origin)| (get(host, path), redirect(302, &format!("{origin}{path}"))))
+    .collect();
+    check_all(&suite, &cases).await;
+}
+
+#[tokio::test]
+async fn http_route_request_percentage_mirror() {
+    // HTTPRouteRequestPercentageMirror: `percent` and `fraction` mirror that share of the
+    // requests; 0 % none, 100 % all.
+    let suite = start(&route(
+        "percentage-mirror",
+        r#"  rules:
+  - matches: [{path: {type: PathPrefix, value: /always}}]
+    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: infra-backend-v2, port: 8080}, percent: 100}}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /never}}]
+    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: infra-backend-v2, port: 8080}, percent: 0}}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /half}}]
+    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: infra-backend-v2, port: 8080}, fraction: {numerator: 1, denominator: 2}}}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /twenty}}]
+    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: infra-backend-v2, port: 8080}, percent: 20}}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+"#,
+    ));
+    check_all(&suite, &[(get("example.com", "/always"), ok(V1))]).await;
+    const N: usize = 200;
+    let client = client();
+    let base = format!("http://{}", suite.addr("HTTP"));
+    for i in 0..N {
+        for path in ["always", "never", "half", "twenty"] {
+            let response = client
+                .get(format!("{base}/{path}?n={i}"))
+                .header("host", "example.com")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "/{path}");
+        }
+    }
+    let mirrored = |path: &str| {
+        let needle = format!("request made to /{path}?n=");
+        suite.echo_log(V2).matches(&needle).count()
+    };
+    // Every /always request was mirrored; the mirrors of the others were sent before.
+    meridian_tests::eventually(
+        "all /always requests mirrored",
+        Duration::from_secs(10),
+        || async {
+            match mirrored("always") {
+                N => Ok(()),
+                n => Err(format!("{n} of {N}")),
+            }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(mirrored("never"), 0);
+    // Binomial bounds at more than 6 standard deviations: 100 ± 43 and 40 ± 34.
+    let half = mirrored("half");
+    assert!((57..=143).contains(&half), "{half} of {N} mirrored at 1/2");
+    let twenty = mirrored("twenty");
+    assert!(
+        (6..=74).contains(&twenty),
+        "{twenty} of {N} mirrored at 20 %"
+    );
+}
+
+#[tokio::test]
+async fn http_route_service_types() {
+    // HTTPRouteServiceTypes: a headless Service (clusterIP: None) and a Service without a
+    // selector whose EndpointSlice is managed by hand route like any other.
+    let services = r#"apiVersion: v1
+kind: Service
+metadata: {name: headless, namespace: gateway-conformance-infra}
+spec:
+  clusterIP: None
+  selector: {app: infra-backend-v1}
+  ports: [{name: http, port: 8080, targetPort: {{PORT:infra-backend-v1}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: headless-xyz12
+  namespace: gateway-conformance-infra
+  labels: {kubernetes.io/service-name: headless, service.kubernetes.io/headless: ""}
+addressType: IPv4
+endpoints: [{addresses: [127.0.0.1], conditions: {ready: true}}]
+ports: [{name: http, port: {{PORT:infra-backend-v1}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: manual-endpoints, namespace: gateway-conformance-infra}
+spec:
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: manual-endpoints-1
+  namespace: gateway-conformance-infra
+  labels: {kubernetes.io/service-name: manual-endpoints, endpointslice.kubernetes.io/managed-by: someone-else}
+addressType: IPv4
+endpoints: [{addresses: [127.0.0.1], conditions: {ready: true}}]
+ports: [{name: http, port: {{PORT:infra-backend-v2}}}]
+---
+"#;
+    let routes = route(
+        "service-types",
+        r#"  rules:
+  - matches: [{path: {type: PathPrefix, value: /headless}}]
+    backendRefs: [{name: headless, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /manual}}]
+    backendRefs: [{name: manual-endpoints, port: 8080}]
+"#,
+    );
+    let suite = start(&format!("{services}{routes}"));
+    check_all(
+        &suite,
+        &[
+            (get("example.com", "/headless"), ok(V1)),
+            (get("example.com", "/manual"), ok(V2)),
+        ],
+    )
+    .await;
+}

@@ -7,6 +7,7 @@
 //! answered (`pod` prefix), the path/host/headers the backend saw, response headers, redirect
 //! `Location`s. Requests are retried until they match (eventual consistency, like upstream).
 
+mod attach_tests;
 mod backend_tls_tests;
 mod connection_tests;
 mod frontend_mtls_tests;
