@@ -212,7 +212,9 @@ pub(crate) async fn process(
 
     if let Some(upgrade_to) = upgrade_to {
         let pinned = pinned.map(|pinned| pinned.endpoint);
-        let response = upgrade(
+        // Boxed, as are the buffering below and the uncommon clients in `EndpointPool::send`:
+        // every request's future is as large as its largest branch.
+        let response = Box::pin(upgrade(
             ctx,
             service,
             pinned,
@@ -220,7 +222,7 @@ pub(crate) async fn process(
             scan,
             upgrade_to,
             &target,
-        )
+        ))
         .await;
         return Outcome {
             response,
@@ -232,7 +234,7 @@ pub(crate) async fn process(
     // Buffer only when retries or mirrors need to resend the body.
     let limit = ctx.shared.options.max_buffered_body;
     let body = if rule.needs_buffering && within_limit(&body, limit) {
-        match collect_limited(body, limit).await {
+        match Box::pin(collect_limited(body, limit)).await {
             Ok(bytes) => Payload::Buffered(bytes),
             Err(CollectError::TooLarge) => {
                 return local(answer::failure(
@@ -338,35 +340,26 @@ pub(crate) async fn process(
         }
         None => (None, false),
     };
+    // Built and pinned once for both arms: an async fn that awaits a future by value, or at
+    // two points, keeps room for it twice in its own state.
+    let exchange = std::pin::pin!(exchange(
+        rule,
+        attempt_timeout,
+        timeout_from_progress,
+        service,
+        pinned,
+        head,
+        body,
+    ));
     let (result, attempts, served_by) = match rule.request_timeout {
         Some(timeout) => {
             let deadline = (started + timeout).into();
-            let exchange = exchange(
-                rule,
-                attempt_timeout,
-                timeout_from_progress,
-                service,
-                pinned,
-                head,
-                body,
-            );
             match tokio::time::timeout_at(deadline, exchange).await {
                 Ok(done) => done,
                 Err(_) => (Err(Failure::Timeout), 0, None),
             }
         }
-        None => {
-            exchange(
-                rule,
-                attempt_timeout,
-                timeout_from_progress,
-                service,
-                pinned,
-                head,
-                body,
-            )
-            .await
-        }
+        None => exchange.await,
     };
     let response = match result {
         Ok(mut response) => {
@@ -678,7 +671,9 @@ async fn exchange<'a>(
         // The default response timeout counts from the request body's last progress: while
         // the body still moves, the backend is not late.
         let progress = body_state.as_deref().filter(|_| timeout_from_progress);
-        let result = match send_once(endpoint, request, attempt_timeout, progress).await {
+        // Pinned in place (see `send_once`).
+        let once = std::pin::pin!(send_once(endpoint, request, attempt_timeout, progress));
+        let result = match once.await {
             Ok(response) => {
                 if let Some(state) = &body_state {
                     state.answered();
@@ -741,11 +736,12 @@ async fn send_once(
     let response = match timeout {
         Some(timeout) => {
             let started = tokio::time::Instant::now();
-            let send = endpoint.send(request);
-            tokio::pin!(send);
+            // Pinned in place: `let` plus `tokio::pin!` stores the future twice in this one's
+            // state, as does awaiting a future by value.
+            let mut send = std::pin::pin!(endpoint.send(request));
             let mut deadline = started + timeout;
             loop {
-                match tokio::time::timeout_at(deadline, &mut send).await {
+                match tokio::time::timeout_at(deadline, send.as_mut()).await {
                     Ok(result) => break result.map_err(Failure::Upstream)?,
                     Err(_) => {
                         let since = progress.map_or(started, |p| p.last_progress().max(started));
@@ -761,7 +757,9 @@ async fn send_once(
                 }
             }
         }
-        None => endpoint.send(request).await.map_err(Failure::Upstream)?,
+        None => std::pin::pin!(endpoint.send(request))
+            .await
+            .map_err(Failure::Upstream)?,
     };
     valid_status(response, endpoint.addr).map_err(Failure::Upstream)
 }

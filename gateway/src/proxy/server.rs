@@ -544,7 +544,8 @@ where
             _ => None,
         };
         async move {
-            let response = handler::handle(ctx, request).await;
+            // Pinned in place: awaiting it by value would keep room for it twice.
+            let response = std::pin::pin!(handler::handle(ctx, request)).await;
             Ok::<_, Infallible>(response.map(|body| {
                 let streaming = body.is_streaming();
                 let body = TrackedBody::new(body, guard);
