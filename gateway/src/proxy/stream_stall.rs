@@ -165,8 +165,10 @@ impl StreamStalls {
         }
         for (stream, since) in expired {
             let mut held = lock(&stream.held);
-            // The client may have granted window since the load above.
+            // The client may have granted window since the load above: keep watching it.
             if stream.waiting_since_ms.load(Ordering::Acquire) != since {
+                drop(held);
+                lock(&self.streams).push(Arc::downgrade(&stream));
                 continue;
             }
             if let Some(body) = held.take() {
