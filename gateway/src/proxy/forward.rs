@@ -328,8 +328,6 @@ pub(crate) async fn process(
         }
     }
 
-    // Each future is built where it is awaited: a future bound to a variable first is moved
-    // (copied) once more into the caller's state, and these carry the whole request.
     let pinned = pinned.map(|pinned| pinned.endpoint);
     // Without a timeout of the route's own, a backend that never answers must not hold the
     // request (and its connection) forever.

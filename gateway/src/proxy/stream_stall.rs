@@ -9,7 +9,10 @@
 //!
 //! Each HTTP/2 response body still streaming from upstream is [watched](StreamStalls::watch):
 //! it records when it handed out a data frame and was not asked for the next one since (the
-//! frame waits for window). The connection's task [scans](StreamStalls::scan) its watched
+//! frame waits for window). Frames go out in pieces of at most [`MAX_PIECE`], so the wait
+//! measures the client taking 16 KiB, not a whole upstream read of up to hundreds of
+//! kilobytes: a client that keeps reading, however slowly, is not cut. The connection's task
+//! [scans](StreamStalls::scan) its watched
 //! streams on a timer; a body that has waited for the send timeout is dropped, which closes its
 //! upstream connection, writes its access log line with `outcome="send_timeout"`, counts it in
 //! `gateway_streams_timed_out` and stops counting the request as in flight. The stream itself is
@@ -31,6 +34,11 @@ use super::conn_limits::TrackedBody;
 
 /// `waiting_since_ms` of a body that is not waiting for window.
 const NOT_WAITING: u64 = u64::MAX;
+
+/// The largest data frame a watched body hands out. hyper asks for the next frame as soon as
+/// it has queued one, then waits until the queued one has been granted window, so the time a
+/// frame waits is the time the client takes to accept the previous one.
+const MAX_PIECE: usize = 16 * 1024;
 
 /// The watched HTTP/2 streams of one connection.
 #[derive(Debug)]
@@ -54,8 +62,16 @@ struct WatchedStream {
     /// Milliseconds after [`StreamStalls::base`] at which the body handed out a data frame
     /// and was not polled again since, or [`NOT_WAITING`]. Written only with `held` locked.
     waiting_since_ms: AtomicU64,
-    /// `None` once the scan dropped the body.
-    held: Mutex<Option<TrackedBody<ProxyBody>>>,
+    /// `None` once the scan dropped the body or the stream ended.
+    held: Mutex<Option<Held>>,
+}
+
+/// A watched body and what is left of its last frame.
+#[derive(Debug)]
+struct Held {
+    body: TrackedBody<ProxyBody>,
+    /// The rest of a frame larger than [`MAX_PIECE`], handed out before the body is polled.
+    rest: Bytes,
 }
 
 /// A response body of an HTTP/2 stream whose waits for window are timed.
@@ -108,7 +124,10 @@ impl StreamStalls {
     pub(crate) fn watch(self: &Arc<Self>, body: TrackedBody<ProxyBody>) -> WatchedBody {
         let stream = Arc::new(WatchedStream {
             waiting_since_ms: AtomicU64::new(NOT_WAITING),
-            held: Mutex::new(Some(body)),
+            held: Mutex::new(Some(Held {
+                body,
+                rest: Bytes::new(),
+            })),
         });
         {
             let mut streams = lock(&self.streams);
@@ -137,7 +156,11 @@ impl StreamStalls {
     /// next, or `None` when no watched stream is left (the timer stops until one is).
     pub(crate) fn scan(&self) -> Option<Instant> {
         let now_ms = self.now_ms();
-        let limit_ms = u64::try_from(self.limit.as_millis()).unwrap_or(u64::MAX);
+        // At least 1 ms: a deadline of now would have the connection's timer fire at once,
+        // forever.
+        let limit_ms = u64::try_from(self.limit.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
         let mut next_ms = now_ms.saturating_add(limit_ms);
         let mut expired = Vec::new();
         {
@@ -171,10 +194,10 @@ impl StreamStalls {
                 lock(&self.streams).push(Arc::downgrade(&stream));
                 continue;
             }
-            if let Some(body) = held.take() {
+            if let Some(taken) = held.take() {
                 drop(held);
                 self.timed_out.inc();
-                body.into_inner().end_send_timed_out();
+                taken.body.into_inner().end_send_timed_out();
             }
         }
         Some(self.base + Duration::from_millis(next_ms))
@@ -202,31 +225,60 @@ impl Body for WatchedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         let mut held = lock(&this.stream.held);
-        let Some(body) = held.as_mut() else {
+        let Some(held) = held.as_mut() else {
             return Poll::Ready(Some(Err(Box::new(StreamSendTimedOut))));
         };
         let waiting = &this.stream.waiting_since_ms;
         waiting.store(NOT_WAITING, Ordering::Release);
-        let polled = Pin::new(body).poll_frame(cx);
-        // hyper asks for the next frame only once this one fits in the stream's window.
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && frame.is_data()
-        {
-            waiting.store(this.stalls.now_ms(), Ordering::Release);
+        let mut data = if held.rest.is_empty() {
+            match Pin::new(&mut held.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => data,
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+                other => return other,
+            }
+        } else {
+            std::mem::take(&mut held.rest)
+        };
+        if data.len() > MAX_PIECE {
+            held.rest = data.split_off(MAX_PIECE);
         }
-        polled
+        // hyper asks for the next frame once this one is queued, and then waits until it has
+        // been granted window.
+        waiting.store(this.stalls.now_ms(), Ordering::Release);
+        Poll::Ready(Some(Ok(Frame::data(data))))
     }
 
     fn is_end_stream(&self) -> bool {
         lock(&self.stream.held)
             .as_ref()
-            .is_some_and(|body| body.is_end_stream())
+            .is_some_and(|held| held.rest.is_empty() && held.body.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        lock(&self.stream.held)
-            .as_ref()
-            .map_or_else(SizeHint::default, |body| body.size_hint())
+        let held = lock(&self.stream.held);
+        let Some(held) = held.as_ref() else {
+            return SizeHint::default();
+        };
+        let body = held.body.size_hint();
+        let rest = held.rest.len() as u64;
+        let mut hint = SizeHint::new();
+        hint.set_lower(body.lower().saturating_add(rest));
+        if let Some(upper) = body.upper() {
+            hint.set_upper(upper.saturating_add(rest));
+        }
+        hint
+    }
+}
+
+/// A stream that ends (its body complete, or the client gone) drops its body here, in its own
+/// task: a scan that still holds the stream then finds nothing to time out, and the access
+/// log line says how the body really ended.
+impl Drop for WatchedBody {
+    fn drop(&mut self) {
+        let held = lock(&self.stream.held).take();
+        drop(held);
     }
 }
 
@@ -323,12 +375,57 @@ mod tests {
         assert!(in_flight.idle_deadline(Duration::ZERO).is_none());
         let frame = body.frame().await.unwrap().unwrap();
         assert_eq!(frame.into_data().unwrap(), "chunk");
-        // Handed out, never asked for more: dropped, and no longer in flight.
+        // Handed out, never asked for more: dropped once the limit (at least 1 ms) has
+        // passed, and no longer in flight.
+        std::thread::sleep(Duration::from_millis(3));
         stalls.scan();
         assert_eq!(counter.get(), 1);
         assert!(in_flight.idle_deadline(Duration::ZERO).is_some());
         let error = body.frame().await.unwrap().unwrap_err();
         assert!(error.is::<StreamSendTimedOut>(), "{error}");
+    }
+
+    #[tokio::test]
+    async fn large_frames_go_out_in_pieces() {
+        let (stalls, _, _) = stalls(Duration::from_secs(60));
+        let in_flight = InFlight::new();
+        let whole = Bytes::from(vec![7u8; 2 * MAX_PIECE + 5]);
+        let mut body = stalls.watch(TrackedBody::new(
+            ProxyBody::full(whole.clone()),
+            in_flight.start(),
+        ));
+        assert_eq!(body.size_hint().exact(), Some(whole.len() as u64));
+        let mut pieces = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let data = frame.unwrap().into_data().unwrap();
+            pieces.push(data.len());
+            assert_eq!(
+                body.is_end_stream(),
+                pieces.iter().sum::<usize>() == whole.len(),
+                "ends with its last piece"
+            );
+        }
+        assert_eq!(pieces, [MAX_PIECE, MAX_PIECE, 5]);
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_ended_is_not_timed_out() {
+        let (stalls, _, counter) = stalls(Duration::ZERO);
+        let in_flight = InFlight::new();
+        let mut body = stalls.watch(TrackedBody::new(
+            ProxyBody::full(Bytes::from_static(b"last")),
+            in_flight.start(),
+        ));
+        // hyper sends the last frame and drops the body without polling it again.
+        let _ = body.frame().await;
+        let stream = Arc::clone(&body.stream);
+        drop(body);
+        assert!(
+            lock(&stream.held).is_none(),
+            "dropped in the stream's own task"
+        );
+        stalls.scan();
+        assert_eq!(counter.get(), 0);
     }
 
     #[tokio::test]
