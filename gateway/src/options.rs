@@ -60,7 +60,8 @@ pub struct GatewayOptions {
     /// the gateway has bytes for it) before the connection is dropped and counted in
     /// `gateway_connections_timed_out`: nginx's `send_timeout`, 60 s. A client that keeps
     /// reading, however slowly, is not affected. The same limit drops the response of an
-    /// HTTP/2 stream the client grants no flow-control window (`gateway_streams_timed_out`).
+    /// HTTP/2 stream the client grants less than 16 KiB of flow-control window in that time
+    /// (`gateway_streams_timed_out`).
     /// `None` waits forever.
     pub send_timeout: Option<Duration>,
     /// How long a client may send nothing more of a request body it started before the

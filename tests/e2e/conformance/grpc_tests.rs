@@ -167,3 +167,124 @@ async fn grpc_route_header_matching() {
         expect(&client, &suite, "grpc.example", "Echo", metadata, *want).await;
     }
 }
+
+#[tokio::test]
+async fn grpc_route_listener_hostname_matching() {
+    // GRPCRouteListenerHostnameMatching: four listeners on one port, told apart by hostname;
+    // each route attaches to some by sectionName.
+    let manifests = format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: grpcroute-listener-hostname-matching, namespace: gateway-conformance-infra}}
+spec:
+  gatewayClassName: meridian
+  addresses: [{{type: IPAddress, value: 127.0.0.1}}]
+  listeners:
+  - {{name: listener-1, port: {{{{HTTP}}}}, protocol: HTTP, hostname: bar.com}}
+  - {{name: listener-2, port: {{{{HTTP}}}}, protocol: HTTP, hostname: foo.bar.com}}
+  - {{name: listener-3, port: {{{{HTTP}}}}, protocol: HTTP, hostname: "*.bar.com"}}
+  - {{name: listener-4, port: {{{{HTTP}}}}, protocol: HTTP, hostname: "*.foo.com"}}
+---
+{}{}{}"#,
+        listener_route(
+            "backend-v1",
+            "[{name: grpcroute-listener-hostname-matching, sectionName: listener-1}]",
+            "infra-backend-v1"
+        ),
+        listener_route(
+            "backend-v2",
+            "[{name: grpcroute-listener-hostname-matching, sectionName: listener-2}]",
+            "infra-backend-v2"
+        ),
+        listener_route(
+            "backend-v3",
+            "[{name: grpcroute-listener-hostname-matching, sectionName: listener-3}, {name: grpcroute-listener-hostname-matching, sectionName: listener-4}]",
+            "infra-backend-v3"
+        ),
+    );
+    let suite = Suite::new().start(
+        "gateway-conformance-infra/grpcroute-listener-hostname-matching",
+        &manifests,
+    );
+    let hosts = [
+        "bar.com",
+        "foo.bar.com",
+        "baz.bar.com",
+        "boo.bar.com",
+        "multiple.prefixes.bar.com",
+        "multiple.prefixes.foo.com",
+        "foo.com",
+        "no.matching.host",
+    ];
+    let client = h2c_client(&suite, &hosts);
+    let routed = [
+        ("bar.com", "infra-backend-v1"),
+        ("foo.bar.com", "infra-backend-v2"),
+        ("baz.bar.com", "infra-backend-v3"),
+        ("boo.bar.com", "infra-backend-v3"),
+        ("multiple.prefixes.bar.com", "infra-backend-v3"),
+        ("multiple.prefixes.foo.com", "infra-backend-v3"),
+    ];
+    for (host, backend) in routed {
+        expect(&client, &suite, host, "Echo", &[], Ok(backend)).await;
+    }
+    // No listener claims these names: no backend answers, and the gateway says so in gRPC
+    // terms.
+    for host in ["foo.com", "no.matching.host"] {
+        let answer = grpc_call(&client, &suite, host, "Echo", &[]).await.unwrap();
+        assert_eq!(answer, (200, Some("12".to_string()), None), "{host}");
+    }
+}
+
+/// A GRPCRoute `name` with `parent_refs` (a flow sequence) sending everything to `backend`.
+fn listener_route(name: &str, parent_refs: &str, backend: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: {name}, namespace: gateway-conformance-infra}}\nspec:\n  parentRefs: {parent_refs}\n  rules: [{{backendRefs: [{{name: {backend}, port: 8081}}]}}]\n---\n"
+    )
+}
+
+#[tokio::test]
+async fn grpc_route_weight() {
+    // GRPCRouteWeight: calls split by backendRef weight. The split is exact over any window of
+    // `total weight` consecutive calls (the gateway's weighted choice is deterministic).
+    let spec = r#"  rules:
+  - backendRefs:
+    - {name: infra-backend-v1, port: 8081, weight: 70}
+    - {name: infra-backend-v2, port: 8081, weight: 30}
+    - {name: infra-backend-v3, port: 8081, weight: 0}
+"#;
+    let suite = Suite::new().start(
+        "gateway-conformance-infra/same-namespace",
+        &format!(
+            "{SAME_NAMESPACE_GATEWAY}{}",
+            grpc_route("weighted-backends", spec)
+        ),
+    );
+    let client = h2c_client(&suite, &["grpc.example"]);
+    expect(
+        &client,
+        &suite,
+        "grpc.example",
+        "Echo",
+        &[],
+        Ok("infra-backend"),
+    )
+    .await;
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..200 {
+        let (status, _, pod) = grpc_call(&client, &suite, "grpc.example", "Echo", &[])
+            .await
+            .unwrap();
+        assert_eq!(status, 200);
+        let pod = pod.unwrap();
+        let backend = pod.rsplitn(3, '-').nth(2).unwrap().to_string();
+        *counts.entry(backend).or_insert(0) += 1;
+    }
+    let want: std::collections::BTreeMap<String, i32> = [
+        ("infra-backend-v1".to_string(), 140),
+        ("infra-backend-v2".to_string(), 60),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(counts, want);
+}
