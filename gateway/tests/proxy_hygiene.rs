@@ -778,13 +778,13 @@ async fn a_client_that_reads_nothing_is_dropped_after_the_send_timeout() {
     }
     assert!(got > SLOW, "the slow reader got {got} bytes");
 
-    // One that stops reading is dropped; its line says the client went away.
+    // One that stops reading is dropped; its line says why.
     let mut stuck = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     stuck
         .write_all(b"GET /stuck HTTP/1.1\r\nHost: x.example\r\n\r\n")
         .await
         .unwrap();
-    logged_once("/stuck", &["outcome=\"client_closed\""]).await;
+    logged_once("/stuck", &["outcome=\"send_timeout\""]).await;
     let metrics = metrics(&gw).await;
     assert!(
         metrics.contains(&format!(

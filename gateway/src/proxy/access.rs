@@ -1,8 +1,8 @@
 //! The access log line of a routed request, written once per request: when the response is
 //! complete in memory at the time its head goes out, at once; when its body still streams
 //! from upstream, when that body ends (`outcome="complete"`), fails (`"aborted"`, with the
-//! error) or is dropped unfinished because the client went away (`"client_closed"`) or left
-//! its HTTP/2 stream without window for the send timeout (`"send_timeout"`). So a
+//! error) or is dropped unfinished because the client went away (`"client_closed"`) or took
+//! too little of it for the send timeout (`"send_timeout"`). So a
 //! truncated response is one line that says so, not a 200 line followed by a second event.
 
 use std::borrow::Cow;
@@ -24,7 +24,8 @@ pub(crate) enum Outcome {
     Aborted,
     /// The client went away before the body ended.
     ClientClosed,
-    /// The client granted the HTTP/2 stream no flow-control window for the send timeout.
+    /// The client took too little of the response for the send timeout (its connection's
+    /// socket, or its HTTP/2 stream's window).
     SendTimedOut,
 }
 

@@ -508,9 +508,10 @@ impl Drop for ProxyBody {
 }
 
 impl ProxyBody {
-    /// Drops the body because its HTTP/2 stream waited for window for the send timeout
-    /// ([`super::stream_stall`]): its upstream connection closes and the line says why.
-    pub(crate) fn end_send_timed_out(mut self) {
+    /// Ends the body's access log line with `send_timeout`: the send timeout is about to drop
+    /// it (the connection's, or its HTTP/2 stream's, [`super::stream_stall`]), which closes
+    /// its upstream connection.
+    pub(crate) fn end_send_timed_out(&mut self) {
         if let Some(watch) = self.watch.take() {
             watch.ended(Outcome::SendTimedOut);
         }

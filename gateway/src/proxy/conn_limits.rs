@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
+
+use super::body::{BodyError, ProxyBody};
 
 /// Times an operation that is blocked: armed when it returns `Pending`, disarmed by any
 /// progress, and once it has been blocked for `limit`, the operation fails. nginx's
@@ -112,9 +115,9 @@ pub(crate) struct RequestGuard(Arc<InFlight>);
 
 /// A response body that keeps its request counted as in flight until the body is dropped.
 #[derive(Debug)]
-pub(crate) struct TrackedBody<B> {
-    inner: B,
-    _guard: RequestGuard,
+pub(crate) struct TrackedBody {
+    inner: ProxyBody,
+    guard: RequestGuard,
 }
 
 /// Lets through at most one log line per interval and counts the ones held back.
@@ -209,29 +212,37 @@ impl Drop for RequestGuard {
 
 // === impl TrackedBody ===
 
-impl<B> TrackedBody<B> {
+impl TrackedBody {
     /// `inner`, counted as in flight until dropped.
-    pub(crate) fn new(inner: B, guard: RequestGuard) -> Self {
-        Self {
-            inner,
-            _guard: guard,
-        }
+    pub(crate) fn new(inner: ProxyBody, guard: RequestGuard) -> Self {
+        Self { inner, guard }
     }
 
-    /// The body, no longer counted once the guard drops with `self`.
-    pub(crate) fn into_inner(self) -> B {
-        self.inner
+    /// Drops the body because the client took too little of it for the send timeout.
+    pub(crate) fn end_send_timed_out(mut self) {
+        self.inner.end_send_timed_out();
     }
 }
 
-impl<B: Body + Unpin> Body for TrackedBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
+/// A body dropped because the connection's send timeout closed it says so in its access log
+/// line, rather than that the client went away. (The timeouts that mark a connection while
+/// no request is in flight, the idle ones, leave no body to drop.)
+impl Drop for TrackedBody {
+    fn drop(&mut self) {
+        if self.guard.0.timed_out.load(Ordering::Acquire) {
+            self.inner.end_send_timed_out();
+        }
+    }
+}
+
+impl Body for TrackedBody {
+    type Data = Bytes;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         Pin::new(&mut self.inner).poll_frame(cx)
     }
 

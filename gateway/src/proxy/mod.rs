@@ -33,7 +33,8 @@
 //! 4. `handler`: per-rule metrics and one `access` log line per request ([`access`]): at once
 //!    for a response complete in memory, at the end of a body still streaming from upstream
 //!    otherwise, with `outcome` `complete`, `aborted` (the upstream body failed or a timeout
-//!    cut it; also counted in `gateway_route_aborted_responses`) or `client_closed`.
+//!    cut it; also counted in `gateway_route_aborted_responses`), `client_closed` or
+//!    `send_timeout`.
 
 pub(crate) mod access;
 pub(crate) mod answer;

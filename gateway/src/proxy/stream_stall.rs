@@ -29,7 +29,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use prometheus_client::metrics::counter::Counter;
 
-use super::body::{BodyError, ProxyBody};
+use super::body::BodyError;
 use super::conn_limits::TrackedBody;
 
 /// `waiting_since_ms` of a body that is not waiting for window.
@@ -69,7 +69,7 @@ struct WatchedStream {
 /// A watched body and what is left of its last frame.
 #[derive(Debug)]
 struct Held {
-    body: TrackedBody<ProxyBody>,
+    body: TrackedBody,
     /// The rest of a frame larger than [`MAX_PIECE`], handed out before the body is polled.
     rest: Bytes,
 }
@@ -86,7 +86,7 @@ pub(crate) struct WatchedBody {
 #[derive(Debug)]
 pub(crate) enum ConnBody {
     /// HTTP/1.x, or a body complete in memory.
-    Tracked(TrackedBody<ProxyBody>),
+    Tracked(TrackedBody),
     /// An HTTP/2 stream's body still to come from upstream.
     Watched(WatchedBody),
 }
@@ -121,7 +121,7 @@ impl StreamStalls {
     }
 
     /// Watches `body`, the response body of one HTTP/2 stream.
-    pub(crate) fn watch(self: &Arc<Self>, body: TrackedBody<ProxyBody>) -> WatchedBody {
+    pub(crate) fn watch(self: &Arc<Self>, body: TrackedBody) -> WatchedBody {
         let stream = Arc::new(WatchedStream {
             waiting_since_ms: AtomicU64::new(NOT_WAITING),
             held: Mutex::new(Some(Held {
@@ -197,7 +197,7 @@ impl StreamStalls {
             if let Some(taken) = held.take() {
                 drop(held);
                 self.timed_out.inc();
-                taken.body.into_inner().end_send_timed_out();
+                taken.body.end_send_timed_out();
             }
         }
         Some(self.base + Duration::from_millis(next_ms))
@@ -316,6 +316,7 @@ impl Body for ConnBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::body::ProxyBody;
     use crate::proxy::conn_limits::InFlight;
     use http_body_util::BodyExt;
     use std::task::Wake;
