@@ -329,6 +329,16 @@ mod tests {
         }
     }
 
+    /// A watched body of `bytes`, counted in `in_flight`.
+    fn watch_bytes(
+        stalls: &Arc<StreamStalls>,
+        in_flight: &Arc<InFlight>,
+        bytes: &'static [u8],
+    ) -> WatchedBody {
+        let body = ProxyBody::full(Bytes::from_static(bytes));
+        stalls.watch(TrackedBody::new(body, in_flight.start()))
+    }
+
     fn stalls(limit: Duration) -> (Arc<StreamStalls>, Arc<CountWakes>, Counter) {
         let wakes = Arc::new(CountWakes(AtomicU64::new(0)));
         let counter = Counter::default();
@@ -340,10 +350,7 @@ mod tests {
     async fn the_first_watched_stream_starts_the_scan_and_the_last_ended_stops_it() {
         let (stalls, wakes, _) = stalls(Duration::from_secs(60));
         let in_flight = InFlight::new();
-        let a = stalls.watch(TrackedBody::new(
-            ProxyBody::full(Bytes::from_static(b"a")),
-            in_flight.start(),
-        ));
+        let a = watch_bytes(&stalls, &in_flight, b"a");
         let b = stalls.watch(TrackedBody::new(ProxyBody::empty(), in_flight.start()));
         assert_eq!(
             wakes.0.load(Ordering::Acquire),
@@ -367,10 +374,7 @@ mod tests {
     async fn a_body_waiting_for_window_past_the_limit_is_dropped_and_fails() {
         let (stalls, _, counter) = stalls(Duration::ZERO);
         let in_flight = InFlight::new();
-        let mut body = stalls.watch(TrackedBody::new(
-            ProxyBody::full(Bytes::from_static(b"chunk")),
-            in_flight.start(),
-        ));
+        let mut body = watch_bytes(&stalls, &in_flight, b"chunk");
         // Not waiting before its first frame: the scan leaves it alone.
         stalls.scan();
         assert!(in_flight.idle_deadline(Duration::ZERO).is_none());
@@ -413,10 +417,7 @@ mod tests {
     async fn a_stream_that_ended_is_not_timed_out() {
         let (stalls, _, counter) = stalls(Duration::ZERO);
         let in_flight = InFlight::new();
-        let mut body = stalls.watch(TrackedBody::new(
-            ProxyBody::full(Bytes::from_static(b"last")),
-            in_flight.start(),
-        ));
+        let mut body = watch_bytes(&stalls, &in_flight, b"last");
         // hyper sends the last frame and drops the body without polling it again.
         let _ = body.frame().await;
         let stream = Arc::clone(&body.stream);
@@ -433,10 +434,7 @@ mod tests {
     async fn a_body_polled_again_is_not_waiting() {
         let (stalls, _, counter) = stalls(Duration::ZERO);
         let in_flight = InFlight::new();
-        let mut body = stalls.watch(TrackedBody::new(
-            ProxyBody::full(Bytes::from_static(b"chunk")),
-            in_flight.start(),
-        ));
+        let mut body = watch_bytes(&stalls, &in_flight, b"chunk");
         let _ = body.frame().await;
         assert!(body.frame().await.is_none(), "the body ended");
         stalls.scan();

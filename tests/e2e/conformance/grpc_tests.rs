@@ -90,6 +90,16 @@ fn grpc_route(name: &str, spec: &str) -> String {
     )
 }
 
+/// The `same-namespace` Gateway with one GRPCRoute, and an h2c client for `grpc.example`.
+fn start_same_namespace(name: &str, spec: &str) -> (Suite, reqwest::Client) {
+    let suite = Suite::new().start(
+        "gateway-conformance-infra/same-namespace",
+        &format!("{SAME_NAMESPACE_GATEWAY}{}", grpc_route(name, spec)),
+    );
+    let client = h2c_client(&suite, &["grpc.example"]);
+    (suite, client)
+}
+
 #[tokio::test]
 async fn grpc_exact_method_matching() {
     let spec = format!(
@@ -100,14 +110,7 @@ async fn grpc_exact_method_matching() {
     backendRefs: [{{name: infra-backend-v2, port: 8081}}]
 "#
     );
-    let suite = Suite::new().start(
-        "gateway-conformance-infra/same-namespace",
-        &format!(
-            "{SAME_NAMESPACE_GATEWAY}{}",
-            grpc_route("exact-matching", &spec)
-        ),
-    );
-    let client = h2c_client(&suite, &["grpc.example"]);
+    let (suite, client) = start_same_namespace("exact-matching", &spec);
     expect(
         &client,
         &suite,
@@ -143,14 +146,7 @@ async fn grpc_route_header_matching() {
   - matches: [{headers: [{name: color, value: red}]}, {headers: [{name: color, value: yellow}]}]
     backendRefs: [{name: infra-backend-v2, port: 8081}]
 "#;
-    let suite = Suite::new().start(
-        "gateway-conformance-infra/same-namespace",
-        &format!(
-            "{SAME_NAMESPACE_GATEWAY}{}",
-            grpc_route("grpc-header-matching", spec)
-        ),
-    );
-    let client = h2c_client(&suite, &["grpc.example"]);
+    let (suite, client) = start_same_namespace("grpc-header-matching", spec);
     let cases: &[Case<'_>] = &[
         (&[("version", "one")], Ok("infra-backend-v1")),
         (&[("version", "two")], Ok("infra-backend-v2")),
@@ -253,14 +249,7 @@ async fn grpc_route_weight() {
     - {name: infra-backend-v2, port: 8081, weight: 30}
     - {name: infra-backend-v3, port: 8081, weight: 0}
 "#;
-    let suite = Suite::new().start(
-        "gateway-conformance-infra/same-namespace",
-        &format!(
-            "{SAME_NAMESPACE_GATEWAY}{}",
-            grpc_route("weighted-backends", spec)
-        ),
-    );
-    let client = h2c_client(&suite, &["grpc.example"]);
+    let (suite, client) = start_same_namespace("weighted-backends", spec);
     expect(
         &client,
         &suite,
