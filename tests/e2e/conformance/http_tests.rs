@@ -1462,3 +1462,26 @@ ports: [{name: http, port: {{PORT:infra-backend-v2}}}]
     )
     .await;
 }
+
+#[tokio::test]
+async fn http_route_named_rule() {
+    // HTTPRouteNamedRule: rules may carry a `name`; named and unnamed rules route alike.
+    let suite = start(&route(
+        "named-rule",
+        r#"  rules:
+  - name: named-rule
+    matches: [{path: {type: PathPrefix, value: /named}}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /unnamed}}]
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
+"#,
+    ));
+    check_all(
+        &suite,
+        &[
+            (get("example.com", "/named"), ok(V1)),
+            (get("example.com", "/unnamed"), ok(V2)),
+        ],
+    )
+    .await;
+}
