@@ -107,6 +107,8 @@ pub(crate) struct InFlight {
     idle_since_ms: AtomicU64,
     /// Whether a timeout already closed (and counted) the connection.
     timed_out: AtomicBool,
+    /// Whether the send timeout closed it (the responses it cuts say so in their lines).
+    send_timed_out: AtomicBool,
 }
 
 /// One request in flight; dropped when its response body ended or was abandoned.
@@ -172,6 +174,7 @@ impl InFlight {
             active: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
             timed_out: AtomicBool::new(false),
+            send_timed_out: AtomicBool::new(false),
         })
     }
 
@@ -179,6 +182,11 @@ impl InFlight {
     /// send timeout in its grace period count once).
     pub(crate) fn first_timeout(&self) -> bool {
         !self.timed_out.swap(true, Ordering::AcqRel)
+    }
+
+    /// Records that the send timeout is closing the connection.
+    pub(crate) fn send_timed_out(&self) {
+        self.send_timed_out.store(true, Ordering::Release);
     }
 
     /// Counts a request as in flight until the guard drops.
@@ -225,11 +233,10 @@ impl TrackedBody {
 }
 
 /// A body dropped because the connection's send timeout closed it says so in its access log
-/// line, rather than that the client went away. (The timeouts that mark a connection while
-/// no request is in flight, the idle ones, leave no body to drop.)
+/// line, rather than that the client went away.
 impl Drop for TrackedBody {
     fn drop(&mut self) {
-        if self.guard.0.timed_out.load(Ordering::Acquire) {
+        if self.guard.0.send_timed_out.load(Ordering::Acquire) {
             self.inner.end_send_timed_out();
         }
     }

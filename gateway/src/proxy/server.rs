@@ -709,6 +709,7 @@ impl<I> HeldIo<I> {
         if let Poll::Ready(Err(error)) = &checked
             && error.kind() == std::io::ErrorKind::TimedOut
         {
+            self.in_flight.send_timed_out();
             if self.in_flight.first_timeout() {
                 self.timed_out.inc();
             }
