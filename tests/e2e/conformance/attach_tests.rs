@@ -124,14 +124,11 @@ spec:
     )
     .await;
     // The ones that attached nowhere say why.
-    let log = suite.gateway_log();
-    for name in ["section-on-another-port", "unknown-section"] {
-        assert!(
-            log.lines()
-                .any(|line| line.contains(name) && line.contains("NoMatchingParent")),
-            "{name} not reported in:\n{log}"
-        );
-    }
+    assert_reported(
+        &suite,
+        &["section-on-another-port", "unknown-section"],
+        "NoMatchingParent",
+    );
 }
 
 #[tokio::test]
@@ -201,12 +198,21 @@ spec:
         &[(get("example.com", "/"), status(&[404]))],
     )
     .await;
+    assert_reported(
+        &suite,
+        &["invalid-cross-namespace-parent-ref", "not-selected"],
+        "NotAllowedByListeners",
+    );
+}
+
+/// Each route in `names` is logged by the gateway with the condition reason `reason`.
+fn assert_reported(suite: &Suite, names: &[&str], reason: &str) {
     let log = suite.gateway_log();
-    for name in ["invalid-cross-namespace-parent-ref", "not-selected"] {
+    for name in names {
         assert!(
             log.lines()
-                .any(|line| line.contains(name) && line.contains("NotAllowedByListeners")),
-            "{name} not reported in:\n{log}"
+                .any(|line| line.contains(name) && line.contains(reason)),
+            "{name} not reported with {reason} in:\n{log}"
         );
     }
 }
