@@ -310,7 +310,9 @@ impl Runtime {
                         port,
                         "client certificate validation changed; rotating connections"
                     );
-                    bound.state.rotate_connections();
+                    bound
+                        .state
+                        .rotate_connections(self.shared.options.drain_timeout);
                     bound.client_validation = plan.client_validation;
                 }
             } else if let Some(listeners) = fresh.remove(&port) {

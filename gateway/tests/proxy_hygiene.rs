@@ -239,7 +239,22 @@ async fn configure(
     app_protocol: AppProtocol,
 ) -> (GatewayHandle, u16) {
     let port = free_port();
-    let config = GatewayConfig {
+    gw.apply(route_config(port, route, backend, filters, app_protocol))
+        .await
+        .unwrap();
+    (gw, port)
+}
+
+/// Config version 1: one HTTP listener on `port` whose one route sends everything to
+/// `backend`.
+fn route_config(
+    port: u16,
+    route: &str,
+    backend: SocketAddr,
+    filters: Vec<HttpFilter>,
+    app_protocol: AppProtocol,
+) -> GatewayConfig {
+    GatewayConfig {
         version: 1,
         gateway: Some("default/gw".parse().unwrap()),
         listeners: vec![Listener {
@@ -290,9 +305,7 @@ async fn configure(
             tls: None,
         }],
         ..GatewayConfig::default()
-    };
-    gw.apply(config).await.unwrap();
-    (gw, port)
+    }
 }
 
 async fn metrics(gw: &GatewayHandle) -> String {
@@ -1020,4 +1033,142 @@ where
     .unwrap();
     tokio::spawn(conn);
     sender
+}
+
+/// Config version 2 of [`route_config`]: the same, on a new port, so the old port drains.
+async fn move_to_a_new_port(
+    gw: &GatewayHandle,
+    route: &str,
+    backend: SocketAddr,
+    app: AppProtocol,
+) {
+    let mut config = route_config(free_port(), route, backend, vec![], app);
+    config.version = 2;
+    gw.apply(config).await.unwrap();
+}
+
+/// Reads until the gateway closes the connection; `Err` if it is still open after `within`.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> Result<Vec<u8>, Vec<u8>> {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return Ok(seen),
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+            Err(_) => return Err(seen),
+        }
+    }
+}
+
+#[tokio::test]
+async fn requests_still_in_flight_when_a_drain_times_out_are_closed_and_logged() {
+    // `/hang` is never answered; `/stream` gets a head and 100 of its 1000 bytes.
+    let mut raw = raw_backend(|request| {
+        let reply = if request.starts_with("GET /stream") {
+            let mut bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n".to_vec();
+            bytes.extend_from_slice(&[b'x'; 100]);
+            bytes
+        } else {
+            Vec::new()
+        };
+        Script { reply, hold: true }
+    })
+    .await;
+    let gw = gateway_with(|o| o.drain_timeout = Duration::from_millis(500)).await;
+    let (gw, port) = configure(gw, "drained", raw.addr, vec![], AppProtocol::Http1).await;
+    let mut hang = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    hang.write_all(b"GET /drained/hang HTTP/1.1\r\nHost: x.example\r\n\r\n")
+        .await
+        .unwrap();
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stream
+        .write_all(b"GET /stream HTTP/1.1\r\nHost: x.example\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut stream, "/stream").await;
+    assert_eq!(status_of(&head), 200, "{head}");
+    // An HTTP/2 stream waiting for its answer on a third connection.
+    let mut sender = h2c_client(port).await;
+    let request = hyper::Request::get("http://x.example/drained/h2")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let h2 = tokio::spawn(sender.send_request(request));
+    for _ in 0..3 {
+        raw.next_request().await;
+    }
+
+    // The port goes away: its connections are asked to finish, then closed at the timeout.
+    move_to_a_new_port(&gw, "drained", raw.addr, AppProtocol::Http1).await;
+    for (what, conn) in [("/drained/hang", &mut hang), ("/stream", &mut stream)] {
+        let seen = closed_within(conn, Duration::from_secs(10)).await;
+        let seen = seen
+            .unwrap_or_else(|seen| panic!("{what}: still open after the drain timeout: {seen:?}"));
+        assert!(
+            seen.len() <= 100,
+            "{what}: the client sees no whole response"
+        );
+    }
+    let answer = tokio::time::timeout(Duration::from_secs(10), h2)
+        .await
+        .expect("the HTTP/2 stream is closed at the drain timeout")
+        .unwrap();
+    assert!(answer.is_err(), "{answer:?}");
+
+    // Each says why in its one line: the gateway cut it, not the client.
+    logged_once(
+        "/drained/hang",
+        &["status=503", "outcome=\"drain_timeout\""],
+    )
+    .await;
+    logged_once("/drained/h2", &["status=503", "outcome=\"drain_timeout\""]).await;
+    logged_once(
+        "/stream",
+        &["status=200", "outcome=\"drain_timeout\"", "body_bytes=100"],
+    )
+    .await;
+    let metrics = metrics(&gw).await;
+    assert!(
+        metrics.contains(
+            r#"gateway_route_requests_total{route="default/drained",rule="0",class="5xx"} 2"#
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn an_upgraded_connection_closes_when_its_port_drains_or_goes_quiet() {
+    let raw = raw_backend(|_| Script {
+        reply:
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+                .to_vec(),
+        hold: true,
+    })
+    .await;
+    let gw = gateway_with(|o| o.stream_idle_timeout = Duration::from_millis(800)).await;
+    let (gw, port) = configure(gw, "tunnel", raw.addr, vec![], AppProtocol::WebSocket).await;
+    let upgrade =
+        b"GET /ws HTTP/1.1\r\nHost: x.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+    let open = || async {
+        let mut tunnel = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        tunnel.write_all(upgrade).await.unwrap();
+        let head = read_head(&mut tunnel, "/ws").await;
+        assert_eq!(status_of(&head), 101, "{head}");
+        tunnel
+    };
+    // Traffic keeps a tunnel open past the idle timeout; silence closes it.
+    let mut quiet = open().await;
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        quiet.write_all(b"ping").await.unwrap();
+    }
+    closed_within(&mut quiet, Duration::from_secs(10))
+        .await
+        .expect("a silent tunnel closes after the idle timeout");
+    // A drain closes a tunnel at once: a raw stream has no graceful way to finish.
+    let mut busy = open().await;
+    move_to_a_new_port(&gw, "tunnel", raw.addr, AppProtocol::WebSocket).await;
+    closed_within(&mut busy, Duration::from_millis(600))
+        .await
+        .expect("the tunnel closes when its port drains");
 }

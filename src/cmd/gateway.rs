@@ -40,7 +40,9 @@ pub struct Args {
     /// Write `{"admin": ADDR, "pid": N, ...}` here once serving.
     #[arg(long)]
     ready_file: Option<PathBuf>,
-    /// How long in-flight requests may take to finish on shutdown, in milliseconds.
+    /// How long in-flight requests may take to finish when a port drains (shutdown, a port
+    /// removed or its client validation changed) before their connections are closed, in
+    /// milliseconds.
     #[arg(long, default_value_t = 10_000)]
     drain_timeout_ms: u64,
     /// Standalone mode: how often to check the directory for changes, in milliseconds.

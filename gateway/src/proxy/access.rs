@@ -1,8 +1,9 @@
 //! The access log line of a routed request, written once per request: when the response is
 //! complete in memory at the time its head goes out, at once; when its body still streams
 //! from upstream, when that body ends (`outcome="complete"`), fails (`"aborted"`, with the
-//! error) or is dropped unfinished because the client went away (`"client_closed"`) or took
-//! too little of it for the send timeout (`"send_timeout"`). So a
+//! error) or is dropped unfinished because the client went away (`"client_closed"`), took
+//! too little of it for the send timeout (`"send_timeout"`), or its port's drain timed out
+//! (`"drain_timeout"`: shutdown, or the port removed or rotated). So a
 //! truncated response is one line that says so, not a 200 line followed by a second event.
 
 use std::borrow::Cow;
@@ -27,6 +28,8 @@ pub(crate) enum Outcome {
     /// The client took too little of the response for the send timeout (its connection's
     /// socket, or its HTTP/2 stream's window).
     SendTimedOut,
+    /// Still in flight when its port's drain timed out: the gateway closed the connection.
+    DrainTimedOut,
 }
 
 impl Outcome {
@@ -36,6 +39,7 @@ impl Outcome {
             Self::Aborted => "aborted",
             Self::ClientClosed => "client_closed",
             Self::SendTimedOut => "send_timeout",
+            Self::DrainTimedOut => "drain_timeout",
         }
     }
 }

@@ -508,12 +508,12 @@ impl Drop for ProxyBody {
 }
 
 impl ProxyBody {
-    /// Ends the body's access log line with `send_timeout`: the send timeout is about to drop
-    /// it (the connection's, or its HTTP/2 stream's, [`super::stream_stall`]), which closes
-    /// its upstream connection.
-    pub(crate) fn end_send_timed_out(&mut self) {
+    /// Ends the body's access log line with `outcome`: the gateway is about to drop it (the
+    /// send timeout, the connection's or its HTTP/2 stream's ([`super::stream_stall`]), or a
+    /// drain that timed out), which closes its upstream connection.
+    pub(crate) fn end_with(&mut self, outcome: Outcome) {
         if let Some(watch) = self.watch.take() {
-            watch.ended(Outcome::SendTimedOut);
+            watch.ended(outcome);
         }
     }
 

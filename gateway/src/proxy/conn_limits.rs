@@ -5,13 +5,14 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
+use super::access::Outcome;
 use super::body::{BodyError, ProxyBody};
 
 /// Times an operation that is blocked: armed when it returns `Pending`, disarmed by any
@@ -107,8 +108,29 @@ pub(crate) struct InFlight {
     idle_since_ms: AtomicU64,
     /// Whether a timeout already closed (and counted) the connection.
     timed_out: AtomicBool,
-    /// Whether the send timeout closed it (the responses it cuts say so in their lines).
-    send_timed_out: AtomicBool,
+    /// Why the gateway is closing it, as a [`Cut`] (the requests it cuts say so in their
+    /// access log lines); 0 while it is not.
+    cut: AtomicU8,
+}
+
+/// Why the gateway closes a connection with requests still in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Cut {
+    /// The client read too little for the send timeout.
+    SendTimedOut = 1,
+    /// Its port's drain timed out (shutdown, or the port removed or rotated).
+    DrainTimedOut = 2,
+}
+
+impl Cut {
+    /// The `outcome` of the responses it cuts.
+    pub(crate) fn outcome(self) -> Outcome {
+        match self {
+            Self::SendTimedOut => Outcome::SendTimedOut,
+            Self::DrainTimedOut => Outcome::DrainTimedOut,
+        }
+    }
 }
 
 /// One request in flight; dropped when its response body ended or was abandoned.
@@ -174,7 +196,7 @@ impl InFlight {
             active: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
             timed_out: AtomicBool::new(false),
-            send_timed_out: AtomicBool::new(false),
+            cut: AtomicU8::new(0),
         })
     }
 
@@ -184,9 +206,20 @@ impl InFlight {
         !self.timed_out.swap(true, Ordering::AcqRel)
     }
 
-    /// Records that the send timeout is closing the connection.
-    pub(crate) fn send_timed_out(&self) {
-        self.send_timed_out.store(true, Ordering::Release);
+    /// Records why the gateway is closing the connection (the first reason stays).
+    pub(crate) fn cut(&self, why: Cut) {
+        let _ = self
+            .cut
+            .compare_exchange(0, why as u8, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Why the gateway is closing the connection, if it is.
+    pub(crate) fn cut_reason(&self) -> Option<Cut> {
+        match self.cut.load(Ordering::Acquire) {
+            1 => Some(Cut::SendTimedOut),
+            2 => Some(Cut::DrainTimedOut),
+            _ => None,
+        }
     }
 
     /// Counts a request as in flight until the guard drops.
@@ -228,16 +261,16 @@ impl TrackedBody {
 
     /// Drops the body because the client took too little of it for the send timeout.
     pub(crate) fn end_send_timed_out(mut self) {
-        self.inner.end_send_timed_out();
+        self.inner.end_with(Outcome::SendTimedOut);
     }
 }
 
-/// A body dropped because the connection's send timeout closed it says so in its access log
-/// line, rather than that the client went away.
+/// A body dropped because the gateway closed its connection (the send timeout, a drain that
+/// timed out) says so in its access log line, rather than that the client went away.
 impl Drop for TrackedBody {
     fn drop(&mut self) {
-        if self.guard.0.send_timed_out.load(Ordering::Acquire) {
-            self.inner.end_send_timed_out();
+        if let Some(why) = self.guard.0.cut_reason() {
+            self.inner.end_with(why.outcome());
         }
     }
 }

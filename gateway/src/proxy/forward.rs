@@ -21,6 +21,7 @@ use super::body::{
     AbortWatch, BodyState, ClientBody, CollectError, ProxyBody, ReqBody, collect_limited,
 };
 use super::server::ConnCtx;
+use super::splice::splice;
 use crate::backend::pool::{EndpointPool, FailureKind, UpstreamError};
 use crate::backend::session;
 use crate::backend::{BackendTarget, ServiceBackend};
@@ -1125,14 +1126,15 @@ async fn upgrade(
         );
     }
     let upstream_upgrade = hyper::upgrade::on(&mut response);
+    // The tunnel is a raw byte stream like a TLSRoute's: it closes after the stream idle
+    // timeout without traffic, and when its connection's port drains.
+    let idle = ctx.shared.options.stream_idle_timeout;
+    let drain = ctx.drain.clone();
     tokio::spawn(async move {
         let (client, upstream) = tokio::join!(client_upgrade, upstream_upgrade);
         if let (Ok(client), Ok(upstream)) = (client, upstream) {
-            let _ = tokio::io::copy_bidirectional(
-                &mut TokioIo::new(client),
-                &mut TokioIo::new(upstream),
-            )
-            .await;
+            let ended = splice(TokioIo::new(client), TokioIo::new(upstream), idle, drain).await;
+            debug!(?ended, "upgraded connection closed");
         }
     });
     let (parts, _) = response.into_parts();

@@ -13,10 +13,11 @@ use tracing::info;
 use super::access::{AccessLine, Outcome, micros_since};
 use super::answer;
 use super::body::ProxyBody;
+use super::conn_limits::Cut;
 use super::forward::{self, Matched};
 use super::server::ConnCtx;
 use super::target;
-use crate::metrics::{GatewayMetrics, StatusLabels};
+use crate::metrics::StatusLabels;
 use crate::route::Rule;
 use crate::route::grpc::is_grpc_request;
 use crate::route::host::normalize_host;
@@ -125,7 +126,7 @@ pub(crate) async fn handle(
     // went away) is still counted and logged: status 499, `client_closed`.
     let mut unanswered = Unanswered {
         rule,
-        metrics: &ctx.shared.metrics,
+        ctx: &ctx,
         start,
         line: None,
         armed: true,
@@ -166,10 +167,11 @@ pub(crate) async fn handle(
 }
 
 /// A request still waiting for its response head: if it is dropped before the head is
-/// ready, its rule counts a 499 and its access line (when logged) says `client_closed`.
+/// ready, its rule counts a 499 and its access line (when logged) says `client_closed`; or,
+/// when the gateway closed its connection at a drain's timeout, a 503 and `drain_timeout`.
 struct Unanswered<'a> {
     rule: &'a Arc<Rule>,
-    metrics: &'a GatewayMetrics,
+    ctx: &'a ConnCtx,
     start: Instant,
     line: Option<AccessLine<'a>>,
     armed: bool,
@@ -180,11 +182,17 @@ impl Drop for Unanswered<'_> {
         if !self.armed {
             return;
         }
+        let (status, outcome) = match self.ctx.in_flight.cut_reason() {
+            Some(Cut::DrainTimedOut) => (503, Outcome::DrainTimedOut),
+            Some(why) => (499, why.outcome()),
+            None => (499, Outcome::ClientClosed),
+        };
         self.rule
-            .metrics(self.metrics)
-            .record(499, self.start.elapsed());
-        if let Some(line) = self.line.take() {
-            line.write(Outcome::ClientClosed, 0, None);
+            .metrics(&self.ctx.shared.metrics)
+            .record(status, self.start.elapsed());
+        if let Some(mut line) = self.line.take() {
+            line.status = status;
+            line.write(outcome, 0, None);
         }
     }
 }

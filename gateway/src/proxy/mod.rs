@@ -2,8 +2,9 @@
 //! ([`handler`]), upstream forwarding with timeouts and retries ([`forward`]), locally
 //! generated answers ([`answer`]), the access log line ([`access`]), the request target's checks and normal form ([`target`]),
 //! TLS passthrough ([`passthrough`]), TLSRoute termination
-//! ([`terminate`]), body types ([`body`]), and the bounds on connections ([`conn_limits`])
-//! and on HTTP/2 streams a client grants no window ([`stream_stall`]).
+//! ([`terminate`]), body types ([`body`]), the bounds on connections ([`conn_limits`])
+//! and on HTTP/2 streams a client grants no window ([`stream_stall`]), and the two-stage
+//! drain signal of a port's connections ([`drain`]).
 //!
 //! Life of a request:
 //! 1. `server`: a port's accept loop takes a TCP connection; TLS ports read the ClientHello
@@ -33,13 +34,14 @@
 //! 4. `handler`: per-rule metrics and one `access` log line per request ([`access`]): at once
 //!    for a response complete in memory, at the end of a body still streaming from upstream
 //!    otherwise, with `outcome` `complete`, `aborted` (the upstream body failed or a timeout
-//!    cut it; also counted in `gateway_route_aborted_responses`), `client_closed` or
-//!    `send_timeout`.
+//!    cut it; also counted in `gateway_route_aborted_responses`), `client_closed`,
+//!    `send_timeout` or `drain_timeout`.
 
 pub(crate) mod access;
 pub(crate) mod answer;
 pub(crate) mod body;
 pub(crate) mod conn_limits;
+pub(crate) mod drain;
 pub(crate) mod forward;
 pub(crate) mod handler;
 pub(crate) mod passthrough;

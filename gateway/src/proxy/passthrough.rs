@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+
 use tracing::{debug, info};
 
+use super::drain::DrainReceiver;
 use super::splice::{Ended, splice};
 use crate::backend::BackendTarget;
 use crate::options::GatewayOptions;
@@ -33,7 +34,7 @@ pub(crate) async fn run(
     listener: Arc<ListenerTable>,
     remote: SocketAddr,
     options: &GatewayOptions,
-    drain: watch::Receiver<bool>,
+    drain: DrainReceiver,
 ) {
     let sni = hello.sni.as_deref();
     let Some(target) = listener.find_tls(sni) else {

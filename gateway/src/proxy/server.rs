@@ -1,9 +1,10 @@
 //! Accept loops and connection serving for one port, and draining.
 //!
 //! Each bound port has a [`PortState`]: the current table (an `ArcSwap` the runtime replaces on
-//! every config) and a drain signal. Connections subscribe to the drain signal; draining a
-//! port stops its accept loops, asks every connection to finish gracefully (HTTP/1.1 closes
-//! after the in-flight response, HTTP/2 sends GOAWAY) and waits for them up to a deadline.
+//! every config) and a drain signal ([`super::drain`]). Connections subscribe to the drain
+//! signal; draining a port stops its accept loops, asks every connection to finish gracefully
+//! (HTTP/1.1 closes after the in-flight response, HTTP/2 sends GOAWAY), waits for them up to
+//! the drain timeout, and then closes the ones still open.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,11 +24,13 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use super::conn_limits::{ConnSlot, ConnectionCap, InFlight, LogEvery, StallTimer, TrackedBody};
+use super::conn_limits::{
+    ConnSlot, ConnectionCap, Cut, InFlight, LogEvery, StallTimer, TrackedBody,
+};
+use super::drain::{self, DrainReceiver, DrainSender, Stage};
 use super::forward::forwarded_for_value;
 use super::handler;
 use super::shards::Shards;
@@ -72,7 +75,7 @@ pub(crate) struct PortState {
     pub(crate) table: ArcSwap<PortTable>,
     /// The drain signal of the connections accepted since the port was bound, or since its
     /// connections were last [rotated](PortState::rotate_connections).
-    drain: ArcSwap<watch::Sender<bool>>,
+    drain: ArcSwap<DrainSender>,
     active: Gauge,
     refused: Counter,
     timed_out: Counter,
@@ -97,6 +100,10 @@ pub(crate) struct ConnCtx {
     /// `X-Forwarded-Client-Cert` for the client certificate the gateway validated, computed
     /// once per connection.
     pub(crate) client_cert: Option<HeaderValue>,
+    /// The connection's requests (what the ones cut short say in their access log line).
+    pub(crate) in_flight: Arc<InFlight>,
+    /// The connection's drain signal, which its upgraded (WebSocket) streams follow too.
+    pub(crate) drain: DrainReceiver,
 }
 
 /// A port with running accept loops.
@@ -153,24 +160,24 @@ impl Shared {
 // === impl PortState ===
 
 impl PortState {
-    /// Asks the connections open now to finish gracefully (in-flight requests complete, then
-    /// they close), while the port keeps accepting. Used when what a connection agreed to at
-    /// its handshake no longer holds, such as the client certificate validation: a client
-    /// must not keep a connection the new settings would refuse.
-    pub(crate) fn rotate_connections(&self) {
-        let (fresh, _) = watch::channel(false);
-        let old = self.drain.swap(Arc::new(fresh));
-        let _ = old.send(true);
+    /// Drains the connections open now (in-flight requests complete, then they close; those
+    /// still open after `timeout` are closed), while the port keeps accepting. Used when what
+    /// a connection agreed to at its handshake no longer holds, such as the client
+    /// certificate validation: a client must not keep a connection the new settings would
+    /// refuse.
+    pub(crate) fn rotate_connections(&self, timeout: Duration) {
+        let old = self.drain.swap(Arc::new(drain::signal()));
+        let port = self.port;
+        tokio::spawn(async move { drain::run(&old, timeout, port).await });
     }
 
     /// New state for a port about to be bound.
     pub(crate) fn new(table: Arc<PortTable>, metrics: &GatewayMetrics) -> Self {
         let port = table.port;
-        let (drain, _) = watch::channel(false);
         Self {
             port,
             table: ArcSwap::new(table),
-            drain: ArcSwap::from_pointee(drain),
+            drain: ArcSwap::from_pointee(drain::signal()),
             active: metrics
                 .active_connections
                 .get_or_create(&PortLabels { port })
@@ -274,23 +281,13 @@ impl BoundPort {
     }
 
     /// Asks every connection of the port to finish gracefully and waits for them, at most
-    /// `timeout` (connections still open then are left to end on their own).
+    /// `timeout`; connections still open then are closed ([`drain::run`]).
     pub(crate) fn drain(self, timeout: Duration) -> impl Future<Output = ()> + Send + 'static {
         for task in &self.accept_tasks {
             task.abort();
         }
         let state = self.state;
-        async move {
-            let drain = state.drain.load_full();
-            let _ = drain.send(true);
-            if tokio::time::timeout(timeout, drain.closed()).await.is_err() {
-                warn!(
-                    port = state.port,
-                    remaining = drain.receiver_count(),
-                    "drain timed out"
-                );
-            }
-        }
+        async move { drain::run(&state.drain.load_full(), timeout, state.port).await }
     }
 }
 
@@ -340,7 +337,7 @@ async fn serve_connection(
     remote: SocketAddr,
     state: Arc<PortState>,
     shared: Arc<Shared>,
-    drain: watch::Receiver<bool>,
+    drain: DrainReceiver,
     slot: ConnSlot,
 ) {
     state.active.inc();
@@ -376,11 +373,13 @@ async fn serve_connection(
                 scheme: "http",
                 sni_listener: None,
                 client_cert: None,
+                in_flight: InFlight::new(),
+                drain,
             };
             // Boxed here, and the other long-lived states below, so that a connection waiting
             // for its first bytes holds a small task, not room for the largest state it may
             // reach (a silent connection cost about 10 KB before).
-            Box::pin(serve_http(stream, held, ctx, drain)).await;
+            Box::pin(serve_http(stream, held, ctx)).await;
         }
         PortKind::Tls => {
             let timeout = shared.options.tls_handshake_timeout;
@@ -495,13 +494,15 @@ async fn serve_connection(
                 scheme: "https",
                 sni_listener,
                 client_cert,
+                in_flight: InFlight::new(),
+                drain,
             };
-            Box::pin(serve_http(tls_stream, held, ctx, drain)).await;
+            Box::pin(serve_http(tls_stream, held, ctx)).await;
         }
     }
 }
 
-async fn serve_http<I>(io: I, held: Held, ctx: ConnCtx, mut drain: watch::Receiver<bool>)
+async fn serve_http<I>(io: I, held: Held, ctx: ConnCtx)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -509,7 +510,8 @@ where
     // (WebSocket) outlives this function in a tunnel task and keeps its place until it closes.
     let shared = Arc::clone(&ctx.shared);
     let timed_out = ctx.port.timed_out.clone();
-    let in_flight = InFlight::new();
+    let in_flight = Arc::clone(&ctx.in_flight);
+    let drain = ctx.drain.clone();
     let io = HeldIo {
         io,
         _held: held,
@@ -562,7 +564,8 @@ where
     tokio::pin!(conn);
     let drain_flag = WakeFlag::new(&task);
     let drain_waker = Waker::from(Arc::clone(&drain_flag));
-    let drained = wait_for_drain(&mut drain);
+    // Waits for the drain's next stage: first `Draining`, then `Closing`.
+    let drained = drain::reached(drain.clone(), Stage::Draining);
     tokio::pin!(drained);
     let mut draining = false;
     // An idle connection (no request in flight: HTTP/2 with no open stream, HTTP/1 between
@@ -581,11 +584,17 @@ where
     let mut scanning = false;
     let result = std::future::poll_fn(|cx| {
         task.register(cx.waker());
-        if !draining && drain_flag.take() {
+        if drain_flag.take() {
             let mut drain_cx = Context::from_waker(&drain_waker);
-            if drained.as_mut().poll(&mut drain_cx).is_ready() {
+            if !draining && drained.as_mut().poll(&mut drain_cx).is_ready() {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
+                drained.set(drain::reached(drain.clone(), Stage::Closing));
+            }
+            if draining && drained.as_mut().poll(&mut drain_cx).is_ready() {
+                // Dropping the connection drops what it still carries; their lines say why.
+                in_flight.cut(Cut::DrainTimedOut);
+                return Poll::Ready(Ended::DrainTimedOut);
             }
         }
         if timer_flag.take() {
@@ -593,7 +602,9 @@ where
             while timer.as_mut().poll(&mut timer_cx).is_ready() {
                 let now = Instant::now();
                 match in_flight.idle_deadline(idle_timeout) {
-                    Some(deadline) if deadline <= now && idle_closing => return Poll::Ready(None),
+                    Some(deadline) if deadline <= now && idle_closing => {
+                        return Poll::Ready(Ended::IdleDropped);
+                    }
                     Some(deadline) if deadline <= now => {
                         idle_closing = true;
                         if in_flight.first_timeout() {
@@ -627,16 +638,27 @@ where
                 }
             }
         }
-        conn.as_mut().poll(cx).map(Some)
+        conn.as_mut().poll(cx).map(Ended::Served)
     })
     .await;
     match result {
-        Some(Err(error)) if !draining && !idle_closing => {
+        Ended::Served(Err(error)) if !draining && !idle_closing => {
             debug!(%error, "connection ended with an error");
         }
-        Some(_) => {}
-        None => debug!("idle connection did not close in time; dropped"),
+        Ended::Served(_) => {}
+        Ended::IdleDropped => debug!("idle connection did not close in time; dropped"),
+        Ended::DrainTimedOut => debug!("connection still open at the drain timeout; closed"),
     }
+}
+
+/// How a connection's serving ended.
+enum Ended<E> {
+    /// hyper finished it (the result of the connection future).
+    Served(Result<(), E>),
+    /// Idle, asked to close, and still open a grace period later.
+    IdleDropped,
+    /// Still open when its port's drain timed out.
+    DrainTimedOut,
 }
 
 /// Wakes a connection's task when its port starts draining or its idle timer fires, and
@@ -672,11 +694,6 @@ impl Wake for WakeFlag {
     }
 }
 
-async fn wait_for_drain(drain: &mut watch::Receiver<bool>) {
-    // An error means the port is gone; drain then too.
-    let _ = drain.wait_for(|draining| *draining).await;
-}
-
 struct ActiveGuard(Gauge);
 
 /// What a downstream connection holds while its socket is open: its place in the connection
@@ -709,7 +726,7 @@ impl<I> HeldIo<I> {
         if let Poll::Ready(Err(error)) = &checked
             && error.kind() == std::io::ErrorKind::TimedOut
         {
-            self.in_flight.send_timed_out();
+            self.in_flight.cut(Cut::SendTimedOut);
             if self.in_flight.first_timeout() {
                 self.timed_out.inc();
             }

@@ -1,4 +1,5 @@
-//! The byte pipe of TLSRoute connections (passthrough and terminated): both directions copied
+//! The byte pipe of TLSRoute connections (passthrough and terminated) and of upgraded
+//! (WebSocket) connections: both directions copied
 //! until either side closes, and closed when no byte has moved either way for the idle
 //! timeout (so connections a client abandons without closing do not pile up) or when the port
 //! drains (a raw byte stream has no graceful way to finish, so it is closed).
@@ -10,8 +11,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::watch;
 use tokio::time::Instant;
+
+use super::drain::{DrainReceiver, Stage, reached};
 
 /// Why a splice ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +32,7 @@ pub(crate) async fn splice<C, U>(
     client: C,
     upstream: U,
     idle: Duration,
-    mut drain: watch::Receiver<bool>,
+    drain: DrainReceiver,
 ) -> Ended
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -50,8 +52,8 @@ where
     };
     let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
     tokio::pin!(copy);
-    // An error means the port is gone: drain then too.
-    let drained = drain.wait_for(|draining| *draining);
+    // A raw stream has no graceful way to finish: it closes as soon as the drain starts.
+    let drained = reached(drain, Stage::Draining);
     tokio::pin!(drained);
     // Checked a few times per idle period: precise to a quarter of it, and no timer is reset
     // per read.
@@ -116,6 +118,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
 
     use super::*;
+    use crate::proxy::drain::signal;
 
     // Paused time: the clock advances only when every task waits, so a stalled machine
     // cannot stretch a 200 ms gap past the idle timeout.
@@ -124,7 +127,8 @@ mod tests {
         let idle = Duration::from_secs(2);
         let (client, mut client_peer) = duplex(64);
         let (upstream, mut upstream_peer) = duplex(64);
-        let (_drain, drain_rx) = watch::channel(false);
+        let drain = signal();
+        let drain_rx = drain.subscribe();
         let splice = tokio::spawn(splice(client, upstream, idle, drain_rx));
         // A byte every 200 ms for 3 s: longer than the idle timeout, never idle that long.
         let started = Instant::now();
@@ -145,7 +149,8 @@ mod tests {
     async fn a_side_that_closes_ends_the_splice() {
         let (client, client_peer) = duplex(64);
         let (upstream, mut upstream_peer) = duplex(64);
-        let (_drain, drain_rx) = watch::channel(false);
+        let drain = signal();
+        let drain_rx = drain.subscribe();
         let splice = tokio::spawn(splice(client, upstream, Duration::from_secs(60), drain_rx));
         drop(client_peer);
         let mut rest = Vec::new();
@@ -158,9 +163,10 @@ mod tests {
     async fn a_drain_closes_both_sides() {
         let (client, mut client_peer) = duplex(64);
         let (upstream, mut upstream_peer) = duplex(64);
-        let (drain, drain_rx) = watch::channel(false);
+        let drain = signal();
+        let drain_rx = drain.subscribe();
         let splice = tokio::spawn(splice(client, upstream, Duration::from_secs(60), drain_rx));
-        drain.send(true).unwrap();
+        drain.send_replace(Stage::Draining);
         assert_eq!(splice.await.unwrap(), Ended::Drained);
         let mut rest = Vec::new();
         assert_eq!(client_peer.read_to_end(&mut rest).await.unwrap(), 0);

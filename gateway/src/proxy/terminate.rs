@@ -7,9 +7,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
+
 use tracing::{debug, info, warn};
 
+use super::drain::DrainReceiver;
 use super::passthrough::{self, Carried, Connected};
 use super::splice::{Ended, splice};
 use crate::options::GatewayOptions;
@@ -25,7 +26,7 @@ pub(crate) async fn run<S>(
     sni: Option<String>,
     remote: SocketAddr,
     options: &GatewayOptions,
-    drain: watch::Receiver<bool>,
+    drain: DrainReceiver,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
