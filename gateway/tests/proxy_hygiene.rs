@@ -1075,8 +1075,10 @@ async fn requests_still_in_flight_when_a_drain_times_out_are_closed_and_logged()
         Script { reply, hold: true }
     })
     .await;
-    let gw = gateway_with(|o| o.drain_timeout = Duration::from_millis(500)).await;
+    let gw = gateway_with(|o| o.drain_timeout = Duration::from_secs(2)).await;
     let (gw, port) = configure(gw, "drained", raw.addr, vec![], AppProtocol::Http1).await;
+    // A connection that has sent nothing has nothing to finish.
+    let mut silent = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let mut hang = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     hang.write_all(b"GET /drained/hang HTTP/1.1\r\nHost: x.example\r\n\r\n")
         .await
@@ -1100,6 +1102,9 @@ async fn requests_still_in_flight_when_a_drain_times_out_are_closed_and_logged()
 
     // The port goes away: its connections are asked to finish, then closed at the timeout.
     move_to_a_new_port(&gw, "drained", raw.addr, AppProtocol::Http1).await;
+    closed_within(&mut silent, Duration::from_millis(1500))
+        .await
+        .expect("a silent connection closes when the drain starts, not at its timeout");
     for (what, conn) in [("/drained/hang", &mut hang), ("/stream", &mut stream)] {
         let seen = closed_within(conn, Duration::from_secs(10)).await;
         let seen = seen

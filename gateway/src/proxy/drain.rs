@@ -45,6 +45,19 @@ pub(crate) async fn reached(mut drain: DrainReceiver, stage: Stage) {
     let _ = drain.wait_for(|now| *now >= stage).await;
 }
 
+/// `work`'s output, or `None` if the drain starts first: a connection that has not sent a
+/// request yet (waiting for its first byte, or in its TLS handshake) has nothing to finish.
+pub(crate) async fn unless_draining<F: Future>(
+    drain: &DrainReceiver,
+    work: F,
+) -> Option<F::Output> {
+    tokio::select! {
+        biased;
+        output = work => Some(output),
+        () = reached(drain.clone(), Stage::Draining) => None,
+    }
+}
+
 /// Drains the connections that watch `drain`: asks them to finish and waits for them at most
 /// `timeout`, then closes those still open and waits (briefly) until they have.
 pub(crate) async fn run(drain: &DrainSender, timeout: Duration, port: u16) {

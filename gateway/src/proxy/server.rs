@@ -352,7 +352,15 @@ async fn serve_connection(
             // and its header read timeout starts only after them.
             let mut first = [0u8; 1];
             let timeout = shared.options.first_byte_timeout;
-            match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
+            let peeked = drain::unless_draining(
+                &drain,
+                tokio::time::timeout(timeout, stream.peek(&mut first)),
+            );
+            let Some(peeked) = peeked.await else {
+                debug!(%remote, "port draining before the first byte; closing");
+                return;
+            };
+            match peeked {
                 Ok(Ok(0)) => return,
                 Ok(Ok(_)) => {}
                 Ok(Err(error)) => {
@@ -390,7 +398,12 @@ async fn serve_connection(
                 .clone();
             // Boxed: its 4 KB read buffer would otherwise sit in every connection's task.
             let hello = Box::pin(read_client_hello(&mut stream));
-            let hello = match tokio::time::timeout(timeout, hello).await {
+            let hello = drain::unless_draining(&drain, tokio::time::timeout(timeout, hello));
+            let Some(hello) = hello.await else {
+                debug!(%remote, "port draining before the ClientHello; closing");
+                return;
+            };
+            let hello = match hello {
                 Ok(Ok(hello)) => hello,
                 Ok(Err(error)) => {
                     failures.inc();
@@ -453,7 +466,10 @@ async fn serve_connection(
             let io = PrefixedIo::new(hello.bytes, stream);
             let accepted =
                 tokio::time::timeout(timeout, tokio_rustls::TlsAcceptor::from(tls).accept(io));
-            let accepted = Box::pin(accepted).await;
+            let Some(accepted) = drain::unless_draining(&drain, Box::pin(accepted)).await else {
+                debug!(%remote, "port draining during the TLS handshake; closing");
+                return;
+            };
             let tls_stream = match accepted {
                 Ok(Ok(s)) => s,
                 Ok(Err(error)) => {
