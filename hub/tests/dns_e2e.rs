@@ -23,6 +23,7 @@ use meridian_proto::model::{
     Cluster, ClusterHealth, ClusterName, DnsRecord, Fqdn, HealthVerdict, HostnamePolicy,
     HostnameTarget, RecordData, Region, Routing,
 };
+use tokio::io::AsyncReadExt;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
@@ -697,5 +698,36 @@ async fn explain_says_why() {
     // The offline variant gives the same decision.
     let offline = dns::explain(&dev_config(), &dev_view(), APP, "a", ip("203.0.113.1")).unwrap();
     assert!(offline.answers[0].contains("127.0.1.1"));
+    server.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_client_holding_tcp_connections_cannot_shut_out_another() {
+    let mut config = dev_config();
+    config.tcp_max_connections_per_client = 4;
+    let server = start(config, dev_view()).await;
+    let addr = server.handle.local_addr();
+    // 127.0.0.2 opens more connections than its share and holds them idle.
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        held.push(socket.connect(addr).await.unwrap());
+    }
+    let mut closed = 0;
+    for stream in &mut held {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut byte)).await;
+        if matches!(read, Ok(Ok(0) | Err(_))) {
+            closed += 1;
+        }
+    }
+    assert_eq!(
+        closed, 6,
+        "connections past the per-client cap are closed at once"
+    );
+    // Another client is still answered over TCP.
+    let tcp = resolver(addr, false, true);
+    assert!(tcp.lookup(APP, RecordType::A).await.is_ok());
     server.handle.shutdown().await;
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 
-use super::process::{wait_for_signal, write_ready_file};
+use super::process::{raise_fd_limit, wait_for_signal, write_ready_file};
 use meridian_gateway::{GatewayHandle, GatewayOptions};
 use meridian_proto::model::ObjectKey;
 use tracing::{info, warn};
@@ -210,25 +210,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     info!("shutting down: draining connections");
     handle.shutdown().await;
     Ok(())
-}
-
-/// Raises the soft open-file limit to the hard one (as Go programs and nginx's
-/// `worker_rlimit_nofile` do): the soft default (often 1,024) would cap a gateway at a few
-/// hundred connections, and the default connection cap is derived from it.
-fn raise_fd_limit() {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let mut limit = getrlimit(Resource::Nofile);
-    // An unlimited hard limit cannot be the soft one for open files (the kernel caps it at
-    // `nr_open`); leave it then.
-    let Some(hard) = limit.maximum else {
-        return;
-    };
-    if limit.current.is_some_and(|soft| soft < hard) {
-        limit.current = Some(hard);
-        if let Err(error) = setrlimit(Resource::Nofile, limit) {
-            warn!(%error, hard, "could not raise the open-file limit to its hard limit");
-        }
-    }
 }
 
 fn write_ready(args: &Args, handle: &GatewayHandle) -> anyhow::Result<()> {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 
-use super::process::{wait_for_signal, write_ready_file};
+use super::process::{raise_fd_limit, wait_for_signal, write_ready_file};
 use meridian_hub::config::{AdminTlsConfig, DEFAULT_PEER_IDENTITY, GrpcTlsConfig};
 use meridian_hub::dns::{NameserverConfig, ZoneConfig};
 use meridian_hub::{Hub, HubConfig};
@@ -140,6 +140,8 @@ struct SecurityArgs {
 /// Runs `meridian hub` until Ctrl-C or SIGTERM.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = build_config(&args)?;
+    // Agents, peers, admin clients and DNS over TCP all take descriptors.
+    raise_fd_limit();
     if let Some(path) = &args.ready_file {
         // A stale file from an earlier run must not look like this run being ready.
         let _ = std::fs::remove_file(path);

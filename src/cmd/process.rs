@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use tracing::warn;
 
 /// Writes `contents` to `path` through a temporary file in the same directory and a rename, so
 /// a reader (`meridian dev`, the tests, a probe script) sees either nothing or the whole file.
@@ -29,4 +30,24 @@ pub async fn wait_for_signal() -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     Ok(())
+}
+
+/// Raises the soft open-file limit to the hard one (as Go programs and nginx's
+/// `worker_rlimit_nofile` do): the soft default (often 1,024) would cap a gateway at a few
+/// hundred connections, and the gateway's connection cap and the hub's DNS TCP cap are
+/// derived from it.
+pub fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    // An unlimited hard limit cannot be the soft one for open files (the kernel caps it at
+    // `nr_open`); leave it then.
+    let Some(hard) = limit.maximum else {
+        return;
+    };
+    if limit.current.is_some_and(|soft| soft < hard) {
+        limit.current = Some(hard);
+        if let Err(error) = setrlimit(Resource::Nofile, limit) {
+            warn!(%error, hard, "could not raise the open-file limit to its hard limit");
+        }
+    }
 }

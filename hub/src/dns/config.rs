@@ -32,9 +32,18 @@ pub struct DnsConfig {
     /// thread; 0 means one per CPU.
     #[serde(default)]
     pub udp_sockets: usize,
-    /// Idle timeout of a TCP connection, in milliseconds.
+    /// Idle timeout of a TCP connection, in milliseconds: a whole query must arrive within it
+    /// (from the accept or the previous answer), and an answer must be read within it.
     #[serde(default = "default_tcp_timeout_ms")]
     pub tcp_timeout_ms: u64,
+    /// Open TCP connections at most; more are closed at once. Lowered to a quarter of the
+    /// open-file limit when that is smaller, so DNS clients cannot take the descriptors the
+    /// admin API, agents and peers need.
+    #[serde(default = "default_tcp_max_connections")]
+    pub tcp_max_connections: usize,
+    /// Open TCP connections from one client address at most (RFC 7766 §6.2.2).
+    #[serde(default = "default_tcp_max_connections_per_client")]
+    pub tcp_max_connections_per_client: usize,
     /// The largest UDP response we send, in bytes (the EDNS buffer size we advertise; a
     /// client's smaller size wins). 1232 avoids IP fragmentation (DNS flag day 2020).
     #[serde(default = "default_max_udp_payload")]
@@ -173,6 +182,12 @@ fn default_listen() -> SocketAddr {
 fn default_tcp_timeout_ms() -> u64 {
     10_000
 }
+fn default_tcp_max_connections() -> usize {
+    1024
+}
+fn default_tcp_max_connections_per_client() -> usize {
+    32
+}
 fn default_max_udp_payload() -> u16 {
     1232
 }
@@ -240,6 +255,8 @@ impl Default for DnsConfig {
             geo: GeoConfig::default(),
             udp_sockets: 0,
             tcp_timeout_ms: default_tcp_timeout_ms(),
+            tcp_max_connections: default_tcp_max_connections(),
+            tcp_max_connections_per_client: default_tcp_max_connections_per_client(),
             max_udp_payload: default_max_udp_payload(),
             unstable_ttl: default_unstable_ttl(),
             stable_after_secs: default_stable_after_secs(),
@@ -264,6 +281,15 @@ impl DnsConfig {
         }
         if self.tcp_timeout_ms == 0 {
             return Err(config_error("tcp_timeout_ms", "must be above 0"));
+        }
+        if self.tcp_max_connections == 0 {
+            return Err(config_error("tcp_max_connections", "must be above 0"));
+        }
+        if self.tcp_max_connections_per_client == 0 {
+            return Err(config_error(
+                "tcp_max_connections_per_client",
+                "must be above 0",
+            ));
         }
         if self.udp_sockets > 256 {
             return Err(config_error(

@@ -7,7 +7,8 @@
 //! - `respond`: one query → response records; EDNS, ECS, truncation.
 //! - `fast`: the UDP fast path for plain A/AAAA queries, from pre-encoded wire data.
 //! - `dnssec`: online signing, compact denial, DS.
-//! - `server`: the UDP socket threads (SO_REUSEPORT), the hickory TCP server, the view watcher.
+//! - `server`: the UDP socket threads (SO_REUSEPORT), the TCP server's answers, the view watcher.
+//! - `tcp`: DNS over TCP (RFC 7766) with connection caps, total and per client.
 //! - `explain`: what a client would get and why.
 //!
 //! **Boundary:** hickory types never leave this module.
@@ -31,6 +32,7 @@ mod respond;
 mod rrl;
 mod server;
 mod snapshot;
+mod tcp;
 
 #[cfg(test)]
 mod tests;

@@ -520,7 +520,25 @@ pub(crate) fn encode_udp(
     limits: Limits,
     out: &mut Vec<u8>,
 ) -> Result<(), ProtoError> {
-    let max = udp_payload(request, limits);
+    encode_within(request, reply, udp_payload(request, limits), out)
+}
+
+/// Encodes `reply` for TCP: up to 65,535 bytes, else a truncated answer (TC, with the OPT
+/// record when the query had one) as over UDP.
+pub(crate) fn encode_tcp(
+    request: &MessageRequest,
+    reply: &Reply<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), ProtoError> {
+    encode_within(request, reply, u16::MAX, out)
+}
+
+fn encode_within(
+    request: &MessageRequest,
+    reply: &Reply<'_>,
+    max: u16,
+    out: &mut Vec<u8>,
+) -> Result<(), ProtoError> {
     out.clear();
     let mut encoder = BinEncoder::new(out);
     encoder.set_max_size(max);

@@ -1,12 +1,11 @@
 //! The running server: UDP socket threads (SO_REUSEPORT, one blocking thread per socket), the
-//! hickory TCP server with Meridian's [`RequestHandler`], and the task that recompiles the
-//! snapshot when the view changes.
+//! TCP server ([`super::tcp`]), and the task that recompiles the snapshot when the view changes.
 //!
 //! **Why our own UDP loop:** hickory's `Server` spawns a task and crosses a channel per UDP
 //! datagram, which halves the throughput on two cores (measured: ~92k vs ~160k queries/s, see
 //! `bench/dns`). Each of our UDP threads receives, answers through the same request path
 //! (`respond`) and sends, with no task, channel or lock per query. TCP (truncation fallback,
-//! large answers) keeps hickory's server: framing, idle timeouts and connection handling.
+//! large answers) goes through the same path too, with connection caps (`tcp`).
 //!
 //! **Invariant:** the query path loads the current snapshot from an `ArcSwap` and never blocks;
 //! only the watcher task replaces it.
@@ -19,10 +18,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use hickory_proto::op::{Header, HeaderCounts, Metadata, ResponseCode};
-use hickory_server::net::runtime::Time;
+use hickory_proto::op::ResponseCode;
 use hickory_server::net::xfer::Protocol;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo, Server};
+use hickory_server::server::Request;
 use hickory_server::zone_handler::MessageRequest;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -44,6 +42,7 @@ use super::geo::GeoMap;
 use super::respond::{self, Limits};
 use super::rrl::{RateLimiter, Verdict};
 use super::snapshot::{BuildConfig, SnapshotBuilder, ZoneSnapshot};
+use super::tcp::{self, TcpLimits, TcpMetrics};
 use super::{DnsError, DnsView};
 
 /// How often a blocked UDP thread wakes up to check for shutdown.
@@ -61,7 +60,7 @@ const PORT_ATTEMPTS: usize = 20;
 pub struct DnsHandle {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
-    server: Server<TcpHandler>,
+    tcp: Option<tokio::task::JoinHandle<()>>,
     threads: Vec<JoinHandle<()>>,
     watcher: Option<tokio::task::JoinHandle<()>>,
     stop: watch::Sender<bool>,
@@ -84,11 +83,6 @@ struct Shared {
     metrics: Metrics,
 }
 
-/// Meridian's request handler for hickory's TCP server.
-struct TcpHandler {
-    shared: Arc<Shared>,
-}
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResponseLabels {
     transport: &'static str,
@@ -98,6 +92,11 @@ struct ResponseLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ActionLabels {
     action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CapLabels {
+    cap: &'static str,
 }
 
 /// Counters, pre-resolved per label set so the query path only does an atomic add.
@@ -111,6 +110,7 @@ struct Metrics {
     builds: Counter,
     serial: Gauge,
     problems: Gauge,
+    tcp_connections: TcpMetrics,
 }
 
 struct RcodeCounters {
@@ -150,8 +150,8 @@ impl DnsHandle {
         if let Some(watcher) = self.watcher.take() {
             let _ = watcher.await;
         }
-        if let Err(error) = self.server.shutdown_gracefully().await {
-            debug!(%error, "dns tcp server stopped with an error");
+        if let Some(tcp) = self.tcp.take() {
+            let _ = tcp.await;
         }
         let threads = std::mem::take(&mut self.threads);
         let _ = tokio::task::spawn_blocking(move || {
@@ -172,7 +172,6 @@ impl DnsHandle {
 impl Drop for DnsHandle {
     fn drop(&mut self) {
         self.begin_stop();
-        self.server.shutdown_token().cancel();
     }
 }
 
@@ -258,22 +257,32 @@ pub async fn spawn(
         threads.push(thread);
     }
 
-    let mut server = Server::new(TcpHandler {
-        shared: shared.clone(),
-    });
-    server.register_listener(
-        tcp_listener,
-        Duration::from_millis(config.tcp_timeout_ms),
-        16 * 1024,
-    );
-
     let (stop, stop_rx) = watch::channel(false);
+    let tcp_limits = TcpLimits {
+        idle: Duration::from_millis(config.tcp_timeout_ms),
+        max_connections: effective_tcp_cap(config.tcp_max_connections),
+        max_per_client: config.tcp_max_connections_per_client,
+    };
+    let tcp = tokio::spawn(tcp::serve(
+        tcp_listener,
+        shared.clone(),
+        tcp_limits,
+        shared.metrics.tcp_connections.clone(),
+        stop_rx.clone(),
+    ));
     let watcher = tokio::spawn(watch_views(shared.clone(), builder, view, stop_rx));
-    info!(addr = %local_addr, udp_sockets = threads.len(), zones = config.zones.len(), "dns server listening");
+    info!(
+        addr = %local_addr,
+        udp_sockets = threads.len(),
+        tcp_max_connections = tcp_limits.max_connections,
+        tcp_max_connections_per_client = tcp_limits.max_per_client,
+        zones = config.zones.len(),
+        "dns server listening"
+    );
     Ok(DnsHandle {
         local_addr,
         shared,
-        server,
+        tcp: Some(tcp),
         threads,
         watcher: Some(watcher),
         stop,
@@ -705,42 +714,66 @@ impl Shared {
     }
 }
 
-// === impl TcpHandler ===
+// === TCP answers ===
 
-#[async_trait::async_trait]
-impl RequestHandler for TcpHandler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        mut response_handle: R,
-    ) -> ResponseInfo {
-        let message: &MessageRequest = request;
-        let snapshot = self.shared.snapshot.load_full();
-        let reply = {
-            let mut rng = rand::rng();
-            respond::respond(
-                &snapshot,
-                &self.shared.geo,
-                message,
-                request.src().ip(),
-                self.shared.limits,
-                &mut || rng.next_u64(),
-            )
-        };
-        self.shared.metrics.tcp.count(reply.rcode);
-        let response = respond::message(message, &reply);
-        match response_handle.send_response(response).await {
-            Ok(info) => info,
+/// TCP queries take the full path (no fast path, no rate limiting: a TCP client has shown its
+/// address is real).
+impl tcp::Answer for Shared {
+    fn answer(&self, query: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> bool {
+        // A response (QR set) is never answered, as over UDP.
+        if query.len() < 12 || query[2] & 0x80 != 0 {
+            self.metrics.malformed.inc();
+            return false;
+        }
+        let request = match Request::from_bytes(query.to_vec(), src, Protocol::Tcp) {
+            Ok(request) => request,
             Err(error) => {
-                debug!(%error, src = %request.src(), "cannot send dns response over tcp");
-                let mut metadata = Metadata::response_from_request(&message.metadata);
-                metadata.response_code = ResponseCode::ServFail;
-                ResponseInfo::from(Header {
-                    metadata,
-                    counts: HeaderCounts::default(),
-                })
+                debug!(%src, %error, "malformed dns query over tcp");
+                self.metrics.malformed.inc();
+                self.metrics.tcp.count(ResponseCode::FormErr);
+                return respond::encode_formerr(query, out);
+            }
+        };
+        let request: &MessageRequest = &request;
+        let snapshot = self.snapshot.load();
+        let mut rng = rand::rng();
+        let reply = respond::respond(
+            &snapshot,
+            &self.geo,
+            request,
+            src.ip(),
+            self.limits,
+            &mut || rng.next_u64(),
+        );
+        self.metrics.tcp.count(reply.rcode);
+        match respond::encode_tcp(request, &reply, out) {
+            Ok(()) => true,
+            Err(error) => {
+                warn!(%error, %src, "cannot encode dns response");
+                false
             }
         }
+    }
+}
+
+/// The TCP connection cap: as configured, but at most a quarter of the open-file limit, so
+/// that DNS clients can never take the descriptors the admin API, agents and peers need.
+fn effective_tcp_cap(configured: usize) -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    match limit {
+        Some(soft) => {
+            let share = usize::try_from(soft / 4).unwrap_or(usize::MAX).max(16);
+            if share < configured {
+                warn!(
+                    configured,
+                    effective = share,
+                    open_file_limit = soft,
+                    "dns tcp_max_connections lowered to a quarter of the open-file limit"
+                );
+            }
+            configured.min(share)
+        }
+        None => configured,
     }
 }
 
@@ -860,6 +893,28 @@ impl Metrics {
             "Records or hostnames the last snapshot could not serve (see the logs)",
             problems.clone(),
         );
+        let tcp_connections = TcpMetrics::default();
+        registry.register(
+            "meridian_dns_tcp_connections",
+            "Open DNS-over-TCP connections",
+            tcp_connections.open.clone(),
+        );
+        let tcp_refused = Family::<CapLabels, Counter>::default();
+        registry.register(
+            "meridian_dns_tcp_refused",
+            "DNS-over-TCP connections closed at once at the total or per-client cap",
+            tcp_refused.clone(),
+        );
+        registry.register(
+            "meridian_dns_tcp_timed_out",
+            "DNS-over-TCP connections closed because a query did not arrive whole, or an answer was not read, within tcp_timeout_ms",
+            tcp_connections.timed_out.clone(),
+        );
+        let tcp_connections = TcpMetrics {
+            refused_total: counter(&tcp_refused, CapLabels { cap: "total" }),
+            refused_client: counter(&tcp_refused, CapLabels { cap: "per_client" }),
+            ..tcp_connections
+        };
         let counters = |transport: &'static str| {
             let rcode =
                 |rcode: &'static str| counter(&responses, ResponseLabels { transport, rcode });
@@ -883,6 +938,7 @@ impl Metrics {
             builds,
             serial,
             problems,
+            tcp_connections,
         }
     }
 }
