@@ -4,7 +4,7 @@
 //! - [`tls`]: mutual TLS of the gRPC API ([`GrpcTls`]): certificates in, identities out; the
 //!   agent API requires the cluster's name, hub-to-hub calls the peer identity.
 //!
-//! **Guarantees:** with tokens configured, every admin route but `/healthz` and `/metrics`
+//! **Guarantees:** with tokens configured, every admin route but `/healthz`, `/ready` and `/metrics`
 //! needs one; with gRPC TLS configured, every gRPC call comes from a certificate of the
 //! configured CA, and an agent can only register and stream as the cluster its certificate
 //! names.

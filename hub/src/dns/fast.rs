@@ -55,6 +55,9 @@ pub(crate) fn answer(
     random: &mut dyn FnMut() -> u64,
     out: &mut Vec<u8>,
 ) -> bool {
+    if !snapshot.has_state {
+        return false;
+    }
     let Some(query) = parse(packet) else {
         return false;
     };

@@ -164,6 +164,11 @@ pub(crate) fn respond<'s>(
         // Not our zone: no recursion (RA stays 0), no referral to the root.
         return with_subnet(Reply::new(ResponseCode::Refused, edns), subnet, 0);
     };
+    if !snapshot.has_state {
+        // This node has not received its group's state yet: SERVFAIL (not authoritative) so
+        // resolvers ask another of the zone's servers, rather than cache an empty answer.
+        return with_subnet(Reply::new(ResponseCode::ServFail, edns), subnet, 0);
+    }
 
     let location = match subnet {
         Some(ecs) if ecs.source_prefix() > 0 => ecs.addr(),

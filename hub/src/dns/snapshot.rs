@@ -153,6 +153,10 @@ pub(crate) enum FamilyAnswer {
 pub(crate) struct ZoneSnapshot {
     /// SOA serial.
     pub(crate) serial: u32,
+    /// Whether the view holds the group's state (any applied entry). A node that has not
+    /// applied anything yet (a `--join` node not yet added, a node whose group has not
+    /// reached it) must not answer from its empty state: NXDOMAIN would be cached.
+    pub(crate) has_state: bool,
     pub(crate) zones: Vec<ZoneData>,
     pub(crate) names: NameMap,
     /// When the snapshot must be rebuilt even without a view change (a lowered TTL ends, or
@@ -452,6 +456,7 @@ impl SnapshotBuilder {
         let signed = zones.iter().any(|zone| zone.signer.is_some());
         ZoneSnapshot {
             serial,
+            has_state: view.applied_index > 0,
             zones,
             names,
             rebuild_at,

@@ -1082,6 +1082,49 @@ fn soa_serial_follows_the_applied_index() {
 }
 
 #[test]
+fn a_node_without_its_groups_state_answers_servfail_not_nxdomain() {
+    // A node that has applied nothing (a `--join` node not yet added) knows no names: an
+    // authoritative NXDOMAIN from it would be cached by resolvers.
+    let view = DnsView {
+        applied_index: 0,
+        ..DnsView::default()
+    };
+    let (snapshot, geo) = build(&dev_config(), &view);
+    for (name, qtype) in [(APP, RecordType::A), (ZONE, RecordType::SOA)] {
+        let response = ask(
+            &snapshot,
+            &geo,
+            query_packet(name, qtype, None),
+            "127.0.0.1",
+        );
+        assert_eq!(
+            response.metadata.response_code,
+            ResponseCode::ServFail,
+            "{name}"
+        );
+        assert!(!response.metadata.authoritative);
+        assert!(response.answers.is_empty() && response.authorities.is_empty());
+    }
+    // Outside the zones it still refuses, as any node does.
+    let response = ask(
+        &snapshot,
+        &geo,
+        query_packet("example.org.", RecordType::A, None),
+        "127.0.0.1",
+    );
+    assert_eq!(response.metadata.response_code, ResponseCode::Refused);
+    // Once anything is applied, it answers.
+    let (snapshot, geo) = build(&dev_config(), &dev_view());
+    let response = ask(
+        &snapshot,
+        &geo,
+        query_packet(APP, RecordType::A, None),
+        "127.0.0.1",
+    );
+    assert_eq!(response.metadata.response_code, ResponseCode::NoError);
+}
+
+#[test]
 fn edns_versions_payloads_and_malformed_ecs() {
     let (snapshot, geo) = build(&dev_config(), &dev_view());
     let mut v1 = Edns::new();

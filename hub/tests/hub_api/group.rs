@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{Admin, Agent, Group, cluster_body, eventually};
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+
+use crate::support::{Admin, Agent, Group, cluster_body, dns_query, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_and_reads_work_through_any_node() {
@@ -167,6 +170,25 @@ async fn a_wiped_node_catches_up_through_a_snapshot() {
     let (status, answer) = admin.delete(&format!("/v1/members/{lagging}")).await;
     assert_eq!(status, 200, "{answer}");
     group.start_joining(lagging).await;
+    // Until it is added and has the group's state, the empty node is not ready and its DNS
+    // says SERVFAIL (resolvers try another server) rather than an authoritative NXDOMAIN.
+    let joining = Admin::new(group.node(lagging));
+    let (status, body) = joining.get("/ready").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["reason"].as_str().unwrap().contains("not a member"),
+        "{body}"
+    );
+    let empty = dns_query(
+        group.node(lagging).dns_addr(),
+        "app.demo.meridian.test.",
+        RecordType::A,
+    )
+    .await
+    .expect("the joining node answers");
+    assert_eq!(empty.metadata.response_code, ResponseCode::ServFail);
+    let (status, body) = admin.get("/ready").await;
+    assert_eq!(status, 200, "{body}");
     let (status, answer) = admin
         .post(
             "/v1/members",
@@ -188,6 +210,18 @@ async fn a_wiped_node_catches_up_through_a_snapshot() {
         .get_ok("/v1/hostnames/app.demo.meridian.test?stale=true")
         .await;
     assert_eq!(policy["targets"][1]["cluster"], "c2");
+    let (status, body) = rejoined.get("/ready").await;
+    assert_eq!(status, 200, "{body}");
+    let dns = group.node(lagging).dns_addr();
+    eventually(
+        Duration::from_secs(15),
+        "the rejoined node's DNS to answer from the group's state",
+        || async {
+            let answer = dns_query(dns, "app.demo.meridian.test.", RecordType::A).await?;
+            (answer.metadata.response_code == ResponseCode::NoError).then_some(())
+        },
+    )
+    .await;
     let metrics = rejoined.metrics().await;
     let installed = metrics
         .lines()

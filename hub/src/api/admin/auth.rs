@@ -1,6 +1,7 @@
 //! Bearer-token authentication of the admin API (an axum middleware).
 //!
-//! `/healthz` and `/metrics` stay open (load balancers and Prometheus scrape them). Every other
+//! `/healthz`, `/ready` and `/metrics` stay open (probes, load balancers and Prometheus scrape
+//! them). Every other
 //! route needs `Authorization: Bearer <token>` when the node has tokens. A named token's name
 //! becomes the audit actor: the middleware rewrites `X-Meridian-Actor` to `NAME`, or
 //! `NAME:<header>` when the client sent one, so a client cannot write as someone else.
@@ -17,7 +18,7 @@ use super::{ACTOR_HEADER, DEFAULT_ACTOR};
 use crate::auth::AdminTokens;
 
 /// Paths that never need a token.
-const OPEN_PATHS: [&str; 2] = ["/healthz", "/metrics"];
+const OPEN_PATHS: [&str; 3] = ["/healthz", "/ready", "/metrics"];
 
 /// Checks the request's bearer token against `tokens`.
 pub(super) async fn require_token(

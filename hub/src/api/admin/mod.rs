@@ -7,7 +7,7 @@
 //!   query says `?stale=true`, which answers from this node's applied state at once.
 //! - Invalid input gets 400 with `{"error": "<field>: <why>", "field": "<field>"}`, unknown
 //!   names 404, conflicts 409, no quorum 503.
-//! - With tokens configured, every route but `/healthz` and `/metrics` needs
+//! - With tokens configured, every route but `/healthz`, `/ready` and `/metrics` needs
 //!   `Authorization: Bearer <token>` (401 otherwise); see [`auth`].
 
 mod auth;
@@ -82,6 +82,7 @@ pub fn router(deps: AdminDeps) -> Router {
     let tokens = deps.tokens.clone();
     let router = Router::new()
         .route("/healthz", get(healthz))
+        .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
         .route("/v1/clusters", get(list_clusters))
@@ -248,6 +249,41 @@ async fn healthz(State(state): State<AppState>) -> Response {
                 "status": "failed",
                 "error": fault.to_string(),
                 "remedy": fault.remedy(),
+            })),
+        )
+            .into_response(),
+    }
+}
+
+/// 200 once this node serves its group's state: it is a member (voter or learner) and has
+/// applied some of the group's log. Before that (a `--join` node not yet added, a node the
+/// group has not reached) its DNS answers SERVFAIL and its reads are empty, so a load balancer
+/// must not send it traffic. Leader contact is not required: a node cut off from its group
+/// keeps serving its last state (DNS fails static), which `/v1/status` shows.
+async fn ready(State(state): State<AppState>) -> Response {
+    if state.raft.fault().is_some() {
+        return healthz(State(state)).await;
+    }
+    let raft = state.raft.status().borrow().clone();
+    let member =
+        raft.members.contains_key(&state.node_id) || raft.learners.contains_key(&state.node_id);
+    let why = if !member {
+        Some(
+            "this node is not a member of its group yet (a --join node waits for `meridian ctl members add`)",
+        )
+    } else if raft.applied_index == 0 {
+        Some("this node has not received its group's state yet")
+    } else {
+        None
+    };
+    match why {
+        None => "ready\n".into_response(),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "status": "not_ready",
+                "reason": why,
+                "applied_index": raft.applied_index,
             })),
         )
             .into_response(),
@@ -450,6 +486,50 @@ fn check_in_zone(config: &DnsConfig, fqdn: &Fqdn) -> Result<(), ApiError> {
     ))
 }
 
+/// What a write would put on a name.
+#[derive(Clone, Copy, Debug)]
+enum NameUse<'a> {
+    /// A hostname policy (it answers A and AAAA).
+    Policy,
+    /// A static record set of this type.
+    Records(&'a str),
+}
+
+/// Refuses (409) a hostname policy, or address or CNAME records, on a name the DNS config
+/// lists as a name server of a zone: DNS would answer a cluster's address (or an alias) for
+/// the name server while the delegation's glue names the real one, a lame delegation once
+/// resolvers re-query the server's address; and records beside the configured addresses are
+/// never served.
+/// Other record types (TXT, MX) may sit on a name server's name.
+fn check_not_nameserver(config: &DnsConfig, fqdn: &Fqdn, what: NameUse<'_>) -> Result<(), ApiError> {
+    for zone in &config.zones {
+        let Ok(origin) = Fqdn::new(&zone.origin) else {
+            continue;
+        };
+        let listed = zone
+            .nameservers
+            .iter()
+            .any(|ns| Fqdn::new(&ns.name).is_ok_and(|name| &name == fqdn));
+        if !listed {
+            continue;
+        }
+        let why = match what {
+            NameUse::Policy => "it cannot carry a hostname policy".to_string(),
+            // RFC 2181 §10.3: a name server's name must not be an alias.
+            NameUse::Records("CNAME") => "it cannot carry a CNAME record".to_string(),
+            // In the zone, the config's addresses are what DNS serves (and sends as glue).
+            NameUse::Records(rtype @ ("A" | "AAAA")) if fqdn.is_within(&origin) => {
+                format!("its addresses come from the hub config; it cannot carry {rtype} records")
+            }
+            NameUse::Records(_) => continue,
+        };
+        return Err(ApiError::conflict(
+            format!("{fqdn} is a name server of zone {origin} (hub config); {why}"),
+        ));
+    }
+    Ok(())
+}
+
 async fn put_hostname(
     State(state): State<AppState>,
     Path(fqdn): Path<String>,
@@ -459,6 +539,7 @@ async fn put_hostname(
     let fqdn = path_fqdn(&fqdn)?;
     let policy = body::parse_json::<HostnameJson>(&body)?.into_model(&fqdn)?;
     check_in_zone(&state.dns_config, &fqdn)?;
+    check_not_nameserver(&state.dns_config, &fqdn, NameUse::Policy)?;
     // A quick answer against this node's state; apply checks again against the committed one.
     check_hostname(&state.view.borrow().state, &policy)?;
     submit(&state, &headers, Action::PutHostname(policy.clone())).await?;
@@ -691,6 +772,7 @@ async fn put_record_set(
         e.field = Some("name".into());
         e
     })?;
+    check_not_nameserver(&state.dns_config, &name, NameUse::Records(&rtype))?;
     check_record_set(&state.view.borrow().state, &name, &rtype, &set)?;
     let json = RecordSetJson::from_model(&name, &rtype, &set);
     submit(
