@@ -496,3 +496,77 @@ async fn dns_serves_the_committed_state() {
     assert_eq!(status, 409, "{answer}");
     hub.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zones_name_server_cannot_carry_a_policy_or_addresses() {
+    use hickory_proto::rr::RecordType;
+
+    use crate::support::{answers, dns_query};
+
+    let dir = tempfile::tempdir().unwrap();
+    let hub = single(dir.path()).await;
+    let admin = Admin::new(&hub);
+    admin
+        .put_ok("/v1/clusters/us-east", &cluster_body("us", "127.0.1.1"))
+        .await;
+    let conflict = format!("ns1.{ZONE} is a name server of zone {ZONE} (hub config)");
+
+    // A policy would answer a cluster's address for the name server (the glue says 127.0.0.1).
+    // The name is matched the way DNS matches it: case and a trailing dot do not matter.
+    for path in [format!("ns1.{ZONE}"), format!("NS1.{ZONE}.")] {
+        let (status, answer) = admin
+            .put(
+                &format!("/v1/hostnames/{path}"),
+                &json!({"targets": [{"cluster": "us-east"}]}),
+            )
+            .await;
+        assert_eq!(status, 409, "{path}: {answer}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(
+            error.contains(&conflict) && error.contains("hostname policy"),
+            "{error}"
+        );
+    }
+    // Addresses beside the configured ones would never be served; a CNAME is not allowed.
+    for (rtype, value) in [
+        ("A", "192.0.2.1"),
+        ("aaaa", "2001:db8::1"),
+        ("CNAME", "app.example.org"),
+    ] {
+        let (status, answer) = admin
+            .put(
+                &format!("/v1/records/ns1.{ZONE}/{rtype}"),
+                &json!({"values": [value]}),
+            )
+            .await;
+        assert_eq!(status, 409, "{rtype}: {answer}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(
+            error.contains(&conflict) && error.contains(&rtype.to_ascii_uppercase()),
+            "{error}"
+        );
+    }
+    // Nothing was stored, and DNS still answers the configured address.
+    let (status, _) = admin.get(&format!("/v1/hostnames/ns1.{ZONE}")).await;
+    assert_eq!(status, 404);
+    assert_eq!(admin.get_ok("/v1/records").await["items"], json!([]));
+    let answer = dns_query(hub.dns_addr(), &format!("ns1.{ZONE}."), RecordType::A)
+        .await
+        .unwrap();
+    assert_eq!(answers(&answer), ["127.0.0.1"]);
+
+    // Other data may sit on a name server's name, and other names are not affected.
+    admin
+        .put_ok(
+            &format!("/v1/records/ns1.{ZONE}/TXT"),
+            &json!({"values": ["v=site-verification"]}),
+        )
+        .await;
+    admin
+        .put_ok(
+            &format!("/v1/hostnames/ns1-app.{ZONE}"),
+            &json!({"targets": [{"cluster": "us-east"}]}),
+        )
+        .await;
+    hub.shutdown().await;
+}

@@ -50,6 +50,15 @@ impl ApiError {
         }
     }
 
+    /// 409 for a write that conflicts with what the hub already has.
+    pub fn conflict(message: String) -> Self {
+        Self {
+            status: StatusCode::CONFLICT,
+            field: None,
+            message,
+        }
+    }
+
     /// 500 for something that should not happen.
     pub fn internal(message: String) -> Self {
         Self {

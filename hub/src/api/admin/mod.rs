@@ -501,7 +501,11 @@ enum NameUse<'a> {
 /// resolvers re-query the server's address; and records beside the configured addresses are
 /// never served.
 /// Other record types (TXT, MX) may sit on a name server's name.
-fn check_not_nameserver(config: &DnsConfig, fqdn: &Fqdn, what: NameUse<'_>) -> Result<(), ApiError> {
+fn check_not_nameserver(
+    config: &DnsConfig,
+    fqdn: &Fqdn,
+    what: NameUse<'_>,
+) -> Result<(), ApiError> {
     for zone in &config.zones {
         let Ok(origin) = Fqdn::new(&zone.origin) else {
             continue;
@@ -523,9 +527,9 @@ fn check_not_nameserver(config: &DnsConfig, fqdn: &Fqdn, what: NameUse<'_>) -> R
             }
             NameUse::Records(_) => continue,
         };
-        return Err(ApiError::conflict(
-            format!("{fqdn} is a name server of zone {origin} (hub config); {why}"),
-        ));
+        return Err(ApiError::conflict(format!(
+            "{fqdn} is a name server of zone {origin} (hub config); {why}"
+        )));
     }
     Ok(())
 }

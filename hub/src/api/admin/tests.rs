@@ -262,3 +262,82 @@ fn record_set_bodies() {
     );
     check_400(parse("A", r#"{"ttl":30}"#), "values", "missing field");
 }
+
+#[test]
+fn name_servers_of_a_zone_refuse_policies_and_addresses() {
+    use super::{NameUse, check_not_nameserver};
+    use crate::dns::{DnsConfig, NameserverConfig, ZoneConfig};
+
+    // example.com is served by ns1.example.com (in the zone, with glue) and by
+    // ns.other.net (another zone's name: the hub serves no address for it).
+    let config = DnsConfig {
+        zones: vec![ZoneConfig {
+            origin: "example.com".into(),
+            nameservers: ["ns1.example.com", "ns.other.net"]
+                .into_iter()
+                .map(|name| NameserverConfig {
+                    name: name.into(),
+                    addresses: vec!["192.0.2.53".parse().unwrap()],
+                })
+                .collect(),
+            soa: Default::default(),
+            ttl: 3600,
+            dnssec: false,
+        }],
+        ..Default::default()
+    };
+    let check = |name: &str, what| check_not_nameserver(&config, &Fqdn::new(name).unwrap(), what);
+    let cases = [
+        (
+            "ns1.example.com",
+            NameUse::Policy,
+            Some("it cannot carry a hostname policy"),
+        ),
+        (
+            "ns1.example.com",
+            NameUse::Records("A"),
+            Some("it cannot carry A records"),
+        ),
+        (
+            "ns1.example.com",
+            NameUse::Records("AAAA"),
+            Some("it cannot carry AAAA records"),
+        ),
+        (
+            "ns1.example.com",
+            NameUse::Records("CNAME"),
+            Some("it cannot carry a CNAME"),
+        ),
+        ("ns1.example.com", NameUse::Records("TXT"), None),
+        (
+            "ns.other.net",
+            NameUse::Policy,
+            Some("it cannot carry a hostname policy"),
+        ),
+        (
+            "ns.other.net",
+            NameUse::Records("CNAME"),
+            Some("it cannot carry a CNAME"),
+        ),
+        // Out of the zone, records are how its address gets served (when the hub serves it).
+        ("ns.other.net", NameUse::Records("A"), None),
+        ("ns2.example.com", NameUse::Policy, None),
+        ("app.ns1.example.com", NameUse::Policy, None),
+    ];
+    for (name, what, refused) in cases {
+        match (check(name, what), refused) {
+            (Ok(()), None) => {}
+            (Err(err), Some(why)) => {
+                assert_eq!(err.status, 409, "{name} {what:?}: {err:?}");
+                assert!(
+                    err.text().contains(&format!(
+                        "{name} is a name server of zone example.com (hub config)"
+                    )) && err.text().contains(why),
+                    "{name} {what:?}: {}",
+                    err.text()
+                );
+            }
+            (result, _) => panic!("{name} {what:?}: {result:?}, expected refused: {refused:?}"),
+        }
+    }
+}
