@@ -174,7 +174,9 @@ pub enum RaftError {
     Dropped(String),
     /// The request timed out after it may have reached a leader's log: the command may or may
     /// not be applied (later).
-    #[error("timed out after {0:?}")]
+    #[error(
+        "timed out after {0:?} with the outcome unknown: a write may have reached a leader's log without a quorum confirming it in time, and may still be applied once the group has one; check before retrying"
+    )]
     Timeout(Duration),
     /// The raft task stopped (a request in flight may or may not have been applied).
     #[error("raft node has stopped")]
@@ -405,7 +407,9 @@ impl RaftHandle {
     /// (this node is cut off from the majority, or an election did not finish);
     /// [`RaftError::Timeout`] if the local apply did not catch up in time; [`RaftError::Stopped`].
     pub async fn read_index(&self) -> Result<u64, RaftError> {
-        let deadline = Instant::now() + self.inner.config.request_timeout;
+        let started = Instant::now();
+        let deadline = started + self.inner.config.request_timeout;
+        let give_up = started + self.leaderless_bound();
         let round = node::read_round_timeout(&self.inner.config);
         let mut leader_seen = false;
         loop {
@@ -418,6 +422,7 @@ impl RaftHandle {
                     return Ok(index);
                 }
                 Ok(Ok(Err(ProposeFailure::Failed(e)))) => return Err(e),
+                Ok(Ok(Err(_))) if !leader_seen => self.wait_for_leader(give_up).await?,
                 Ok(Ok(Err(_))) => self.wait_for_leader(deadline).await?,
                 Ok(Err(_)) => return Err(RaftError::Stopped),
                 // The round was lost (the leader changed or is unreachable): ask again.
@@ -548,17 +553,20 @@ impl RaftHandle {
         let deadline = started + timeout;
         // Every attempt that loops again definitely did not apply the command (an unknown
         // outcome returns at once), so running out of time here means nothing was applied.
+        // Without a leader that takes the command for a few election rounds, the group has no
+        // quorum this node can reach: say so then rather than at the request timeout.
+        let give_up = started + self.leaderless_bound();
         loop {
-            if Instant::now() >= deadline {
+            if Instant::now() >= give_up {
                 return Err(RaftError::NoLeader);
             }
             match self.propose_or_forward(&command, deadline).await {
                 Ok(applied) => return Ok(applied),
                 Err(ProposeFailure::Retry(why)) => {
                     tracing::debug!(node = self.inner.config.node_id, %why, "retrying a proposal");
-                    self.pause(deadline).await;
+                    self.pause(give_up).await;
                 }
-                Err(ProposeFailure::NotLeader { .. }) => self.wait_for_leader(deadline).await?,
+                Err(ProposeFailure::NotLeader { .. }) => self.wait_for_leader(give_up).await?,
                 Err(ProposeFailure::Failed(RaftError::Timeout(_))) => {
                     return Err(RaftError::Timeout(timeout));
                 }
@@ -773,6 +781,13 @@ impl RaftHandle {
             return Err(RaftError::NoLeader);
         }
         Ok(())
+    }
+
+    /// How long a request waits for a leader that takes it before failing with
+    /// [`RaftError::NoLeader`]: three election rounds (an election that can finish does so
+    /// in one or two), at most the request timeout.
+    fn leaderless_bound(&self) -> Duration {
+        (node::read_round_timeout(&self.inner.config) * 3).min(self.inner.config.request_timeout)
     }
 
     /// A short pause before retrying (a few ticks, bounded by the deadline).

@@ -528,3 +528,40 @@ async fn register_history_is_linearizable_under_faults() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_every_leader_says_so_before_the_request_timeout() {
+    let options = Options {
+        request_timeout: Duration::from_secs(30),
+        ..Options::default()
+    };
+    let mut cluster = Cluster::start(3, options).await;
+    let all = [1, 2, 3];
+    let leader = cluster.leader(&all, SETTLE).await;
+    let cut_off = followers(leader, &all)[0];
+    cluster.net.isolate(&[cut_off], &all);
+    // (A write forwarded before the node noticed may have reached the leader: its outcome
+    // is unknown until the request timeout. Once the node knows it has no leader, it is not.)
+    eventually("the cut-off node to lose its leader", SETTLE, || {
+        cluster.status(cut_off).leader_id == 0
+    })
+    .await;
+    // No leader can take the command: the proposal never entered a log, so this is a
+    // definite "no leader" (503 at the API), after a few election rounds rather than the
+    // 30 s request timeout.
+    let started = std::time::Instant::now();
+    let write = cluster.raft(cut_off).propose(set("cut", "off")).await;
+    assert!(matches!(write, Err(RaftError::NoLeader)), "{write:?}");
+    let read = cluster.raft(cut_off).read_index().await;
+    assert!(matches!(read, Err(RaftError::NoLeader)), "{read:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    // The write was not applied anywhere.
+    cluster.net.heal();
+    let leader = cluster.leader(&all, SETTLE).await;
+    cluster.raft(leader).read_index().await.unwrap();
+    assert_eq!(cluster.value(leader, "cut"), None);
+}
