@@ -535,7 +535,7 @@ async fn a_node_cut_off_from_every_leader_says_so_before_the_request_timeout() {
         request_timeout: Duration::from_secs(30),
         ..Options::default()
     };
-    let mut cluster = Cluster::start(3, options).await;
+    let cluster = Cluster::start(3, options).await;
     let all = [1, 2, 3];
     let leader = cluster.leader(&all, SETTLE).await;
     let cut_off = followers(leader, &all)[0];
