@@ -1,10 +1,15 @@
 //! `meridian ctl`: a CLI over the hub's admin API. Human tables by default, `-o json` for the
 //! API's own JSON.
+//!
+//! Everything goes to standard output through [`out!`] and [`outln!`], never `print!`: a reader
+//! that stops early (`meridian ctl clusters | head -1`) ends ctl quietly with exit code 0
+//! instead of a panic.
 
 mod manifest;
 mod table;
 
-use std::io::Read as _;
+use std::fmt;
+use std::io::{ErrorKind, Read as _, Write as _};
 use std::path::PathBuf;
 
 use anyhow::{Context as _, anyhow, bail};
@@ -12,6 +17,24 @@ use serde_json::{Value, json};
 
 use self::manifest::Resource;
 use self::table::Table;
+
+/// Like `print!`, but returns an `anyhow::Result` instead of panicking when the write fails; a
+/// closed standard output is [`StdoutClosed`], which [`run`] turns into a quiet exit.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// Like `println!`; see [`out!`].
+macro_rules! outln {
+    () => {
+        out!("\n")
+    };
+    ($($arg:tt)*) => {
+        out!("{}\n", format_args!($($arg)*))
+    };
+}
 
 /// Arguments of `meridian ctl`.
 #[derive(Debug, clap::Args)]
@@ -171,9 +194,39 @@ enum MembersCommand {
     },
 }
 
-/// Runs `meridian ctl`.
+/// Standard output's reader went away (`EPIPE`), as when `meridian ctl ... | head -1` has read
+/// what it wanted. Not a failure of ctl: nobody is left to read the rest.
+#[derive(Debug)]
+struct StdoutClosed;
+
+impl fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("standard output was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// Writes to standard output (the backend of [`out!`]).
+fn write_stdout(text: fmt::Arguments<'_>) -> anyhow::Result<()> {
+    match std::io::stdout().lock().write_fmt(text) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        Err(error) => Err(anyhow::Error::new(error).context("writing to standard output")),
+    }
+}
+
+/// Runs `meridian ctl`. A closed standard output ends it successfully, without a message, like
+/// `cat` or `git log` with SIGPIPE (only the exit code differs: 0, not 141).
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let client = Client::new(&args)?;
+    match run_command(&args).await {
+        Err(error) if error.chain().any(|cause| cause.is::<StdoutClosed>()) => Ok(()),
+        outcome => outcome,
+    }
+}
+
+async fn run_command(args: &Args) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
     match &args.command {
         Command::Status => status(&client, args.output).await,
         Command::Clusters => clusters(&client, args.output).await,
@@ -183,8 +236,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Command::Certificates => certificates(&client, args.output).await,
         Command::Get { kind, name } => {
             let path = object_path(kind, name)?;
-            print_json(&client.get(&path).await?);
-            Ok(())
+            print_json(&client.get(&path).await?)
         }
         Command::Apply { files } => apply(&client, files, args.output).await,
         Command::Delete { files, kind, name } => {
@@ -347,19 +399,19 @@ impl Client {
     }
 }
 
-fn print_json(value: &Value) {
-    println!(
+fn print_json(value: &Value) -> anyhow::Result<()> {
+    outln!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
-    );
+    )
 }
 
 fn report_change(output: Output, answer: &Value, text: &str) -> anyhow::Result<()> {
     match output {
-        Output::Json => print_json(answer),
+        Output::Json => print_json(answer)?,
         Output::Table => {
             let unchanged = answer.get("changed") == Some(&Value::Bool(false));
-            println!("{text}{}", if unchanged { " (unchanged)" } else { "" });
+            outln!("{text}{}", if unchanged { " (unchanged)" } else { "" })?;
         }
     }
     Ok(())
@@ -498,7 +550,7 @@ fn not_serving(cluster: &Value) -> String {
 async fn certificates(client: &Client, output: Output) -> anyhow::Result<()> {
     let answer = client.get("/v1/certificates").await?;
     if output == Output::Json {
-        print_json(&answer);
+        print_json(&answer)?;
         return Ok(());
     }
     let mut table = Table::new(&["NAMESPACE/NAME", "DNS NAMES", "NOT AFTER", "EXPIRED"]);
@@ -514,59 +566,60 @@ async fn certificates(client: &Client, output: Output) -> anyhow::Result<()> {
             },
         ]);
     }
-    print!("{table}");
+    out!("{table}")?;
     Ok(())
 }
 
 async fn status(client: &Client, output: Output) -> anyhow::Result<()> {
     let status = client.get("/v1/status").await?;
     if output == Output::Json {
-        print_json(&status);
+        print_json(&status)?;
         return Ok(());
     }
     let leader = match status.get("leader_addr").and_then(Value::as_str) {
         Some(addr) => format!("{} ({addr})", status["leader_id"]),
         None => "none known".to_string(),
     };
-    println!(
+    outln!(
         "node:      {} ({})",
         status["node_id"],
         str_of(&status, "role")
-    );
-    println!("term:      {}", status["term"]);
-    println!("leader:    {leader}");
-    println!(
+    )?;
+    outln!("term:      {}", status["term"])?;
+    outln!("leader:    {leader}")?;
+    outln!(
         "index:     applied {} / committed {}",
-        status["applied_index"], status["commit_index"]
-    );
+        status["applied_index"],
+        status["commit_index"]
+    )?;
     if let Some(age) = status
         .get("leader_contact_age_seconds")
         .and_then(Value::as_f64)
     {
-        println!("staleness: leader heard from {age:.2}s ago");
+        outln!("staleness: leader heard from {age:.2}s ago")?;
     }
     let members: Vec<String> = items(&status, "members")
         .iter()
         .map(|m| format!("{}={}", m["id"], str_of(m, "addr")))
         .collect();
-    println!("members:   {}", members.join(", "));
+    outln!("members:   {}", members.join(", "))?;
     let learners: Vec<String> = items(&status, "learners")
         .iter()
         .map(|m| format!("{}={}", m["id"], str_of(m, "addr")))
         .collect();
     if !learners.is_empty() {
-        println!("learners:  {}", learners.join(", "));
+        outln!("learners:  {}", learners.join(", "))?;
     }
-    println!();
-    print!("{}", cluster_table(&items(&status, "clusters")));
+    outln!()?;
+    out!("{}", cluster_table(&items(&status, "clusters")))?;
     Ok(())
 }
 
 async fn clusters(client: &Client, output: Output) -> anyhow::Result<()> {
     let answer = client.get("/v1/clusters").await?;
     match output {
-        Output::Json => print_json(&answer),
-        Output::Table => print!("{}", cluster_table(&items(&answer, "items"))),
+        Output::Json => print_json(&answer)?,
+        Output::Table => out!("{}", cluster_table(&items(&answer, "items")))?,
     }
     Ok(())
 }
@@ -574,7 +627,7 @@ async fn clusters(client: &Client, output: Output) -> anyhow::Result<()> {
 async fn hostnames(client: &Client, output: Output) -> anyhow::Result<()> {
     let answer = client.get("/v1/hostnames").await?;
     if output == Output::Json {
-        print_json(&answer);
+        print_json(&answer)?;
         return Ok(());
     }
     let mut table = Table::new(&["FQDN", "TTL", "TARGETS", "GEO", "ANSWERS", "PINNED"]);
@@ -597,14 +650,14 @@ async fn hostnames(client: &Client, output: Output) -> anyhow::Result<()> {
                 .to_string(),
         ]);
     }
-    print!("{table}");
+    out!("{table}")?;
     Ok(())
 }
 
 async fn routes(client: &Client, output: Output) -> anyhow::Result<()> {
     let answer = client.get("/v1/routes").await?;
     if output == Output::Json {
-        print_json(&answer);
+        print_json(&answer)?;
         return Ok(());
     }
     let mut table = Table::new(&["NAMESPACE", "NAME", "HOSTNAMES", "RULES"]);
@@ -618,14 +671,14 @@ async fn routes(client: &Client, output: Output) -> anyhow::Result<()> {
             items(&spec, "rules").len().to_string(),
         ]);
     }
-    print!("{table}");
+    out!("{table}")?;
     Ok(())
 }
 
 async fn records(client: &Client, output: Output) -> anyhow::Result<()> {
     let answer = client.get("/v1/records").await?;
     if output == Output::Json {
-        print_json(&answer);
+        print_json(&answer)?;
         return Ok(());
     }
     let mut table = Table::new(&["NAME", "TYPE", "TTL", "VALUES"]);
@@ -645,7 +698,7 @@ async fn records(client: &Client, output: Output) -> anyhow::Result<()> {
             values.join(" | "),
         ]);
     }
-    print!("{table}");
+    out!("{table}")?;
     Ok(())
 }
 
@@ -684,7 +737,7 @@ async fn apply(client: &Client, files: &[PathBuf], output: Output) -> anyhow::Re
         match client.put(&resource.path, &resource.body).await {
             Ok(answer) => {
                 if output == Output::Table {
-                    println!("{} configured", resource.label());
+                    outln!("{} configured", resource.label())?;
                 }
                 answers.push(answer);
             }
@@ -699,7 +752,7 @@ async fn apply(client: &Client, files: &[PathBuf], output: Output) -> anyhow::Re
         }
     }
     if output == Output::Json {
-        print_json(&Value::Array(answers));
+        print_json(&Value::Array(answers))?;
     }
     Ok(())
 }
@@ -727,8 +780,8 @@ async fn delete(
     for (path, label) in paths {
         let answer = client.delete(&path).await?;
         match output {
-            Output::Json => print_json(&answer),
-            Output::Table => println!("{label} deleted"),
+            Output::Json => print_json(&answer)?,
+            Output::Table => outln!("{label} deleted")?,
         }
     }
     Ok(())
@@ -748,15 +801,15 @@ async fn dns(client: &Client, command: &DnsCommand, output: Output) -> anyhow::R
             let answer = client.get(&path).await?;
             // The explanation is a tree of reasons; JSON reads best in both modes.
             let _ = output;
-            print_json(&answer);
+            print_json(&answer)?;
         }
         DnsCommand::Ds { zone } => {
             let answer = client.get(&format!("/v1/dns/ds/{zone}")).await?;
             match output {
-                Output::Json => print_json(&answer),
+                Output::Json => print_json(&answer)?,
                 Output::Table => {
                     for record in items(&answer, "ds") {
-                        println!("{}", record.as_str().unwrap_or_default());
+                        outln!("{}", record.as_str().unwrap_or_default())?;
                     }
                 }
             }
@@ -790,7 +843,7 @@ async fn members(client: &Client, command: &MembersCommand, output: Output) -> a
                         "learner".into(),
                     ]);
                 }
-                print!("{table}");
+                out!("{table}")?;
                 return Ok(());
             }
             answer
@@ -800,7 +853,7 @@ async fn members(client: &Client, command: &MembersCommand, output: Output) -> a
                 .post("/v1/members", &json!({ "id": id, "addr": addr }))
                 .await?;
             if output == Output::Table {
-                println!("node {id} ({addr}) added");
+                outln!("node {id} ({addr}) added")?;
                 return Ok(());
             }
             answer
@@ -808,20 +861,20 @@ async fn members(client: &Client, command: &MembersCommand, output: Output) -> a
         MembersCommand::Remove { id } => {
             let answer = client.delete(&format!("/v1/members/{id}")).await?;
             if output == Output::Table {
-                println!("node {id} removed");
+                outln!("node {id} removed")?;
                 return Ok(());
             }
             answer
         }
     };
-    print_json(&answer);
+    print_json(&answer)?;
     Ok(())
 }
 
 async fn audit(client: &Client, limit: usize, output: Output) -> anyhow::Result<()> {
     let answer = client.get(&format!("/v1/audit?limit={limit}")).await?;
     if output == Output::Json {
-        print_json(&answer);
+        print_json(&answer)?;
         return Ok(());
     }
     let mut table = Table::new(&["INDEX", "WHEN", "ACTOR", "ACTION", "RESULT"]);
@@ -834,7 +887,7 @@ async fn audit(client: &Client, limit: usize, output: Output) -> anyhow::Result<
             str_of(&entry, "result").to_string(),
         ]);
     }
-    print!("{table}");
+    out!("{table}")?;
     Ok(())
 }
 

@@ -7,7 +7,9 @@
 mod backend_health;
 mod certificates;
 mod conformance;
+mod ctl_output;
 mod deploy;
+mod dev_process;
 mod kube_source;
 mod kube_status;
 mod raft;

@@ -4,8 +4,11 @@
 //! hubs → (cluster and hostname registered through the admin API) → echo backends → agents →
 //! gateways → the shared route. `dev.json` in the state directory says where everything is,
 //! and a short guide with `dig` and `curl` commands is printed. Ctrl-C or SIGTERM stops all.
+//! One run per state directory (`lock.rs`); children die with the run, even after `kill -9`
+//! (`supervisor.rs`).
 
 mod cluster;
+mod lock;
 mod ports;
 mod supervisor;
 
@@ -29,6 +32,7 @@ const HOSTNAME: &str = "app.demo.meridian.test";
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Where hub data, cluster configs, logs and `dev.json` go. Wiped at start: each run is fresh.
+    /// Locked while a run uses it: a second run in the same directory refuses to start.
     #[arg(long, default_value = "./.meridian-dev")]
     state_dir: PathBuf,
     /// Number of hub nodes (3 or 5 for a real quorum; 1 for the smallest setup).
@@ -69,6 +73,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.hubs == 0 {
         bail!("--hubs must be at least 1");
     }
+    // Before anything in the directory changes: another run may be using it. Held until this
+    // function returns, after the children are stopped.
+    let _lock = lock::lock_state_dir(&args.state_dir)?;
     let state_dir = prepare_state_dir(&args.state_dir)?;
     let exe = std::env::current_exe().context("locate the meridian binary")?;
     let restart_after = (args.restart_after > 0).then(|| Duration::from_secs(args.restart_after));
@@ -529,12 +536,25 @@ fn ready_addr(ready: &serde_json::Value, keys: &[&str]) -> Option<SocketAddr> {
         .find_map(|text| text.trim_start_matches("http://").parse().ok())
 }
 
+/// Empties `dir` (which holds the lock) except for the lock file, and creates its layout.
 fn prepare_state_dir(dir: &Path) -> anyhow::Result<PathBuf> {
-    if dir.exists() {
-        // Each run starts fresh: ports are chosen anew, and old Raft membership would name
-        // addresses nobody listens on any more.
-        std::fs::remove_dir_all(dir)
-            .with_context(|| format!("clear the state directory {}", dir.display()))?;
+    // Each run starts fresh: ports are chosen anew, and old Raft membership would name
+    // addresses nobody listens on any more. The lock file stays: removing it would let a third
+    // run lock a new file while this one still runs.
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("read the state directory {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("read the state directory {}", dir.display()))?;
+        if entry.file_name() == lock::LOCK_FILE {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.with_context(|| format!("clear {} from the state directory", path.display()))?;
     }
     for sub in ["run", "logs", "clusters"] {
         std::fs::create_dir_all(dir.join(sub))

@@ -2,6 +2,8 @@
 //!
 //! Every component runs as its own OS process of the same binary, as it would in production,
 //! so killing one (`kill -9 <pid>` from `dev.json`) shows what a real failure does.
+//! Children die with `meridian dev` even when it cannot stop them (`kill -9`, a crash): on Linux
+//! each asks the kernel for SIGTERM when its parent dies (see [`die_with_parent`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -137,12 +139,15 @@ impl Supervisor {
         let mut args = component.args.clone();
         args.push("--ready-file".into());
         args.push(component.ready_file.display().to_string());
-        let child = Command::new(&self.exe)
+        let mut command = Command::new(&self.exe);
+        command
             .args(&args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
-            .kill_on_drop(true)
+            .kill_on_drop(true);
+        die_with_parent(&mut command);
+        let child = command
             .spawn()
             .with_context(|| format!("start {}", component.name))?;
         let pid = child.id().unwrap_or(0);
@@ -247,6 +252,41 @@ async fn wait_ready(component: &Component, timeout: Duration) -> anyhow::Result<
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// Makes the child started by `command` receive SIGTERM when this process dies, however it dies
+/// (`kill -9` included), so no component outlives `meridian dev`. SIGTERM, not SIGKILL: each
+/// component shuts down as on Ctrl-C.
+///
+/// Caveats: the kernel sends the signal when the *thread* that spawned the child exits, not
+/// only the process. Components are spawned from the main thread (`block_on`) and from tokio
+/// worker threads, which all live until the runtime shuts down after `stop_all`; nothing here
+/// uses `block_in_place`, which would retire a worker thread early. Linux only; elsewhere
+/// children outlive a killed parent.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn die_with_parent(command: &mut Command) {
+    use rustix::process::{Signal, getpid, getppid, set_parent_process_death_signal};
+    let parent = getpid();
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe operations are allowed. It makes two raw syscalls through rustix
+    // (prctl(PR_SET_PDEATHSIG) and getppid), allocates nothing, takes no lock and touches no
+    // state shared with other threads; its only capture is a `Pid` (an integer), and its
+    // error is built from an errno without allocating.
+    unsafe {
+        command.pre_exec(move || {
+            set_parent_process_death_signal(Some(Signal::TERM))?;
+            // The parent may have died between fork and the prctl: then no signal will ever
+            // come (the child was already reparented), so fail the exec, which ends the child.
+            if getppid() != Some(parent) {
+                return Err(rustix::io::Errno::SRCH.into());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_command: &mut Command) {}
 
 /// Sends SIGTERM so the component shuts down gracefully.
 fn terminate(pid: u32) {
