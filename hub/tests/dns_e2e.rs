@@ -529,18 +529,8 @@ async fn response_rate_limiting_bounds_what_one_network_gets() {
     for id in 0..n_sent {
         client.send(&query(APP, RecordType::A, id, None)).await;
     }
-    let (mut full, mut truncated) = (0, 0);
-    // Collect until the server has been quiet for a while: dropped queries get nothing.
-    while let Some(bytes) = client.recv(Duration::from_millis(1500)).await {
-        let message = Message::from_vec(&bytes).unwrap();
-        if message.metadata.truncation {
-            assert!(message.answers.is_empty());
-            truncated += 1;
-        } else {
-            full += 1;
-        }
-    }
-    // 10 per second (the burst may straddle a second boundary, two on a machine that stalls:
+    let (full, truncated) = drain(&client).await;
+    // app's A answers to this network: 10 per second (the burst may straddle a second boundary, two on a machine that stalls:
     // at most 30 of the 60).
     assert!((10..=30).contains(&full), "full answers: {full}");
     assert!(truncated > 0, "every 2nd limited response slips with TC");
@@ -551,6 +541,118 @@ async fn response_rate_limiting_bounds_what_one_network_gets() {
     // TCP is never limited.
     let tcp = resolver(server.handle.local_addr(), false, true);
     assert!(tcp.lookup(APP, RecordType::A).await.is_ok());
+    server.handle.shutdown().await;
+}
+
+/// A UDP client bound to `address` (any of 127.0.0.0/8 works on loopback).
+async fn client_at(server: SocketAddr, address: &str) -> Client {
+    let socket = UdpSocket::bind((address.parse::<IpAddr>().unwrap(), 0))
+        .await
+        .unwrap();
+    Client { socket, server }
+}
+
+/// Counts what arrives until the server has been quiet for a while (dropped queries get
+/// nothing): (full answers, truncated answers).
+async fn drain(client: &Client) -> (usize, usize) {
+    let (mut full, mut truncated) = (0, 0);
+    while let Some(bytes) = client.recv(Duration::from_millis(1500)).await {
+        let message = Message::from_vec(&bytes).unwrap();
+        if message.metadata.truncation {
+            assert!(message.answers.is_empty(), "a slip carries no records");
+            truncated += 1;
+        } else {
+            full += 1;
+        }
+    }
+    (full, truncated)
+}
+
+/// The dev view plus a static A record for `www` and the server limiting each response
+/// tuple to 10 per second, none slipped.
+async fn limited_server() -> Server {
+    let mut config = dev_config();
+    config.udp_sockets = 1;
+    config.rate_limit = RateLimitConfig {
+        responses_per_second: 10,
+        slip: 0,
+        exempt: Vec::new(),
+    };
+    let mut view = dev_view();
+    view.records = vec![DnsRecord {
+        name: Fqdn::new(format!("www.{ZONE}")).unwrap(),
+        ttl: 60,
+        data: RecordData::A("127.0.2.2".parse().unwrap()),
+    }];
+    start(config, view).await
+}
+
+#[tokio::test]
+async fn a_flood_of_one_name_does_not_take_other_names_from_its_network() {
+    let server = limited_server().await;
+    let addr = server.handle.local_addr();
+    // A spoofed flood of app from one address of 127.0.9.0/24; a resolver at another address
+    // of that network asks www, and a third asks app.
+    let attacker = client_at(addr, "127.0.9.1").await;
+    let victim = client_at(addr, "127.0.9.77").await;
+    let neighbour = client_at(addr, "127.0.9.78").await;
+    // The victim asks fewer than 10 times in all (its own name's budget for a second).
+    let n_rounds = 8u16;
+    let mut n_neighbour = 0;
+    for round in 0..n_rounds {
+        for _ in 0..25 {
+            attacker.send(&query(APP, RecordType::A, round, None)).await;
+        }
+        for _ in 0..5 {
+            neighbour
+                .send(&query(APP, RecordType::A, round, None))
+                .await;
+            n_neighbour += 1;
+        }
+        let answer = victim
+            .ask(&query(&format!("www.{ZONE}."), RecordType::A, round, None))
+            .await;
+        assert_eq!(answer.metadata.id, round);
+        assert_eq!(
+            addresses(&answer),
+            ["127.0.2.2".parse::<IpAddr>().unwrap()],
+            "round {round}"
+        );
+    }
+    // app is still limited to 10 a second for the whole network (two or three seconds on a
+    // machine that stalls), wherever in it the queries come from.
+    let (attacker_full, _) = drain(&attacker).await;
+    let (neighbour_full, _) = drain(&neighbour).await;
+    assert!(
+        (10..=30).contains(&(attacker_full + neighbour_full)),
+        "app answers to the network: {attacker_full} + {neighbour_full}"
+    );
+    assert!(
+        neighbour_full < n_neighbour,
+        "{neighbour_full} of {n_neighbour}"
+    );
+    server.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_random_subdomain_flood_is_limited_as_one_bucket() {
+    let server = limited_server().await;
+    let addr = server.handle.local_addr();
+    let attacker = client_at(addr, "127.0.9.1").await;
+    let victim = client_at(addr, "127.0.9.77").await;
+    // Every name is new, but every NXDOMAIN counts against the zone.
+    let n_sent = 60u16;
+    for id in 0..n_sent {
+        attacker
+            .send(&query(&format!("r{id}x.{ZONE}."), RecordType::A, id, None))
+            .await;
+    }
+    let answer = victim
+        .ask(&query(&format!("www.{ZONE}."), RecordType::A, 1, None))
+        .await;
+    assert_eq!(addresses(&answer), ["127.0.2.2".parse::<IpAddr>().unwrap()]);
+    let (full, _) = drain(&attacker).await;
+    assert!((10..=30).contains(&full), "NXDOMAIN answers: {full}");
     server.handle.shutdown().await;
 }
 

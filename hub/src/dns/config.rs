@@ -158,12 +158,13 @@ pub struct RegionLocation {
     pub lon: f64,
 }
 
-/// Response rate limiting per client network (/24 for IPv4, /56 for IPv6), over UDP only:
-/// TCP cannot be spoofed, so it is never limited.
+/// Response rate limiting over UDP only (TCP cannot be spoofed, so it is never limited), per
+/// response tuple as BIND RRL: the client network (/24 for IPv4, /56 for IPv6) with the query
+/// name and type, NODATA per name, NXDOMAIN per zone, errors per network (see `rrl.rs`).
 #[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
-    /// Responses per second per client network; 0 disables the limit.
+    /// Responses per second per client network and response tuple; 0 disables the limit.
     #[serde(default = "default_rrl_rate")]
     pub responses_per_second: u32,
     /// Every Nth limited response is sent truncated (TC, no records) instead of being dropped,

@@ -40,7 +40,7 @@ use super::explain::{self, Explanation};
 use super::fast;
 use super::geo::GeoMap;
 use super::respond::{self, Limits};
-use super::rrl::{RateLimiter, Verdict};
+use super::rrl::{RateLimiter, ReplyClass, Verdict};
 use super::snapshot::{BuildConfig, SnapshotBuilder, ZoneSnapshot};
 use super::tcp::{self, TcpLimits, TcpMetrics};
 use super::{DnsError, DnsView};
@@ -656,7 +656,7 @@ impl Shared {
             return false;
         }
         let verdict = match &self.rate_limiter {
-            Some(limiter) => limiter.check(src.ip()),
+            Some(limiter) => limiter.check(src.ip(), packet),
             None => Verdict::Send,
         };
         if verdict == Verdict::Drop {
@@ -703,6 +703,20 @@ impl Shared {
             self.limits,
             &mut || rng.next_u64(),
         );
+        if let Some(limiter) = &self.rate_limiter {
+            let class = ReplyClass::of(&snapshot, request, &reply);
+            match limiter.check_reply(src.ip(), packet, class) {
+                Verdict::Send => {}
+                Verdict::Slip => {
+                    counters.rate_slipped += 1;
+                    return respond::encode_slip(request, self.limits, out).is_ok();
+                }
+                Verdict::Drop => {
+                    counters.rate_dropped += 1;
+                    return false;
+                }
+            }
+        }
         counters.count(reply.rcode);
         match respond::encode_udp(request, &reply, self.limits, out) {
             Ok(()) => true,
