@@ -410,10 +410,12 @@ fn hub_endpoint(
     let mut endpoint = tonic::transport::Endpoint::from(uri)
         .connect_timeout(config.connect_timeout)
         .tcp_nodelay(true)
-        // A hub that stops answering without closing the connection is detected in about
-        // interval + timeout, then the client moves to the next hub.
-        .http2_keep_alive_interval(Duration::from_secs(2))
-        .keep_alive_timeout(Duration::from_secs(2))
+        // A hub that stops answering without closing the connection (frozen, or cut off) is
+        // detected in about interval + timeout, then the client moves to the next hub. That
+        // must fit well inside the hub's miss timeout (3 reports, 3 s by default; the leader
+        // adds one more when the node the reports came through went silent too).
+        .http2_keep_alive_interval(Duration::from_secs(1))
+        .keep_alive_timeout(Duration::from_secs(1))
         .keep_alive_while_idle(true);
     if let Some(tls) = &config.tls {
         endpoint = endpoint

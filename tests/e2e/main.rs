@@ -10,6 +10,7 @@ mod conformance;
 mod ctl_output;
 mod deploy;
 mod dev_process;
+mod frozen_hub;
 mod kube_source;
 mod kube_status;
 mod raft;

@@ -42,9 +42,11 @@ impl HubPeer for PeerService {
                 continue;
             };
             match HealthReport::try_from(report) {
-                Ok(report) => self
-                    .health
-                    .report(&forwarded.instance_id, report, Origin::Forwarded),
+                Ok(report) => self.health.report(
+                    &forwarded.instance_id,
+                    report,
+                    Origin::Forwarded(request.from_node),
+                ),
                 Err(err) => tracing::warn!(
                     from_node = request.from_node,
                     error = %err.at_index(i).in_field("reports"),

@@ -72,8 +72,8 @@ pub struct HealthDeps {
 pub enum Origin {
     /// From an agent connected to this node.
     Local,
-    /// Forwarded by another hub node.
-    Forwarded,
+    /// Forwarded by hub node N.
+    Forwarded(u64),
 }
 
 enum Msg {
@@ -250,10 +250,16 @@ impl Task {
                 origin,
             } => {
                 let result = if self.tracker.is_leader() {
-                    match self
-                        .tracker
-                        .report(Instant::now().into_std(), &instance, &report)
-                    {
+                    let relay = match origin {
+                        Origin::Local => None,
+                        Origin::Forwarded(node) => Some(node),
+                    };
+                    match self.tracker.report_via(
+                        Instant::now().into_std(),
+                        &instance,
+                        &report,
+                        relay,
+                    ) {
                         Accepted::Yes => "counted",
                         Accepted::Stale => "stale",
                         Accepted::NotLeader => "not_leader",
@@ -375,6 +381,8 @@ impl Task {
             })
             .collect();
         self.tracker.retain(|c| committed.contains_key(c));
+        let silent = self.deps.raft.status().borrow().silent_peers.clone();
+        self.tracker.set_silent_relays(silent);
         self.tracker
             .watch_hostnames(view.state.hostnames.values().map(|policy| {
                 let targets = policy.targets.iter().map(|t| &t.cluster).collect();
@@ -535,7 +543,7 @@ fn count_dropped(metrics: &Metrics, why: &'static str, n_reports: u64) {
 fn origin_label(origin: Origin) -> &'static str {
     match origin {
         Origin::Local => "local",
-        Origin::Forwarded => "forwarded",
+        Origin::Forwarded(_) => "forwarded",
     }
 }
 

@@ -178,6 +178,45 @@ fn silence_fails_after_the_miss_timeout_and_reports_bring_it_back() {
 }
 
 #[test]
+fn silence_behind_a_silent_hub_node_gets_one_more_miss_timeout() {
+    let mut h = Harness::new(HealthConfig::default());
+    // Reports reach the leader through hub node 2.
+    for _ in 0..2 {
+        h.now += Duration::from_millis(1000);
+        h.seq += 1;
+        let report = report(&us(), h.seq, &[true]);
+        let accepted = h.tracker.report_via(h.at(), "agent-1", &report, Some(2));
+        assert_eq!(accepted, Accepted::Yes);
+        h.advance(0);
+    }
+    assert_eq!(h.verdict(), HealthVerdict::Healthy);
+    // Node 2 freezes: the leader stops hearing from it, and the reports stop with it. The
+    // agent is not to blame until it has had time to reach another node.
+    h.tracker.set_silent_relays([2].into());
+    assert!(h.advance(3100).is_empty());
+    assert!(h.advance(2800).is_empty());
+    let changes = h.advance(200);
+    assert_eq!(verdicts(&changes), [HealthVerdict::Unhealthy]);
+    assert_eq!(changes[0].reason, "no health report for 6.1s");
+}
+
+#[test]
+fn silence_behind_a_live_hub_node_fails_as_usual() {
+    let mut h = Harness::new(HealthConfig::default());
+    for _ in 0..2 {
+        h.now += Duration::from_millis(1000);
+        h.seq += 1;
+        let report = report(&us(), h.seq, &[true]);
+        h.tracker.report_via(h.at(), "agent-1", &report, Some(2));
+        h.advance(0);
+    }
+    // Another node is silent, not the one the reports came through.
+    h.tracker.set_silent_relays([3].into());
+    assert!(h.advance(3000).is_empty());
+    assert_eq!(verdicts(&h.advance(100)), [HealthVerdict::Unhealthy]);
+}
+
+#[test]
 fn a_new_leader_waits_out_the_grace_period() {
     let mut h = Harness::new(HealthConfig {
         leader_grace_ms: Some(5000),

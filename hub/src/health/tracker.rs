@@ -60,6 +60,8 @@ pub struct Tracker {
     leader_since: Option<Instant>,
     /// Per cluster, the hostname policies that target it.
     watched: BTreeMap<ClusterName, BTreeSet<Fqdn>>,
+    /// Hub nodes the leader has not heard from lately (frozen, partitioned or down).
+    silent_relays: BTreeSet<u64>,
 }
 
 /// What the tracker knows about one cluster.
@@ -68,6 +70,8 @@ struct Track {
     /// When this leader first saw the cluster (its term's start, or the cluster's creation).
     first_seen: Option<Instant>,
     last_report: Option<Instant>,
+    /// The hub node the last report came through (`None`: the agent talks to this node).
+    relay: Option<u64>,
     instance: String,
     last_seq: u64,
     good_streak: u32,
@@ -107,6 +111,7 @@ impl Tracker {
             clusters: HashMap::new(),
             leader_since: None,
             watched: BTreeMap::new(),
+            silent_relays: BTreeSet::new(),
         }
     }
 
@@ -131,8 +136,20 @@ impl Tracker {
         }
     }
 
-    /// Counts one report from agent process `instance`.
+    /// Counts one report from agent process `instance`, sent to this node.
     pub fn report(&mut self, now: Instant, instance: &str, report: &HealthReport) -> Accepted {
+        self.report_via(now, instance, report, None)
+    }
+
+    /// Counts one report from agent process `instance`, which reached this node through hub
+    /// node `relay` (`None`: directly).
+    pub fn report_via(
+        &mut self,
+        now: Instant,
+        instance: &str,
+        report: &HealthReport,
+        relay: Option<u64>,
+    ) -> Accepted {
         if !self.is_leader() {
             return Accepted::NotLeader;
         }
@@ -172,6 +189,7 @@ impl Tracker {
         track.instance = instance.to_string();
         track.last_seq = report.seq;
         track.last_report = Some(now);
+        track.relay = relay;
         match assess(report) {
             Ok(()) => {
                 track.good_streak = track.good_streak.saturating_add(1);
@@ -184,6 +202,13 @@ impl Tracker {
             }
         }
         Accepted::Yes
+    }
+
+    /// Sets the hub nodes the leader has not heard from lately. A cluster whose reports came
+    /// through one of them and stopped is not judged for one more miss timeout: its agent is
+    /// most likely fine and reconnecting to another node (no failover without evidence).
+    pub fn set_silent_relays(&mut self, silent: BTreeSet<u64>) {
+        self.silent_relays = silent;
     }
 
     /// The verdict changes due at `now`, given the committed verdicts of every existing
@@ -208,8 +233,11 @@ impl Tracker {
                 Some(last) => now.saturating_duration_since(last),
                 None => now.saturating_duration_since(first_seen.max(leader_since)),
             };
+            let relay_went_silent = track
+                .relay
+                .is_some_and(|relay| self.silent_relays.contains(&relay));
             let desired = if silent_for > miss_timeout {
-                if in_grace {
+                if in_grace || (relay_went_silent && silent_for <= miss_timeout * 2) {
                     None
                 } else {
                     let reason = match last_report {

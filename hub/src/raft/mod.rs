@@ -21,7 +21,7 @@
 //! `initial_members` and resumes from its log (member addresses are replicated in the log and in
 //! snapshots).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -159,6 +159,10 @@ pub struct RaftStatus {
     /// state, so `elapsed()` is the staleness bound; it is exported as the
     /// `raft_leader_contact_age_seconds` gauge. Updated at tick granularity.
     pub last_leader_contact: Option<Instant>,
+    /// On the leader, the other members (voters and learners) it has not heard from for an
+    /// election timeout: frozen, partitioned or down. Empty on other nodes. The health tracker
+    /// uses it not to blame a cluster whose reports came through such a node.
+    pub silent_peers: BTreeSet<u64>,
 }
 
 /// Errors callers of [`RaftHandle`] see.

@@ -26,7 +26,7 @@
 //! It runs on its own thread with a current-thread runtime because fsync blocks: the loop is
 //! strictly sequential anyway, and this keeps the blocking IO off the hub's async workers.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -1446,6 +1446,24 @@ impl<S: StateMachine> Node<S> {
                 learners.insert(*id, addr);
             }
         }
+        let silent_peers = if raft.state == StateRole::Leader {
+            let now = Instant::now();
+            let bound = self.config.tick_interval
+                * u32::try_from(self.config.election_ticks).unwrap_or(u32::MAX);
+            members
+                .keys()
+                .chain(learners.keys())
+                .filter(|id| **id != self.id)
+                .filter(|id| {
+                    self.peer_heard
+                        .get(id)
+                        .is_none_or(|at| now.saturating_duration_since(*at) > bound)
+                })
+                .copied()
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
         let status = RaftStatus {
             node_id: self.id,
             role: match raft.state {
@@ -1461,6 +1479,7 @@ impl<S: StateMachine> Node<S> {
             members,
             learners,
             last_leader_contact: self.contact,
+            silent_peers,
         };
         self.status_tx.send_if_modified(|current| {
             if *current == status {

@@ -179,8 +179,13 @@ async fn start_everything(
 
     let hub_grpc: Vec<String> = hubs.iter().map(|h| format!("http://{}", h.grpc)).collect();
     let mut clusters = Vec::new();
-    for spec in specs {
-        clusters.push(start_cluster(supervisor, state_dir, spec, &hub_grpc).await?);
+    for (index, spec) in specs.into_iter().enumerate() {
+        // Each agent starts on a different hub node (as production agents should list them
+        // in different orders), so the sessions spread over the group.
+        let mut order = hub_grpc.clone();
+        let first = index % order.len().max(1);
+        order.rotate_left(first);
+        clusters.push(start_cluster(supervisor, state_dir, spec, &order).await?);
     }
     put_json(
         &http,
