@@ -51,6 +51,10 @@ pub struct HubConfig {
     /// connections to other hub nodes. `None`: plain text (development only).
     #[serde(default)]
     pub grpc_tls: Option<GrpcTlsConfig>,
+    /// Allow gRPC without TLS on a non-loopback address (anyone who reaches it can send Raft
+    /// messages and report as any cluster).
+    #[serde(default)]
+    pub grpc_insecure: bool,
     /// Who may use the admin API.
     #[serde(default)]
     pub admin_auth: AdminAuthConfig,
@@ -239,6 +243,7 @@ impl HubConfig {
             health: HealthConfig::default(),
             raft: RaftTuning::default(),
             grpc_tls: None,
+            grpc_insecure: false,
             admin_auth: AdminAuthConfig::default(),
             admin_tls: None,
         }
@@ -393,6 +398,21 @@ impl HubConfig {
                     "{addr} is not a loopback address and no admin_auth.token_file is set; \
                      the admin API can change everything, so give it tokens \
                      (--admin-token-file) or accept the risk with --insecure-admin"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses gRPC without TLS on a non-loopback address, unless `grpc_insecure` (also
+    /// checked on the address actually bound): the gRPC port carries Raft and the agents'
+    /// health reports, so without mutual TLS anyone who reaches it can fail a cluster over.
+    pub fn check_grpc_exposure(&self, addr: SocketAddr) -> Result<(), ConfigError> {
+        if self.grpc_tls.is_none() && !self.grpc_insecure && !addr.ip().is_loopback() {
+            return Err(ConfigError::Invalid {
+                field: "grpc_listen".into(),
+                why: format!(
+                    "{addr} is not a loopback address and gRPC has no TLS; it carries Raft and the agents' health reports, so anyone who reaches it could report as any cluster: turn on mutual TLS (--tls-cert, --tls-key, --tls-ca; deploy/hub/tls) or accept the risk with --insecure-grpc"
                 ),
             });
         }

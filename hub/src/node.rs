@@ -102,6 +102,7 @@ impl Hub {
         })?;
         let grpc_listener = listen(listeners.grpc, config.grpc_listen, "the gRPC server").await?;
         let grpc_addr = local_addr(&grpc_listener, "the gRPC server")?;
+        config.check_grpc_exposure(grpc_addr)?;
         let advertise = match config.grpc_advertise {
             Some(advertise) => advertise,
             None if grpc_addr.ip().is_unspecified() => {

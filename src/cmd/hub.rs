@@ -115,6 +115,10 @@ struct SecurityArgs {
     /// change everything).
     #[arg(long)]
     insecure_admin: bool,
+    /// Allow gRPC (Raft peers, agents) without TLS on a non-loopback address (anyone who
+    /// reaches it can send Raft messages and report as any cluster).
+    #[arg(long)]
+    insecure_grpc: bool,
     /// This node's TLS certificate chain (PEM) for gRPC: served to agents and peers and
     /// presented to peers. With --tls-key and --tls-ca it turns on mutual TLS.
     #[arg(long, value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
@@ -314,6 +318,9 @@ fn build_config(args: &Args) -> anyhow::Result<HubConfig> {
     if let Some(file) = &args.security.admin_token_file {
         config.admin_auth.token_file = Some(file.clone());
     }
+    if args.security.insecure_grpc {
+        config.grpc_insecure = true;
+    }
     if args.security.insecure_admin {
         config.admin_auth.insecure = true;
     }
@@ -344,6 +351,8 @@ fn build_config(args: &Args) -> anyhow::Result<HubConfig> {
         tls.peer_identity = name.clone();
     }
     config.validate()?;
+    // After the flags: a config file may leave gRPC TLS or --insecure-grpc to them.
+    config.check_grpc_exposure(config.grpc_listen)?;
     Ok(config)
 }
 
@@ -459,6 +468,22 @@ mod tests {
                 "0.0.0.0:4001",
                 "--insecure-admin"
             ])
+            .is_ok()
+        );
+        // Without TLS a public gRPC address needs --insecure-grpc.
+        let public_grpc = ["--id", "1", "--data-dir", "/x", "--grpc", "0.0.0.0:7001"];
+        let err = config(&[&public_grpc[..], &["--advertise", "10.0.0.1:7001"]].concat())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--insecure-grpc"), "{err}");
+        assert!(
+            config(
+                &[
+                    &public_grpc[..],
+                    &["--advertise", "10.0.0.1:7001", "--insecure-grpc"]
+                ]
+                .concat()
+            )
             .is_ok()
         );
         // TLS flags come together.

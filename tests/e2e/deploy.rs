@@ -354,7 +354,14 @@ fn tls_patches_keep_the_base_args() {
                 .unwrap_or_else(|| {
                     panic!("{}: no such container in {}", patch.place(), base.place())
                 });
-            let (base_args, args) = (strings(&base_container["args"]), strings(args));
+            let (mut base_args, args) = (strings(&base_container["args"]), strings(args));
+            // The TLS patch turns gRPC TLS on, so it drops the base's --insecure-grpc.
+            base_args.retain(|arg| arg != "--insecure-grpc");
+            assert!(
+                !args.iter().any(|arg| arg == "--insecure-grpc"),
+                "{}: a TLS patch keeps --insecure-grpc",
+                patch.place()
+            );
             assert!(
                 args.starts_with(&base_args),
                 "{}: args {args:?} do not start with the base args {base_args:?}",
@@ -656,7 +663,11 @@ async fn example_hub_config_serves_the_delegated_zone() {
     let (_, container) = hub_container(&docs);
     assert_eq!(
         strings(&container["args"]),
-        ["--config", "/etc/meridian/config/hub.yaml"]
+        [
+            "--config",
+            "/etc/meridian/config/hub.yaml",
+            "--insecure-grpc"
+        ]
     );
 
     // The real binary with the ConfigMap's file; the per-pod and in-cluster values are
