@@ -349,6 +349,25 @@ impl Client {
             .await
             .with_context(|| format!("{what}: cannot reach the hub at {}", self.base))?;
         let status = response.status();
+        // A stale read says how stale on stderr, so the output itself stays parseable.
+        if response
+            .headers()
+            .get("x-meridian-read")
+            .is_some_and(|v| v == "stale")
+        {
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("?")
+                    .to_string()
+            };
+            warn_stale(
+                &header("x-meridian-applied-index"),
+                &header("x-meridian-leader-contact-age-seconds"),
+            );
+        }
         let text = response
             .text()
             .await
@@ -397,6 +416,16 @@ impl Client {
         )
         .await
     }
+}
+
+/// The note a `--stale` read prints on stderr.
+#[allow(clippy::print_stderr)]
+fn warn_stale(applied: &str, age: &str) {
+    let age = match age {
+        "none" => "never heard from a leader".to_string(),
+        age => format!("last heard from a leader {age}s ago"),
+    };
+    eprintln!("note: stale read: this node's state at applied index {applied}, {age}");
 }
 
 fn print_json(value: &Value) -> anyhow::Result<()> {

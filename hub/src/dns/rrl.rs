@@ -155,6 +155,10 @@ impl RateLimiter {
 
     /// [`check`](Self::check) at `now` (Unix seconds).
     pub(crate) fn check_at(&self, client: IpAddr, packet: &[u8], now: u32) -> Verdict {
+        // Exempt networks (loopback by default) skip the question's parse and hash too.
+        if self.is_exempt(client) {
+            return Verdict::Send;
+        }
         let bucket = match question(packet) {
             Some((name, type_class)) => Bucket::Question { name, type_class },
             None => Bucket::Unreadable,
@@ -170,6 +174,9 @@ impl RateLimiter {
         class: ReplyClass,
         now: u32,
     ) -> Verdict {
+        if self.is_exempt(client) {
+            return Verdict::Send;
+        }
         let bucket = match class {
             ReplyClass::Answer => return Verdict::Send,
             ReplyClass::NoData => match question(packet) {
@@ -182,12 +189,14 @@ impl RateLimiter {
         self.count(client, bucket, now)
     }
 
-    /// Counts one response in `bucket` of `client`'s network.
+    fn is_exempt(&self, client: IpAddr) -> bool {
+        let client = client.to_canonical();
+        self.exempt.iter().any(|net| net.contains(&client))
+    }
+
+    /// Counts one response in `bucket` of `client`'s network (not exempt).
     fn count(&self, client: IpAddr, bucket: Bucket<'_>, now: u32) -> Verdict {
         let client = client.to_canonical();
-        if self.exempt.iter().any(|net| net.contains(&client)) {
-            return Verdict::Send;
-        }
         let network: u64 = match client {
             IpAddr::V4(v4) => u64::from(u32::from(v4) >> 8),
             IpAddr::V6(v6) => (u128::from(v6) >> 72) as u64 | (1 << 63),

@@ -570,3 +570,43 @@ async fn a_zones_name_server_cannot_carry_a_policy_or_addresses() {
         .await;
     hub.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_reads_say_they_are_stale_and_how_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = single(dir.path()).await;
+    let admin = Admin::new(&hub);
+    admin
+        .put_ok("/v1/clusters/us-east", &cluster_body("us", "127.0.1.1"))
+        .await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", hub.admin_addr());
+    let stale = http
+        .get(format!("{base}/v1/clusters?stale=true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 200);
+    let headers = stale.headers();
+    assert_eq!(headers["x-meridian-read"], "stale");
+    let applied: u64 = headers["x-meridian-applied-index"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(applied >= 2, "{applied}");
+    let age: f64 = headers["x-meridian-leader-contact-age-seconds"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(age < 60.0, "{age}");
+    // A linearizable read carries none of it.
+    let fresh = http
+        .get(format!("{base}/v1/clusters"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fresh.status(), 200);
+    assert!(fresh.headers().get("x-meridian-read").is_none());
+}

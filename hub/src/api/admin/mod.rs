@@ -123,8 +123,14 @@ pub fn router(deps: AdminDeps) -> Router {
         .route("/v1/audit", get(audit))
         .route("/v1/members", get(list_members).post(add_member))
         .route("/v1/members/{id}", axum::routing::delete(remove_member))
-        .fallback(not_found)
-        .with_state(Arc::new(deps));
+        .fallback(not_found);
+    let state = Arc::new(deps);
+    let router = router
+        .with_state(Arc::clone(&state))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            mark_stale_reads,
+        ));
     match tokens {
         Some(tokens) => router.layer(axum::middleware::from_fn_with_state(
             tokens,
@@ -132,6 +138,42 @@ pub fn router(deps: AdminDeps) -> Router {
         )),
         None => router,
     }
+}
+
+/// Says so on a `?stale=true` read's answer, which came from this node's applied state without
+/// asking the leader: `X-Meridian-Read: stale`, the applied index it reflects, and how long ago
+/// this node last heard from a working leader (`none` if never), its staleness bound.
+async fn mark_stale_reads(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let stale = request
+        .uri()
+        .query()
+        .is_some_and(|query| query.split('&').any(|pair| pair == "stale=true"));
+    let mut response = next.run(request).await;
+    if stale && response.status().is_success() {
+        let (applied, contact) = {
+            let raft = state.raft.status();
+            let raft = raft.borrow();
+            (raft.applied_index, raft.last_leader_contact)
+        };
+        let age = contact.map_or_else(
+            || "none".to_string(),
+            |at| format!("{:.3}", at.elapsed().as_secs_f64()),
+        );
+        let headers = response.headers_mut();
+        headers.insert("x-meridian-read", header::HeaderValue::from_static("stale"));
+        headers.insert(
+            "x-meridian-applied-index",
+            header::HeaderValue::from(applied),
+        );
+        if let Ok(age) = header::HeaderValue::from_str(&age) {
+            headers.insert("x-meridian-leader-contact-age-seconds", age);
+        }
+    }
+    response
 }
 
 /// A query string, refused with a JSON 400 naming the bad parameter (axum's own `Query`
