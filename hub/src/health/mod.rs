@@ -174,6 +174,7 @@ pub fn spawn(
         in_flight: HashMap::new(),
         hostnames_in_flight: HashMap::new(),
         metrics: metrics.clone(),
+        conflicts_logged: HashMap::new(),
     };
     tokio::spawn(task.run(rx, shutdown));
     HealthHandle { tx, metrics }
@@ -192,9 +193,32 @@ struct Task {
     /// Serving proposals not yet answered, likewise.
     hostnames_in_flight: HashMap<(ClusterName, Fqdn), bool>,
     metrics: Arc<Metrics>,
+    /// When a conflict between two agents of a cluster was last logged, per cluster.
+    conflicts_logged: HashMap<ClusterName, Instant>,
 }
 
+/// How often a conflict between two agents of one cluster is logged at most.
+const CONFLICT_LOG_INTERVAL: Duration = Duration::from_secs(30);
+
 impl Task {
+    /// Warns (at most every 30 s per cluster) that a second agent reports for a cluster.
+    fn conflict_warning(&mut self, cluster: &ClusterName, live: &str, ignored: &str) {
+        let now = Instant::now();
+        let due = self
+            .conflicts_logged
+            .get(cluster)
+            .is_none_or(|at| now.duration_since(*at) >= CONFLICT_LOG_INTERVAL);
+        if due {
+            self.conflicts_logged.insert(cluster.clone(), now);
+            tracing::warn!(
+                %cluster,
+                live_instance = live,
+                ignored_instance = ignored,
+                "two agents report for one cluster; the second one's reports are ignored while the first keeps reporting (check for a second deployment or a wrong --cluster; logged at most every 30 s)"
+            );
+        }
+    }
+
     async fn run(mut self, mut rx: mpsc::Receiver<Msg>, shutdown: CancellationToken) {
         let mut status = self.deps.raft.status();
         self.on_status(&status.borrow_and_update().clone());
@@ -263,6 +287,10 @@ impl Task {
                         Accepted::Yes => "counted",
                         Accepted::Stale => "stale",
                         Accepted::NotLeader => "not_leader",
+                        Accepted::Conflict { live } => {
+                            self.conflict_warning(&report.cluster, &live, &instance);
+                            "conflict"
+                        }
                     }
                 } else if origin == Origin::Local {
                     match self.forward_tx.try_send((instance, report)) {

@@ -265,10 +265,40 @@ fn reordered_reports_are_dropped_but_a_restarted_agent_is_not() {
     let stale = h.tracker.report(at, "agent-1", &report(&us(), 1, &[false]));
     assert_eq!(stale, Accepted::Stale);
     assert!(h.advance(0).is_empty());
-    // A new agent process starts counting at 1 again.
-    let restarted = h.tracker.report(at, "agent-2", &report(&us(), 1, &[false]));
+    // A new agent process starts counting at 1 again, once its predecessor went quiet.
+    h.advance(2100);
+    let restarted = h
+        .tracker
+        .report(h.at(), "agent-2", &report(&us(), 1, &[false]));
     assert_eq!(restarted, Accepted::Yes);
     assert_eq!(verdicts(&h.advance(0)), [HealthVerdict::Unhealthy]);
+}
+
+#[test]
+fn a_second_agent_for_a_live_cluster_is_ignored_until_the_first_goes_quiet() {
+    let mut h = Harness::new(HealthConfig::default());
+    h.report(&[true]);
+    h.report(&[true]);
+    assert_eq!(h.verdict(), HealthVerdict::Healthy);
+    // Another agent claims the cluster and says its gateway is down: it does not count
+    // while agent-1 keeps reporting.
+    for seq in 1..=5 {
+        h.now += Duration::from_millis(500);
+        let second = h
+            .tracker
+            .report(h.at(), "agent-2", &report(&us(), seq, &[false]));
+        assert_eq!(
+            second,
+            Accepted::Conflict {
+                live: "agent-1".into()
+            }
+        );
+        assert!(h.advance(0).is_empty());
+        if seq % 2 == 0 {
+            h.report(&[true]);
+        }
+    }
+    assert_eq!(h.verdict(), HealthVerdict::Healthy);
 }
 
 #[test]

@@ -90,7 +90,7 @@ struct Streak {
 }
 
 /// What happened to a report.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Accepted {
     /// Counted.
     Yes,
@@ -99,6 +99,14 @@ pub enum Accepted {
     /// Dropped: the same agent instance already sent a report with this or a later sequence
     /// number (a duplicate or a reordered report).
     Stale,
+    /// Dropped: another agent instance reports for the same cluster and is still live (it
+    /// reported within two report intervals). Two agents claiming one cluster (a second
+    /// deployment, a stale config, a forged agent) must not override the one already
+    /// reporting; a restarted agent takes over once its predecessor has gone quiet.
+    Conflict {
+        /// The live instance whose reports count.
+        live: String,
+    },
 }
 
 // === impl Tracker ===
@@ -154,7 +162,18 @@ impl Tracker {
             return Accepted::NotLeader;
         }
         let miss_timeout = self.config.miss_timeout();
+        let live_window = self.config.report_interval() * 2;
         let track = self.clusters.entry(report.cluster.clone()).or_default();
+        if !track.instance.is_empty()
+            && track.instance != instance
+            && track
+                .last_report
+                .is_some_and(|last| now.saturating_duration_since(last) <= live_window)
+        {
+            return Accepted::Conflict {
+                live: track.instance.clone(),
+            };
+        }
         let recent = track
             .last_report
             .is_some_and(|last| now.saturating_duration_since(last) <= miss_timeout);
