@@ -19,7 +19,14 @@
 //! initial members waits until an existing member calls [`RaftHandle::add_member`] for it; the
 //! leader then sends it a snapshot. A node with a non-empty data directory ignores
 //! `initial_members` and resumes from its log (member addresses are replicated in the log and in
-//! snapshots).
+//! snapshots; a warning names both when they differ).
+//!
+//! **Group id:** the first leader of a group without one proposes a random id in a log entry of
+//! its own; every node adopts the first such entry it applies, and snapshots carry it, so all
+//! members agree (a group created before ids existed gets one the same way). Before adding a
+//! node, the node asked checks it over `Identify` and refuses ([`RaftError::Membership`]) unless
+//! it is an empty node waiting to be added or already a member of this group; nodes refuse raft
+//! messages from a node of another group.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -163,6 +170,11 @@ pub struct RaftStatus {
     /// election timeout: frozen, partitioned or down. Empty on other nodes. The health tracker
     /// uses it not to blame a cluster whose reports came through such a node.
     pub silent_peers: BTreeSet<u64>,
+    /// The id of the raft group this node belongs to: chosen at random by the group's first
+    /// leader and replicated in the log and in snapshots. `None` on an empty node waiting to be
+    /// added, and on a group until the entry of its first leader (running a build that has
+    /// group ids) is applied here.
+    pub group_id: Option<String>,
 }
 
 /// Errors callers of [`RaftHandle`] see.
@@ -480,15 +492,20 @@ impl RaftHandle {
     /// learner (retrying the add promotes it once it has caught up; removing it cancels).
     pub async fn add_member(&self, id: u64, peer_addr: SocketAddr) -> Result<(), RaftError> {
         let started = Instant::now();
-        let result = self
-            .replicate_change(
-                MemberChange::Add {
-                    id,
-                    addr: peer_addr,
-                },
-                started,
-            )
-            .await;
+        let deadline = started + self.inner.config.request_timeout;
+        let result = match self.check_candidate(id, peer_addr, deadline).await {
+            Ok(()) => {
+                self.replicate_change(
+                    MemberChange::Add {
+                        id,
+                        addr: peer_addr,
+                    },
+                    started,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
         self.record(started, &result);
         result.map(|_| ())
     }
@@ -718,7 +735,94 @@ impl RaftHandle {
         &self,
         change: MemberChange,
     ) -> Result<Applied, ProposeFailure> {
+        if let MemberChange::Add { id, addr } = change {
+            let deadline = Instant::now() + self.inner.config.request_timeout;
+            self.check_candidate(id, addr, deadline)
+                .await
+                .map_err(ProposeFailure::Failed)?;
+        }
         self.here_with_retries(change).await
+    }
+
+    /// Before node `id` at `addr` is added: asks it who it is (`Identify`) and refuses
+    /// ([`RaftError::Membership`]) unless it is node `id` and either an empty node waiting to be
+    /// added (`--join`) or already a member of this group. Adding a node that has a group and data
+    /// of its own would make a voter of a node that never takes this group's log, and leave it
+    /// serving its own data (etcd checks a cluster id for the same reason).
+    ///
+    /// Nothing to ask when `id` is already a member at `addr` (a repeated add).
+    async fn check_candidate(
+        &self,
+        id: u64,
+        addr: SocketAddr,
+        deadline: Instant,
+    ) -> Result<(), RaftError> {
+        let (ours, known) = {
+            let status = self.inner.status.borrow();
+            let known =
+                status.members.get(&id) == Some(&addr) || status.learners.get(&id) == Some(&addr);
+            (status.group_id.clone(), known)
+        };
+        if id == 0 || known {
+            return Ok(());
+        }
+        let remedy =
+            format!("start node {id} with an empty data directory and --join, then add it again");
+        let Some(channel) = self.channel(addr).await else {
+            return Err(RaftError::Membership(format!(
+                "cannot reach node {id} at {addr} to check that it may join this group; {remedy}"
+            )));
+        };
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .min(self.inner.config.request_timeout / 4);
+        let identity = match transport::identify(channel, wait).await {
+            Ok(identity) => identity,
+            Err(why) => {
+                self.forget_channel(addr);
+                return Err(RaftError::Membership(format!(
+                    "could not ask the node at {addr} who it is: {why}; {remedy}"
+                )));
+            }
+        };
+        if identity.node_id != id {
+            return Err(RaftError::Membership(format!(
+                "the node at {addr} is node {}, not node {id}; check the address",
+                identity.node_id
+            )));
+        }
+        if identity.joining {
+            return Ok(());
+        }
+        if !identity.group_id.is_empty() && Some(&identity.group_id) == ours.as_ref() {
+            // Already one of ours (at another address): an address change.
+            return Ok(());
+        }
+        let theirs = if identity.group_id.is_empty() {
+            "a raft group without an id yet".to_string()
+        } else {
+            format!("raft group {}", identity.group_id)
+        };
+        let ours = ours.map_or_else(
+            || "this group has no id yet".to_string(),
+            |ours| format!("this is group {ours}"),
+        );
+        tracing::warn!(
+            node = self.inner.config.node_id,
+            candidate = id,
+            %addr,
+            their_group = %identity.group_id,
+            their_voters = ?identity.voters,
+            their_applied_index = identity.applied_index,
+            "refused to add a node that already belongs to another raft group"
+        );
+        Err(RaftError::Membership(format!(
+            "node {id} at {addr} is not an empty node waiting to join: it belongs to {theirs} \
+             (voters {:?}, {} entries applied; {ours}); adding it would mix two groups' data. \
+             Check the address, or, to make it a member of this group, stop it, delete its data \
+             directory, start it with --join and add it again",
+            identity.voters, identity.applied_index
+        )))
     }
 
     async fn here_with_retries(&self, change: MemberChange) -> Result<Applied, ProposeFailure> {

@@ -208,7 +208,16 @@ struct Node<S> {
     forwarded: HashMap<[u8; 16], ForwardedProposal>,
     /// Whether a current leader's heartbeat has passed [`Self::lost_log`] since start.
     heard_heartbeat: bool,
+    /// The group's id, as of the applied index (from the snapshot, then the first group id
+    /// entry applied). `None` until known.
+    group_id: Option<String>,
+    /// Leader: the term in which this node last proposed a group id (0: never).
+    group_id_proposed: u64,
 }
+
+/// The entry context that marks a group id entry (its data is the id). Its length differs from
+/// a proposal id's (16) and a forwarded proposal's context (24), so it is never taken for one.
+const GROUP_ID_CONTEXT: &[u8] = b"meridian-group-id";
 
 /// Opens storage, restores the state machine and starts the node thread. Returns once the node
 /// is running (after replaying the committed log) or failed to start.
@@ -247,7 +256,13 @@ pub(crate) async fn start<S: StateMachine>(
                     return None;
                 }
             };
-            let transport = Transport::new(&config, runtime, node_tx, metrics.clone());
+            let transport = Transport::new(
+                &config,
+                runtime,
+                node_tx,
+                status_tx.subscribe(),
+                metrics.clone(),
+            );
             let node = match Node::open(config, state_machine, transport, metrics, inbox, status_tx)
             {
                 Ok(node) => node,
@@ -319,7 +334,8 @@ impl<S: StateMachine> Node<S> {
         let mut storage = DiskStorage::open(&config.data_dir).map_err(storage_error)?;
         storage.claim(id).map_err(storage_error)?;
 
-        if storage.is_empty() {
+        let had_log = !storage.is_empty();
+        if !had_log {
             if config.initial_members.is_empty() {
                 tracing::info!(
                     node = id,
@@ -336,22 +352,27 @@ impl<S: StateMachine> Node<S> {
                     voters: config.initial_members.keys().copied().collect(),
                     ..Default::default()
                 };
-                let data = encode_snapshot_data(&config.initial_members, sm.snapshot());
+                // No group id yet: the first leader chooses one (`Node::propose_group_id`).
+                let data = encode_snapshot_data(&config.initial_members, None, sm.snapshot());
                 storage.bootstrap(conf_state, data).map_err(storage_error)?;
                 tracing::info!(node = id, members = ?config.initial_members, "bootstrapped a new raft group");
             }
-        } else if !config.initial_members.is_empty() {
-            tracing::debug!(node = id, "raft log exists; initial_members ignored");
         }
 
         // Restore the state machine from the latest snapshot; the log after it is replayed by
         // the first Readys (raft hands out committed entries after `applied`).
         let snapshot_index = storage.snapshot_meta().index;
         let mut peers = BTreeMap::new();
+        let mut group_id = None;
         if snapshot_index > 0 {
             let data = storage.snapshot_data().map_err(storage_error)?;
-            let (snapshot_peers, state) = decode_snapshot_data(&data)
+            let SnapshotData {
+                peers: snapshot_peers,
+                group_id: snapshot_group_id,
+                state,
+            } = decode_snapshot_data(&data)
                 .map_err(|e| RaftError::Storage(format!("stored snapshot: {e}")))?;
+            group_id = snapshot_group_id;
             sm.restore(snapshot_index, &state).map_err(|e| {
                 RaftError::Storage(format!(
                     "restoring the state machine from the snapshot at {snapshot_index}: {e}"
@@ -414,11 +435,16 @@ impl<S: StateMachine> Node<S> {
             promotion: None,
             forwarded: HashMap::new(),
             heard_heartbeat: false,
+            group_id,
+            group_id_proposed: 0,
         };
         node.metrics.applied_index.set(gauge(snapshot_index));
         // Replay the committed log before reporting the node started.
         node.drive_ready()
             .map_err(|e| RaftError::Storage(e.to_string()))?;
+        if had_log {
+            node.warn_ignored_initial_members();
+        }
         node.publish_status();
         Ok(node)
     }
@@ -1018,6 +1044,7 @@ impl<S: StateMachine> Node<S> {
         self.step_down_if_removed();
         self.refresh_contact();
         self.promote_caught_up_learner();
+        self.propose_group_id();
     }
 
     /// raft-rs keeps a removed leader leading; hand leadership to the most up-to-date voter.
@@ -1208,7 +1235,11 @@ impl<S: StateMachine> Node<S> {
     fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageFailure> {
         let index = snapshot.get_metadata().index;
         let fail = |what: String| StorageFailure::new(&self.config.data_dir, what);
-        let (peers, state) = decode_snapshot_data(snapshot.get_data())
+        let SnapshotData {
+            peers,
+            group_id,
+            state,
+        } = decode_snapshot_data(snapshot.get_data())
             .map_err(|e| fail(format!("snapshot at {index} from the leader: {e}")))?;
         self.sm.restore(index, &state).map_err(|e| {
             fail(format!(
@@ -1217,6 +1248,10 @@ impl<S: StateMachine> Node<S> {
         })?;
         self.peers = peers;
         self.applied = index;
+        // A snapshot taken before the group had an id leaves it to the entry that follows.
+        if group_id.is_some() {
+            self.group_id = group_id;
+        }
         // Forwarded proposals may be inside the snapshot: their outcome is unknown.
         for (_, forwarded) in self.forwarded.drain() {
             let _ = forwarded
@@ -1265,6 +1300,9 @@ impl<S: StateMachine> Node<S> {
                     if entry.context.is_empty() {
                         // A new leader's empty entry.
                         self.resolve(index, None, Vec::new());
+                    } else if entry.context.as_ref() == GROUP_ID_CONTEXT {
+                        self.apply_group_id(index, &entry.data);
+                        self.resolve(index, Some(&entry.context), Vec::new());
                     } else {
                         let outcome = self.sm.apply(index, &entry.data);
                         if let Some(forwarded) =
@@ -1306,6 +1344,65 @@ impl<S: StateMachine> Node<S> {
         for (reply, result) in self.answers.drain(..) {
             let _ = reply.send(result);
         }
+    }
+
+    /// Applies a group id entry: the first one applied names the group, later ones (proposed by
+    /// leaders that had not applied the first yet) change nothing.
+    fn apply_group_id(&mut self, index: u64, data: &[u8]) {
+        let proposed = String::from_utf8_lossy(data).into_owned();
+        match &self.group_id {
+            None => {
+                tracing::info!(node = self.id, index, group_id = %proposed, "the raft group has an id");
+                self.group_id = Some(proposed);
+            }
+            Some(current) if *current != proposed => {
+                tracing::debug!(node = self.id, index, group_id = %current, ignored = %proposed, "ignoring a later group id entry");
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Leader: gives a group without an id one (a new group, or one created by a build without
+    /// group ids), once per term. Every node adopts the first such entry it applies, so all agree.
+    fn propose_group_id(&mut self) {
+        let raft = &self.raw.raft;
+        if self.group_id.is_some()
+            || raft.state != StateRole::Leader
+            || raft.lead_transferee.is_some()
+            || self.group_id_proposed == raft.term
+        {
+            return;
+        }
+        let term = raft.term;
+        let group_id = format!("{:032x}", rand::random::<u128>());
+        match self
+            .raw
+            .propose(GROUP_ID_CONTEXT.to_vec(), group_id.clone().into_bytes())
+        {
+            Ok(()) => {
+                self.group_id_proposed = term;
+                tracing::debug!(node = self.id, term, %group_id, "proposed a group id");
+            }
+            Err(e) => {
+                tracing::debug!(node = self.id, error = %e, "could not propose a group id yet");
+            }
+        }
+    }
+
+    /// A node restarted with `--peers` resumes from its log, whose membership wins: say so when
+    /// the two differ, since the operator may expect the list to take effect.
+    fn warn_ignored_initial_members(&self) {
+        let initial = &self.config.initial_members;
+        if initial.is_empty() || *initial == self.peers {
+            return;
+        }
+        tracing::warn!(
+            node = self.id,
+            stored = ?self.peers,
+            given = ?initial,
+            "the members given at start (--peers) differ from the membership stored in the raft \
+             log; the stored membership wins (change it with `meridian ctl members add/remove`)"
+        );
     }
 
     /// Answers the waiter at `index`, if any: ours if the entry carries its id.
@@ -1406,7 +1503,7 @@ impl<S: StateMachine> Node<S> {
         let term = self.raw.store().term(index).map_err(|e| {
             StorageFailure::new(&self.config.data_dir, format!("term of {index}: {e}"))
         })?;
-        let data = encode_snapshot_data(&self.peers, self.sm.snapshot());
+        let data = encode_snapshot_data(&self.peers, self.group_id.as_deref(), self.sm.snapshot());
         let mut meta = SnapshotMetadata {
             index,
             term,
@@ -1480,6 +1577,7 @@ impl<S: StateMachine> Node<S> {
             learners,
             last_leader_contact: self.contact,
             silent_peers,
+            group_id: self.group_id.clone(),
         };
         self.status_tx.send_if_modified(|current| {
             if *current == status {
@@ -1505,8 +1603,19 @@ fn gauge(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// Encodes a snapshot payload: member addresses and the state machine's snapshot.
-fn encode_snapshot_data(peers: &BTreeMap<u64, SocketAddr>, state: Vec<u8>) -> Vec<u8> {
+/// A decoded snapshot payload.
+struct SnapshotData {
+    peers: BTreeMap<u64, SocketAddr>,
+    group_id: Option<String>,
+    state: Vec<u8>,
+}
+
+/// Encodes a snapshot payload: member addresses, the group id and the state machine's snapshot.
+fn encode_snapshot_data(
+    peers: &BTreeMap<u64, SocketAddr>,
+    group_id: Option<&str>,
+    state: Vec<u8>,
+) -> Vec<u8> {
     pb::RaftSnapshotData {
         version: 1,
         peers: peers
@@ -1514,12 +1623,13 @@ fn encode_snapshot_data(peers: &BTreeMap<u64, SocketAddr>, state: Vec<u8>) -> Ve
             .map(|(id, addr)| (*id, addr.to_string()))
             .collect(),
         state,
+        group_id: group_id.unwrap_or_default().to_string(),
     }
     .encode_to_vec()
 }
 
 /// Decodes a snapshot payload written by [`encode_snapshot_data`].
-fn decode_snapshot_data(bytes: &[u8]) -> Result<(BTreeMap<u64, SocketAddr>, Vec<u8>), String> {
+fn decode_snapshot_data(bytes: &[u8]) -> Result<SnapshotData, String> {
     let data = pb::RaftSnapshotData::decode(bytes).map_err(|e| format!("undecodable: {e}"))?;
     if data.version != 1 {
         return Err(format!(
@@ -1534,7 +1644,11 @@ fn decode_snapshot_data(bytes: &[u8]) -> Result<(BTreeMap<u64, SocketAddr>, Vec<
             .map_err(|e| format!("peer {id} address {addr:?}: {e}"))?;
         peers.insert(id, addr);
     }
-    Ok((peers, data.state))
+    Ok(SnapshotData {
+        peers,
+        group_id: (!data.group_id.is_empty()).then_some(data.group_id),
+        state: data.state,
+    })
 }
 
 /// How long a caller should wait for one ReadIndex round before asking again.

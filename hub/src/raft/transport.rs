@@ -10,8 +10,9 @@
 //! **Reconnect:** a broken stream is reopened with exponential backoff (50 ms .. 1 s); HTTP/2
 //! keepalives detect silently dead connections (a blackholed peer) within a few seconds.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use meridian_proto::pb;
@@ -19,7 +20,7 @@ use meridian_proto::pb::raft_transport_client::RaftTransportClient;
 use meridian_proto::pb::raft_transport_server::{RaftTransport, RaftTransportServer};
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
@@ -27,7 +28,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::metrics::Metrics;
 use super::node::{Applied, MemberChange, Msg, ProposeFailure};
-use super::{RaftConfig, RaftError, RaftHandle};
+use super::{RaftConfig, RaftError, RaftHandle, RaftStatus};
 
 /// The tonic service the hub mounts for its peers.
 pub type RaftPeerServer = RaftTransportServer<PeerService>;
@@ -53,6 +54,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// The peer service implementation (handed out by [`RaftHandle::peer_service`]).
 pub struct PeerService {
     handle: RaftHandle,
+    /// Senders of another group's messages already logged as an error (each is logged once).
+    foreign_senders: Mutex<HashSet<(u64, String)>>,
 }
 
 /// The outbound side, owned by the node task.
@@ -63,6 +66,8 @@ pub(crate) struct Transport {
     tls: Option<tonic::transport::ClientTlsConfig>,
     runtime: tokio::runtime::Handle,
     node: mpsc::WeakSender<Msg>,
+    /// This node's status, for the group id every frame carries.
+    status: watch::Receiver<RaftStatus>,
     metrics: Metrics,
     links: HashMap<u64, PeerLink>,
     snapshots: HashMap<u64, AbortHandle>,
@@ -78,9 +83,12 @@ struct PeerLink {
 
 impl PeerService {
     pub(crate) fn server(handle: RaftHandle) -> RaftPeerServer {
-        RaftTransportServer::new(Self { handle })
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        RaftTransportServer::new(Self {
+            handle,
+            foreign_senders: Mutex::new(HashSet::new()),
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     async fn to_node(&self, msg: Msg) -> Result<(), Status> {
@@ -90,6 +98,48 @@ impl PeerService {
             .send(msg)
             .await
             .map_err(|_| Status::unavailable("raft node stopped"))
+    }
+
+    /// Refuses messages from a node of another raft group (a node added to two groups, or an
+    /// address that now belongs to another group's node): taking its log or snapshot would mix
+    /// two groups' data. A sender without a group id (a new group before its first leader chose
+    /// one, or an older build) is let through; so is everything while this node has none.
+    fn check_group(&self, from_id: u64, from_addr: &str, theirs: &str) -> Result<(), Status> {
+        let ours = self.handle.inner.status.borrow().group_id.clone();
+        let Some(ours) = ours else {
+            return Ok(());
+        };
+        if theirs.is_empty() || theirs == ours {
+            return Ok(());
+        }
+        let first = self
+            .foreign_senders
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert((from_id, theirs.to_string()));
+        let message = format!(
+            "node {} belongs to raft group {ours}; refusing raft messages from node {from_id} \
+             at {from_addr} of raft group {theirs}",
+            self.handle.inner.config.node_id
+        );
+        if first {
+            tracing::error!(
+                node = self.handle.inner.config.node_id,
+                from = from_id,
+                %from_addr,
+                group_id = %ours,
+                their_group_id = %theirs,
+                "refusing raft messages from a node of another raft group; check the group's \
+                 membership (meridian ctl members list) for a wrong address"
+            );
+        } else {
+            tracing::debug!(
+                node = self.handle.inner.config.node_id,
+                from = from_id,
+                "{message}"
+            );
+        }
+        Err(Status::failed_precondition(message))
     }
 
     async fn announce(&self, from_id: u64, from_addr: &str) -> Result<(), Status> {
@@ -114,6 +164,7 @@ impl RaftTransport for PeerService {
         let mut frames = request.into_inner();
         let mut announced: Option<(u64, String)> = None;
         while let Some(frame) = frames.message().await? {
+            self.check_group(frame.from_id, &frame.from_addr, &frame.group_id)?;
             if announced.as_ref() != Some(&(frame.from_id, frame.from_addr.clone())) {
                 self.announce(frame.from_id, &frame.from_addr).await?;
                 announced = Some((frame.from_id, frame.from_addr.clone()));
@@ -137,6 +188,7 @@ impl RaftTransport for PeerService {
         let mut first = true;
         while let Some(chunk) = chunks.message().await? {
             if first {
+                self.check_group(chunk.from_id, &chunk.from_addr, &chunk.group_id)?;
                 self.announce(chunk.from_id, &chunk.from_addr).await?;
                 first = false;
             }
@@ -191,6 +243,46 @@ impl RaftTransport for PeerService {
             },
         };
         Ok(Response::new(response))
+    }
+
+    async fn identify(
+        &self,
+        _request: Request<pb::RaftIdentifyRequest>,
+    ) -> Result<Response<pb::RaftIdentity>, Status> {
+        let status = self.handle.inner.status.borrow().clone();
+        Ok(Response::new(identity_of(&status)))
+    }
+}
+
+/// What a node says about itself to `Identify`.
+fn identity_of(status: &RaftStatus) -> pb::RaftIdentity {
+    pb::RaftIdentity {
+        node_id: status.node_id,
+        group_id: status.group_id.clone().unwrap_or_default(),
+        // Nothing applied (a bootstrapped group starts with a snapshot at index 1) and no
+        // configuration: the empty node `--join` starts.
+        joining: status.applied_index == 0
+            && status.members.is_empty()
+            && status.learners.is_empty()
+            && status.group_id.is_none(),
+        applied_index: status.applied_index,
+        voters: status.members.keys().copied().collect(),
+    }
+}
+
+/// Asks the node behind `channel` who it is.
+pub(crate) async fn identify(
+    channel: Channel,
+    timeout: Duration,
+) -> Result<pb::RaftIdentity, String> {
+    let mut client = client(channel);
+    match tokio::time::timeout(timeout, client.identify(pb::RaftIdentifyRequest {})).await {
+        Err(_) => Err("no answer in time".to_string()),
+        Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
+            Err("it does not answer Identify (a build older than this one's group ids)".to_string())
+        }
+        Ok(Err(status)) => Err(format!("{}: {}", status.code(), status.message())),
+        Ok(Ok(response)) => Ok(response.into_inner()),
     }
 }
 
@@ -376,6 +468,7 @@ impl Transport {
         config: &RaftConfig,
         runtime: tokio::runtime::Handle,
         node: mpsc::WeakSender<Msg>,
+        status: watch::Receiver<RaftStatus>,
         metrics: Metrics,
     ) -> Self {
         Self {
@@ -385,6 +478,7 @@ impl Transport {
             tls: config.client_tls.clone(),
             runtime,
             node,
+            status,
             metrics,
             links: HashMap::new(),
             snapshots: HashMap::new(),
@@ -467,6 +561,7 @@ impl Transport {
                         self_addr: self.self_addr.clone(),
                         source_ip: self.source_ip,
                         tls: self.tls.clone(),
+                        status: self.status.clone(),
                     },
                     rx,
                     self.node.clone(),
@@ -495,6 +590,7 @@ impl Transport {
             self_addr: self.self_addr.clone(),
             source_ip: self.source_ip,
             tls: self.tls.clone(),
+            status: self.status.clone(),
         };
         let node = self.node.clone();
         let task = self.runtime.spawn(async move {
@@ -542,6 +638,17 @@ struct LinkConfig {
     self_addr: String,
     source_ip: Option<IpAddr>,
     tls: Option<tonic::transport::ClientTlsConfig>,
+    /// This node's status (its group id goes on every frame).
+    status: watch::Receiver<RaftStatus>,
+}
+
+// === impl LinkConfig ===
+
+impl LinkConfig {
+    /// This node's group id as sent to peers (empty: not known yet).
+    fn group_id(&self) -> String {
+        self.status.borrow().group_id.clone().unwrap_or_default()
+    }
 }
 
 /// Keeps one streaming call to a peer open, feeding it from the queue.
@@ -625,6 +732,7 @@ async fn stream_to_peer(config: &LinkConfig, queue: &mut mpsc::Receiver<Vec<u8>>
             from_id: config.self_id,
             from_addr: config.self_addr.clone(),
             messages,
+            group_id: config.group_id(),
         };
         tokio::select! {
             sent = frames.send(frame) => if sent.is_err() {
@@ -646,6 +754,7 @@ async fn send_snapshot(config: &LinkConfig, bytes: Vec<u8>) -> Result<(), String
         .map_err(|e| e.to_string())?;
     let channel = connect(&endpoint).await?;
     let mut chunks = Vec::with_capacity(bytes.len() / SNAPSHOT_CHUNK + 1);
+    let group_id = config.group_id();
     for (i, data) in bytes.chunks(SNAPSHOT_CHUNK).enumerate() {
         chunks.push(pb::RaftSnapshotChunk {
             from_id: if i == 0 { config.self_id } else { 0 },
@@ -655,6 +764,11 @@ async fn send_snapshot(config: &LinkConfig, bytes: Vec<u8>) -> Result<(), String
                 String::new()
             },
             data: data.to_vec(),
+            group_id: if i == 0 {
+                group_id.clone()
+            } else {
+                String::new()
+            },
         });
     }
     client(channel)

@@ -8,7 +8,11 @@ use serde_json::json;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
-use crate::support::{Admin, Agent, Group, cluster_body, dns_query, eventually};
+use meridian_hub::Hub;
+
+use crate::support::{
+    Admin, Agent, Group, cluster_body, config, dns_query, eventually, single_with,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_and_reads_work_through_any_node() {
@@ -310,6 +314,112 @@ async fn a_member_restarted_without_its_log_stops_with_the_remedy() {
     admin
         .put_ok("/v1/clusters/after", &cluster_body("eu", "10.0.0.2"))
         .await;
+    for node in group.nodes.into_values() {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adding_a_node_of_another_group_is_refused_and_a_joining_node_is_added() {
+    let group = Group::start(3).await;
+    let leader = group.leader().await;
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    let admin = Admin::new(group.node(follower));
+    admin
+        .put_ok("/v1/clusters/group-only", &cluster_body("us", "10.0.0.1"))
+        .await;
+
+    // A hub bootstrapped on its own as node 4, with data of its own: the address of an
+    // unrelated hub, mistyped into `members add`.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = single_with(other_dir.path(), |config| config.node_id = 4).await;
+    let other_admin = Admin::new(&other);
+    for i in 0..3 {
+        other_admin
+            .put_ok(
+                &format!("/v1/clusters/own{i}"),
+                &cluster_body("eu", "10.9.0.1"),
+            )
+            .await;
+    }
+    let members_before = admin.get_ok("/v1/members").await;
+    let (status, answer) = admin
+        .post(
+            "/v1/members",
+            &json!({"id": 4, "addr": other.grpc_addr().to_string()}),
+        )
+        .await;
+    assert_eq!(status, 409, "{answer}");
+    let error = answer["error"].as_str().unwrap();
+    assert!(
+        error.contains("node 4")
+            && error.contains("not an empty node waiting to join")
+            && error.contains("--join"),
+        "{answer}"
+    );
+    // Nothing changed on either side: no learner, no voter, no data crossed.
+    assert_eq!(admin.get_ok("/v1/members").await, members_before);
+    let leader_members = Admin::new(group.node(leader)).get_ok("/v1/members").await;
+    assert_eq!(leader_members["members"].as_array().unwrap().len(), 3);
+    assert!(leader_members["learners"].as_array().unwrap().is_empty());
+    let other_members = other_admin.get_ok("/v1/members").await;
+    let other_ids: Vec<u64> = other_members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(other_ids, [4]);
+    assert_eq!(
+        other_admin.get_ok("/v1/clusters").await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    let (status, _) = other_admin.get("/v1/clusters/group-only?stale=true").await;
+    assert_eq!(status, 404);
+    other.shutdown().await;
+
+    // An empty node started with --join is added, but only under its own id.
+    let joining_dir = tempfile::tempdir().unwrap();
+    let mut joining_config = config(5, joining_dir.path());
+    joining_config.join = true;
+    let joining = Hub::spawn(joining_config).await.unwrap();
+    let joining_addr = joining.grpc_addr().to_string();
+    let (status, answer) = admin
+        .post("/v1/members", &json!({"id": 6, "addr": joining_addr}))
+        .await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("is node 5, not node 6"),
+        "{answer}"
+    );
+    let (status, answer) = admin
+        .post("/v1/members", &json!({"id": 5, "addr": joining_addr}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let joined = Admin::new(&joining);
+    eventually(
+        Duration::from_secs(15),
+        "the joined node to have the group's data",
+        || async {
+            let (status, _) = joined.get("/v1/clusters/group-only?stale=true").await;
+            (status == 200).then_some(())
+        },
+    )
+    .await;
+    let members = admin.get_ok("/v1/members").await;
+    assert_eq!(members["members"].as_array().unwrap().len(), 4, "{members}");
+    // Adding it again is a no-op.
+    let (status, answer) = admin
+        .post("/v1/members", &json!({"id": 5, "addr": joining_addr}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    joining.shutdown().await;
     for node in group.nodes.into_values() {
         node.shutdown().await;
     }

@@ -565,3 +565,56 @@ async fn a_node_cut_off_from_every_leader_says_so_before_the_request_timeout() {
     cluster.raft(leader).read_index().await.unwrap();
     assert_eq!(cluster.value(leader, "cut"), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_has_one_id_and_refuses_to_add_a_node_of_another_group() {
+    let mut cluster = Cluster::start(3, Options::default()).await;
+    let all = [1, 2, 3];
+    let leader = cluster.leader(&all, SETTLE).await;
+    cluster.raft(leader).propose(set("k", "v")).await.unwrap();
+    eventually("every node knows the same group id", SETTLE, || {
+        let ids: Vec<Option<String>> = all.iter().map(|id| cluster.status(*id).group_id).collect();
+        ids[0].is_some() && ids.iter().all(|id| *id == ids[0])
+    })
+    .await;
+    let group_id = cluster.status(leader).group_id.unwrap();
+
+    // A single-node group of its own, as node 5.
+    let mut other = Cluster::empty(Options::default());
+    let other_addr = other.add_slot(5).await;
+    other.start_node(5, BTreeMap::from([(5, other_addr)])).await;
+    other.leader(&[5], SETTLE).await;
+    other.raft(5).propose(set("own", "data")).await.unwrap();
+    let refused = cluster.raft(leader).add_member(5, other_addr).await;
+    let Err(RaftError::Membership(why)) = refused else {
+        panic!("adding a node of another group: {refused:?}");
+    };
+    assert!(why.contains("not an empty node waiting to join"), "{why}");
+    let status = cluster.status(leader);
+    assert_eq!(status.members.len(), 3);
+    assert!(status.learners.is_empty(), "{status:?}");
+    assert_eq!(
+        other.status(5).members.keys().copied().collect::<Vec<_>>(),
+        [5]
+    );
+    assert_ne!(other.status(5).group_id, Some(group_id.clone()));
+    other.shutdown().await;
+
+    // A joining node takes the group's id; a restarted node keeps it.
+    let addr = cluster.add_slot(4).await;
+    cluster.start_node(4, BTreeMap::new()).await;
+    assert_eq!(cluster.status(4).group_id, None);
+    cluster.raft(leader).add_member(4, addr).await.unwrap();
+    eventually("the new node adopts the group id", SETTLE, || {
+        cluster.status(4).group_id.as_deref() == Some(group_id.as_str())
+    })
+    .await;
+    let restarted = followers(leader, &all)[0];
+    cluster.stop_node(restarted).await;
+    cluster.start_node(restarted, cluster.addresses()).await;
+    eventually("the restarted node keeps the group id", SETTLE, || {
+        cluster.status(restarted).group_id.as_deref() == Some(group_id.as_str())
+    })
+    .await;
+    cluster.shutdown().await;
+}
