@@ -248,6 +248,16 @@ async fn signed_answers_validate_with_delv() {
             "A",
             "; negative response, fully validated",
         ),
+        (
+            format!("closed.{ZONE}"),
+            "AAAA",
+            "; negative response, fully validated",
+        ),
+        // Explicit NSEC queries get the name's NSEC, at a name with data, a fail-closed
+        // hostname and the apex.
+        (format!("app.{ZONE}"), "NSEC", "; fully validated"),
+        (format!("closed.{ZONE}"), "NSEC", "; fully validated"),
+        (ZONE.into(), "NSEC", "; fully validated"),
     ];
     let outputs = tokio::task::spawn_blocking(move || {
         cases

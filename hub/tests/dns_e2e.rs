@@ -459,6 +459,52 @@ async fn raw_packets_get_the_rfc_answers() {
 }
 
 #[tokio::test]
+async fn every_answer_to_a_query_with_edns_carries_an_opt_record() {
+    let server = start(dev_config(), dev_view()).await;
+    let client = Client::new(server.handle.local_addr()).await;
+    // A query with an OPT record (payload 4096, DO set) and `option` as its only option.
+    let with_option = |id: u16, option: &[u8]| {
+        let mut packet = query(APP, RecordType::A, id, None);
+        packet[11] = 1;
+        packet.extend_from_slice(&[0, 0, 41, 0x10, 0x00, 0, 0, 0x80, 0]);
+        packet.extend_from_slice(&(option.len() as u16).to_be_bytes());
+        packet.extend_from_slice(option);
+        packet
+    };
+    let cases: [(&str, Vec<u8>); 3] = [
+        // ECS of address family 3.
+        (
+            "ECS family 3",
+            with_option(21, &[0, 8, 0, 7, 0, 3, 24, 0, 1, 2, 3]),
+        ),
+        // An option claiming 30 bytes with 3 present.
+        (
+            "overlong option",
+            with_option(22, &[0xFD, 0xE9, 0, 30, b'a', b'b', b'c']),
+        ),
+        // ECS with a non-zero scope in a query (hickory parses it; we refuse it).
+        (
+            "ECS scope in a query",
+            with_option(23, &[0, 8, 0, 7, 0, 1, 24, 24, 203, 0, 113]),
+        ),
+    ];
+    for (label, packet) in cases {
+        let response = client.ask(&packet).await;
+        assert_eq!(
+            response.metadata.response_code,
+            ResponseCode::FormErr,
+            "{label}"
+        );
+        let edns = response
+            .edns
+            .as_ref()
+            .unwrap_or_else(|| panic!("{label}: FORMERR without an OPT record"));
+        assert_eq!(edns.version(), 0, "{label}");
+    }
+    server.handle.shutdown().await;
+}
+
+#[tokio::test]
 async fn malformed_packets_get_formerr_or_nothing_and_the_server_keeps_answering() {
     let server = start(dev_config(), dev_view()).await;
     let client = Client::new(server.handle.local_addr()).await;

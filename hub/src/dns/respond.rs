@@ -21,12 +21,16 @@ use super::answer::{pick_weighted, weighted_order};
 use super::dnssec::NXNAME;
 use super::geo::{GeoMap, Located};
 use super::snapshot::{
-    self, Dynamic, FamilyAnswer, LazyEntry, Node, RrSet, ZoneData, ZoneSnapshot,
+    self, CompiledPlan, Dynamic, FamilyAnswer, LazyEntry, Node, RrSet, ZoneData, ZoneSnapshot,
 };
 
 /// The RFC 9824 "Compact Answers OK" EDNS flag: the client accepts NXDOMAIN with a compact
 /// denial proof.
 const EDNS_FLAG_CO: u16 = 0x4000;
+/// The EDNS payload size advertised in a FORMERR to a query that could not be parsed (which
+/// is answered without the configured limits): the default `max_udp_payload`, the DNS Flag
+/// Day 2020 size.
+const UNPARSED_PAYLOAD: u16 = 1232;
 /// How many CNAMEs we follow inside our own zones.
 const MAX_CNAME_CHAIN: usize = 8;
 
@@ -268,6 +272,13 @@ enum Outcome {
 
 impl<'s> Answerer<'s, '_> {
     fn answer(&mut self, zone_index: usize, qname: &LowerName, qtype: RecordType) {
+        if self.dnssec
+            && matches!(qtype, RecordType::NSEC | RecordType::RRSIG)
+            && (self.snapshot.names.contains_key(qname) || !self.compact_ok)
+        {
+            self.dnssec_meta_answer(zone_index, qname, qtype);
+            return;
+        }
         let mut name = qname.clone();
         let mut zone_index = zone_index;
         let mut followed: Vec<LowerName> = Vec::new();
@@ -276,11 +287,15 @@ impl<'s> Answerer<'s, '_> {
                 self.deny(zone_index, &name, Outcome::NxDomain, qtype);
                 return;
             };
-            // An alias answers every type but CNAME itself with the CNAME, then the target.
+            // An alias answers every type but CNAME itself with the CNAME, then the target;
+            // ANY matches the CNAME itself (RFC 1034 §4.3.2 step 3a).
             if qtype != RecordType::CNAME
                 && let Some(cname) = node.set(RecordType::CNAME)
             {
                 self.push_set(cname);
+                if qtype == RecordType::ANY {
+                    return;
+                }
                 let Some(RData::CNAME(target)) = cname.records.first().map(|r| &r.data) else {
                     return;
                 };
@@ -343,7 +358,9 @@ impl<'s> Answerer<'s, '_> {
         Outcome::Answered
     }
 
-    fn dynamic_answer(&mut self, dynamic: &'s Dynamic, rtype: RecordType) -> Outcome {
+    /// The plan of `dynamic` for this client; widens the ECS scope when the answer depends on
+    /// the client's location.
+    fn plan(&mut self, dynamic: &'s Dynamic) -> Option<&'s CompiledPlan> {
         let located = match self.located {
             Some(located) => located,
             None => {
@@ -353,12 +370,17 @@ impl<'s> Answerer<'s, '_> {
             }
         };
         // Every compiled hostname has at least the unknown-region plan.
-        let Some(plan) = dynamic.plan_for(located.region.map(usize::from)) else {
-            return Outcome::NoData;
-        };
+        let plan = dynamic.plan_for(located.region.map(usize::from))?;
         if dynamic.location_matters {
             self.scope = self.scope.max(located.scope);
         }
+        Some(plan)
+    }
+
+    fn dynamic_answer(&mut self, dynamic: &'s Dynamic, rtype: RecordType) -> Outcome {
+        let Some(plan) = self.plan(dynamic) else {
+            return Outcome::NoData;
+        };
         let family = if rtype == RecordType::A {
             &plan.a
         } else {
@@ -436,7 +458,6 @@ impl<'s> Answerer<'s, '_> {
     /// NODATA or NXDOMAIN for `name`: the SOA in the authority section (RFC 2308), plus with
     /// DNSSEC a compact denial (RFC 9824).
     fn deny(&mut self, zone_index: usize, name: &LowerName, outcome: Outcome, qtype: RecordType) {
-        let zone: &'s ZoneData = &self.snapshot.zones[zone_index];
         if let Outcome::NxDomain = outcome {
             // With DNSSEC the proof says "NODATA" (compact denial), so the rcode is NOERROR
             // unless the client signalled it understands NXDOMAIN with it (CO flag).
@@ -444,36 +465,105 @@ impl<'s> Answerer<'s, '_> {
                 self.reply.rcode = ResponseCode::NXDomain;
             }
         }
-        push_set(&mut self.reply.authorities, &zone.negative_soa, self.dnssec);
+        let (types, negative_soa) = self.name_facts(zone_index, name);
+        push_set(&mut self.reply.authorities, negative_soa, self.dnssec);
         if !self.dnssec {
             return;
         }
-        let owner: Name = name.clone().into();
-        let types: Vec<RecordType> = match outcome {
-            Outcome::NxDomain => vec![NXNAME],
-            _ => self
-                .snapshot
-                .names
-                .get(name)
-                .map(|node| node.types.iter().copied().filter(|t| *t != qtype).collect())
-                .unwrap_or_default(),
-        };
-        let mut key: Vec<u8> = Vec::with_capacity(80);
-        key.push(b'N');
-        key.extend_from_slice(name.to_string().as_bytes());
-        for t in &types {
-            key.extend_from_slice(&u16::from(*t).to_be_bytes());
-        }
-        if let Some(entry) = self
-            .snapshot
-            .lazy
-            .get_or_insert(&key, || snapshot::signed_denial(zone, &owner, types))
-        {
+        let types = types.into_iter().filter(|t| *t != qtype).collect();
+        let ttl = negative_soa.records.first().map_or(0, |soa| soa.ttl);
+        if let Some(entry) = self.denial(zone_index, name, types, ttl) {
             let n = entry.records.len();
             self.reply
                 .authorities
                 .extend((0..n).map(|i| Rr::Cached(entry.clone(), i)));
         }
+    }
+
+    /// What exists at `name` for this client: the types with data (`NXNAME` when the name
+    /// does not exist), and the SOA for negative answers there (its TTL capped at a hostname's
+    /// answer TTL, so an empty answer is not cached longer than an address would be).
+    fn name_facts(&mut self, zone_index: usize, name: &LowerName) -> (Vec<RecordType>, &'s RrSet) {
+        let zone: &'s ZoneData = &self.snapshot.zones[zone_index];
+        let Some(node) = self.snapshot.names.get(name) else {
+            return (vec![NXNAME], &zone.negative_soa);
+        };
+        let mut types: Vec<RecordType> = node.types.iter().copied().collect();
+        let mut negative_soa: &'s RrSet = &zone.negative_soa;
+        if let Some(dynamic) = &node.dynamic
+            && let Some(plan) = self.plan(dynamic)
+        {
+            types.extend(plan.types());
+            types.sort();
+            negative_soa = &plan.negative_soa;
+        }
+        (types, negative_soa)
+    }
+
+    /// The signed compact-denial NSEC at `name` with bitmap `types` (plus RRSIG and NSEC), as
+    /// `[nsec, rrsig]`.
+    fn denial(
+        &mut self,
+        zone_index: usize,
+        name: &LowerName,
+        types: Vec<RecordType>,
+        ttl: u32,
+    ) -> Option<Arc<LazyEntry>> {
+        let zone: &'s ZoneData = &self.snapshot.zones[zone_index];
+        let owner: Name = name.clone().into();
+        let mut key: Vec<u8> = Vec::with_capacity(80);
+        key.push(b'N');
+        key.extend_from_slice(name.to_string().as_bytes());
+        key.extend_from_slice(&ttl.to_be_bytes());
+        for t in &types {
+            key.extend_from_slice(&u16::from(*t).to_be_bytes());
+        }
+        self.snapshot
+            .lazy
+            .get_or_insert(&key, || snapshot::signed_denial(zone, &owner, types, ttl))
+    }
+
+    /// An explicit NSEC or RRSIG query in a signed zone, answered as the compact-denial model
+    /// says the name looks: every name the zone answers for has one NSEC (the one its denials
+    /// carry, listing what exists there for this client), and RRSIGs over that NSEC and over
+    /// each RRset at the name. So the answer never denies a type a proof claims (RFC 4034
+    /// §4.1.2). A name that does not exist has its NXNAME NSEC, unless the client asked for
+    /// NXDOMAIN (CO): then it gets the NXDOMAIN proof instead (`answer`).
+    fn dnssec_meta_answer(&mut self, zone_index: usize, name: &LowerName, qtype: RecordType) {
+        let (types, negative_soa) = self.name_facts(zone_index, name);
+        let ttl = negative_soa.records.first().map_or(0, |soa| soa.ttl);
+        let Some(entry) = self.denial(zone_index, name, types, ttl) else {
+            // Cannot sign (the name is too long for a compact NSEC): plain NODATA.
+            push_set(&mut self.reply.authorities, negative_soa, true);
+            return;
+        };
+        if qtype == RecordType::NSEC {
+            let n = entry.records.len();
+            self.reply
+                .answers
+                .extend((0..n).map(|i| Rr::Cached(entry.clone(), i)));
+            return;
+        }
+        if let Some(node) = self.snapshot.names.get(name) {
+            for (_, set) in &node.sets {
+                if let Some(rrsig) = &set.rrsig {
+                    self.reply.answers.push(Rr::Ref(rrsig));
+                }
+            }
+            if let Some(dynamic) = &node.dynamic {
+                // The signatures over the addresses this client would get.
+                let start = self.reply.answers.len();
+                for family in [RecordType::A, RecordType::AAAA] {
+                    self.dynamic_answer(dynamic, family);
+                }
+                let mut index = start;
+                self.reply.answers.retain(|rr| {
+                    index += 1;
+                    index <= start || rr.get().record_type() == RecordType::RRSIG
+                });
+            }
+        }
+        self.reply.answers.push(Rr::Cached(entry.clone(), 1));
     }
 
     fn push_set(&mut self, set: &'s RrSet) {
@@ -626,17 +716,64 @@ pub(crate) fn udp_payload(request: &MessageRequest, limits: Limits) -> u16 {
 }
 
 /// Encodes a minimal error response (no question) for a packet whose header parsed but whose
-/// body did not: FORMERR with the query's id and opcode.
+/// body did not: FORMERR with the query's id and opcode, and an OPT record (version 0,
+/// [`UNPARSED_PAYLOAD`], DO copied) when the packet carries one, as every other answer to a
+/// query with EDNS does (RFC 6891 §7).
 pub(crate) fn encode_formerr(packet: &[u8], out: &mut Vec<u8>) -> bool {
     if packet.len() < 12 {
         return false;
     }
+    let opt = raw_opt_flags(packet);
     out.clear();
     out.extend_from_slice(&packet[..2]);
-    // QR=1, opcode copied, RD copied; RCODE=FORMERR; all counts 0.
+    // QR=1, opcode copied, RD copied; RCODE=FORMERR; counts 0 but ARCOUNT for the OPT.
     let opcode_and_rd = packet[2] & 0b0111_1001;
     out.push(0b1000_0000 | opcode_and_rd);
     out.push(ResponseCode::FormErr.low());
-    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&[0; 6]);
+    out.extend_from_slice(&u16::from(opt.is_some()).to_be_bytes());
+    if let Some(flags) = opt {
+        out.push(0); // root owner
+        out.extend_from_slice(&u16::from(RecordType::OPT).to_be_bytes());
+        out.extend_from_slice(&UNPARSED_PAYLOAD.to_be_bytes());
+        // Extended RCODE 0, version 0, the DO bit copied.
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&(flags & 0x8000).to_be_bytes());
+        out.extend_from_slice(&0u16.to_be_bytes());
+    }
     true
+}
+
+/// The EDNS flags of the OPT record in `packet`'s additional section, found by walking the raw
+/// sections (for packets hickory could not parse, e.g. for a malformed option); `None` when
+/// there is no OPT or the sections cannot be walked that far.
+fn raw_opt_flags(packet: &[u8]) -> Option<u16> {
+    let count = |i: usize| usize::from(u16::from_be_bytes([packet[i], packet[i + 1]]));
+    let (questions, answers, authorities, additionals) = (count(4), count(6), count(8), count(10));
+    let mut position = 12;
+    // A name: labels up to the root label or a compression pointer.
+    let skip_name = |mut position: usize| -> Option<usize> {
+        loop {
+            let length = *packet.get(position)?;
+            match length & 0xC0 {
+                0x00 if length == 0 => return Some(position + 1),
+                0x00 => position += 1 + usize::from(length),
+                0xC0 => return Some(position + 2),
+                _ => return None,
+            }
+        }
+    };
+    for _ in 0..questions {
+        position = skip_name(position)? + 4;
+    }
+    for index in 0..answers + authorities + additionals {
+        position = skip_name(position)?;
+        let fixed = packet.get(position..position + 10)?;
+        let rtype = u16::from_be_bytes([fixed[0], fixed[1]]);
+        if rtype == u16::from(RecordType::OPT) && index >= answers + authorities {
+            return Some(u16::from_be_bytes([fixed[6], fixed[7]]));
+        }
+        position += 10 + usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
+    }
+    None
 }

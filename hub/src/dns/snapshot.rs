@@ -88,7 +88,6 @@ pub(crate) struct ZoneData {
     pub(crate) glue: Vec<Record>,
     pub(crate) signer: Option<Arc<ZoneSigner>>,
     pub(crate) validity: Validity,
-    pub(crate) negative_ttl: u32,
 }
 
 /// A name inside a zone.
@@ -129,6 +128,20 @@ pub(crate) struct CompiledPlan {
     pub(crate) plan: Plan,
     pub(crate) a: FamilyAnswer,
     pub(crate) aaaa: FamilyAnswer,
+    /// The SOA for negative answers at the hostname: its TTL is at most the plan's TTL, so a
+    /// resolver keeps an empty answer (fail-closed, or a family no target has) no longer than
+    /// it would keep an address, and asks again soon after a recovery.
+    pub(crate) negative_soa: Arc<RrSet>,
+}
+
+impl CompiledPlan {
+    /// The types with data at the hostname for clients of this plan (for NSEC bitmaps).
+    pub(crate) fn types(&self) -> impl Iterator<Item = RecordType> {
+        [(RecordType::A, &self.a), (RecordType::AAAA, &self.aaaa)]
+            .into_iter()
+            .filter(|(_, family)| !matches!(family, FamilyAnswer::Empty))
+            .map(|(rtype, _)| rtype)
+    }
 }
 
 /// How to answer one address family.
@@ -328,7 +341,6 @@ impl SnapshotBuilder {
                 glue,
                 signer,
                 validity,
-                negative_ttl,
             });
         }
 
@@ -402,6 +414,8 @@ impl SnapshotBuilder {
             unstable_ttl: self.config.unstable_ttl,
             stable_after_ms: self.config.stable_after_ms,
         };
+        // The negative SOA per zone and hostname TTL, shared by every plan with that TTL.
+        let mut lowered_soas: HashMap<(usize, u32), Arc<RrSet>> = HashMap::new();
         for (fqdn, policy) in &view.hostnames {
             let Some(zone_index) = zone_of(&self.config.zones, fqdn) else {
                 problems.push(format!(
@@ -417,7 +431,22 @@ impl SnapshotBuilder {
                 used: &mut used_signatures,
                 problems: &mut problems,
             };
-            let dynamic = compile_policy(fqdn, zone_index, policy, &context, &self.geo, &mut sign);
+            let zone_negative = &zones[zone_index].negative_soa;
+            let mut negative_soa = |ttl: u32| -> Arc<RrSet> {
+                lowered_soas
+                    .entry((zone_index, ttl))
+                    .or_insert_with(|| lowered(zone_negative, ttl))
+                    .clone()
+            };
+            let dynamic = compile_policy(
+                fqdn,
+                zone_index,
+                policy,
+                &context,
+                &self.geo,
+                &mut sign,
+                &mut negative_soa,
+            );
             for plan in &dynamic.plans {
                 if let Some(at) = plan.plan.stable_at_unix_ms {
                     let at = UNIX_EPOCH + Duration::from_millis(at);
@@ -425,9 +454,9 @@ impl SnapshotBuilder {
                 }
             }
             let owner = to_name(fqdn);
+            // A and AAAA are not in `types`: whether they exist depends on the plan, and the
+            // query path adds them to a denial's bitmap from the plan it answers from.
             let node = insert_node(&mut names, zone_index, &owner);
-            node.types.insert(RecordType::A);
-            node.types.insert(RecordType::AAAA);
             let dynamic = Arc::new(dynamic);
             fast.insert(wire_name(&owner), dynamic.clone());
             node.dynamic = Some(dynamic);
@@ -566,7 +595,8 @@ fn rrsig_validity(record: &Record) -> Option<Validity> {
     }
 }
 
-/// Compiles one hostname policy for every client region.
+/// Compiles one hostname policy for every client region; `negative_soa` gives the zone's
+/// negative SOA with its TTL capped at a plan's TTL.
 fn compile_policy(
     fqdn: &Fqdn,
     zone: usize,
@@ -574,6 +604,7 @@ fn compile_policy(
     context: &PolicyContext<'_>,
     geo: &GeoMap,
     sign: &mut SignContext<'_>,
+    negative_soa: &mut dyn FnMut(u32) -> Arc<RrSet>,
 ) -> Dynamic {
     let owner = to_name(fqdn);
     let mut plans: Vec<Plan> = geo
@@ -593,6 +624,7 @@ fn compile_policy(
             let shared = CompiledPlan {
                 a: same.a.share(),
                 aaaa: same.aaaa.share(),
+                negative_soa: same.negative_soa.clone(),
                 plan,
             };
             compiled.push(Arc::new(shared));
@@ -600,7 +632,13 @@ fn compile_policy(
         }
         let a = compile_family(&owner, &plan, RecordType::A, &mut member_sets, sign);
         let aaaa = compile_family(&owner, &plan, RecordType::AAAA, &mut member_sets, sign);
-        compiled.push(Arc::new(CompiledPlan { plan, a, aaaa }));
+        let negative_soa = negative_soa(plan.ttl);
+        compiled.push(Arc::new(CompiledPlan {
+            plan,
+            a,
+            aaaa,
+            negative_soa,
+        }));
     }
     Dynamic {
         fqdn: fqdn.clone(),
@@ -896,14 +934,35 @@ fn rdata(data: &RecordData) -> RData {
     }
 }
 
-/// Builds the compact-denial NSEC (and its signature) for `owner` in `zone`.
+/// `negative` (the zone's negative SOA) with its TTL capped at `ttl`. The signature stays
+/// valid: a validator checks it against the RRSIG's original TTL (RFC 4035 §5.3.3), and
+/// serving an RRset and its RRSIG with a lower TTL is what every cache does.
+fn lowered(negative: &Arc<RrSet>, ttl: u32) -> Arc<RrSet> {
+    let lower = |record: &Record| {
+        let mut record = record.clone();
+        record.ttl = record.ttl.min(ttl);
+        record
+    };
+    if negative.records.iter().all(|r| r.ttl <= ttl) {
+        return negative.clone();
+    }
+    Arc::new(RrSet {
+        records: negative.records.iter().map(lower).collect(),
+        rrsig: negative.rrsig.as_ref().map(lower),
+        wire: Vec::new(),
+    })
+}
+
+/// Builds the compact-denial NSEC (and its signature) for `owner` in `zone`, with TTL `ttl`
+/// (the TTL of the negative SOA it is sent with, RFC 9077).
 pub(crate) fn signed_denial(
     zone: &ZoneData,
     owner: &Name,
     types: impl IntoIterator<Item = RecordType>,
+    ttl: u32,
 ) -> Option<Vec<Record>> {
     let signer = zone.signer.as_ref()?;
-    let nsec = dnssec::compact_nsec(owner, types, zone.negative_ttl)?;
+    let nsec = dnssec::compact_nsec(owner, types, ttl)?;
     let rrsig = signer
         .sign(std::slice::from_ref(&nsec), zone.validity)
         .ok()?;

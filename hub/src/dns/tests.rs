@@ -1577,3 +1577,244 @@ fn lazily_signed_answers_are_cached_in_signed_snapshots() {
         "a new snapshot signs its own denial"
     );
 }
+
+// === DNSSEC denial proofs ===
+
+/// The dev zone signed, with a fail-closed hostname whose only cluster is down (`closed.`),
+/// a hostname with IPv4 addresses only (`app.`), a TXT name and a CNAME.
+fn signed_fixture() -> (ZoneSnapshot, Arc<GeoMap>) {
+    let mut config = dev_config();
+    config.zones[0].dnssec = true;
+    let mut view = dev_view();
+    view.zone_keys
+        .insert(fqdn(ZONE), super::generate_zone_key().unwrap());
+    let closed_name = format!("closed.{ZONE}");
+    let mut closed = policy(&[("down", 1)]);
+    closed.fqdn = fqdn(&closed_name);
+    closed.routing.when_all_unhealthy = AllUnhealthy::FailClosed;
+    view.hostnames.insert(fqdn(&closed_name), closed);
+    let mut down = cluster("down", "ap", "127.0.1.4");
+    down.health.verdict = HealthVerdict::Unhealthy;
+    view.clusters.insert(down.cluster.name.clone(), down);
+    view.records = vec![
+        DnsRecord {
+            name: fqdn(&format!("txt.{ZONE}")),
+            ttl: 60,
+            data: RecordData::Txt(vec!["x".into()]),
+        },
+        DnsRecord {
+            name: fqdn(&format!("www.{ZONE}")),
+            ttl: 60,
+            data: RecordData::Cname(fqdn(APP)),
+        },
+    ];
+    build(&config, &view)
+}
+
+fn dnssec_ok() -> Edns {
+    let mut edns = Edns::new();
+    edns.set_max_payload(1232);
+    edns.set_dnssec_ok(true);
+    edns
+}
+
+/// The NSEC of a response's section, with its bitmap.
+fn nsec_types(records: &[hickory_proto::rr::Record]) -> Option<Vec<RecordType>> {
+    use hickory_proto::dnssec::rdata::DNSSECRData;
+    records.iter().find_map(|r| match &r.data {
+        RData::DNSSEC(DNSSECRData::NSEC(nsec)) => Some(nsec.type_bit_maps().collect()),
+        _ => None,
+    })
+}
+
+fn soa_ttl(message: &Message) -> Option<u32> {
+    message
+        .authorities
+        .iter()
+        .find(|r| r.record_type() == RecordType::SOA)
+        .map(|r| r.ttl)
+}
+
+#[test]
+fn denial_proofs_list_only_the_types_that_exist_for_the_client() {
+    let (snapshot, geo) = signed_fixture();
+    let closed = format!("closed.{ZONE}");
+    let ask_signed = |name: &str, rtype: RecordType| {
+        ask(
+            &snapshot,
+            &geo,
+            query_packet(name, rtype, Some(dnssec_ok())),
+            "192.0.2.7",
+        )
+    };
+    // Fail-closed with every cluster down: neither A nor AAAA exists, and both proofs say so.
+    for rtype in [RecordType::A, RecordType::AAAA] {
+        let response = ask_signed(&closed, rtype);
+        assert_eq!(response.metadata.response_code, ResponseCode::NoError);
+        assert!(response.answers.is_empty(), "{rtype}: NODATA");
+        let types = nsec_types(&response.authorities).expect("a denial NSEC");
+        assert!(
+            !types.contains(&RecordType::A) && !types.contains(&RecordType::AAAA),
+            "{rtype} NODATA at a fail-closed name claims addresses: {types:?}"
+        );
+    }
+    // IPv4-only hostname: the AAAA proof says A exists (and it does).
+    let response = ask_signed(APP, RecordType::AAAA);
+    let types = nsec_types(&response.authorities).unwrap();
+    assert!(types.contains(&RecordType::A), "{types:?}");
+    assert!(!types.contains(&RecordType::AAAA), "{types:?}");
+    assert!(!addresses(&ask_signed(APP, RecordType::A)).is_empty());
+}
+
+#[test]
+fn nodata_at_a_hostname_is_cached_no_longer_than_its_answers() {
+    let (snapshot, geo) = signed_fixture();
+    for dnssec in [false, true] {
+        let edns = dnssec.then(dnssec_ok);
+        let ask_ttl = |name: &str, rtype: RecordType| {
+            let response = ask(
+                &snapshot,
+                &geo,
+                query_packet(name, rtype, edns.clone()),
+                "192.0.2.7",
+            );
+            assert!(response.answers.is_empty(), "{name} {rtype}: NODATA");
+            let soa = soa_ttl(&response).unwrap();
+            if dnssec {
+                let nsec_ttl = response
+                    .authorities
+                    .iter()
+                    .filter(|r| r.record_type() != RecordType::SOA)
+                    .map(|r| r.ttl)
+                    .max()
+                    .unwrap();
+                assert!(nsec_ttl <= soa, "{name} {rtype}: NSEC/RRSIG TTL {nsec_ttl}");
+            }
+            soa
+        };
+        // The hostname's TTL is 30; the zone's negative TTL is 60.
+        assert_eq!(ask_ttl(&format!("closed.{ZONE}"), RecordType::A), 30);
+        assert_eq!(ask_ttl(APP, RecordType::AAAA), 30);
+        assert_eq!(ask_ttl(APP, RecordType::TXT), 30);
+        assert_eq!(ask_ttl(&format!("txt.{ZONE}"), RecordType::A), 60);
+    }
+
+    // While health changes, the lowered TTL caps the negative answer too.
+    let mut view = dev_view();
+    let closed = format!("closed.{ZONE}");
+    let mut policy = policy(&[("down", 1)]);
+    policy.fqdn = fqdn(&closed);
+    policy.routing.when_all_unhealthy = AllUnhealthy::FailClosed;
+    view.hostnames.insert(fqdn(&closed), policy);
+    let mut down = cluster("down", "ap", "127.0.1.4");
+    down.health.verdict = HealthVerdict::Unhealthy;
+    down.health.since_unix_ms = NOW_MS - 1000;
+    view.clusters.insert(down.cluster.name.clone(), down);
+    let config = dev_config();
+    let (snapshot, geo) = build(&config, &view);
+    let response = ask(
+        &snapshot,
+        &geo,
+        query_packet(&closed, RecordType::A, None),
+        "192.0.2.7",
+    );
+    assert_eq!(soa_ttl(&response), Some(config.unstable_ttl));
+}
+
+#[test]
+fn explicit_nsec_and_rrsig_queries_are_answered_not_denied() {
+    let (snapshot, geo) = signed_fixture();
+    let ask_signed = |name: &str, rtype: RecordType| {
+        ask(
+            &snapshot,
+            &geo,
+            query_packet(name, rtype, Some(dnssec_ok())),
+            "192.0.2.7",
+        )
+    };
+    for name in [
+        APP.to_string(),
+        format!("txt.{ZONE}"),
+        format!("www.{ZONE}"),
+        format!("closed.{ZONE}"),
+        format!("nope.{ZONE}"),
+    ] {
+        let nsec = ask_signed(&name, RecordType::NSEC);
+        assert_eq!(nsec.metadata.response_code, ResponseCode::NoError);
+        let types = nsec_types(&nsec.answers)
+            .unwrap_or_else(|| panic!("{name} NSEC: the NSEC in the answer: {nsec:?}"));
+        assert!(types.contains(&RecordType::NSEC), "{name}: {types:?}");
+        assert!(
+            nsec.answers
+                .iter()
+                .any(|r| r.record_type() == RecordType::RRSIG),
+            "{name} NSEC: signed"
+        );
+        assert!(nsec_types(&nsec.authorities).is_none(), "{name}: no denial");
+
+        let rrsig = ask_signed(&name, RecordType::RRSIG);
+        assert_eq!(rrsig.metadata.response_code, ResponseCode::NoError);
+        assert!(!rrsig.answers.is_empty(), "{name} RRSIG: answered");
+        assert!(
+            rrsig
+                .answers
+                .iter()
+                .all(|r| r.record_type() == RecordType::RRSIG),
+            "{name} RRSIG: only signatures, {:?}",
+            rrsig.answers
+        );
+        assert!(
+            nsec_types(&rrsig.authorities).is_none(),
+            "{name}: no denial"
+        );
+    }
+    // The apex: the RRSIGs over SOA, NS, DNSKEY and the NSEC.
+    let apex = ask_signed(ZONE, RecordType::RRSIG);
+    assert!(apex.answers.len() >= 4, "{:?}", apex.answers);
+    // A hostname: the signature over the A set this client gets, and the NSEC's.
+    let app = ask_signed(APP, RecordType::RRSIG);
+    assert_eq!(app.answers.len(), 2, "{:?}", app.answers);
+}
+
+#[test]
+fn any_at_an_alias_answers_the_cname_only() {
+    let (snapshot, geo) = signed_fixture();
+    let response = ask(
+        &snapshot,
+        &geo,
+        query_packet(&format!("www.{ZONE}"), RecordType::ANY, None),
+        "192.0.2.7",
+    );
+    let types: Vec<RecordType> = response.answers.iter().map(|r| r.record_type()).collect();
+    assert_eq!(types, [RecordType::CNAME]);
+}
+
+#[test]
+fn formerr_for_an_unparsable_query_keeps_the_opt_record() {
+    let bare = query_packet(APP, RecordType::A, None);
+    let mut out = Vec::new();
+    assert!(respond::encode_formerr(&bare, &mut out));
+    let response = Message::from_vec(&out).unwrap();
+    assert_eq!(response.metadata.response_code, ResponseCode::FormErr);
+    assert!(response.edns.is_none(), "no OPT without one in the query");
+
+    // An ECS option of family 3, which hickory cannot parse; DO set.
+    let mut packet = query_packet(APP, RecordType::A, None);
+    packet[11] = 1;
+    packet.extend_from_slice(&[0, 0, 41, 0x10, 0x00, 0, 0, 0x80, 0]);
+    packet.extend_from_slice(&[0, 11, 0, 8, 0, 7, 0, 3, 24, 0, 1, 2, 3]);
+    assert!(
+        Request::from_bytes(
+            packet.clone(),
+            "127.0.0.1:53".parse().unwrap(),
+            Protocol::Udp
+        )
+        .is_err()
+    );
+    assert!(respond::encode_formerr(&packet, &mut out));
+    let response = Message::from_vec(&out).unwrap();
+    assert_eq!(response.metadata.response_code, ResponseCode::FormErr);
+    let edns = response.edns.expect("an OPT record");
+    assert_eq!(edns.version(), 0);
+    assert!(edns.flags().dnssec_ok);
+}
