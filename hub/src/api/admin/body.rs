@@ -20,6 +20,17 @@ use crate::store::{AuditEntry, ClusterRecord, RecordSet, verdict_name};
 /// Default TTL of a hostname's answers, in seconds.
 pub const DEFAULT_TTL: u32 = 30;
 
+/// The most addresses one cluster may list. Every address of a cluster can end up in one DNS
+/// answer (with `max_answers` 0, or failing open), signed as one RRset; 64 AAAA records stay
+/// far below what fits one message with its signature, and real gateways have a handful.
+pub const MAX_CLUSTER_ADDRESSES: usize = 64;
+
+/// The most bytes one static record set may take in DNS wire format, owner names written out
+/// in full (as they are signed, RFC 4034 §6.2). A set is served as one answer and signed as a
+/// whole: 16 KiB leaves room for the rest of a 64 KiB TCP message and the RRSIG, where a
+/// larger set would be cut short and could not be signed.
+pub const MAX_RECORD_SET_WIRE_BYTES: usize = 16 * 1024;
+
 /// `PUT /v1/clusters/{name}` body; also the `cluster` part of `GET` answers.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -259,6 +270,16 @@ impl ClusterBody {
         }
         let region = Region::new(&self.region)
             .map_err(|e| ApiError::bad_request(Some("region".into()), e.to_string()))?;
+        if self.addresses.len() > MAX_CLUSTER_ADDRESSES {
+            return Err(ApiError::bad_request(
+                Some("addresses".into()),
+                format!(
+                    "{} addresses listed, at most {MAX_CLUSTER_ADDRESSES} are allowed (they are \
+                     served as one DNS answer)",
+                    self.addresses.len()
+                ),
+            ));
+        }
         let mut addresses: Vec<IpAddr> = Vec::new();
         for (i, value) in self.addresses.iter().enumerate() {
             let ip: IpAddr = value.parse().map_err(|_| {
@@ -267,6 +288,12 @@ impl ClusterBody {
                     format!("{value:?} is not an IP address"),
                 )
             })?;
+            if let Err(why) = answerable(ip) {
+                return Err(ApiError::bad_request(
+                    Some(format!("addresses[{i}]")),
+                    format!("{ip} {why}"),
+                ));
+            }
             if addresses.contains(&ip) {
                 return Err(ApiError::bad_request(
                     Some(format!("addresses[{i}]")),
@@ -281,6 +308,32 @@ impl ClusterBody {
             addresses,
             drained: self.drained,
         })
+    }
+}
+
+/// Whether clients could connect to `ip` given in a DNS answer: not unspecified, broadcast
+/// or multicast, and IPv4 written as IPv4 (an IPv4-mapped IPv6 address would be served as an
+/// AAAA record no IPv6 client can reach).
+fn answerable(ip: IpAddr) -> Result<(), String> {
+    match ip {
+        IpAddr::V4(v4) if v4.is_unspecified() => {
+            Err("is the unspecified address, which no client can connect to".into())
+        }
+        IpAddr::V4(v4) if v4.is_broadcast() => {
+            Err("is the broadcast address, which no client can connect to".into())
+        }
+        IpAddr::V4(v4) if v4.is_multicast() => Err("is a multicast address (224.0.0.0/4)".into()),
+        IpAddr::V6(v6) if v6.is_unspecified() => {
+            Err("is the unspecified address, which no client can connect to".into())
+        }
+        IpAddr::V6(v6) if v6.is_multicast() => Err("is a multicast address (ff00::/8)".into()),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => Err(format!(
+                "is an IPv4-mapped IPv6 address; list the IPv4 address {v4} instead"
+            )),
+            None => Ok(()),
+        },
+        IpAddr::V4(_) => Ok(()),
     }
 }
 
@@ -459,6 +512,17 @@ impl RecordSetJson {
             let field = format!("values[{i}]");
             values.push(record_value(rtype, value).map_err(|why| bad(field, why))?);
         }
+        let size: usize = values.iter().map(|v| wire_size(name, v)).sum();
+        if size > MAX_RECORD_SET_WIRE_BYTES {
+            return Err(bad(
+                "values".into(),
+                format!(
+                    "the {} records take {size} bytes in DNS wire format, at most \
+                     {MAX_RECORD_SET_WIRE_BYTES} fit one signed answer",
+                    values.len()
+                ),
+            ));
+        }
         Ok(RecordSet {
             ttl: self.ttl,
             values,
@@ -474,6 +538,21 @@ impl RecordSetJson {
             values: set.values.iter().map(record_json).collect(),
         }
     }
+}
+
+/// The size of one record at `owner` in DNS wire format, without name compression.
+fn wire_size(owner: &Fqdn, data: &RecordData) -> usize {
+    // A name of labels "a.b" is written as 1 a 1 b 0: its text length plus two.
+    let name = |fqdn: &Fqdn| fqdn.as_str().len() + 2;
+    let rdata = match data {
+        RecordData::A(_) => 4,
+        RecordData::Aaaa(_) => 16,
+        RecordData::Cname(target) => name(target),
+        RecordData::Txt(strings) => strings.iter().map(|s| 1 + s.len()).sum(),
+        RecordData::Mx { exchange, .. } => 2 + name(exchange),
+    };
+    // Owner, then TYPE, CLASS, TTL and RDLENGTH.
+    name(owner) + 10 + rdata
 }
 
 fn record_value(rtype: &str, value: &serde_json::Value) -> Result<RecordData, String> {
@@ -499,6 +578,13 @@ fn record_value(rtype: &str, value: &serde_json::Value) -> Result<RecordData, St
             let (preference, exchange) = text
                 .split_once(' ')
                 .ok_or_else(|| format!("{text:?} is not \"<preference> <exchange>\""))?;
+            if exchange.trim().parse::<IpAddr>().is_ok() {
+                // RFC 5321 §5.1: the exchange is a host name, looked up for its addresses.
+                return Err(format!(
+                    "exchange {:?} is an address; an MX names a host with A/AAAA records",
+                    exchange.trim()
+                ));
+            }
             Ok(RecordData::Mx {
                 preference: preference
                     .parse()

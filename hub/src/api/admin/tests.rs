@@ -341,3 +341,65 @@ fn name_servers_of_a_zone_refuse_policies_and_addresses() {
         }
     }
 }
+
+#[test]
+fn cluster_addresses_no_client_can_reach_are_refused() {
+    let cases = [
+        ("0.0.0.0", "unspecified"),
+        ("255.255.255.255", "broadcast"),
+        ("224.0.0.1", "multicast"),
+        ("239.255.255.250", "multicast"),
+        ("::", "unspecified"),
+        ("ff02::1", "multicast"),
+        ("::ffff:1.2.3.4", "list the IPv4 address 1.2.3.4"),
+    ];
+    for (address, why) in cases {
+        let body = format!(r#"{{"region":"us","addresses":["10.0.0.1","{address}"]}}"#);
+        check_400(cluster(&body), "addresses[1]", why);
+    }
+    // Loopback, private and documentation addresses are fine (tests and labs use them).
+    cluster(r#"{"region":"us","addresses":["127.0.1.1","10.0.0.1","2001:db8::1","fd00::1"]}"#)
+        .unwrap();
+
+    let many: Vec<String> = (0..65)
+        .map(|i| format!("\"10.0.{}.{}\"", i / 200, i % 200 + 1))
+        .collect();
+    let body = format!(r#"{{"region":"us","addresses":[{}]}}"#, many.join(","));
+    check_400(cluster(&body), "addresses", "at most 64");
+    let body = format!(
+        r#"{{"region":"us","addresses":[{}]}}"#,
+        many[..64].join(",")
+    );
+    assert_eq!(cluster(&body).unwrap().addresses.len(), 64);
+}
+
+#[test]
+fn record_sets_that_cannot_be_served_whole_are_refused() {
+    use super::body::RecordSetJson;
+
+    let name = Fqdn::new("huge.demo.meridian.test").unwrap();
+    let set = |rtype: &str, values: Vec<String>| {
+        let body = serde_json::json!({ "values": values }).to_string();
+        parse_json::<RecordSetJson>(body.as_bytes())?.into_model(&name, rtype)
+    };
+    let addresses = |n: u32| -> Vec<String> {
+        (0..n)
+            .map(|i| std::net::Ipv4Addr::from(0x0A00_0000 + i).to_string())
+            .collect()
+    };
+    // The reviewer's 4500 addresses: 400 naming the values.
+    check_400(set("A", addresses(4500)), "values", "at most 16384");
+    // 16384 / (25 bytes of owner + 10 + 4) = 420 A records fit; 421 do not.
+    assert_eq!(set("A", addresses(420)).unwrap().values.len(), 420);
+    check_400(set("A", addresses(421)), "values", "DNS wire format");
+    // Many long TXT records count their text.
+    let texts: Vec<String> = (0..70).map(|i| format!("{i:0>250}")).collect();
+    check_400(set("TXT", texts), "values", "at most 16384");
+
+    check_400(
+        set("MX", vec!["10 192.0.2.1".into()]),
+        "values[0]",
+        "is an address",
+    );
+    set("MX", vec!["10 mail.example.com".into()]).unwrap();
+}
