@@ -313,7 +313,13 @@ pub(crate) fn failure_to_pb(failure: ProposeFailure) -> pb::RaftRpcError {
                 RaftError::NotLeader { .. } => Kind::NotLeader,
                 RaftError::Invalid(_) => Kind::Invalid,
             };
-            (kind, error.to_string(), 0, String::new())
+            // The caller wraps these two in the same variant again: send the bare reason, or
+            // the message would say "membership change refused: " twice.
+            let message = match error {
+                RaftError::Membership(why) | RaftError::Invalid(why) => why,
+                other => other.to_string(),
+            };
+            (kind, message, 0, String::new())
         }
     };
     pb::RaftRpcError {
