@@ -75,7 +75,7 @@ pub enum HubError {
         source: std::io::Error,
     },
     /// Raft did not start.
-    #[error("raft: {0}")]
+    #[error(transparent)]
     Raft(#[from] RaftError),
     /// DNS did not start.
     #[error(transparent)]

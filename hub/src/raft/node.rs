@@ -331,7 +331,17 @@ impl<S: StateMachine> Node<S> {
             return Err(RaftError::Invalid("node_id must not be 0".into()));
         }
         let storage_error = |e: StorageFailure| RaftError::Storage(e.to_string());
-        let mut storage = DiskStorage::open(&config.data_dir).map_err(storage_error)?;
+        // A log that cannot be read (damaged by a disk fault, truncated, not a redb file) is
+        // this node's lost data: say how to bring the node back.
+        let mut storage = DiskStorage::open(&config.data_dir).map_err(|e| {
+            RaftError::Storage(format!(
+                "{e}. If the file is damaged, this node's copy of the group's data is lost: \
+                 stop it, remove it from its group on another node (`meridian ctl members \
+                 remove {id}`), move its data directory aside, start it with --join and add it \
+                 back (`meridian ctl members add {id} ADDR`); a single-node hub must be \
+                 restored from a backup of its data directory"
+            ))
+        })?;
         storage.claim(id).map_err(storage_error)?;
 
         let had_log = !storage.is_empty();

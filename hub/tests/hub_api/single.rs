@@ -610,3 +610,27 @@ async fn stale_reads_say_they_are_stale_and_how_stale() {
     assert_eq!(fresh.status(), 200);
     assert!(fresh.headers().get("x-meridian-read").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_raft_log_is_refused_with_the_way_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = single(dir.path()).await;
+    hub.shutdown().await;
+    let log = dir.path().join("raft").join("raft.redb");
+    let mut bytes = std::fs::read(&log).unwrap();
+    // Garbage over the file's header: not a database any more.
+    for byte in bytes.iter_mut().take(4096) {
+        *byte = 0x5a;
+    }
+    std::fs::write(&log, &bytes).unwrap();
+    let error = match Hub::spawn(config(1, dir.path())).await {
+        Ok(_) => panic!("a damaged log was opened"),
+        Err(error) => error,
+    };
+    let text = error.to_string();
+    assert!(text.contains("raft.redb"), "{text}");
+    assert!(text.contains("meridian ctl members remove 1"), "{text}");
+    assert!(text.contains("--join"), "{text}");
+    // Printed once: the cause is not repeated as a source of its own message.
+    assert!(std::error::Error::source(&error).is_none(), "{error:?}");
+}
