@@ -194,6 +194,72 @@ fn parse(packet: &[u8]) -> Option<FastQuery<'_>> {
     })
 }
 
+/// Whether `packet` (a query) carries an ECS option whose address has more or fewer octets
+/// than its source prefix needs. RFC 7871 §6 asks for FORMERR then, but the full path's parser
+/// keeps only the prefix's octets, so it cannot see them; the fast path declines such queries.
+pub(crate) fn ecs_address_length_wrong(packet: &[u8]) -> bool {
+    let Some(header) = packet.get(..12) else {
+        return false;
+    };
+    let count = |i: usize| usize::from(u16::from_be_bytes([header[i], header[i + 1]]));
+    let (qdcount, other, arcount) = (count(4), count(6) + count(8), count(10));
+    if arcount == 0 {
+        return false;
+    }
+    let mut position = 12;
+    for _ in 0..qdcount {
+        let Some(end) = skip_name(packet, position) else {
+            return false;
+        };
+        position = end + 4;
+    }
+    for index in 0..other + arcount {
+        let Some(end) = skip_name(packet, position) else {
+            return false;
+        };
+        let Some(fixed) = packet.get(end..end + 10) else {
+            return false;
+        };
+        let rtype = u16::from_be_bytes([fixed[0], fixed[1]]);
+        let rdlength = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
+        let Some(rdata) = packet.get(end + 10..end + 10 + rdlength) else {
+            return false;
+        };
+        if index >= other && rtype == TYPE_OPT {
+            let mut options = rdata;
+            while let [c0, c1, l0, l1, rest @ ..] = options {
+                let length = usize::from(u16::from_be_bytes([*l0, *l1]));
+                let Some(option) = rest.get(..length) else {
+                    return false;
+                };
+                if u16::from_be_bytes([*c0, *c1]) == OPTION_ECS
+                    && let Some(&source) = option.get(2)
+                    && option.len() >= 4
+                    && option.len() - 4 != usize::from(source).div_ceil(8)
+                {
+                    return true;
+                }
+                options = &rest[length..];
+            }
+        }
+        position = end + 10 + rdlength;
+    }
+    false
+}
+
+/// The end of the (possibly compressed) name at `position`.
+fn skip_name(packet: &[u8], mut position: usize) -> Option<usize> {
+    loop {
+        let length = *packet.get(position)?;
+        match length {
+            0 => return Some(position + 1),
+            l if l & 0xC0 == 0xC0 => return Some(position + 2),
+            l if l & 0xC0 == 0 => position += 1 + usize::from(l),
+            _ => return None,
+        }
+    }
+}
+
 /// Parses an OPT record at `position`: version 0, DO clear, no options but one valid ECS.
 fn parse_opt(packet: &[u8], position: usize) -> Option<(FastEdns<'_>, usize)> {
     let fixed = packet.get(position..position + 11)?;

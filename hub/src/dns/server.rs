@@ -690,6 +690,10 @@ impl Shared {
             }
         };
         let request: &MessageRequest = &request;
+        if fast::ecs_address_length_wrong(packet) {
+            counters.count(ResponseCode::FormErr);
+            return respond::encode_formerr(packet, out);
+        }
         if verdict == Verdict::Slip {
             counters.rate_slipped += 1;
             return respond::encode_slip(request, self.limits, out).is_ok();
@@ -749,6 +753,10 @@ impl tcp::Answer for Shared {
             }
         };
         let request: &MessageRequest = &request;
+        if fast::ecs_address_length_wrong(query) {
+            self.metrics.tcp.count(ResponseCode::FormErr);
+            return respond::encode_formerr(query, out);
+        }
         let snapshot = self.snapshot.load();
         let mut rng = rand::rng();
         let reply = respond::respond(

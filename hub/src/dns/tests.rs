@@ -1313,6 +1313,43 @@ fn fuzz_regressions_do_not_panic() {
     }
 }
 
+/// RFC 7871 §6: an ECS address must have exactly the octets its source prefix needs. hickory's
+/// parser keeps only those, so the check reads the raw packet.
+#[test]
+fn ecs_with_extra_address_octets_gets_formerr_with_an_opt() {
+    let config = dev_config();
+    let mut answerer = super::PacketAnswerer::new(&config, &dev_view()).unwrap();
+    let src: SocketAddr = "192.0.2.254:5300".parse().unwrap();
+    let ecs_query = |address: &[u8], source: u8| {
+        let mut packet = query_packet(APP, RecordType::A, None);
+        // ARCOUNT 1, then an OPT with one ECS option (family 1).
+        packet[11] = 1;
+        let option_len = 4 + address.len();
+        packet.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0]);
+        packet.extend_from_slice(&((option_len + 4) as u16).to_be_bytes());
+        packet.extend_from_slice(&[0, 8]);
+        packet.extend_from_slice(&(option_len as u16).to_be_bytes());
+        packet.extend_from_slice(&[0, 1, source, 0]);
+        packet.extend_from_slice(address);
+        packet
+    };
+    // A /24 with its three octets is answered...
+    let good = answerer
+        .answer_udp(&ecs_query(&[203, 0, 113], 24), src)
+        .expect("an answer")
+        .to_vec();
+    let good = Message::from_vec(&good).unwrap();
+    assert_eq!(good.metadata.response_code, ResponseCode::NoError);
+    // ...a /24 with four octets is malformed.
+    let extra = answerer
+        .answer_udp(&ecs_query(&[203, 0, 113, 0], 24), src)
+        .expect("a FORMERR")
+        .to_vec();
+    let extra = Message::from_vec(&extra).unwrap();
+    assert_eq!(extra.metadata.response_code, ResponseCode::FormErr);
+    assert!(extra.edns.is_some(), "the FORMERR keeps the OPT record");
+}
+
 /// The UDP fast path answers the hot queries itself, and byte for byte (or message for message)
 /// as the full path would; everything else it leaves to the full path.
 #[test]
