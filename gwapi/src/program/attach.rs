@@ -184,10 +184,17 @@ fn attach_one(
     }
 }
 
-/// GRPCRoute spec: an HTTPRoute and a GRPCRoute with intersecting hostnames must not share a
-/// listener; the older one (creation time, then `namespace/name`) keeps it. Attachments are
-/// taken in age order, and each is dropped if it overlaps a kept one of the other kind. A
-/// parentRef that loses every attachment this way reports `NotAllowedByListeners`.
+/// GRPCRoute spec: an HTTPRoute and a GRPCRoute on one listener whose hostnames intersect
+/// must not both be accepted; the older one (creation time, then `namespace/name`) keeps it.
+/// Attachments are taken in age order, and each is dropped if it overlaps a kept one of the
+/// other kind. A parentRef that loses every attachment this way reports
+/// `NotAllowedByListeners`.
+///
+/// Only hostnames a route lists count: a route that lists none (a catch-all) intersects
+/// nothing, as Envoy Gateway and Istio serve both kinds then. Otherwise adding a GRPCRoute for
+/// one hostname would take a catch-all HTTPRoute off the air for every host, or the reverse.
+/// Both then serve: a gRPC request tries the listener's GRPCRoutes first
+/// (`proxy::handler`), anything else only its HTTPRoutes.
 pub(crate) fn resolve_kind_conflicts(
     candidates: &mut [Candidate<'_>],
     listeners: &[ListenerState<'_>],
@@ -217,9 +224,14 @@ pub(crate) fn resolve_kind_conflicts(
             let attachments = std::mem::take(&mut candidates[c].outcomes[o].attachments);
             let mut remaining = Vec::new();
             for (listener, hostnames) in attachments {
+                let lists_hostnames = !candidates[c].hostnames.is_empty();
                 let rival = kept[listener][slot(other_kind)]
                     .iter()
-                    .find(|(_, other_hosts)| hostnames_overlap(&hostnames, other_hosts));
+                    .find(|(rival, other_hosts)| {
+                        lists_hostnames
+                            && !candidates[*rival].hostnames.is_empty()
+                            && hostnames_overlap(&hostnames, other_hosts)
+                    });
                 match rival {
                     Some((rival, _)) => {
                         lost_to = Some(format!(

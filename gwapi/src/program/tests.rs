@@ -1097,11 +1097,11 @@ fn http_and_grpc_routes_do_not_share_a_listener() {
             "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: infra, creationTimestamp: '{created}'}}\nspec:\n  parentRefs: [{{name: same-namespace}}]\n  hostnames: {hostnames}\n"
         )
     };
-    // The older GRPCRoute wins the listener.
+    // Intersecting hostnames: the older GRPCRoute wins the listener.
     let objects = set(&format!(
         "{}{}",
-        grpc("g", "2024-01-01T00:00:00Z", "[]"),
-        http("h", "2024-06-01T00:00:00Z", "[]")
+        grpc("g", "2024-01-01T00:00:00Z", "[grpc.example.com]"),
+        http("h", "2024-06-01T00:00:00Z", "['*.example.com']")
     ));
     let programmed = program(&objects, &[], &same_namespace());
     assert_eq!(
@@ -1133,6 +1133,31 @@ fn http_and_grpc_routes_do_not_share_a_listener() {
     assert_eq!(programmed.config.grpc_routes.len(), 1);
     assert_eq!(programmed.config.http_routes.len(), 1);
     assert_eq!(programmed.status.listeners[0].attached_routes, 2);
+
+    // A catch-all route (no hostnames listed) intersects nothing: a GRPCRoute for one host
+    // does not take a catch-all HTTPRoute off the air, whichever is older or named first.
+    for (grpc_created, http_created) in [
+        ("2024-01-01T00:00:00Z", "2024-06-01T00:00:00Z"),
+        ("2024-06-01T00:00:00Z", "2024-01-01T00:00:00Z"),
+    ] {
+        let objects = set(&format!(
+            "{}{}",
+            grpc("g", grpc_created, "[grpc.example.com]"),
+            http("web", http_created, "[]")
+        ));
+        let programmed = program(&objects, &[], &same_namespace());
+        for (kind, key) in [(RouteKind::Grpc, "infra/g"), (RouteKind::Http, "infra/web")] {
+            assert_eq!(
+                cond(
+                    &route_conditions(&programmed, kind, key),
+                    ConditionType::Accepted
+                ),
+                (True, Reason::Accepted),
+                "{key}"
+            );
+        }
+        assert_eq!(programmed.status.listeners[0].attached_routes, 2);
+    }
 }
 
 #[test]

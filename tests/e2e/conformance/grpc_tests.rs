@@ -277,3 +277,40 @@ async fn grpc_route_weight() {
     .collect();
     assert_eq!(counts, want);
 }
+
+/// Not an upstream test: a GRPCRoute for one host next to a catch-all HTTPRoute (no hostnames).
+/// Their listed hostnames do not intersect, so both serve (as in Envoy Gateway): gRPC for that
+/// host goes to the GRPCRoute, everything else to the HTTPRoute. Before, the GRPCRoute
+/// (first by name, files carry no creation time) took the HTTPRoute off the air for every host.
+#[tokio::test]
+async fn a_grpc_route_for_one_host_leaves_a_catch_all_http_route_serving() {
+    let routes = format!(
+        "{}apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: web, namespace: gateway-conformance-infra}}\nspec:\n  parentRefs: [{{name: same-namespace}}]\n  rules: [{{backendRefs: [{{name: infra-backend-v2, port: 8080}}]}}]\n",
+        grpc_route(
+            "a-grpc",
+            "  hostnames: [grpc.example]\n  rules: [{backendRefs: [{name: infra-backend-v1, port: 8081}]}]\n",
+        )
+    );
+    let suite = Suite::new().start(
+        "gateway-conformance-infra/same-namespace",
+        &format!("{SAME_NAMESPACE_GATEWAY}{routes}"),
+    );
+    let client = h2c_client(&suite, &["grpc.example"]);
+    expect(
+        &client,
+        &suite,
+        "grpc.example",
+        "Echo",
+        &[],
+        Ok("infra-backend-v1"),
+    )
+    .await;
+    check_all(
+        &suite,
+        &[
+            (get("www.example.com", "/"), ok("infra-backend-v2")),
+            (get("grpc.example", "/page"), ok("infra-backend-v2")),
+        ],
+    )
+    .await;
+}
