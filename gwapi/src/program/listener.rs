@@ -362,25 +362,38 @@ pub(crate) fn certificate(
     };
     let cert_chain_pem = field("tls.crt")?;
     let private_key_pem = field("tls.key")?;
-    let n_certs = CertificateDer::pem_slice_iter(cert_chain_pem.as_bytes())
-        .map(|c| c.map(|_| ()))
-        .collect::<Result<Vec<()>, _>>()
-        .map(|v| v.len());
-    match n_certs {
-        Ok(n) if n > 0 => {}
-        _ => {
-            return Err(invalid(format!(
+    let chain = CertificateDer::pem_slice_iter(cert_chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .ok()
+        .filter(|chain| !chain.is_empty())
+        .ok_or_else(|| {
+            invalid(format!(
                 "Secret {namespace}/{} tls.crt holds no valid PEM certificate",
                 reference.name
-            )));
-        }
-    }
-    if PrivateKeyDer::from_pem_slice(private_key_pem.as_bytes()).is_err() {
+            ))
+        })?;
+    let Ok(private_key) = PrivateKeyDer::from_pem_slice(private_key_pem.as_bytes()) else {
         return Err(invalid(format!(
             "Secret {namespace}/{} tls.key holds no valid PEM private key",
             reference.name
         )));
-    }
+    };
+    // What the gateway does with the pair when it builds the listener, checked here so a bad
+    // pair fails this listener alone (ResolvedRefs=False) instead of the whole config.
+    let signing_key = rustls::crypto::ring::sign::any_supported_type(&private_key).map_err(|e| {
+        invalid(format!(
+            "Secret {namespace}/{} tls.key is not a supported private key (RSA, ECDSA P-256/P-384 or Ed25519): {e}",
+            reference.name
+        ))
+    })?;
+    rustls::sign::CertifiedKey::new(chain, signing_key)
+        .keys_match()
+        .map_err(|e| {
+            invalid(format!(
+                "Secret {namespace}/{} tls.key does not match the certificate in tls.crt: {e}",
+                reference.name
+            ))
+        })?;
     Ok(TlsCertificate {
         key: ObjectKey {
             namespace: namespace.to_string(),

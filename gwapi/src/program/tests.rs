@@ -774,8 +774,25 @@ fn certificates_resolve_from_secrets() {
     let grant = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: ReferenceGrant\nmetadata: {name: certs, namespace: web-backend}\nspec:\n  from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: infra}]\n  to: [{group: '', kind: Secret}]\n";
     let malformed = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: cert, namespace: infra}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: bm90IGEgY2VydA==\n  tls.key: bm90IGEga2V5\n";
     let opaque = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: cert, namespace: infra}\ntype: Opaque\nstringData: {tls.crt: x, tls.key: y}\n";
+    // A valid certificate with another certificate's key: the gateway could not serve it.
+    let mismatched = {
+        let cert =
+            rcgen::generate_simple_self_signed(vec!["example.org".to_string()]).expect("cert");
+        let other =
+            rcgen::generate_simple_self_signed(vec!["example.org".to_string()]).expect("cert");
+        let b64 = |s: String| base64::engine::general_purpose::STANDARD.encode(s);
+        format!(
+            "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: cert, namespace: infra}}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n",
+            b64(cert.cert.pem()),
+            b64(other.signing_key.serialize_pem())
+        )
+    };
     let cases: Vec<(String, Result<(), Reason>)> = vec![
         (format!("{}{good}", https_gateway("{name: cert}")), Ok(())),
+        (
+            format!("{}{mismatched}", https_gateway("{name: cert}")),
+            Err(Reason::InvalidCertificateRef),
+        ),
         (
             https_gateway("{name: cert}"),
             Err(Reason::InvalidCertificateRef),

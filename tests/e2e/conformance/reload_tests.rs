@@ -124,3 +124,63 @@ async fn a_broken_file_keeps_its_last_good_content_while_other_files_apply() {
         suite.gateway_log()
     );
 }
+
+#[tokio::test]
+async fn a_secret_whose_key_does_not_match_its_certificate_fails_its_listener_alone() {
+    // The HTTPS listener's Secret holds one certificate with another certificate's key, from
+    // the start: the HTTP listener serves anyway, later changes apply, and the log says why
+    // the HTTPS listener is not programmed. Before, the whole config was refused (nothing
+    // served at start, nothing changed later).
+    let mut suite = Suite::new();
+    suite.cert("one", &["secure.example.com"]);
+    suite.cert("other", &["secure.example.com"]);
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{name: mismatched, namespace: gateway-conformance-infra}}
+type: kubernetes.io/tls
+data: {{tls.crt: "{{{{CERT:one}}}}", tls.key: "{{{{KEY:other}}}}"}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: same-namespace, namespace: gateway-conformance-infra}}
+spec:
+  gatewayClassName: meridian
+  addresses: [{{type: IPAddress, value: 127.0.0.1}}]
+  listeners:
+  - {{name: http, port: {{{{HTTP}}}}, protocol: HTTP, allowedRoutes: {{namespaces: {{from: Same}}}}}}
+  - name: https
+    port: {{{{HTTPS}}}}
+    protocol: HTTPS
+    allowedRoutes: {{namespaces: {{from: Same}}}}
+    tls: {{certificateRefs: [{{name: mismatched}}]}}
+---
+{}"#,
+        route("stable", "stable.example.com", &backend("infra-backend-v1"))
+    );
+    let suite = suite.start(GW, &manifest);
+    check_all(
+        &suite,
+        &[(get("stable.example.com", "/"), ok("infra-backend-v1"))],
+    )
+    .await;
+    suite.write(
+        "20-later.yaml",
+        &route("later", "later.example.com", &backend("infra-backend-v2")),
+    );
+    check_all(
+        &suite,
+        &[(get("later.example.com", "/"), ok("infra-backend-v2"))],
+    )
+    .await;
+    let log = suite.gateway_log();
+    assert!(
+        log.contains("does not match the certificate") && log.contains("mismatched"),
+        "the listener's problem is named:\n{log}"
+    );
+    assert!(!log.contains("config rejected"), "{log}");
+    assert!(
+        std::net::TcpStream::connect(suite.addr("HTTPS")).is_err(),
+        "no TLS listener serves the unusable certificate"
+    );
+}
