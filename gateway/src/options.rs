@@ -17,7 +17,8 @@ pub struct GatewayOptions {
     /// Upper bound on how long a TLS handshake (or reading a passthrough ClientHello) may take.
     pub tls_handshake_timeout: Duration,
     /// Largest request body buffered for retries or mirroring, in bytes. Larger bodies with a
-    /// known length are streamed without retries or mirrors; larger chunked bodies get 413.
+    /// known length are streamed without retries or mirrors, and so are chunked (or HTTP/2)
+    /// bodies once they pass it (the chunks read so far go first).
     pub max_buffered_body: usize,
     /// Per-connection read buffer limit for HTTP/1.1 (bounds memory per connection), in bytes.
     pub max_http1_buf: usize,

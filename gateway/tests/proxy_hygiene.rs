@@ -1177,3 +1177,60 @@ async fn an_upgraded_connection_closes_when_its_port_drains_or_goes_quiet() {
         .await
         .expect("the tunnel closes when its port drains");
 }
+
+#[tokio::test]
+async fn a_body_too_large_to_retry_is_streamed_once_whatever_its_framing() {
+    // A route with retries buffers request bodies to resend them; one past the buffer limit
+    // goes out once, streamed (as with a Content-Length over the limit), not refused with 413.
+    const LIMIT: usize = 64 * 1024;
+    let mut raw = raw_backend(|_| reply(OK_EMPTY)).await;
+    let gw = gateway_with(|o| o.max_buffered_body = LIMIT).await;
+    let port = free_port();
+    let mut config = route_config(port, "retried", raw.addr, vec![], AppProtocol::Http1);
+    config.http_routes[0].route.rules[0].retry = Some(meridian_proto::model::route::Retry {
+        codes: vec![503],
+        attempts: 2,
+        backoff: None,
+    });
+    gw.apply(config).await.unwrap();
+    let chunk = vec![b'x'; 16 * 1024];
+    let chunks = 12; // 192 KiB, three times the limit
+    let mut body = Vec::new();
+    for i in 0..chunks {
+        body.extend_from_slice(format!("{:x}\r\n", chunk.len() + 1).as_bytes());
+        body.extend_from_slice(&chunk);
+        // A mark outside the hex digits the gateway's own chunk sizes use.
+        body.push(b'g' + i as u8);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"0\r\n\r\n");
+    let mut request =
+        b"POST /upload HTTP/1.1\r\nHost: x.example\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            .to_vec();
+    request.extend_from_slice(&body);
+    let response = exchange(port, &request).await;
+    assert_eq!(status_of(&response), 200, "{response}");
+    let forwarded = raw.next_request().await;
+    let sent = &forwarded[forwarded.find("\r\n\r\n").unwrap() + 4..];
+    let marks: String = sent.chars().filter(|c| ('g'..='r').contains(c)).collect();
+    assert_eq!(marks, "ghijklmnopqr", "every chunk, in order, once");
+
+    // The same over HTTP/2 without a content-length.
+    let mut sender = h2c_client(port).await;
+    let body = Chunks(
+        (0..chunks)
+            .map(|_| bytes::Bytes::from(chunk.clone()))
+            .collect(),
+    );
+    let request = http::Request::post(format!("http://x.example:{port}/upload"))
+        .body(body)
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let forwarded = raw.next_request().await;
+    let sent = forwarded.len() - forwarded.find("\r\n\r\n").unwrap() - 4;
+    assert!(
+        sent >= chunks * chunk.len(),
+        "{sent} bytes reached the backend"
+    );
+}

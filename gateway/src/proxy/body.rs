@@ -3,6 +3,7 @@
 //! answer, or the upstream body, which hands its keep-alive connection back to the pool when it
 //! ends).
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -158,6 +159,8 @@ impl BodyState {
 pub(crate) struct ClientBody {
     body: Incoming,
     stall: StallTimer,
+    /// Chunks already read (while trying to buffer the body), sent before the rest.
+    read_ahead: VecDeque<Bytes>,
 }
 
 impl ClientBody {
@@ -166,6 +169,7 @@ impl ClientBody {
         Self {
             body,
             stall: StallTimer::new(timeout),
+            read_ahead: VecDeque::new(),
         }
     }
 
@@ -184,6 +188,9 @@ impl Body for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
         let this = self.get_mut();
+        if let Some(chunk) = this.read_ahead.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
         let polled = Pin::new(&mut this.body).poll_frame(cx);
         if this.stall.expired(cx, polled.is_ready()) {
             let limit = this.stall.limit().unwrap_or_default();
@@ -193,11 +200,18 @@ impl Body for ClientBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.read_ahead.is_empty() && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        let ahead: u64 = self.read_ahead.iter().map(|c| c.len() as u64).sum();
+        let rest = self.body.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + ahead);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + ahead);
+        }
+        hint
     }
 }
 
@@ -576,23 +590,55 @@ impl ProxyBody {
 }
 
 /// Reads a body into memory, failing once it exceeds `limit` bytes.
-pub(crate) async fn collect_limited(body: ClientBody, limit: usize) -> Result<Bytes, CollectError> {
-    let limited = http_body_util::Limited::new(body, limit);
-    match limited.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(CollectError::TooLarge),
-        Err(error) => match error.downcast_ref::<ClientBodyError>() {
-            Some(ClientBodyError::Stalled(_)) => Err(CollectError::Stalled(error.to_string())),
-            _ => Err(CollectError::Read(error.to_string())),
-        },
+pub(crate) async fn buffer_or_stream(
+    mut body: ClientBody,
+    limit: usize,
+) -> Result<Buffered, CollectError> {
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| match error {
+            ClientBodyError::Stalled(_) => CollectError::Stalled(error.to_string()),
+            ClientBodyError::Read(_) => CollectError::Read(error.to_string()),
+        })?;
+        // Trailers of a request body are dropped when it is buffered, as before.
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
+        total += chunk.len();
+        chunks.push(chunk);
+        if total > limit {
+            // Too large to keep for a resend: the request goes out once, streamed, with what
+            // was read first.
+            body.read_ahead.extend(chunks);
+            return Ok(Buffered::Streaming(body));
+        }
     }
+    Ok(Buffered::Whole(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => {
+            let mut whole = bytes::BytesMut::with_capacity(total);
+            for chunk in chunks {
+                whole.extend_from_slice(&chunk);
+            }
+            whole.freeze()
+        }
+    }))
+}
+
+/// A request body [`buffer_or_stream`] read.
+#[derive(Debug)]
+pub(crate) enum Buffered {
+    /// All of it (retries and mirrors can resend it).
+    Whole(Bytes),
+    /// Longer than the limit: the rest of it, after the chunks already read.
+    Streaming(ClientBody),
 }
 
 /// Why a body could not be buffered.
 #[derive(Debug)]
 pub(crate) enum CollectError {
-    /// Longer than the limit.
-    TooLarge,
     /// The client's body failed.
     Read(String),
     /// The client's body stalled for the client body timeout.

@@ -18,7 +18,7 @@ use tracing::debug;
 
 use super::answer;
 use super::body::{
-    AbortWatch, BodyState, ClientBody, CollectError, ProxyBody, ReqBody, collect_limited,
+    AbortWatch, BodyState, Buffered, ClientBody, CollectError, ProxyBody, ReqBody, buffer_or_stream,
 };
 use super::server::ConnCtx;
 use super::splice::splice;
@@ -232,17 +232,19 @@ pub(crate) async fn process(
         };
     }
 
-    // Buffer only when retries or mirrors need to resend the body.
+    // Buffer only when retries or mirrors need to resend the body. One too large to keep goes
+    // out once, streamed, without retries or mirrors (as Envoy does): whether its length is
+    // known up front or only once it passes the limit.
     let limit = ctx.shared.options.max_buffered_body;
     let body = if rule.needs_buffering && within_limit(&body, limit) {
-        match Box::pin(collect_limited(body, limit)).await {
-            Ok(bytes) => Payload::Buffered(bytes),
-            Err(CollectError::TooLarge) => {
-                return local(answer::failure(
-                    grpc,
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "request body too large to retry or mirror\n",
-                ));
+        match Box::pin(buffer_or_stream(body, limit)).await {
+            Ok(Buffered::Whole(bytes)) => Payload::Buffered(bytes),
+            Ok(Buffered::Streaming(body)) => {
+                debug!(
+                    limit,
+                    "request body over the buffer limit: streamed without retries or mirrors"
+                );
+                Payload::Streaming(body)
             }
             Err(CollectError::Stalled(error)) => {
                 debug!(%error, "the request body stalled");
