@@ -85,13 +85,15 @@ impl CorsPolicy {
             && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
     }
 
-    /// Headers for a preflight answer (empty when the origin is not allowed).
+    /// Headers for a preflight answer (only `Vary: Origin` when the origin is not allowed).
     pub(crate) fn preflight_headers(&self, request: &HeaderMap) -> HeaderMap {
         let mut out = HeaderMap::new();
         let Some(origin) = request.get(header::ORIGIN) else {
+            self.vary(&mut out);
             return out;
         };
         if !origin.to_str().is_ok_and(|o| self.allows(o)) {
+            self.vary(&mut out);
             return out;
         }
         self.origin_headers(origin, &mut out);
@@ -125,13 +127,24 @@ impl CorsPolicy {
         out
     }
 
-    /// Adds CORS headers to an actual (non-preflight) response when the origin is allowed.
+    /// Adds CORS headers to an actual (non-preflight) response when the origin is allowed,
+    /// and `Vary: Origin` whenever the answer depends on the origin.
     pub(crate) fn apply_to_response(&self, origin: Option<&HeaderValue>, response: &mut HeaderMap) {
-        let Some(origin) = origin else { return };
-        if !origin.to_str().is_ok_and(|o| self.allows(o)) {
-            return;
+        match origin {
+            Some(origin) if origin.to_str().is_ok_and(|o| self.allows(o)) => {
+                self.origin_headers(origin, response);
+            }
+            _ => self.vary(response),
         }
-        self.origin_headers(origin, response);
+    }
+
+    /// `Vary: Origin` unless every origin gets the same answer (`*` without credentials): a
+    /// shared cache must not serve an answer made for one origin (or for none, or for a
+    /// refused one) to another.
+    fn vary(&self, out: &mut HeaderMap) {
+        if !(self.any_origin && !self.allow_credentials && self.origins.is_empty()) {
+            out.append(header::VARY, HeaderValue::from_static("Origin"));
+        }
     }
 
     fn origin_headers(&self, origin: &HeaderValue, out: &mut HeaderMap) {
@@ -256,7 +269,14 @@ mod tests {
             "https://bar.com",
             "https://www.foo.com:8443",
         ] {
-            assert!(p.preflight_headers(&request(origin)).is_empty(), "{origin}");
+            let out = p.preflight_headers(&request(origin));
+            // No CORS grant, but the answer still varies by origin for caches.
+            assert_eq!(out.len(), 1, "{origin}: {out:?}");
+            assert_eq!(out[header::VARY], "Origin", "{origin}");
+            let mut response = HeaderMap::new();
+            p.apply_to_response(Some(&HeaderValue::from_static(origin)), &mut response);
+            assert_eq!(response.len(), 1, "{origin}: {response:?}");
+            assert_eq!(response[header::VARY], "Origin", "{origin}");
         }
         let out = p.preflight_headers(&request("https://www.foo.com"));
         assert!(!out.contains_key(header::ACCESS_CONTROL_ALLOW_CREDENTIALS));
