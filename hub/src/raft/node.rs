@@ -215,9 +215,10 @@ struct Node<S> {
     group_id_proposed: u64,
 }
 
-/// The entry context that marks a group id entry (its data is the id). Its length differs from
-/// a proposal id's (16) and a forwarded proposal's context (24), so it is never taken for one.
-const GROUP_ID_CONTEXT: &[u8] = b"meridian-group-id";
+/// The data prefix of a group id entry (the id follows). The entry has an empty context, like
+/// a new leader's empty entry, so a node of an earlier build (during a rolling upgrade) skips
+/// it as one instead of handing it to its state machine as a command it cannot decode.
+const GROUP_ID_PREFIX: &[u8] = b"meridian-group-id:";
 
 /// Opens storage, restores the state machine and starts the node thread. Returns once the node
 /// is running (after replaying the committed log) or failed to start.
@@ -1308,11 +1309,11 @@ impl<S: StateMachine> Node<S> {
             match entry.get_entry_type() {
                 EntryType::EntryNormal => {
                     if entry.context.is_empty() {
-                        // A new leader's empty entry.
+                        // A new leader's empty entry, or a group id entry.
+                        if let Some(id) = entry.data.strip_prefix(GROUP_ID_PREFIX) {
+                            self.apply_group_id(index, id);
+                        }
                         self.resolve(index, None, Vec::new());
-                    } else if entry.context.as_ref() == GROUP_ID_CONTEXT {
-                        self.apply_group_id(index, &entry.data);
-                        self.resolve(index, Some(&entry.context), Vec::new());
                     } else {
                         let outcome = self.sm.apply(index, &entry.data);
                         if let Some(forwarded) =
@@ -1387,7 +1388,7 @@ impl<S: StateMachine> Node<S> {
         let group_id = format!("{:032x}", rand::random::<u128>());
         match self
             .raw
-            .propose(GROUP_ID_CONTEXT.to_vec(), group_id.clone().into_bytes())
+            .propose(Vec::new(), [GROUP_ID_PREFIX, group_id.as_bytes()].concat())
         {
             Ok(()) => {
                 self.group_id_proposed = term;
