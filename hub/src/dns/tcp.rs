@@ -31,6 +31,12 @@ use tracing::{debug, warn};
 /// trying again, instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
+/// The largest query read over TCP.
+const MAX_QUERY: usize = 4096;
+
+/// Buffers larger than this after a large answer are given back.
+const KEEP_BUFFER: usize = 4096;
+
 /// How often a refusal is logged at most.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -123,7 +129,7 @@ pub(crate) async fn serve<A: Answer>(
                 continue;
             }
         };
-        let slot = match admit(&counts, src.ip(), limits, &metrics.open) {
+        let slot = match admit(&counts, client_key(src.ip()), limits, &metrics.open) {
             Ok(slot) => slot,
             Err(refusal) => {
                 let (counter, cap, what) = match refusal {
@@ -152,6 +158,15 @@ pub(crate) async fn serve<A: Answer>(
             stop.clone(),
             slot,
         ));
+    }
+}
+
+/// The unit the per-client cap counts: an IPv4 address, or an IPv6 /64 (one host controls at
+/// least a /64, so counting its addresses one by one would not bound it).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        v4 => v4,
     }
 }
 
@@ -224,7 +239,12 @@ async fn connection<A: Answer>(
         out.clear();
         out.extend_from_slice(&len.to_be_bytes());
         out.extend_from_slice(&answer_buf);
-        match tokio::time::timeout(idle, stream.write_all(&out)).await {
+        let written = tokio::time::timeout(idle, stream.write_all(&out)).await;
+        if out.capacity() > KEEP_BUFFER {
+            out = Vec::with_capacity(1024);
+            answer_buf = Vec::with_capacity(1024);
+        }
+        match written {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
                 debug!(%src, %error, "dns tcp write failed");
@@ -249,6 +269,14 @@ async fn read_query(stream: &mut TcpStream, query: &mut Vec<u8>) -> std::io::Res
         Err(error) => return Err(error),
     }
     let len = usize::from(u16::from_be_bytes(len));
+    // No query we answer comes near this (a question and an OPT record); refusing larger ones
+    // keeps a connection's buffer small.
+    if len > MAX_QUERY {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("a {len}-byte query (at most {MAX_QUERY})"),
+        ));
+    }
     query.clear();
     query.resize(len, 0);
     stream.read_exact(query).await?;
@@ -383,6 +411,23 @@ mod tests {
         }
         assert!(cut, "the trickled query kept its connection");
         assert_eq!(metrics.timed_out.get(), 1);
+    }
+
+    #[test]
+    fn the_per_client_cap_counts_an_ipv6_slash_64_as_one_client() {
+        let key = |s: &str| client_key(s.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
+        assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
+    }
+
+    #[tokio::test]
+    async fn an_oversized_query_closes_the_connection() {
+        let (addr, _, _stop) = start(limits(10, 10)).await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(&[0xff, 0xff]).await.unwrap();
+        assert!(closed(&mut stream).await);
     }
 
     #[tokio::test]

@@ -265,8 +265,8 @@ fn reordered_reports_are_dropped_but_a_restarted_agent_is_not() {
     let stale = h.tracker.report(at, "agent-1", &report(&us(), 1, &[false]));
     assert_eq!(stale, Accepted::Stale);
     assert!(h.advance(0).is_empty());
-    // A new agent process starts counting at 1 again, once its predecessor went quiet.
-    h.advance(2100);
+    // A new agent process starts counting at 1 again, once its predecessor missed a report.
+    h.advance(1600);
     let restarted = h
         .tracker
         .report(h.at(), "agent-2", &report(&us(), 1, &[false]));

@@ -100,7 +100,7 @@ pub enum Accepted {
     /// number (a duplicate or a reordered report).
     Stale,
     /// Dropped: another agent instance reports for the same cluster and is still live (it
-    /// reported within two report intervals). Two agents claiming one cluster (a second
+    /// reported within one and a half report intervals). Two agents claiming one cluster (a second
     /// deployment, a stale config, a forged agent) must not override the one already
     /// reporting; a restarted agent takes over once its predecessor has gone quiet.
     Conflict {
@@ -162,7 +162,11 @@ impl Tracker {
             return Accepted::NotLeader;
         }
         let miss_timeout = self.config.miss_timeout();
-        let live_window = self.config.report_interval() * 2;
+        // An agent that reports is live until it misses one report (with half an interval of
+        // slack), so a restarted agent takes over well before the miss timeout; with a miss
+        // timeout of one or two intervals the window shrinks so that it still does.
+        let interval = self.config.report_interval();
+        let live_window = (interval * 3 / 2).min(miss_timeout.saturating_sub(interval));
         let track = self.clusters.entry(report.cluster.clone()).or_default();
         if !track.instance.is_empty()
             && track.instance != instance
