@@ -165,6 +165,12 @@ impl Hub for AgentService {
                     "gateway_addresses[{i}]: {value:?} is not an IP address"
                 ))
             })?;
+            // An address no client can reach (an agent configured with 0.0.0.0, say) must not
+            // reach DNS answers; the rest of the registration stands.
+            if let Err(why) = crate::dns::answerable(ip) {
+                tracing::warn!(%cluster, address = %ip, "ignoring a reported gateway address that {why}");
+                continue;
+            }
             if !addresses.contains(&ip) {
                 addresses.push(ip);
             }

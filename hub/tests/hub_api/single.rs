@@ -298,13 +298,14 @@ async fn verdicts_follow_reports_and_config_is_pushed() {
 
     let mut agent = Agent::connect(&hub, "eu-west").await;
     let registered = agent
-        .register(&["127.0.1.2:8080", "127.0.1.2"])
+        .register(&["127.0.1.2:8080", "127.0.1.2", "0.0.0.0:8080", "224.0.0.1"])
         .await
         .unwrap();
     assert_eq!(registered.cluster.unwrap().region, "eu");
     assert_eq!(registered.node_id, 1);
     assert_eq!(registered.leader_hint, hub.grpc_addr().to_string());
-    // The reported address is committed (deduplicated, port dropped).
+    // The reported address is committed (deduplicated, port dropped); addresses no client
+    // could reach (unspecified, multicast) never get into DNS answers.
     eventually(Duration::from_secs(5), "reported addresses", || async {
         let cluster = admin.get_ok("/v1/clusters/eu-west").await;
         (cluster["reported_addresses"] == json!(["127.0.1.2"])).then_some(())

@@ -288,7 +288,7 @@ impl ClusterBody {
                     format!("{value:?} is not an IP address"),
                 )
             })?;
-            if let Err(why) = answerable(ip) {
+            if let Err(why) = crate::dns::answerable(ip) {
                 return Err(ApiError::bad_request(
                     Some(format!("addresses[{i}]")),
                     format!("{ip} {why}"),
@@ -308,32 +308,6 @@ impl ClusterBody {
             addresses,
             drained: self.drained,
         })
-    }
-}
-
-/// Whether clients could connect to `ip` given in a DNS answer: not unspecified, broadcast
-/// or multicast, and IPv4 written as IPv4 (an IPv4-mapped IPv6 address would be served as an
-/// AAAA record no IPv6 client can reach).
-fn answerable(ip: IpAddr) -> Result<(), String> {
-    match ip {
-        IpAddr::V4(v4) if v4.is_unspecified() => {
-            Err("is the unspecified address, which no client can connect to".into())
-        }
-        IpAddr::V4(v4) if v4.is_broadcast() => {
-            Err("is the broadcast address, which no client can connect to".into())
-        }
-        IpAddr::V4(v4) if v4.is_multicast() => Err("is a multicast address (224.0.0.0/4)".into()),
-        IpAddr::V6(v6) if v6.is_unspecified() => {
-            Err("is the unspecified address, which no client can connect to".into())
-        }
-        IpAddr::V6(v6) if v6.is_multicast() => Err("is a multicast address (ff00::/8)".into()),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => Err(format!(
-                "is an IPv4-mapped IPv6 address; list the IPv4 address {v4} instead"
-            )),
-            None => Ok(()),
-        },
-        IpAddr::V4(_) => Ok(()),
     }
 }
 
