@@ -102,6 +102,7 @@ pub async fn spawn(
             shards: shards.len(),
         },
         shards: Some(shards),
+        background_drains: Vec::new(),
     };
     tokio::spawn(runtime.run(rx, admin_task));
     info!(admin = %admin_addr, instance = %options.instance, "gateway started");
@@ -189,6 +190,9 @@ struct Runtime {
     pool_settings: PoolSettings,
     /// The serving threads; dropped (stopped) after the final drain.
     shards: Option<Shards>,
+    /// Drains still running of removed or rotated ports: shutdown waits for them too, so the
+    /// connections they close are closed (and logged) by the drain, not by stopping the threads.
+    background_drains: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Runtime {
@@ -227,6 +231,8 @@ impl Runtime {
                         drains.push(port.drain(timeout));
                     }
                     futures::future::join_all(drains).await;
+                    // Each is bounded by the drain timeout (and a second's grace) too.
+                    futures::future::join_all(std::mem::take(&mut self.background_drains)).await;
                     self.shards = None;
                     admin_task.abort();
                     info!("gateway stopped");
@@ -238,6 +244,7 @@ impl Runtime {
     }
 
     async fn apply(&mut self, config: &GatewayConfig) -> Result<(), ConfigError> {
+        self.background_drains.retain(|drain| !drain.is_finished());
         let ctx = CompileContext {
             metrics: &self.metrics,
             pools: &self.pools,
@@ -283,7 +290,8 @@ impl Runtime {
                 continue;
             };
             bound.close().await;
-            tokio::spawn(bound.drain(timeout));
+            self.background_drains
+                .push(tokio::spawn(bound.drain(timeout)));
             if let Some(plan) = compiled.ports.get(&port) {
                 match bind(&plan.bind, self.pool_settings.shards).await {
                     Ok(listeners) => {
@@ -310,9 +318,10 @@ impl Runtime {
                         port,
                         "client certificate validation changed; rotating connections"
                     );
-                    bound
+                    let rotation = bound
                         .state
                         .rotate_connections(self.shared.options.drain_timeout);
+                    self.background_drains.push(rotation);
                     bound.client_validation = plan.client_validation;
                 }
             } else if let Some(listeners) = fresh.remove(&port) {

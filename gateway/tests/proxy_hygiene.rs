@@ -1234,3 +1234,28 @@ async fn a_body_too_large_to_retry_is_streamed_once_whatever_its_framing() {
         "{sent} bytes reached the backend"
     );
 }
+
+#[tokio::test]
+async fn a_shutdown_waits_for_the_drains_of_removed_ports() {
+    // A request on a port just removed from the config is still running when the gateway
+    // shuts down: the port's drain, not the stopping threads, cuts it, and says so.
+    let mut raw = raw_backend(|_| Script {
+        reply: Vec::new(),
+        hold: true,
+    })
+    .await;
+    let gw = gateway_with(|o| o.drain_timeout = Duration::from_millis(500)).await;
+    let (gw, port) = configure(gw, "shutdown", raw.addr, vec![], AppProtocol::Http1).await;
+    let mut hang = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    hang.write_all(b"GET /gone-at-shutdown HTTP/1.1\r\nHost: x.example\r\n\r\n")
+        .await
+        .unwrap();
+    raw.next_request().await;
+    move_to_a_new_port(&gw, "shutdown", raw.addr, AppProtocol::Http1).await;
+    gw.shutdown().await;
+    logged_once(
+        "/gone-at-shutdown",
+        &["status=503", "outcome=\"drain_timeout\""],
+    )
+    .await;
+}

@@ -165,10 +165,10 @@ impl PortState {
     /// a connection agreed to at its handshake no longer holds, such as the client
     /// certificate validation: a client must not keep a connection the new settings would
     /// refuse.
-    pub(crate) fn rotate_connections(&self, timeout: Duration) {
+    pub(crate) fn rotate_connections(&self, timeout: Duration) -> JoinHandle<()> {
         let old = self.drain.swap(Arc::new(drain::signal()));
         let port = self.port;
-        tokio::spawn(async move { drain::run(&old, timeout, port).await });
+        tokio::spawn(async move { drain::run(&old, timeout, port).await })
     }
 
     /// New state for a port about to be bound.
