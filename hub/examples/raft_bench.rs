@@ -109,7 +109,11 @@ impl Bench {
         };
         let mut config =
             RaftConfig::new(id, self.dir.join(format!("node-{id}")), self.members[&id]);
-        config.initial_members = self.members.clone();
+        config.initial_members = self
+            .members
+            .iter()
+            .map(|(id, addr)| (*id, (*addr).into()))
+            .collect();
         let mut registry = Registry::default();
         let raft = raft::spawn(
             config,

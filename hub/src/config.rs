@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::dns::DnsConfig;
-use crate::raft::RaftConfig;
+use crate::raft::{PeerAddr, RaftConfig};
 
 /// One hub node's configuration.
 ///
@@ -26,14 +26,14 @@ pub struct HubConfig {
     /// The gRPC address other hub nodes and agents reach this node on; defaults to the bound
     /// listen address (which is wrong when listening on 0.0.0.0: set it then).
     #[serde(default)]
-    pub grpc_advertise: Option<SocketAddr>,
+    pub grpc_advertise: Option<PeerAddr>,
     /// Where the admin HTTP API listens. Port 0 picks a free port.
     #[serde(default = "default_admin_listen")]
     pub admin_listen: SocketAddr,
     /// The initial Raft members (node id → gRPC address), the same on every node of a new
     /// group. Empty means a single-node group of this node, unless `join` is set.
     #[serde(default)]
-    pub members: BTreeMap<u64, SocketAddr>,
+    pub members: BTreeMap<u64, PeerAddr>,
     /// Start without members and wait to be added to an existing group
     /// (`meridian ctl members add`).
     #[serde(default)]
@@ -306,8 +306,8 @@ impl HubConfig {
                 }
             }
         }
-        if let Some(advertise) = self.grpc_advertise
-            && (advertise.port() == 0 || advertise.ip().is_unspecified())
+        if let Some(advertise) = &self.grpc_advertise
+            && advertise.is_unreachable()
         {
             return Err(invalid(
                 "grpc_advertise",
@@ -376,7 +376,7 @@ impl HubConfig {
             return Err(invalid("raft.heartbeat_ticks", "must be at least 1".into()));
         }
         // Compare the effective values: either side may be left at its default.
-        let effective = self.raft_config(self.grpc_listen);
+        let effective = self.raft_config(self.grpc_listen.into());
         let (election, heartbeat) = (effective.election_ticks, effective.heartbeat_ticks);
         if election <= heartbeat {
             return Err(invalid(
@@ -420,8 +420,9 @@ impl HubConfig {
     }
 
     /// The Raft configuration for this node, given its advertised gRPC address.
-    pub fn raft_config(&self, advertise: SocketAddr) -> RaftConfig {
-        let mut config = RaftConfig::new(self.node_id, self.data_dir.join("raft"), advertise);
+    pub fn raft_config(&self, advertise: PeerAddr) -> RaftConfig {
+        let mut config =
+            RaftConfig::new(self.node_id, self.data_dir.join("raft"), advertise.clone());
         config.initial_members = if self.join {
             BTreeMap::new()
         } else if self.members.is_empty() {
@@ -533,7 +534,7 @@ raft:
         assert_eq!(config.dns.zones[0].origin, "demo.meridian.test");
         assert_eq!(config.health.miss_timeout(), Duration::from_millis(1500));
         assert_eq!(
-            config.raft_config(config.members[&2]).tick_interval,
+            config.raft_config(config.members[&2].clone()).tick_interval,
             Duration::from_millis(20)
         );
     }

@@ -103,8 +103,8 @@ impl Hub {
         let grpc_listener = listen(listeners.grpc, config.grpc_listen, "the gRPC server").await?;
         let grpc_addr = local_addr(&grpc_listener, "the gRPC server")?;
         config.check_grpc_exposure(grpc_addr)?;
-        let advertise = match config.grpc_advertise {
-            Some(advertise) => advertise,
+        let advertise = match &config.grpc_advertise {
+            Some(advertise) => advertise.clone(),
             None if grpc_addr.ip().is_unspecified() => {
                 return Err(HubError::Config(ConfigError::Invalid {
                     field: "grpc_advertise".into(),
@@ -114,7 +114,7 @@ impl Hub {
                     ),
                 }));
             }
-            None => grpc_addr,
+            None => grpc_addr.into(),
         };
         let admin_listener = listen(listeners.admin, config.admin_listen, "the admin API").await?;
         let admin_addr = local_addr(&admin_listener, "the admin API")?;
@@ -142,7 +142,7 @@ impl Hub {
         let mut registry = Registry::default();
         let shutdown = CancellationToken::new();
         let (machine, watches, mut dns_feed) = StoreMachine::new(&mut registry);
-        let mut raft_config = config.raft_config(advertise);
+        let mut raft_config = config.raft_config(advertise.clone());
         raft_config.client_tls = tls.as_ref().map(GrpcTls::peer_client_config);
         let raft = raft::spawn(raft_config, machine, &mut registry).await?;
         // DNS starts from the replayed state, then follows changes off the Raft thread.

@@ -11,6 +11,7 @@ use anyhow::{Context as _, bail};
 use super::process::{raise_fd_limit, wait_for_signal, write_ready_file};
 use meridian_hub::config::{AdminTlsConfig, DEFAULT_PEER_IDENTITY, GrpcTlsConfig};
 use meridian_hub::dns::{NameserverConfig, ZoneConfig};
+use meridian_hub::raft::PeerAddr;
 use meridian_hub::{Hub, HubConfig};
 
 /// Arguments of `meridian hub`.
@@ -28,17 +29,19 @@ pub struct Args {
     /// gRPC listen address (agents, Raft peers). Port 0 picks one (single node only).
     #[arg(long, value_name = "ADDR")]
     grpc: Option<SocketAddr>,
-    /// gRPC address other nodes and agents use, when it differs from --grpc.
+    /// gRPC address other nodes and agents use, when it differs from --grpc: `IP:PORT` or
+    /// `DNS-NAME:PORT` (a StatefulSet pod's stable name; resolved on every connect).
     #[arg(long, value_name = "ADDR")]
-    advertise: Option<SocketAddr>,
+    advertise: Option<PeerAddr>,
     /// Admin API listen address.
     #[arg(long, value_name = "ADDR")]
     admin: Option<SocketAddr>,
     /// DNS listen address (UDP and TCP).
     #[arg(long, value_name = "ADDR")]
     dns: Option<SocketAddr>,
-    /// Initial Raft members of a new group: `1=ADDR,2=ADDR,3=ADDR` (gRPC addresses), the same
-    /// on every node. Without it (and without --join) the node is a group of one.
+    /// Initial Raft members of a new group: `1=ADDR,2=ADDR,3=ADDR` (gRPC addresses, `IP:PORT` or
+    /// `DNS-NAME:PORT`), the same on every node. Without it (and without --join) the node is a
+    /// group of one.
     #[arg(long, value_name = "ID=ADDR,...")]
     peers: Option<String>,
     /// Start without members and wait to be added (`meridian ctl members add ID ADDR`).
@@ -209,8 +212,8 @@ fn build_config(args: &Args) -> anyhow::Result<HubConfig> {
     if let Some(addr) = args.grpc {
         config.grpc_listen = addr;
     }
-    if let Some(addr) = args.advertise {
-        config.grpc_advertise = Some(addr);
+    if let Some(addr) = &args.advertise {
+        config.grpc_advertise = Some(addr.clone());
     }
     if let Some(addr) = args.admin {
         config.admin_listen = addr;
@@ -356,8 +359,8 @@ fn build_config(args: &Args) -> anyhow::Result<HubConfig> {
     Ok(config)
 }
 
-/// Parses `1=127.0.0.1:7001,2=127.0.0.1:7002`.
-fn parse_peers(spec: &str) -> anyhow::Result<std::collections::BTreeMap<u64, SocketAddr>> {
+/// Parses `1=127.0.0.1:7001,2=hub-1.peers:7001`.
+fn parse_peers(spec: &str) -> anyhow::Result<std::collections::BTreeMap<u64, PeerAddr>> {
     let mut members = std::collections::BTreeMap::new();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (id, addr) = part
@@ -366,9 +369,9 @@ fn parse_peers(spec: &str) -> anyhow::Result<std::collections::BTreeMap<u64, Soc
         let id: u64 = id
             .parse()
             .with_context(|| format!("--peers: {id:?} is not a node id"))?;
-        let addr: SocketAddr = addr
+        let addr: PeerAddr = addr
             .parse()
-            .with_context(|| format!("--peers: {addr:?} is not a host:port address"))?;
+            .map_err(|e| anyhow::anyhow!("--peers: node {id}: {e}"))?;
         if members.insert(id, addr).is_some() {
             bail!("--peers: node {id} is listed twice");
         }
@@ -561,7 +564,10 @@ mod tests {
         let err = config(&["--id", "1", "--data-dir", "/x", "--peers", "1=nowhere"])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("\"nowhere\""), "{err}");
+        assert!(
+            err.contains("\"nowhere\"") && err.contains("no port"),
+            "{err}"
+        );
         let err = config(&["--id", "1", "--data-dir", "/x", "--peers", "2=127.0.0.1:1"])
             .unwrap_err()
             .to_string();

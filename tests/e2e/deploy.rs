@@ -404,25 +404,19 @@ fn hub_start_script_turns_the_ordinal_into_raft_flags() {
         .expect("replicas");
     assert_eq!(replicas, 3, "the script test below assumes 3 nodes");
 
-    // Every ordinal has its node Service, selecting exactly that pod.
-    for n in 0..replicas {
-        let service = find(
-            &docs,
-            "hub/services",
-            "Service",
-            &format!("meridian-hub-node-{n}"),
-        );
-        assert_eq!(
-            service.value["spec"]["selector"]["statefulset.kubernetes.io/pod-name"],
-            format!("meridian-hub-{n}"),
-            "{}",
-            service.place()
-        );
-        assert_eq!(service.value["spec"]["publishNotReadyAddresses"], true);
-    }
+    // The pods' DNS names come from the governing headless Service, which must publish pods
+    // before they are Ready (a node is Ready only once its peers have given it state).
+    let governing = statefulset.value["spec"]["serviceName"]
+        .as_str()
+        .expect("serviceName");
+    let peers_service = find(&docs, "hub/services", "Service", governing);
+    assert_eq!(peers_service.value["spec"]["clusterIP"], "None");
+    assert_eq!(
+        peers_service.value["spec"]["publishNotReadyAddresses"],
+        true
+    );
 
-    // Run the real script with a fake `getent` (the node Services' ClusterIPs, one IPv6) and a
-    // fake `meridian` that prints its arguments.
+    // Run the real script with a fake `meridian` that prints its arguments.
     let temp = tempfile::tempdir().expect("tempdir");
     let bin = temp.path().join("bin");
     std::fs::create_dir_all(&bin).expect("bin dir");
@@ -433,14 +427,6 @@ fn hub_start_script_turns_the_ordinal_into_raft_flags() {
         std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
         std::fs::set_permissions(&path, permissions).expect("chmod");
     };
-    script(
-        "getent",
-        "#!/bin/sh\ncase \"$2\" in\n\
-         meridian-hub-node-0) echo \"10.96.0.10      $2\" ;;\n\
-         meridian-hub-node-1) echo \"10.96.0.11      $2\" ;;\n\
-         meridian-hub-node-2) echo \"fd00::12        $2\" ;;\n\
-         *) exit 2 ;;\nesac\n",
-    );
     script("meridian", "#!/bin/sh\nprintf '%s\\n' \"$@\"\n");
     let command = strings(&container["command"]);
     let args = strings(&container["args"]);
@@ -458,6 +444,7 @@ fn hub_start_script_turns_the_ordinal_into_raft_flags() {
             .env_clear()
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("POD_NAME", pod)
+            .env("POD_NAMESPACE", "meridian-system")
             .env("MERIDIAN_HUB_JOIN", join)
             .output()
             .expect("run the hub start script")
@@ -487,11 +474,20 @@ fn hub_start_script_turns_the_ordinal_into_raft_flags() {
         "container args first"
     );
     assert_eq!(value_of("--id"), "2");
-    assert_eq!(value_of("--advertise"), "10.96.0.11:7001");
+    let name = |n: u64| format!("meridian-hub-{n}.{governing}.meridian-system.svc:7001");
+    assert_eq!(value_of("--advertise"), name(1));
     assert_eq!(
         value_of("--peers"),
-        "1=10.96.0.10:7001,2=10.96.0.11:7001,3=[fd00::12]:7001"
+        format!("1={},2={},3={}", name(0), name(1), name(2))
     );
+    // The hub takes them: they parse as peer addresses.
+    for n in 0..replicas {
+        let addr = name(n);
+        assert!(
+            addr.parse::<meridian_hub::raft::PeerAddr>().is_ok(),
+            "{addr} is not a peer address"
+        );
+    }
     // The Raft data lives on the PersistentVolumeClaim.
     let data_mount = container["volumeMounts"]
         .as_array()
@@ -521,7 +517,7 @@ fn hub_start_script_turns_the_ordinal_into_raft_flags() {
         .collect();
     assert!(argv.contains(&"--join".to_string()), "{argv:?}");
     assert!(!argv.contains(&"--peers".to_string()), "{argv:?}");
-    assert!(argv.contains(&"10.96.0.11:7001".to_string()), "{argv:?}");
+    assert!(argv.contains(&name(1)), "{argv:?}");
     let output = run("meridian-hub-2", "0 1");
     let argv = String::from_utf8_lossy(&output.stdout).to_string();
     assert!(

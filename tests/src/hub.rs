@@ -31,6 +31,10 @@ pub struct HubOptions {
     pub http_timeout: Duration,
     /// How long a node may take to write its ready file.
     pub ready_timeout: Duration,
+    /// Nodes advertise `localhost:PORT` (a DNS name, as StatefulSet pods do) instead of their
+    /// proxy's IP. Each node then listens on 127.0.0.1 on a port fixed for the whole test, and
+    /// the fault proxies are not used: peers connect to each other directly.
+    pub by_name: bool,
 }
 
 impl Default for HubOptions {
@@ -41,6 +45,7 @@ impl Default for HubOptions {
             request_timeout_ms: None,
             http_timeout: Duration::from_secs(15),
             ready_timeout: Duration::from_secs(30),
+            by_name: false,
         }
     }
 }
@@ -60,8 +65,11 @@ pub struct HubNode {
     pub id: u64,
     /// Its loopback IP (listeners and outbound source).
     pub ip: IpAddr,
-    /// Its advertised gRPC address: its proxy.
-    pub advertise: SocketAddr,
+    /// Its advertised gRPC address: its proxy, or `localhost:PORT` with
+    /// [`HubOptions::by_name`].
+    pub advertise: String,
+    /// Its gRPC listen address (`IP:0` unless [`HubOptions::by_name`]).
+    grpc_listen: SocketAddr,
     /// Its data directory.
     pub data_dir: PathBuf,
     proc: Option<Proc>,
@@ -127,7 +135,14 @@ impl HubCluster {
         let octet = u8::try_from(id).expect("id");
         let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10 + octet));
         let proxy_ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 100 + octet));
-        let advertise = self.net.add_node(id, ip, proxy_ip).await;
+        let (ip, advertise, grpc_listen) = if self.options.by_name {
+            let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+            let port = crate::net::free_port(ip);
+            (ip, format!("localhost:{port}"), SocketAddr::new(ip, port))
+        } else {
+            let advertise = self.net.add_node(id, ip, proxy_ip).await;
+            (ip, advertise.to_string(), SocketAddr::new(ip, 0))
+        };
         let data_dir = self.dir.path().join(format!("hub-{id}")).join("data");
         self.nodes.insert(
             id,
@@ -135,6 +150,7 @@ impl HubCluster {
                 id,
                 ip,
                 advertise,
+                grpc_listen,
                 data_dir,
                 proc: None,
                 admin: None,
@@ -200,8 +216,9 @@ impl HubCluster {
         let ip = node.ip;
         let id_arg = id.to_string();
         let data_dir = node.data_dir.display().to_string();
-        let advertise = node.advertise.to_string();
+        let advertise = node.advertise.clone();
         let any = format!("{ip}:0");
+        let grpc = node.grpc_listen.to_string();
         let threshold = self.options.snapshot_threshold.map(|t| t.to_string());
         let timeout = self.options.request_timeout_ms.map(|t| t.to_string());
         let mut args = vec![
@@ -211,7 +228,7 @@ impl HubCluster {
             "--data-dir",
             &data_dir,
             "--grpc",
-            &any,
+            &grpc,
             "--advertise",
             &advertise,
             "--admin",
@@ -284,7 +301,9 @@ impl HubCluster {
         let (admin, grpc) = (addr("admin")?, addr("grpc")?);
         node.admin = Some(admin);
         node.grpc = Some(grpc);
-        self.net.set_upstream(id, Some(grpc));
+        if !self.options.by_name {
+            self.net.set_upstream(id, Some(grpc));
+        }
         self.directory.lock().expect("directory").insert(id, admin);
         Ok(())
     }

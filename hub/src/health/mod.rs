@@ -15,7 +15,6 @@ pub mod tracker;
 mod tests;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -34,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::tracker::{Accepted, HostnameChange, Tracker, VerdictChange, can_serve};
 use crate::config::HealthConfig;
-use crate::raft::{RaftHandle, RaftStatus, Role};
+use crate::raft::{PeerAddr, RaftHandle, RaftStatus, Role};
 use crate::store::{Action, Outcome, ProposeError, Proposer, StoreView, unix_now_ms, verdict_name};
 
 /// Reports waiting for the health task; more are dropped (and counted).
@@ -479,7 +478,7 @@ async fn forward_loop(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    let mut client: Option<(SocketAddr, HubPeerClient<tonic::transport::Channel>)> = None;
+    let mut client: Option<(PeerAddr, HubPeerClient<tonic::transport::Channel>)> = None;
     loop {
         let first = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -499,7 +498,7 @@ async fn forward_loop(
         let leader = {
             let status = status.borrow();
             (status.leader_id != 0 && status.leader_id != node_id)
-                .then(|| status.members.get(&status.leader_id).copied())
+                .then(|| status.members.get(&status.leader_id).cloned())
                 .flatten()
         };
         let Some(leader_addr) = leader else {
@@ -508,8 +507,8 @@ async fn forward_loop(
         };
         let peer = match &mut client {
             Some((addr, peer)) if *addr == leader_addr => peer,
-            _ => match peer_client(leader_addr, tls.clone()) {
-                Ok(peer) => &mut client.insert((leader_addr, peer)).1,
+            _ => match peer_client(&leader_addr, tls.clone()) {
+                Ok(peer) => &mut client.insert((leader_addr.clone(), peer)).1,
                 Err(err) => {
                     tracing::warn!(leader = %leader_addr, error = %err, "bad leader address");
                     count_dropped(&metrics, "unreachable", n_reports);
@@ -545,7 +544,7 @@ async fn forward_loop(
 }
 
 fn peer_client(
-    addr: SocketAddr,
+    addr: &PeerAddr,
     tls: Option<tonic::transport::ClientTlsConfig>,
 ) -> Result<HubPeerClient<tonic::transport::Channel>, tonic::transport::Error> {
     let scheme = if tls.is_some() { "https" } else { "http" };

@@ -29,7 +29,7 @@
 //! messages from a node of another group.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -44,8 +44,11 @@ use self::transport::Forwarded;
 mod log;
 mod metrics;
 mod node;
+mod peer_addr;
 mod storage;
 pub mod transport;
+
+pub use peer_addr::{PeerAddr, PeerAddrError, PeerHost};
 
 #[cfg(test)]
 mod tests;
@@ -76,9 +79,9 @@ pub struct RaftConfig {
     pub data_dir: PathBuf,
     /// The initial members (id → peer gRPC address), used only when the log is empty. A node
     /// that joins an existing group starts with an empty map and waits to be added.
-    pub initial_members: BTreeMap<u64, SocketAddr>,
+    pub initial_members: BTreeMap<u64, PeerAddr>,
     /// The address other nodes reach this node's peer gRPC service on.
-    pub advertise_addr: SocketAddr,
+    pub advertise_addr: PeerAddr,
     /// Raft tick interval (election and heartbeat timeouts are multiples of it).
     pub tick_interval: Duration,
     /// Ticks without a heartbeat before a follower campaigns.
@@ -93,7 +96,8 @@ pub struct RaftConfig {
     pub request_timeout: Duration,
     /// Source IP for connections to peers (multi-homed hosts, firewall rules keyed on the source
     /// address). `None`: chosen by the OS. Not used towards a peer it cannot reach (another
-    /// address family, or a loopback source and a non-loopback peer).
+    /// address family, or a loopback source and a non-loopback peer), nor towards a peer
+    /// known by a DNS name (which may resolve to either family).
     pub outbound_source_ip: Option<IpAddr>,
     /// TLS (with this node's client certificate) for connections to peers; `None`: plain text.
     pub client_tls: Option<tonic::transport::ClientTlsConfig>,
@@ -106,12 +110,16 @@ impl RaftConfig {
     /// of 10 ticks (randomized by raft to 11–19 ticks: 0.55–0.95 s), a heartbeat every 2 ticks (100 ms), a snapshot
     /// every 10 000 entries and a 10 s request timeout. `initial_members` starts empty (join); set
     /// it to the same map on every node of a new group to bootstrap it.
-    pub fn new(node_id: u64, data_dir: impl Into<PathBuf>, advertise_addr: SocketAddr) -> Self {
+    pub fn new(
+        node_id: u64,
+        data_dir: impl Into<PathBuf>,
+        advertise_addr: impl Into<PeerAddr>,
+    ) -> Self {
         Self {
             node_id,
             data_dir: data_dir.into(),
             initial_members: BTreeMap::new(),
-            advertise_addr,
+            advertise_addr: advertise_addr.into(),
             tick_interval: Duration::from_millis(50),
             election_ticks: 10,
             heartbeat_ticks: 2,
@@ -153,10 +161,10 @@ pub struct RaftStatus {
     /// Highest index applied to the state machine.
     pub applied_index: u64,
     /// Voting members (id → peer address) in the current configuration.
-    pub members: BTreeMap<u64, SocketAddr>,
+    pub members: BTreeMap<u64, PeerAddr>,
     /// Learners (id → peer address): nodes being added, which receive the log but do not vote
     /// or count towards a quorum until they have caught up and are promoted.
-    pub learners: BTreeMap<u64, SocketAddr>,
+    pub learners: BTreeMap<u64, PeerAddr>,
     /// When this node last had evidence of a working leader: on a follower, the last message
     /// from the current leader; on the leader, the latest moment by which a quorum of voters
     /// (counting itself) had answered it. `None` until the first contact after start.
@@ -210,7 +218,7 @@ pub enum RaftError {
         /// The leader this node knows (0: none).
         leader_id: u64,
         /// That leader's peer address, if known.
-        leader_addr: Option<SocketAddr>,
+        leader_addr: Option<PeerAddr>,
     },
     /// The request is invalid (for example a zero node id or an empty member address).
     #[error("invalid raft request: {0}")]
@@ -297,7 +305,7 @@ struct HandleInner {
     metrics: Metrics,
     /// Channels to leaders for forwarded calls, by address (tonic channels reconnect by
     /// themselves; the std mutex is held only to clone or insert).
-    channels: Mutex<HashMap<SocketAddr, Channel>>,
+    channels: Mutex<HashMap<PeerAddr, Channel>>,
 }
 
 /// Starts the node: opens/creates storage in `config.data_dir`, restores the state machine from
@@ -490,10 +498,15 @@ impl RaftHandle {
     /// promotes it to voter once it has caught up; if it has not within half of
     /// `request_timeout`, this fails with [`RaftError::Membership`] and the node stays a
     /// learner (retrying the add promotes it once it has caught up; removing it cancels).
-    pub async fn add_member(&self, id: u64, peer_addr: SocketAddr) -> Result<(), RaftError> {
+    pub async fn add_member(
+        &self,
+        id: u64,
+        peer_addr: impl Into<PeerAddr>,
+    ) -> Result<(), RaftError> {
+        let peer_addr = peer_addr.into();
         let started = Instant::now();
         let deadline = started + self.inner.config.request_timeout;
-        let result = match self.check_candidate(id, peer_addr, deadline).await {
+        let result = match self.check_candidate(id, peer_addr.clone(), deadline).await {
             Ok(()) => {
                 self.replicate_change(
                     MemberChange::Add {
@@ -607,7 +620,7 @@ impl RaftHandle {
         let deadline = started + timeout;
         // Every attempt that loops again definitely did not apply the request (an unknown
         // outcome returns at once), so running out of time here means nothing was applied.
-        let mut target: Option<SocketAddr> = None;
+        let mut target: Option<PeerAddr> = None;
         // Why this node, leading, last asked the caller to wait: the answer if time runs out.
         let mut busy: Option<String> = None;
         loop {
@@ -621,7 +634,7 @@ impl RaftHandle {
             // raft thread (a round trip that can only answer "not the leader").
             let forward_to = match target.take().or_else(|| self.leader_elsewhere()) {
                 Some(addr) => Some(addr),
-                None => match self.here(change, deadline).await {
+                None => match self.here(change.clone(), deadline).await {
                     Ok(applied) => return Ok(applied),
                     Err(ProposeFailure::Retry(why)) => {
                         tracing::debug!(node = self.inner.config.node_id, %why, "retrying a membership change");
@@ -649,20 +662,21 @@ impl RaftHandle {
                 self.wait_for_leader(deadline).await?;
                 continue;
             };
-            let Some(channel) = self.channel(addr).await else {
+            let Some(channel) = self.channel(&addr).await else {
                 // The leader we know is unreachable; wait for the group to elect another.
                 self.pause(deadline).await;
                 continue;
             };
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let forwarded = transport::forward_change(channel, change, remaining, timeout).await;
+            let forwarded =
+                transport::forward_change(channel, change.clone(), remaining, timeout).await;
             match forwarded {
                 Forwarded::Applied(applied) => {
                     self.wait_applied(applied.index, deadline).await?;
                     return Ok(applied);
                 }
                 Forwarded::Retry(hint) => {
-                    self.forget_channel(addr);
+                    self.forget_channel(&addr);
                     if hint.is_some() && hint != Some(addr) {
                         target = hint;
                     } else {
@@ -676,13 +690,13 @@ impl RaftHandle {
 
     /// The address of the leader this node follows, as of its last published status; `None`
     /// when this node leads (or thinks it might), or knows no leader.
-    fn leader_elsewhere(&self) -> Option<SocketAddr> {
+    fn leader_elsewhere(&self) -> Option<PeerAddr> {
         let status = self.inner.status.borrow();
         let leader = status.leader_id;
         if status.role != Role::Follower || leader == 0 || leader == self.inner.config.node_id {
             return None;
         }
-        status.members.get(&leader).copied()
+        status.members.get(&leader).cloned()
     }
 
     /// Proposes on this node only (the peer service's entry point on the leader); retries
@@ -735,7 +749,7 @@ impl RaftHandle {
         &self,
         change: MemberChange,
     ) -> Result<Applied, ProposeFailure> {
-        if let MemberChange::Add { id, addr } = change {
+        if let MemberChange::Add { id, addr } = change.clone() {
             let deadline = Instant::now() + self.inner.config.request_timeout;
             self.check_candidate(id, addr, deadline)
                 .await
@@ -754,7 +768,7 @@ impl RaftHandle {
     async fn check_candidate(
         &self,
         id: u64,
-        addr: SocketAddr,
+        addr: PeerAddr,
         deadline: Instant,
     ) -> Result<(), RaftError> {
         let (ours, known) = {
@@ -768,7 +782,7 @@ impl RaftHandle {
         }
         let remedy =
             format!("start node {id} with an empty data directory and --join, then add it again");
-        let Some(channel) = self.channel(addr).await else {
+        let Some(channel) = self.channel(&addr).await else {
             return Err(RaftError::Membership(format!(
                 "cannot reach node {id} at {addr} to check that it may join this group; {remedy}"
             )));
@@ -779,7 +793,7 @@ impl RaftHandle {
         let identity = match transport::identify(channel, wait).await {
             Ok(identity) => identity,
             Err(why) => {
-                self.forget_channel(addr);
+                self.forget_channel(&addr);
                 return Err(RaftError::Membership(format!(
                     "could not ask the node at {addr} who it is: {why}; {remedy}"
                 )));
@@ -828,7 +842,7 @@ impl RaftHandle {
     async fn here_with_retries(&self, change: MemberChange) -> Result<Applied, ProposeFailure> {
         let deadline = Instant::now() + self.inner.config.request_timeout;
         loop {
-            match self.here(change, deadline).await {
+            match self.here(change.clone(), deadline).await {
                 Err(ProposeFailure::Retry(why)) if Instant::now() < deadline => {
                     tracing::debug!(node = self.inner.config.node_id, %why, "retrying a forwarded proposal");
                     self.pause(deadline).await;
@@ -905,8 +919,8 @@ impl RaftHandle {
         tokio::time::sleep_until(until.into()).await;
     }
 
-    async fn channel(&self, addr: SocketAddr) -> Option<Channel> {
-        if let Some(channel) = self.channels().get(&addr) {
+    async fn channel(&self, addr: &PeerAddr) -> Option<Channel> {
+        if let Some(channel) = self.channels().get(addr) {
             return Some(channel.clone());
         }
         let endpoint = transport::peer_endpoint(
@@ -917,7 +931,7 @@ impl RaftHandle {
         .ok()?;
         match transport::connect(&endpoint).await {
             Ok(channel) => {
-                self.channels().insert(addr, channel.clone());
+                self.channels().insert(addr.clone(), channel.clone());
                 Some(channel)
             }
             Err(e) => {
@@ -927,11 +941,11 @@ impl RaftHandle {
         }
     }
 
-    fn forget_channel(&self, addr: SocketAddr) {
-        self.channels().remove(&addr);
+    fn forget_channel(&self, addr: &PeerAddr) {
+        self.channels().remove(addr);
     }
 
-    fn channels(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Channel>> {
+    fn channels(&self) -> std::sync::MutexGuard<'_, HashMap<PeerAddr, Channel>> {
         // A poisoned map of channels is still a valid cache.
         self.inner
             .channels

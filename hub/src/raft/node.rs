@@ -27,7 +27,6 @@
 //! strictly sequential anyway, and this keeps the blocking IO off the hub's async workers.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use meridian_proto::pb;
@@ -43,7 +42,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::metrics::Metrics;
 use super::storage::{DiskStorage, ReadyWrite, StorageFailure};
 use super::transport::Transport;
-use super::{RaftConfig, RaftError, RaftFault, RaftStatus, Role, StateMachine};
+use super::{PeerAddr, RaftConfig, RaftError, RaftFault, RaftStatus, Role, StateMachine};
 
 /// Everything the node task reacts to.
 pub(crate) enum Msg {
@@ -65,7 +64,7 @@ pub(crate) enum Msg {
         reply: oneshot::Sender<Result<u64, ProposeFailure>>,
     },
     /// A peer's advertised address, seen on an inbound stream.
-    PeerSeen { id: u64, addr: SocketAddr },
+    PeerSeen { id: u64, addr: PeerAddr },
     /// The transport could not deliver to this peer.
     Unreachable(u64),
     /// The outcome of sending a snapshot to a peer.
@@ -87,7 +86,7 @@ pub(crate) enum ProposeFailure {
     /// This node is not the leader; nothing was proposed.
     NotLeader {
         leader_id: u64,
-        leader_addr: Option<SocketAddr>,
+        leader_addr: Option<PeerAddr>,
     },
     /// Definitely not applied (dropped by raft, or overwritten by another leader's entry); safe
     /// to retry.
@@ -97,10 +96,10 @@ pub(crate) enum ProposeFailure {
 }
 
 /// One membership change.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum MemberChange {
     /// Add voter `id` at `addr` (or update its address).
-    Add { id: u64, addr: SocketAddr },
+    Add { id: u64, addr: PeerAddr },
     /// Remove voter `id`.
     Remove { id: u64 },
 }
@@ -178,10 +177,10 @@ struct Node<S> {
     status_tx: watch::Sender<RaftStatus>,
     inbox: mpsc::Receiver<Msg>,
     /// Member addresses as of the applied index.
-    peers: BTreeMap<u64, SocketAddr>,
+    peers: BTreeMap<u64, PeerAddr>,
     /// Addresses peers announced on inbound streams; used only for ids not in `peers` (a node
     /// that joined and has not yet applied the configuration that names the leader).
-    learned: HashMap<u64, SocketAddr>,
+    learned: HashMap<u64, PeerAddr>,
     /// Proposals in flight on this leader, by the log index their entry got.
     waiters: BTreeMap<u64, Waiter>,
     /// ReadIndex rounds in flight, by request id.
@@ -865,7 +864,7 @@ impl<S: StateMachine> Node<S> {
     fn add_learner(
         &mut self,
         id: u64,
-        addr: SocketAddr,
+        addr: PeerAddr,
         conf: &raft::eraftpb::ConfState,
         reply: Reply,
     ) {
@@ -1037,14 +1036,14 @@ impl<S: StateMachine> Node<S> {
         }
     }
 
-    fn address_of(&self, id: u64) -> Option<SocketAddr> {
+    fn address_of(&self, id: u64) -> Option<PeerAddr> {
         if id == self.id {
-            return Some(self.config.advertise_addr);
+            return Some(self.config.advertise_addr.clone());
         }
         self.peers
             .get(&id)
             .or_else(|| self.learned.get(&id))
-            .copied()
+            .cloned()
     }
 
     fn on_tick(&mut self) {
@@ -1234,7 +1233,7 @@ impl<S: StateMachine> Node<S> {
             let peers = &self.peers;
             let learned = &self.learned;
             self.transport.send(messages, |id| {
-                peers.get(&id).or_else(|| learned.get(&id)).copied()
+                peers.get(&id).or_else(|| learned.get(&id)).cloned()
             })
         };
         for id in &unreachable {
@@ -1464,7 +1463,7 @@ impl<S: StateMachine> Node<S> {
                         ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
                             let addr = context
                                 .as_ref()
-                                .and_then(|c| c.peer_addr.parse::<SocketAddr>().ok());
+                                .and_then(|c| c.peer_addr.parse::<PeerAddr>().ok());
                             if let Some(addr) = addr {
                                 self.peers.insert(change.node_id, addr);
                                 self.learned.remove(&change.node_id);
@@ -1616,14 +1615,14 @@ fn gauge(value: u64) -> i64 {
 
 /// A decoded snapshot payload.
 struct SnapshotData {
-    peers: BTreeMap<u64, SocketAddr>,
+    peers: BTreeMap<u64, PeerAddr>,
     group_id: Option<String>,
     state: Vec<u8>,
 }
 
 /// Encodes a snapshot payload: member addresses, the group id and the state machine's snapshot.
 fn encode_snapshot_data(
-    peers: &BTreeMap<u64, SocketAddr>,
+    peers: &BTreeMap<u64, PeerAddr>,
     group_id: Option<&str>,
     state: Vec<u8>,
 ) -> Vec<u8> {
@@ -1651,7 +1650,7 @@ fn decode_snapshot_data(bytes: &[u8]) -> Result<SnapshotData, String> {
     let mut peers = BTreeMap::new();
     for (id, addr) in data.peers {
         let addr = addr
-            .parse::<SocketAddr>()
+            .parse::<PeerAddr>()
             .map_err(|e| format!("peer {id} address {addr:?}: {e}"))?;
         peers.insert(id, addr);
     }

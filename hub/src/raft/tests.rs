@@ -2,7 +2,6 @@
 //! single-node group (no network) that restarts from its log and its snapshots.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,7 +9,7 @@ use prometheus_client::registry::Registry;
 
 use super::node::ProposeFailure;
 use super::transport::{Forwarded, failure_from_pb, failure_to_pb};
-use super::{RaftConfig, RaftError, Role, StateMachine, spawn, validate};
+use super::{PeerAddr, RaftConfig, RaftError, Role, StateMachine, spawn, validate};
 
 /// Appends every command to a list; the outcome is the list's new length.
 #[derive(Default)]
@@ -42,7 +41,7 @@ impl StateMachine for Log {
     }
 }
 
-fn addr() -> SocketAddr {
+fn addr() -> PeerAddr {
     "127.0.0.1:7001".parse().unwrap()
 }
 
@@ -111,11 +110,11 @@ fn configurations_are_validated_with_the_field_named() {
 #[test]
 fn forwarded_failures_keep_their_meaning() {
     let timeout = Duration::from_secs(3);
-    let hint: SocketAddr = "127.0.0.1:7002".parse().unwrap();
+    let hint: PeerAddr = "hub-2.peers:7002".parse().unwrap();
     // Not proposed on the leader: the follower may try again (at the hinted leader).
     let not_leader = failure_to_pb(ProposeFailure::NotLeader {
         leader_id: 2,
-        leader_addr: Some(hint),
+        leader_addr: Some(hint.clone()),
     });
     assert!(matches!(failure_from_pb(not_leader, timeout), Forwarded::Retry(Some(a)) if a == hint));
     let dropped_for_sure = failure_to_pb(ProposeFailure::Retry("overwritten".into()));

@@ -11,7 +11,7 @@
 //! keepalives detect silently dead connections (a blackholed peer) within a few seconds.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -28,7 +28,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::metrics::Metrics;
 use super::node::{Applied, MemberChange, Msg, ProposeFailure};
-use super::{RaftConfig, RaftError, RaftHandle, RaftStatus};
+use super::{PeerAddr, RaftConfig, RaftError, RaftHandle, RaftStatus};
 
 /// The tonic service the hub mounts for its peers.
 pub type RaftPeerServer = RaftTransportServer<PeerService>;
@@ -74,7 +74,7 @@ pub(crate) struct Transport {
 }
 
 struct PeerLink {
-    addr: SocketAddr,
+    addr: PeerAddr,
     queue: mpsc::Sender<Vec<u8>>,
     task: AbortHandle,
 }
@@ -146,7 +146,7 @@ impl PeerService {
         if from_id == 0 {
             return Ok(());
         }
-        match from_addr.parse::<SocketAddr>() {
+        match from_addr.parse::<PeerAddr>() {
             Ok(addr) => self.to_node(Msg::PeerSeen { id: from_id, addr }).await,
             Err(_) => Err(Status::invalid_argument(format!(
                 "from_addr {from_addr:?} is not an ip:port address"
@@ -217,7 +217,7 @@ impl RaftTransport for PeerService {
     ) -> Result<Response<pb::RaftMembershipResponse>, Status> {
         let request = request.into_inner();
         let change = if request.add {
-            let addr = request.peer_addr.parse::<SocketAddr>().map_err(|e| {
+            let addr = request.peer_addr.parse::<PeerAddr>().map_err(|e| {
                 Status::invalid_argument(format!(
                     "peer_addr {:?} is not an ip:port address: {e}",
                     request.peer_addr
@@ -336,7 +336,7 @@ pub(crate) enum Forwarded {
     Applied(Applied),
     /// Not proposed (the target is not the leader, or could not be reached); try again, at the
     /// hinted leader if there is one.
-    Retry(Option<SocketAddr>),
+    Retry(Option<PeerAddr>),
     /// A final error.
     Failed(RaftError),
 }
@@ -347,7 +347,7 @@ pub(crate) fn failure_from_pb(error: pb::RaftRpcError, timeout: Duration) -> For
     let message = error.message;
     match Kind::try_from(error.kind).unwrap_or(Kind::Unspecified) {
         Kind::NotLeader | Kind::NoLeader => {
-            Forwarded::Retry(error.leader_addr.parse::<SocketAddr>().ok())
+            Forwarded::Retry(error.leader_addr.parse::<PeerAddr>().ok())
         }
         Kind::Timeout => Forwarded::Failed(RaftError::Timeout(timeout)),
         Kind::Membership => Forwarded::Failed(RaftError::Membership(message)),
@@ -364,7 +364,7 @@ pub(crate) fn failure_from_pb(error: pb::RaftRpcError, timeout: Duration) -> For
 
 /// Builds the endpoint for a peer's gRPC service (over TLS when `tls` is given).
 pub(crate) fn peer_endpoint(
-    addr: SocketAddr,
+    addr: &PeerAddr,
     source_ip: Option<IpAddr>,
     tls: Option<&tonic::transport::ClientTlsConfig>,
 ) -> Result<Endpoint, RaftError> {
@@ -386,9 +386,13 @@ pub(crate) fn peer_endpoint(
 }
 
 /// Whether a connection to `peer` can originate from `source`: the same address family, and
-/// not from a loopback address to a non-loopback peer (the kernel refuses both).
-fn can_reach_from(source: IpAddr, peer: SocketAddr) -> bool {
-    source.is_ipv4() == peer.is_ipv4() && (!source.is_loopback() || peer.ip().is_loopback())
+/// not from a loopback address to a non-loopback peer (the kernel refuses both). A peer known
+/// by name may resolve to either family, so connections to it leave from an address the OS
+/// picks.
+fn can_reach_from(source: IpAddr, peer: &PeerAddr) -> bool {
+    peer.ip().is_some_and(|peer| {
+        source.is_ipv4() == peer.is_ipv4() && (!source.is_loopback() || peer.is_loopback())
+    })
 }
 
 /// Connects to a peer, giving up after the connect timeout even if the peer accepted the TCP
@@ -496,7 +500,7 @@ impl Transport {
     pub(crate) fn send(
         &mut self,
         messages: Vec<Message>,
-        address_of: impl Fn(u64) -> Option<SocketAddr>,
+        address_of: impl Fn(u64) -> Option<PeerAddr>,
     ) -> Vec<u64> {
         let mut unreachable = Vec::new();
         for message in messages {
@@ -547,7 +551,7 @@ impl Transport {
         });
     }
 
-    fn link(&mut self, to: u64, addr: SocketAddr) -> &PeerLink {
+    fn link(&mut self, to: u64, addr: PeerAddr) -> &PeerLink {
         let stale = self
             .links
             .get(&to)
@@ -562,7 +566,7 @@ impl Transport {
                 .spawn(run_link(
                     LinkConfig {
                         to,
-                        addr,
+                        addr: addr.clone(),
                         self_id: self.self_id,
                         self_addr: self.self_addr.clone(),
                         source_ip: self.source_ip,
@@ -577,7 +581,7 @@ impl Transport {
         })
     }
 
-    fn send_snapshot(&mut self, to: u64, addr: SocketAddr, message: Message) {
+    fn send_snapshot(&mut self, to: u64, addr: PeerAddr, message: Message) {
         if let Some(previous) = self.snapshots.remove(&to) {
             previous.abort();
         }
@@ -639,7 +643,7 @@ impl Drop for Transport {
 /// Who a link connects to, and as whom.
 struct LinkConfig {
     to: u64,
-    addr: SocketAddr,
+    addr: PeerAddr,
     self_id: u64,
     self_addr: String,
     source_ip: Option<IpAddr>,
@@ -696,7 +700,7 @@ enum StreamEnd {
 }
 
 async fn stream_to_peer(config: &LinkConfig, queue: &mut mpsc::Receiver<Vec<u8>>) -> StreamEnd {
-    let endpoint = match peer_endpoint(config.addr, config.source_ip, config.tls.as_ref()) {
+    let endpoint = match peer_endpoint(&config.addr, config.source_ip, config.tls.as_ref()) {
         Ok(endpoint) => endpoint,
         Err(e) => return StreamEnd::Failed(e.to_string()),
     };
@@ -756,7 +760,7 @@ async fn stream_to_peer(config: &LinkConfig, queue: &mut mpsc::Receiver<Vec<u8>>
 }
 
 async fn send_snapshot(config: &LinkConfig, bytes: Vec<u8>) -> Result<(), String> {
-    let endpoint = peer_endpoint(config.addr, config.source_ip, config.tls.as_ref())
+    let endpoint = peer_endpoint(&config.addr, config.source_ip, config.tls.as_ref())
         .map_err(|e| e.to_string())?;
     let channel = connect(&endpoint).await?;
     let mut chunks = Vec::with_capacity(bytes.len() / SNAPSHOT_CHUNK + 1);

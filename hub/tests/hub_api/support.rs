@@ -135,7 +135,11 @@ impl Group {
         if join {
             config.join = true;
         } else {
-            config.members = self.members.clone();
+            config.members = self
+                .members
+                .iter()
+                .map(|(id, addr)| (*id, (*addr).into()))
+                .collect();
         }
         config.grpc_listen = self.members[&id];
         // Snapshot often, so lagging and wiped nodes catch up through snapshots.

@@ -118,7 +118,10 @@ impl Cluster {
     pub fn config(&self, id: u64, initial_members: BTreeMap<u64, SocketAddr>) -> RaftConfig {
         let slot = &self.slots[&id];
         let mut config = RaftConfig::new(id, slot.data_dir.clone(), slot.addr);
-        config.initial_members = initial_members;
+        config.initial_members = initial_members
+            .into_iter()
+            .map(|(id, addr)| (id, addr.into()))
+            .collect();
         config.tick_interval = self.options.tick;
         config.election_ticks = self.options.election_ticks;
         config.heartbeat_ticks = self.options.heartbeat_ticks;

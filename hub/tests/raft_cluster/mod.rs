@@ -57,7 +57,7 @@ async fn three_nodes_elect_a_leader_and_replicate_writes_from_any_node() {
         let status = cluster.status(id);
         assert_eq!(status.leader_id, leader);
         assert_eq!(status.members.len(), 3);
-        assert_eq!(status.members[&id], cluster.slots[&id].addr);
+        assert_eq!(status.members[&id], cluster.slots[&id].addr.into());
         assert!(
             status.last_leader_contact.is_some(),
             "node {id} knows its leader contact"
@@ -462,7 +462,9 @@ async fn bad_configurations_are_refused_with_the_field_named() {
     cluster.add_slot(2).await;
     // initial_members must include the node itself.
     let mut config = cluster.config(1, BTreeMap::new());
-    config.initial_members.insert(2, cluster.slots[&2].addr);
+    config
+        .initial_members
+        .insert(2, cluster.slots[&2].addr.into());
     let error = cluster.start_with(config).await.unwrap_err();
     assert!(error.to_string().contains("initial_members"), "{error}");
     // Election ticks must exceed heartbeat ticks.
@@ -494,7 +496,7 @@ async fn bad_configurations_are_refused_with_the_field_named() {
         .await
         .unwrap();
     let mut second = cluster.config(1, BTreeMap::new());
-    second.advertise_addr = cluster.slots[&2].addr;
+    second.advertise_addr = cluster.slots[&2].addr.into();
     let error = meridian_hub::raft::spawn(
         second,
         kv::Kv::new().0,

@@ -128,3 +128,88 @@ async fn wiped_node_rejoins_and_catches_up_through_a_snapshot() {
     let items = specs(&cluster.converged(&pair, SETTLE).await);
     assert_eq!(items.len(), 81);
 }
+
+/// Kubernetes StatefulSet pods keep their DNS names, not their IPs, so the group must work with
+/// members known by name: elect, replicate, fail over, take a restarted node back, and add a
+/// wiped node by name (which carries the names through a membership change and a snapshot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_whose_members_are_known_by_dns_name_fails_over_and_adds_a_node_by_name() {
+    let options = HubOptions {
+        by_name: true,
+        snapshot_threshold: Some(20),
+        ..HubOptions::default()
+    };
+    let mut cluster = HubCluster::start(meridian_bin(), options).await;
+    let all = cluster.ids();
+    let leader = cluster.leader(&all, SETTLE).await;
+    let status = cluster.status(leader).await.expect("status");
+    for member in status["members"].as_array().expect("members") {
+        let id = member["id"].as_u64().expect("id");
+        assert_eq!(
+            member["addr"].as_str(),
+            Some(cluster.node(id).advertise.as_str()),
+            "{status}"
+        );
+        assert!(cluster.node(id).advertise.starts_with("localhost:"));
+    }
+    for i in 0..30 {
+        must_put(&cluster, leader, &format!("before-{i}"), &spec("us")).await;
+    }
+
+    // The leader dies: the other two elect one of themselves and go on.
+    cluster.kill(leader);
+    let rest = others(&all, &[leader]);
+    let second = cluster.leader(&rest, SETTLE).await;
+    must_put(&cluster, second, "after-failover", &spec("eu")).await;
+    cluster.start_node(leader, Boot::Peers).await;
+    assert_eq!(specs(&cluster.converged(&all, SETTLE).await).len(), 31);
+
+    // A wiped follower comes back empty and is added by name; it catches up by snapshot.
+    let leader = cluster.leader(&all, SETTLE).await;
+    let wiped = others(&all, &[leader])[0];
+    let rest = others(&all, &[wiped]);
+    cluster.kill(wiped);
+    cluster.wipe(wiped);
+    let (ok, out) = cluster
+        .ctl(rest[0], &["members", "remove", &wiped.to_string()])
+        .await;
+    assert!(ok, "meridian ctl members remove {wiped}: {out}");
+    for i in 0..25 {
+        must_put(
+            &cluster,
+            rest[i % 2],
+            &format!("while-away-{i}"),
+            &spec("eu"),
+        )
+        .await;
+    }
+    cluster.start_node(wiped, Boot::Join).await;
+    let addr = cluster.node(wiped).advertise.clone();
+    let (ok, out) = cluster
+        .ctl(rest[1], &["members", "add", &wiped.to_string(), &addr])
+        .await;
+    assert!(ok, "meridian ctl members add {wiped} {addr}: {out}");
+    assert_eq!(specs(&cluster.converged(&all, SETTLE).await).len(), 56);
+    let text = cluster.metrics(wiped).await.expect("metrics");
+    assert!(
+        metric(&text, "raft_snapshots_installed_total").unwrap_or(0.0) >= 1.0,
+        "node {wiped} caught up without installing a snapshot"
+    );
+    // It knows every member by name, and votes: the group survives losing another node.
+    let status = cluster.status(wiped).await.expect("status");
+    let names: Vec<&str> = status["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|m| m["addr"].as_str())
+        .collect();
+    assert_eq!(names.len(), 3, "{status}");
+    assert!(
+        names.iter().all(|n| n.starts_with("localhost:")),
+        "{status}"
+    );
+    cluster.kill(rest[0]);
+    let pair = [wiped, rest[1]];
+    let leader = cluster.leader(&pair, SETTLE).await;
+    must_put(&cluster, leader, "after-rejoin", &spec("us")).await;
+}

@@ -5,7 +5,7 @@
 //! free of serde. Every validation error names the JSON field (`targets[1].weight`).
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use meridian_proto::model::{
     AllUnhealthy, Cluster, ClusterName, Fqdn, HostnamePolicy, HostnameTarget, RecordData, Region,
@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
+use crate::raft::{PeerAddr, PeerAddrError};
 use crate::store::{AuditEntry, ClusterRecord, RecordSet, verdict_name};
 
 /// Default TTL of a hostname's answers, in seconds.
@@ -623,20 +624,17 @@ fn record_json(data: &RecordData) -> serde_json::Value {
 
 impl MemberBody {
     /// Validates the body.
-    pub fn into_parts(self) -> Result<(u64, SocketAddr), ApiError> {
+    pub fn into_parts(self) -> Result<(u64, PeerAddr), ApiError> {
         if self.id == 0 {
             return Err(ApiError::bad_request(
                 Some("id".into()),
                 "node id 0 is not allowed".into(),
             ));
         }
-        let addr: SocketAddr = self.addr.parse().map_err(|_| {
-            ApiError::bad_request(
-                Some("addr".into()),
-                format!("{:?} is not a host:port socket address", self.addr),
-            )
+        let addr: PeerAddr = self.addr.parse().map_err(|e: PeerAddrError| {
+            ApiError::bad_request(Some("addr".into()), e.to_string())
         })?;
-        if addr.port() == 0 || addr.ip().is_unspecified() {
+        if addr.is_unreachable() {
             return Err(ApiError::bad_request(
                 Some("addr".into()),
                 format!("{addr} cannot be reached by other nodes"),

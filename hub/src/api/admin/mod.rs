@@ -953,7 +953,7 @@ async fn list_members(State(state): State<AppState>) -> Json<Value> {
 
 async fn add_member(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let (id, addr) = body::parse_json::<MemberBody>(&body)?.into_parts()?;
-    state.raft.add_member(id, addr).await?;
+    state.raft.add_member(id, addr.clone()).await?;
     Ok(Json(json!({ "added": id, "addr": addr.to_string() })))
 }
 

@@ -165,10 +165,18 @@ fn member_bodies() {
         (4, "127.0.0.1:7004".parse().unwrap())
     );
     check_400(parse(r#"{"id":0,"addr":"127.0.0.1:7004"}"#), "id", "0");
+    assert_eq!(
+        parse(r#"{"id":4,"addr":"meridian-hub-3.meridian-hub-peers.ns.svc:7001"}"#)
+            .unwrap()
+            .1
+            .to_string(),
+        "meridian-hub-3.meridian-hub-peers.ns.svc:7001"
+    );
+    check_400(parse(r#"{"id":4,"addr":"localhost"}"#), "addr", "no port");
     check_400(
-        parse(r#"{"id":4,"addr":"localhost"}"#),
+        parse(r#"{"id":4,"addr":"hub_3:7001"}"#),
         "addr",
-        "socket address",
+        "not a peer address",
     );
     check_400(
         parse(r#"{"id":4,"addr":"0.0.0.0:7004"}"#),
