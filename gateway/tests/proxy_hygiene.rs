@@ -1259,3 +1259,139 @@ async fn a_shutdown_waits_for_the_drains_of_removed_ports() {
     )
     .await;
 }
+
+/// A backend that answers the first request of each connection with keep-alive, then reads
+/// the next one and closes without a byte of answer: its idle timeout racing the gateway's
+/// reuse of the connection, deterministically. Reports every request it reads.
+async fn closes_reused_connections() -> RawBackend {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, requests) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let Some(first) = read_request(&mut stream).await else {
+                    return;
+                };
+                let _ = tx.send(first);
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+                if let Some(second) = read_request(&mut stream).await {
+                    let _ = tx.send(second);
+                }
+            });
+        }
+    });
+    RawBackend { addr, requests }
+}
+
+/// Sends `request` on a new connection and returns the status.
+async fn status(port: u16, request: &str) -> u16 {
+    status_of(&exchange(port, request.as_bytes()).await)
+}
+
+#[tokio::test]
+async fn an_idempotent_request_a_reused_connection_drops_unanswered_is_sent_again() {
+    let mut raw = closes_reused_connections().await;
+    let (_gw, port) = serve("reuse", raw.addr, vec![]).await;
+    let mut seen = Vec::new();
+    // One client connection, so every request is served on the same shard (and its pool).
+    // GET takes the lean client, OPTIONS and POST hyper's; each first request opens the
+    // connection the next one reuses.
+    let mut client = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    for (method, path) in [
+        ("GET", "/get-1"),
+        ("GET", "/get-2"),
+        ("OPTIONS", "/opt-1"),
+        ("OPTIONS", "/opt-2"),
+    ] {
+        let request = format!("{method} {path} HTTP/1.1\r\nHost: x.example\r\n\r\n");
+        client.write_all(request.as_bytes()).await.unwrap();
+        let head = read_head(&mut client, path).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{method} {path}: {head}");
+        // The head's read may have taken the two-byte body too.
+        if !head.ends_with("\r\n\r\nok") {
+            let mut body = [0u8; 2];
+            client.read_exact(&mut body).await.unwrap();
+        }
+    }
+    while let Ok(Some(request)) =
+        tokio::time::timeout(Duration::from_millis(300), raw.requests.recv()).await
+    {
+        seen.push(String::from_utf8_lossy(&request).into_owned());
+    }
+    let count = |path: &str| seen.iter().filter(|r| r.contains(path)).count();
+    // The second of each pair went out twice: on the dropped connection, then on a new one.
+    assert_eq!(
+        (
+            count("/get-1"),
+            count("/get-2"),
+            count("/opt-1"),
+            count("/opt-2")
+        ),
+        (1, 2, 1, 2),
+        "{seen:?}"
+    );
+
+    // A POST is not idempotent: the backend may have acted on it, so it is not sent again.
+    // Open a pooled hyper connection first (the OPTIONS above left one with the backend's
+    // answer to its resend).
+    client
+        .write_all(b"POST /post HTTP/1.1\r\nHost: x.example\r\nContent-Length: 1\r\n\r\nx")
+        .await
+        .unwrap();
+    let head = read_head(&mut client, "/post").await;
+    let got = status_of(&head);
+    let mut posts = 0;
+    while let Ok(Some(request)) =
+        tokio::time::timeout(Duration::from_millis(300), raw.requests.recv()).await
+    {
+        posts += usize::from(String::from_utf8_lossy(&request).contains("/post"));
+    }
+    assert_eq!(posts, 1, "the POST was sent {posts} times");
+    assert_eq!(got, 503, "a POST the backend dropped unanswered");
+}
+
+#[tokio::test]
+async fn a_refused_endpoint_is_skipped_and_its_requests_go_to_another() {
+    let mut live = raw_backend(|_| reply(OK_EMPTY)).await;
+    // Below the ephemeral range: nothing else starts listening there meanwhile.
+    let dead = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let gw = gateway().await;
+    let port = free_port();
+    let mut config = route_config(port, "halfdead", live.addr, vec![], AppProtocol::Http1);
+    config.backends[0].endpoints.insert(
+        0,
+        Endpoint {
+            addr: dead,
+            ready: true,
+        },
+    );
+    gw.apply(config).await.unwrap();
+    // Nothing was sent to the dead endpoint, so any request may go elsewhere, a POST too; and
+    // once refused, round-robin skips it.
+    for i in 0..10 {
+        let request = if i % 2 == 0 {
+            format!("GET /{i} HTTP/1.1\r\nHost: x.example\r\nConnection: close\r\n\r\n")
+        } else {
+            format!(
+                "POST /{i} HTTP/1.1\r\nHost: x.example\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx"
+            )
+        };
+        assert_eq!(status(port, &request).await, 200, "request {i}");
+        live.next_request().await;
+    }
+}
+
+#[tokio::test]
+async fn an_http_1_0_request_without_host_reaches_the_backend_with_one() {
+    let mut raw = raw_backend(|_| reply(OK_EMPTY)).await;
+    let (_gw, port) = serve("nohost", raw.addr, vec![]).await;
+    assert_eq!(status(port, "GET /nohost HTTP/1.0\r\n\r\n").await, 200);
+    let request = raw.next_request().await.to_ascii_lowercase();
+    assert!(request.starts_with("get /nohost http/1.1\r\n"), "{request}");
+    // RFC 9112 §3.2: an HTTP/1.1 request without an authority carries an empty Host.
+    assert!(request.contains("\r\nhost: \r\n"), "{request}");
+}

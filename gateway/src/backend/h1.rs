@@ -53,6 +53,11 @@ pub(crate) enum H1Error {
     /// [`Io`]: H1Error::Io
     #[error("connection closed before the request was sent: {0}")]
     Closed(io::Error),
+    /// The request went out, then the connection closed (or was reset) before a byte of the
+    /// response came back. On a pooled connection this is the backend's idle timeout racing
+    /// the reuse; the request may or may not have been processed.
+    #[error("connection closed before any response: {0}")]
+    NoResponse(io::Error),
     /// Reading or writing failed.
     #[error("{0}")]
     Io(io::Error),
@@ -162,6 +167,7 @@ impl H1Conn {
             return Err(H1Error::Closed(error));
         }
         let is_head = request.method() == Method::HEAD;
+        let mut answered = !self.read_buf.is_empty();
         loop {
             if !self.read_buf.is_empty() {
                 if let Some(start) = parse_response(&mut self.read_buf, is_head)? {
@@ -175,12 +181,26 @@ impl H1Conn {
             match self.stream.read_buf(&mut self.read_buf).await {
                 // A connection error (like a reset), not a malformed response.
                 Ok(0) => {
-                    return Err(H1Error::Io(io::Error::new(
+                    let error = io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "connection closed before the response",
-                    )));
+                    );
+                    return Err(if answered {
+                        H1Error::Io(error)
+                    } else {
+                        H1Error::NoResponse(error)
+                    });
                 }
-                Ok(_) => {}
+                Ok(_) => answered = true,
+                Err(error)
+                    if !answered
+                        && matches!(
+                            error.kind(),
+                            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+                        ) =>
+                {
+                    return Err(H1Error::NoResponse(error));
+                }
                 Err(error) => return Err(H1Error::Io(error)),
             }
         }

@@ -87,16 +87,31 @@ impl ServiceBackend {
         }
     }
 
-    /// The next ready endpoint in round-robin order; `None` when none is ready (503).
+    /// The next ready endpoint in round-robin order, skipping endpoints a connect recently
+    /// failed to ([`EndpointPool::is_up`]) while another is up; `None` when none is ready
+    /// (503). When every endpoint is down the round-robin pick is used anyway: failing open
+    /// finds a recovered backend at once.
     pub(crate) fn next_endpoint(&self) -> Option<&Arc<EndpointPool>> {
         match self.endpoints.len() {
             0 => None,
             1 => self.endpoints.first(),
             n => {
                 let i = self.next.fetch_add(1, Ordering::Relaxed);
-                self.endpoints.get(i % n)
+                let pick = &self.endpoints[i % n];
+                if pick.is_up() {
+                    return Some(pick);
+                }
+                (1..n)
+                    .map(|k| &self.endpoints[(i + k) % n])
+                    .find(|endpoint| endpoint.is_up())
+                    .or(Some(pick))
             }
         }
+    }
+
+    /// How many ready endpoints it has.
+    pub(crate) fn endpoint_count(&self) -> usize {
+        self.endpoints.len()
     }
 }
 

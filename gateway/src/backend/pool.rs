@@ -12,8 +12,9 @@
 //! warm connections. The only lock is the pool's own short critical section (push/pop).
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use hyper::client::conn::{http1, http2};
 use hyper::{Request, Response};
@@ -47,6 +48,44 @@ pub(crate) struct EndpointPool {
     h2: Box<[Mutex<Option<http2::SendRequest<ReqBody>>>]>,
     /// Idle connections of the lean HTTP/1.1 client, one stack per shard.
     lean_idle: Box<[Mutex<Vec<H1Conn>>]>,
+    /// Passive health: until when (ms on [`clock_ms`]; 0: up) round-robin skips this
+    /// endpoint because connecting to it failed. See [`EndpointPool::is_up`].
+    down_until_ms: AtomicU64,
+    /// Connection failures in a row, for the back-off.
+    connect_failures: AtomicU32,
+}
+
+/// The first back-off after a failed connect; it doubles with each failure in a row.
+const DOWN_FIRST: Duration = Duration::from_secs(1);
+/// The longest back-off.
+const DOWN_MAX: Duration = Duration::from_secs(30);
+
+/// Milliseconds since the first call (never 0), a cheap monotonic clock for back-offs.
+fn clock_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_add(1)
+}
+
+/// A failed send. `unsent` gives the request back when none of it reached the backend (no
+/// connection could be made), so it may go to another endpoint whatever its method.
+#[derive(Debug)]
+pub(crate) struct SendFailure {
+    /// What failed.
+    pub(crate) error: UpstreamError,
+    /// The request, when it was never sent.
+    pub(crate) unsent: Option<Box<Request<ReqBody>>>,
+}
+
+impl From<UpstreamError> for SendFailure {
+    fn from(error: UpstreamError) -> Self {
+        Self {
+            error,
+            unsent: None,
+        }
+    }
 }
 
 /// Pool limits.
@@ -211,7 +250,35 @@ impl EndpointPool {
             lean_idle: (0..settings.shards.max(1))
                 .map(|_| Mutex::new(Vec::new()))
                 .collect(),
+            down_until_ms: AtomicU64::new(0),
+            connect_failures: AtomicU32::new(0),
         }
+    }
+
+    /// Whether round-robin should pick this endpoint: no connect to it failed lately. After a
+    /// refused or timed-out connect it is skipped for 1 s, doubling with every failure in a
+    /// row up to 30 s; then it gets requests again (a restarted backend is found again), and
+    /// one successful connect clears it. One atomic load while it is up.
+    pub(crate) fn is_up(&self) -> bool {
+        let until = self.down_until_ms.load(Ordering::Relaxed);
+        until == 0 || clock_ms() >= until
+    }
+
+    fn connect_succeeded(&self) {
+        if self.connect_failures.load(Ordering::Relaxed) != 0 {
+            self.connect_failures.store(0, Ordering::Relaxed);
+            self.down_until_ms.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn connect_failed(&self) {
+        let failures = self.connect_failures.fetch_add(1, Ordering::Relaxed);
+        let backoff = DOWN_FIRST
+            .saturating_mul(1u32 << failures.min(5))
+            .min(DOWN_MAX);
+        let ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
+        self.down_until_ms
+            .store(clock_ms().saturating_add(ms), Ordering::Relaxed);
     }
 
     /// The TLS a BackendTLSPolicy asks for on connections to this endpoint.
@@ -219,11 +286,12 @@ impl EndpointPool {
         self.tls.as_ref()
     }
 
-    /// Sends one request, reusing a pooled connection when possible.
+    /// Sends one request, reusing a pooled connection when possible. A request no connection
+    /// could be made for comes back in the failure.
     pub(crate) async fn send(
         self: &Arc<Self>,
         request: Request<ReqBody>,
-    ) -> Result<Response<ProxyBody>, UpstreamError> {
+    ) -> Result<Response<ProxyBody>, SendFailure> {
         // hyper's and rustls's handshakes make the h2 and h1 futures 10 and 6 times the lean
         // one: boxed, so that every request's future (held per connection and moved as it is
         // built up) is not as large as the largest branch.
@@ -242,22 +310,40 @@ impl EndpointPool {
     async fn send_lean(
         self: &Arc<Self>,
         request: Request<ReqBody>,
-    ) -> Result<Response<ProxyBody>, UpstreamError> {
+    ) -> Result<Response<ProxyBody>, SendFailure> {
+        let mut reuse = true;
         loop {
-            let (mut conn, pooled) = match self.pop_lean() {
+            let pooled = if reuse { self.pop_lean() } else { None };
+            let (mut conn, pooled) = match pooled {
                 Some(conn) => (conn, true),
-                None => (H1Conn::new(self.connect_tcp().await?), false),
+                None => match self.connect_tcp().await {
+                    Ok(stream) => (H1Conn::new(stream), false),
+                    Err(error) => {
+                        return Err(SendFailure {
+                            error,
+                            unsent: Some(Box::new(request)),
+                        });
+                    }
+                },
             };
             let start = match conn.send(&request).await {
                 Ok(start) => start,
                 // A pooled connection the server had closed before the request went out:
                 // send it on the next one (a new connection at the latest).
                 Err(H1Error::Closed(_)) if pooled => continue,
+                // A pooled connection the server closed as the request arrived (its idle
+                // timeout raced the reuse), without a byte of answer: a bodyless GET or HEAD
+                // is idempotent, so it goes again (RFC 9110 §9.2.2), once, on a new connection.
+                Err(H1Error::NoResponse(_)) if pooled => {
+                    reuse = false;
+                    continue;
+                }
                 Err(source) => {
                     return Err(UpstreamError::Lean {
                         addr: self.addr,
                         source,
-                    });
+                    }
+                    .into());
                 }
             };
             let body = match conn.into_body(start.framing, start.keep_alive) {
@@ -320,22 +406,45 @@ impl EndpointPool {
     async fn send_h1(
         self: &Arc<Self>,
         mut request: Request<ReqBody>,
-    ) -> Result<Response<ProxyBody>, UpstreamError> {
+    ) -> Result<Response<ProxyBody>, SendFailure> {
         frame_unknown_length(&mut request);
         while let Some(mut sender) = self.checkout_idle().await {
+            // A copy to send again if the pooled connection takes the request and closes
+            // without an answer (the backend's idle timeout raced the reuse): only for
+            // idempotent requests without a body (RFC 9110 §9.2.2).
+            let again = replayable_copy(&request);
             match sender.try_send_request(request).await {
                 Ok(response) => return Ok(self.wrap_h1(response, sender)),
                 Err(mut error) => match error.take_message() {
                     // The pooled connection closed before the request went out (a keep-alive
                     // race with the backend): safe to resend on another connection.
                     Some(unsent) => request = unsent,
-                    None => return Err(self.http_error(error.into_error())),
+                    None => match again {
+                        Some(again) => {
+                            request = again;
+                            break;
+                        }
+                        None => return Err(self.http_error(error.into_error()).into()),
+                    },
                 },
             }
         }
-        let mut sender = match self.connect_tls().await? {
-            Some(stream) => self.handshake_h1(stream, false).await?,
-            None => self.handshake_h1(self.connect_tcp().await?, false).await?,
+        let connected = match self.connect_tls().await {
+            Ok(Some(stream)) => self.handshake_h1(stream, false).await,
+            Ok(None) => match self.connect_tcp().await {
+                Ok(stream) => self.handshake_h1(stream, false).await,
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(error),
+        };
+        let mut sender = match connected {
+            Ok(sender) => sender,
+            Err(error) => {
+                return Err(SendFailure {
+                    error,
+                    unsent: Some(Box::new(request)),
+                });
+            }
         };
         let response = sender
             .send_request(request)
@@ -395,7 +504,7 @@ impl EndpointPool {
     async fn send_h2(
         self: &Arc<Self>,
         mut request: Request<ReqBody>,
-    ) -> Result<Response<ProxyBody>, UpstreamError> {
+    ) -> Result<Response<ProxyBody>, SendFailure> {
         if self.tls.is_some() {
             // `:scheme` says how the request travels; the forwarder wrote `http` for h2c.
             let mut parts = request.uri().clone().into_parts();
@@ -414,9 +523,22 @@ impl EndpointPool {
         let mut sender = match shared {
             Some(sender) => sender,
             None => {
-                let sender = match self.connect_tls().await? {
-                    Some(stream) => self.handshake_h2(stream).await?,
-                    None => self.handshake_h2(self.connect_tcp().await?).await?,
+                let connected = match self.connect_tls().await {
+                    Ok(Some(stream)) => self.handshake_h2(stream).await,
+                    Ok(None) => match self.connect_tcp().await {
+                        Ok(stream) => self.handshake_h2(stream).await,
+                        Err(error) => Err(error),
+                    },
+                    Err(error) => Err(error),
+                };
+                let sender = match connected {
+                    Ok(sender) => sender,
+                    Err(error) => {
+                        return Err(SendFailure {
+                            error,
+                            unsent: Some(Box::new(request)),
+                        });
+                    }
                 };
                 let mut guard = match self.h2[shards::current() % self.h2.len()].lock() {
                     Ok(guard) => guard,
@@ -439,10 +561,21 @@ impl EndpointPool {
 
     async fn connect_tcp(&self) -> Result<TcpStream, UpstreamError> {
         let addr = self.addr;
-        let stream = tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| UpstreamError::ConnectTimeout { addr })?
-            .map_err(|source| UpstreamError::Connect { addr, source })?;
+        let stream =
+            match tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(addr))
+                .await
+            {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(source)) => {
+                    self.connect_failed();
+                    return Err(UpstreamError::Connect { addr, source });
+                }
+                Err(_) => {
+                    self.connect_failed();
+                    return Err(UpstreamError::ConnectTimeout { addr });
+                }
+            };
+        self.connect_succeeded();
         // Proxied requests are small writes; Nagle would add latency to every one.
         let _ = stream.set_nodelay(true);
         Ok(stream)
@@ -526,6 +659,28 @@ impl EndpointPool {
     }
 }
 
+/// A copy of an idempotent request without a body (`GET`, `HEAD`, `OPTIONS`, `TRACE`, or
+/// `PUT`/`DELETE` with an empty body), to send again; `None` for any other.
+fn replayable_copy(request: &Request<ReqBody>) -> Option<Request<ReqBody>> {
+    use hyper::body::Body;
+    let method = request.method();
+    let idempotent = method == http::Method::GET
+        || method == http::Method::HEAD
+        || method == http::Method::OPTIONS
+        || method == http::Method::TRACE
+        || method == http::Method::PUT
+        || method == http::Method::DELETE;
+    if !idempotent || !request.body().is_end_stream() {
+        return None;
+    }
+    let mut copy = Request::new(ReqBody::full(bytes::Bytes::new()));
+    *copy.method_mut() = method.clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    Some(copy)
+}
+
 /// hyper's HTTP/1.1 client sends a `GET` or `HEAD` whose body length it does not know (the
 /// client's body was chunked, or HTTP/2 DATA without `content-length`) as no body at all:
 /// asking for chunked framing explicitly makes it forward the body.
@@ -550,5 +705,56 @@ impl PoolReturn {
     /// Puts the connection back into its pool.
     pub(crate) fn release(self) {
         self.pool.push_idle(self.sender);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_connect_takes_the_endpoint_out_for_a_while_and_a_success_brings_it_back() {
+        let port = closed_port();
+        let settings = PoolSettings {
+            max_idle: 1,
+            connect_timeout: Duration::from_secs(1),
+            shards: 1,
+        };
+        let dead = EndpointPool::new(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            AppProtocol::Http1,
+            None,
+            settings,
+        );
+        assert!(dead.is_up());
+        assert!(dead.connect_tcp().await.is_err());
+        assert!(!dead.is_up(), "still picked after a refused connect");
+        // The back-off doubles with failures in a row and stays bounded.
+        dead.connect_failed();
+        let until = dead.down_until_ms.load(Ordering::Relaxed);
+        assert!(until >= clock_ms() + 1_500 && until <= clock_ms() + 2_100);
+        for _ in 0..10 {
+            dead.connect_failed();
+        }
+        let until = dead.down_until_ms.load(Ordering::Relaxed);
+        assert!(until <= clock_ms() + 30_100, "{until}");
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live = EndpointPool::new(
+            listener.local_addr().unwrap(),
+            AppProtocol::Http1,
+            None,
+            settings,
+        );
+        live.connect_failed();
+        assert!(!live.is_up());
+        assert!(live.connect_tcp().await.is_ok());
+        assert!(live.is_up(), "a successful connect clears the back-off");
+    }
+
+    /// A port nothing listens on: bound, then closed (a race only with another test).
+    fn closed_port() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
     }
 }

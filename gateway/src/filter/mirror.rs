@@ -45,7 +45,7 @@ impl Mirror {
                     // Drain so the connection goes back to the pool.
                     let _ = http_body_util::BodyExt::collect(response.into_body()).await;
                 }
-                Err(error) => debug!(%backend, %error, "mirror request failed"),
+                Err(failure) => debug!(%backend, error = %failure.error, "mirror request failed"),
             }
         });
     }

@@ -22,7 +22,7 @@ use super::body::{
 };
 use super::server::ConnCtx;
 use super::splice::splice;
-use crate::backend::pool::{EndpointPool, FailureKind, UpstreamError};
+use crate::backend::pool::{EndpointPool, FailureKind, SendFailure, UpstreamError};
 use crate::backend::session;
 use crate::backend::{BackendTarget, ServiceBackend};
 use crate::filter::cors::CorsPolicy;
@@ -416,7 +416,7 @@ pub(crate) async fn process(
             StatusCode::REQUEST_TIMEOUT,
             "the request body stalled\n",
         ),
-        Err(Failure::Upstream(error)) => {
+        Err(Failure::Upstream(error) | Failure::Unsent(error, _)) => {
             debug!(%error, "upstream failed");
             failure_answer(grpc, &error)
         }
@@ -574,10 +574,12 @@ fn build(
             (uri, Version::HTTP_2)
         }
         AppProtocol::Http1 | AppProtocol::WebSocket => {
-            if let Some(authority) = authority
-                && !headers.contains_key(header::HOST)
-                && let Ok(value) = HeaderValue::try_from(authority)
-            {
+            if !headers.contains_key(header::HOST) {
+                // HTTP/1.1 requires Host; an HTTP/1.0 client may have sent none, and then the
+                // target has no authority: an empty Host, as RFC 9112 §3.2 says.
+                let value = authority
+                    .and_then(|a| HeaderValue::try_from(a).ok())
+                    .unwrap_or_else(|| HeaderValue::from_static(""));
                 headers.insert(header::HOST, value);
             }
             (Uri::from(path_and_query), Version::HTTP_11)
@@ -597,7 +599,24 @@ enum Failure {
     /// body: the client is the one late (408).
     ClientStalled,
     Upstream(UpstreamError),
+    /// No connection could be made, so no byte of the request left: it can go to another
+    /// endpoint, whatever its method.
+    Unsent(UpstreamError, Box<Request<ReqBody>>),
 }
+
+impl Failure {
+    fn from_send(failure: SendFailure) -> Self {
+        match failure.unsent {
+            Some(request) => Self::Unsent(failure.error, request),
+            None => Self::Upstream(failure.error),
+        }
+    }
+}
+
+/// How many other endpoints a request no connection could be made for tries, beyond the
+/// route's retries: nothing was sent, so this is safe for any request, and it keeps a dead
+/// endpoint from failing requests until health checks or passive ejection take it out.
+const CONNECT_FAILOVERS: u32 = 2;
 
 /// The upstream exchange with per-attempt timeouts and retries; returns the result, the
 /// number of attempts and the endpoint of the last one. The first attempt goes to `pinned`
@@ -628,6 +647,12 @@ async fn exchange<'a>(
     let mut body = Some(body);
     let mut head = Some(head);
     let mut attempt = 0;
+    // A request no connection could be made for, to send to another endpoint, and the
+    // protocol it was built for.
+    let mut unsent: Option<(Request<ReqBody>, AppProtocol)> = None;
+    let mut failovers = 0;
+    let failover_budget = CONNECT_FAILOVERS
+        .min(u32::try_from(service.endpoint_count().saturating_sub(1)).unwrap_or(u32::MAX));
     loop {
         attempt += 1;
         let Some(endpoint) = pinned.take().or_else(|| service.next_endpoint()) else {
@@ -639,9 +664,21 @@ async fn exchange<'a>(
                 None,
             );
         };
-        let last = attempt >= max_attempts;
-        let request = match (body.as_ref(), head.as_ref()) {
-            (Some(Payload::Buffered(bytes)), Some(h)) if !last => {
+        let last = attempt - failovers >= max_attempts;
+        let request = match (unsent.take(), body.as_ref(), head.as_ref()) {
+            (Some((request, protocol)), _, _) if protocol == endpoint.protocol => Ok(request),
+            (Some(_), _, _) => {
+                // Endpoints of one Service share its protocol; should they not, the request
+                // built for another cannot go here.
+                return (
+                    Err(Failure::Upstream(UpstreamError::ConnectTimeout {
+                        addr: endpoint.addr,
+                    })),
+                    attempt - 1,
+                    Some(endpoint),
+                );
+            }
+            (None, Some(Payload::Buffered(bytes)), Some(h)) if !last => {
                 h.request(endpoint.protocol, ReqBody::full(bytes.clone()))
             }
             _ => match (body.take(), head.take()) {
@@ -675,6 +712,14 @@ async fn exchange<'a>(
         // Pinned in place (see `send_once`).
         let once = std::pin::pin!(send_once(endpoint, request, attempt_timeout, progress));
         let result = match once.await {
+            Err(Failure::Unsent(error, request)) if failovers < failover_budget => {
+                service.metrics.record_error();
+                debug!(attempt, backend = %service.name, %error, "no connection; trying another endpoint");
+                failovers += 1;
+                unsent = Some((*request, endpoint.protocol));
+                continue;
+            }
+            Err(Failure::Unsent(error, _)) => Err(Failure::Upstream(error)),
             Ok(response) => {
                 if let Some(state) = &body_state {
                     state.answered();
@@ -696,7 +741,7 @@ async fn exchange<'a>(
             Ok(response) => retry.is_some_and(|r| r.codes.contains(&response.status().as_u16())),
             // Not the backend's failure, and the body cannot be sent again.
             Err(Failure::Upstream(error)) if error.kind().is_client_fault() => false,
-            Err(Failure::Upstream(_)) => {
+            Err(Failure::Upstream(_) | Failure::Unsent(..)) => {
                 service.metrics.record_error();
                 retry.is_some()
             }
@@ -743,7 +788,7 @@ async fn send_once(
             let mut deadline = started + timeout;
             loop {
                 match tokio::time::timeout_at(deadline, send.as_mut()).await {
-                    Ok(result) => break result.map_err(Failure::Upstream)?,
+                    Ok(result) => break result.map_err(Failure::from_send)?,
                     Err(_) => {
                         let since = progress.map_or(started, |p| p.last_progress().max(started));
                         if since + timeout > tokio::time::Instant::now() {
@@ -760,7 +805,7 @@ async fn send_once(
         }
         None => std::pin::pin!(endpoint.send(request))
             .await
-            .map_err(Failure::Upstream)?,
+            .map_err(Failure::from_send)?,
     };
     valid_status(response, endpoint.addr).map_err(Failure::Upstream)
 }
