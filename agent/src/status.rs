@@ -38,7 +38,9 @@ pub struct SourceStatus {
     pub initialized: bool,
     /// Objects currently in use.
     pub objects: usize,
-    /// Problems currently reported; for each bad file the last good content is in use.
+    /// Problems currently reported. For a file (or, from Kubernetes, an object) with a fatal
+    /// problem the last good content is in use; the others are applied and show in status
+    /// conditions.
     pub problems: Vec<ProblemView>,
 }
 
@@ -57,6 +59,8 @@ pub struct ProblemView {
     pub path: String,
     /// What is wrong.
     pub message: String,
+    /// Whether it held its object (file) back: the last good content is in use instead.
+    pub fatal: bool,
     /// The whole problem as one line, as logged.
     pub text: String,
 }
@@ -217,6 +221,7 @@ impl From<&meridian_gwapi::Problem> for ProblemView {
             key: problem.key.clone(),
             path: problem.path.clone(),
             message: problem.message.clone(),
+            fatal: problem.fatal,
             text: problem.to_string(),
         }
     }

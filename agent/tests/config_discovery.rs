@@ -108,11 +108,12 @@ async fn serves_versioned_snapshots_tracks_acks_and_survives_invalid_edits() {
         "{metrics}"
     );
 
-    // An invalid edit: the problem is on /status with file, document and field...
+    // An invalid edit (a type error, which drops the route: a fatal problem): the problem is
+    // on /status with file, document and field...
     write(
         dir.path(),
         "route.yaml",
-        &route_yaml("site", "www.example.com").replace("port: 80", "port: 70000"),
+        &route_yaml("site", "www.example.com").replace("port: 80", "port: [80]"),
     );
     wait_for("the problem on /status", SOON, || async {
         let status = status(&agent).await;

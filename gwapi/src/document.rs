@@ -211,6 +211,7 @@ fn parse_into(
         ));
         return;
     }
+    let first_problem = problems.len();
     let resource = match kind.as_str() {
         "Gateway" => decode(value, origin, &kind, problems)
             .and_then(|raw| validate::gateway(raw, origin, problems))
@@ -251,6 +252,12 @@ fn parse_into(
         _ => None,
     };
     if let Some(resource) = resource {
+        // The object survived validation: what was found about it is status (a listener
+        // condition, a dropped rule, a rejected route) or a skipped entry, not a reason to
+        // hold the object back.
+        for problem in &mut problems[first_problem..] {
+            problem.fatal = false;
+        }
         objects.push(Object {
             origin: origin.clone(),
             resource,

@@ -9,6 +9,12 @@ use std::fmt;
 ///
 /// Display: `routes.yaml doc 2 HTTPRoute shop/web: spec.rules[1].matches[0].path.value: must
 /// start with '/'`.
+///
+/// A problem is either **fatal** (the document or object it is about was dropped: bad YAML, a
+/// type error, an invalid name, a Gateway without listeners) or not (the object is kept and the
+/// problem becomes part of its status: a listener with an unsupported protocol, a dropped route
+/// rule, a rejected route, a Service port skipped). Sources keep an object's (or file's) last
+/// good content only over fatal problems; see `validate`'s three levels.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
     /// File name, or another label for where the text came from.
@@ -23,6 +29,10 @@ pub struct Problem {
     pub path: String,
     /// What is wrong, as a sentence fragment without a trailing period.
     pub message: String,
+    /// Whether the object (or document) it is about was dropped. False when the object was
+    /// kept with this problem turned into status (a listener condition, a dropped rule, a
+    /// rejected route) or the offending entry skipped.
+    pub fatal: bool,
 }
 
 impl std::error::Error for Problem {}
@@ -67,7 +77,8 @@ impl Origin {
         }
     }
 
-    /// A problem about the whole document, before its kind is known.
+    /// A problem about the whole document, before its kind is known (fatal until
+    /// [`parse_documents`](crate::parse_documents) finds the object kept).
     pub fn problem(&self, message: impl Into<String>) -> Problem {
         Problem {
             source: self.source.clone(),
@@ -76,6 +87,7 @@ impl Origin {
             key: None,
             path: String::new(),
             message: message.into(),
+            fatal: true,
         }
     }
 
@@ -94,6 +106,7 @@ impl Origin {
             key: key.map(str::to_string),
             path: path.into(),
             message: message.into(),
+            fatal: true,
         }
     }
 }

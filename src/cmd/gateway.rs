@@ -236,11 +236,14 @@ fn write_ready(args: &Args, handle: &GatewayHandle) -> anyhow::Result<()> {
 /// Standalone mode's file source: re-reads the directory when a file's name, size or mtime
 /// changes, programs the chosen Gateway with `meridian_gwapi::program`, and applies it.
 ///
-/// A file is the unit of change, as in the agent's directory source: a file with a problem
-/// (bad YAML, an object that fails validation) keeps its last good content while every other
-/// file's changes apply, so one tenant's broken route never freezes another's routes or
+/// A file is the unit of change, as in the agent's directory source: a file with a fatal
+/// problem (bad YAML, an object validation drops) keeps its last good content while every
+/// other file's changes apply, so one tenant's broken route never freezes another's routes or
 /// endpoint updates. A file that never parsed cleanly contributes its valid documents (there
-/// is nothing older to keep). Problems are logged each time the directory is read.
+/// is nothing older to keep). Problems that keep their object (a listener with an unsupported
+/// protocol, an invalid route rule) do not hold the file back: they become status conditions
+/// (`UnsupportedProtocol`, `PartiallyInvalid`). Problems are logged each time the directory
+/// is read.
 struct DirWatcher {
     dir: PathBuf,
     gateway: Option<ObjectKey>,
@@ -298,7 +301,13 @@ impl DirWatcher {
         self.files.retain(|path, _| paths.contains(path));
         for path in paths {
             let (objects, problems) = meridian_gwapi::load_file(&path);
-            if problems.is_empty() {
+            // Problems that kept their object (a listener with an unsupported protocol, an
+            // invalid rule) become status conditions; only a fatal one holds the file back.
+            let fatal = problems.iter().any(|p| p.fatal);
+            for problem in problems.iter().filter(|p| !p.fatal) {
+                warn!(%problem, "invalid configuration (applied without it; see the status conditions)");
+            }
+            if !fatal {
                 self.files.insert(
                     path,
                     FileContent {
@@ -308,7 +317,7 @@ impl DirWatcher {
                 );
                 continue;
             }
-            for problem in &problems {
+            for problem in problems.iter().filter(|p| p.fatal) {
                 warn!(%problem, "invalid configuration");
             }
             match self.files.get(&path) {
@@ -402,5 +411,54 @@ fn log_status(status: &meridian_gwapi::status::GatewayStatus) {
         for c in policy.conditions.iter().filter(|c| bad(c)) {
             warn!(policy = %policy.key, condition = ?c.type_, reason = ?c.reason, message = %c.message, "BackendTLSPolicy condition");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GATEWAY: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: default}\nspec:\n  gatewayClassName: meridian\n  listeners:\n  - {name: web, port: 8080, protocol: HTTP}\n";
+
+    fn listeners(objects: &[meridian_gwapi::Object]) -> Vec<String> {
+        objects
+            .iter()
+            .filter_map(|o| match &o.resource {
+                meridian_gwapi::Resource::Gateway(g) => Some(&g.spec.listeners),
+                _ => None,
+            })
+            .flatten()
+            .map(|l| l.name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn problems_that_keep_their_object_do_not_hold_the_file_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gw.yaml");
+        std::fs::write(&file, GATEWAY).unwrap();
+        let mut watcher = DirWatcher::new(dir.path().to_path_buf(), None);
+        assert_eq!(listeners(&watcher.read_files().unwrap()), ["web"]);
+
+        // A TCP listener (UnsupportedProtocol, a listener condition) and a new HTTP one: the
+        // edit applies, the HTTP listener with it.
+        std::fs::write(
+            &file,
+            format!(
+                "{GATEWAY}  - {{name: db, port: 5432, protocol: TCP}}\n  - {{name: web2, port: 8081, protocol: HTTP}}\n"
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            listeners(&watcher.read_files().unwrap()),
+            ["web", "db", "web2"]
+        );
+
+        // A fatal problem (no gatewayClassName) keeps the last good content.
+        std::fs::write(&file, GATEWAY.replace("meridian", "''")).unwrap();
+        assert_eq!(
+            listeners(&watcher.read_files().unwrap()),
+            ["web", "db", "web2"]
+        );
     }
 }

@@ -167,8 +167,11 @@ async fn an_agent_watching_kubernetes_programs_a_gateway_through_changes_and_rel
     assert!(api.delete("HTTPRoute", "app", "tmp"));
     serves(&client, gateway, "tmp.test", "/", 404).await;
 
-    // An invalid update is reported on /status; the last good route keeps serving.
-    api.apply(route("web", "web.test", "v3-without-slash"));
+    // An update validation drops (a type error) is reported on /status; the last good route
+    // keeps serving.
+    let mut broken = route("web", "web.test", "/v3");
+    broken["spec"]["rules"][0]["matches"] = json!(7);
+    api.apply(broken);
     let problems = eventually(
         "the invalid route is on /status",
         Duration::from_secs(20),
@@ -185,10 +188,29 @@ async fn an_agent_watching_kubernetes_programs_a_gateway_through_changes_and_rel
     .await;
     assert_eq!(problems[0]["source"], "HTTPRoute/app/web", "{problems}");
     assert!(
-        problems[0]["text"].as_str().unwrap().contains("path"),
+        problems[0]["text"].as_str().unwrap().contains("matches"),
         "{problems}"
     );
+    assert_eq!(problems[0]["fatal"], true, "{problems}");
     serves(&client, gateway, "web.test", "/v2/a", 200).await;
+
+    // An update whose only rule is invalid is applied as Kubernetes stored it: the rule is
+    // dropped, the route rejected (no valid rule left), the problem listed but not fatal.
+    api.apply(route("web", "web.test", "v3-without-slash"));
+    serves(&client, gateway, "web.test", "/v2/a", 404).await;
+    eventually(
+        "the rule's problem is on /status, not fatal",
+        Duration::from_secs(20),
+        || async {
+            let problems = status(&client, &admin).await?["source"]["problems"].clone();
+            if problems[0]["source"] == "HTTPRoute/app/web" && problems[0]["fatal"] == false {
+                Ok(())
+            } else {
+                Err(format!("{problems}"))
+            }
+        },
+    )
+    .await;
 
     // A watch stream the server cuts is resumed from the last version, without a relist.
     let (lists, watches) = (api.lists("HTTPRoute"), api.watches("HTTPRoute"));

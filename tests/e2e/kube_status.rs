@@ -449,3 +449,107 @@ async fn the_agent_writes_status_back_to_kubernetes() {
     assert!(!log.contains("status write failed"), "{log}");
     assert!(log.contains("status written"), "{log}");
 }
+
+/// Problems that keep their object are status, not a reason to hold the object back: a
+/// Gateway with an HTTP and a TCP listener exists and serves its HTTP listener, the TCP one
+/// gets `Accepted=False/UnsupportedProtocol`; a route with one invalid rule serves its valid
+/// one and says `PartiallyInvalid`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsupported_listener_and_an_invalid_rule_are_status_not_a_held_back_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = FakeKubeApi::start().await;
+    let kubeconfig = api.write_kubeconfig(dir.path());
+    let client = client();
+    let (_echo, ready) = Proc::start_ready(
+        ProcSpec::new(
+            "echo-1",
+            meridian_bin(),
+            dir.path(),
+            &["echo", "--listen", "127.0.0.1:0", "--name", "echo-1"],
+        ),
+        Duration::from_secs(20),
+    );
+    let echo: SocketAddr = ready["listen"].as_str().unwrap().parse().unwrap();
+    let ports = meridian_tests::net::free_ports("127.0.0.1".parse().unwrap(), 2);
+    let gateway = SocketAddr::from(([127, 0, 0, 1], ports[0]));
+    base(&api, ports[0], echo);
+    api.apply(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+        "metadata": {"name": "gw", "namespace": "app"},
+        "spec": {
+            "gatewayClassName": "meridian",
+            "addresses": [{"type": "IPAddress", "value": "127.0.0.1"}],
+            "listeners": [
+                {"name": "http", "port": ports[0], "protocol": "HTTP"},
+                {"name": "db", "port": ports[1], "protocol": "TCP"}
+            ]
+        }
+    }));
+    let mut partly = route("partly", "/ok", "echo");
+    partly["spec"]["rules"].as_array_mut().unwrap().push(
+        json!({"matches": [{"path": {"type": "PathPrefix", "value": "no-slash"}}],
+                     "backendRefs": [{"name": "echo", "port": 8080}]}),
+    );
+    api.apply(partly);
+
+    let (_agent, _gateway, _admin) =
+        crate::kube_source::start_kube_agent_and_gateway(dir.path(), &kubeconfig, &[]);
+    eventually(
+        "the valid rule is served on the HTTP listener",
+        Duration::from_secs(20),
+        || async {
+            match get_host(&client, gateway, "partly.test", "/ok").await? {
+                (200, body) if body["pod"] == "echo-1" => Ok(()),
+                (status, body) => Err(format!("{status} {body}")),
+            }
+        },
+    )
+    .await;
+
+    let gw = stored(&api, "the Gateway's status", "Gateway", "gw", |gw| {
+        gw["status"]["listeners"]
+            .as_array()
+            .is_some_and(|l| l.len() == 2)
+    })
+    .await;
+    let accepted = condition(&gw["status"]["conditions"], "Accepted");
+    assert_eq!(accepted["status"], "True", "{gw}");
+    assert_eq!(accepted["reason"], "ListenersNotValid", "{gw}");
+    let listener = |name: &str| {
+        gw["status"]["listeners"]
+            .as_array()
+            .and_then(|l| l.iter().find(|l| l["name"] == name))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let db = listener("db");
+    let db_accepted = condition(&db["conditions"], "Accepted");
+    assert_eq!(db_accepted["status"], "False", "{gw}");
+    assert_eq!(db_accepted["reason"], "UnsupportedProtocol", "{gw}");
+    assert_eq!(
+        condition(&db["conditions"], "Programmed")["status"],
+        "False",
+        "{gw}"
+    );
+    let http = listener("http");
+    assert_eq!(
+        condition(&http["conditions"], "Programmed")["status"],
+        "True",
+        "{gw}"
+    );
+
+    let partly = stored(&api, "partly's status", "HTTPRoute", "partly", |r| {
+        !parent(r, CONTROLLER, "gw").is_null()
+    })
+    .await;
+    let ours = &parent(&partly, CONTROLLER, "gw")["conditions"];
+    assert_eq!(condition(ours, "Accepted")["status"], "True", "{partly}");
+    let partial = condition(ours, "PartiallyInvalid");
+    assert_eq!(partial["status"], "True", "{partly}");
+    assert!(
+        partial["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("Dropped Rule")),
+        "{partly}"
+    );
+}

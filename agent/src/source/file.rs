@@ -20,11 +20,17 @@
 //! id is its file name.
 //!
 //! **Last good content.** A file is the unit of change, like one `kubectl apply`: if reading
-//! or parsing it yields any problem (bad YAML, an object that fails validation), nothing of
-//! the new content is used; the problem is logged at warn with its file, document and field
-//! path, counted in `meridian_agent_source_reads{result="invalid"}`, and listed on `/status`,
-//! while the file's last good content keeps being served. A deleted file removes its objects.
-//! An unreadable directory changes nothing (a transient error must not delete everything).
+//! or parsing it yields a fatal problem (bad YAML, an object dropped by validation: a type
+//! error, an invalid name, a Gateway without listeners), nothing of the new content is used;
+//! the problem is logged at warn with its file, document and field path, counted in
+//! `meridian_agent_source_reads{result="invalid"}`, and listed on `/status`, while the file's
+//! last good content keeps being served. Problems that are not fatal (the object is kept: a
+//! listener with an unsupported protocol, an invalid route rule, a rejected route) do not hold
+//! the file back: its objects are applied and programming turns those problems into status
+//! conditions (`UnsupportedProtocol`, `PartiallyInvalid`, ...), as `meridian gateway
+//! --config-dir` does; they are logged and listed on `/status` too. A deleted file removes its
+//! objects. An unreadable directory changes nothing (a transient error must not delete
+//! everything).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -183,8 +189,18 @@ impl FileSource {
             state.content_hash = content_hash;
             let parsed = read.map(|text| meridian_gwapi::parse_documents(&text, &id));
             match parsed {
-                Ok((objects, problems)) if problems.is_empty() => {
-                    state.problems.clear();
+                Ok((objects, problems)) if !problems.iter().any(|p| p.fatal) => {
+                    // Problems that kept their object (a listener with an unsupported
+                    // protocol, a dropped rule) are status, not a reason to hold the file
+                    // back: the object goes to programming, which reports them as conditions.
+                    for problem in &problems {
+                        tracing::warn!(
+                            file = %id,
+                            %problem,
+                            "config file applied; this part of it is not (see the object's status conditions)"
+                        );
+                    }
+                    state.problems = problems;
                     let objects = Arc::new(objects);
                     let changed = state.last_good.as_deref() != Some(objects.as_ref());
                     if changed {

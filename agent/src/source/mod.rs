@@ -16,7 +16,9 @@
 //!   swaps the buffered set in atomically on `InitDone`, dropping units not re-listed.
 //! - `Apply` carries a unit's full new content; `Delete` removes the unit.
 //! - [`SourceUpdate::Problems`] carries the complete list of current problems each time it
-//!   changes (not a delta); a unit with problems keeps its last good content.
+//!   changes (not a delta); a unit with a fatal problem ([`Problem::fatal`]) keeps its last
+//!   good content, one whose problems all kept their objects (they become status conditions)
+//!   is applied.
 
 pub mod file;
 pub mod kube;

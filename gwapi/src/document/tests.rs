@@ -263,3 +263,43 @@ fn deep_nesting_is_refused() {
     assert!(objects.is_empty());
     assert_eq!(problems.len(), 1);
 }
+
+#[test]
+fn problems_are_fatal_only_when_their_object_is_dropped() {
+    // (document, kinds kept, fatal flag of each problem)
+    let cases: &[(&str, &[&str], &[bool])] = &[
+        // A listener with an unsupported protocol becomes a listener condition: the Gateway
+        // is kept and the problem is not fatal.
+        (
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: shop}\nspec:\n  gatewayClassName: meridian\n  listeners:\n  - {name: web, port: 80, protocol: HTTP}\n  - {name: db, port: 5432, protocol: TCP}\n",
+            &["Gateway"],
+            &[false],
+        ),
+        // A Gateway without listeners is dropped.
+        (
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: shop}\nspec:\n  gatewayClassName: meridian\n  listeners: []\n",
+            &[],
+            &[true],
+        ),
+        // One invalid rule is dropped (PartiallyInvalid), the route kept.
+        (
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: web, namespace: shop}\nspec:\n  parentRefs: [{name: gw}]\n  rules:\n  - matches: [{path: {value: /ok}}]\n  - matches: [{path: {value: no-slash}}]\n",
+            &["HTTPRoute"],
+            &[false],
+        ),
+        // A type error drops the object.
+        (
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: web, namespace: shop}\nspec:\n  rules: 7\n",
+            &[],
+            &[true],
+        ),
+        // Bad YAML drops the document.
+        ("kind: [", &[], &[true]),
+    ];
+    for (text, kinds, fatal) in cases {
+        let (_, problems) = parse_documents(text, "x.yaml");
+        assert_eq!(kinds_of(text), *kinds, "{text}");
+        let flags: Vec<bool> = problems.iter().map(|p| p.fatal).collect();
+        assert_eq!(flags, *fatal, "{text}: {problems:?}");
+    }
+}

@@ -90,13 +90,13 @@ async fn a_broken_file_keeps_its_last_good_content_while_other_files_apply() {
     )
     .await;
 
-    // Breaking a file that has served keeps its last good content, while an endpoint change in
-    // another file still applies.
+    // Breaking a file that has served (an object validation drops: a type error) keeps its
+    // last good content, while an endpoint change in another file still applies.
     suite.write(
         "10-test.yaml",
         &format!(
             "{SAME_NAMESPACE_GATEWAY}{}",
-            route("stable", "stable.example.com", BAD_REGEX)
+            route("stable", "stable.example.com", "matches: 7")
         ),
     );
     suite.write(
@@ -123,6 +123,25 @@ async fn a_broken_file_keeps_its_last_good_content_while_other_files_apply() {
         "{}",
         suite.gateway_log()
     );
+
+    // A problem that keeps its object is status, not a broken file: the route whose only rule
+    // has an invalid regex is applied and rejected (no valid rule left), as Kubernetes would
+    // store it; the Gateway in the same file keeps serving the other routes.
+    suite.write(
+        "10-test.yaml",
+        &format!(
+            "{SAME_NAMESPACE_GATEWAY}{}",
+            route("stable", "stable.example.com", BAD_REGEX)
+        ),
+    );
+    check_all(
+        &suite,
+        &[
+            (get("stable.example.com", "/"), status(&[404])),
+            (get("moved.example.com", "/"), ok("infra-backend-v3")),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]

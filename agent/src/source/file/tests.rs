@@ -93,8 +93,12 @@ fn invalid_edit_keeps_last_good_content_and_reports_the_problem() {
         Some(1)
     );
 
-    // An object that fails validation (port out of range): also not applied, with the field.
-    write(dir.path(), "a.yaml", &service("one", 70000));
+    // An object that validation drops (a type error): also not applied, with the field.
+    write(
+        dir.path(),
+        "a.yaml",
+        &service("one", 80).replace("port: 80", "port: [80]"),
+    );
     let updates = source.poll();
     assert_eq!(describe(&updates), ["problems[a.yaml doc 1]"]);
     let SourceUpdate::Problems(problems) = &updates[0] else {
@@ -210,4 +214,70 @@ async fn run_sends_updates_until_shutdown() {
         .await
         .unwrap()
         .unwrap();
+}
+
+const GATEWAY_HTTP_AND_TCP: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: default}\nspec:\n  gatewayClassName: meridian\n  listeners:\n  - {name: web, port: 8080, protocol: HTTP}\n  - {name: db, port: 5432, protocol: TCP}\n";
+
+const ROUTE_ONE_BAD_RULE: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: default}\nspec:\n  parentRefs: [{name: gw}]\n  rules:\n  - matches: [{path: {value: /ok}}]\n  - matches: [{queryParams: [{name: q, value: ''}]}]\n";
+
+#[test]
+fn problems_that_keep_their_object_do_not_hold_the_file_back() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "gw.yaml", GATEWAY_HTTP_AND_TCP);
+    write(dir.path(), "r.yaml", ROUTE_ONE_BAD_RULE);
+    let mut source = source(dir.path());
+    let updates = source.poll();
+    // Both files are applied (the TCP listener and the bad rule become status conditions),
+    // and their problems are listed, marked not fatal.
+    assert_eq!(
+        describe(&updates),
+        [
+            "init",
+            "+gw.yaml(1)",
+            "+r.yaml(1)",
+            "done",
+            "problems[gw.yaml doc 1, r.yaml doc 1]"
+        ]
+    );
+    let Some(SourceUpdate::Problems(problems)) = updates.last() else {
+        panic!()
+    };
+    assert!(problems.iter().all(|p| !p.fatal), "{problems:?}");
+    assert_eq!(problems[0].path, "spec.listeners[1].protocol");
+
+    // An edit that adds an HTTP listener to the Gateway with the TCP one is applied too,
+    // rather than freezing the Gateway at its last content without problems.
+    write(
+        dir.path(),
+        "gw.yaml",
+        &format!("{GATEWAY_HTTP_AND_TCP}  - {{name: web2, port: 8081, protocol: HTTP}}\n"),
+    );
+    let updates = source.poll();
+    assert_eq!(describe(&updates), ["apply gw.yaml(1)"]);
+    let SourceUpdate::Event(Event::Apply(unit)) = &updates[0] else {
+        panic!()
+    };
+    let meridian_gwapi::Resource::Gateway(gateway) = &unit.objects[0].resource else {
+        panic!()
+    };
+    assert_eq!(gateway.spec.listeners.len(), 3);
+
+    // A fatal problem in the same file still keeps the last good content.
+    write(
+        dir.path(),
+        "gw.yaml",
+        &GATEWAY_HTTP_AND_TCP.replace("gatewayClassName: meridian", "gatewayClassName: ''"),
+    );
+    let updates = source.poll();
+    assert_eq!(
+        describe(&updates),
+        ["problems[gw.yaml doc 1, gw.yaml doc 1, r.yaml doc 1]"]
+    );
+    assert_eq!(
+        source.files["gw.yaml"]
+            .last_good
+            .as_ref()
+            .map(|objects| objects.len()),
+        Some(1)
+    );
 }

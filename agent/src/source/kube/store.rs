@@ -12,8 +12,18 @@
 //! Objects are parsed without their `resourceVersion`, so a write that changes only
 //! `status` (the agent's own status write-back) is not a change of the unit.
 //!
-//! An object that fails parsing or validation is a problem (listed with the id as its
-//! source) and keeps its last good content, in a relist too.
+//! An object with a fatal problem (it fails parsing, or validation drops it) is listed with
+//! the id as its source and keeps its last good content, in a relist too. Problems that are
+//! not fatal (a listener with an unsupported protocol, an invalid route rule) do not hold the
+//! object back: it is applied, programming turns them into status conditions, and they are
+//! listed too while the object has them.
+//!
+//! **Caveat:** an object held back by a fatal problem gets no status of its own (its last
+//! good content's status, if any, stays): the status writer only writes what programming
+//! computed, and an object that did not parse has no usable parentRefs or targets to compute
+//! it from. Such problems are logged at warn once and listed on `/status`. With CRD schema
+//! validation in the API server, they are mostly values the schema allows and Meridian's
+//! stricter checks refuse.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -118,7 +128,10 @@ impl Store {
                     .relist
                     .get_or_insert_with(|| (Units::new(), BTreeMap::new()));
                 match parsed {
-                    Ok(objects) => {
+                    Ok((objects, found)) => {
+                        if !found.is_empty() {
+                            problems.insert(id.clone(), found);
+                        }
                         units.insert(id, objects);
                     }
                     Err(found) => {
@@ -155,8 +168,12 @@ impl Store {
             Watched::Event(Event::Apply(value)) => {
                 let (id, parsed) = parse(kind, value, metrics.as_ref());
                 match parsed {
-                    Ok(objects) => {
-                        state.problems.remove(&id);
+                    Ok((objects, found)) => {
+                        if found.is_empty() {
+                            state.problems.remove(&id);
+                        } else {
+                            state.problems.insert(id.clone(), found);
+                        }
                         if state.units.get(&id) != Some(&objects) {
                             tracing::info!(object = %id, "applied");
                             state.units.insert(id.clone(), objects.clone());
@@ -225,7 +242,11 @@ impl Store {
                     .as_ref()
                     .is_some_and(|sent| sent.contains(problem))
                 {
-                    tracing::warn!(%problem, "invalid object; not applied, its last good content (if any) stays in use");
+                    if problem.fatal {
+                        tracing::warn!(%problem, "invalid object; not applied, its last good content (if any) stays in use");
+                    } else {
+                        tracing::warn!(%problem, "object applied; this part of it is not (see its status conditions)");
+                    }
                 }
             }
             if let Some(metrics) = &self.metrics {
@@ -261,12 +282,12 @@ pub(crate) fn unit_id(kind: &str, value: &serde_json::Value) -> String {
     }
 }
 
+/// The unit content of one object with its problems that are not fatal, or its problems when
+/// one is fatal (the object is held back).
+type Parsed = Result<(Arc<Vec<Object>>, Vec<Problem>), Vec<Problem>>;
+
 /// Parses one object into its unit content, or its problems.
-fn parse(
-    kind: &str,
-    value: serde_json::Value,
-    metrics: Option<&Metrics>,
-) -> (String, Result<Arc<Vec<Object>>, Vec<Problem>>) {
+fn parse(kind: &str, value: serde_json::Value, metrics: Option<&Metrics>) -> (String, Parsed) {
     let id = unit_id(kind, &value);
     let mut value = value;
     // Every write moves the resourceVersion, the agent's own status writes included; without
@@ -279,9 +300,9 @@ fn parse(
         metadata.remove("resourceVersion");
     }
     let (object, problems) = meridian_gwapi::parse_value(value, &Origin::new(id.clone(), None));
-    if problems.is_empty() {
+    if !problems.iter().any(|p| p.fatal) {
         count(metrics, "ok");
-        (id, Ok(Arc::new(object.into_iter().collect())))
+        (id, Ok((Arc::new(object.into_iter().collect()), problems)))
     } else {
         count(metrics, "invalid");
         (id, Err(problems))

@@ -21,6 +21,15 @@ fn route(name: &str, path: &str) -> Value {
     })
 }
 
+/// A route validation drops (a type error): a fatal problem.
+fn broken_route(name: &str) -> Value {
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": "app"},
+        "spec": {"rules": 7}
+    })
+}
+
 fn event(event: Event<Value>) -> Watched {
     Watched::Event(event)
 }
@@ -117,10 +126,7 @@ fn an_invalid_object_is_a_problem_and_keeps_its_last_good_content() {
     let mut store = listed();
     let updates = store.on_watched("HTTPRoute", event(Event::Apply(route("r", "/v2"))));
     assert_eq!(events(&updates), ["Apply HTTPRoute/app/r"]);
-    let updates = store.on_watched(
-        "HTTPRoute",
-        event(Event::Apply(route("r", "no-leading-slash"))),
-    );
+    let updates = store.on_watched("HTTPRoute", event(Event::Apply(broken_route("r"))));
     assert_eq!(
         events(&updates),
         Vec::<String>::new(),
@@ -132,10 +138,7 @@ fn an_invalid_object_is_a_problem_and_keeps_its_last_good_content() {
     );
     // Through a relist too: still invalid, still kept, still a problem.
     store.on_watched("HTTPRoute", event(Event::Init));
-    store.on_watched(
-        "HTTPRoute",
-        event(Event::InitApply(route("r", "no-leading-slash"))),
-    );
+    store.on_watched("HTTPRoute", event(Event::InitApply(broken_route("r"))));
     let updates = store.on_watched("HTTPRoute", event(Event::InitDone));
     assert_eq!(events(&updates), Vec::<String>::new());
     assert_eq!(
@@ -148,8 +151,8 @@ fn an_invalid_object_is_a_problem_and_keeps_its_last_good_content() {
     assert_eq!(events(&updates), ["Apply HTTPRoute/app/r"]);
     assert_eq!(problems(&updates), Some(vec![]));
     // Deleting an invalid object clears its problem.
-    store.on_watched("HTTPRoute", event(Event::Apply(route("bad", "x"))));
-    let updates = store.on_watched("HTTPRoute", event(Event::Delete(route("bad", "x"))));
+    store.on_watched("HTTPRoute", event(Event::Apply(broken_route("bad"))));
+    let updates = store.on_watched("HTTPRoute", event(Event::Delete(broken_route("bad"))));
     assert_eq!(
         events(&updates),
         Vec::<String>::new(),
@@ -209,4 +212,50 @@ fn a_status_only_write_is_not_a_change() {
     changed["metadata"]["resourceVersion"] = json!("8");
     let updates = store.on_watched("HTTPRoute", event(Event::Apply(changed)));
     assert_eq!(events(&updates), ["Apply HTTPRoute/app/r"]);
+}
+
+#[test]
+fn problems_that_keep_their_object_do_not_hold_it_back() {
+    let mut store = Store::new(["Service", "HTTPRoute", "Gateway"], None);
+    for kind in ["Service", "HTTPRoute", "Gateway"] {
+        store.on_watched(kind, event(Event::Init));
+        store.on_watched(kind, event(Event::InitDone));
+    }
+    // One valid rule and one invalid one: applied (the invalid rule is dropped and reported
+    // PartiallyInvalid by programming), the problem listed.
+    let mut partly = route("r", "/ok");
+    partly["spec"]["rules"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"matches": [{"path": {"value": "no-leading-slash"}}]}));
+    let updates = store.on_watched("HTTPRoute", event(Event::Apply(partly)));
+    assert_eq!(events(&updates), ["Apply HTTPRoute/app/r"]);
+    assert_eq!(
+        problems(&updates),
+        Some(vec!["HTTPRoute/app/r".to_string()])
+    );
+    // A Gateway with an HTTP and a TCP listener exists (the TCP listener gets
+    // UnsupportedProtocol), in a relist too.
+    let gateway = json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+        "metadata": {"name": "gw", "namespace": "app"},
+        "spec": {"gatewayClassName": "meridian", "listeners": [
+            {"name": "web", "port": 80, "protocol": "HTTP"},
+            {"name": "db", "port": 5432, "protocol": "TCP"}
+        ]}
+    });
+    let updates = store.on_watched("Gateway", event(Event::Apply(gateway.clone())));
+    assert_eq!(events(&updates), ["Apply Gateway/app/gw"]);
+    store.on_watched("Gateway", event(Event::Init));
+    store.on_watched("Gateway", event(Event::InitApply(gateway)));
+    let updates = store.on_watched("Gateway", event(Event::InitDone));
+    assert_eq!(events(&updates), Vec::<String>::new(), "unchanged");
+    assert_eq!(problems(&updates), None, "still the same problems");
+    // A later fatal problem keeps the last good content.
+    let updates = store.on_watched("HTTPRoute", event(Event::Apply(broken_route("r"))));
+    assert_eq!(events(&updates), Vec::<String>::new());
+    // Fixed completely: its problems go.
+    let updates = store.on_watched("HTTPRoute", event(Event::Apply(route("r", "/v2"))));
+    assert_eq!(events(&updates), ["Apply HTTPRoute/app/r"]);
+    assert_eq!(problems(&updates), Some(vec!["Gateway/app/gw".to_string()]));
 }
