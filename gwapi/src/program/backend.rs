@@ -231,6 +231,19 @@ impl<'i, 'a> Resolver<'i, 'a> {
                 format!("Service {} not found", target()),
             );
         };
+        // GA BackendObjectReference.kind: "Implementations SHOULD NOT support ExternalName
+        // Services" (a CNAME that may lead anywhere, CVE-2021-25740). Their support is
+        // implementation-specific under the `kind` field, so an unsupported one is reported
+        // as an unsupported kind rather than resolved to a backend that has no endpoints.
+        if service.spec.type_.as_deref() == Some("ExternalName") {
+            return invalid(
+                Reason::InvalidKind,
+                format!(
+                    "Service {} is of type ExternalName, which Meridian does not support (Gateway API: implementations SHOULD NOT, CVE-2021-25740)",
+                    target()
+                ),
+            );
+        }
         let Some(port) = reference.port else {
             return invalid(
                 Reason::BackendNotFound,

@@ -254,13 +254,24 @@ fn backend_failures_carry_the_spec_reasons() {
             Reason::RefNotPermitted,
             "Service web-backend/web-backend is in another namespace and no ReferenceGrant allows HTTPRoute from infra",
         ),
+        (
+            "{name: external, port: 8080}",
+            Reason::InvalidKind,
+            "Service infra/external is of type ExternalName, which Meridian does not support (Gateway API: implementations SHOULD NOT, CVE-2021-25740)",
+        ),
     ];
+    // An ExternalName Service (with an EndpointSlice, which it never has in a cluster, to
+    // show that it is refused for its type, not for having no endpoints).
+    let external = "---\napiVersion: v1\nkind: Service\nmetadata: {name: external, namespace: infra}\nspec:\n  type: ExternalName\n  externalName: localhost\n  ports: [{port: 8080}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: external-1, namespace: infra, labels: {kubernetes.io/service-name: external}}\naddressType: IPv4\nendpoints: [{addresses: [127.0.0.1]}]\nports: [{port: 8080}]\n";
     for (reference, reason, message) in cases {
-        let objects = set(&http_route(
-            "bad",
-            "infra",
-            "{name: same-namespace}",
-            &format!("[{{backendRefs: [{reference}]}}]"),
+        let objects = set(&format!(
+            "{external}{}",
+            http_route(
+                "bad",
+                "infra",
+                "{name: same-namespace}",
+                &format!("[{{backendRefs: [{reference}]}}]"),
+            )
         ));
         let programmed = program(&objects, &[], &same_namespace());
         let conditions = route_conditions(&programmed, RouteKind::Http, "infra/bad");
