@@ -1,7 +1,7 @@
 //! Unit tests of the DNS module: the answer policy (tables), geo placement and ECS scopes,
 //! config validation, snapshot compilation and the request path on raw packets.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -1854,4 +1854,56 @@ fn formerr_for_an_unparsable_query_keeps_the_opt_record() {
     let edns = response.edns.expect("an OPT record");
     assert_eq!(edns.version(), 0);
     assert!(edns.flags().dnssec_ok);
+}
+
+#[test]
+fn a_fail_open_answer_over_many_clusters_is_a_bounded_weighted_share_that_fits_udp() {
+    let mut view = dev_view();
+    let mut targets = Vec::new();
+    for i in 0..60u32 {
+        let name = format!("c{i}");
+        let mut c = cluster(&name, "us", &format!("2001:db8::{:x}", i + 1));
+        c.cluster
+            .addresses
+            .push(format!("2001:db8:1::{:x}", i + 1).parse().unwrap());
+        c.health.verdict = HealthVerdict::Unhealthy;
+        view.clusters.insert(c.cluster.name.clone(), c);
+        targets.push(name);
+    }
+    let targets: Vec<(&str, u32)> = targets.iter().map(|n| (n.as_str(), 1)).collect();
+    view.hostnames.insert(fqdn(APP), policy(&targets));
+    let (snapshot, geo) = build(&dev_config(), &view);
+    let mut edns = Edns::new();
+    edns.set_max_payload(1232);
+    let packet = query_packet(APP, RecordType::AAAA, Some(edns));
+    let src = SocketAddr::new("127.0.0.1".parse().unwrap(), 5300);
+    let request = Request::from_bytes(packet, src, Protocol::Udp).unwrap();
+    let limits = Limits {
+        max_udp_payload: 1232,
+    };
+    let mut seen = BTreeSet::new();
+    for seed in 1..=10u64 {
+        // Each query draws its own share (a weighted shuffle).
+        let mut state = seed;
+        let mut random = || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            state >> 16
+        };
+        let reply = respond::respond(&snapshot, &geo, &request, src.ip(), limits, &mut random);
+        let mut out = Vec::new();
+        respond::encode_udp(&request, &reply, limits, &mut out).unwrap();
+        let response = Message::from_vec(&out).unwrap();
+        // 120 addresses would not fit; 32 of them do, without truncation.
+        assert!(!response.metadata.truncation);
+        let got: BTreeSet<IpAddr> = addresses(&response).into_iter().collect();
+        assert_eq!(got.len(), 32);
+        seen.extend(got);
+    }
+    assert!(
+        seen.len() > 64,
+        "10 answers used only {} addresses",
+        seen.len()
+    );
 }
