@@ -148,7 +148,7 @@ fn attach_one(
             AllowedNamespaces::Same => namespace == gateway.namespace,
             AllowedNamespaces::All => true,
             AllowedNamespaces::Selector(selector) => {
-                selector.matches(index.namespace_labels(namespace))
+                selector.matches(&index.namespace_labels(namespace))
             }
             AllowedNamespaces::None => false,
         })

@@ -1,10 +1,12 @@
 //! Lookups over an [`ObjectSet`] used while programming one Gateway: Services, EndpointSlices
 //! by owning Service, Secrets, ConfigMaps, ReferenceGrants by namespace, Namespace labels.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::k8s;
 use crate::set::{ObjectSet, meta_key};
+use crate::validate::NAMESPACE_NAME_LABEL;
 
 /// The label that ties an EndpointSlice to its Service.
 pub(crate) const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -40,8 +42,6 @@ pub(crate) struct Reference<'r> {
 /// namespace → name → value. Nested rather than keyed by a pair so lookups can borrow
 /// `&str`s of any lifetime.
 type Nested<'a, V> = BTreeMap<&'a str, BTreeMap<&'a str, V>>;
-
-static EMPTY_LABELS: BTreeMap<String, String> = BTreeMap::new();
 
 // === impl Index ===
 
@@ -122,10 +122,17 @@ impl<'a> Index<'a> {
         self.config_maps.get(namespace)?.get(name).copied()
     }
 
-    /// The labels of Namespace `name`. A namespace with no Namespace object has no labels, so
-    /// only label-free selectors match it.
-    pub(crate) fn namespace_labels(&self, name: &str) -> &'a BTreeMap<String, String> {
-        self.namespaces.get(name).copied().unwrap_or(&EMPTY_LABELS)
+    /// The labels of Namespace `name`. A namespace with no Namespace object (a directory that
+    /// does not declare it) has only the label the API server gives every Namespace,
+    /// `kubernetes.io/metadata.name: <name>`, so a selector on that label matches it.
+    pub(crate) fn namespace_labels(&self, name: &str) -> Cow<'a, BTreeMap<String, String>> {
+        match self.namespaces.get(name) {
+            Some(labels) => Cow::Borrowed(*labels),
+            None => Cow::Owned(BTreeMap::from([(
+                NAMESPACE_NAME_LABEL.to_string(),
+                name.to_string(),
+            )])),
+        }
     }
 
     /// Whether a reference is allowed: same-namespace references always are; cross-namespace

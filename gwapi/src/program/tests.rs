@@ -461,6 +461,59 @@ fn allowed_routes_namespaces_same_all_and_selector() {
     }
 }
 
+#[test]
+fn namespace_name_label_selects_declared_and_undeclared_namespaces() {
+    // `kubernetes.io/metadata.name` is on every Namespace in a cluster; in a directory it is
+    // implied: for a Namespace declared without it (`web-backend`) and for a namespace with no
+    // Namespace object at all (`other`).
+    let gateway = "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: by-name, namespace: infra}
+spec:
+  gatewayClassName: meridian
+  listeners:
+  - name: http
+    port: 80
+    protocol: HTTP
+    allowedRoutes:
+      namespaces:
+        from: Selector
+        selector:
+          matchExpressions:
+          - {key: kubernetes.io/metadata.name, operator: In, values: [web-backend, other]}
+";
+    let parent = "{name: by-name, namespace: infra}";
+    let routes = [
+        http_route("r", "web-backend", parent, "[{}]"),
+        http_route("r", "other", parent, "[{}]"),
+        http_route("r", "app-backend", parent, "[{}]"),
+    ]
+    .join("");
+    let objects = set(&format!("{gateway}{routes}"));
+    let programmed = program(&objects, &[], &key("infra/by-name"));
+    for (route, want) in [
+        ("web-backend/r", (True, Reason::Accepted)),
+        ("other/r", (True, Reason::Accepted)),
+        ("app-backend/r", (False, Reason::NotAllowedByListeners)),
+    ] {
+        let conditions = route_conditions(&programmed, RouteKind::Http, route);
+        assert_eq!(cond(&conditions, ConditionType::Accepted), want, "{route}");
+    }
+    let web = objects
+        .namespaces
+        .iter()
+        .find(|n| n.metadata.name == "web-backend")
+        .expect("web-backend");
+    assert_eq!(
+        web.metadata
+            .labels
+            .get("kubernetes.io/metadata.name")
+            .map(String::as_str),
+        Some("web-backend")
+    );
+}
+
 const MULTI: &str = "---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway

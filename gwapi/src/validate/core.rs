@@ -207,18 +207,30 @@ pub(crate) fn config_map(
     Some(raw)
 }
 
-/// Validates a Namespace (a DNS-1123 label name).
+/// The label the API server sets on every Namespace (Kubernetes 1.22+), its value the
+/// namespace's name: the usual way to select one namespace in `allowedRoutes`.
+pub(crate) const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// Validates a Namespace (a DNS-1123 label name) and sets its
+/// `kubernetes.io/metadata.name` label to its name, as the API server does on every create
+/// and update, so a Namespace written by hand in a directory selects like one read from a
+/// cluster.
 pub(crate) fn namespace(
-    raw: k8s::Namespace,
+    mut raw: k8s::Namespace,
     origin: &Origin,
     problems: &mut Vec<Problem>,
 ) -> Option<k8s::Namespace> {
-    cluster_meta(
+    if !cluster_meta(
         &raw.metadata,
         "Namespace",
         origin,
         problems,
         field::namespace,
-    )
-    .then_some(raw)
+    ) {
+        return None;
+    }
+    raw.metadata
+        .labels
+        .insert(NAMESPACE_NAME_LABEL.to_string(), raw.metadata.name.clone());
+    Some(raw)
 }

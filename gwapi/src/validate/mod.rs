@@ -25,7 +25,8 @@ use crate::problem::{Origin, Problem};
 use crate::status::Reason;
 
 pub(crate) use self::core::{
-    config_map, endpoint_slice, namespace, reference_grant, secret, secret_value, service,
+    NAMESPACE_NAME_LABEL, config_map, endpoint_slice, namespace, reference_grant, secret,
+    secret_value, service,
 };
 pub(crate) use self::field::{format_duration, format_timestamp_ms};
 pub(crate) use self::gateway::{
