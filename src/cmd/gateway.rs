@@ -2,7 +2,7 @@
 //! ConfigDiscovery with ACK/NACK) or, standalone, by a directory of Gateway API YAML
 //! (`--config-dir DIR`), which it re-reads when files change.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -251,6 +251,20 @@ struct DirWatcher {
     /// Each file's content in use: its last clean parse, else its valid documents.
     files: BTreeMap<PathBuf, FileContent>,
     version: u64,
+    /// The parentRefs naming no Gateway of the directory, as last logged.
+    missing_parents: BTreeSet<MissingParent>,
+}
+
+/// A route's parentRef naming a Gateway the directory does not hold (a typo, most likely: in
+/// standalone mode the directory is the only source of Gateways).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct MissingParent {
+    /// `HTTPRoute`, `GRPCRoute` or `TLSRoute`.
+    kind: &'static str,
+    /// The route.
+    route: ObjectKey,
+    /// The Gateway it names.
+    parent: ObjectKey,
 }
 
 /// What one file contributes.
@@ -268,7 +282,25 @@ impl DirWatcher {
             fingerprint: Vec::new(),
             files: BTreeMap::new(),
             version: 0,
+            missing_parents: BTreeSet::new(),
         }
+    }
+
+    /// Logs, once per change, every route parentRef that names no Gateway of the directory;
+    /// returns the ones logged now.
+    fn log_missing_parents(&mut self, objects: &meridian_gwapi::ObjectSet) -> Vec<MissingParent> {
+        let missing = missing_parents(objects);
+        let new: Vec<MissingParent> = missing.difference(&self.missing_parents).cloned().collect();
+        for entry in &new {
+            warn!(
+                kind = entry.kind,
+                route = %entry.route,
+                parent_ref = %entry.parent,
+                "route not attached: its parentRef names a Gateway that is not in the config directory (NoMatchingParent)"
+            );
+        }
+        self.missing_parents = missing;
+        new
     }
 
     fn scan(&self) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
@@ -352,6 +384,7 @@ impl DirWatcher {
         for problem in &problems {
             warn!(%problem, "invalid configuration");
         }
+        self.log_missing_parents(&objects);
         let gateways = meridian_gwapi::gateways(&objects);
         let gateway = match (&self.gateway, gateways.as_slice()) {
             (Some(chosen), _) => chosen.clone(),
@@ -379,6 +412,58 @@ impl DirWatcher {
             Err(error) => warn!(%error, "config rejected; keeping the last good config"),
         }
     }
+}
+
+/// Every route parentRef (to a Gateway) that names no Gateway of `objects`.
+fn missing_parents(objects: &meridian_gwapi::ObjectSet) -> BTreeSet<MissingParent> {
+    let gateways: BTreeSet<ObjectKey> = objects
+        .gateways
+        .iter()
+        .map(|g| ObjectKey {
+            namespace: g
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".to_string()),
+            name: g.metadata.name.clone(),
+        })
+        .collect();
+    let routes = objects
+        .http_routes
+        .iter()
+        .map(|r| ("HTTPRoute", &r.route.key, &r.route.parent_refs))
+        .chain(
+            objects
+                .grpc_routes
+                .iter()
+                .map(|r| ("GRPCRoute", &r.route.key, &r.route.parent_refs)),
+        )
+        .chain(
+            objects
+                .tls_routes
+                .iter()
+                .map(|r| ("TLSRoute", &r.route.key, &r.route.parent_refs)),
+        );
+    let mut missing = BTreeSet::new();
+    for (kind, route, parent_refs) in routes {
+        for parent in parent_refs {
+            if parent.group != "gateway.networking.k8s.io" || parent.kind != "Gateway" {
+                continue;
+            }
+            let parent = ObjectKey {
+                namespace: parent.namespace.clone(),
+                name: parent.name.clone(),
+            };
+            if !gateways.contains(&parent) {
+                missing.insert(MissingParent {
+                    kind,
+                    route: route.clone(),
+                    parent,
+                });
+            }
+        }
+    }
+    missing
 }
 
 /// Logs every unhealthy condition (a False `Accepted`/`ResolvedRefs`/`Programmed`, a True
@@ -430,6 +515,49 @@ mod tests {
             .flatten()
             .map(|l| l.name.clone())
             .collect()
+    }
+
+    #[test]
+    fn a_parent_ref_naming_no_gateway_is_logged_once_per_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let route = |name: &str, parents: &str| {
+            format!(
+                "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  parentRefs: {parents}\n"
+            )
+        };
+        let mut watcher = DirWatcher::new(dir.path().to_path_buf(), None);
+        let mut check = |text: String| {
+            let (objects, _) = meridian_gwapi::parse_documents(&text, "x.yaml");
+            let (set, _) = meridian_gwapi::ObjectSet::from_objects(objects);
+            watcher
+                .log_missing_parents(&set)
+                .iter()
+                .map(|m| format!("{} {} -> {}", m.kind, m.route, m.parent))
+                .collect::<Vec<_>>()
+        };
+        let typo = format!(
+            "{GATEWAY}{}{}",
+            route("ok", "[{name: gw}]"),
+            route(
+                "typo",
+                "[{name: gw}, {name: gw-typo}, {name: gw, namespace: other}]"
+            )
+        );
+        assert_eq!(
+            check(typo.clone()),
+            [
+                "HTTPRoute default/typo -> default/gw-typo",
+                "HTTPRoute default/typo -> other/gw"
+            ]
+        );
+        // Unchanged: not logged again.
+        assert!(check(typo).is_empty());
+        // Fixed, then broken again: logged again.
+        assert!(check(format!("{GATEWAY}{}", route("typo", "[{name: gw}]"))).is_empty());
+        assert_eq!(
+            check(format!("{GATEWAY}{}", route("typo", "[{name: gw-typo}]"))),
+            ["HTTPRoute default/typo -> default/gw-typo"]
+        );
     }
 
     #[test]
