@@ -198,7 +198,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                         break;
                     }
                     () = tokio::time::sleep(poll) => {
-                        if watcher.changed() {
+                        if watcher.poll() {
                             watcher.reload(&handle).await;
                         }
                     }
@@ -244,10 +244,20 @@ fn write_ready(args: &Args, handle: &GatewayHandle) -> anyhow::Result<()> {
 /// protocol, an invalid route rule) do not hold the file back: they become status conditions
 /// (`UnsupportedProtocol`, `PartiallyInvalid`). Problems are logged each time the directory
 /// is read.
+///
+/// **A change is read once it is stable:** the directory's fingerprint (each file's name,
+/// size and mtime) must differ from the one last read and be the same at two consecutive
+/// polls, so a writer has one poll interval to finish a file before any prefix of it is
+/// parsed (a prefix that parses, say a route without its `rules`, would otherwise be
+/// served until the next poll). A change is live within two polls. Replacing files by rename
+/// is still the way to make a change atomic.
 struct DirWatcher {
     dir: PathBuf,
     gateway: Option<ObjectKey>,
+    /// The fingerprint at the last read.
     fingerprint: Vec<(PathBuf, u64, Option<SystemTime>)>,
+    /// The fingerprint at the previous poll.
+    last_poll: Vec<(PathBuf, u64, Option<SystemTime>)>,
     /// Each file's content in use: its last clean parse, else its valid documents.
     files: BTreeMap<PathBuf, FileContent>,
     version: u64,
@@ -280,6 +290,7 @@ impl DirWatcher {
             dir,
             gateway,
             fingerprint: Vec::new(),
+            last_poll: Vec::new(),
             files: BTreeMap::new(),
             version: 0,
             missing_parents: BTreeSet::new(),
@@ -316,8 +327,13 @@ impl DirWatcher {
             .collect()
     }
 
-    fn changed(&self) -> bool {
-        self.scan() != self.fingerprint
+    /// Looks at the directory once; true when it changed since the last read and has stayed
+    /// the same since the previous poll (see the type's doc).
+    fn poll(&mut self) -> bool {
+        let scan = self.scan();
+        let ready = scan != self.fingerprint && scan == self.last_poll;
+        self.last_poll = scan;
+        ready
     }
 
     /// Reads every file again and returns the objects in use, in file order; `None` when the
@@ -377,6 +393,7 @@ impl DirWatcher {
 
     async fn reload(&mut self, handle: &GatewayHandle) {
         self.fingerprint = self.scan();
+        self.last_poll = self.fingerprint.clone();
         let Some(objects) = self.read_files() else {
             return;
         };
@@ -558,6 +575,37 @@ mod tests {
             check(format!("{GATEWAY}{}", route("typo", "[{name: gw-typo}]"))),
             ["HTTPRoute default/typo -> default/gw-typo"]
         );
+    }
+
+    #[test]
+    fn a_change_is_read_once_it_stayed_the_same_for_a_poll() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gw.yaml");
+        std::fs::write(&file, GATEWAY).unwrap();
+        let mut watcher = DirWatcher::new(dir.path().to_path_buf(), None);
+        // What `reload` does at start.
+        watcher.fingerprint = watcher.scan();
+        watcher.last_poll = watcher.fingerprint.clone();
+        assert!(!watcher.poll(), "nothing changed");
+
+        // A writer has written a prefix that parses (a Gateway without its second
+        // listener): not read at the poll that first sees it...
+        let full = format!("{GATEWAY}  - {{name: web2, port: 8081, protocol: HTTP}}\n");
+        std::fs::write(&file, &full[..GATEWAY.len() - 1]).unwrap();
+        assert!(!watcher.poll(), "a change seen once is not read");
+        // ...and the writer finishes within the poll interval: still changing, not read.
+        std::fs::write(&file, &full).unwrap();
+        assert!(!watcher.poll(), "changed again since the last poll");
+        // Unchanged for one poll: read, whole.
+        assert!(watcher.poll(), "stable over two polls");
+        watcher.fingerprint = watcher.scan();
+        assert_eq!(listeners(&watcher.read_files().unwrap()), ["web", "web2"]);
+        assert!(!watcher.poll());
+
+        // A new file too: read at the second poll that sees it.
+        std::fs::write(dir.path().join("new.yaml"), "").unwrap();
+        assert!(!watcher.poll());
+        assert!(watcher.poll());
     }
 
     #[test]

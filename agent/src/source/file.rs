@@ -6,12 +6,20 @@
 //! directory has; it sees changes inotify misses or reports oddly (a ConfigMap volume swaps a
 //! `..data` symlink, editors replace files by rename, network and overlay filesystems may not
 //! deliver events at all); it needs no extra dependency; and its timing is predictable
-//! (a change is live within one interval). A file is read again when its (length, mtime,
+//! (a change is live within two intervals). A file is read again when its (length, mtime,
 //! inode) differs from the last read, or when its mtime is less than two seconds old: file
 //! times are only as fine as the kernel's clock tick, so two same-length writes within one
 //! tick look identical (git's "racily clean" problem). A re-read whose bytes hash the same as
 //! before is not parsed again. A file that changes while being read is read again at the next
 //! poll.
+//!
+//! **A change is read once it is stable:** after the first poll, a changed or new file is
+//! read only when its fingerprint is the same as at the previous poll, so a writer has one
+//! interval to finish before any prefix of the file is parsed (a prefix that parses, say a
+//! route without its `rules`, would otherwise be served until the next poll). The first poll
+//! reads every file at once, so the agent starts with the whole directory; a file being
+//! written at that very moment is corrected by the stable read that follows. Replacing files
+//! by rename is still the way to make a change atomic.
 //!
 //! Files: those `meridian_gwapi::config_files` lists, the same set `meridian gateway
 //! --config-dir` reads: every `*.yaml`, `*.yml` and `*.json` directly in the directory (like
@@ -48,6 +56,8 @@ pub struct FileSource {
     dir: PathBuf,
     poll_interval: Duration,
     files: BTreeMap<String, FileState>,
+    /// Every file's fingerprint at the previous poll: a change is read once it stays.
+    last_poll: BTreeMap<String, Fingerprint>,
     problems: Vec<Problem>,
     initialized: bool,
     metrics: Option<Metrics>,
@@ -82,6 +92,7 @@ impl FileSource {
             dir: dir.into(),
             poll_interval,
             files: BTreeMap::new(),
+            last_poll: BTreeMap::new(),
             problems: Vec::new(),
             initialized: false,
             metrics: None,
@@ -140,6 +151,7 @@ impl FileSource {
         }
 
         let now = SystemTime::now();
+        let previous_poll = std::mem::replace(&mut self.last_poll, listing.clone());
         for (id, fingerprint) in listing {
             let unchanged = !recently_modified(&fingerprint, now)
                 && self
@@ -155,6 +167,11 @@ impl FileSource {
                         objects,
                     })));
                 }
+                continue;
+            }
+            if !initial && previous_poll.get(&id) != Some(&fingerprint) {
+                // Changed since the previous poll: perhaps still being written. Read it once
+                // it has stayed the same for a poll.
                 continue;
             }
             let path = self.dir.join(&id);

@@ -46,6 +46,14 @@ fn describe(updates: &[SourceUpdate]) -> Vec<String> {
         .collect()
 }
 
+/// Polls twice: a change is read once it stayed the same for a poll, so the first poll after
+/// a write says nothing and the second reads it.
+fn settled(source: &mut FileSource) -> Vec<SourceUpdate> {
+    let mut updates = source.poll();
+    updates.extend(source.poll());
+    updates
+}
+
 fn source(dir: &Path) -> FileSource {
     FileSource::new(dir, Duration::from_millis(500))
 }
@@ -64,18 +72,18 @@ fn first_poll_lists_every_valid_file_then_only_changes() {
     let mut source = source(dir.path());
 
     assert_eq!(
-        describe(&source.poll()),
+        describe(&settled(&mut source)),
         ["init", "+a.yaml(2)", "+b.yml(1)", "done", "problems[]"]
     );
     // Nothing changed: nothing to say (files just written are re-read, but their bytes match).
-    assert!(source.poll().is_empty());
+    assert!(settled(&mut source).is_empty());
 
     write(dir.path(), "b.yml", &service("three", 8080));
-    assert_eq!(describe(&source.poll()), ["apply b.yml(1)"]);
+    assert_eq!(describe(&settled(&mut source)), ["apply b.yml(1)"]);
 
     // Same bytes written again (a touch): no event.
     write(dir.path(), "b.yml", &service("three", 8080));
-    assert!(source.poll().is_empty());
+    assert!(settled(&mut source).is_empty());
 }
 
 #[test]
@@ -83,11 +91,11 @@ fn invalid_edit_keeps_last_good_content_and_reports_the_problem() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "a.yaml", &service("one", 80));
     let mut source = source(dir.path());
-    source.poll();
+    settled(&mut source);
 
     // Bad YAML: no apply, one problem naming the file and document.
     write(dir.path(), "a.yaml", "apiVersion: v1\nkind: [unclosed\n");
-    assert_eq!(describe(&source.poll()), ["problems[a.yaml doc 1]"]);
+    assert_eq!(describe(&settled(&mut source)), ["problems[a.yaml doc 1]"]);
     assert_eq!(
         source.files["a.yaml"].last_good.as_ref().map(|o| o.len()),
         Some(1)
@@ -99,7 +107,7 @@ fn invalid_edit_keeps_last_good_content_and_reports_the_problem() {
         "a.yaml",
         &service("one", 80).replace("port: 80", "port: [80]"),
     );
-    let updates = source.poll();
+    let updates = settled(&mut source);
     assert_eq!(describe(&updates), ["problems[a.yaml doc 1]"]);
     let SourceUpdate::Problems(problems) = &updates[0] else {
         panic!()
@@ -108,14 +116,17 @@ fn invalid_edit_keeps_last_good_content_and_reports_the_problem() {
 
     // A valid edit applies and clears the problem.
     write(dir.path(), "a.yaml", &service("one", 8081));
-    assert_eq!(describe(&source.poll()), ["apply a.yaml(1)", "problems[]"]);
+    assert_eq!(
+        describe(&settled(&mut source)),
+        ["apply a.yaml(1)", "problems[]"]
+    );
 
     // Going back to exactly the last good content after a bad edit clears the problem
     // without an apply (nothing changed for the index).
     write(dir.path(), "a.yaml", "kind: [");
-    source.poll();
+    settled(&mut source);
     write(dir.path(), "a.yaml", &service("one", 8081));
-    assert_eq!(describe(&source.poll()), ["problems[]"]);
+    assert_eq!(describe(&settled(&mut source)), ["problems[]"]);
 }
 
 #[test]
@@ -125,7 +136,7 @@ fn a_file_invalid_from_the_start_contributes_nothing() {
     write(dir.path(), "good.yaml", &service("one", 80));
     let mut source = source(dir.path());
     assert_eq!(
-        describe(&source.poll()),
+        describe(&settled(&mut source)),
         ["init", "+good.yaml(1)", "done", "problems[bad.yaml doc 1]"]
     );
 }
@@ -136,12 +147,15 @@ fn deleting_a_file_removes_its_objects_and_its_problems() {
     write(dir.path(), "a.yaml", &service("one", 80));
     write(dir.path(), "b.yaml", "kind: [");
     let mut source = source(dir.path());
-    source.poll();
+    settled(&mut source);
 
     std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
     std::fs::remove_file(dir.path().join("b.yaml")).unwrap();
-    assert_eq!(describe(&source.poll()), ["delete a.yaml", "problems[]"]);
-    assert!(source.poll().is_empty());
+    assert_eq!(
+        describe(&settled(&mut source)),
+        ["delete a.yaml", "problems[]"]
+    );
+    assert!(settled(&mut source).is_empty());
 }
 
 #[test]
@@ -151,10 +165,10 @@ fn an_unreadable_directory_changes_nothing() {
     std::fs::create_dir(&dir).unwrap();
     write(&dir, "a.yaml", &service("one", 80));
     let mut source = source(&dir);
-    source.poll();
+    settled(&mut source);
 
     std::fs::rename(&dir, parent.path().join("moved")).unwrap();
-    let updates = source.poll();
+    let updates = settled(&mut source);
     assert_eq!(updates.len(), 1, "{:?}", describe(&updates));
     let SourceUpdate::Problems(problems) = &updates[0] else {
         panic!()
@@ -164,10 +178,13 @@ fn an_unreadable_directory_changes_nothing() {
         "{}",
         problems[0]
     );
-    assert!(source.poll().is_empty(), "the same problem is not repeated");
+    assert!(
+        settled(&mut source).is_empty(),
+        "the same problem is not repeated"
+    );
 
     std::fs::rename(parent.path().join("moved"), &dir).unwrap();
-    assert_eq!(describe(&source.poll()), ["problems[]"]);
+    assert_eq!(describe(&settled(&mut source)), ["problems[]"]);
 }
 
 #[test]
@@ -175,11 +192,11 @@ fn same_length_rewrites_in_one_clock_tick_are_seen() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "a.yaml", &service("one", 80));
     let mut source = source(dir.path());
-    source.poll();
+    settled(&mut source);
     // Same length, written right after the first read: the fingerprint may be identical,
     // but the file is young, so it is re-read.
     write(dir.path(), "a.yaml", &service("one", 81));
-    assert_eq!(describe(&source.poll()), ["apply a.yaml(1)"]);
+    assert_eq!(describe(&settled(&mut source)), ["apply a.yaml(1)"]);
 }
 
 #[tokio::test]
@@ -226,7 +243,7 @@ fn problems_that_keep_their_object_do_not_hold_the_file_back() {
     write(dir.path(), "gw.yaml", GATEWAY_HTTP_AND_TCP);
     write(dir.path(), "r.yaml", ROUTE_ONE_BAD_RULE);
     let mut source = source(dir.path());
-    let updates = source.poll();
+    let updates = settled(&mut source);
     // Both files are applied (the TCP listener and the bad rule become status conditions),
     // and their problems are listed, marked not fatal.
     assert_eq!(
@@ -252,7 +269,7 @@ fn problems_that_keep_their_object_do_not_hold_the_file_back() {
         "gw.yaml",
         &format!("{GATEWAY_HTTP_AND_TCP}  - {{name: web2, port: 8081, protocol: HTTP}}\n"),
     );
-    let updates = source.poll();
+    let updates = settled(&mut source);
     assert_eq!(describe(&updates), ["apply gw.yaml(1)"]);
     let SourceUpdate::Event(Event::Apply(unit)) = &updates[0] else {
         panic!()
@@ -268,7 +285,7 @@ fn problems_that_keep_their_object_do_not_hold_the_file_back() {
         "gw.yaml",
         &GATEWAY_HTTP_AND_TCP.replace("gatewayClassName: meridian", "gatewayClassName: ''"),
     );
-    let updates = source.poll();
+    let updates = settled(&mut source);
     assert_eq!(
         describe(&updates),
         ["problems[gw.yaml doc 1, gw.yaml doc 1, r.yaml doc 1]"]
@@ -280,4 +297,30 @@ fn problems_that_keep_their_object_do_not_hold_the_file_back() {
             .map(|objects| objects.len()),
         Some(1)
     );
+}
+
+#[test]
+fn a_change_is_read_once_it_stayed_the_same_for_a_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.yaml", &service("one", 80));
+    let mut source = source(dir.path());
+    source.poll();
+
+    // A writer has written a prefix that parses (the second Service's first lines, without
+    // its ports): nothing is read at the poll that first sees it...
+    let full = format!("{}---\n{}", service("one", 80), service("two", 81));
+    let prefix = &full[..full.find("spec:\n  ports").unwrap() + "spec:\n".len()];
+    write(dir.path(), "a.yaml", prefix);
+    assert_eq!(describe(&source.poll()), Vec::<String>::new());
+    // ...nor at the next one if the writer was still at it (the file changed again)...
+    write(dir.path(), "a.yaml", &full);
+    assert_eq!(describe(&source.poll()), Vec::<String>::new());
+    // ...and once it stayed the same for a poll, the whole file is read.
+    let updates = source.poll();
+    assert_eq!(describe(&updates), ["apply a.yaml(2)"]);
+
+    // A new file: read at the second poll that sees it.
+    write(dir.path(), "b.yaml", &service("three", 80));
+    assert!(source.poll().is_empty());
+    assert_eq!(describe(&source.poll()), ["apply b.yaml(1)"]);
 }
