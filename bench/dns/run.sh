@@ -14,7 +14,10 @@
 #   MMDB=path.mmdb   GeoIP2-Country-schema database (default: the shared test database; never
 #                    committed: it is passed by path)
 #   DURATION=15 RUNS=3   seconds per dnsperf run, runs per server and variant (median reported)
-#   SERVERS="meridian knot-geoip gdnsd pdns-lua-geo pdns-geoip"   which to run
+#   SERVERS="meridian knot-geoip gdnsd pdns-lua-geo pdns-geoip"   which to run; add
+#                    meridian-rrl for Meridian with response rate limiting counting every
+#                    client (loopback is exempt by default; the limit is never reached), so
+#                    the ratio meridian / meridian-rrl is what rate limiting costs a client
 #   SKIP_BUILD=1     use the already built target/release/examples/dns_bench
 #   QUIET_PCT=25     wait (up to 60 s) until the machine is less busy than this before each run
 #
@@ -32,7 +35,7 @@ SERVERS=${SERVERS:-"meridian knot-geoip gdnsd pdns-lua-geo pdns-geoip"}
 QUIET_PCT=${QUIET_PCT:-25}
 ECS_OPT="8:0001180055d601" # family 1, source /24, scope 0, 85.214.1.0 (DE, EU)
 
-declare -A PORT=([meridian]=5360 [knot-geoip]=5321 [gdnsd]=5310 [pdns-lua-geo]=5302 [pdns-geoip]=5304)
+declare -A PORT=([meridian]=5360 [meridian-rrl]=5361 [knot-geoip]=5321 [gdnsd]=5310 [pdns-lua-geo]=5302 [pdns-geoip]=5304)
 declare -A PID=()
 
 die() { echo "error: $*" >&2; exit 1; }
@@ -276,6 +279,14 @@ setup_meridian() {
     PID[meridian]=$!
 }
 
+setup_meridian_rrl() {
+    local dir=$WORK/meridian-rrl
+    mkdir -p "$dir"
+    "$MERIDIAN_BIN" --setup bench --listen "127.0.0.1:${PORT[meridian-rrl]}" --mmdb "$MMDB" --udp-sockets 2 \
+        --rrl >"$dir/log" 2>&1 &
+    PID[meridian-rrl]=$!
+}
+
 # --- helpers --------------------------------------------------------------------------------
 wait_ready() { # name
     local name=$1 port=${PORT[$1]}
@@ -354,6 +365,7 @@ meridian_counts() { # → "udp_responses fast_path" from dns_bench's latest stat
 for name in $SERVERS; do
     case $name in
         meridian) setup_meridian ;;
+        meridian-rrl) setup_meridian_rrl ;;
         knot-geoip) setup_knot ;;
         gdnsd) setup_gdnsd ;;
         pdns-lua-geo) setup_pdns_lua_geo ;;

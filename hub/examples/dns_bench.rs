@@ -88,6 +88,7 @@ async fn main() {
     let mut mmdb: Option<PathBuf> = None;
     let mut udp_sockets = 0usize;
     let mut dnssec = false;
+    let mut rrl = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--setup" => setup = args.next().expect("--setup needs a value"),
@@ -101,6 +102,9 @@ async fn main() {
             "--mmdb" => mmdb = Some(args.next().expect("--mmdb needs a path").into()),
             "--udp-sockets" => udp_sockets = args.next().expect("a number").parse().unwrap(),
             "--dnssec" => dnssec = true,
+            // Response rate limiting on for every client, loopback too, at a rate no run
+            // reaches: what counting costs a client that is not exempt.
+            "--rrl" => rrl = true,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -128,9 +132,17 @@ async fn main() {
                     ..Default::default()
                 },
                 udp_sockets,
-                rate_limit: dns::RateLimitConfig {
-                    responses_per_second: 0,
-                    ..Default::default()
+                rate_limit: if rrl {
+                    dns::RateLimitConfig {
+                        responses_per_second: 1_000_000_000,
+                        exempt: Vec::new(),
+                        ..Default::default()
+                    }
+                } else {
+                    dns::RateLimitConfig {
+                        responses_per_second: 0,
+                        ..Default::default()
+                    }
                 },
                 ..Default::default()
             };

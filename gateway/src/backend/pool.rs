@@ -69,6 +69,17 @@ fn clock_ms() -> u64 {
         .saturating_add(1)
 }
 
+/// Marks a request whose route counts its attempts (it has a retry policy): a pooled
+/// connection that drops it unanswered is then a failed attempt for the route to retry or
+/// not, never resent behind its back.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CountedAttempts;
+
+/// Whether a request dropped unanswered by a reused connection may be sent once more.
+fn resend_allowed<B>(request: &Request<B>) -> bool {
+    request.extensions().get::<CountedAttempts>().is_none()
+}
+
 /// A failed send. `unsent` gives the request back when none of it reached the backend (no
 /// connection could be made), so it may go to another endpoint whatever its method.
 #[derive(Debug)]
@@ -333,8 +344,9 @@ impl EndpointPool {
                 Err(H1Error::Closed(_)) if pooled => continue,
                 // A pooled connection the server closed as the request arrived (its idle
                 // timeout raced the reuse), without a byte of answer: a bodyless GET or HEAD
-                // is idempotent, so it goes again (RFC 9110 §9.2.2), once, on a new connection.
-                Err(H1Error::NoResponse(_)) if pooled => {
+                // is idempotent, so it goes again (RFC 9110 §9.2.2), once, on a new connection;
+                // unless the route counts attempts itself (a retry policy).
+                Err(H1Error::NoResponse(_)) if pooled && resend_allowed(&request) => {
                     reuse = false;
                     continue;
                 }
@@ -412,7 +424,11 @@ impl EndpointPool {
             // A copy to send again if the pooled connection takes the request and closes
             // without an answer (the backend's idle timeout raced the reuse): only for
             // idempotent requests without a body (RFC 9110 §9.2.2).
-            let again = replayable_copy(&request);
+            let again = if resend_allowed(&request) {
+                replayable_copy(&request)
+            } else {
+                None
+            };
             match sender.try_send_request(request).await {
                 Ok(response) => return Ok(self.wrap_h1(response, sender)),
                 Err(mut error) => match error.take_message() {

@@ -22,7 +22,9 @@ use super::body::{
 };
 use super::server::ConnCtx;
 use super::splice::splice;
-use crate::backend::pool::{EndpointPool, FailureKind, SendFailure, UpstreamError};
+use crate::backend::pool::{
+    CountedAttempts, EndpointPool, FailureKind, SendFailure, UpstreamError,
+};
 use crate::backend::session;
 use crate::backend::{BackendTarget, ServiceBackend};
 use crate::filter::cors::CorsPolicy;
@@ -693,7 +695,12 @@ async fn exchange<'a>(
             },
         };
         let request = match request {
-            Ok(request) => request,
+            Ok(mut request) => {
+                if retry.is_some() {
+                    request.extensions_mut().insert(CountedAttempts);
+                }
+                request
+            }
             Err(_) => {
                 return (
                     Ok(answer::error(
