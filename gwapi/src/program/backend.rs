@@ -283,7 +283,10 @@ impl<'i, 'a> Resolver<'i, 'a> {
     ///
     /// The Service port is mapped to EndpointSlice ports by name (an unnamed Service port maps
     /// to the unnamed slice port), as kube-proxy does. Readiness is `conditions.ready`, absent
-    /// meaning ready. Endpoints are sorted and deduplicated so equal inputs give equal configs.
+    /// meaning ready; when no endpoint is ready, endpoints that are terminating but still
+    /// `serving` take the traffic (kube-proxy's ProxyTerminatingEndpoints, GA in 1.28), so the
+    /// last pods of a rollout or scale-down keep answering until they stop. Endpoints are
+    /// sorted and deduplicated so equal inputs give equal configs.
     pub(crate) fn backend(&self, key: &ServiceKey) -> Backend {
         let service = self.index.service(&key.namespace, &key.name);
         let service_port = service.and_then(|s| service_port(s, key.port));
@@ -298,6 +301,7 @@ impl<'i, 'a> Resolver<'i, 'a> {
             .ok()
             .flatten();
         let mut endpoints = BTreeSet::new();
+        let mut terminating_serving = BTreeSet::new();
         for slice in self.index.slices(&key.namespace, &key.name) {
             if slice.address_type != "IPv4" && slice.address_type != "IPv6" {
                 continue;
@@ -312,17 +316,27 @@ impl<'i, 'a> Resolver<'i, 'a> {
                 continue;
             };
             for endpoint in &slice.endpoints {
-                let ready = endpoint
-                    .conditions
-                    .as_ref()
-                    .and_then(|c| c.ready)
-                    .unwrap_or(true);
+                let conditions = endpoint.conditions.as_ref();
+                let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
+                let fallback = !ready
+                    && conditions
+                        .is_some_and(|c| c.terminating == Some(true) && c.serving == Some(true));
                 for address in &endpoint.addresses {
                     if let Ok(ip) = address.parse::<IpAddr>() {
-                        endpoints.insert((SocketAddr::new(ip, target_port), ready));
+                        let addr = SocketAddr::new(ip, target_port);
+                        endpoints.insert((addr, ready));
+                        if fallback {
+                            terminating_serving.insert(addr);
+                        }
                     }
                 }
             }
+        }
+        if !terminating_serving.is_empty() && !endpoints.iter().any(|(_, ready)| *ready) {
+            endpoints = endpoints
+                .into_iter()
+                .map(|(addr, ready)| (addr, ready || terminating_serving.contains(&addr)))
+                .collect();
         }
         Backend {
             key: key.clone(),

@@ -2148,3 +2148,50 @@ fn a_gateway_without_backend_tls_settings_has_no_resolved_refs_condition() {
             .all(|c| c.type_ != ConditionType::ResolvedRefs)
     );
 }
+
+#[test]
+fn terminating_endpoints_that_still_serve_take_traffic_only_when_none_is_ready() {
+    let slice = |name: &str, endpoints: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: infra}}\nspec:\n  ports: [{{port: 8080}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-1, namespace: infra, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nendpoints: {endpoints}\nports: [{{port: 8080}}]\n"
+        )
+    };
+    let terminating =
+        "{addresses: [10.1.0.2], conditions: {ready: false, serving: true, terminating: true}}";
+    let stopped =
+        "{addresses: [10.1.0.3], conditions: {ready: false, serving: false, terminating: true}}";
+    let cases = [
+        // The last pod of a scale-down, still serving: it takes the traffic.
+        (
+            "last",
+            format!("[{terminating}, {stopped}]"),
+            vec![("10.1.0.2:8080", true), ("10.1.0.3:8080", false)],
+        ),
+        // A ready pod is there: the terminating one gets nothing.
+        (
+            "rollout",
+            format!("[{{addresses: [10.1.0.1]}}, {terminating}]"),
+            vec![("10.1.0.1:8080", true), ("10.1.0.2:8080", false)],
+        ),
+    ];
+    for (name, endpoints, want) in cases {
+        let objects = set(&format!(
+            "{}{}",
+            slice(name, &endpoints),
+            http_route(
+                "r",
+                "infra",
+                "{name: same-namespace}",
+                &format!("[{{backendRefs: [{{name: {name}, port: 8080}}]}}]"),
+            )
+        ));
+        let config = program(&objects, &[], &same_namespace()).config;
+        let got: Vec<(String, bool)> = config.backends[0]
+            .endpoints
+            .iter()
+            .map(|e| (e.addr.to_string(), e.ready))
+            .collect();
+        let want: Vec<(String, bool)> = want.into_iter().map(|(a, r)| (a.to_string(), r)).collect();
+        assert_eq!(got, want, "{name}");
+    }
+}
