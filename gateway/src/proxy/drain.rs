@@ -65,10 +65,12 @@ pub(crate) async fn run(drain: &DrainSender, timeout: Duration, port: u16) {
     if tokio::time::timeout(timeout, drain.closed()).await.is_ok() {
         return;
     }
-    let remaining = drain.receiver_count();
+    // Each open connection holds a few receivers (its serving task, its requests' bodies), so
+    // this counts receivers, not connections: zero means none is left.
+    let watchers = drain.receiver_count();
     warn!(
         port,
-        remaining, "drain timed out; closing the connections still open"
+        watchers, "drain timed out; closing the connections still open"
     );
     drain.send_replace(Stage::Closing);
     if tokio::time::timeout(CLOSE_GRACE, drain.closed())
@@ -77,7 +79,7 @@ pub(crate) async fn run(drain: &DrainSender, timeout: Duration, port: u16) {
     {
         warn!(
             port,
-            remaining = drain.receiver_count(),
+            watchers = drain.receiver_count(),
             "connections did not close after the drain timeout"
         );
     }
