@@ -1395,3 +1395,28 @@ async fn an_http_1_0_request_without_host_reaches_the_backend_with_one() {
     // RFC 9112 §3.2: an HTTP/1.1 request without an authority carries an empty Host.
     assert!(request.contains("\r\nhost: \r\n"), "{request}");
 }
+
+#[tokio::test]
+async fn an_http_1_1_client_that_accepts_trailers_gets_the_backends_trailers() {
+    let raw = raw_backend(|_| {
+        reply(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-checksum\r\n\r\n\
+             5\r\nhello\r\n0\r\nx-checksum: abc123\r\n\r\n",
+        )
+    })
+    .await;
+    let (_gw, port) = serve("trailers", raw.addr, vec![]).await;
+    // GET takes the lean client, POST hyper's.
+    for request in [
+        "GET /t HTTP/1.1\r\nHost: x.example\r\nTE: trailers\r\nConnection: close\r\n\r\n",
+        "POST /t HTTP/1.1\r\nHost: x.example\r\nTE: trailers\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    ] {
+        let response = exchange(port, request.as_bytes()).await;
+        let lower = response.to_ascii_lowercase();
+        assert!(lower.contains("\r\ntrailer: x-checksum\r\n"), "{response}");
+        assert!(
+            lower.contains("\r\n0\r\nx-checksum: abc123\r\n\r\n"),
+            "{request}: {response}"
+        );
+    }
+}

@@ -53,12 +53,14 @@ pub(crate) struct Outcome {
 }
 
 /// Header names removed before forwarding (RFC 9110 §7.6.1 hop-by-hop fields).
-const HOP_BY_HOP: [HeaderName; 5] = [
+// `Trailer` is not among them: RFC 2616 listed it, RFC 9110 §6.6.2 makes it an end-to-end
+// field, and an HTTP/1.1 client that sent `TE: trailers` gets the declared trailer fields only
+// when the response still declares them.
+const HOP_BY_HOP: [HeaderName; 4] = [
     header::CONNECTION,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
     header::PROXY_AUTHENTICATE,
-    header::TRAILER,
 ];
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -837,7 +839,7 @@ fn within_limit(body: &ClientBody, limit: usize) -> bool {
 /// carry none of the hop-by-hop fields).
 #[derive(Debug, Clone, Copy, Default)]
 struct HeaderScan {
-    /// Bit `i` set: `HOP_BY_HOP[i]` is present; bits 5, 6 and 7: keep-alive,
+    /// Bit `i` set: `HOP_BY_HOP[i]` is present; bits 4, 5 and 6: keep-alive,
     /// proxy-connection, http2-settings.
     hop_by_hop: u8,
     connection: bool,
@@ -1005,12 +1007,11 @@ fn strip_connection_listed(headers: &mut HeaderMap) {
 
 /// Tokens of `Connection` that name fields [`strip_hop_by_hop`] removes anyway when they are
 /// present (it looks for these by name).
-const ALWAYS_REMOVED: [&str; 8] = [
+const ALWAYS_REMOVED: [&str; 7] = [
     "connection",
     "transfer-encoding",
     "upgrade",
     "proxy-authenticate",
-    "trailer",
     "keep-alive",
     "proxy-connection",
     "http2-settings",
