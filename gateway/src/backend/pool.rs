@@ -529,50 +529,56 @@ impl EndpointPool {
                 *request.uri_mut() = uri;
             }
         }
-        let shared = {
+        let mut shared = {
             let guard = match self.h2[shards::current() % self.h2.len()].lock() {
                 Ok(guard) => guard,
                 Err(poisoned) => poisoned.into_inner(),
             };
             guard.as_ref().filter(|sender| !sender.is_closed()).cloned()
         };
-        let mut sender = match shared {
-            Some(sender) => sender,
-            None => {
-                let connected = match self.connect_tls().await {
-                    Ok(Some(stream)) => self.handshake_h2(stream).await,
-                    Ok(None) => match self.connect_tcp().await {
-                        Ok(stream) => self.handshake_h2(stream).await,
+        loop {
+            let reused = shared.is_some();
+            let mut sender = match shared.take() {
+                Some(sender) => sender,
+                None => {
+                    let connected = match self.connect_tls().await {
+                        Ok(Some(stream)) => self.handshake_h2(stream).await,
+                        Ok(None) => match self.connect_tcp().await {
+                            Ok(stream) => self.handshake_h2(stream).await,
+                            Err(error) => Err(error),
+                        },
                         Err(error) => Err(error),
-                    },
-                    Err(error) => Err(error),
-                };
-                let sender = match connected {
-                    Ok(sender) => sender,
-                    Err(error) => {
-                        return Err(SendFailure {
-                            error,
-                            unsent: Some(Box::new(request)),
-                        });
-                    }
-                };
-                let mut guard = match self.h2[shards::current() % self.h2.len()].lock() {
-                    Ok(guard) => guard,
-                    Err(poisoned) => poisoned.into_inner(),
-                };
-                *guard = Some(sender.clone());
-                sender
+                    };
+                    let sender = match connected {
+                        Ok(sender) => sender,
+                        Err(error) => {
+                            return Err(SendFailure {
+                                error,
+                                unsent: Some(Box::new(request)),
+                            });
+                        }
+                    };
+                    let mut guard = match self.h2[shards::current() % self.h2.len()].lock() {
+                        Ok(guard) => guard,
+                        Err(poisoned) => poisoned.into_inner(),
+                    };
+                    *guard = Some(sender.clone());
+                    sender
+                }
+            };
+            match sender.ready().await {
+                Ok(()) => {}
+                // The shared connection closed (a GOAWAY, the backend's idle timeout) after it was
+                // taken: nothing was sent on it, so the request goes on a new connection.
+                Err(_) if reused => continue,
+                Err(source) => return Err(self.http_error(source).into()),
             }
-        };
-        sender
-            .ready()
-            .await
-            .map_err(|source| self.http_error(source))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|source| self.http_error(source))?;
-        Ok(response.map(|body| ProxyBody::upstream(body, None)))
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|source| self.http_error(source))?;
+            return Ok(response.map(|body| ProxyBody::upstream(body, None)));
+        }
     }
 
     async fn connect_tcp(&self) -> Result<TcpStream, UpstreamError> {
