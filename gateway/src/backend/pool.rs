@@ -287,6 +287,10 @@ impl EndpointPool {
         let backoff = DOWN_FIRST
             .saturating_mul(1u32 << failures.min(5))
             .min(DOWN_MAX);
+        if failures == 0 {
+            // Once per outage: later failures in a row only lengthen the back-off.
+            warn!(addr = %self.addr, "cannot connect to the endpoint; routing around it until a connect succeeds");
+        }
         let ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
         self.down_until_ms
             .store(clock_ms().saturating_add(ms), Ordering::Relaxed);
