@@ -134,6 +134,54 @@ async fn dev_routes_each_region_to_its_cluster_and_fails_over() {
         .await
         .expect("restarted gateway");
     assert_eq!(status, 200);
+
+    // Kill eu-west's agent and both its backends: dev restarts them where they were, so the
+    // gateway, the agent's EndpointSlices and dev.json still name them, and eu-west serves
+    // its region again.
+    let eu = env.cluster("eu-west");
+    signal(eu.agent_pid, "KILL");
+    for pid in &eu.backend_pids {
+        signal(*pid, "KILL");
+    }
+    time_until(
+        "eu-west's own backends serve again",
+        Duration::from_secs(40),
+        || {
+            let client = &client;
+            let hostname = &hostname;
+            async move {
+                match get_host(client, eu.gateway, hostname, "/").await {
+                    Ok((200, body))
+                        if body["backend"]
+                            .as_str()
+                            .is_some_and(|b| b.starts_with("eu-west-echo-")) =>
+                    {
+                        Ok(())
+                    }
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        },
+    )
+    .await;
+    time_until(
+        "eu clients on eu-west after the agent's restart",
+        Duration::from_secs(30),
+        || {
+            let env = &env;
+            let hostname = &hostname;
+            let subnet = &eu.client_subnet;
+            async move {
+                match answer_for(env, hostname, subnet).await? {
+                    a if a == ip("127.0.1.2") => Ok(()),
+                    other => Err(format!("still {other}")),
+                }
+            }
+        },
+    )
+    .await;
+    env.reload();
+    assert_ne!(env.cluster("eu-west").agent_pid, eu.agent_pid);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

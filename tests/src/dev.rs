@@ -28,6 +28,10 @@ pub struct DevCluster {
     pub gateway: SocketAddr,
     /// Gateway process id.
     pub gateway_pid: u32,
+    /// Agent process id.
+    pub agent_pid: u32,
+    /// Echo backend process ids.
+    pub backend_pids: Vec<u32>,
 }
 
 impl DevEnv {
@@ -107,6 +111,13 @@ impl DevEnv {
                 .parse()
                 .expect("addr"),
             gateway_pid: c["gateway_pid"].as_u64().expect("pid") as u32,
+            agent_pid: c["agent_pid"].as_u64().expect("agent pid") as u32,
+            backend_pids: c["backends"]
+                .as_array()
+                .expect("backends")
+                .iter()
+                .map(|b| b["pid"].as_u64().expect("backend pid") as u32)
+                .collect(),
         }
     }
 }

@@ -276,6 +276,12 @@ async fn start_cluster(
     hub_grpc: &[String],
 ) -> anyhow::Result<RunningCluster> {
     let dir = state_dir.join("clusters").join(spec.name);
+    // Every address is chosen here, once: a component the supervisor restarts comes back
+    // where the config files, the other components and dev.json expect it (port 0 would give
+    // it a new port at each start).
+    let localhost = IpAddr::from([127, 0, 0, 1]);
+    let local = ports::free_ports(localhost, 4)?;
+    let (agent_grpc_port, agent_admin_port) = (local[2], local[3]);
     let mut backends = Vec::new();
     for n in 1..=2 {
         let name = format!("{}-echo-{n}", spec.name);
@@ -285,7 +291,7 @@ async fn start_cluster(
                 vec![
                     "echo".into(),
                     "--listen".into(),
-                    "127.0.0.1:0".into(),
+                    SocketAddr::new(localhost, local[n - 1]).to_string(),
                     "--name".into(),
                     name.clone(),
                 ],
@@ -296,8 +302,8 @@ async fn start_cluster(
             .with_context(|| format!("{name} ready file has no address: {ready}"))?;
         backends.push((name, addr, component));
     }
-    let ports = ports::free_ports(spec.gateway_ip, 2)?;
-    let (gateway_port, https_port) = (ports[0], ports[1]);
+    let ports = ports::free_ports(spec.gateway_ip, 3)?;
+    let (gateway_port, https_port, gateway_admin_port) = (ports[0], ports[1], ports[2]);
     let addrs: Vec<SocketAddr> = backends.iter().map(|(_, addr, _)| *addr).collect();
     cluster::write_config(
         &dir.join("config"),
@@ -321,9 +327,9 @@ async fn start_cluster(
                 "--hub".into(),
                 hub_grpc.join(","),
                 "--listen".into(),
-                "127.0.0.1:0".into(),
+                SocketAddr::new(localhost, agent_grpc_port).to_string(),
                 "--admin".into(),
-                "127.0.0.1:0".into(),
+                SocketAddr::new(localhost, agent_admin_port).to_string(),
                 "--state-dir".into(),
                 dir.join("agent").display().to_string(),
             ],
@@ -349,7 +355,7 @@ async fn start_cluster(
                 "--instance".into(),
                 format!("{}-gateway-1", spec.name),
                 "--admin".into(),
-                SocketAddr::new(spec.gateway_ip, 0).to_string(),
+                SocketAddr::new(spec.gateway_ip, gateway_admin_port).to_string(),
             ],
             Duration::from_secs(30),
         )
