@@ -305,7 +305,42 @@ fn decode<T: DeserializeOwned>(
 ) -> Option<T> {
     let cluster_scoped = matches!(kind, "Namespace" | "GatewayClass");
     let key = object_key_hint(&value, cluster_scoped);
-    match serde_path_to_error::deserialize::<_, T>(value) {
+    // Fields the types do not know are dropped by serde; in a Gateway API object's spec that
+    // is a typo or an unsupported feature, reported rather than silently ignored. Other kinds
+    // (Service, Secret...) and metadata/status carry many fields Meridian has no use for.
+    let mut unknown: Vec<String> = Vec::new();
+    let checked = is_gateway_api_kind(kind);
+    let mut note = |path: serde_ignored::Path<'_>| {
+        if checked {
+            let path = bracket_indices(&path.to_string());
+            if path == "spec" || path.starts_with("spec.") {
+                unknown.push(path);
+            }
+        }
+    };
+    let decoded = serde_path_to_error::deserialize::<_, T>(serde_ignored::Deserializer::new(
+        value, &mut note,
+    ));
+    if !unknown.is_empty() {
+        for path in &unknown {
+            problems.push(origin.object_problem(
+                kind,
+                key.as_deref(),
+                path.clone(),
+                if origin.lenient_fields {
+                    "unknown field, ignored: Meridian does not implement it".to_string()
+                } else {
+                    "unknown field (a typo? it is not in the Gateway API schema Meridian \
+                     implements); the object is not applied, as `kubectl apply` would refuse it"
+                        .to_string()
+                },
+            ));
+        }
+        if !origin.lenient_fields {
+            return None;
+        }
+    }
+    match decoded {
         Ok(object) => Some(object),
         Err(error) => {
             let path = error.path().to_string();
@@ -319,6 +354,39 @@ fn decode<T: DeserializeOwned>(
             None
         }
     }
+}
+
+/// serde_ignored's `spec.rules.?.0.matchez` (`?` marks an `Option`) as
+/// `spec.rules[0].matchez`, the form every other problem uses.
+fn bracket_indices(path: &str) -> String {
+    let mut out = String::with_capacity(path.len() + 4);
+    for segment in path.split('.').filter(|s| *s != "?") {
+        if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+            out.push('[');
+            out.push_str(segment);
+            out.push(']');
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(segment);
+        }
+    }
+    out
+}
+
+/// The Gateway API kinds, whose `spec` is checked for unknown fields.
+fn is_gateway_api_kind(kind: &str) -> bool {
+    matches!(
+        kind,
+        "Gateway"
+            | "GatewayClass"
+            | "HTTPRoute"
+            | "GRPCRoute"
+            | "TLSRoute"
+            | "ReferenceGrant"
+            | "BackendTLSPolicy"
+    )
 }
 
 /// `namespace/name` (or `name` for cluster-scoped kinds) from raw metadata, for problems

@@ -64,16 +64,29 @@ pub struct Origin {
     pub source: String,
     /// 1-based document number; `None` for a single JSON body.
     pub doc: Option<usize>,
+    /// Unknown fields in a Gateway API object's `spec` are let through (a warning) instead of
+    /// dropping the object: set for objects from the Kubernetes API server, which validated
+    /// them against the installed CRDs (a newer Gateway API may have fields Meridian lacks).
+    /// Hand-written files and admin API bodies leave it unset: there an unknown field is a
+    /// typo, and ignoring it could widen a route (`matchez` would leave the match-all default).
+    pub lenient_fields: bool,
 }
 
 // === impl Origin ===
 
 impl Origin {
+    /// This origin, letting unknown `spec` fields through (see [`Origin::lenient_fields`]).
+    pub fn lenient(mut self) -> Self {
+        self.lenient_fields = true;
+        self
+    }
+
     /// An origin for document `doc` (1-based) of `source`.
     pub fn new(source: impl Into<String>, doc: Option<usize>) -> Self {
         Self {
             source: source.into(),
             doc,
+            lenient_fields: false,
         }
     }
 

@@ -128,10 +128,40 @@ fn unknown_kinds_are_ignored_not_reported() {
 }
 
 #[test]
-fn unknown_fields_are_ignored() {
-    let text = format!("{ROUTE}  somethingNew: true\nstatus:\n  parents: []\n");
-    assert_eq!(kinds_of(&text), ["HTTPRoute"]);
-    assert!(problems_of(&text).is_empty());
+fn unknown_fields_outside_a_gateway_api_spec_are_ignored() {
+    // Exported objects carry status, metadata Meridian has no use for, and core kinds many
+    // more fields than it reads.
+    let text = format!("{ROUTE}status:\n  parents: []\n---\n{SERVICE}  sessionAffinity: None\n")
+        .replace(
+            "  namespace: shop\n",
+            "  namespace: shop\n  uid: x\n  resourceVersion: \"1\"\n",
+        );
+    assert_eq!(kinds_of(&text), ["HTTPRoute", "Service"]);
+    assert!(problems_of(&text).is_empty(), "{:?}", problems_of(&text));
+}
+
+#[test]
+fn an_unknown_field_in_a_gateway_api_spec_drops_the_object_unless_the_api_server_vouched() {
+    // `matchez` for `matches`: ignoring it would leave the rule's match-all default.
+    let text = format!(
+        "{ROUTE}  rules:\n  - matchez: [{{path: {{type: PathPrefix, value: /secret}}}}]\n    backendRefs: [{{name: web, port: 80}}]\n"
+    );
+    assert!(kinds_of(&text).is_empty());
+    let problems = parse_documents(&text, "routes.yaml").1;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].fatal);
+    let message = problems[0].to_string();
+    assert!(message.contains("spec.rules[0].matchez"), "{message}");
+    assert!(message.contains("unknown field"), "{message}");
+
+    // From the Kubernetes API server (validated against the installed CRDs): a newer field
+    // Meridian does not implement is a warning, and the object is kept.
+    let value: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    let (object, problems) =
+        crate::parse_value(value, &crate::Origin::new("kubernetes", None).lenient());
+    assert!(object.is_some());
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(!problems[0].fatal);
 }
 
 #[test]

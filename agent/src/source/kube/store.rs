@@ -299,7 +299,10 @@ fn parse(kind: &str, value: serde_json::Value, metrics: Option<&Metrics>) -> (St
     {
         metadata.remove("resourceVersion");
     }
-    let (object, problems) = meridian_gwapi::parse_value(value, &Origin::new(id.clone(), None));
+    // The API server validated the object against the installed CRDs: a field Meridian does
+    // not know is a newer Gateway API feature, warned about, not a reason to drop the object.
+    let origin = Origin::new(id.clone(), None).lenient();
+    let (object, problems) = meridian_gwapi::parse_value(value, &origin);
     if !problems.iter().any(|p| p.fatal) {
         count(metrics, "ok");
         (id, Ok((Arc::new(object.into_iter().collect()), problems)))

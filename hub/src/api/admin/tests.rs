@@ -210,6 +210,19 @@ fn route_bodies_take_their_key_from_the_path() {
         "spec.rules[0].matches[0].path",
         "",
     );
+    // A misspelt field would otherwise leave the rule matching everything.
+    let typo = r#"{"spec":{"rules":[{"matchez":[{"path":{"type":"PathPrefix","value":"/secret"}}],
+        "backendRefs":[{"name":"echo","port":8080}]}]}}"#;
+    check_400(
+        parse_route(&key, typo.as_bytes()),
+        "spec.rules[0].matchez",
+        "unknown field",
+    );
+    check_400(
+        parse_route(&key, br#"{"spec":{"rulez":[]}}"#),
+        "spec.rulez",
+        "unknown field",
+    );
 }
 
 #[test]
