@@ -32,10 +32,22 @@ enum Command {
     Echo(cmd::echo::Args),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // Declared before the runtime so it drops after it: the log is flushed last.
     let _log = cmd::init_process();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // The message and its causes, one line: a user's mistake (a bad flag value, a
+            // refused directory) is not a crash, so no backtrace even with RUST_BACKTRACE set.
+            eprintln!("Error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

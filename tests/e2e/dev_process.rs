@@ -59,6 +59,7 @@ fn entries(dir: &Path) -> Vec<(String, u64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_dev_in_the_same_state_dir_refuses_and_touches_nothing() {
+    meridian_tests::init_crypto();
     let env = DevEnv::start(meridian_bin(), &SMALL);
     let state = env.dir.path().join("state");
     let dev_json_before = std::fs::read(state.join("dev.json")).expect("dev.json");
@@ -151,5 +152,33 @@ async fn kill_9_of_dev_takes_its_children_with_it_and_leaves_no_stale_lock() {
     assert!(
         again.terminate(Duration::from_secs(15)),
         "the second run did not stop cleanly"
+    );
+}
+
+#[test]
+fn a_state_dir_holding_other_files_is_refused_and_left_as_it_was() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("notes.md"), "mine").expect("write");
+    std::fs::create_dir(dir.path().join("precious")).expect("mkdir");
+    std::fs::write(dir.path().join("precious").join("thesis.txt"), "mine too").expect("write");
+    let before = entries(dir.path());
+    let output = Command::new(meridian_bin())
+        .args(["dev", "--state-dir", dir.path().to_str().expect("utf-8")])
+        .args(SMALL)
+        .stdin(Stdio::null())
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("run meridian dev");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("is not a meridian dev state directory") && stderr.contains("notes.md"),
+        "{stderr}"
+    );
+    // Nothing added (not even the lock), nothing removed.
+    assert_eq!(entries(dir.path()), before);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("precious").join("thesis.txt")).expect("kept"),
+        "mine too"
     );
 }

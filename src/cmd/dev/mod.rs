@@ -32,7 +32,8 @@ const HOSTNAME: &str = "app.demo.meridian.test";
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Where hub data, cluster configs, logs and `dev.json` go. Wiped at start: each run is fresh.
-    /// Locked while a run uses it: a second run in the same directory refuses to start.
+    /// Locked while a run uses it: a second run in the same directory refuses to start. A
+    /// non-empty directory that is not one of dev's own is refused, never wiped.
     #[arg(long, default_value = "./.meridian-dev")]
     state_dir: PathBuf,
     /// Number of hub nodes (3 or 5 for a real quorum; 1 for the smallest setup).
@@ -70,9 +71,16 @@ struct RunningCluster {
 
 /// Runs `meridian dev` until Ctrl-C or SIGTERM.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    if args.hubs == 0 {
-        bail!("--hubs must be at least 1");
+    if args.hubs == 0 || args.hubs % 2 == 0 {
+        bail!(
+            "--hubs must be odd (1, 3 or 5): {} nodes survive no more node failures than {}, \
+             and a quorum of them is harder to keep",
+            args.hubs,
+            args.hubs.saturating_sub(1)
+        );
     }
+    // Each run clears its state directory: never one that holds anything else.
+    check_state_dir_is_ours(&args.state_dir)?;
     // Before anything in the directory changes: another run may be using it. Held until this
     // function returns, after the children are stopped.
     let _lock = lock::lock_state_dir(&args.state_dir)?;
@@ -548,6 +556,44 @@ fn ready_addr(ready: &serde_json::Value, keys: &[&str]) -> Option<SocketAddr> {
 }
 
 /// Empties `dir` (which holds the lock) except for the lock file, and creates its layout.
+/// Marks a directory as `meridian dev`'s state directory (it clears it at every start).
+const STATE_MARKER: &str = ".meridian-dev";
+
+/// Refuses a state directory that holds files `meridian dev` did not put there: it clears
+/// the directory at every start, and `--state-dir .` in a checkout or `--state-dir ~` must not
+/// cost anyone their files. A directory that does not exist yet, an empty one, and one with
+/// the marker (or, from older runs, `dev.json` or the lock) are fine.
+fn check_state_dir_is_ours(dir: &Path) -> anyhow::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => {
+            return Err(error)
+                .with_context(|| format!("read the state directory {}", dir.display()));
+        }
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("read the state directory {}", dir.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == STATE_MARKER || name == lock::LOCK_FILE || name == "dev.json" {
+            return Ok(());
+        }
+        names.push(name);
+    }
+    if names.is_empty() {
+        return Ok(());
+    }
+    names.sort();
+    let shown = names.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+    let more = if names.len() > 5 { ", ..." } else { "" };
+    bail!(
+        "{} is not empty ({shown}{more}) and is not a meridian dev state directory; meridian dev \
+         clears its state directory at every start, so give it a new or empty one (--state-dir)",
+        dir.display()
+    )
+}
+
 fn prepare_state_dir(dir: &Path) -> anyhow::Result<PathBuf> {
     // Each run starts fresh: ports are chosen anew, and old Raft membership would name
     // addresses nobody listens on any more. The lock file stays: removing it would let a third
@@ -556,7 +602,7 @@ fn prepare_state_dir(dir: &Path) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("read the state directory {}", dir.display()))?;
     for entry in entries {
         let entry = entry.with_context(|| format!("read the state directory {}", dir.display()))?;
-        if entry.file_name() == lock::LOCK_FILE {
+        if entry.file_name() == lock::LOCK_FILE || entry.file_name() == STATE_MARKER {
             continue;
         }
         let path = entry.path();
@@ -567,6 +613,11 @@ fn prepare_state_dir(dir: &Path) -> anyhow::Result<PathBuf> {
         };
         removed.with_context(|| format!("clear {} from the state directory", path.display()))?;
     }
+    std::fs::write(
+        dir.join(STATE_MARKER),
+        "meridian dev's state directory: cleared at every start of meridian dev\n",
+    )
+    .with_context(|| format!("mark {} as meridian dev's", dir.display()))?;
     for sub in ["run", "logs", "clusters"] {
         std::fs::create_dir_all(dir.join(sub))
             .with_context(|| format!("create {}", dir.join(sub).display()))?;
