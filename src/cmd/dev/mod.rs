@@ -71,7 +71,7 @@ struct RunningCluster {
 
 /// Runs `meridian dev` until Ctrl-C or SIGTERM.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    if args.hubs == 0 || args.hubs % 2 == 0 {
+    if args.hubs == 0 || args.hubs.is_multiple_of(2) {
         bail!(
             "--hubs must be odd (1, 3 or 5): {} nodes survive no more node failures than {}, \
              and a quorum of them is harder to keep",
