@@ -47,8 +47,26 @@ impl Ca {
         self.leaf_with_uris(common_name, dns_names, &[])
     }
 
+    /// As [`Ca::leaf`], but valid only from 2100 on (a pre-staged or clock-skewed certificate).
+    pub fn leaf_not_yet_valid(&self, common_name: &str, dns_names: &[&str]) -> Leaf {
+        self.leaf_params(common_name, dns_names, &[], |params| {
+            params.not_before = rcgen::date_time_ymd(2100, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2101, 1, 1);
+        })
+    }
+
     /// As [`Ca::leaf`], with `uris` as URI subject alternative names too (SPIFFE IDs).
     pub fn leaf_with_uris(&self, common_name: &str, dns_names: &[&str], uris: &[&str]) -> Leaf {
+        self.leaf_params(common_name, dns_names, uris, |_| {})
+    }
+
+    fn leaf_params(
+        &self,
+        common_name: &str,
+        dns_names: &[&str],
+        uris: &[&str],
+        adjust: impl FnOnce(&mut CertificateParams),
+    ) -> Leaf {
         let key = KeyPair::generate().unwrap();
         let mut params =
             CertificateParams::new(dns_names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
@@ -68,6 +86,7 @@ impl Ca {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
+        adjust(&mut params);
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         Leaf {
             cert: cert.pem(),

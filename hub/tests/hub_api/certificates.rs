@@ -15,6 +15,7 @@ async fn certificates_are_validated_redacted_and_pushed_to_agents() {
     let chain = format!("{}{}", leaf.cert, ca.pem);
     let secret_line = leaf.key.lines().nth(1).unwrap().to_string();
     let other = ca.leaf("other", &["other.test"]);
+    let future = ca.leaf_not_yet_valid("*.demo.meridian.test", &["*.demo.meridian.test"]);
 
     // Invalid bodies: 400 naming the field, never echoing the key.
     let cases = [
@@ -47,6 +48,11 @@ async fn certificates_are_validated_redacted_and_pushed_to_agents() {
             json!({"cert_chain_pem": chain, "private_key_pem": leaf.key, "tls.key": "x"}),
             "",
             "unknown field",
+        ),
+        (
+            json!({"cert_chain_pem": format!("{}{}", future.cert, ca.pem), "private_key_pem": future.key}),
+            "cert_chain_pem",
+            "not valid before 2100-01-01",
         ),
     ];
     for (body, field, text) in cases {

@@ -114,7 +114,7 @@ impl CertificateJson {
 }
 
 /// Validates a PUT body for the certificate at `key`: names match the path, the PEM parses,
-/// the key belongs to the leaf, and the leaf has not expired.
+/// the key belongs to the leaf, and the leaf is valid now (not expired, not yet to come).
 pub fn parse_certificate(
     key: &ObjectKey,
     bytes: &[u8],
@@ -146,6 +146,19 @@ pub fn parse_certificate(
             format!(
                 "the leaf certificate expired at {}",
                 rfc3339(info.not_after_unix)
+            ),
+        ));
+    }
+    // Gateways serve what they are given at once, and clients refuse a certificate before its
+    // notBefore: a pre-staged or clock-skewed one would break HTTPS everywhere. Five minutes
+    // of slack for clocks a little apart.
+    if info.not_before_unix > now_unix.saturating_add(300) {
+        return Err(ApiError::bad_request(
+            Some("cert_chain_pem".into()),
+            format!(
+                "the leaf certificate is not valid before {}: every gateway would serve it at \
+                 once and clients would refuse it; apply it once it is valid",
+                rfc3339(info.not_before_unix)
             ),
         ));
     }
