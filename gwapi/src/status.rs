@@ -220,6 +220,55 @@ impl GatewayStatus {
         self.listeners.iter().find(|l| l.name == name)
     }
 
+    /// One line per condition that reports something wrong (a False `Accepted`,
+    /// `Programmed` or `ResolvedRefs`; a True `Conflicted`, `PartiallyInvalid` or
+    /// `InsecureFrontendValidationMode`), naming what it is about: for the log, where an
+    /// operator without the status (a directory source, a hub-distributed route) sees why a
+    /// listener or route does not serve.
+    pub fn problems(&self) -> Vec<String> {
+        let bad = |c: &Condition| match c.type_ {
+            ConditionType::Conflicted
+            | ConditionType::PartiallyInvalid
+            | ConditionType::InsecureFrontendValidationMode => c.status == ConditionStatus::True,
+            _ => c.status == ConditionStatus::False,
+        };
+        let line = |what: String, c: &Condition| {
+            format!(
+                "{what}: {}={} ({}): {}",
+                c.type_,
+                c.status,
+                c.reason.as_str(),
+                c.message
+            )
+        };
+        let gateway = self
+            .gateway
+            .as_ref()
+            .map_or_else(|| "Gateway".to_string(), |g| format!("Gateway {g}"));
+        let mut lines = Vec::new();
+        for c in self.conditions.iter().filter(|c| bad(c)) {
+            lines.push(line(gateway.clone(), c));
+        }
+        for listener in &self.listeners {
+            for c in listener.conditions.iter().filter(|c| bad(c)) {
+                lines.push(line(format!("{gateway} listener {}", listener.name), c));
+            }
+        }
+        for route in &self.routes {
+            for parent in &route.parents {
+                for c in parent.conditions.iter().filter(|c| bad(c)) {
+                    lines.push(line(format!("{} {}", route.kind.as_str(), route.key), c));
+                }
+            }
+        }
+        for policy in &self.policies {
+            for c in policy.conditions.iter().filter(|c| bad(c)) {
+                lines.push(line(format!("BackendTLSPolicy {}", policy.key), c));
+            }
+        }
+        lines
+    }
+
     /// The status of a route (any origin; the shared one first).
     pub fn route(&self, kind: RouteKind, key: &ObjectKey) -> Option<&RouteStatus> {
         let mut found = self
@@ -433,5 +482,55 @@ impl Reason {
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn condition(type_: ConditionType, status: ConditionStatus, reason: Reason) -> Condition {
+        Condition {
+            type_,
+            status,
+            reason,
+            message: "why".into(),
+            observed_generation: 1,
+        }
+    }
+
+    #[test]
+    fn problems_name_what_is_wrong_and_leave_out_what_is_fine() {
+        let status = GatewayStatus {
+            gateway: Some("infra/gw".parse().unwrap()),
+            conditions: vec![condition(
+                ConditionType::Accepted,
+                ConditionStatus::True,
+                Reason::Accepted,
+            )],
+            listeners: vec![ListenerStatus {
+                name: "https".into(),
+                supported_kinds: vec![],
+                attached_routes: 0,
+                conditions: vec![
+                    condition(
+                        ConditionType::ResolvedRefs,
+                        ConditionStatus::False,
+                        Reason::InvalidCertificateRef,
+                    ),
+                    condition(
+                        ConditionType::Conflicted,
+                        ConditionStatus::False,
+                        Reason::NoConflicts,
+                    ),
+                ],
+            }],
+            routes: vec![],
+            policies: vec![],
+        };
+        assert_eq!(
+            status.problems(),
+            ["Gateway infra/gw listener https: ResolvedRefs=False (InvalidCertificateRef): why"]
+        );
     }
 }

@@ -690,6 +690,21 @@ impl Index {
             if current.as_deref() == Some(&fresh) {
                 return false;
             }
+            // What newly went wrong, once: a listener left without a usable certificate, a
+            // route whose backend is missing. The status says it too, but a directory source
+            // has no status to read, and a hub route's status lives on each cluster.
+            let before: BTreeSet<String> = current
+                .iter()
+                .flat_map(|status| status.gateways.values())
+                .flat_map(|gateway| gateway.status.problems())
+                .collect();
+            for gateway in fresh.gateways.values() {
+                for problem in gateway.status.problems() {
+                    if !before.contains(&problem) {
+                        tracing::warn!(%problem, "Gateway API status condition");
+                    }
+                }
+            }
             *current = Some(Arc::new(fresh));
             true
         });
