@@ -441,6 +441,15 @@ fn report_change(output: Output, answer: &Value, text: &str) -> anyhow::Result<(
         Output::Table => {
             let unchanged = answer.get("changed") == Some(&Value::Bool(false));
             outln!("{text}{}", if unchanged { " (unchanged)" } else { "" })?;
+            for warning in answer
+                .get("warnings")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                eprintln!("warning: {warning}");
+            }
         }
     }
     Ok(())

@@ -234,6 +234,16 @@ async fn bad_requests_are_refused_and_change_nothing() {
     let (status, answer) = admin.post("/v1/clusters/us-east/drain", &json!({})).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(admin.get_ok("/v1/clusters/us-east").await["drained"], true);
+    // Its only cluster drained, the hostname has nothing left to answer with: said.
+    let warnings = answer["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{answer}");
+    assert!(
+        warnings[0]
+            .as_str()
+            .unwrap()
+            .contains("every cluster of hostname app.demo.meridian.test is drained"),
+        "{answer}"
+    );
     let (status, answer) = admin
         .post(
             "/v1/hostnames/app.demo.meridian.test/pin",

@@ -456,10 +456,34 @@ async fn set_drained(
         },
     )
     .await?;
+    // Draining the last undrained target of a hostname leaves DNS nothing to answer with
+    // (drained clusters are never answered, not even failing open): allowed, as an operator
+    // may mean it, but said.
+    let mut warnings = Vec::new();
+    if drained {
+        let view = state.view.borrow().clone();
+        for policy in view.state.hostnames.values() {
+            let targets_it = policy.targets.iter().any(|t| t.cluster == cluster);
+            let all_drained = policy.targets.iter().all(|t| {
+                view.state
+                    .clusters
+                    .get(&t.cluster)
+                    .is_none_or(|c| c.cluster.drained)
+            });
+            if targets_it && all_drained {
+                warnings.push(format!(
+                    "every cluster of hostname {} is drained: DNS answers it with no address \
+                     until one is undrained",
+                    policy.fqdn
+                ));
+            }
+        }
+    }
     Ok(Json(json!({
         "cluster": cluster.to_string(),
         "drained": drained,
         "changed": changed,
+        "warnings": warnings,
     })))
 }
 
