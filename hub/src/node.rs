@@ -140,6 +140,7 @@ impl Hub {
         }
 
         let mut registry = Registry::default();
+        let certificate_expiry = admin::register_certificate_expiry(&mut registry);
         let shutdown = CancellationToken::new();
         let (machine, watches, mut dns_feed) = StoreMachine::new(&mut registry);
         let mut raft_config = config.raft_config(advertise.clone());
@@ -234,6 +235,7 @@ impl Hub {
             dns_config: config.dns.clone(),
             dns_explainer: dns.explainer(),
             registry: Arc::new(registry),
+            certificate_expiry,
             tokens: admin_tokens.map(Arc::new),
         });
         let admin_shutdown = shutdown.child_token();

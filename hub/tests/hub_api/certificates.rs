@@ -129,6 +129,23 @@ async fn certificates_are_validated_redacted_and_pushed_to_agents() {
     assert_eq!(pushed.key.as_ref().unwrap().name, "demo-tls");
     assert_eq!(pushed.private_key_pem, leaf.key);
 
+    // Its expiry is a metric, for alerts before a gateway serves it expired.
+    let metrics = admin.metrics().await;
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("meridian_hub_certificate_not_after_seconds{"))
+        .unwrap_or_else(|| panic!("no expiry metric in:\n{metrics}"));
+    assert!(
+        line.contains(r#"namespace="meridian-system""#) && line.contains(r#"name="demo-tls""#),
+        "{line}"
+    );
+    let not_after: i64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(not_after > now, "{line}");
+
     // Deleting it is pushed too.
     let (status, _) = admin
         .delete("/v1/certificates/meridian-system/demo-tls")
@@ -138,6 +155,12 @@ async fn certificates_are_validated_redacted_and_pushed_to_agents() {
     assert!(config.certificates.is_empty());
     let (status, _) = admin.get("/v1/certificates/meridian-system/demo-tls").await;
     assert_eq!(status, 404);
+    assert!(
+        !admin
+            .metrics()
+            .await
+            .contains("meridian_hub_certificate_not_after_seconds{")
+    );
     let (status, _) = admin
         .delete("/v1/certificates/meridian-system/demo-tls")
         .await;

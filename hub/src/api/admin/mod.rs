@@ -70,12 +70,57 @@ pub struct AdminDeps {
     pub dns_explainer: dns::DnsExplainer,
     /// The node's metrics, complete (every component registered before the API starts).
     pub registry: Arc<Registry>,
+    /// `meridian_hub_certificate_not_after_seconds`, set from the state at each scrape.
+    pub certificate_expiry: CertificateExpiry,
     /// Bearer tokens; `None` accepts every request (the node then listens on loopback only,
     /// unless started with `--insecure-admin`).
     pub tokens: Option<Arc<crate::auth::AdminTokens>>,
 }
 
 type AppState = Arc<AdminDeps>;
+
+/// Labels of a certificate's metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct CertificateLabels {
+    namespace: String,
+    name: String,
+}
+
+/// When each distributed certificate's leaf expires (Unix seconds), so an alert can fire
+/// before a gateway serves an expired certificate: `meridian_hub_certificate_not_after_seconds
+/// - time() < 14 * 86400`.
+pub type CertificateExpiry = prometheus_client::metrics::family::Family<
+    CertificateLabels,
+    prometheus_client::metrics::gauge::Gauge,
+>;
+
+/// Registers [`CertificateExpiry`] in `registry`.
+pub fn register_certificate_expiry(registry: &mut Registry) -> CertificateExpiry {
+    let family = CertificateExpiry::default();
+    registry.register(
+        "meridian_hub_certificate_not_after_seconds",
+        "When each distributed certificate's leaf expires, in Unix seconds",
+        family.clone(),
+    );
+    family
+}
+
+/// Sets the expiry gauges from the committed certificates (removing deleted ones).
+fn update_certificate_expiry(state: &AdminDeps) {
+    let view = state.view.borrow().clone();
+    state.certificate_expiry.clear();
+    for cert in view.state.certificates.values() {
+        if let Ok(info) = crate::store::certificate_info(cert) {
+            state
+                .certificate_expiry
+                .get_or_create(&CertificateLabels {
+                    namespace: cert.key.namespace.clone(),
+                    name: cert.key.name.clone(),
+                })
+                .set(info.not_after_unix);
+        }
+    }
+}
 
 /// The admin API's routes.
 pub fn router(deps: AdminDeps) -> Router {
@@ -333,6 +378,7 @@ async fn ready(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
+    update_certificate_expiry(&state);
     let mut text = String::new();
     if let Err(err) = prometheus_client::encoding::text::encode(&mut text, &state.registry) {
         return ApiError::internal(format!("encoding metrics: {err}")).into_response();
