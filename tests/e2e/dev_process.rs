@@ -182,3 +182,23 @@ fn a_state_dir_holding_other_files_is_refused_and_left_as_it_was() {
         "mine too"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guide_names_the_running_binary_and_dev_json_goes_when_dev_stops() {
+    let mut env = DevEnv::start(meridian_bin(), &SMALL);
+    let dev_json = env.dir.path().join("state").join("dev.json");
+    assert!(dev_json.exists());
+    // After `cargo run -- dev`, `meridian` is not on PATH: the guide's ctl commands name the
+    // binary that runs.
+    let guide = std::fs::read_to_string(env.proc.spec().log_file()).expect("dev's output");
+    let exe = std::fs::canonicalize(meridian_bin()).expect("binary path");
+    assert!(
+        guide.contains(&format!("{} ctl --hub http://", exe.display())),
+        "{guide}"
+    );
+    assert!(
+        env.proc.terminate(Duration::from_secs(20)),
+        "dev did not stop"
+    );
+    assert!(!dev_json.exists(), "a stopped dev left dev.json behind");
+}

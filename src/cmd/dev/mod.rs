@@ -134,6 +134,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     eprintln!("stopping meridian dev ...");
     supervisor.stop_all(Duration::from_secs(5)).await;
+    // Its pids and addresses are gone: a script must not find them (logs and data stay).
+    let _ = std::fs::remove_file(&dev_json);
     Ok(())
 }
 
@@ -719,9 +721,13 @@ fn print_guide(state_dir: &Path, hubs: &[HubNode], clusters: &[RunningCluster], 
         );
     }
     println!();
+    // The running binary's own path: after `cargo run -- dev`, `meridian` is not on PATH.
+    let meridian = std::env::current_exe()
+        .ok()
+        .map_or_else(|| "meridian".to_string(), |p| p.display().to_string());
     println!("Inspect the hub:");
-    println!("  meridian ctl --hub http://{admin} status");
-    println!("  meridian ctl --hub http://{admin} clusters");
+    println!("  {meridian} ctl --hub http://{admin} status");
+    println!("  {meridian} ctl --hub http://{admin} clusters");
     println!("  curl http://{admin}/v1/status");
     println!();
     println!("Press Ctrl-C to stop everything.");
