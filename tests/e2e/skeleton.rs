@@ -31,6 +31,26 @@ async fn answer_for(env: &DevEnv, name: &str, subnet: &str) -> Result<IpAddr, St
     }
 }
 
+/// Waits (up to `within`) until clients in `subnet` get `want` for `name`; returns how long.
+async fn until_answered(
+    env: &DevEnv,
+    name: &str,
+    subnet: &str,
+    want: &str,
+    within: Duration,
+    what: &str,
+) -> Duration {
+    let want = ip(want);
+    let ((), took) = time_until(what, within, || async move {
+        match answer_for(env, name, subnet).await? {
+            a if a == want => Ok(()),
+            other => Err(format!("still {other}")),
+        }
+    })
+    .await;
+    took
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_routes_each_region_to_its_cluster_and_fails_over() {
     let mut env = DevEnv::start(meridian_bin(), &["--restart-after", "4"]);
@@ -81,20 +101,13 @@ async fn dev_routes_each_region_to_its_cluster_and_fails_over() {
     // Kill eu-west's gateway: the eu subnet is answered with us-east within 3 seconds.
     let killed_at = Instant::now();
     signal(eu.gateway_pid, "KILL");
-    let (_, failover) = time_until(
-        "eu clients sent to us-east",
+    let failover = until_answered(
+        &env,
+        &hostname,
+        &eu.client_subnet,
+        "127.0.1.1",
         Duration::from_secs(10),
-        || {
-            let env = &env;
-            let hostname = &hostname;
-            let subnet = &eu.client_subnet;
-            async move {
-                match answer_for(env, hostname, subnet).await? {
-                    a if a == ip("127.0.1.1") => Ok(()),
-                    other => Err(format!("still {other}")),
-                }
-            }
-        },
+        "eu clients sent to us-east",
     )
     .await;
     eprintln!("measured: gateway killed -> DNS answer changed in {failover:?}");
@@ -104,20 +117,13 @@ async fn dev_routes_each_region_to_its_cluster_and_fails_over() {
     );
 
     // dev restarts the gateway (after 4 s, like a kubelet); DNS brings eu clients back.
-    let (_, recovery) = time_until(
-        "eu clients back on eu-west",
+    let recovery = until_answered(
+        &env,
+        &hostname,
+        &eu.client_subnet,
+        "127.0.1.2",
         Duration::from_secs(30),
-        || {
-            let env = &env;
-            let hostname = &hostname;
-            let subnet = &eu.client_subnet;
-            async move {
-                match answer_for(env, hostname, subnet).await? {
-                    a if a == ip("127.0.1.2") => Ok(()),
-                    other => Err(format!("still {other}")),
-                }
-            }
-        },
+        "eu clients back on eu-west",
     )
     .await;
     eprintln!(
@@ -164,20 +170,13 @@ async fn dev_routes_each_region_to_its_cluster_and_fails_over() {
         },
     )
     .await;
-    time_until(
-        "eu clients on eu-west after the agent's restart",
+    until_answered(
+        &env,
+        &hostname,
+        &eu.client_subnet,
+        "127.0.1.2",
         Duration::from_secs(30),
-        || {
-            let env = &env;
-            let hostname = &hostname;
-            let subnet = &eu.client_subnet;
-            async move {
-                match answer_for(env, hostname, subnet).await? {
-                    a if a == ip("127.0.1.2") => Ok(()),
-                    other => Err(format!("still {other}")),
-                }
-            }
-        },
+        "eu clients on eu-west after the agent's restart",
     )
     .await;
     env.reload();
