@@ -128,16 +128,7 @@ async fn an_agent_watching_kubernetes_programs_a_gateway_through_changes_and_rel
     let kubeconfig = api.write_kubeconfig(dir.path());
     let client = client();
 
-    let (_echo, ready) = Proc::start_ready(
-        ProcSpec::new(
-            "echo-1",
-            meridian_bin(),
-            dir.path(),
-            &["echo", "--listen", "127.0.0.1:0", "--name", "echo-1"],
-        ),
-        Duration::from_secs(20),
-    );
-    let echo: SocketAddr = ready["listen"].as_str().unwrap().parse().unwrap();
+    let (_echo, echo) = meridian_tests::process::start_echo(meridian_bin(), dir.path(), "echo-1");
     let port = meridian_tests::net::free_port("127.0.0.1".parse().unwrap());
     let gateway = SocketAddr::from(([127, 0, 0, 1], port));
     base(&api, port, echo);

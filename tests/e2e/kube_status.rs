@@ -13,7 +13,6 @@ use std::time::Duration;
 use meridian_tests::http::{client, get_host, send_json};
 use meridian_tests::kubeapi::FakeKubeApi;
 use meridian_tests::wait::eventually;
-use meridian_tests::{Proc, ProcSpec};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -129,16 +128,7 @@ async fn the_agent_writes_status_back_to_kubernetes() {
     let kubeconfig = api.write_kubeconfig(dir.path());
     let client = client();
 
-    let (_echo, ready) = Proc::start_ready(
-        ProcSpec::new(
-            "echo-1",
-            meridian_bin(),
-            dir.path(),
-            &["echo", "--listen", "127.0.0.1:0", "--name", "echo-1"],
-        ),
-        Duration::from_secs(20),
-    );
-    let echo: SocketAddr = ready["listen"].as_str().unwrap().parse().unwrap();
+    let (_echo, echo) = meridian_tests::process::start_echo(meridian_bin(), dir.path(), "echo-1");
     let port = meridian_tests::net::free_port("127.0.0.1".parse().unwrap());
     let gateway = SocketAddr::from(([127, 0, 0, 1], port));
     base(&api, port, echo);
@@ -460,16 +450,7 @@ async fn an_unsupported_listener_and_an_invalid_rule_are_status_not_a_held_back_
     let api = FakeKubeApi::start().await;
     let kubeconfig = api.write_kubeconfig(dir.path());
     let client = client();
-    let (_echo, ready) = Proc::start_ready(
-        ProcSpec::new(
-            "echo-1",
-            meridian_bin(),
-            dir.path(),
-            &["echo", "--listen", "127.0.0.1:0", "--name", "echo-1"],
-        ),
-        Duration::from_secs(20),
-    );
-    let echo: SocketAddr = ready["listen"].as_str().unwrap().parse().unwrap();
+    let (_echo, echo) = meridian_tests::process::start_echo(meridian_bin(), dir.path(), "echo-1");
     let ports = meridian_tests::net::free_ports("127.0.0.1".parse().unwrap(), 2);
     let gateway = SocketAddr::from(([127, 0, 0, 1], ports[0]));
     base(&api, ports[0], echo);

@@ -211,3 +211,22 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+/// Starts `meridian echo` (binary `bin`) called `name` on a free loopback port, logging into
+/// `dir`; returns the process and the address it listens on.
+pub fn start_echo(bin: &str, dir: &Path, name: &str) -> (Proc, std::net::SocketAddr) {
+    let (proc, ready) = Proc::start_ready(
+        ProcSpec::new(
+            name,
+            bin,
+            dir,
+            &["echo", "--listen", "127.0.0.1:0", "--name", name],
+        ),
+        Duration::from_secs(20),
+    );
+    let addr = ready["listen"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("{name}'s ready file names no address: {ready}"));
+    (proc, addr)
+}
