@@ -763,6 +763,11 @@ fn read_manifests(files: &[PathBuf]) -> anyhow::Result<Vec<Resource>> {
     if !problems.is_empty() {
         bail!("nothing applied:\n  {}", problems.join("\n  "));
     }
+    if resources.is_empty() {
+        // As kubectl: an empty file is more likely a mistake (a wrong path, a failed
+        // generator) than a request to do nothing.
+        bail!("no objects in the input: nothing to do");
+    }
     // Clusters before the hostnames that name them, routes last; stable within a kind.
     resources.sort_by_key(|r| r.kind);
     Ok(resources)
@@ -943,6 +948,15 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         args: Args,
+    }
+
+    #[test]
+    fn an_empty_manifest_is_an_error_not_a_silent_success() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.yaml");
+        std::fs::write(&empty, "# nothing yet\n").unwrap();
+        let err = read_manifests(&[empty]).unwrap_err().to_string();
+        assert!(err.contains("no objects"), "{err}");
     }
 
     async fn ctl(hub: &HubHandle, argv: &[&str]) -> anyhow::Result<()> {

@@ -178,6 +178,15 @@ async fn bad_requests_are_refused_and_change_nothing() {
     }
     let (status, answer) = admin.put_raw("/v1/clusters/us-east", "{not json").await;
     assert_eq!(status, 400, "{answer}");
+    // Over the body limit: the same JSON error shape as every other refusal, with the limit.
+    let (status, answer) = admin
+        .put_raw("/v1/routes/shop/big", &"x".repeat(3 << 20))
+        .await;
+    assert_eq!(status, 413, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("2 MiB"),
+        "{answer}"
+    );
 
     // Unknown names.
     assert_eq!(admin.get("/v1/clusters/nope").await.0, 404);

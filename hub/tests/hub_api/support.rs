@@ -279,9 +279,13 @@ impl Admin {
     }
 
     /// PUT raw bytes.
-    pub async fn put_raw(&self, path: &str, body: &'static str) -> (u16, Value) {
-        self.send(self.http.put(format!("{}{path}", self.base)).body(body))
-            .await
+    pub async fn put_raw(&self, path: &str, body: &str) -> (u16, Value) {
+        self.send(
+            self.http
+                .put(format!("{}{path}", self.base))
+                .body(body.to_string()),
+        )
+        .await
     }
 
     /// POST a JSON body.

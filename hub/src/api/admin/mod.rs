@@ -175,7 +175,8 @@ pub fn router(deps: AdminDeps) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state,
             mark_stale_reads,
-        ));
+        ))
+        .layer(axum::middleware::map_response(json_rejections));
     match tokens {
         Some(tokens) => router.layer(axum::middleware::from_fn_with_state(
             tokens,
@@ -183,6 +184,24 @@ pub fn router(deps: AdminDeps) -> Router {
         )),
         None => router,
     }
+}
+
+/// axum answers a body over its limit (2 MiB) with a plain-text 413; every other error of this
+/// API is JSON (`{"error", "field"}`), so that one is too, with the limit stated.
+async fn json_rejections(response: Response) -> Response {
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
+        return ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            field: None,
+            message: "the request body is larger than the admin API's limit of 2 MiB".into(),
+        }
+        .into_response();
+    }
+    response
 }
 
 /// Says so on a `?stale=true` read's answer, which came from this node's applied state without
