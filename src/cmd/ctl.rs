@@ -563,10 +563,25 @@ fn cluster_table(clusters: &[Value]) -> Table {
             list_of(cluster, "addresses"),
             list_of(cluster, "reported_addresses"),
             not_serving(cluster),
-            str_of(&health, "reason").to_string(),
+            reason(cluster, &health),
         ]);
     }
     table
+}
+
+/// Why the cluster is where it is: the verdict's reason, and for each hostname it cannot
+/// serve, that hostname's reason (a healthy cluster's verdict says nothing about those).
+fn reason(cluster: &Value, health: &Value) -> String {
+    let mut parts = vec![str_of(health, "reason").to_string()];
+    if let Some(hostnames) = cluster.get("hostnames").and_then(Value::as_object) {
+        for (fqdn, h) in hostnames {
+            if h.get("serving") == Some(&Value::Bool(false)) {
+                parts.push(format!("{fqdn}: {}", str_of(h, "reason")));
+            }
+        }
+    }
+    parts.retain(|p| !p.is_empty());
+    parts.join("; ")
 }
 
 /// The hostnames a cluster cannot serve (no ready backend), comma-separated.
@@ -948,6 +963,22 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         args: Args,
+    }
+
+    #[test]
+    fn the_reason_column_says_why_a_healthy_cluster_does_not_serve_a_hostname() {
+        let cluster = serde_json::json!({
+            "hostnames": {
+                "app.demo.meridian.test": {"serving": true, "reason": "2 of 2 ready"},
+                "shop.demo.meridian.test": {"serving": false, "reason": "Service demo/x not found"},
+            }
+        });
+        let health =
+            serde_json::json!({"verdict": "healthy", "reason": "2 consecutive good reports"});
+        assert_eq!(
+            reason(&cluster, &health),
+            "2 consecutive good reports; shop.demo.meridian.test: Service demo/x not found"
+        );
     }
 
     #[test]
