@@ -84,23 +84,28 @@ pub fn build_view(
         })
         .collect();
 
-    let mut per_host: BTreeMap<String, BTreeMap<SocketAddr, bool>> = BTreeMap::new();
+    let mut per_host: BTreeMap<String, HostBackends> = BTreeMap::new();
     let mut addresses = BTreeSet::new();
     for config in configs.values() {
         for listener in &config.listeners {
             addresses.extend(listener.addresses.iter().filter(|ip| !ip.is_unspecified()));
         }
         let endpoints_of = |refs: &mut dyn Iterator<Item = &Resolution>| {
-            let mut found: BTreeMap<SocketAddr, bool> = BTreeMap::new();
+            let mut found = HostBackends::default();
             for resolution in refs {
-                let Resolution::Service(key) = resolution else {
-                    continue;
+                let key = match resolution {
+                    Resolution::Service(key) => key,
+                    Resolution::Invalid { message, .. } => {
+                        found.invalid.insert(message.clone());
+                        continue;
+                    }
+                    Resolution::Unresolved => continue,
                 };
                 let Some(backend) = config.backends.iter().find(|b| &b.key == key) else {
                     continue;
                 };
                 for endpoint in &backend.endpoints {
-                    *found.entry(endpoint.addr).or_default() |= endpoint.ready;
+                    *found.endpoints.entry(endpoint.addr).or_default() |= endpoint.ready;
                 }
             }
             found
@@ -147,19 +152,29 @@ pub fn build_view(
     }
     let hostnames = per_host
         .into_iter()
-        .map(|(hostname, endpoints)| HostnameHealth {
+        .map(|(hostname, backends)| HostnameHealth {
             hostname,
-            ready_endpoints: count(endpoints.values().filter(|ready| **ready)),
-            total_endpoints: count(endpoints.values()),
+            ready_endpoints: count(backends.endpoints.values().filter(|ready| **ready)),
+            total_endpoints: count(backends.endpoints.values()),
+            detail: backends.invalid.into_iter().collect::<Vec<_>>().join("; "),
         })
         .collect();
     (gateways, hostnames, addresses.into_iter().collect())
 }
 
+/// The backends behind one hostname's routes: their endpoints (ready or not) and the messages
+/// of the backend references that resolved to nothing (so the hub can say why a hostname has
+/// no endpoint: `Service demo/x not found`, not only `0 of 0`).
+#[derive(Default)]
+struct HostBackends {
+    endpoints: BTreeMap<SocketAddr, bool>,
+    invalid: BTreeSet<String>,
+}
+
 fn add_hosts<'a>(
-    per_host: &mut BTreeMap<String, BTreeMap<SocketAddr, bool>>,
+    per_host: &mut BTreeMap<String, HostBackends>,
     attachments: impl Iterator<Item = &'a Vec<String>>,
-    endpoints: &BTreeMap<SocketAddr, bool>,
+    endpoints: &HostBackends,
 ) {
     let mut hosts = BTreeSet::new();
     for hostnames in attachments {
@@ -170,9 +185,10 @@ fn add_hosts<'a>(
     }
     for host in hosts {
         let entry = per_host.entry(host).or_default();
-        for (addr, ready) in endpoints {
-            *entry.entry(*addr).or_default() |= *ready;
+        for (addr, ready) in &endpoints.endpoints {
+            *entry.endpoints.entry(*addr).or_default() |= *ready;
         }
+        entry.invalid.extend(endpoints.invalid.iter().cloned());
     }
 }
 

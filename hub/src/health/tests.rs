@@ -332,6 +332,7 @@ fn host(hostname: &str, ready: u32, total: u32) -> HostnameHealth {
         hostname: hostname.to_string(),
         ready_endpoints: ready,
         total_endpoints: total,
+        detail: String::new(),
     }
 }
 
@@ -380,6 +381,15 @@ fn the_most_specific_route_hostname_decides() {
         (vec![], false, "no route"),
         // No endpoints at all (a Service without endpoints) cannot serve either.
         (vec![host("app.demo.meridian.test", 0, 0)], false, "0 of 0"),
+        // The cluster's reason for having none is passed on.
+        (
+            vec![HostnameHealth {
+                detail: "Service demo/nosuch not found".into(),
+                ..host("app.demo.meridian.test", 0, 0)
+            }],
+            false,
+            "0 of 0 backend endpoints ready (route hostname app.demo.meridian.test): Service demo/nosuch not found",
+        ),
     ];
     for (reported, serves, text) in cases {
         let result = can_serve(&reported, &app);

@@ -446,10 +446,16 @@ impl<'a> RouteHosts<'a> {
         let Some(entry) = best.or_else(|| self.by_name.get("*")) else {
             return Err(format!("no route in the cluster serves {name}"));
         };
-        let text = format!(
+        let mut text = format!(
             "{} of {} backend endpoints ready (route hostname {})",
             entry.ready_endpoints, entry.total_endpoints, entry.hostname
         );
+        if entry.ready_endpoints == 0 && !entry.detail.is_empty() {
+            // Why there is nothing to count: the cluster's own words (`Service demo/x not
+            // found`), kept short by the reason's length cap.
+            text.push_str(": ");
+            text.push_str(&entry.detail);
+        }
         if entry.ready_endpoints > 0 {
             Ok(text)
         } else {

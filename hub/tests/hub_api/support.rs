@@ -444,6 +444,7 @@ impl Agent {
                     hostname: hostname.to_string(),
                     ready_endpoints: *ready,
                     total_endpoints: *total,
+                    detail: String::new(),
                 })
                 .collect(),
         };

@@ -140,6 +140,7 @@ impl From<&HostnameHealth> for pb::HostnameHealth {
             hostname: health.hostname.clone(),
             ready_endpoints: health.ready_endpoints,
             total_endpoints: health.total_endpoints,
+            detail: health.detail.clone(),
         }
     }
 }
@@ -152,6 +153,7 @@ impl TryFrom<pb::HostnameHealth> for HostnameHealth {
             hostname: health.hostname,
             ready_endpoints: health.ready_endpoints,
             total_endpoints: health.total_endpoints,
+            detail: health.detail,
         })
     }
 }

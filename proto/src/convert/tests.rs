@@ -122,6 +122,7 @@ fn health_report() -> HealthReport {
             hostname: "*.demo.meridian.test".into(),
             ready_endpoints: 3,
             total_endpoints: 4,
+            detail: "Service demo/old not found".into(),
         }],
     }
 }

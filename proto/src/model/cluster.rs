@@ -79,4 +79,7 @@ pub struct HostnameHealth {
     pub ready_endpoints: u32,
     /// All endpoints behind this hostname's routes.
     pub total_endpoints: u32,
+    /// Why some of the routes' backends have no endpoints to count: the invalid backend
+    /// references' messages (`Service demo/x not found`), `; `-separated; empty if none.
+    pub detail: String,
 }

@@ -150,6 +150,15 @@ fn hostnames_count_distinct_endpoints_behind_their_routes() {
             ("www.example.com", 1, 2),
         ]
     );
+    // An invalid backend reference's message goes with the hostnames it stands behind, so the
+    // hub can say why endpoints are missing.
+    let catch_all = hostnames.iter().find(|h| h.hostname == "*").unwrap();
+    assert_eq!(catch_all.detail, "no such service");
+    let app = hostnames
+        .iter()
+        .find(|h| h.hostname == "app.example.com")
+        .unwrap();
+    assert_eq!(app.detail, "");
     assert_eq!(
         addresses,
         vec!["127.0.1.1".parse::<std::net::IpAddr>().unwrap()]
