@@ -159,6 +159,10 @@ async fn kill_9_of_dev_takes_its_children_with_it_and_leaves_no_stale_lock() {
 fn a_state_dir_holding_other_files_is_refused_and_left_as_it_was() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("notes.md"), "mine").expect("write");
+    // Neither a state directory inside it (the default's name) nor a stray dev.json makes it
+    // dev's own.
+    std::fs::create_dir(dir.path().join(".meridian-dev")).expect("mkdir");
+    std::fs::write(dir.path().join("dev.json"), "{}").expect("write");
     std::fs::create_dir(dir.path().join("precious")).expect("mkdir");
     std::fs::write(dir.path().join("precious").join("thesis.txt"), "mine too").expect("write");
     let before = entries(dir.path());

@@ -557,14 +557,16 @@ fn ready_addr(ready: &serde_json::Value, keys: &[&str]) -> Option<SocketAddr> {
         .find_map(|text| text.trim_start_matches("http://").parse().ok())
 }
 
-/// Empties `dir` (which holds the lock) except for the lock file, and creates its layout.
-/// Marks a directory as `meridian dev`'s state directory (it clears it at every start).
-const STATE_MARKER: &str = ".meridian-dev";
+/// Marks a directory as `meridian dev`'s state directory (it clears it at every start). A name
+/// no other tool uses, and unlike the default state directory's own (`.meridian-dev`), so a
+/// directory that merely contains a state directory is not taken for one.
+const STATE_MARKER: &str = "meridian-dev-state.txt";
 
 /// Refuses a state directory that holds files `meridian dev` did not put there: it clears
 /// the directory at every start, and `--state-dir .` in a checkout or `--state-dir ~` must not
 /// cost anyone their files. A directory that does not exist yet, an empty one, and one with
-/// the marker (or, from older runs, `dev.json` or the lock) are fine.
+/// the marker file (or, from runs before the marker, the lock file next to `clusters/`) are
+/// fine.
 fn check_state_dir_is_ours(dir: &Path) -> anyhow::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -578,7 +580,10 @@ fn check_state_dir_is_ours(dir: &Path) -> anyhow::Result<()> {
     for entry in entries {
         let entry = entry.with_context(|| format!("read the state directory {}", dir.display()))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name == STATE_MARKER || name == lock::LOCK_FILE || name == "dev.json" {
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if is_file
+            && (name == STATE_MARKER || (name == lock::LOCK_FILE && dir.join("clusters").is_dir()))
+        {
             return Ok(());
         }
         names.push(name);
@@ -596,6 +601,8 @@ fn check_state_dir_is_ours(dir: &Path) -> anyhow::Result<()> {
     )
 }
 
+/// Empties `dir` (which holds the lock) except for the lock file and the marker, and creates
+/// its layout.
 fn prepare_state_dir(dir: &Path) -> anyhow::Result<PathBuf> {
     // Each run starts fresh: ports are chosen anew, and old Raft membership would name
     // addresses nobody listens on any more. The lock file stays: removing it would let a third
