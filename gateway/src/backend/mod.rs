@@ -101,8 +101,10 @@ impl ServiceBackend {
                 if pick.is_up() {
                     return Some(pick);
                 }
+                // Draw on from the shared counter (not the next in order, which would take the
+                // whole share of the endpoint that is out).
                 (1..n)
-                    .map(|k| &self.endpoints[(i + k) % n])
+                    .map(|_| &self.endpoints[self.next.fetch_add(1, Ordering::Relaxed) % n])
                     .find(|endpoint| endpoint.is_up())
                     .or(Some(pick))
             }

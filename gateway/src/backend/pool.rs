@@ -55,6 +55,25 @@ pub(crate) struct EndpointPool {
     connect_failures: AtomicU32,
 }
 
+/// A connect in progress; see [`EndpointPool::connect_tcp`].
+struct ConnectAttempt<'a> {
+    pool: &'a EndpointPool,
+    started: Instant,
+    finished: bool,
+}
+
+impl Drop for ConnectAttempt<'_> {
+    fn drop(&mut self) {
+        if !self.finished && self.started.elapsed() >= ABANDONED_CONNECT {
+            self.pool.connect_failed();
+        }
+    }
+}
+
+/// How long a connect may have waited when its request gives up on it (a route timeout) for
+/// the endpoint to count as failing.
+const ABANDONED_CONNECT: Duration = Duration::from_secs(1);
+
 /// The first back-off after a failed connect; it doubles with each failure in a row.
 const DOWN_FIRST: Duration = Duration::from_secs(1);
 /// The longest back-off.
@@ -283,6 +302,12 @@ impl EndpointPool {
     }
 
     fn connect_failed(&self) {
+        // Connects that fail together (every request of a moment finding the backend gone)
+        // are one failure: only one after the back-off ran out counts as the next in a row.
+        let until = self.down_until_ms.load(Ordering::Relaxed);
+        if until != 0 && clock_ms() < until {
+            return;
+        }
         let failures = self.connect_failures.fetch_add(1, Ordering::Relaxed);
         let backoff = DOWN_FIRST
             .saturating_mul(1u32 << failures.min(5))
@@ -439,13 +464,16 @@ impl EndpointPool {
                     // The pooled connection closed before the request went out (a keep-alive
                     // race with the backend): safe to resend on another connection.
                     Some(unsent) => request = unsent,
-                    None => match again {
-                        Some(again) => {
-                            request = again;
-                            break;
+                    None => {
+                        let error = error.into_error();
+                        match again {
+                            Some(again) if dropped_unanswered(&error) => {
+                                request = again;
+                                break;
+                            }
+                            _ => return Err(self.http_error(error).into()),
                         }
-                        None => return Err(self.http_error(error.into_error()).into()),
-                    },
+                    }
                 },
             }
         }
@@ -587,20 +615,31 @@ impl EndpointPool {
 
     async fn connect_tcp(&self) -> Result<TcpStream, UpstreamError> {
         let addr = self.addr;
+        // A route timeout shorter than the connect timeout drops this future mid-connect: a
+        // blackholed endpoint would then never count as failing. A connect abandoned after a
+        // second does.
+        let mut attempt = ConnectAttempt {
+            pool: self,
+            started: Instant::now(),
+            finished: false,
+        };
         let stream =
             match tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(addr))
                 .await
             {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(source)) => {
+                    attempt.finished = true;
                     self.connect_failed();
                     return Err(UpstreamError::Connect { addr, source });
                 }
                 Err(_) => {
+                    attempt.finished = true;
                     self.connect_failed();
                     return Err(UpstreamError::ConnectTimeout { addr });
                 }
             };
+        attempt.finished = true;
         self.connect_succeeded();
         // Proxied requests are small writes; Nagle would add latency to every one.
         let _ = stream.set_nodelay(true);
@@ -685,6 +724,27 @@ impl EndpointPool {
     }
 }
 
+/// Whether an exchange failed because the connection closed or was reset before any response
+/// (the only case a resend is for: a malformed answer means the backend acted on it).
+fn dropped_unanswered(error: &hyper::Error) -> bool {
+    if error.is_incomplete_message() {
+        return true;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+            );
+        }
+        source = cause.source();
+    }
+    false
+}
+
 /// A copy of an idempotent request without a body (`GET`, `HEAD`, `OPTIONS`, `TRACE`, or
 /// `PUT`/`DELETE` with an empty body), to send again; `None` for any other.
 fn replayable_copy(request: &Request<ReqBody>) -> Option<Request<ReqBody>> {
@@ -755,11 +815,18 @@ mod tests {
         assert!(dead.is_up());
         assert!(dead.connect_tcp().await.is_err());
         assert!(!dead.is_up(), "still picked after a refused connect");
-        // The back-off doubles with failures in a row and stays bounded.
+        // Failures while it is out (connects that were under way together) change nothing.
+        let until = dead.down_until_ms.load(Ordering::Relaxed);
+        dead.connect_failed();
+        assert_eq!(dead.down_until_ms.load(Ordering::Relaxed), until);
+        // Once the back-off ran out, the next failure doubles it; it stays bounded.
+        let expire = |pool: &EndpointPool| pool.down_until_ms.store(1, Ordering::Relaxed);
+        expire(&dead);
         dead.connect_failed();
         let until = dead.down_until_ms.load(Ordering::Relaxed);
         assert!(until >= clock_ms() + 1_500 && until <= clock_ms() + 2_100);
         for _ in 0..10 {
+            expire(&dead);
             dead.connect_failed();
         }
         let until = dead.down_until_ms.load(Ordering::Relaxed);
