@@ -9,7 +9,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
-/// A peer's host: an IP address or a DNS name (lower-cased, no trailing dot).
+/// A peer's host: an IP address or a DNS name (lower-cased, a trailing dot kept).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PeerHost {
     /// An IP address.
@@ -103,8 +103,10 @@ impl FromStr for PeerAddr {
             // Unreachable: SocketAddr parsed it above. Kept for clarity of the name check.
             return Err(fail("malformed IP address"));
         }
-        let name = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
-        check_dns_name(&name).map_err(fail)?;
+        // A trailing dot is kept: it makes the name absolute, so the resolver does not try
+        // the search domains first (Kubernetes pods have `ndots:5`).
+        let name = host.to_ascii_lowercase();
+        check_dns_name(name.strip_suffix('.').unwrap_or(&name)).map_err(fail)?;
         Ok(Self {
             host: PeerHost::Name(name),
             port,
@@ -172,7 +174,11 @@ mod tests {
                 "meridian-hub-0.meridian-hub-peers.meridian-system.svc:7001",
                 "meridian-hub-0.meridian-hub-peers.meridian-system.svc:7001",
             ),
-            ("Hub-1.Example.COM.:7001", "hub-1.example.com:7001"),
+            ("Hub-1.Example.COM:7001", "hub-1.example.com:7001"),
+            (
+                "hub-1.peers.ns.svc.cluster.local.:7001",
+                "hub-1.peers.ns.svc.cluster.local.:7001",
+            ),
             ("localhost:1", "localhost:1"),
         ] {
             let addr: PeerAddr = input.parse().unwrap();

@@ -149,7 +149,7 @@ impl PeerService {
         match from_addr.parse::<PeerAddr>() {
             Ok(addr) => self.to_node(Msg::PeerSeen { id: from_id, addr }).await,
             Err(_) => Err(Status::invalid_argument(format!(
-                "from_addr {from_addr:?} is not an ip:port address"
+                "from_addr {from_addr:?} is not a peer address (IP:port or name:port)"
             ))),
         }
     }
@@ -218,10 +218,7 @@ impl RaftTransport for PeerService {
         let request = request.into_inner();
         let change = if request.add {
             let addr = request.peer_addr.parse::<PeerAddr>().map_err(|e| {
-                Status::invalid_argument(format!(
-                    "peer_addr {:?} is not an ip:port address: {e}",
-                    request.peer_addr
-                ))
+                Status::invalid_argument(format!("peer_addr {:?}: {e}", request.peer_addr))
             })?;
             MemberChange::Add {
                 id: request.node_id,
