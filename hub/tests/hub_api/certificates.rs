@@ -16,6 +16,7 @@ async fn certificates_are_validated_redacted_and_pushed_to_agents() {
     let secret_line = leaf.key.lines().nth(1).unwrap().to_string();
     let other = ca.leaf("other", &["other.test"]);
     let future = ca.leaf_not_yet_valid("*.demo.meridian.test", &["*.demo.meridian.test"]);
+    let nameless = ca.leaf("app.demo.meridian.test", &[]);
 
     // Invalid bodies: 400 naming the field, never echoing the key.
     let cases = [
@@ -53,6 +54,11 @@ async fn certificates_are_validated_redacted_and_pushed_to_agents() {
             json!({"cert_chain_pem": format!("{}{}", future.cert, ca.pem), "private_key_pem": future.key}),
             "cert_chain_pem",
             "not valid before 2100-01-01",
+        ),
+        (
+            json!({"cert_chain_pem": format!("{}{}", nameless.cert, ca.pem), "private_key_pem": nameless.key}),
+            "cert_chain_pem",
+            "no DNS name",
         ),
     ];
     for (body, field, text) in cases {

@@ -149,6 +149,17 @@ pub fn parse_certificate(
             ),
         ));
     }
+    // Gateway listeners pick certificates by the host a client asks for (SNI), and clients check
+    // that host against the certificate's DNS names only (RFC 6125; the subject's CN is not
+    // looked at): one without any would be refused by every client.
+    if info.dns_names.is_empty() {
+        return Err(ApiError::bad_request(
+            Some("cert_chain_pem".into()),
+            "the leaf certificate has no DNS name (subjectAltName dNSName): HTTPS clients check \
+             the host they asked for against those alone, so none would accept it"
+                .into(),
+        ));
+    }
     // Gateways serve what they are given at once, and clients refuse a certificate before its
     // notBefore: a pre-staged or clock-skewed one would break HTTPS everywhere. Five minutes
     // of slack for clocks a little apart.
