@@ -35,6 +35,12 @@ use super::ClusterView;
 use super::config::RegionLocation;
 use super::geo::distance_km;
 
+/// The most addresses a fail-open answer carries. 32 AAAA records (28 bytes each, compressed)
+/// fit a 1,232-byte EDNS response with its question and OPT; with more clusters than that,
+/// answers are a weighted share of them, query by query (every address of every cluster
+/// could outgrow any message, even over TCP).
+pub(crate) const FAIL_OPEN_MAX_ANSWERS: u32 = 32;
+
 /// Everything the policy depends on besides the hostname policy itself.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PolicyContext<'a> {
@@ -79,7 +85,8 @@ pub enum PlanMode {
     Pinned,
     /// Below the panic threshold: every eligible target is treated as healthy.
     Panic,
-    /// Nothing healthy; fail-open answers every eligible target.
+    /// Nothing healthy; fail-open answers every eligible target (at most
+    /// [`FAIL_OPEN_MAX_ANSWERS`] addresses, a weighted share when there are more).
     FailOpen,
     /// Nothing healthy; fail-closed answers nothing.
     FailClosed,
@@ -298,7 +305,7 @@ pub(crate) fn plan(
         match routing.when_all_unhealthy {
             AllUnhealthy::FailOpen => {
                 plan.mode = PlanMode::FailOpen;
-                plan.max_answers = 0;
+                plan.max_answers = FAIL_OPEN_MAX_ANSWERS;
                 plan.groups = vec![Group {
                     region: None,
                     members: plan

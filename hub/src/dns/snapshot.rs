@@ -210,11 +210,6 @@ pub(crate) struct LazyEntry {
 
 const LAZY_SLOTS: usize = 4096;
 
-/// The most addresses a fail-open answer carries. 32 AAAA records (28 bytes each, compressed)
-/// fit a 1,232-byte EDNS response with room for its question, OPT and signatures' absence;
-/// more clusters than that share the answers by weight, query by query.
-const FAIL_OPEN_MAX_ANSWERS: usize = 32;
-
 // === impl SnapshotBuilder ===
 
 impl SnapshotBuilder {
@@ -689,32 +684,9 @@ fn compile_family(
     };
     match plan.mode {
         PlanMode::FailClosed | PlanMode::NoTargets => return FamilyAnswer::Empty,
-        PlanMode::FailOpen => {
-            let members: Vec<(u32, Arc<RrSet>)> = plan
-                .groups
-                .iter()
-                .flat_map(|g| &g.members)
-                .filter_map(|m| set_of(m, sign).map(|set| (m.weight.max(1), set)))
-                .collect();
-            let n_addresses: usize = members.iter().map(|(_, s)| s.records.len()).sum();
-            if n_addresses == 0 {
-                return FamilyAnswer::Empty;
-            }
-            if n_addresses > FAIL_OPEN_MAX_ANSWERS {
-                // Every address of every cluster could outgrow any message, even over TCP:
-                // a weighted share of them, different per query, spreads the load instead.
-                return FamilyAnswer::Fill {
-                    groups: vec![members],
-                    max: FAIL_OPEN_MAX_ANSWERS,
-                };
-            }
-            let records: Vec<Record> = members
-                .iter()
-                .flat_map(|(_, set)| set.records.iter().cloned())
-                .collect();
-            return FamilyAnswer::Fixed(sign.rrset(records));
-        }
-        PlanMode::Normal | PlanMode::Pinned | PlanMode::Panic => {}
+        // A fail-open plan is one group with a bounded `max_answers`: the multi-value path
+        // below answers it.
+        PlanMode::Normal | PlanMode::Pinned | PlanMode::Panic | PlanMode::FailOpen => {}
     }
     let max = plan.max_answers.max(1) as usize;
     if max == 1 {

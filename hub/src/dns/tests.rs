@@ -801,17 +801,27 @@ fn query_packet(name: &str, rtype: RecordType, edns: Option<Edns>) -> Vec<u8> {
 }
 
 fn ask(snapshot: &ZoneSnapshot, geo: &GeoMap, packet: Vec<u8>, client: &str) -> Message {
+    let mut n = 0u64;
+    ask_with(snapshot, geo, packet, client, &mut || {
+        n += 1;
+        n
+    })
+}
+
+/// [`ask`] with `random` as the responder's source of randomness.
+fn ask_with(
+    snapshot: &ZoneSnapshot,
+    geo: &GeoMap,
+    packet: Vec<u8>,
+    client: &str,
+    random: &mut dyn FnMut() -> u64,
+) -> Message {
     let src = SocketAddr::new(client.parse().unwrap(), 5300);
     let request = Request::from_bytes(packet, src, Protocol::Udp).unwrap();
     let limits = Limits {
         max_udp_payload: 1232,
     };
-    let mut n = 0u64;
-    let mut random = || {
-        n += 1;
-        n
-    };
-    let reply = respond::respond(snapshot, geo, &request, src.ip(), limits, &mut random);
+    let reply = respond::respond(snapshot, geo, &request, src.ip(), limits, random);
     let mut out = Vec::new();
     respond::encode_udp(&request, &reply, limits, &mut out).unwrap();
     Message::from_vec(&out).unwrap()
@@ -1875,12 +1885,6 @@ fn a_fail_open_answer_over_many_clusters_is_a_bounded_weighted_share_that_fits_u
     let (snapshot, geo) = build(&dev_config(), &view);
     let mut edns = Edns::new();
     edns.set_max_payload(1232);
-    let packet = query_packet(APP, RecordType::AAAA, Some(edns));
-    let src = SocketAddr::new("127.0.0.1".parse().unwrap(), 5300);
-    let request = Request::from_bytes(packet, src, Protocol::Udp).unwrap();
-    let limits = Limits {
-        max_udp_payload: 1232,
-    };
     let mut seen = BTreeSet::new();
     for seed in 1..=10u64 {
         // Each query draws its own share (a weighted shuffle).
@@ -1891,10 +1895,8 @@ fn a_fail_open_answer_over_many_clusters_is_a_bounded_weighted_share_that_fits_u
                 .wrapping_add(1_442_695_040_888_963_407);
             state >> 16
         };
-        let reply = respond::respond(&snapshot, &geo, &request, src.ip(), limits, &mut random);
-        let mut out = Vec::new();
-        respond::encode_udp(&request, &reply, limits, &mut out).unwrap();
-        let response = Message::from_vec(&out).unwrap();
+        let packet = query_packet(APP, RecordType::AAAA, Some(edns.clone()));
+        let response = ask_with(&snapshot, &geo, packet, "127.0.0.1", &mut random);
         // 120 addresses would not fit; 32 of them do, without truncation.
         assert!(!response.metadata.truncation);
         let got: BTreeSet<IpAddr> = addresses(&response).into_iter().collect();
