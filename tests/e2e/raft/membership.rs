@@ -15,6 +15,17 @@ async fn members(cluster: &HubCluster, id: u64) -> Vec<u64> {
     ids_in(cluster, id, "members").await
 }
 
+/// Kills node `wiped`, deletes its data directory and removes it from the group through node
+/// `via` (`meridian ctl members remove`), the documented first step of bringing it back.
+async fn wipe_and_remove(cluster: &mut HubCluster, wiped: u64, via: u64) {
+    cluster.kill(wiped);
+    cluster.wipe(wiped);
+    let (ok, out) = cluster
+        .ctl(via, &["members", "remove", &wiped.to_string()])
+        .await;
+    assert!(ok, "meridian ctl members remove {wiped}: {out}");
+}
+
 /// The ids of `/v1/status`'s `key` list ("members" or "learners") on node `id`.
 async fn ids_in(cluster: &HubCluster, id: u64, key: &str) -> Vec<u64> {
     let status = cluster.status(id).await.expect("status");
@@ -78,14 +89,8 @@ async fn wiped_node_rejoins_and_catches_up_through_a_snapshot() {
 
     let wiped = others(&all, &[leader])[0];
     let rest = others(&all, &[wiped]);
-    cluster.kill(wiped);
-    cluster.wipe(wiped);
-
     // Remove it first: a member that lost its log must not count towards a quorum.
-    let (ok, out) = cluster
-        .ctl(rest[0], &["members", "remove", &wiped.to_string()])
-        .await;
-    assert!(ok, "meridian ctl members remove {wiped}: {out}");
+    wipe_and_remove(&mut cluster, wiped, rest[0]).await;
     for id in &rest {
         let started = Instant::now();
         while members(&cluster, *id).await.contains(&wiped) {
@@ -168,12 +173,7 @@ async fn a_group_whose_members_are_known_by_dns_name_fails_over_and_adds_a_node_
     let leader = cluster.leader(&all, SETTLE).await;
     let wiped = others(&all, &[leader])[0];
     let rest = others(&all, &[wiped]);
-    cluster.kill(wiped);
-    cluster.wipe(wiped);
-    let (ok, out) = cluster
-        .ctl(rest[0], &["members", "remove", &wiped.to_string()])
-        .await;
-    assert!(ok, "meridian ctl members remove {wiped}: {out}");
+    wipe_and_remove(&mut cluster, wiped, rest[0]).await;
     for i in 0..25 {
         must_put(
             &cluster,
