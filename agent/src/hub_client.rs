@@ -32,6 +32,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::config::HubClientConfig;
 use crate::health::report::HealthView;
+use crate::health::route_status::RoutesSent;
 use crate::index::IndexHandle;
 use crate::metrics::Metrics;
 
@@ -295,6 +296,8 @@ async fn attempt(
     let mut ticker = tokio::time::interval(parts.config.report_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reported_epoch = None;
+    // A new session may reach another hub node, or a new leader: send the route status again.
+    let mut routes_sent = RoutesSent::default();
     loop {
         tokio::select! {
             // Readiness changes first: they are the failover signal.
@@ -305,12 +308,12 @@ async fn attempt(
                 }
                 let epoch = parts.health.borrow().readiness_epoch;
                 if reported_epoch != Some(epoch) {
-                    send_report(parts, &outbound, seq, &mut reported_epoch).await?;
+                    send_report(parts, &outbound, seq, &mut reported_epoch, &mut routes_sent).await?;
                     ticker.reset();
                 }
             }
             _ = ticker.tick() => {
-                send_report(parts, &outbound, seq, &mut reported_epoch).await?;
+                send_report(parts, &outbound, seq, &mut reported_epoch, &mut routes_sent).await?;
             }
             message = inbound.message() => {
                 let message = message
@@ -332,10 +335,15 @@ async fn send_report(
     outbound: &mpsc::Sender<pb::AgentMessage>,
     seq: &mut u64,
     reported_epoch: &mut Option<u64>,
+    routes_sent: &mut RoutesSent,
 ) -> Result<(), AttemptError> {
     let view = parts.health.borrow_and_update().clone();
     *seq += 1;
-    let report = view.report(&parts.cluster, *seq);
+    let with_routes = view
+        .routes
+        .as_ref()
+        .is_some_and(|routes| routes_sent.should_send(routes, std::time::Instant::now()));
+    let report = view.report(&parts.cluster, *seq, with_routes);
     let message = pb::AgentMessage {
         kind: Some(pb::agent_message::Kind::Health(pb::HealthReport::from(
             &report,

@@ -713,15 +713,22 @@ async fn routes(client: &Client, output: Output) -> anyhow::Result<()> {
         print_json(&answer)?;
         return Ok(());
     }
-    let mut table = Table::new(&["NAMESPACE", "NAME", "HOSTNAMES", "RULES"]);
+    let mut table = Table::new(&["NAMESPACE", "NAME", "HOSTNAMES", "RULES", "CLUSTERS"]);
     for route in items(&answer, "items") {
         let metadata = route.get("metadata").cloned().unwrap_or(Value::Null);
         let spec = route.get("spec").cloned().unwrap_or(Value::Null);
+        // Each cluster's one-word state (`Accepted`, `BackendNotFound`, `Pending`, ...);
+        // `ctl get route NS/NAME` shows the conditions behind it.
+        let clusters: Vec<String> = items(&route["status"], "clusters")
+            .iter()
+            .map(|c| format!("{}={}", str_of(c, "cluster"), str_of(c, "state")))
+            .collect();
         table.row(vec![
             str_of(&metadata, "namespace").to_string(),
             str_of(&metadata, "name").to_string(),
             list_of(&spec, "hostnames"),
             items(&spec, "rules").len().to_string(),
+            clusters.join(" "),
         ]);
     }
     out!("{table}")?;

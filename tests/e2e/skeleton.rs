@@ -322,3 +322,194 @@ async fn dev_route_put_reaches_both_gateways_and_hub_restart_keeps_state() {
     )
     .await;
 }
+
+/// The state each cluster reports for a shared route, from `GET /v1/routes/NS/NAME`.
+async fn route_states(
+    client: &reqwest::Client,
+    admin: &str,
+    route: &str,
+) -> Result<(Vec<(String, String)>, serde_json::Value), String> {
+    let (status, body) = send_json(
+        client,
+        Method::GET,
+        &format!("{admin}/v1/routes/{route}"),
+        None,
+    )
+    .await?;
+    if status != 200 {
+        return Err(format!("{status} {body}"));
+    }
+    let states = body["status"]["clusters"]
+        .as_array()
+        .ok_or_else(|| format!("no status.clusters: {body}"))?
+        .iter()
+        .map(|c| {
+            (
+                c["cluster"].as_str().unwrap_or("").to_string(),
+                c["state"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    Ok((states, body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_shows_how_each_cluster_programmed_a_global_route() {
+    let env = DevEnv::start(meridian_bin(), &[]);
+    let client = http::client();
+    let admin = env.admin();
+    let states = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(c, s)| (c.to_string(), s.to_string()))
+            .collect()
+    };
+
+    // The demo's own global route works in both clusters.
+    eventually(
+        "demo/app accepted everywhere",
+        Duration::from_secs(20),
+        || {
+            let (client, admin) = (&client, &admin);
+            let want = states(&[("eu-west", "Accepted"), ("us-east", "Accepted")]);
+            async move {
+                let (got, body) = route_states(client, admin, "demo/app").await?;
+                if got == want {
+                    Ok(body)
+                } else {
+                    Err(format!("{got:?}"))
+                }
+            }
+        },
+    )
+    .await;
+
+    // A Service only eu-west has: a route to it works there and not in us-east, and the hub
+    // says why, per cluster, with the condition us-east's Gateway gave it.
+    let config = env
+        .dir
+        .path()
+        .join("state/clusters/eu-west/config/euonly.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: euonly\n  namespace: demo\nspec:\n  ports:\n    - name: http\n      port: 8080\n",
+    )
+    .expect("write eu-west's extra Service");
+    let route = serde_json::json!({
+        "metadata": {"name": "euonly", "namespace": "demo"},
+        "spec": {
+            "parentRefs": [{"name": "global", "namespace": "meridian-system"}],
+            "hostnames": ["eu.demo.meridian.test"],
+            "rules": [{"backendRefs": [{"name": "euonly", "port": 8080}]}]
+        }
+    });
+    let put_at = Instant::now();
+    let (status, body) = send_json(
+        &client,
+        Method::PUT,
+        &format!("{admin}/v1/routes/demo/euonly"),
+        Some(&route),
+    )
+    .await
+    .expect("PUT route");
+    assert!((200..300).contains(&status), "PUT route: {status} {body}");
+    let body = eventually("per-cluster states", Duration::from_secs(20), || {
+        let (client, admin) = (&client, &admin);
+        let want = states(&[("eu-west", "Accepted"), ("us-east", "BackendNotFound")]);
+        async move {
+            let (got, body) = route_states(client, admin, "demo/euonly").await?;
+            if got == want {
+                Ok(body)
+            } else {
+                Err(format!("{got:?}"))
+            }
+        }
+    })
+    .await;
+    eprintln!(
+        "measured: route PUT -> both clusters' conditions on the hub in {:?}",
+        put_at.elapsed()
+    );
+    let us = &body["status"]["clusters"][1];
+    assert_eq!(us["parents"][0]["parentRef"]["name"], "global", "{us}");
+    let resolved = us["parents"][0]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "ResolvedRefs"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(resolved["status"], "False", "{us}");
+    assert!(
+        resolved["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("euonly")),
+        "the message names the missing Service: {us}"
+    );
+
+    // A route naming a Gateway no cluster has reaches no parent anywhere.
+    let mut nowhere = route.clone();
+    nowhere["metadata"]["name"] = serde_json::json!("nowhere");
+    nowhere["spec"]["parentRefs"][0]["name"] = serde_json::json!("no-such-gateway");
+    let (status, body) = send_json(
+        &client,
+        Method::PUT,
+        &format!("{admin}/v1/routes/demo/nowhere"),
+        Some(&nowhere),
+    )
+    .await
+    .expect("PUT route");
+    assert!((200..300).contains(&status), "PUT route: {status} {body}");
+    eventually("no parent", Duration::from_secs(20), || {
+        let (client, admin) = (&client, &admin);
+        let want = states(&[("eu-west", "NoParent"), ("us-east", "NoParent")]);
+        async move {
+            let (got, _) = route_states(client, admin, "demo/nowhere").await?;
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("{got:?}"))
+            }
+        }
+    })
+    .await;
+
+    // Once us-east has the Service too, the route is accepted there as well; `ctl routes`
+    // shows each cluster's state.
+    std::fs::write(
+        env.dir
+            .path()
+            .join("state/clusters/us-east/config/euonly.yaml"),
+        std::fs::read(&config).expect("read"),
+    )
+    .expect("write us-east's Service");
+    eventually("accepted everywhere", Duration::from_secs(20), || {
+        let (client, admin) = (&client, &admin);
+        let want = states(&[("eu-west", "Accepted"), ("us-east", "Accepted")]);
+        async move {
+            let (got, _) = route_states(client, admin, "demo/euonly").await?;
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("{got:?}"))
+            }
+        }
+    })
+    .await;
+    let out = std::process::Command::new(meridian_bin())
+        .args(["ctl", "--hub", &admin, "routes"])
+        .output()
+        .expect("run ctl");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = table
+        .lines()
+        .find(|l| l.contains("euonly"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("eu-west=Accepted us-east=Accepted"),
+        "ctl routes: {table}"
+    );
+}

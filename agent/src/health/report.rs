@@ -11,7 +11,9 @@ use std::time::Instant;
 
 use meridian_proto::model::gateway::GatewayConfig;
 use meridian_proto::model::route::Resolution;
-use meridian_proto::model::{ClusterName, GatewayProbe, HealthReport, HostnameHealth, ObjectKey};
+use meridian_proto::model::{
+    ClusterName, GatewayProbe, HealthReport, HostnameHealth, ObjectKey, SharedRoutesStatus,
+};
 
 /// The cluster's health as of the latest change, without report numbering.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -29,6 +31,9 @@ pub struct HealthView {
     pub readiness_epoch: u64,
     /// When the latest readiness change was observed (for the detection-to-report metric).
     pub readiness_changed_at: Option<Instant>,
+    /// How the cluster programmed the hub's shared routes; `None` until the source's first
+    /// complete read.
+    pub routes: Option<Arc<SharedRoutesStatus>>,
 }
 
 /// What the report builder needs to know about one gateway instance.
@@ -47,13 +52,19 @@ pub struct InstanceHealth {
 // === impl HealthView ===
 
 impl HealthView {
-    /// Builds a numbered report for `cluster`.
-    pub fn report(&self, cluster: &ClusterName, seq: u64) -> HealthReport {
+    /// Builds a numbered report for `cluster`, with the shared routes' status if
+    /// `with_routes` (see [`RoutesSent`](super::route_status::RoutesSent)).
+    pub fn report(&self, cluster: &ClusterName, seq: u64, with_routes: bool) -> HealthReport {
         HealthReport {
             cluster: cluster.clone(),
             seq,
             gateways: self.gateways.clone(),
             hostnames: self.hostnames.clone(),
+            routes: self
+                .routes
+                .as_ref()
+                .filter(|_| with_routes)
+                .map(|routes| SharedRoutesStatus::clone(routes)),
         }
     }
 }

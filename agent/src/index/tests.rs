@@ -385,6 +385,79 @@ async fn shared_routes_are_programmed_and_an_identical_snapshot_changes_nothing(
     assert!(!h.configs_changed());
 }
 
+#[tokio::test]
+async fn the_health_view_carries_each_shared_routes_conditions_for_the_hub() {
+    use meridian_proto::model::ConditionState;
+    let mut h = Harness::new();
+    // Only the Gateway: the shared route's Service does not exist in this cluster.
+    h.initial(vec![unit("gateway.yaml", GATEWAY)]).await;
+    let mut elsewhere = shared_route();
+    elsewhere.key = ObjectKey::new("app", "elsewhere").unwrap();
+    elsewhere.parent_refs[0].name = "not-here".into();
+    h.handle
+        .apply_shared(Arc::new(SharedConfig {
+            version: 7,
+            http_routes: vec![elsewhere, shared_route()],
+            certificates: vec![],
+        }))
+        .await
+        .unwrap();
+    let mut health = h.outputs.health.clone();
+    let view = tokio::time::timeout(
+        Duration::from_secs(5),
+        health.wait_for(|v| v.routes.as_ref().is_some_and(|r| r.shared_version == 7)),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .clone();
+    let routes = view.routes.as_ref().unwrap();
+    let keys: Vec<String> = routes.routes.iter().map(|r| r.route.to_string()).collect();
+    assert_eq!(
+        keys,
+        ["app/elsewhere", "app/global"],
+        "every shared route, in key order"
+    );
+    assert!(
+        routes.routes[0].parents.is_empty(),
+        "a route naming no Gateway of this cluster has no parents"
+    );
+    let parent = &routes.routes[1].parents[0];
+    assert_eq!(parent.gateway, gateway_key());
+    let condition = |type_: &str| {
+        parent
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .unwrap_or_else(|| panic!("no {type_} in {parent:?}"))
+            .clone()
+    };
+    assert_eq!(condition("Accepted").status, ConditionState::True);
+    let resolved = condition("ResolvedRefs");
+    assert_eq!(resolved.status, ConditionState::False);
+    assert_eq!(resolved.reason, "BackendNotFound");
+    assert!(resolved.message.contains("web"), "{resolved:?}");
+
+    // Once the Service exists, the same route resolves.
+    h.send(Event::Apply(unit("backend.yaml", BACKEND))).await;
+    let view = tokio::time::timeout(
+        Duration::from_secs(5),
+        health.wait_for(|v| {
+            v.routes.as_ref().is_some_and(|r| {
+                r.routes[1].parents[0]
+                    .conditions
+                    .iter()
+                    .all(|c| c.status == ConditionState::True)
+            })
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .clone();
+    assert_eq!(view.routes.as_ref().unwrap().routes.len(), 2);
+}
+
 fn shared_route() -> HttpRoute {
     HttpRoute {
         key: ObjectKey::new("app", "global").unwrap(),

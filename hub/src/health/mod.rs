@@ -14,7 +14,7 @@ pub mod tracker;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -87,6 +87,10 @@ enum Msg {
     },
     HostnameProposed {
         change: HostnameChange,
+        result: Result<Outcome, ProposeError>,
+    },
+    RoutesProposed {
+        cluster: ClusterName,
         result: Result<Outcome, ProposeError>,
     },
 }
@@ -172,6 +176,7 @@ pub fn spawn(
         forward_tx,
         in_flight: HashMap::new(),
         hostnames_in_flight: HashMap::new(),
+        routes_in_flight: HashSet::new(),
         metrics: metrics.clone(),
         conflicts_logged: HashMap::new(),
     };
@@ -191,6 +196,9 @@ struct Task {
     in_flight: HashMap<ClusterName, HealthVerdict>,
     /// Serving proposals not yet answered, likewise.
     hostnames_in_flight: HashMap<(ClusterName, Fqdn), bool>,
+    /// Clusters with a route status proposal not answered yet (one at a time each, since the
+    /// next delta is computed against the record the previous one makes).
+    routes_in_flight: HashSet<ClusterName>,
     metrics: Arc<Metrics>,
     /// When a conflict between two agents of a cluster was last logged, per cluster.
     conflicts_logged: HashMap<ClusterName, Instant>,
@@ -343,6 +351,19 @@ impl Task {
                     }
                 }
             }
+            Msg::RoutesProposed { cluster, result } => {
+                self.routes_in_flight.remove(&cluster);
+                match result {
+                    Ok(Outcome::Applied | Outcome::Unchanged) => {}
+                    Ok(Outcome::Rejected(rejection)) => {
+                        tracing::debug!(%cluster, %rejection, "route status refused");
+                    }
+                    Err(err) => {
+                        self.metrics.proposal_failures.inc();
+                        tracing::warn!(%cluster, error = %err, "could not commit a cluster's route status");
+                    }
+                }
+            }
             Msg::HostnameProposed { change, result } => {
                 self.hostnames_in_flight
                     .remove(&(change.cluster.clone(), change.fqdn.clone()));
@@ -463,6 +484,33 @@ impl Task {
                 };
                 let result = proposer.submit(ACTOR, action).await;
                 let _ = tx.send(Msg::HostnameProposed { change, result }).await;
+            });
+        }
+        let routes_changes = self.tracker.evaluate_routes(
+            now,
+            |cluster| {
+                view.state
+                    .clusters
+                    .get(cluster)
+                    .and_then(|record| record.routes.as_ref())
+            },
+            |route| view.state.routes.contains_key(route),
+        );
+        for change in routes_changes {
+            if !self.routes_in_flight.insert(change.cluster.clone()) {
+                continue;
+            }
+            let proposer = self.deps.proposer.clone();
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let cluster = change.cluster.clone();
+                let action = Action::SetRouteStatus {
+                    cluster: change.cluster,
+                    changed: change.changed,
+                    removed: change.removed,
+                };
+                let result = proposer.submit(ACTOR, action).await;
+                let _ = tx.send(Msg::RoutesProposed { cluster, result }).await;
             });
         }
     }

@@ -41,6 +41,7 @@ fn report(cluster: &ClusterName, seq: u64, ready: &[bool]) -> HealthReport {
             })
             .collect(),
         hostnames: Vec::new(),
+        routes: None,
     }
 }
 
@@ -505,4 +506,163 @@ fn silent_clusters_and_followers_judge_no_hostnames() {
     h.tracker.watch_hostnames([(&app, vec![&us()])]);
     h.tracker.set_leader(h.start + h.now, false);
     assert!(h.evaluate().is_empty());
+}
+
+/// A route status where each `(route, reason)` has one parent with one `Accepted` condition.
+fn routes_status(
+    version: u64,
+    routes: &[(&str, &str)],
+) -> meridian_proto::model::SharedRoutesStatus {
+    use meridian_proto::model::{
+        ConditionState, ObjectKey, RouteParentConditions, SharedRouteStatus, StatusCondition,
+    };
+    meridian_proto::model::SharedRoutesStatus {
+        shared_version: version,
+        routes: routes
+            .iter()
+            .map(|(name, reason)| SharedRouteStatus {
+                route: ObjectKey::new("shop", *name).unwrap(),
+                parents: vec![RouteParentConditions {
+                    gateway: ObjectKey::new("infra", "edge").unwrap(),
+                    section_name: None,
+                    port: None,
+                    conditions: vec![StatusCondition {
+                        type_: "Accepted".into(),
+                        status: ConditionState::True,
+                        reason: reason.to_string(),
+                        message: String::new(),
+                    }],
+                }],
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn route_status_is_asked_for_as_a_delta_against_the_committed_record() {
+    use crate::store::{Action, Command, RoutesStatusRecord, State};
+    use meridian_proto::model::ObjectKey;
+
+    let mut h = Harness::new(HealthConfig::default());
+    // The state the leader holds: the cluster and two shared routes.
+    let mut state = State::default();
+    let mut index = 0;
+    let mut commit = |state: &mut State, action: Action| {
+        index += 1;
+        state.apply(
+            index,
+            Command {
+                actor: "test".into(),
+                unix_ms: index,
+                action,
+            },
+        )
+    };
+    commit(
+        &mut state,
+        Action::PutCluster(meridian_proto::model::Cluster {
+            name: us(),
+            region: meridian_proto::model::Region::new("us").unwrap(),
+            addresses: vec![],
+            drained: false,
+        }),
+    );
+    for name in ["a", "b"] {
+        let route = meridian_proto::model::route::HttpRoute {
+            key: ObjectKey::new("shop", name).unwrap(),
+            parent_refs: vec![],
+            hostnames: vec![],
+            rules: vec![],
+            created_unix_ms: 0,
+        };
+        commit(&mut state, Action::PutRoute(Box::new(route)));
+    }
+    let mut evaluate = |h: &mut Harness, state: &mut State, reported| {
+        h.now += Duration::from_millis(1000);
+        h.seq += 1;
+        let mut report = report(&us(), h.seq, &[true]);
+        report.routes = reported;
+        assert_eq!(h.tracker.report(h.at(), "agent-1", &report), Accepted::Yes);
+        let changes = h.tracker.evaluate_routes(
+            h.at(),
+            |cluster| state.clusters.get(cluster).and_then(|r| r.routes.as_ref()),
+            |route| state.routes.contains_key(route),
+        );
+        for change in &changes {
+            commit(
+                state,
+                Action::SetRouteStatus {
+                    cluster: change.cluster.clone(),
+                    changed: change.changed.clone(),
+                    removed: change.removed.clone(),
+                },
+            );
+        }
+        changes
+    };
+    let record =
+        |state: &State| -> Option<RoutesStatusRecord> { state.clusters[&us()].routes.clone() };
+
+    // The first status: everything it names that exists.
+    let changes = evaluate(
+        &mut h,
+        &mut state,
+        Some(routes_status(
+            3,
+            &[
+                ("a", "Accepted"),
+                ("b", "NotAllowedByListeners"),
+                ("x", "Accepted"),
+            ],
+        )),
+    );
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].changed.routes.len(), 2, "route x does not exist");
+    assert_eq!(
+        record(&state).map(|r| r.as_reported()),
+        Some(routes_status(
+            3,
+            &[("a", "Accepted"), ("b", "NotAllowedByListeners")]
+        ))
+    );
+
+    // A report without route status (agents send it only when it changed) asks for nothing,
+    // and neither does the same status again.
+    assert!(evaluate(&mut h, &mut state, None).is_empty());
+    assert!(
+        evaluate(
+            &mut h,
+            &mut state,
+            Some(routes_status(
+                3,
+                &[("a", "Accepted"), ("b", "NotAllowedByListeners")]
+            ))
+        )
+        .is_empty()
+    );
+
+    // One route changes: the delta names only it; a route no longer reported is removed.
+    let changes = evaluate(
+        &mut h,
+        &mut state,
+        Some(routes_status(4, &[("b", "Accepted")])),
+    );
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].changed, routes_status(4, &[("b", "Accepted")]));
+    assert_eq!(
+        changes[0].removed,
+        vec![ObjectKey::new("shop", "a").unwrap()]
+    );
+    assert_eq!(
+        record(&state).map(|r| r.as_reported()),
+        Some(routes_status(4, &[("b", "Accepted")]))
+    );
+
+    // A follower decides nothing.
+    h.tracker.set_leader(h.at(), false);
+    assert!(
+        h.tracker
+            .evaluate_routes(h.at(), |_| None, |_| true)
+            .is_empty()
+    );
 }

@@ -5,9 +5,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use meridian_proto::model::{ClusterName, Fqdn, HealthReport, HealthVerdict, HostnameHealth};
+use meridian_proto::model::{
+    ClusterName, Fqdn, HealthReport, HealthVerdict, HostnameHealth, ObjectKey, SharedRouteStatus,
+    SharedRoutesStatus,
+};
 
 use crate::config::HealthConfig;
+use crate::store::RoutesStatusRecord;
 
 /// The longest reason a verdict carries (reports can list many gateways).
 const MAX_REASON_LEN: usize = 240;
@@ -34,6 +38,18 @@ pub struct HostnameChange {
     pub serving: bool,
     /// Why, for operators.
     pub reason: String,
+}
+
+/// A change of a cluster's shared route status the tracker wants committed: a delta against
+/// the committed record (see `Action::SetRouteStatus`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoutesChange {
+    /// The cluster.
+    pub cluster: ClusterName,
+    /// The shared version it programmed, and the routes whose conditions changed.
+    pub changed: SharedRoutesStatus,
+    /// The routes it no longer reports.
+    pub removed: Vec<ObjectKey>,
 }
 
 /// Health decisions of the leader.
@@ -79,6 +95,8 @@ struct Track {
     last_bad: String,
     /// Per watched hostname: its own streaks.
     hostnames: HashMap<Fqdn, Streak>,
+    /// The shared routes' conditions as the last report that carried them said.
+    routes: Option<SharedRoutesStatus>,
 }
 
 /// Consecutive reports for or against one hostname, with the latest explanation.
@@ -208,6 +226,9 @@ impl Tracker {
                     }
                 }
             }
+        }
+        if let Some(routes) = &report.routes {
+            track.routes = Some(routes.clone());
         }
         track.instance = instance.to_string();
         track.last_seq = report.seq;
@@ -359,6 +380,71 @@ impl Tracker {
                 }
             }
         }
+        changes
+    }
+
+    /// For each cluster whose reported shared route status differs from its committed record,
+    /// the delta to commit. Only clusters whose reports are current count; no hysteresis,
+    /// since the status is shown, not acted on. Routes that no longer exist (`exists`) are
+    /// left out, as the state machine would drop them, so a report naming a deleted route
+    /// asks for nothing. Empty unless leading.
+    pub fn evaluate_routes<'a>(
+        &self,
+        now: Instant,
+        committed: impl Fn(&ClusterName) -> Option<&'a RoutesStatusRecord>,
+        exists: impl Fn(&ObjectKey) -> bool,
+    ) -> Vec<RoutesChange> {
+        if self.leader_since.is_none() {
+            return Vec::new();
+        }
+        let miss_timeout = self.config.miss_timeout();
+        let mut changes = Vec::new();
+        for (cluster, track) in &self.clusters {
+            let current = track
+                .last_report
+                .is_some_and(|last| now.saturating_duration_since(last) <= miss_timeout);
+            let Some(reported) = track.routes.as_ref().filter(|_| current) else {
+                continue;
+            };
+            let record = committed(cluster);
+            let changed: Vec<SharedRouteStatus> = reported
+                .routes
+                .iter()
+                .filter(|r| exists(&r.route))
+                .filter(|r| {
+                    record
+                        .and_then(|record| record.routes.get(&r.route))
+                        .is_none_or(|entry| entry.parents != r.parents)
+                })
+                .cloned()
+                .collect();
+            let reported_keys: BTreeSet<&ObjectKey> =
+                reported.routes.iter().map(|r| &r.route).collect();
+            let removed: Vec<ObjectKey> = record
+                .map(|record| {
+                    record
+                        .routes
+                        .keys()
+                        .filter(|key| !reported_keys.contains(key))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            let same_version =
+                record.is_some_and(|record| record.shared_version == reported.shared_version);
+            if same_version && changed.is_empty() && removed.is_empty() {
+                continue;
+            }
+            changes.push(RoutesChange {
+                cluster: cluster.clone(),
+                changed: SharedRoutesStatus {
+                    shared_version: reported.shared_version,
+                    routes: changed,
+                },
+                removed,
+            });
+        }
+        changes.sort_by(|a, b| a.cluster.cmp(&b.cluster));
         changes
     }
 

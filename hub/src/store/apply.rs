@@ -7,7 +7,9 @@ use meridian_proto::model::HostnamePolicy;
 
 use super::certificate::check_certificate;
 use super::command::{Action, Command, Outcome, Rejection};
-use super::state::{AuditEntry, ClusterRecord, HostnameServing, RecordSet, State, ZoneKey};
+use super::state::{
+    AuditEntry, ClusterRecord, HostnameServing, RecordSet, RouteStatusEntry, State, ZoneKey,
+};
 
 /// The largest TTL DNS allows (RFC 2181 §8).
 const MAX_TTL: u32 = 2_147_483_647;
@@ -20,13 +22,16 @@ impl State {
     /// Deterministic: no clock, no randomness, no IO; the same commands at the same indexes
     /// give the same state on every replica. A refused command leaves the state as it was
     /// (except for its audit entry). Commands that change state or are refused are audited;
-    /// commands that change nothing are not.
+    /// commands that change nothing are not, nor route status reports (observations of what
+    /// agents programmed, not changes anyone made; every route change would add one per
+    /// cluster and push operators' changes out of the log).
     pub fn apply(&mut self, index: u64, command: Command) -> Outcome {
         let action_text = command.action.describe();
+        let audited = !matches!(command.action, Action::SetRouteStatus { .. });
         let outcome = self.transition(index, command.unix_ms, command.action);
         let result = match &outcome {
-            Outcome::Applied => Some("applied".to_string()),
-            Outcome::Unchanged => None,
+            Outcome::Applied if audited => Some("applied".to_string()),
+            Outcome::Applied | Outcome::Unchanged => None,
             Outcome::Rejected(rejection) => Some(format!("rejected: {rejection}")),
         };
         if let Some(result) = result {
@@ -53,6 +58,7 @@ impl State {
                             health: Default::default(),
                             reported_addresses: Vec::new(),
                             hostnames: Default::default(),
+                            routes: None,
                         };
                         self.clusters.insert(record.cluster.name.clone(), record);
                     }
@@ -147,6 +153,53 @@ impl State {
                 self.dns_version = index;
                 Outcome::Applied
             }
+            Action::SetRouteStatus {
+                cluster,
+                changed,
+                removed,
+            } => {
+                let Some(record) = self.clusters.get_mut(&cluster) else {
+                    return Outcome::Rejected(Rejection::not_found(format!(
+                        "cluster {cluster} does not exist"
+                    )));
+                };
+                let mut applied = record.routes.is_none();
+                let routes = record.routes.get_or_insert_with(Default::default);
+                applied |= routes.shared_version != changed.shared_version;
+                routes.shared_version = changed.shared_version;
+                for key in &removed {
+                    applied |= routes.routes.remove(key).is_some();
+                }
+                for status in changed.routes {
+                    // A report may describe a route deleted since; it has no status to show.
+                    if !self.routes.contains_key(&status.route) {
+                        continue;
+                    }
+                    match routes.routes.get_mut(&status.route) {
+                        Some(entry) if entry.parents == status.parents => {}
+                        Some(entry) => {
+                            entry.parents = status.parents;
+                            entry.since_unix_ms = unix_ms;
+                            applied = true;
+                        }
+                        None => {
+                            applied = true;
+                            routes.routes.insert(
+                                status.route,
+                                RouteStatusEntry {
+                                    parents: status.parents,
+                                    since_unix_ms: unix_ms,
+                                },
+                            );
+                        }
+                    }
+                }
+                if applied {
+                    Outcome::Applied
+                } else {
+                    Outcome::Unchanged
+                }
+            }
             Action::SetDrained { cluster, drained } => {
                 let Some(record) = self.clusters.get_mut(&cluster) else {
                     return Outcome::Rejected(Rejection::not_found(format!(
@@ -232,6 +285,12 @@ impl State {
                     return Outcome::Rejected(Rejection::not_found(format!(
                         "route {key} does not exist"
                     )));
+                }
+                // A route put again later starts with no status until clusters report it.
+                for record in self.clusters.values_mut() {
+                    if let Some(routes) = &mut record.routes {
+                        routes.routes.remove(&key);
+                    }
                 }
                 self.shared_version = index;
                 Outcome::Applied

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use meridian_proto::model::{
     Cluster, ClusterHealth, ClusterName, Fqdn, HostnamePolicy, ObjectKey, RecordData,
-    gateway::TlsCertificate, route::HttpRoute,
+    SharedRoutesStatus, gateway::TlsCertificate, route::HttpRoute,
 };
 
 /// One change to the hub state, as it travels through the Raft log.
@@ -55,6 +55,18 @@ pub enum Action {
         serving: bool,
         /// Why, for operators.
         reason: String,
+    },
+    /// Records how a cluster programmed the shared routes: each route's conditions towards
+    /// the cluster's Gateways (proposed by the leader's health tracker when a cluster's report
+    /// differs from its record). A delta, so one route's change is a small entry whatever the
+    /// number of routes. Routes that no longer exist are ignored.
+    SetRouteStatus {
+        /// The cluster.
+        cluster: ClusterName,
+        /// The shared version the cluster programmed, and the routes whose conditions changed.
+        changed: SharedRoutesStatus,
+        /// The routes the cluster no longer reports.
+        removed: Vec<ObjectKey>,
     },
     /// Drains (no new DNS answers) or undrains a cluster.
     SetDrained {
@@ -173,6 +185,16 @@ impl Action {
             } => format!(
                 "set hostname {fqdn} in cluster {cluster} to {} ({reason})",
                 if *serving { "serving" } else { "not serving" }
+            ),
+            Self::SetRouteStatus {
+                cluster,
+                changed,
+                removed,
+            } => format!(
+                "set the status of shared routes in cluster {cluster}: version {}, {} changed, {} removed",
+                changed.shared_version,
+                changed.routes.len(),
+                removed.len()
             ),
             Self::SetDrained { cluster, drained } => {
                 if *drained {

@@ -9,12 +9,15 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 
 use meridian_proto::convert::ConvertError;
-use meridian_proto::model::{ClusterName, Fqdn, ObjectKey, RecordData};
+use meridian_proto::model::{ClusterName, Fqdn, ObjectKey, RecordData, SharedRouteStatus};
 use meridian_proto::pb;
 use prost::Message as _;
 
 use super::command::{Action, Command, Outcome, RejectKind, Rejection};
-use super::state::{AuditEntry, ClusterRecord, HostnameServing, RecordSet, State, ZoneKey};
+use super::state::{
+    AuditEntry, ClusterRecord, HostnameServing, RecordSet, RouteStatusEntry, RoutesStatusRecord,
+    State, ZoneKey,
+};
 
 /// The snapshot format this build writes, and the newest it reads.
 pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
@@ -57,6 +60,15 @@ pub fn encode_command(command: &Command) -> Vec<u8> {
             fqdn: fqdn.to_string(),
             serving: *serving,
             reason: reason.clone(),
+        }),
+        Action::SetRouteStatus {
+            cluster,
+            changed,
+            removed,
+        } => Kind::SetRouteStatus(pb::SetRouteStatus {
+            cluster: cluster.to_string(),
+            changed: Some(changed.into()),
+            removed: removed.iter().map(Into::into).collect(),
         }),
         Action::SetDrained { cluster, drained } => Kind::SetDrained(pb::SetDrained {
             cluster: cluster.to_string(),
@@ -145,6 +157,34 @@ pub fn decode_command(bytes: &[u8]) -> Result<Command, DecodeError> {
                 .map_err(|e| err(format!("set_hostname_serving.fqdn: {e}")))?,
             serving: set.serving,
             reason: set.reason,
+        },
+        Kind::SetRouteStatus(set) => Action::SetRouteStatus {
+            cluster: ClusterName::new(set.cluster)
+                .map_err(|e| err(format!("set_route_status.cluster: {e}")))?,
+            changed: set
+                .changed
+                .ok_or_else(|| err("set_route_status.changed: missing required field".to_string()))?
+                .try_into()
+                .map_err(|e: ConvertError| {
+                    err(e
+                        .in_field("changed")
+                        .in_field("set_route_status")
+                        .to_string())
+                })?,
+            removed: set
+                .removed
+                .into_iter()
+                .enumerate()
+                .map(|(i, key)| {
+                    ObjectKey::try_from(key).map_err(|e: ConvertError| {
+                        err(e
+                            .at_index(i)
+                            .in_field("removed")
+                            .in_field("set_route_status")
+                            .to_string())
+                    })
+                })
+                .collect::<Result<_, _>>()?,
         },
         Kind::SetDrained(set) => Action::SetDrained {
             cluster: ClusterName::new(set.cluster)
@@ -372,6 +412,20 @@ pub fn encode_snapshot(state: &State) -> Vec<u8> {
                         since_unix_ms: h.since_unix_ms,
                     })
                     .collect(),
+                routes: record.routes.as_ref().map(|r| pb::RoutesStatusRecord {
+                    shared_version: r.shared_version,
+                    routes: r
+                        .routes
+                        .iter()
+                        .map(|(route, entry)| pb::RouteStatusEntry {
+                            status: Some(pb::SharedRouteStatus {
+                                route: Some(route.into()),
+                                parents: entry.parents.iter().map(Into::into).collect(),
+                            }),
+                            since_unix_ms: entry.since_unix_ms,
+                        })
+                        .collect(),
+                }),
             })
             .collect(),
         hostnames: state.hostnames.values().map(Into::into).collect(),
@@ -459,6 +513,36 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<State, DecodeError> {
                 },
             );
         }
+        let routes = match record.routes {
+            Some(routes) => {
+                let mut decoded = RoutesStatusRecord {
+                    shared_version: routes.shared_version,
+                    routes: BTreeMap::new(),
+                };
+                for (j, entry) in routes.routes.into_iter().enumerate() {
+                    let status: SharedRouteStatus = entry
+                        .status
+                        .ok_or_else(|| {
+                            err(format!(
+                                "clusters[{i}].routes.routes[{j}].status: missing required field"
+                            ))
+                        })?
+                        .try_into()
+                        .map_err(|e: ConvertError| {
+                            err(format!("clusters[{i}].routes.routes[{j}].status.{e}"))
+                        })?;
+                    decoded.routes.insert(
+                        status.route,
+                        RouteStatusEntry {
+                            parents: status.parents,
+                            since_unix_ms: entry.since_unix_ms,
+                        },
+                    );
+                }
+                Some(decoded)
+            }
+            None => None,
+        };
         clusters.insert(
             cluster.name.clone(),
             ClusterRecord {
@@ -466,6 +550,7 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<State, DecodeError> {
                 health,
                 reported_addresses,
                 hostnames,
+                routes,
             },
         );
     }

@@ -31,5 +31,6 @@ pub use dns_feed::DnsFeed;
 pub use machine::{StoreMachine, StoreView, StoreWatches};
 pub use proposer::{ProposeError, Proposer, unix_now_ms};
 pub use state::{
-    AUDIT_CAPACITY, AuditEntry, ClusterRecord, HostnameServing, RecordSet, State, ZoneKey,
+    AUDIT_CAPACITY, AuditEntry, ClusterRecord, HostnameServing, RecordSet, RouteStatusEntry,
+    RoutesStatusRecord, State, ZoneKey,
 };

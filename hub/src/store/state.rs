@@ -6,7 +6,8 @@ use std::net::IpAddr;
 
 use meridian_proto::model::{
     Cluster, ClusterHealth, ClusterName, DnsRecord, Fqdn, HostnamePolicy, ObjectKey, RecordData,
-    SharedConfig, gateway::TlsCertificate, route::HttpRoute,
+    RouteParentConditions, SharedConfig, SharedRouteStatus, SharedRoutesStatus,
+    gateway::TlsCertificate, route::HttpRoute,
 };
 
 use crate::dns::{ClusterView, DnsView};
@@ -52,6 +53,44 @@ pub struct ClusterRecord {
     /// whether the cluster can serve it (its backends behind the hostname's routes). Entries
     /// go when the policy stops targeting the cluster or is deleted.
     pub hostnames: BTreeMap<Fqdn, HostnameServing>,
+    /// How the cluster programmed the shared routes, as its agent last reported and the
+    /// leader committed; `None` until then.
+    pub routes: Option<RoutesStatusRecord>,
+}
+
+/// A cluster's committed report of the shared routes' conditions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoutesStatusRecord {
+    /// The shared config version the cluster programmed them from.
+    pub shared_version: u64,
+    /// Per existing shared route the cluster reported.
+    pub routes: BTreeMap<ObjectKey, RouteStatusEntry>,
+}
+
+/// One shared route's conditions in one cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteStatusEntry {
+    /// One entry per parentRef naming a Gateway of the cluster; empty when none does.
+    pub parents: Vec<RouteParentConditions>,
+    /// When they last changed, Unix milliseconds (the proposer's clock).
+    pub since_unix_ms: u64,
+}
+
+impl RoutesStatusRecord {
+    /// The record as a report, to compare with what an agent reports.
+    pub fn as_reported(&self) -> SharedRoutesStatus {
+        SharedRoutesStatus {
+            shared_version: self.shared_version,
+            routes: self
+                .routes
+                .iter()
+                .map(|(route, entry)| SharedRouteStatus {
+                    route: route.clone(),
+                    parents: entry.parents.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Whether one cluster can serve one hostname, as committed by the leader's health tracker.

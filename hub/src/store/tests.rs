@@ -62,6 +62,46 @@ fn route(ns: &str, n: &str) -> HttpRoute {
     }
 }
 
+/// A `SetRouteStatus` for routes `shop/<name>` each with one parent (`infra/edge`) whose
+/// `ResolvedRefs` has the given reason (`ResolvedRefs` is True), and `removed` routes.
+fn route_status(cluster: &str, version: u64, changed: &[(&str, &str)], removed: &[&str]) -> Action {
+    use meridian_proto::model::{
+        ConditionState, RouteParentConditions, SharedRouteStatus, SharedRoutesStatus,
+        StatusCondition,
+    };
+    Action::SetRouteStatus {
+        cluster: name(cluster),
+        changed: SharedRoutesStatus {
+            shared_version: version,
+            routes: changed
+                .iter()
+                .map(|(route, reason)| SharedRouteStatus {
+                    route: ObjectKey::new("shop", *route).unwrap(),
+                    parents: vec![RouteParentConditions {
+                        gateway: ObjectKey::new("infra", "edge").unwrap(),
+                        section_name: None,
+                        port: None,
+                        conditions: vec![StatusCondition {
+                            type_: "ResolvedRefs".into(),
+                            status: if *reason == "ResolvedRefs" {
+                                ConditionState::True
+                            } else {
+                                ConditionState::False
+                            },
+                            reason: reason.to_string(),
+                            message: String::new(),
+                        }],
+                    }],
+                })
+                .collect(),
+        },
+        removed: removed
+            .iter()
+            .map(|r| ObjectKey::new("shop", *r).unwrap())
+            .collect(),
+    }
+}
+
 fn cmd(action: Action) -> Command {
     Command {
         actor: "test".to_string(),
@@ -1075,4 +1115,129 @@ fn the_dns_view_holds_only_clusters_a_hostname_targets() {
         "ap"
     );
     assert_eq!(view.clusters.len(), 3);
+}
+
+/// The reasons a cluster's record holds, per route name, and its version.
+fn route_reasons(state: &State, cluster: &str) -> Option<(u64, Vec<(String, String)>)> {
+    let record = state.clusters[&name(cluster)].routes.as_ref()?;
+    Some((
+        record.shared_version,
+        record
+            .routes
+            .iter()
+            .map(|(key, entry)| {
+                (
+                    key.name.clone(),
+                    entry.parents[0].conditions[0].reason.clone(),
+                )
+            })
+            .collect(),
+    ))
+}
+
+#[test]
+fn route_status_applies_as_a_delta_and_never_outlives_its_route() {
+    let mut state = base();
+    state.apply(5, cmd(Action::PutRoute(Box::new(route("shop", "cart")))));
+    let audit_before = state.audit.len();
+    let pairs = |items: &[(&str, &str)]| -> Vec<(String, String)> {
+        items
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
+
+    // The first report of a cluster; a route that does not exist is not recorded.
+    let outcome = state.apply(
+        6,
+        cmd(route_status(
+            "eu-west",
+            5,
+            &[
+                ("web", "ResolvedRefs"),
+                ("cart", "BackendNotFound"),
+                ("gone", "ResolvedRefs"),
+            ],
+            &[],
+        )),
+    );
+    assert_eq!(outcome, Outcome::Applied);
+    assert_eq!(
+        route_reasons(&state, "eu-west"),
+        Some((
+            5,
+            pairs(&[("cart", "BackendNotFound"), ("web", "ResolvedRefs")])
+        ))
+    );
+    assert_eq!(route_reasons(&state, "us-east"), None);
+    let since = state.clusters[&name("eu-west")]
+        .routes
+        .as_ref()
+        .unwrap()
+        .routes[&ObjectKey::new("shop", "web").unwrap()]
+        .since_unix_ms;
+
+    // A delta changes only what it names; the same content again is no change.
+    let mut later = cmd(route_status("eu-west", 5, &[("cart", "ResolvedRefs")], &[]));
+    later.unix_ms += 1000;
+    assert_eq!(state.apply(7, later.clone()), Outcome::Applied);
+    assert_eq!(
+        route_reasons(&state, "eu-west"),
+        Some((
+            5,
+            pairs(&[("cart", "ResolvedRefs"), ("web", "ResolvedRefs")])
+        ))
+    );
+    let routes = &state.clusters[&name("eu-west")]
+        .routes
+        .as_ref()
+        .unwrap()
+        .routes;
+    assert_eq!(
+        routes[&ObjectKey::new("shop", "web").unwrap()].since_unix_ms,
+        since
+    );
+    assert_eq!(
+        routes[&ObjectKey::new("shop", "cart").unwrap()].since_unix_ms,
+        later.unix_ms
+    );
+    assert_eq!(state.apply(8, later), Outcome::Unchanged);
+
+    // A new version alone is a change; removals drop entries.
+    assert_eq!(
+        state.apply(9, cmd(route_status("eu-west", 8, &[], &["cart"]))),
+        Outcome::Applied
+    );
+    assert_eq!(
+        route_reasons(&state, "eu-west"),
+        Some((8, pairs(&[("web", "ResolvedRefs")])))
+    );
+
+    // Deleting a route drops its status everywhere, so a route put again starts clean.
+    state.apply(
+        10,
+        cmd(Action::DeleteRoute(ObjectKey::new("shop", "web").unwrap())),
+    );
+    assert_eq!(route_reasons(&state, "eu-west"), Some((8, vec![])));
+
+    // Reports are observations, not changes anyone made: none of them is audited.
+    assert_eq!(state.audit.len(), audit_before + 1, "only the delete");
+
+    // An unknown cluster is refused (and that is audited).
+    let outcome = state.apply(11, cmd(route_status("mars", 8, &[], &[])));
+    assert!(
+        matches!(&outcome, Outcome::Rejected(r) if r.kind == RejectKind::NotFound),
+        "{outcome:?}"
+    );
+
+    // The record survives a snapshot, and the command its encoding.
+    let restored = decode_snapshot(&encode_snapshot(&state)).unwrap();
+    assert_eq!(restored, state);
+    let command = cmd(route_status(
+        "eu-west",
+        9,
+        &[("web", "BackendNotFound")],
+        &["cart"],
+    ));
+    assert_eq!(decode_command(&encode_command(&command)).unwrap(), command);
 }

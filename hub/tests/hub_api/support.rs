@@ -447,6 +447,7 @@ impl Agent {
                     detail: String::new(),
                 })
                 .collect(),
+            routes: None,
         };
         self.send(pb::agent_message::Kind::Health(report)).await;
     }

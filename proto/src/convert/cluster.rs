@@ -1,10 +1,11 @@
 //! Clusters, health reports and health verdicts on the wire.
 
-use super::net::{ip, optional_socket_addr};
-use super::{Context, ConvertError, each, each_with, encode_all, enumeration};
+use super::net::{ip, optional_port, optional_socket_addr};
+use super::{Context, ConvertError, each, each_with, encode_all, enumeration, message, optional};
 use crate::model::{
-    Cluster, ClusterHealth, ClusterName, GatewayProbe, HealthReport, HealthVerdict, HostnameHealth,
-    Region,
+    Cluster, ClusterHealth, ClusterName, ConditionState, GatewayProbe, HealthReport, HealthVerdict,
+    HostnameHealth, Region, RouteParentConditions, SharedRouteStatus, SharedRoutesStatus,
+    StatusCondition,
 };
 use crate::pb;
 
@@ -89,6 +90,7 @@ impl From<&HealthReport> for pb::HealthReport {
             seq: report.seq,
             gateways: encode_all(&report.gateways),
             hostnames: encode_all(&report.hostnames),
+            routes: report.routes.as_ref().map(Into::into),
         }
     }
 }
@@ -102,6 +104,7 @@ impl TryFrom<pb::HealthReport> for HealthReport {
             seq: report.seq,
             gateways: each(report.gateways, "gateways")?,
             hostnames: each(report.hostnames, "hostnames")?,
+            routes: optional(report.routes, "routes")?,
         })
     }
 }
@@ -155,5 +158,123 @@ impl TryFrom<pb::HostnameHealth> for HostnameHealth {
             total_endpoints: health.total_endpoints,
             detail: health.detail,
         })
+    }
+}
+
+// === impl SharedRoutesStatus ===
+
+impl From<&SharedRoutesStatus> for pb::SharedRoutesStatus {
+    fn from(status: &SharedRoutesStatus) -> Self {
+        Self {
+            shared_version: status.shared_version,
+            routes: encode_all(&status.routes),
+        }
+    }
+}
+
+impl TryFrom<pb::SharedRoutesStatus> for SharedRoutesStatus {
+    type Error = ConvertError;
+
+    fn try_from(status: pb::SharedRoutesStatus) -> Result<Self, ConvertError> {
+        Ok(Self {
+            shared_version: status.shared_version,
+            routes: each(status.routes, "routes")?,
+        })
+    }
+}
+
+// === impl SharedRouteStatus ===
+
+impl From<&SharedRouteStatus> for pb::SharedRouteStatus {
+    fn from(status: &SharedRouteStatus) -> Self {
+        Self {
+            route: Some((&status.route).into()),
+            parents: encode_all(&status.parents),
+        }
+    }
+}
+
+impl TryFrom<pb::SharedRouteStatus> for SharedRouteStatus {
+    type Error = ConvertError;
+
+    fn try_from(status: pb::SharedRouteStatus) -> Result<Self, ConvertError> {
+        Ok(Self {
+            route: message(status.route, "route")?,
+            parents: each(status.parents, "parents")?,
+        })
+    }
+}
+
+// === impl RouteParentConditions ===
+
+impl From<&RouteParentConditions> for pb::RouteParentConditions {
+    fn from(parent: &RouteParentConditions) -> Self {
+        Self {
+            gateway: Some((&parent.gateway).into()),
+            section_name: parent.section_name.clone(),
+            port: parent.port.map(u32::from),
+            conditions: encode_all(&parent.conditions),
+        }
+    }
+}
+
+impl TryFrom<pb::RouteParentConditions> for RouteParentConditions {
+    type Error = ConvertError;
+
+    fn try_from(parent: pb::RouteParentConditions) -> Result<Self, ConvertError> {
+        Ok(Self {
+            gateway: message(parent.gateway, "gateway")?,
+            section_name: parent.section_name,
+            port: optional_port(parent.port).field("port")?,
+            conditions: each(parent.conditions, "conditions")?,
+        })
+    }
+}
+
+// === impl StatusCondition ===
+
+impl From<&StatusCondition> for pb::StatusCondition {
+    fn from(condition: &StatusCondition) -> Self {
+        Self {
+            r#type: condition.type_.clone(),
+            status: pb::ConditionState::from(condition.status).into(),
+            reason: condition.reason.clone(),
+            message: condition.message.clone(),
+        }
+    }
+}
+
+impl TryFrom<pb::StatusCondition> for StatusCondition {
+    type Error = ConvertError;
+
+    fn try_from(condition: pb::StatusCondition) -> Result<Self, ConvertError> {
+        Ok(Self {
+            type_: condition.r#type,
+            status: enumeration::<pb::ConditionState>(condition.status, "status")?.into(),
+            reason: condition.reason,
+            message: condition.message,
+        })
+    }
+}
+
+// === impl ConditionState ===
+
+impl From<ConditionState> for pb::ConditionState {
+    fn from(state: ConditionState) -> Self {
+        match state {
+            ConditionState::True => Self::True,
+            ConditionState::False => Self::False,
+            ConditionState::Unknown => Self::Unknown,
+        }
+    }
+}
+
+impl From<pb::ConditionState> for ConditionState {
+    fn from(state: pb::ConditionState) -> Self {
+        match state {
+            pb::ConditionState::True => Self::True,
+            pb::ConditionState::False => Self::False,
+            pb::ConditionState::Unknown => Self::Unknown,
+        }
     }
 }

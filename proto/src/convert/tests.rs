@@ -25,9 +25,10 @@ use crate::model::route::{
     TlsRoute, UrlRewrite,
 };
 use crate::model::{
-    AllUnhealthy, Cluster, ClusterHealth, ClusterName, Fqdn, GatewayProbe, HealthReport,
-    HealthVerdict, HostnameHealth, HostnamePolicy, HostnameTarget, ObjectKey, Region, Routing,
-    SharedConfig,
+    AllUnhealthy, Cluster, ClusterHealth, ClusterName, ConditionState, Fqdn, GatewayProbe,
+    HealthReport, HealthVerdict, HostnameHealth, HostnamePolicy, HostnameTarget, ObjectKey, Region,
+    RouteParentConditions, Routing, SharedConfig, SharedRouteStatus, SharedRoutesStatus,
+    StatusCondition,
 };
 use crate::pb;
 
@@ -124,6 +125,37 @@ fn health_report() -> HealthReport {
             total_endpoints: 4,
             detail: "Service demo/old not found".into(),
         }],
+        routes: Some(SharedRoutesStatus {
+            shared_version: 42,
+            routes: vec![
+                SharedRouteStatus {
+                    route: key("shop", "web"),
+                    parents: vec![RouteParentConditions {
+                        gateway: key("infra", "edge"),
+                        section_name: Some("https".into()),
+                        port: Some(8443),
+                        conditions: vec![
+                            StatusCondition {
+                                type_: "Accepted".into(),
+                                status: ConditionState::True,
+                                reason: "Accepted".into(),
+                                message: String::new(),
+                            },
+                            StatusCondition {
+                                type_: "ResolvedRefs".into(),
+                                status: ConditionState::False,
+                                reason: "BackendNotFound".into(),
+                                message: "Service shop/web not found".into(),
+                            },
+                        ],
+                    }],
+                },
+                SharedRouteStatus {
+                    route: key("shop", "elsewhere"),
+                    parents: Vec::new(),
+                },
+            ],
+        }),
     }
 }
 
@@ -1282,6 +1314,24 @@ fn cluster_and_health_errors_name_the_field_path() {
             |c| c.gateways[1].address = "::1:8443".into(),
             "gateways[1].address",
             "invalid socket address",
+        ),
+        (
+            |c| {
+                let routes = c.routes.as_mut().unwrap();
+                routes.routes[0].parents[0].conditions[1].status = 7;
+            },
+            "routes.routes[0].parents[0].conditions[1].status",
+            "unknown enum value 7",
+        ),
+        (
+            |c| c.routes.as_mut().unwrap().routes[0].parents[0].port = Some(0),
+            "routes.routes[0].parents[0].port",
+            "out of range",
+        ),
+        (
+            |c| c.routes.as_mut().unwrap().routes[1].route = None,
+            "routes.routes[1].route",
+            "missing required field",
         ),
     ];
     check_cases::<HealthReport, _>(pb::HealthReport::from(&health_report()), report_cases);

@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::names::{ClusterName, Region};
+use super::names::{ClusterName, ObjectKey, Region};
 
 /// A cluster registered with the hub. Created through the admin API; an agent can only stream
 /// for a cluster that exists.
@@ -55,6 +55,79 @@ pub struct HealthReport {
     pub gateways: Vec<GatewayProbe>,
     /// Per hostname served in this cluster: how many backend endpoints are ready.
     pub hostnames: Vec<HostnameHealth>,
+    /// How the cluster programmed the hub's shared routes; `None` until the agent has read its
+    /// cluster once (and from agents that predate route status), which leaves the hub's last
+    /// committed record as it is.
+    pub routes: Option<SharedRoutesStatus>,
+}
+
+/// How one cluster programmed the hub's shared HTTPRoutes: the conditions its Gateways gave
+/// each of them, as of one shared config version. The hub shows them per cluster, since a
+/// shared route's status lives in every cluster it reaches.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SharedRoutesStatus {
+    /// The shared config version the agent programmed (0: none received from the hub yet).
+    pub shared_version: u64,
+    /// One entry per shared route of that version, in key order.
+    pub routes: Vec<SharedRouteStatus>,
+}
+
+/// One shared route in one cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedRouteStatus {
+    /// The route.
+    pub route: ObjectKey,
+    /// One entry per parentRef that names a Gateway of this cluster, in (Gateway, parentRef)
+    /// order; empty when none does (the route reaches no Gateway there).
+    pub parents: Vec<RouteParentConditions>,
+}
+
+/// The conditions a route has towards one of its parents in one cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteParentConditions {
+    /// The parent Gateway.
+    pub gateway: ObjectKey,
+    /// The listener the parentRef names, if it names one.
+    pub section_name: Option<String>,
+    /// The listener port the parentRef names, if it names one.
+    pub port: Option<u16>,
+    /// `Accepted`, `ResolvedRefs` and, when rules were dropped, `PartiallyInvalid`.
+    pub conditions: Vec<StatusCondition>,
+}
+
+/// One Gateway API status condition, as strings: the hub shows it and never interprets it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusCondition {
+    /// Condition type (`Accepted`).
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: ConditionState,
+    /// The spec's reason (`BackendNotFound`).
+    pub reason: String,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+/// A condition's status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConditionState {
+    /// `True`.
+    True,
+    /// `False`.
+    False,
+    /// `Unknown`.
+    Unknown,
+}
+
+impl ConditionState {
+    /// The Kubernetes spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::True => "True",
+            Self::False => "False",
+            Self::Unknown => "Unknown",
+        }
+    }
 }
 
 /// The result of probing one gateway instance.

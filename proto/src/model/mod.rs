@@ -12,7 +12,8 @@ pub mod route;
 pub mod shared;
 
 pub use cluster::{
-    Cluster, ClusterHealth, GatewayProbe, HealthReport, HealthVerdict, HostnameHealth,
+    Cluster, ClusterHealth, ConditionState, GatewayProbe, HealthReport, HealthVerdict,
+    HostnameHealth, RouteParentConditions, SharedRouteStatus, SharedRoutesStatus, StatusCondition,
 };
 pub use dns::{AllUnhealthy, DnsRecord, HostnamePolicy, HostnameTarget, RecordData, Routing};
 pub use names::{ClusterName, Fqdn, ObjectKey, Region};

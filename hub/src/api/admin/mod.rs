@@ -14,6 +14,7 @@ mod auth;
 mod body;
 pub mod certificates;
 mod error;
+mod route_status;
 pub mod tls;
 
 #[cfg(test)]
@@ -489,6 +490,7 @@ async fn put_cluster(
             health: Default::default(),
             reported_addresses: Vec::new(),
             hostnames: Default::default(),
+            routes: None,
         })
             .into(),
     };
@@ -750,7 +752,7 @@ async fn list_routes(
         .state
         .routes
         .values()
-        .map(meridian_gwapi::http_route_to_json)
+        .map(|route| route_json(&view.state, route))
         .collect();
     Ok(Json(json!({ "items": items })))
 }
@@ -767,7 +769,17 @@ async fn get_route(
         .routes
         .get(&key)
         .ok_or_else(|| ApiError::not_found(format!("route {key} does not exist")))?;
-    Ok(Json(meridian_gwapi::http_route_to_json(route)))
+    Ok(Json(route_json(&view.state, route)))
+}
+
+/// A shared route in Kubernetes' shape, with its status in every cluster.
+fn route_json(
+    state: &crate::store::State,
+    route: &meridian_proto::model::route::HttpRoute,
+) -> Value {
+    let mut json = meridian_gwapi::http_route_to_json(route);
+    json["status"] = route_status::route_status(state, &route.key);
+    json
 }
 
 /// Parses an HTTPRoute body for the route at `key`: `metadata.namespace`/`name` must match
