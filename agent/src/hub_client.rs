@@ -32,7 +32,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::config::HubClientConfig;
 use crate::health::report::HealthView;
-use crate::health::route_status::RoutesSent;
+use crate::health::shared_status::SharedSent;
 use crate::index::IndexHandle;
 use crate::metrics::Metrics;
 
@@ -296,8 +296,8 @@ async fn attempt(
     let mut ticker = tokio::time::interval(parts.config.report_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reported_epoch = None;
-    // A new session may reach another hub node, or a new leader: send the route status again.
-    let mut routes_sent = RoutesSent::default();
+    // A new session may reach another hub node, or a new leader: send the shared status again.
+    let mut shared_sent = SharedSent::default();
     loop {
         tokio::select! {
             // Readiness changes first: they are the failover signal.
@@ -308,12 +308,12 @@ async fn attempt(
                 }
                 let epoch = parts.health.borrow().readiness_epoch;
                 if reported_epoch != Some(epoch) {
-                    send_report(parts, &outbound, seq, &mut reported_epoch, &mut routes_sent).await?;
+                    send_report(parts, &outbound, seq, &mut reported_epoch, &mut shared_sent).await?;
                     ticker.reset();
                 }
             }
             _ = ticker.tick() => {
-                send_report(parts, &outbound, seq, &mut reported_epoch, &mut routes_sent).await?;
+                send_report(parts, &outbound, seq, &mut reported_epoch, &mut shared_sent).await?;
             }
             message = inbound.message() => {
                 let message = message
@@ -335,15 +335,15 @@ async fn send_report(
     outbound: &mpsc::Sender<pb::AgentMessage>,
     seq: &mut u64,
     reported_epoch: &mut Option<u64>,
-    routes_sent: &mut RoutesSent,
+    shared_sent: &mut SharedSent,
 ) -> Result<(), AttemptError> {
     let view = parts.health.borrow_and_update().clone();
     *seq += 1;
-    let with_routes = view
-        .routes
+    let with_shared = view
+        .shared
         .as_ref()
-        .is_some_and(|routes| routes_sent.should_send(routes, std::time::Instant::now()));
-    let report = view.report(&parts.cluster, *seq, with_routes);
+        .is_some_and(|shared| shared_sent.should_send(shared, std::time::Instant::now()));
+    let report = view.report(&parts.cluster, *seq, with_shared);
     let message = pb::AgentMessage {
         kind: Some(pb::agent_message::Kind::Health(pb::HealthReport::from(
             &report,

@@ -115,6 +115,9 @@ enum Command {
         kind: Option<String>,
         /// Its name (without -f).
         name: Option<String>,
+        /// Delete a certificate even though listeners serve it (they stop serving HTTPS).
+        #[arg(long)]
+        force: bool,
     },
     /// Stop giving a cluster new DNS answers (it keeps its routes).
     Drain {
@@ -239,12 +242,18 @@ async fn run_command(args: &Args) -> anyhow::Result<()> {
             print_json(&client.get(&path).await?)
         }
         Command::Apply { files } => apply(&client, files, args.output).await,
-        Command::Delete { files, kind, name } => {
+        Command::Delete {
+            files,
+            kind,
+            name,
+            force,
+        } => {
             delete(
                 &client,
                 files,
                 kind.as_deref(),
                 name.as_deref(),
+                *force,
                 args.output,
             )
             .await
@@ -827,6 +836,7 @@ async fn delete(
     files: &[PathBuf],
     kind: Option<&str>,
     name: Option<&str>,
+    force: bool,
     output: Output,
 ) -> anyhow::Result<()> {
     let paths: Vec<(String, String)> = if files.is_empty() {
@@ -842,7 +852,11 @@ async fn delete(
             .map(|r| (r.path.clone(), r.label()))
             .collect()
     };
-    for (path, label) in paths {
+    for (mut path, label) in paths {
+        // Only certificates refuse a delete that `--force` overrides.
+        if force && path.starts_with("/v1/certificates/") {
+            path.push_str("?force=true");
+        }
         let answer = client.delete(&path).await?;
         match output {
             Output::Json => print_json(&answer)?,

@@ -354,7 +354,7 @@ async fn route_states(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dev_shows_how_each_cluster_programmed_a_global_route() {
+async fn dev_shows_how_each_cluster_programmed_a_global_route_and_guards_certificates_in_use() {
     let env = DevEnv::start(meridian_bin(), &[]);
     let client = http::client();
     let admin = env.admin();
@@ -512,4 +512,68 @@ async fn dev_shows_how_each_cluster_programmed_a_global_route() {
         line.contains("eu-west=Accepted us-east=Accepted"),
         "ctl routes: {table}"
     );
+
+    // The demo certificate is served by both clusters' HTTPS listeners: the hub says so, and
+    // refuses to delete it (every one of them would stop serving HTTPS) unless forced.
+    let cert_url = format!("{admin}/v1/certificates/meridian-system/demo-tls");
+    eventually("certificate users", Duration::from_secs(20), || {
+        let (client, cert_url) = (&client, &cert_url);
+        async move {
+            let (status, body) = send_json(client, Method::GET, cert_url, None).await?;
+            let users: Vec<String> = body["used_by"]
+                .as_array()
+                .map(|users| {
+                    users
+                        .iter()
+                        .map(|u| format!("{} {} {}", u["cluster"], u["gateway"], u["listener"]))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let want = [
+                r#""eu-west" "meridian-system/global" "https""#,
+                r#""us-east" "meridian-system/global" "https""#,
+            ];
+            if status == 200 && users == want {
+                Ok(())
+            } else {
+                Err(format!("{status} {users:?}"))
+            }
+        }
+    })
+    .await;
+    let (status, body) = send_json(&client, Method::DELETE, &cert_url, None)
+        .await
+        .expect("DELETE certificate");
+    assert_eq!(status, 409, "{body}");
+    let message = body.to_string();
+    assert!(
+        message.contains("eu-west (Gateway meridian-system/global listener https)")
+            && message.contains("force"),
+        "the refusal names the listeners and the way out: {message}"
+    );
+    let (status, _) = send_json(&client, Method::GET, &cert_url, None)
+        .await
+        .expect("GET certificate");
+    assert_eq!(status, 200, "the refused delete kept the certificate");
+    let out = std::process::Command::new(meridian_bin())
+        .args([
+            "ctl",
+            "--hub",
+            &admin,
+            "delete",
+            "certificate",
+            "meridian-system/demo-tls",
+            "--force",
+        ])
+        .output()
+        .expect("run ctl");
+    assert!(
+        out.status.success(),
+        "ctl delete --force: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (status, _) = send_json(&client, Method::GET, &cert_url, None)
+        .await
+        .expect("GET certificate");
+    assert_eq!(status, 404, "forced delete");
 }

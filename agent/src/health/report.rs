@@ -12,7 +12,7 @@ use std::time::Instant;
 use meridian_proto::model::gateway::GatewayConfig;
 use meridian_proto::model::route::Resolution;
 use meridian_proto::model::{
-    ClusterName, GatewayProbe, HealthReport, HostnameHealth, ObjectKey, SharedRoutesStatus,
+    ClusterName, GatewayProbe, HealthReport, HostnameHealth, ObjectKey, SharedObjectsStatus,
 };
 
 /// The cluster's health as of the latest change, without report numbering.
@@ -31,9 +31,9 @@ pub struct HealthView {
     pub readiness_epoch: u64,
     /// When the latest readiness change was observed (for the detection-to-report metric).
     pub readiness_changed_at: Option<Instant>,
-    /// How the cluster programmed the hub's shared routes; `None` until the source's first
-    /// complete read.
-    pub routes: Option<Arc<SharedRoutesStatus>>,
+    /// How the cluster programmed the hub's shared routes and certificates; `None` until the
+    /// source's first complete read.
+    pub shared: Option<Arc<SharedObjectsStatus>>,
 }
 
 /// What the report builder needs to know about one gateway instance.
@@ -52,19 +52,19 @@ pub struct InstanceHealth {
 // === impl HealthView ===
 
 impl HealthView {
-    /// Builds a numbered report for `cluster`, with the shared routes' status if
-    /// `with_routes` (see [`RoutesSent`](super::route_status::RoutesSent)).
-    pub fn report(&self, cluster: &ClusterName, seq: u64, with_routes: bool) -> HealthReport {
+    /// Builds a numbered report for `cluster`, with the shared objects' status if
+    /// `with_shared` (see [`SharedSent`](super::shared_status::SharedSent)).
+    pub fn report(&self, cluster: &ClusterName, seq: u64, with_shared: bool) -> HealthReport {
         HealthReport {
             cluster: cluster.clone(),
             seq,
             gateways: self.gateways.clone(),
             hostnames: self.hostnames.clone(),
-            routes: self
-                .routes
+            shared: self
+                .shared
                 .as_ref()
-                .filter(|_| with_routes)
-                .map(|routes| SharedRoutesStatus::clone(routes)),
+                .filter(|_| with_shared)
+                .map(|shared| SharedObjectsStatus::clone(shared)),
         }
     }
 }

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use meridian_gwapi::status::{Condition, GatewayStatus};
 use meridian_gwapi::{Object, ObjectSet, Origin, Problem};
 use meridian_proto::model::gateway::GatewayConfig;
-use meridian_proto::model::{ClusterName, ObjectKey, SharedConfig, SharedRoutesStatus};
+use meridian_proto::model::{ClusterName, ObjectKey, SharedConfig, SharedObjectsStatus};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -42,7 +42,7 @@ use crate::config::ProbeConfig;
 use crate::config_server::ServedConfigs;
 use crate::health::probe::{Health, ProbeResult, ProbeState, ProbeTarget, ProbeTargets};
 use crate::health::report::{HealthView, InstanceHealth, build_view};
-use crate::health::route_status::shared_routes_status;
+use crate::health::shared_status::shared_objects_status;
 use crate::metrics::Metrics;
 use crate::source::{Event, SourceUnit, SourceUpdate};
 use crate::status::{
@@ -180,8 +180,8 @@ struct Index {
     readiness_changed_at: Option<Instant>,
     /// Hostnames with at least one ready backend endpoint, as of the last health view.
     serving_hostnames: BTreeSet<String>,
-    /// The shared routes' conditions as of the last programming pass, for the hub.
-    shared_routes: Option<Arc<SharedRoutesStatus>>,
+    /// How the last programming pass used the shared routes and certificates, for the hub.
+    shared_status: Option<Arc<SharedObjectsStatus>>,
     status_dirty: bool,
     configs_tx: watch::Sender<Arc<ServedConfigs>>,
     targets_tx: watch::Sender<Arc<ProbeTargets>>,
@@ -281,7 +281,7 @@ pub(crate) fn spawn(
         readiness_epoch: 0,
         readiness_changed_at: None,
         serving_hostnames: BTreeSet::new(),
-        shared_routes: None,
+        shared_status: None,
         status_dirty: true,
         configs_tx,
         targets_tx,
@@ -597,7 +597,11 @@ impl Index {
             base.insert(gateway.clone(), programmed.config);
             statuses.insert(gateway, programmed.status);
         }
-        self.shared_routes = Some(Arc::new(shared_routes_status(&self.shared, &statuses)));
+        self.shared_status = Some(Arc::new(shared_objects_status(
+            &self.shared,
+            &statuses,
+            &base,
+        )));
         self.base = base;
         self.statuses = statuses;
         self.publish_programmed();
@@ -794,7 +798,7 @@ impl Index {
             gateway_addresses,
             readiness_epoch: self.readiness_epoch,
             readiness_changed_at: self.readiness_changed_at,
-            routes: self.shared_routes.clone(),
+            shared: self.shared_status.clone(),
         };
         self.health_tx.send_if_modified(|current| {
             if **current == view {

@@ -405,13 +405,13 @@ async fn the_health_view_carries_each_shared_routes_conditions_for_the_hub() {
     let mut health = h.outputs.health.clone();
     let view = tokio::time::timeout(
         Duration::from_secs(5),
-        health.wait_for(|v| v.routes.as_ref().is_some_and(|r| r.shared_version == 7)),
+        health.wait_for(|v| v.shared.as_ref().is_some_and(|r| r.shared_version == 7)),
     )
     .await
     .unwrap()
     .unwrap()
     .clone();
-    let routes = view.routes.as_ref().unwrap();
+    let routes = view.shared.as_ref().unwrap();
     let keys: Vec<String> = routes.routes.iter().map(|r| r.route.to_string()).collect();
     assert_eq!(
         keys,
@@ -443,7 +443,7 @@ async fn the_health_view_carries_each_shared_routes_conditions_for_the_hub() {
     let view = tokio::time::timeout(
         Duration::from_secs(5),
         health.wait_for(|v| {
-            v.routes.as_ref().is_some_and(|r| {
+            v.shared.as_ref().is_some_and(|r| {
                 r.routes[1].parents[0]
                     .conditions
                     .iter()
@@ -455,7 +455,7 @@ async fn the_health_view_carries_each_shared_routes_conditions_for_the_hub() {
     .unwrap()
     .unwrap()
     .clone();
-    assert_eq!(view.routes.as_ref().unwrap().routes.len(), 2);
+    assert_eq!(view.shared.as_ref().unwrap().routes.len(), 2);
 }
 
 fn shared_route() -> HttpRoute {
@@ -588,6 +588,18 @@ async fn hub_certificates_serve_https_listeners_and_win_over_local_secrets() {
     assert_eq!(
         tls.certificates[0].cert_chain_pem,
         certificate.cert_chain_pem
+    );
+    // The hub learns which listener serves its certificate (so it refuses to delete it).
+    let health = h.outputs.health.borrow().clone();
+    let uses = &health.shared.as_ref().unwrap().certificates;
+    assert_eq!(uses.len(), 1, "{uses:?}");
+    assert_eq!(
+        (
+            &uses[0].certificate,
+            &uses[0].gateway,
+            uses[0].listener.as_str()
+        ),
+        (&certificate.key, &gateway_key(), "https")
     );
 
     // A local Secret with the same key is reported as a duplicate; the hub's stays in use.

@@ -89,7 +89,7 @@ enum Msg {
         change: HostnameChange,
         result: Result<Outcome, ProposeError>,
     },
-    RoutesProposed {
+    SharedProposed {
         cluster: ClusterName,
         result: Result<Outcome, ProposeError>,
     },
@@ -176,7 +176,7 @@ pub fn spawn(
         forward_tx,
         in_flight: HashMap::new(),
         hostnames_in_flight: HashMap::new(),
-        routes_in_flight: HashSet::new(),
+        shared_in_flight: HashSet::new(),
         metrics: metrics.clone(),
         conflicts_logged: HashMap::new(),
     };
@@ -198,7 +198,7 @@ struct Task {
     hostnames_in_flight: HashMap<(ClusterName, Fqdn), bool>,
     /// Clusters with a route status proposal not answered yet (one at a time each, since the
     /// next delta is computed against the record the previous one makes).
-    routes_in_flight: HashSet<ClusterName>,
+    shared_in_flight: HashSet<ClusterName>,
     metrics: Arc<Metrics>,
     /// When a conflict between two agents of a cluster was last logged, per cluster.
     conflicts_logged: HashMap<ClusterName, Instant>,
@@ -351,8 +351,8 @@ impl Task {
                     }
                 }
             }
-            Msg::RoutesProposed { cluster, result } => {
-                self.routes_in_flight.remove(&cluster);
+            Msg::SharedProposed { cluster, result } => {
+                self.shared_in_flight.remove(&cluster);
                 match result {
                     Ok(Outcome::Applied | Outcome::Unchanged) => {}
                     Ok(Outcome::Rejected(rejection)) => {
@@ -486,31 +486,32 @@ impl Task {
                 let _ = tx.send(Msg::HostnameProposed { change, result }).await;
             });
         }
-        let routes_changes = self.tracker.evaluate_routes(
+        let routes_changes = self.tracker.evaluate_shared(
             now,
             |cluster| {
                 view.state
                     .clusters
                     .get(cluster)
-                    .and_then(|record| record.routes.as_ref())
+                    .and_then(|record| record.shared.as_ref())
             },
             |route| view.state.routes.contains_key(route),
+            |certificate| view.state.certificates.contains_key(certificate),
         );
         for change in routes_changes {
-            if !self.routes_in_flight.insert(change.cluster.clone()) {
+            if !self.shared_in_flight.insert(change.cluster.clone()) {
                 continue;
             }
             let proposer = self.deps.proposer.clone();
             let tx = self.tx.clone();
             tokio::spawn(async move {
                 let cluster = change.cluster.clone();
-                let action = Action::SetRouteStatus {
+                let action = Action::SetSharedStatus {
                     cluster: change.cluster,
                     changed: change.changed,
                     removed: change.removed,
                 };
                 let result = proposer.submit(ACTOR, action).await;
-                let _ = tx.send(Msg::RoutesProposed { cluster, result }).await;
+                let _ = tx.send(Msg::SharedProposed { cluster, result }).await;
             });
         }
     }

@@ -41,7 +41,7 @@ fn report(cluster: &ClusterName, seq: u64, ready: &[bool]) -> HealthReport {
             })
             .collect(),
         hostnames: Vec::new(),
-        routes: None,
+        shared: None,
     }
 }
 
@@ -512,11 +512,11 @@ fn silent_clusters_and_followers_judge_no_hostnames() {
 fn routes_status(
     version: u64,
     routes: &[(&str, &str)],
-) -> meridian_proto::model::SharedRoutesStatus {
+) -> meridian_proto::model::SharedObjectsStatus {
     use meridian_proto::model::{
         ConditionState, ObjectKey, RouteParentConditions, SharedRouteStatus, StatusCondition,
     };
-    meridian_proto::model::SharedRoutesStatus {
+    meridian_proto::model::SharedObjectsStatus {
         shared_version: version,
         routes: routes
             .iter()
@@ -535,12 +535,13 @@ fn routes_status(
                 }],
             })
             .collect(),
+        certificates: Vec::new(),
     }
 }
 
 #[test]
 fn route_status_is_asked_for_as_a_delta_against_the_committed_record() {
-    use crate::store::{Action, Command, RoutesStatusRecord, State};
+    use crate::store::{Action, Command, SharedObjectsRecord, State};
     use meridian_proto::model::ObjectKey;
 
     let mut h = Harness::new(HealthConfig::default());
@@ -581,17 +582,18 @@ fn route_status_is_asked_for_as_a_delta_against_the_committed_record() {
         h.now += Duration::from_millis(1000);
         h.seq += 1;
         let mut report = report(&us(), h.seq, &[true]);
-        report.routes = reported;
+        report.shared = reported;
         assert_eq!(h.tracker.report(h.at(), "agent-1", &report), Accepted::Yes);
-        let changes = h.tracker.evaluate_routes(
+        let changes = h.tracker.evaluate_shared(
             h.at(),
-            |cluster| state.clusters.get(cluster).and_then(|r| r.routes.as_ref()),
+            |cluster| state.clusters.get(cluster).and_then(|r| r.shared.as_ref()),
             |route| state.routes.contains_key(route),
+            |certificate| state.certificates.contains_key(certificate),
         );
         for change in &changes {
             commit(
                 state,
-                Action::SetRouteStatus {
+                Action::SetSharedStatus {
                     cluster: change.cluster.clone(),
                     changed: change.changed.clone(),
                     removed: change.removed.clone(),
@@ -601,7 +603,7 @@ fn route_status_is_asked_for_as_a_delta_against_the_committed_record() {
         changes
     };
     let record =
-        |state: &State| -> Option<RoutesStatusRecord> { state.clusters[&us()].routes.clone() };
+        |state: &State| -> Option<SharedObjectsRecord> { state.clusters[&us()].shared.clone() };
 
     // The first status: everything it names that exists.
     let changes = evaluate(
@@ -662,7 +664,7 @@ fn route_status_is_asked_for_as_a_delta_against_the_committed_record() {
     h.tracker.set_leader(h.at(), false);
     assert!(
         h.tracker
-            .evaluate_routes(h.at(), |_| None, |_| true)
+            .evaluate_shared(h.at(), |_| None, |_| true, |_| true)
             .is_empty()
     );
 }

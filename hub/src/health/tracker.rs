@@ -6,12 +6,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use meridian_proto::model::{
-    ClusterName, Fqdn, HealthReport, HealthVerdict, HostnameHealth, ObjectKey, SharedRouteStatus,
-    SharedRoutesStatus,
+    CertificateUse, ClusterName, Fqdn, HealthReport, HealthVerdict, HostnameHealth, ObjectKey,
+    SharedObjectsStatus, SharedRouteStatus,
 };
 
 use crate::config::HealthConfig;
-use crate::store::RoutesStatusRecord;
+use crate::store::SharedObjectsRecord;
 
 /// The longest reason a verdict carries (reports can list many gateways).
 const MAX_REASON_LEN: usize = 240;
@@ -41,13 +41,13 @@ pub struct HostnameChange {
 }
 
 /// A change of a cluster's shared route status the tracker wants committed: a delta against
-/// the committed record (see `Action::SetRouteStatus`).
+/// the committed record (see `Action::SetSharedStatus`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RoutesChange {
+pub struct SharedChange {
     /// The cluster.
     pub cluster: ClusterName,
     /// The shared version it programmed, and the routes whose conditions changed.
-    pub changed: SharedRoutesStatus,
+    pub changed: SharedObjectsStatus,
     /// The routes it no longer reports.
     pub removed: Vec<ObjectKey>,
 }
@@ -95,8 +95,8 @@ struct Track {
     last_bad: String,
     /// Per watched hostname: its own streaks.
     hostnames: HashMap<Fqdn, Streak>,
-    /// The shared routes' conditions as the last report that carried them said.
-    routes: Option<SharedRoutesStatus>,
+    /// The shared objects' status as the last report that carried it said.
+    shared: Option<SharedObjectsStatus>,
 }
 
 /// Consecutive reports for or against one hostname, with the latest explanation.
@@ -227,8 +227,8 @@ impl Tracker {
                 }
             }
         }
-        if let Some(routes) = &report.routes {
-            track.routes = Some(routes.clone());
+        if let Some(shared) = &report.shared {
+            track.shared = Some(shared.clone());
         }
         track.instance = instance.to_string();
         track.last_seq = report.seq;
@@ -383,17 +383,19 @@ impl Tracker {
         changes
     }
 
-    /// For each cluster whose reported shared route status differs from its committed record,
-    /// the delta to commit. Only clusters whose reports are current count; no hysteresis,
-    /// since the status is shown, not acted on. Routes that no longer exist (`exists`) are
-    /// left out, as the state machine would drop them, so a report naming a deleted route
-    /// asks for nothing. Empty unless leading.
-    pub fn evaluate_routes<'a>(
+    /// For each cluster whose reported shared objects status differs from its committed
+    /// record, the delta to commit. Only clusters whose reports are current count; no
+    /// hysteresis, since the status is shown and guards deletes, never moves traffic. Routes
+    /// and certificates that no longer exist (`route_exists`, `certificate_exists`) are left
+    /// out, as the state machine would drop them, so a report naming a deleted one asks for
+    /// nothing. Empty unless leading.
+    pub fn evaluate_shared<'a>(
         &self,
         now: Instant,
-        committed: impl Fn(&ClusterName) -> Option<&'a RoutesStatusRecord>,
-        exists: impl Fn(&ObjectKey) -> bool,
-    ) -> Vec<RoutesChange> {
+        committed: impl Fn(&ClusterName) -> Option<&'a SharedObjectsRecord>,
+        route_exists: impl Fn(&ObjectKey) -> bool,
+        certificate_exists: impl Fn(&ObjectKey) -> bool,
+    ) -> Vec<SharedChange> {
         if self.leader_since.is_none() {
             return Vec::new();
         }
@@ -403,14 +405,14 @@ impl Tracker {
             let current = track
                 .last_report
                 .is_some_and(|last| now.saturating_duration_since(last) <= miss_timeout);
-            let Some(reported) = track.routes.as_ref().filter(|_| current) else {
+            let Some(reported) = track.shared.as_ref().filter(|_| current) else {
                 continue;
             };
             let record = committed(cluster);
             let changed: Vec<SharedRouteStatus> = reported
                 .routes
                 .iter()
-                .filter(|r| exists(&r.route))
+                .filter(|r| route_exists(&r.route))
                 .filter(|r| {
                     record
                         .and_then(|record| record.routes.get(&r.route))
@@ -430,16 +432,27 @@ impl Tracker {
                         .collect()
                 })
                 .unwrap_or_default();
+            let mut certificates: Vec<CertificateUse> = reported
+                .certificates
+                .iter()
+                .filter(|u| certificate_exists(&u.certificate))
+                .cloned()
+                .collect();
+            certificates.sort();
+            certificates.dedup();
             let same_version =
                 record.is_some_and(|record| record.shared_version == reported.shared_version);
-            if same_version && changed.is_empty() && removed.is_empty() {
+            let same_certificates =
+                record.is_some_and(|record| record.certificates == certificates);
+            if same_version && same_certificates && changed.is_empty() && removed.is_empty() {
                 continue;
             }
-            changes.push(RoutesChange {
+            changes.push(SharedChange {
                 cluster: cluster.clone(),
-                changed: SharedRoutesStatus {
+                changed: SharedObjectsStatus {
                     shared_version: reported.shared_version,
                     routes: changed,
+                    certificates,
                 },
                 removed,
             });

@@ -27,7 +27,7 @@ impl State {
     /// cluster and push operators' changes out of the log).
     pub fn apply(&mut self, index: u64, command: Command) -> Outcome {
         let action_text = command.action.describe();
-        let audited = !matches!(command.action, Action::SetRouteStatus { .. });
+        let audited = !matches!(command.action, Action::SetSharedStatus { .. });
         let outcome = self.transition(index, command.unix_ms, command.action);
         let result = match &outcome {
             Outcome::Applied if audited => Some("applied".to_string()),
@@ -58,7 +58,7 @@ impl State {
                             health: Default::default(),
                             reported_addresses: Vec::new(),
                             hostnames: Default::default(),
-                            routes: None,
+                            shared: None,
                         };
                         self.clusters.insert(record.cluster.name.clone(), record);
                     }
@@ -153,7 +153,7 @@ impl State {
                 self.dns_version = index;
                 Outcome::Applied
             }
-            Action::SetRouteStatus {
+            Action::SetSharedStatus {
                 cluster,
                 changed,
                 removed,
@@ -163,10 +163,18 @@ impl State {
                         "cluster {cluster} does not exist"
                     )));
                 };
-                let mut applied = record.routes.is_none();
-                let routes = record.routes.get_or_insert_with(Default::default);
-                applied |= routes.shared_version != changed.shared_version;
-                routes.shared_version = changed.shared_version;
+                let mut applied = record.shared.is_none();
+                let shared = record.shared.get_or_insert_with(Default::default);
+                applied |= shared.shared_version != changed.shared_version;
+                shared.shared_version = changed.shared_version;
+                // Whole every time; a certificate deleted since is in use nowhere.
+                let mut certificates = changed.certificates;
+                certificates.retain(|u| self.certificates.contains_key(&u.certificate));
+                certificates.sort();
+                certificates.dedup();
+                applied |= shared.certificates != certificates;
+                shared.certificates = certificates;
+                let routes = shared;
                 for key in &removed {
                     applied |= routes.routes.remove(key).is_some();
                 }
@@ -288,8 +296,8 @@ impl State {
                 }
                 // A route put again later starts with no status until clusters report it.
                 for record in self.clusters.values_mut() {
-                    if let Some(routes) = &mut record.routes {
-                        routes.routes.remove(&key);
+                    if let Some(shared) = &mut record.shared {
+                        shared.routes.remove(&key);
                     }
                 }
                 self.shared_version = index;
@@ -311,6 +319,11 @@ impl State {
                     return Outcome::Rejected(Rejection::not_found(format!(
                         "certificate {key} does not exist"
                     )));
+                }
+                for record in self.clusters.values_mut() {
+                    if let Some(shared) = &mut record.shared {
+                        shared.certificates.retain(|u| u.certificate != key);
+                    }
                 }
                 self.shared_version = index;
                 Outcome::Applied

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use meridian_proto::model::{
     Cluster, ClusterHealth, ClusterName, Fqdn, HostnamePolicy, ObjectKey, RecordData,
-    SharedRoutesStatus, gateway::TlsCertificate, route::HttpRoute,
+    SharedObjectsStatus, gateway::TlsCertificate, route::HttpRoute,
 };
 
 /// One change to the hub state, as it travels through the Raft log.
@@ -60,11 +60,11 @@ pub enum Action {
     /// the cluster's Gateways (proposed by the leader's health tracker when a cluster's report
     /// differs from its record). A delta, so one route's change is a small entry whatever the
     /// number of routes. Routes that no longer exist are ignored.
-    SetRouteStatus {
+    SetSharedStatus {
         /// The cluster.
         cluster: ClusterName,
         /// The shared version the cluster programmed, and the routes whose conditions changed.
-        changed: SharedRoutesStatus,
+        changed: SharedObjectsStatus,
         /// The routes the cluster no longer reports.
         removed: Vec<ObjectKey>,
     },
@@ -186,7 +186,7 @@ impl Action {
                 "set hostname {fqdn} in cluster {cluster} to {} ({reason})",
                 if *serving { "serving" } else { "not serving" }
             ),
-            Self::SetRouteStatus {
+            Self::SetSharedStatus {
                 cluster,
                 changed,
                 removed,

@@ -15,7 +15,7 @@ use prost::Message as _;
 
 use super::command::{Action, Command, Outcome, RejectKind, Rejection};
 use super::state::{
-    AuditEntry, ClusterRecord, HostnameServing, RecordSet, RouteStatusEntry, RoutesStatusRecord,
+    AuditEntry, ClusterRecord, HostnameServing, RecordSet, RouteStatusEntry, SharedObjectsRecord,
     State, ZoneKey,
 };
 
@@ -61,11 +61,11 @@ pub fn encode_command(command: &Command) -> Vec<u8> {
             serving: *serving,
             reason: reason.clone(),
         }),
-        Action::SetRouteStatus {
+        Action::SetSharedStatus {
             cluster,
             changed,
             removed,
-        } => Kind::SetRouteStatus(pb::SetRouteStatus {
+        } => Kind::SetSharedStatus(pb::SetSharedStatus {
             cluster: cluster.to_string(),
             changed: Some(changed.into()),
             removed: removed.iter().map(Into::into).collect(),
@@ -158,17 +158,19 @@ pub fn decode_command(bytes: &[u8]) -> Result<Command, DecodeError> {
             serving: set.serving,
             reason: set.reason,
         },
-        Kind::SetRouteStatus(set) => Action::SetRouteStatus {
+        Kind::SetSharedStatus(set) => Action::SetSharedStatus {
             cluster: ClusterName::new(set.cluster)
-                .map_err(|e| err(format!("set_route_status.cluster: {e}")))?,
+                .map_err(|e| err(format!("set_shared_status.cluster: {e}")))?,
             changed: set
                 .changed
-                .ok_or_else(|| err("set_route_status.changed: missing required field".to_string()))?
+                .ok_or_else(
+                    || err("set_shared_status.changed: missing required field".to_string()),
+                )?
                 .try_into()
                 .map_err(|e: ConvertError| {
                     err(e
                         .in_field("changed")
-                        .in_field("set_route_status")
+                        .in_field("set_shared_status")
                         .to_string())
                 })?,
             removed: set
@@ -180,7 +182,7 @@ pub fn decode_command(bytes: &[u8]) -> Result<Command, DecodeError> {
                         err(e
                             .at_index(i)
                             .in_field("removed")
-                            .in_field("set_route_status")
+                            .in_field("set_shared_status")
                             .to_string())
                     })
                 })
@@ -412,7 +414,7 @@ pub fn encode_snapshot(state: &State) -> Vec<u8> {
                         since_unix_ms: h.since_unix_ms,
                     })
                     .collect(),
-                routes: record.routes.as_ref().map(|r| pb::RoutesStatusRecord {
+                shared: record.shared.as_ref().map(|r| pb::SharedObjectsRecord {
                     shared_version: r.shared_version,
                     routes: r
                         .routes
@@ -425,6 +427,7 @@ pub fn encode_snapshot(state: &State) -> Vec<u8> {
                             since_unix_ms: entry.since_unix_ms,
                         })
                         .collect(),
+                    certificates: r.certificates.iter().map(Into::into).collect(),
                 }),
             })
             .collect(),
@@ -513,23 +516,24 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<State, DecodeError> {
                 },
             );
         }
-        let routes = match record.routes {
-            Some(routes) => {
-                let mut decoded = RoutesStatusRecord {
-                    shared_version: routes.shared_version,
+        let shared = match record.shared {
+            Some(shared) => {
+                let mut decoded = SharedObjectsRecord {
+                    shared_version: shared.shared_version,
                     routes: BTreeMap::new(),
+                    certificates: Vec::new(),
                 };
-                for (j, entry) in routes.routes.into_iter().enumerate() {
+                for (j, entry) in shared.routes.into_iter().enumerate() {
                     let status: SharedRouteStatus = entry
                         .status
                         .ok_or_else(|| {
                             err(format!(
-                                "clusters[{i}].routes.routes[{j}].status: missing required field"
+                                "clusters[{i}].shared.routes[{j}].status: missing required field"
                             ))
                         })?
                         .try_into()
                         .map_err(|e: ConvertError| {
-                            err(format!("clusters[{i}].routes.routes[{j}].status.{e}"))
+                            err(format!("clusters[{i}].shared.routes[{j}].status.{e}"))
                         })?;
                     decoded.routes.insert(
                         status.route,
@@ -538,6 +542,13 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<State, DecodeError> {
                             since_unix_ms: entry.since_unix_ms,
                         },
                     );
+                }
+                for (j, usage) in shared.certificates.into_iter().enumerate() {
+                    decoded
+                        .certificates
+                        .push(usage.try_into().map_err(|e: ConvertError| {
+                            err(format!("clusters[{i}].shared.certificates[{j}].{e}"))
+                        })?);
                 }
                 Some(decoded)
             }
@@ -550,7 +561,7 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<State, DecodeError> {
                 health,
                 reported_addresses,
                 hostnames,
-                routes,
+                shared,
             },
         );
     }

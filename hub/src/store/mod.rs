@@ -32,5 +32,5 @@ pub use machine::{StoreMachine, StoreView, StoreWatches};
 pub use proposer::{ProposeError, Proposer, unix_now_ms};
 pub use state::{
     AUDIT_CAPACITY, AuditEntry, ClusterRecord, HostnameServing, RecordSet, RouteStatusEntry,
-    RoutesStatusRecord, State, ZoneKey,
+    SharedObjectsRecord, State, ZoneKey,
 };

@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 
 use meridian_proto::model::{
-    Cluster, ClusterHealth, ClusterName, DnsRecord, Fqdn, HostnamePolicy, ObjectKey, RecordData,
-    RouteParentConditions, SharedConfig, SharedRouteStatus, SharedRoutesStatus,
-    gateway::TlsCertificate, route::HttpRoute,
+    CertificateUse, Cluster, ClusterHealth, ClusterName, DnsRecord, Fqdn, HostnamePolicy,
+    ObjectKey, RecordData, RouteParentConditions, SharedConfig, SharedObjectsStatus,
+    SharedRouteStatus, gateway::TlsCertificate, route::HttpRoute,
 };
 
 use crate::dns::{ClusterView, DnsView};
@@ -53,18 +53,20 @@ pub struct ClusterRecord {
     /// whether the cluster can serve it (its backends behind the hostname's routes). Entries
     /// go when the policy stops targeting the cluster or is deleted.
     pub hostnames: BTreeMap<Fqdn, HostnameServing>,
-    /// How the cluster programmed the shared routes, as its agent last reported and the
-    /// leader committed; `None` until then.
-    pub routes: Option<RoutesStatusRecord>,
+    /// How the cluster programmed the shared routes and certificates, as its agent last
+    /// reported and the leader committed; `None` until then.
+    pub shared: Option<SharedObjectsRecord>,
 }
 
-/// A cluster's committed report of the shared routes' conditions.
+/// A cluster's committed report of how it programmed the shared objects.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RoutesStatusRecord {
+pub struct SharedObjectsRecord {
     /// The shared config version the cluster programmed them from.
     pub shared_version: u64,
     /// Per existing shared route the cluster reported.
     pub routes: BTreeMap<ObjectKey, RouteStatusEntry>,
+    /// The listeners serving an existing shared certificate, sorted.
+    pub certificates: Vec<CertificateUse>,
 }
 
 /// One shared route's conditions in one cluster.
@@ -76,10 +78,10 @@ pub struct RouteStatusEntry {
     pub since_unix_ms: u64,
 }
 
-impl RoutesStatusRecord {
+impl SharedObjectsRecord {
     /// The record as a report, to compare with what an agent reports.
-    pub fn as_reported(&self) -> SharedRoutesStatus {
-        SharedRoutesStatus {
+    pub fn as_reported(&self) -> SharedObjectsStatus {
+        SharedObjectsStatus {
             shared_version: self.shared_version,
             routes: self
                 .routes
@@ -89,6 +91,7 @@ impl RoutesStatusRecord {
                     parents: entry.parents.clone(),
                 })
                 .collect(),
+            certificates: self.certificates.clone(),
         }
     }
 }

@@ -62,16 +62,16 @@ fn route(ns: &str, n: &str) -> HttpRoute {
     }
 }
 
-/// A `SetRouteStatus` for routes `shop/<name>` each with one parent (`infra/edge`) whose
+/// A `SetSharedStatus` for routes `shop/<name>` each with one parent (`infra/edge`) whose
 /// `ResolvedRefs` has the given reason (`ResolvedRefs` is True), and `removed` routes.
 fn route_status(cluster: &str, version: u64, changed: &[(&str, &str)], removed: &[&str]) -> Action {
     use meridian_proto::model::{
-        ConditionState, RouteParentConditions, SharedRouteStatus, SharedRoutesStatus,
+        ConditionState, RouteParentConditions, SharedObjectsStatus, SharedRouteStatus,
         StatusCondition,
     };
-    Action::SetRouteStatus {
+    Action::SetSharedStatus {
         cluster: name(cluster),
-        changed: SharedRoutesStatus {
+        changed: SharedObjectsStatus {
             shared_version: version,
             routes: changed
                 .iter()
@@ -94,6 +94,7 @@ fn route_status(cluster: &str, version: u64, changed: &[(&str, &str)], removed: 
                     }],
                 })
                 .collect(),
+            certificates: Vec::new(),
         },
         removed: removed
             .iter()
@@ -1119,7 +1120,7 @@ fn the_dns_view_holds_only_clusters_a_hostname_targets() {
 
 /// The reasons a cluster's record holds, per route name, and its version.
 fn route_reasons(state: &State, cluster: &str) -> Option<(u64, Vec<(String, String)>)> {
-    let record = state.clusters[&name(cluster)].routes.as_ref()?;
+    let record = state.clusters[&name(cluster)].shared.as_ref()?;
     Some((
         record.shared_version,
         record
@@ -1171,7 +1172,7 @@ fn route_status_applies_as_a_delta_and_never_outlives_its_route() {
     );
     assert_eq!(route_reasons(&state, "us-east"), None);
     let since = state.clusters[&name("eu-west")]
-        .routes
+        .shared
         .as_ref()
         .unwrap()
         .routes[&ObjectKey::new("shop", "web").unwrap()]
@@ -1189,7 +1190,7 @@ fn route_status_applies_as_a_delta_and_never_outlives_its_route() {
         ))
     );
     let routes = &state.clusters[&name("eu-west")]
-        .routes
+        .shared
         .as_ref()
         .unwrap()
         .routes;
@@ -1240,4 +1241,74 @@ fn route_status_applies_as_a_delta_and_never_outlives_its_route() {
         &["cart"],
     ));
     assert_eq!(decode_command(&encode_command(&command)).unwrap(), command);
+}
+
+#[test]
+fn certificate_uses_are_recorded_whole_and_go_with_their_certificate() {
+    use meridian_proto::model::{CertificateUse, SharedObjectsStatus};
+    let mut state = base();
+    let (chain, key) = self_signed(&["*.demo.meridian.test"]);
+    let cert = certificate("meridian-system", "demo-tls", &chain, &key);
+    assert_eq!(
+        state.apply(5, cmd(Action::PutCertificate(Box::new(cert.clone())))),
+        Outcome::Applied
+    );
+    let usage = |certificate: &str, listener: &str| CertificateUse {
+        certificate: ObjectKey::new("meridian-system", certificate).unwrap(),
+        gateway: ObjectKey::new("meridian-system", "global").unwrap(),
+        listener: listener.into(),
+    };
+    let report = |certificates: Vec<CertificateUse>| Action::SetSharedStatus {
+        cluster: name("eu-west"),
+        changed: SharedObjectsStatus {
+            shared_version: 5,
+            routes: Vec::new(),
+            certificates,
+        },
+        removed: Vec::new(),
+    };
+    let uses = |state: &State| -> Vec<String> {
+        state.clusters[&name("eu-west")]
+            .shared
+            .as_ref()
+            .map(|s| {
+                s.certificates
+                    .iter()
+                    .map(|u| format!("{}:{}", u.certificate, u.listener))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+
+    // Sorted and deduplicated; a certificate the hub does not have is in use nowhere.
+    let outcome = state.apply(
+        6,
+        cmd(report(vec![
+            usage("demo-tls", "https-b"),
+            usage("local-only", "https"),
+            usage("demo-tls", "https-a"),
+            usage("demo-tls", "https-a"),
+        ])),
+    );
+    assert_eq!(outcome, Outcome::Applied);
+    assert_eq!(
+        uses(&state),
+        [
+            "meridian-system/demo-tls:https-a",
+            "meridian-system/demo-tls:https-b"
+        ]
+    );
+    // The list is whole each time: a listener that stopped serving it goes.
+    state.apply(7, cmd(report(vec![usage("demo-tls", "https-b")])));
+    assert_eq!(uses(&state), ["meridian-system/demo-tls:https-b"]);
+    assert_eq!(
+        state.apply(8, cmd(report(vec![usage("demo-tls", "https-b")]))),
+        Outcome::Unchanged
+    );
+
+    // Deleting the certificate (forced past the API's check) forgets its uses.
+    state.apply(9, cmd(Action::DeleteCertificate(cert.key.clone())));
+    assert!(uses(&state).is_empty());
+    let restored = decode_snapshot(&encode_snapshot(&state)).unwrap();
+    assert_eq!(restored, state);
 }

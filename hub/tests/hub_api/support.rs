@@ -447,7 +447,7 @@ impl Agent {
                     detail: String::new(),
                 })
                 .collect(),
-            routes: None,
+            shared: None,
         };
         self.send(pb::agent_message::Kind::Health(report)).await;
     }

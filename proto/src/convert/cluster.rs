@@ -3,9 +3,9 @@
 use super::net::{ip, optional_port, optional_socket_addr};
 use super::{Context, ConvertError, each, each_with, encode_all, enumeration, message, optional};
 use crate::model::{
-    Cluster, ClusterHealth, ClusterName, ConditionState, GatewayProbe, HealthReport, HealthVerdict,
-    HostnameHealth, Region, RouteParentConditions, SharedRouteStatus, SharedRoutesStatus,
-    StatusCondition,
+    CertificateUse, Cluster, ClusterHealth, ClusterName, ConditionState, GatewayProbe,
+    HealthReport, HealthVerdict, HostnameHealth, Region, RouteParentConditions,
+    SharedObjectsStatus, SharedRouteStatus, StatusCondition,
 };
 use crate::pb;
 
@@ -90,7 +90,7 @@ impl From<&HealthReport> for pb::HealthReport {
             seq: report.seq,
             gateways: encode_all(&report.gateways),
             hostnames: encode_all(&report.hostnames),
-            routes: report.routes.as_ref().map(Into::into),
+            shared: report.shared.as_ref().map(Into::into),
         }
     }
 }
@@ -104,7 +104,7 @@ impl TryFrom<pb::HealthReport> for HealthReport {
             seq: report.seq,
             gateways: each(report.gateways, "gateways")?,
             hostnames: each(report.hostnames, "hostnames")?,
-            routes: optional(report.routes, "routes")?,
+            shared: optional(report.shared, "shared")?,
         })
     }
 }
@@ -161,24 +161,50 @@ impl TryFrom<pb::HostnameHealth> for HostnameHealth {
     }
 }
 
-// === impl SharedRoutesStatus ===
+// === impl SharedObjectsStatus ===
 
-impl From<&SharedRoutesStatus> for pb::SharedRoutesStatus {
-    fn from(status: &SharedRoutesStatus) -> Self {
+impl From<&SharedObjectsStatus> for pb::SharedObjectsStatus {
+    fn from(status: &SharedObjectsStatus) -> Self {
         Self {
             shared_version: status.shared_version,
             routes: encode_all(&status.routes),
+            certificates: encode_all(&status.certificates),
         }
     }
 }
 
-impl TryFrom<pb::SharedRoutesStatus> for SharedRoutesStatus {
+impl TryFrom<pb::SharedObjectsStatus> for SharedObjectsStatus {
     type Error = ConvertError;
 
-    fn try_from(status: pb::SharedRoutesStatus) -> Result<Self, ConvertError> {
+    fn try_from(status: pb::SharedObjectsStatus) -> Result<Self, ConvertError> {
         Ok(Self {
             shared_version: status.shared_version,
             routes: each(status.routes, "routes")?,
+            certificates: each(status.certificates, "certificates")?,
+        })
+    }
+}
+
+// === impl CertificateUse ===
+
+impl From<&CertificateUse> for pb::CertificateUse {
+    fn from(usage: &CertificateUse) -> Self {
+        Self {
+            certificate: Some((&usage.certificate).into()),
+            gateway: Some((&usage.gateway).into()),
+            listener: usage.listener.clone(),
+        }
+    }
+}
+
+impl TryFrom<pb::CertificateUse> for CertificateUse {
+    type Error = ConvertError;
+
+    fn try_from(usage: pb::CertificateUse) -> Result<Self, ConvertError> {
+        Ok(Self {
+            certificate: message(usage.certificate, "certificate")?,
+            gateway: message(usage.gateway, "gateway")?,
+            listener: usage.listener,
         })
     }
 }

@@ -25,10 +25,10 @@ use crate::model::route::{
     TlsRoute, UrlRewrite,
 };
 use crate::model::{
-    AllUnhealthy, Cluster, ClusterHealth, ClusterName, ConditionState, Fqdn, GatewayProbe,
-    HealthReport, HealthVerdict, HostnameHealth, HostnamePolicy, HostnameTarget, ObjectKey, Region,
-    RouteParentConditions, Routing, SharedConfig, SharedRouteStatus, SharedRoutesStatus,
-    StatusCondition,
+    AllUnhealthy, CertificateUse, Cluster, ClusterHealth, ClusterName, ConditionState, Fqdn,
+    GatewayProbe, HealthReport, HealthVerdict, HostnameHealth, HostnamePolicy, HostnameTarget,
+    ObjectKey, Region, RouteParentConditions, Routing, SharedConfig, SharedObjectsStatus,
+    SharedRouteStatus, StatusCondition,
 };
 use crate::pb;
 
@@ -125,8 +125,13 @@ fn health_report() -> HealthReport {
             total_endpoints: 4,
             detail: "Service demo/old not found".into(),
         }],
-        routes: Some(SharedRoutesStatus {
+        shared: Some(SharedObjectsStatus {
             shared_version: 42,
+            certificates: vec![CertificateUse {
+                certificate: key("infra", "wildcard"),
+                gateway: key("infra", "edge"),
+                listener: "https".into(),
+            }],
             routes: vec![
                 SharedRouteStatus {
                     route: key("shop", "web"),
@@ -1317,20 +1322,25 @@ fn cluster_and_health_errors_name_the_field_path() {
         ),
         (
             |c| {
-                let routes = c.routes.as_mut().unwrap();
+                let routes = c.shared.as_mut().unwrap();
                 routes.routes[0].parents[0].conditions[1].status = 7;
             },
-            "routes.routes[0].parents[0].conditions[1].status",
+            "shared.routes[0].parents[0].conditions[1].status",
             "unknown enum value 7",
         ),
         (
-            |c| c.routes.as_mut().unwrap().routes[0].parents[0].port = Some(0),
-            "routes.routes[0].parents[0].port",
+            |c| c.shared.as_mut().unwrap().routes[0].parents[0].port = Some(0),
+            "shared.routes[0].parents[0].port",
             "out of range",
         ),
         (
-            |c| c.routes.as_mut().unwrap().routes[1].route = None,
-            "routes.routes[1].route",
+            |c| c.shared.as_mut().unwrap().routes[1].route = None,
+            "shared.routes[1].route",
+            "missing required field",
+        ),
+        (
+            |c| c.shared.as_mut().unwrap().certificates[0].gateway = None,
+            "shared.certificates[0].gateway",
             "missing required field",
         ),
     ];

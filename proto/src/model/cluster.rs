@@ -55,21 +55,35 @@ pub struct HealthReport {
     pub gateways: Vec<GatewayProbe>,
     /// Per hostname served in this cluster: how many backend endpoints are ready.
     pub hostnames: Vec<HostnameHealth>,
-    /// How the cluster programmed the hub's shared routes; `None` until the agent has read its
-    /// cluster once (and from agents that predate route status), which leaves the hub's last
-    /// committed record as it is.
-    pub routes: Option<SharedRoutesStatus>,
+    /// How the cluster programmed what the hub shares (routes, certificates); `None` in
+    /// reports that do not carry it (agents send it when it changed), which leaves the hub's
+    /// last committed record as it is.
+    pub shared: Option<SharedObjectsStatus>,
 }
 
-/// How one cluster programmed the hub's shared HTTPRoutes: the conditions its Gateways gave
-/// each of them, as of one shared config version. The hub shows them per cluster, since a
-/// shared route's status lives in every cluster it reaches.
+/// How one cluster programmed the hub's shared objects, as of one shared config version: the
+/// conditions its Gateways gave each shared HTTPRoute, and which shared certificates its
+/// listeners serve. The hub shows the first per cluster (a shared route's status lives in
+/// every cluster it reaches) and uses the second to refuse deleting a certificate in use.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SharedRoutesStatus {
+pub struct SharedObjectsStatus {
     /// The shared config version the agent programmed (0: none received from the hub yet).
     pub shared_version: u64,
     /// One entry per shared route of that version, in key order.
     pub routes: Vec<SharedRouteStatus>,
+    /// Each listener serving a shared certificate, in (certificate, Gateway, listener) order.
+    pub certificates: Vec<CertificateUse>,
+}
+
+/// A listener of this cluster that serves one of the hub's certificates.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CertificateUse {
+    /// The shared certificate (the Secret key listeners reference).
+    pub certificate: ObjectKey,
+    /// The Gateway.
+    pub gateway: ObjectKey,
+    /// The listener's name.
+    pub listener: String,
 }
 
 /// One shared route in one cluster.

@@ -11,7 +11,7 @@ use meridian_proto::model::route::{
     BackendRef, HttpBackendRef, HttpRoute, HttpRouteMatch, HttpRouteRule, PathMatch, Resolution,
     ServiceKey, Timeouts,
 };
-use meridian_proto::model::{ClusterName, ObjectKey, SharedRoutesStatus};
+use meridian_proto::model::{ClusterName, ObjectKey, SharedObjectsStatus};
 
 use super::*;
 
@@ -215,16 +215,16 @@ fn report_numbers_the_view() {
         gateway_addresses: vec![],
         readiness_epoch: 1,
         readiness_changed_at: None,
-        routes: Some(Arc::new(SharedRoutesStatus {
+        shared: Some(Arc::new(SharedObjectsStatus {
             shared_version: 4,
-            routes: vec![],
+            ..Default::default()
         })),
     };
     let cluster = ClusterName::new("us-east").unwrap();
     let report = view.report(&cluster, 9, false);
     assert_eq!(report.cluster, cluster);
     assert_eq!(report.seq, 9);
-    assert_eq!(report.routes, None);
+    assert_eq!(report.shared, None);
     let report = view.report(&cluster, 10, true);
-    assert_eq!(report.routes.map(|r| r.shared_version), Some(4));
+    assert_eq!(report.shared.map(|r| r.shared_version), Some(4));
 }

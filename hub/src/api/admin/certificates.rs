@@ -72,6 +72,37 @@ pub struct CertificateJson {
     /// The PEM chain (single-object answers only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_chain_pem: Option<String>,
+    /// The listeners serving it, as their clusters last reported.
+    #[serde(default)]
+    pub used_by: Vec<CertificateUser>,
+}
+
+/// A listener that serves a shared certificate.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CertificateUser {
+    /// The cluster.
+    pub cluster: String,
+    /// The Gateway, `namespace/name`.
+    pub gateway: String,
+    /// The listener's name.
+    pub listener: String,
+}
+
+/// Every listener serving certificate `key`, by cluster, as the clusters last reported.
+fn users(state: &crate::store::State, key: &ObjectKey) -> Vec<CertificateUser> {
+    state
+        .clusters
+        .values()
+        .flat_map(|record| {
+            let uses = record.shared.iter().flat_map(|s| s.certificates.iter());
+            uses.filter(|u| &u.certificate == key)
+                .map(|u| CertificateUser {
+                    cluster: record.cluster.name.to_string(),
+                    gateway: u.gateway.to_string(),
+                    listener: u.listener.clone(),
+                })
+        })
+        .collect()
 }
 
 fn rfc3339(unix: i64) -> String {
@@ -109,6 +140,7 @@ impl CertificateJson {
             chain_length: info.chain_length,
             sha256_fingerprint: info.sha256_fingerprint.clone(),
             cert_chain_pem: with_chain.then(|| cert.cert_chain_pem.clone()),
+            used_by: Vec::new(),
         }
     }
 }
@@ -187,8 +219,12 @@ pub(super) async fn list(
         .state
         .certificates
         .values()
-        .map(|cert| CertificateJson::new(cert, false))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|cert| {
+            let mut json = CertificateJson::new(cert, false)?;
+            json.used_by = users(&view.state, &cert.key);
+            Ok(json)
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
     Ok(Json(json!({ "items": items })))
 }
 
@@ -204,7 +240,9 @@ pub(super) async fn get(
         .certificates
         .get(&key)
         .ok_or_else(|| ApiError::not_found(format!("certificate {key} does not exist")))?;
-    Ok(Json(CertificateJson::new(cert, true)?))
+    let mut json = CertificateJson::new(cert, true)?;
+    json.used_by = users(&view.state, &key);
+    Ok(Json(json))
 }
 
 pub(super) async fn put(
@@ -220,12 +258,48 @@ pub(super) async fn put(
     Ok(Json(json))
 }
 
+/// `?force=true` on `DELETE`.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct DeleteQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+/// Deletes a certificate, unless a cluster reported a listener serving it: every such
+/// listener would lose the certificate at once and stop serving HTTPS (`?force=true` deletes
+/// all the same). The check reads a linearizable view; a listener a cluster starts serving
+/// it with between that read and the commit is not seen, as with any check-then-act over an
+/// API.
 pub(super) async fn delete(
     State(state): State<AppState>,
     Path((namespace, name)): Path<(String, String)>,
+    Params(query): Params<DeleteQuery>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let key = path_route_key(&namespace, &name)?;
+    if !query.force {
+        let view = read_view(&state, false).await?;
+        let users = users(&view.state, &key);
+        if !users.is_empty() {
+            let listed: Vec<String> = users
+                .iter()
+                .map(|u| {
+                    format!(
+                        "{} (Gateway {} listener {})",
+                        u.cluster, u.gateway, u.listener
+                    )
+                })
+                .collect();
+            return Err(ApiError::conflict(format!(
+                "certificate {key} is served by {} listener{}: {}; deleting it would stop HTTPS \
+                 on them. Point them at another certificate first, or delete with ?force=true \
+                 (meridian ctl delete --force)",
+                users.len(),
+                if users.len() == 1 { "" } else { "s" },
+                listed.join(", ")
+            )));
+        }
+    }
     submit(&state, &headers, Action::DeleteCertificate(key.clone())).await?;
     Ok(Json(json!({ "deleted": key.to_string() })))
 }

@@ -490,7 +490,7 @@ async fn put_cluster(
             health: Default::default(),
             reported_addresses: Vec::new(),
             hostnames: Default::default(),
-            routes: None,
+            shared: None,
         })
             .into(),
     };

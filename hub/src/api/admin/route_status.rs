@@ -30,7 +30,7 @@ pub(super) fn route_status(state: &State, route: &ObjectKey) -> Value {
 
 fn cluster_entry(hub_version: u64, record: &ClusterRecord, route: &ObjectKey) -> Value {
     let cluster = record.cluster.name.to_string();
-    let Some(routes) = &record.routes else {
+    let Some(routes) = &record.shared else {
         return json!({ "cluster": cluster, "state": "NotReported" });
     };
     let entry = routes.routes.get(route);

@@ -1,17 +1,19 @@
-//! The hub's shared routes as this cluster programmed them: the conditions each of its
+//! The hub's shared objects as this cluster programmed them: the conditions each of its
 //! Gateways gave each shared HTTPRoute, reported to the hub so operators see, from one place,
-//! in which clusters a global route works and why not where it does not.
+//! in which clusters a global route works and why not where it does not; and the listeners
+//! serving each shared certificate, so the hub refuses to delete a certificate in use.
 //!
 //! A shared route's status cannot live on one object: the same route is programmed by every
 //! cluster against its own Gateways, Services and ReferenceGrants.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use meridian_gwapi::status::{ConditionStatus, GatewayStatus, RouteKind, RouteOrigin};
+use meridian_proto::model::gateway::GatewayConfig;
 use meridian_proto::model::{
-    ConditionState, ObjectKey, RouteParentConditions, SharedConfig, SharedRouteStatus,
-    SharedRoutesStatus, StatusCondition,
+    CertificateUse, ConditionState, ObjectKey, RouteParentConditions, SharedConfig,
+    SharedObjectsStatus, SharedRouteStatus, StatusCondition,
 };
 
 /// The longest condition message reported. A report with thousands of routes must stay far
@@ -20,14 +22,16 @@ const MAX_MESSAGE_LEN: usize = 256;
 
 /// How often the route status is sent again although it did not change: a newly elected hub
 /// leader knows nothing of what earlier leaders were told.
-pub const ROUTES_REFRESH: Duration = Duration::from_secs(30);
+pub const SHARED_REFRESH: Duration = Duration::from_secs(30);
 
 /// Every shared route of `shared`, with the conditions the programmed Gateways (`statuses`)
-/// gave it, in route key order; a route no Gateway of this cluster is named by has no parents.
-pub fn shared_routes_status(
+/// gave it, in route key order (a route no Gateway of this cluster is named by has no
+/// parents), and every listener of the programmed `configs` serving a shared certificate.
+pub fn shared_objects_status(
     shared: &SharedConfig,
     statuses: &BTreeMap<ObjectKey, GatewayStatus>,
-) -> SharedRoutesStatus {
+    configs: &BTreeMap<ObjectKey, GatewayConfig>,
+) -> SharedObjectsStatus {
     let mut parents: BTreeMap<&ObjectKey, Vec<RouteParentConditions>> = BTreeMap::new();
     for (gateway, status) in statuses {
         for route in &status.routes {
@@ -58,8 +62,29 @@ pub fn shared_routes_status(
             }));
         }
     }
-    SharedRoutesStatus {
+    // A hub certificate replaces a local Secret of the same name, so a listener serving a
+    // certificate with a shared one's key serves the shared one.
+    let shared_keys: BTreeSet<&ObjectKey> = shared.certificates.iter().map(|c| &c.key).collect();
+    let mut certificates: Vec<CertificateUse> = configs
+        .iter()
+        .flat_map(|(gateway, config)| {
+            config.listeners.iter().flat_map(move |listener| {
+                let served = listener.tls.iter().flat_map(|tls| tls.certificates.iter());
+                served.map(move |cert| (gateway, &listener.name, &cert.key))
+            })
+        })
+        .filter(|(_, _, key)| shared_keys.contains(key))
+        .map(|(gateway, listener, key)| CertificateUse {
+            certificate: key.clone(),
+            gateway: gateway.clone(),
+            listener: listener.clone(),
+        })
+        .collect();
+    certificates.sort();
+    certificates.dedup();
+    SharedObjectsStatus {
         shared_version: shared.version,
+        certificates,
         routes: shared
             .http_routes
             .iter()
@@ -72,19 +97,19 @@ pub fn shared_routes_status(
 }
 
 /// Decides, per report, whether it carries the route status: only when it changed since the
-/// last one sent on this session, or `ROUTES_REFRESH` ago, so reports stay small.
+/// last one sent on this session, or `SHARED_REFRESH` ago, so reports stay small.
 #[derive(Debug, Default)]
-pub struct RoutesSent {
-    last: Option<(SharedRoutesStatus, Instant)>,
+pub struct SharedSent {
+    last: Option<(SharedObjectsStatus, Instant)>,
 }
 
-impl RoutesSent {
+impl SharedSent {
     /// Whether to send `current` now; records it as sent if so.
-    pub fn should_send(&mut self, current: &SharedRoutesStatus, now: Instant) -> bool {
+    pub fn should_send(&mut self, current: &SharedObjectsStatus, now: Instant) -> bool {
         let due = match &self.last {
             None => true,
             Some((sent, at)) => {
-                sent != current || now.saturating_duration_since(*at) >= ROUTES_REFRESH
+                sent != current || now.saturating_duration_since(*at) >= SHARED_REFRESH
             }
         };
         if due {
@@ -112,14 +137,14 @@ mod tests {
     #[test]
     fn the_status_is_sent_when_it_changes_and_again_every_refresh() {
         let start = Instant::now();
-        let mut sent = RoutesSent::default();
-        let v1 = SharedRoutesStatus {
+        let mut sent = SharedSent::default();
+        let v1 = SharedObjectsStatus {
             shared_version: 1,
-            routes: vec![],
+            ..Default::default()
         };
-        let v2 = SharedRoutesStatus {
+        let v2 = SharedObjectsStatus {
             shared_version: 2,
-            routes: vec![],
+            ..Default::default()
         };
         assert!(
             sent.should_send(&v1, start),
