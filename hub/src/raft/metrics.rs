@@ -25,6 +25,9 @@ pub(crate) struct Metrics {
     pub(crate) leader_contact_age: Gauge<f64, AtomicU64>,
     pub(crate) messages_dropped: Counter,
     pub(crate) storage_write_latency: Histogram,
+    /// Time the raft thread itself spent on one local snapshot (whatever runs elsewhere is not
+    /// counted): what heartbeats and proposals waited for.
+    pub(crate) snapshot_stall: Histogram,
 }
 
 // === impl Metrics ===
@@ -47,6 +50,8 @@ impl Metrics {
             leader_contact_age: Gauge::default(),
             messages_dropped: Counter::default(),
             storage_write_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            // 10 µs .. ~5 s.
+            snapshot_stall: Histogram::new(exponential_buckets(0.000_01, 2.0, 20)),
         };
         let registry = registry.sub_registry_with_prefix("raft");
         registry.register("term", "Current Raft term", metrics.term.clone());
@@ -111,6 +116,13 @@ impl Metrics {
             "storage_write_latency_seconds",
             "Time to write (and fsync) one Ready to the durable log",
             metrics.storage_write_latency.clone(),
+        );
+        registry.register(
+            "snapshot_stall_seconds",
+            "Time the raft thread spent on one local snapshot (capturing the state, and later \
+             recording the written snapshot and compacting the log); heartbeats and proposals \
+             wait for it",
+            metrics.snapshot_stall.clone(),
         );
         metrics
     }

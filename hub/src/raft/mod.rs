@@ -66,9 +66,22 @@ pub trait StateMachine: Send + 'static {
     fn applied(&mut self, index: u64);
     /// Encodes the whole state for a snapshot.
     fn snapshot(&self) -> Vec<u8>;
+    /// The state as of the last applied index, to be encoded (as [`snapshot`](Self::snapshot)
+    /// would) on another thread while the Raft thread goes on.
+    ///
+    /// Called on the Raft thread between batches, so it must be cheap: an `Arc` of an
+    /// immutable copy of the state, not an encoding. The encoder must not see later batches.
+    /// The default encodes at once, for state machines small enough not to care.
+    fn snapshot_encoder(&self) -> SnapshotEncoder {
+        let bytes = self.snapshot();
+        Box::new(move || bytes)
+    }
     /// Replaces the whole state from a snapshot taken at `index`.
     fn restore(&mut self, index: u64, snapshot: &[u8]) -> Result<(), String>;
 }
+
+/// Encodes a state captured by [`StateMachine::snapshot_encoder`]; runs on a thread of its own.
+pub type SnapshotEncoder = Box<dyn FnOnce() -> Vec<u8> + Send>;
 
 /// Static configuration of one Raft node.
 #[derive(Clone, Debug)]
@@ -183,6 +196,9 @@ pub struct RaftStatus {
     /// added, and on a group until the entry of its first leader (running a build that has
     /// group ids) is applied here.
     pub group_id: Option<String>,
+    /// The index of the latest snapshot stored on this node (taken here or received from the
+    /// leader; 0: none). The log before it (but for a short tail) is compacted.
+    pub snapshot_index: u64,
 }
 
 /// Errors callers of [`RaftHandle`] see.

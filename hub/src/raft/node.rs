@@ -16,7 +16,16 @@
 //!    snapshots, which record the commit index with them);
 //! 8. `advance`, then from the `LightReady`: note the commit index (written with the next
 //!    transaction), send its messages, apply its committed entries;
-//! 9. `advance_apply`, and take a snapshot + compact the log past the threshold.
+//! 9. `advance_apply`, and past the threshold start a local snapshot (see below).
+//!
+//! **Local snapshots** are taken in two steps so that a large state never stalls heartbeats
+//! and proposals: at the applied index, the Raft thread captures the state machine's immutable
+//! copy ([`StateMachine::snapshot_encoder`]), the members, the group id, the term and the
+//! configuration, and hands them to a thread of its own that encodes the payload and writes it
+//! to a file (`storage::write_snapshot_file`); a later loop iteration (at most a tick later)
+//! sees it done and records the snapshot and compacts the log in one redb transaction. At most
+//! one is in flight; a snapshot raft asks for meanwhile is taken after it. A snapshot received
+//! from the leader meanwhile wins: the stale local one is then dropped, never recorded.
 //!
 //! **Proposal matching:** every proposal carries a 16-byte id (a per-start random nonce and a
 //! counter) in the entry context. The leader records the index its entry got; when that index is
@@ -40,9 +49,11 @@ use raft::{RawNode, ReadOnlyOption, SnapshotStatus, StateRole, Storage as _};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::metrics::Metrics;
-use super::storage::{DiskStorage, ReadyWrite, StorageFailure};
+use super::storage::{DiskStorage, ReadyWrite, StorageFailure, write_snapshot_file};
 use super::transport::Transport;
-use super::{PeerAddr, RaftConfig, RaftError, RaftFault, RaftStatus, Role, StateMachine};
+use super::{
+    PeerAddr, RaftConfig, RaftError, RaftFault, RaftStatus, Role, SnapshotEncoder, StateMachine,
+};
 
 /// Everything the node task reacts to.
 pub(crate) enum Msg {
@@ -166,6 +177,28 @@ struct Promotion {
 /// steady write load it is never exactly at the commit index.
 const CAUGHT_UP_SLACK: u64 = 64;
 
+/// A local snapshot being encoded and written on its own thread.
+struct SnapshotJob {
+    /// Index, term and configuration, as of the applied index the state was captured at.
+    meta: SnapshotMetadata,
+    /// Compact the log through here once it is recorded.
+    compact_to: u64,
+    /// When the Raft thread started it.
+    started: Instant,
+    /// The time the Raft thread spent starting it.
+    stall: Duration,
+    /// The payload's file name and size, once written.
+    done: oneshot::Receiver<Result<WrittenSnapshot, StorageFailure>>,
+    /// The thread (`None` once joined).
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// A local snapshot's payload, written and fsync'd.
+struct WrittenSnapshot {
+    file: String,
+    bytes: usize,
+}
+
 /// The node task's state.
 struct Node<S> {
     id: u64,
@@ -212,6 +245,8 @@ struct Node<S> {
     group_id: Option<String>,
     /// Leader: the term in which this node last proposed a group id (0: never).
     group_id_proposed: u64,
+    /// The local snapshot in flight, if any (at most one).
+    snapshot_job: Option<SnapshotJob>,
 }
 
 /// The data prefix of a group id entry (the id follows). The entry has an empty context, like
@@ -447,6 +482,7 @@ impl<S: StateMachine> Node<S> {
             heard_heartbeat: false,
             group_id,
             group_id_proposed: 0,
+            snapshot_job: None,
         };
         node.metrics.applied_index.set(gauge(snapshot_index));
         // Replay the committed log before reporting the node started.
@@ -526,6 +562,18 @@ impl<S: StateMachine> Node<S> {
             status.role = Role::Follower;
             status.leader_id = 0;
         });
+        // No snapshot writer outlives the node (the next run of it could be writing the same
+        // index); one that finished is recorded, so the work is not lost.
+        if let Some(job) = self.snapshot_job.as_mut() {
+            if let Some(thread) = job.thread.take()
+                && thread.join().is_err()
+            {
+                tracing::warn!(node = self.id, "the snapshot thread panicked");
+            }
+            if let Err(e) = self.finish_snapshot() {
+                tracing::warn!(node = self.id, error = %e, "could not record the last snapshot");
+            }
+        }
         // Write a commit index learned since the last Ready, so a clean restart replays
         // everything this node knew to be committed.
         if let Err(e) = self.raw.mut_store().persist(ReadyWrite {
@@ -1501,7 +1549,14 @@ impl<S: StateMachine> Node<S> {
         }
     }
 
+    /// Records a local snapshot whose payload is written, then starts one past the threshold
+    /// (or when raft asked for one) if none is in flight.
     fn maybe_snapshot(&mut self) -> Result<(), StorageFailure> {
+        self.finish_snapshot()?;
+        if self.snapshot_job.is_some() {
+            // Raft's request (if any) stays noted in storage and is taken up after this one.
+            return Ok(());
+        }
         let threshold = self.config.snapshot_threshold.max(1);
         let last_snapshot = self.raw.store().snapshot_meta().index;
         let requested = self.raw.store().take_snapshot_request();
@@ -1509,30 +1564,111 @@ impl<S: StateMachine> Node<S> {
         {
             return Ok(());
         }
+        self.start_snapshot(threshold)
+    }
+
+    /// Captures everything the snapshot at the applied index holds and starts the thread that
+    /// encodes and writes it: the Raft thread pays only for the capture.
+    fn start_snapshot(&mut self, threshold: u64) -> Result<(), StorageFailure> {
+        let started = Instant::now();
         let index = self.applied;
         let term = self.raw.store().term(index).map_err(|e| {
             StorageFailure::new(&self.config.data_dir, format!("term of {index}: {e}"))
         })?;
-        let data = encode_snapshot_data(&self.peers, self.group_id.as_deref(), self.sm.snapshot());
         let mut meta = SnapshotMetadata {
             index,
             term,
             ..Default::default()
         };
+        // The configuration is applied with its entry, so this is the one at `index`.
         meta.set_conf_state(self.raw.raft.prs().conf().to_conf_state());
         // Keep a tail of the log so a follower slightly behind gets entries, not a snapshot.
         let compact_to = index.saturating_sub(threshold / 4);
-        let size = data.len();
-        self.raw
-            .mut_store()
-            .save_local_snapshot(meta, &data, compact_to)?;
+        let encoder = self.sm.snapshot_encoder();
+        let peers = self.peers.clone();
+        let group_id = self.group_id.clone();
+        let dir = self.raw.store().dir().to_path_buf();
+        let (done_tx, done) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("raft-{}-snapshot", self.id))
+            .spawn(move || {
+                let written = encode_and_write(&dir, index, term, encoder, &peers, group_id);
+                // A send error means the node stopped: the unrecorded file is removed on open.
+                let _ = done_tx.send(written);
+            })
+            .map_err(|e| {
+                StorageFailure::new(
+                    &self.config.data_dir,
+                    format!("spawning the snapshot thread: {e}"),
+                )
+            })?;
+        self.snapshot_job = Some(SnapshotJob {
+            meta,
+            compact_to,
+            started,
+            stall: started.elapsed(),
+            done,
+            thread: Some(thread),
+        });
+        tracing::debug!(node = self.id, index, "taking a snapshot");
+        Ok(())
+    }
+
+    /// Records the local snapshot in flight if its payload is written (and compacts the log);
+    /// drops it if a newer snapshot was stored meanwhile.
+    fn finish_snapshot(&mut self) -> Result<(), StorageFailure> {
+        let Some(job) = self.snapshot_job.as_mut() else {
+            return Ok(());
+        };
+        let written = match job.done.try_recv() {
+            Ok(written) => written,
+            Err(oneshot::error::TryRecvError::Empty) => return Ok(()),
+            Err(oneshot::error::TryRecvError::Closed) => Err(StorageFailure::new(
+                &self.config.data_dir,
+                "the snapshot thread stopped without writing the snapshot (it panicked)".into(),
+            )),
+        };
+        let Some(job) = self.snapshot_job.take() else {
+            return Ok(());
+        };
+        // It has sent its answer: only its exit is left to wait for.
+        if let Some(thread) = job.thread
+            && thread.join().is_err()
+        {
+            tracing::warn!(node = self.id, "the snapshot thread panicked after writing");
+        }
+        let written = written?;
+        let started = Instant::now();
+        let index = job.meta.index;
+        let recorded =
+            self.raw
+                .mut_store()
+                .record_local_snapshot(job.meta, &written.file, job.compact_to)?;
+        self.metrics
+            .snapshot_stall
+            .observe((job.stall + started.elapsed()).as_secs_f64());
+        if !recorded {
+            tracing::info!(
+                node = self.id,
+                index,
+                stored = self.raw.store().snapshot_meta().index,
+                "dropped a local snapshot: a newer one was stored while it was written"
+            );
+            return Ok(());
+        }
         self.metrics.snapshots_created.inc();
-        self.metrics.snapshot_size.set(gauge(size as u64));
+        self.metrics.snapshot_size.set(gauge(written.bytes as u64));
         tracing::info!(
             node = self.id,
             index,
-            bytes = size,
-            compacted_through = compact_to,
+            bytes = written.bytes,
+            compacted_through = self
+                .raw
+                .store()
+                .first_index()
+                .unwrap_or(1)
+                .saturating_sub(1),
+            took_ms = u64::try_from(job.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             "took a snapshot and compacted the log"
         );
         Ok(())
@@ -1588,6 +1724,7 @@ impl<S: StateMachine> Node<S> {
             last_leader_contact: self.contact,
             silent_peers,
             group_id: self.group_id.clone(),
+            snapshot_index: self.raw.store().snapshot_meta().index,
         };
         self.status_tx.send_if_modified(|current| {
             if *current == status {
@@ -1618,6 +1755,23 @@ struct SnapshotData {
     peers: BTreeMap<u64, PeerAddr>,
     group_id: Option<String>,
     state: Vec<u8>,
+}
+
+/// The snapshot thread's work: encodes the state and the payload, and writes it durably.
+fn encode_and_write(
+    dir: &std::path::Path,
+    index: u64,
+    term: u64,
+    encoder: SnapshotEncoder,
+    peers: &BTreeMap<u64, PeerAddr>,
+    group_id: Option<String>,
+) -> Result<WrittenSnapshot, StorageFailure> {
+    let data = encode_snapshot_data(peers, group_id.as_deref(), encoder());
+    let file = write_snapshot_file(dir, index, term, &data)?;
+    Ok(WrittenSnapshot {
+        file,
+        bytes: data.len(),
+    })
 }
 
 /// Encodes a snapshot payload: member addresses, the group id and the state machine's snapshot.

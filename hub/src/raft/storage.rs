@@ -6,19 +6,36 @@
 //! is updated only after that transaction committed. The log tail since the compaction point is
 //! mirrored in memory, so `raft::Storage` reads never touch the disk (except the snapshot data).
 //!
-//! Layout (format version 2):
+//! Layout (format version 3):
 //! - table `raft_log`: index → encoded `eraftpb::Entry`, for indexes `compacted + 1 ..= last`.
 //! - table `raft_meta`: `hard_state` (encoded `HardState`), `snapshot_meta` (encoded
 //!   `SnapshotMetadata`, its conf state is the configuration at the snapshot index),
-//!   `compacted` (index and term of the last compacted entry, 16 bytes big-endian), `format`
-//!   (u32 big-endian), `node_id` (u64 big-endian: the node this log belongs to; written on first
-//!   open, checked on every later one).
-//! - table `raft_snapshot`: `data` (the snapshot payload), in a table of its own so that the
-//!   hard state written by every Ready shares no B-tree leaf with it: redb copies a leaf it
-//!   changes, and a leaf holding a payload of a few megabytes made each Ready write all of it.
+//!   `snapshot_file` (the name of the file in `snapshots/` holding the payload of the snapshot
+//!   `snapshot_meta` describes; absent: the payload is in `raft_snapshot`), `compacted` (index
+//!   and term of the last compacted entry, 16 bytes big-endian), `format` (u32 big-endian),
+//!   `node_id` (u64 big-endian: the node this log belongs to; written on first open, checked on
+//!   every later one).
+//! - table `raft_snapshot`: `data` (the payload of a snapshot received from the leader), in a
+//!   table of its own so that the hard state written by every Ready shares no B-tree leaf with
+//!   it: redb copies a leaf it changes, and a leaf holding a payload of a few megabytes made
+//!   each Ready write all of it.
+//! - directory `snapshots/`: the payload of a snapshot this node took itself, one file
+//!   (`snapshot-<index>-<term>.bin`), written, fsync'd and renamed into place by a thread of its
+//!   own ([`write_snapshot_file`]) while the Ready loop goes on. redb has one writer at a time
+//!   and every commit's fsync flushes the whole file, so a payload written into redb would make
+//!   the Ready loop's transactions wait for it.
+//!
+//! **Crash safety of local snapshots:** the payload file is complete and durable before the
+//! transaction that names it (`snapshot_file`, `snapshot_meta`, the compaction) commits, and
+//! the previous payload is removed only after that commit; a file no committed `snapshot_file`
+//! names is left over from a crash (or a snapshot a newer one overtook) and is removed on open.
+//! A crash at any point thus leaves the old snapshot and the whole log, or the new snapshot and
+//! the compacted log.
 //!
 //! Format 1 kept the payload in `raft_meta` (`snapshot_data`); opening such a log moves it to
-//! `raft_snapshot` in one transaction.
+//! `raft_snapshot` in one transaction. Format 2 is format 3 without `snapshot_file` (a build that
+//! reads only format 2 would look for a local snapshot's payload in the table, so the marker
+//! becomes 3 with the first snapshot written).
 //!
 //! **The file** is redb's file backend with one change ([`WrittenFile`]): new file space is
 //! written with zeros rather than left sparse, so commits overwrite allocated blocks and their
@@ -46,13 +63,17 @@ const KEY_SNAPSHOT_META: &str = "snapshot_meta";
 /// The snapshot payload: in `raft_snapshot` since format 2, in `raft_meta` in format 1.
 const KEY_SNAPSHOT_DATA: &str = "data";
 const KEY_SNAPSHOT_DATA_V1: &str = "snapshot_data";
+/// The file in [`SNAPSHOT_DIR`] holding the snapshot's payload, if it is not in the table.
+const KEY_SNAPSHOT_FILE: &str = "snapshot_file";
 const KEY_COMPACTED: &str = "compacted";
 const KEY_NODE_ID: &str = "node_id";
 
-const FORMAT_VERSION: u32 = 2;
+const FORMAT_VERSION: u32 = 3;
 
 /// The file inside the data directory.
 const FILE_NAME: &str = "raft.redb";
+/// The directory (inside the data directory) of local snapshots' payload files.
+const SNAPSHOT_DIR: &str = "snapshots";
 
 /// A storage failure. The node stops on any of these rather than risk diverging.
 #[derive(Debug, thiserror::Error)]
@@ -78,9 +99,13 @@ impl StorageFailure {
 pub(crate) struct DiskStorage {
     db: Database,
     path: PathBuf,
+    /// The data directory (holding `path` and [`SNAPSHOT_DIR`]).
+    dir: PathBuf,
     hard_state: HardState,
     /// The latest snapshot (index 0: none).
     snapshot_meta: SnapshotMetadata,
+    /// The file in [`SNAPSHOT_DIR`] holding its payload; `None`: the payload is in the table.
+    snapshot_file: Option<String>,
     /// The last entry removed from the log (0, 0 if none).
     compacted_index: u64,
     compacted_term: u64,
@@ -140,8 +165,10 @@ impl DiskStorage {
         let mut storage = Self {
             db,
             path: path.clone(),
+            dir: dir.to_path_buf(),
             hard_state: HardState::default(),
             snapshot_meta: SnapshotMetadata::default(),
+            snapshot_file: None,
             compacted_index: 0,
             compacted_term: 0,
             entries: VecDeque::new(),
@@ -150,6 +177,7 @@ impl DiskStorage {
             node_id: None,
         };
         storage.load()?;
+        storage.remove_stray_snapshot_files();
         Ok(storage)
     }
 
@@ -158,6 +186,48 @@ impl DiskStorage {
             self.upgrade_v1(upgrade)?;
         }
         Ok(())
+    }
+
+    /// Removes the payload files no committed snapshot names: left by a crash before (or while)
+    /// their snapshot was recorded, or after a newer one replaced theirs.
+    fn remove_stray_snapshot_files(&self) {
+        let dir = self.dir.join(SNAPSHOT_DIR);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            // No local snapshot was ever written.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot list snapshot files");
+                return;
+            }
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            // Only this module's names: never remove a file someone else put there.
+            if !name.starts_with("snapshot-") || self.snapshot_file.as_deref() == Some(name) {
+                continue;
+            }
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(file = %entry.path().display(), "removed a snapshot file no snapshot uses")
+                }
+                Err(e) => {
+                    tracing::warn!(file = %entry.path().display(), error = %e, "cannot remove an unused snapshot file")
+                }
+            }
+        }
+    }
+
+    /// Removes a payload file the committed state no longer names (best effort: a file left
+    /// behind is removed on the next open).
+    fn remove_snapshot_file(&self, name: &str) {
+        let path = self.dir.join(SNAPSHOT_DIR).join(name);
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(file = %path.display(), error = %e, "cannot remove an unused snapshot file");
+        }
     }
 
     /// Reads the whole log into memory; returns what a format 1 log needs to become format 2.
@@ -181,16 +251,16 @@ impl DiskStorage {
             let version = <[u8; 4]>::try_from(format.as_slice())
                 .map(u32::from_be_bytes)
                 .map_err(|_| fail(&"format marker is not 4 bytes"))?;
-            if version != FORMAT_VERSION && version != 1 {
+            if !(1..=FORMAT_VERSION).contains(&version) {
                 return Err(fail(&format!(
-                    "unsupported format version {version} (this build reads 1 and {FORMAT_VERSION})"
+                    "unsupported format version {version} (this build reads 1 to {FORMAT_VERSION})"
                 )));
             }
         }
         // Format 1 (or a log written before the marker existed) holds the payload in `raft_meta`.
         let payload_v1 = get(KEY_SNAPSHOT_DATA_V1)?;
         let upgrade = match get(KEY_FORMAT)? {
-            Some(format) if format == FORMAT_VERSION.to_be_bytes() => None,
+            Some(format) if format != 1u32.to_be_bytes() => None,
             _ => Some(UpgradeV1 {
                 payload: payload_v1,
             }),
@@ -208,6 +278,11 @@ impl DiskStorage {
         if let Some(bytes) = get(KEY_SNAPSHOT_META)? {
             self.snapshot_meta = SnapshotMetadata::parse_from_bytes(&bytes)
                 .map_err(|e| fail(&format!("decoding snapshot metadata: {e}")))?;
+        }
+        if let Some(bytes) = get(KEY_SNAPSHOT_FILE)? {
+            let name =
+                String::from_utf8(bytes).map_err(|_| fail(&"snapshot file name is not UTF-8"))?;
+            self.snapshot_file = Some(name);
         }
         if let Some(bytes) = get(KEY_COMPACTED)? {
             let (index, term) = decode_compacted(&bytes)
@@ -338,6 +413,15 @@ impl DiskStorage {
 
     /// The latest snapshot's payload (empty if none).
     pub(crate) fn snapshot_data(&self) -> Result<Vec<u8>, StorageFailure> {
+        if let Some(name) = &self.snapshot_file {
+            let path = self.dir.join(SNAPSHOT_DIR).join(name);
+            return std::fs::read(&path).map_err(|e| {
+                self.fail(format!(
+                    "reading the snapshot payload {}: {e}",
+                    path.display()
+                ))
+            });
+        }
         let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
         let table = match txn.open_table(SNAPSHOT) {
             Ok(table) => table,
@@ -442,6 +526,7 @@ impl DiskStorage {
                     .map_err(|e| self.fail(e))?
                     .insert(KEY_SNAPSHOT_DATA, snapshot.get_data())
                     .map_err(|e| self.fail(e))?;
+                meta.remove(KEY_SNAPSHOT_FILE).map_err(|e| self.fail(e))?;
                 // Where the payload is depends on the format: never leave it unmarked.
                 meta.insert(KEY_FORMAT, FORMAT_VERSION.to_be_bytes().as_slice())
                     .map_err(|e| self.fail(e))?;
@@ -476,6 +561,10 @@ impl DiskStorage {
             self.compacted_index = compacted.0;
             self.compacted_term = compacted.1;
             self.entries.clear();
+            // The received payload replaced a local one: its file is unused now.
+            if let Some(old) = self.snapshot_file.take() {
+                self.remove_snapshot_file(&old);
+            }
         }
         if let Some(first_new) = first_new {
             let keep = (first_new - self.compacted_index - 1) as usize;
@@ -485,17 +574,33 @@ impl DiskStorage {
         Ok(())
     }
 
-    /// Stores a snapshot this node took of its own state machine at `meta.index` (which must be
-    /// applied, hence committed and in the log) and compacts the log through `compact_to`
-    /// (at most the snapshot index), in one fsync'd transaction.
-    pub(crate) fn save_local_snapshot(
+    /// The data directory, where [`write_snapshot_file`] puts payloads.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Records a snapshot this node took of its own state machine at `meta.index` (applied,
+    /// hence committed and in the log), whose payload [`write_snapshot_file`] wrote to `file`,
+    /// and compacts the log through `compact_to` (at most the snapshot index), in one fsync'd
+    /// transaction; then removes the previous payload.
+    ///
+    /// Returns `false`, and removes `file`, when the snapshot is stale: the stored snapshot is
+    /// as new (one from the leader was installed while this one was written), or the log no
+    /// longer holds the snapshot's entry with its term. A stale snapshot never replaces a newer
+    /// one nor compacts past what the stored snapshot covers.
+    pub(crate) fn record_local_snapshot(
         &mut self,
         meta: SnapshotMetadata,
-        data: &[u8],
+        file: &str,
         compact_to: u64,
-    ) -> Result<(), StorageFailure> {
-        if meta.index <= self.snapshot_meta.index {
-            return Ok(());
+    ) -> Result<bool, StorageFailure> {
+        let covered = meta.index <= self.snapshot_meta.index || meta.index <= self.compacted_index;
+        let in_log = self.entry(meta.index).map(|e| e.term) == Some(meta.term);
+        if covered || !in_log || self.snapshot_file.as_deref() == Some(file) {
+            if self.snapshot_file.as_deref() != Some(file) {
+                self.remove_snapshot_file(file);
+            }
+            return Ok(false);
         }
         let compact_to = compact_to.min(meta.index).max(self.compacted_index);
         let compact_term = if compact_to == self.compacted_index {
@@ -523,9 +628,13 @@ impl DiskStorage {
             meta_table
                 .insert(KEY_SNAPSHOT_META, meta_bytes.as_slice())
                 .map_err(|e| self.fail(e))?;
+            meta_table
+                .insert(KEY_SNAPSHOT_FILE, file.as_bytes())
+                .map_err(|e| self.fail(e))?;
+            // A received snapshot's payload, replaced by the file.
             txn.open_table(SNAPSHOT)
                 .map_err(|e| self.fail(e))?
-                .insert(KEY_SNAPSHOT_DATA, data)
+                .remove(KEY_SNAPSHOT_DATA)
                 .map_err(|e| self.fail(e))?;
             meta_table
                 .insert(KEY_FORMAT, FORMAT_VERSION.to_be_bytes().as_slice())
@@ -552,7 +661,10 @@ impl DiskStorage {
         self.entries.drain(..n_removed.min(self.entries.len()));
         self.compacted_index = compact_to;
         self.compacted_term = compact_term;
-        Ok(())
+        if let Some(old) = self.snapshot_file.replace(file.to_string()) {
+            self.remove_snapshot_file(&old);
+        }
+        Ok(true)
     }
 
     fn entry(&self, index: u64) -> Option<&Entry> {
@@ -595,6 +707,55 @@ fn decode_compacted(bytes: &[u8]) -> Option<(u64, u64)> {
     let index = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
     let term = u64::from_be_bytes(bytes.get(8..16)?.try_into().ok()?);
     Some((index, term))
+}
+
+/// Writes the payload of a local snapshot at `index`/`term` into the snapshot directory of the
+/// data directory `dir`, durably, and returns its file name for
+/// [`DiskStorage::record_local_snapshot`]. Runs on any thread; touches no redb state.
+///
+/// The payload goes to a temporary name, is fsync'd, renamed to its final name, and the
+/// directory is fsync'd: once this returns, the file survives a crash whole. Until the
+/// snapshot is recorded, no committed state names the file, so a crash leaves it unused (and
+/// the next open removes it).
+pub(crate) fn write_snapshot_file(
+    dir: &Path,
+    index: u64,
+    term: u64,
+    data: &[u8],
+) -> Result<String, StorageFailure> {
+    use std::io::Write as _;
+
+    let snapshots = dir.join(SNAPSHOT_DIR);
+    let fail = |what: &str, e: io::Error| {
+        StorageFailure::new(dir, format!("{what} in {}: {e}", snapshots.display()))
+    };
+    let created = !snapshots.is_dir();
+    std::fs::create_dir_all(&snapshots).map_err(|e| fail("creating the snapshot directory", e))?;
+    if created {
+        // The directory's own entry must be durable before a file in it is relied upon.
+        sync_dir(dir).map_err(|e| fail("syncing the data directory", e))?;
+    }
+    let name = format!("snapshot-{index:020}-{term:020}.bin");
+    // A unique temporary name: a writer left over from an earlier run of the node (in the same
+    // process) could still be writing one for the same index.
+    let temporary = snapshots.join(format!("{name}.{:016x}.tmp", rand::random::<u64>()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(data)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, snapshots.join(&name))?;
+        sync_dir(&snapshots)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(fail(&format!("writing {name}"), e));
+    }
+    Ok(name)
+}
+
+/// Makes a directory's entries (a created or renamed file) durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// redb's file backend, except that the file never has holes: where redb extends the file

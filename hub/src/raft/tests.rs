@@ -9,7 +9,9 @@ use prometheus_client::registry::Registry;
 
 use super::node::ProposeFailure;
 use super::transport::{Forwarded, failure_from_pb, failure_to_pb};
-use super::{PeerAddr, RaftConfig, RaftError, Role, StateMachine, spawn, validate};
+use super::{
+    PeerAddr, RaftConfig, RaftError, Role, SnapshotEncoder, StateMachine, spawn, validate,
+};
 
 /// Appends every command to a list; the outcome is the list's new length.
 #[derive(Default)]
@@ -38,6 +40,54 @@ impl StateMachine for Log {
             text.split('\n').map(str::to_owned).collect()
         };
         Ok(())
+    }
+}
+
+/// A [`Log`] whose snapshot encoder waits for a gate to open: a snapshot whose payload takes
+/// as long as the test wants.
+struct Gated {
+    log: Log,
+    applied: u64,
+    gate: Arc<Gate>,
+}
+
+/// Closed until opened; counts the encoders taken and records the index of each.
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    opened: std::sync::Condvar,
+    captured: Mutex<Vec<(u64, usize)>>,
+}
+
+impl StateMachine for Gated {
+    fn apply(&mut self, index: u64, command: &[u8]) -> Vec<u8> {
+        self.log.apply(index, command)
+    }
+    fn applied(&mut self, index: u64) {
+        self.applied = index;
+        self.log.applied(index);
+    }
+    fn snapshot(&self) -> Vec<u8> {
+        self.log.snapshot()
+    }
+    fn snapshot_encoder(&self) -> SnapshotEncoder {
+        let entries = self.log.entries.clone();
+        let gate = self.gate.clone();
+        gate.captured
+            .lock()
+            .unwrap()
+            .push((self.applied, entries.len()));
+        Box::new(move || {
+            let mut open = gate.open.lock().unwrap();
+            while !*open {
+                open = gate.opened.wait(open).unwrap();
+            }
+            entries.join("\n").into_bytes()
+        })
+    }
+    fn restore(&mut self, index: u64, snapshot: &[u8]) -> Result<(), String> {
+        self.applied = index;
+        self.log.restore(index, snapshot)
     }
 }
 
@@ -184,6 +234,14 @@ async fn a_single_node_group_commits_snapshots_and_restarts_from_disk() {
     }
     let index = raft.read_index().await.unwrap();
     assert!(raft.status().borrow().applied_index >= index);
+    // Snapshots are written off the Raft thread: wait until the last one due is recorded.
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        status.wait_for(|s| s.snapshot_index + 5 > s.applied_index),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     let snapshots: f64 = text
@@ -227,4 +285,104 @@ async fn a_single_node_group_commits_snapshots_and_restarts_from_disk() {
     let outcome = raft.propose(b"c13".to_vec()).await.unwrap();
     assert_eq!(outcome, b"13");
     raft.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proposals_commit_while_a_snapshot_is_being_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Arc::new(Gate::default());
+    let sm = Gated {
+        log: Log::default(),
+        applied: 0,
+        gate: gate.clone(),
+    };
+    let raft = spawn(single(dir.path()), sm, &mut Registry::default())
+        .await
+        .unwrap();
+    let mut status = raft.status();
+    let wait = Duration::from_secs(5);
+    tokio::time::timeout(wait, status.wait_for(|s| s.role == Role::Leader))
+        .await
+        .unwrap()
+        .unwrap();
+    // Past the threshold (5) a snapshot starts, and its encoding blocks on the gate; the node
+    // goes on committing (each proposal waits for its apply), far past the threshold again.
+    for i in 1..=30 {
+        let outcome = raft.propose(format!("c{i}").into_bytes()).await.unwrap();
+        assert_eq!(outcome, i.to_string().into_bytes());
+    }
+    let captured = gate.captured.lock().unwrap().clone();
+    assert_eq!(captured.len(), 1, "one snapshot at a time: {captured:?}");
+    let (index, n_entries) = captured[0];
+    assert!((1..30).contains(&n_entries), "{captured:?}");
+    assert_eq!(
+        raft.status().borrow().snapshot_index,
+        1,
+        "only the bootstrap snapshot"
+    );
+
+    // Once written, it is recorded at the index it was captured at; the next one follows.
+    {
+        *gate.open.lock().unwrap() = true;
+        gate.opened.notify_all();
+    }
+    tokio::time::timeout(wait, status.wait_for(|s| s.snapshot_index > index))
+        .await
+        .unwrap()
+        .unwrap();
+    raft.shutdown().await;
+    let captured = gate.captured.lock().unwrap().clone();
+    assert!(captured.len() >= 2, "{captured:?}");
+
+    // The snapshots hold exactly the state of their index: with the log after them replayed,
+    // every command is there once.
+    let published = Arc::new(Mutex::new((0, Vec::new())));
+    let sm = Log {
+        published: published.clone(),
+        ..Log::default()
+    };
+    let raft = spawn(single(dir.path()), sm, &mut Registry::default())
+        .await
+        .unwrap();
+    assert!(raft.status().borrow().snapshot_index > index);
+    let expected: Vec<String> = (1..=30).map(|i| format!("c{i}")).collect();
+    assert_eq!(published.lock().unwrap().1, expected);
+    raft.shutdown().await;
+}
+
+#[test]
+fn the_store_machine_encoder_keeps_the_state_it_was_taken_at() {
+    use crate::store::encoding::{decode_snapshot, encode_command};
+    use crate::store::{Action, Command, StoreMachine};
+    use meridian_proto::model::{Cluster, ClusterName, Region};
+
+    let put = |name: &str| {
+        encode_command(&Command {
+            actor: "test".to_string(),
+            unix_ms: 1_700_000_000_000,
+            action: Action::PutCluster(Cluster {
+                name: ClusterName::new(name).unwrap(),
+                region: Region::new("eu").unwrap(),
+                addresses: vec!["127.0.1.1".parse().unwrap()],
+                drained: false,
+            }),
+        })
+    };
+    let (mut machine, watches, _feed) = StoreMachine::new(&mut Registry::default());
+    machine.apply(1, &put("one"));
+    machine.applied(1);
+    let encoder = machine.snapshot_encoder();
+    let at_capture = watches.view.borrow().state.clone();
+    // Later batches (which reuse spare copies of the state) do not reach the captured one.
+    for (index, name) in [(2, "two"), (3, "three"), (4, "four"), (5, "five")] {
+        machine.apply(index, &put(name));
+        machine.applied(index);
+    }
+    let state = decode_snapshot(&encoder()).unwrap();
+    assert_eq!(state, *at_capture);
+    assert_eq!(
+        decode_snapshot(&machine.snapshot()).unwrap(),
+        *watches.view.borrow().state
+    );
+    assert_ne!(state, *watches.view.borrow().state);
 }

@@ -5,7 +5,7 @@ use raft::Storage as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, StorageError};
 
-use super::{DiskStorage, ReadyWrite};
+use super::{DiskStorage, ReadyWrite, write_snapshot_file};
 
 fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
     Entry {
@@ -34,6 +34,42 @@ fn append(storage: &mut DiskStorage, entries: &[Entry], hs: Option<&HardState>) 
             sync: true,
         })
         .unwrap();
+}
+
+/// A local snapshot as the node takes one: the payload written, then recorded.
+fn save_local_snapshot(
+    storage: &mut DiskStorage,
+    meta: SnapshotMetadata,
+    data: &[u8],
+    compact_to: u64,
+) -> bool {
+    let file = write_snapshot_file(storage.dir(), meta.index, meta.term, data).unwrap();
+    storage
+        .record_local_snapshot(meta, &file, compact_to)
+        .unwrap()
+}
+
+fn snapshot_meta(index: u64, term: u64, conf: ConfState) -> SnapshotMetadata {
+    let mut meta = SnapshotMetadata {
+        index,
+        term,
+        ..Default::default()
+    };
+    meta.set_conf_state(conf);
+    meta
+}
+
+/// The payload files in the snapshot directory.
+fn snapshot_files(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join(super::SNAPSHOT_DIR))
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
 }
 
 fn entries(storage: &DiskStorage, low: u64, high: u64) -> raft::Result<Vec<Entry>> {
@@ -170,13 +206,8 @@ fn a_local_snapshot_compacts_and_keeps_the_tail() {
         storage.bootstrap(voters(&[1]), Vec::new()).unwrap();
         let log: Vec<Entry> = (2..=10).map(|i| entry(i, 2, b"x")).collect();
         append(&mut storage, &log, Some(&hard_state(2, 1, 8)));
-        let mut meta = SnapshotMetadata {
-            index: 8,
-            term: 2,
-            ..Default::default()
-        };
-        meta.set_conf_state(voters(&[1]));
-        storage.save_local_snapshot(meta, b"state@8", 6).unwrap();
+        let meta = snapshot_meta(8, 2, voters(&[1]));
+        assert!(save_local_snapshot(&mut storage, meta, b"state@8", 6));
         assert_eq!(storage.first_index().unwrap(), 7);
     }
     let storage = DiskStorage::open(dir.path()).unwrap();
@@ -345,14 +376,17 @@ fn a_snapshot_payload_is_not_rewritten_by_later_readys() {
             Some(&hard_state(1, 1, index)),
         );
     }
-    let mut meta = SnapshotMetadata {
-        index: 11,
-        term: 1,
-        ..Default::default()
-    };
-    meta.set_conf_state(voters(&[1]));
+    // A payload received from the leader lives in redb, in a table of its own.
+    let mut snapshot = Snapshot::default();
+    snapshot.set_data(vec![7; 4 << 20].into());
+    *snapshot.mut_metadata() = snapshot_meta(11, 1, voters(&[1]));
     storage
-        .save_local_snapshot(meta, &vec![7; 4 << 20], 11)
+        .persist(ReadyWrite {
+            snapshot: Some(&snapshot),
+            entries: &[],
+            hard_state: Some(&hard_state(1, 1, 11)),
+            sync: true,
+        })
         .unwrap();
     let size = std::fs::metadata(&file).unwrap().len();
     // Were the hard state in the payload's B-tree leaf, each Ready would copy the 4 MiB leaf,
@@ -395,5 +429,183 @@ fn new_file_space_is_allocated_not_sparse() {
         "{} bytes in {} blocks",
         meta.len(),
         meta.blocks()
+    );
+}
+
+/// Entries 2..=10 of term 2 after the bootstrap snapshot, all committed.
+fn ten_entries(dir: &std::path::Path) -> DiskStorage {
+    let mut storage = DiskStorage::open(dir).unwrap();
+    storage.bootstrap(voters(&[1, 2]), Vec::new()).unwrap();
+    let log: Vec<Entry> = (2..=10).map(|i| entry(i, 2, b"x")).collect();
+    append(&mut storage, &log, Some(&hard_state(2, 1, 10)));
+    storage
+}
+
+#[test]
+fn a_local_snapshot_payload_is_a_file_until_a_newer_snapshot_replaces_it() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut storage = ten_entries(dir.path());
+        assert!(save_local_snapshot(
+            &mut storage,
+            snapshot_meta(5, 2, voters(&[1, 2])),
+            b"state@5",
+            5
+        ));
+        assert_eq!(snapshot_files(dir.path()).len(), 1);
+        assert!(save_local_snapshot(
+            &mut storage,
+            snapshot_meta(8, 2, voters(&[1, 2])),
+            b"state@8",
+            7
+        ));
+        // The previous payload went with the transaction that replaced it.
+        assert_eq!(
+            snapshot_files(dir.path()),
+            vec![format!("snapshot-{:020}-{:020}.bin", 8, 2)]
+        );
+        assert_eq!(storage.snapshot(8, 2).unwrap().get_data(), b"state@8");
+    }
+    {
+        let mut storage = DiskStorage::open(dir.path()).unwrap();
+        assert_eq!(storage.snapshot_meta().index, 8);
+        assert_eq!(storage.snapshot_data().unwrap(), b"state@8");
+        assert_eq!(storage.first_index().unwrap(), 8);
+        // A snapshot from the leader goes into redb and replaces the file.
+        let mut snapshot = Snapshot::default();
+        snapshot.set_data(b"leader state".to_vec().into());
+        *snapshot.mut_metadata() = snapshot_meta(20, 4, voters(&[1, 2]));
+        storage
+            .persist(ReadyWrite {
+                snapshot: Some(&snapshot),
+                entries: &[],
+                hard_state: Some(&hard_state(4, 0, 20)),
+                sync: true,
+            })
+            .unwrap();
+        assert!(snapshot_files(dir.path()).is_empty());
+    }
+    let storage = DiskStorage::open(dir.path()).unwrap();
+    assert_eq!(storage.snapshot_meta().index, 20);
+    assert_eq!(storage.snapshot_data().unwrap(), b"leader state");
+}
+
+#[test]
+fn a_local_snapshot_finishing_after_a_leader_snapshot_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut storage = ten_entries(dir.path());
+        // The node captured its state at 8 and its thread is writing the payload...
+        let file = write_snapshot_file(storage.dir(), 8, 2, b"state@8").unwrap();
+        // ...when the leader's snapshot at 20 arrives and is stored.
+        let mut snapshot = Snapshot::default();
+        snapshot.set_data(b"leader state".to_vec().into());
+        *snapshot.mut_metadata() = snapshot_meta(20, 4, voters(&[1, 2, 3]));
+        storage
+            .persist(ReadyWrite {
+                snapshot: Some(&snapshot),
+                entries: &[entry(21, 4, b"next")],
+                hard_state: Some(&hard_state(4, 0, 20)),
+                sync: true,
+            })
+            .unwrap();
+        let stale = snapshot_meta(8, 2, voters(&[1, 2]));
+        assert!(!storage.record_local_snapshot(stale, &file, 6).unwrap());
+        assert_eq!(storage.snapshot_meta().index, 20);
+        assert_eq!(storage.first_index().unwrap(), 21);
+        assert_eq!(storage.last_index().unwrap(), 21);
+        assert_eq!(storage.snapshot_data().unwrap(), b"leader state");
+        assert!(snapshot_files(dir.path()).is_empty());
+    }
+    let storage = DiskStorage::open(dir.path()).unwrap();
+    assert_eq!(storage.snapshot_meta().index, 20);
+    assert_eq!(
+        storage.snapshot_meta().get_conf_state().voters,
+        vec![1, 2, 3]
+    );
+    assert_eq!(storage.snapshot_data().unwrap(), b"leader state");
+    assert_eq!(storage.last_index().unwrap(), 21);
+}
+
+#[test]
+fn a_local_snapshot_whose_entry_the_log_no_longer_holds_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut storage = ten_entries(dir.path());
+    // Not the term of entry 8: the capture does not describe this log.
+    let file = write_snapshot_file(storage.dir(), 8, 3, b"other").unwrap();
+    let wrong_term = snapshot_meta(8, 3, voters(&[1, 2]));
+    assert!(!storage.record_local_snapshot(wrong_term, &file, 8).unwrap());
+    // Beyond the log.
+    let file = write_snapshot_file(storage.dir(), 12, 2, b"ahead").unwrap();
+    let ahead = snapshot_meta(12, 2, voters(&[1, 2]));
+    assert!(!storage.record_local_snapshot(ahead, &file, 12).unwrap());
+    assert_eq!(storage.snapshot_meta().index, 1);
+    assert_eq!(storage.first_index().unwrap(), 2);
+    assert!(snapshot_files(dir.path()).is_empty());
+}
+
+#[test]
+fn a_crash_before_a_local_snapshot_is_recorded_keeps_the_old_snapshot_and_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let kept = format!("snapshot-{:020}-{:020}.bin", 5, 2);
+    {
+        let mut storage = ten_entries(dir.path());
+        assert!(save_local_snapshot(
+            &mut storage,
+            snapshot_meta(5, 2, voters(&[1, 2])),
+            b"state@5",
+            4
+        ));
+        // The next payload is written (and renamed into place) but the node dies before the
+        // transaction that names it; another dies mid-write, leaving its temporary file.
+        write_snapshot_file(storage.dir(), 9, 2, b"state@9").unwrap();
+        let snapshots = dir.path().join(super::SNAPSHOT_DIR);
+        std::fs::write(
+            snapshots.join(format!("snapshot-{:020}-{:020}.bin.0123.tmp", 10, 2)),
+            b"sta",
+        )
+        .unwrap();
+        assert_eq!(snapshot_files(dir.path()).len(), 3);
+    }
+    let storage = DiskStorage::open(dir.path()).unwrap();
+    assert_eq!(storage.snapshot_meta().index, 5);
+    assert_eq!(storage.snapshot_data().unwrap(), b"state@5");
+    assert_eq!(storage.first_index().unwrap(), 5);
+    assert_eq!(storage.last_index().unwrap(), 10);
+    assert_eq!(entries(&storage, 5, 11).unwrap().len(), 6);
+    // The files no committed snapshot names are gone.
+    assert_eq!(snapshot_files(dir.path()), vec![kept]);
+}
+
+#[test]
+fn a_crash_after_a_local_snapshot_is_recorded_keeps_the_new_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = format!("snapshot-{:020}-{:020}.bin", 5, 2);
+    {
+        let mut storage = ten_entries(dir.path());
+        assert!(save_local_snapshot(
+            &mut storage,
+            snapshot_meta(5, 2, voters(&[1, 2])),
+            b"state@5",
+            4
+        ));
+        assert!(save_local_snapshot(
+            &mut storage,
+            snapshot_meta(9, 2, voters(&[1, 2])),
+            b"state@9",
+            8
+        ));
+        // A crash between the commit and the removal of the old payload leaves it behind.
+        std::fs::write(dir.path().join(super::SNAPSHOT_DIR).join(&old), b"state@5").unwrap();
+    }
+    let storage = DiskStorage::open(dir.path()).unwrap();
+    assert_eq!(storage.snapshot_meta().index, 9);
+    assert_eq!(storage.snapshot_data().unwrap(), b"state@9");
+    assert_eq!(storage.first_index().unwrap(), 9);
+    assert_eq!(storage.last_index().unwrap(), 10);
+    assert!(storage.hard_state().commit >= 9);
+    assert_eq!(
+        snapshot_files(dir.path()),
+        vec![format!("snapshot-{:020}-{:020}.bin", 9, 2)]
     );
 }

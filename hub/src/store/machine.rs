@@ -291,6 +291,23 @@ impl crate::raft::StateMachine for StoreMachine {
         }
     }
 
+    /// Between batches (where Raft asks) the published state is the applied one: the encoder
+    /// shares it, like a reader holding a view, and encodes it on the snapshot thread. While it
+    /// holds it, that copy is not reused as a spare (`take_spare` takes only unshared ones).
+    fn snapshot_encoder(&self) -> crate::raft::SnapshotEncoder {
+        match &self.live {
+            // Mid-batch the applied state is private to the machine: encode it here.
+            Some(live) => {
+                let bytes = encode_snapshot(live);
+                Box::new(move || bytes)
+            }
+            None => {
+                let state = self.published.clone();
+                Box::new(move || encode_snapshot(&state))
+            }
+        }
+    }
+
     fn restore(&mut self, index: u64, snapshot: &[u8]) -> Result<(), String> {
         let state = decode_snapshot(snapshot).map_err(|e| e.to_string())?;
         self.batch.clear();
