@@ -43,6 +43,7 @@ fn cluster(
         },
         reported_addresses: Vec::new(),
         unserved_hostnames: Default::default(),
+        serving_changed_unix_ms: 0,
     };
     (name, view)
 }

@@ -49,6 +49,7 @@ fn cluster(name: &str, region: &str, address: &str) -> (ClusterName, ClusterView
         },
         reported_addresses: Vec::new(),
         unserved_hostnames: Default::default(),
+        serving_changed_unix_ms: 0,
     };
     (name, view)
 }

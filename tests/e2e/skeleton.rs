@@ -115,6 +115,22 @@ async fn dev_routes_each_region_to_its_cluster_and_fails_over() {
         failover < Duration::from_secs(3),
         "failover took {failover:?}"
     );
+    // The hub node answering DNS measured the same change: decided -> served.
+    let (status, metrics) = http::get_text(&client, &format!("{}/metrics", env.admin()))
+        .await
+        .expect("hub metrics");
+    assert_eq!(status, 200);
+    let served = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("meridian_dns_health_change_to_serving_seconds_count")
+                && l.contains("change=\"verdict\"")
+        })
+        .unwrap_or_default();
+    assert!(
+        served.split(' ').nth(1).and_then(|n| n.parse::<u64>().ok()) >= Some(1),
+        "the verdict change is in the time-to-serve histogram: {served:?}"
+    );
 
     // dev restarts the gateway (after 4 s, like a kubelet); DNS brings eu clients back.
     let recovery = until_answered(

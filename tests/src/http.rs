@@ -55,3 +55,11 @@ pub async fn send_json(
         serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
     ))
 }
+
+/// GETs `url`; returns status and body text (for `/metrics`).
+pub async fn get_text(client: &reqwest::Client, url: &str) -> Result<(u16, String), String> {
+    let response = client.get(url).send().await.map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let text = response.text().await.map_err(|e| e.to_string())?;
+    Ok((status, text))
+}

@@ -78,6 +78,9 @@ pub struct ClusterView {
     /// by the leader's health tracker), with why. DNS treats the cluster as down for these,
     /// unless no healthy target of the hostname can serve it.
     pub unserved_hostnames: BTreeMap<Fqdn, String>,
+    /// When the latest change of a hostname's serving state in this cluster was decided,
+    /// Unix milliseconds (the leader's clock; 0 if none), for the time-to-serve metric.
+    pub serving_changed_unix_ms: u64,
 }
 
 /// Errors of the DNS module; each names the offending input.

@@ -26,6 +26,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
@@ -111,6 +112,49 @@ struct Metrics {
     serial: Gauge,
     problems: Gauge,
     tcp_connections: TcpMetrics,
+    health_change_to_serving: Family<ChangeLabels, Histogram>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChangeLabels {
+    change: &'static str,
+}
+
+/// A health change a new view carries: what changed, and when the leader decided it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HealthChange {
+    /// `verdict` (a cluster's health) or `hostname` (a cluster's serving state for a hostname).
+    pub(crate) change: &'static str,
+    /// When the leader decided it, Unix milliseconds (its clock).
+    pub(crate) decided_unix_ms: u64,
+}
+
+/// The health changes `current` holds that `previous` did not: a cluster whose verdict moved,
+/// or whose set of unserved hostnames did (new clusters are not changes).
+pub(crate) fn health_changes(previous: &DnsView, current: &DnsView) -> Vec<HealthChange> {
+    let mut changes = Vec::new();
+    for (name, now) in &current.clusters {
+        let Some(before) = previous.clusters.get(name) else {
+            continue;
+        };
+        if before.health.verdict != now.health.verdict {
+            changes.push(HealthChange {
+                change: "verdict",
+                decided_unix_ms: now.health.since_unix_ms,
+            });
+        }
+        if before
+            .unserved_hostnames
+            .keys()
+            .ne(now.unserved_hostnames.keys())
+        {
+            changes.push(HealthChange {
+                change: "hostname",
+                decided_unix_ms: now.serving_changed_unix_ms,
+            });
+        }
+    }
+    changes
 }
 
 struct RcodeCounters {
@@ -809,6 +853,9 @@ async fn watch_views(
 ) {
     let mut builder = Some(builder);
     let mut view_open = true;
+    // The view the served snapshot was built from, to see which health changes a new one
+    // brings; none at first, so the changes of a restart's log replay are not counted.
+    let mut served_view: Option<Arc<DnsView>> = None;
     loop {
         let rebuild_at = shared.snapshot.load().rebuild_at;
         let timer = async {
@@ -838,7 +885,9 @@ async fn watch_views(
         let Some(mut taken) = builder.take() else {
             return;
         };
+        let building = current.clone();
         let built = tokio::task::spawn_blocking(move || {
+            let current = building;
             let snapshot = taken.build(&current, SystemTime::now());
             (taken, snapshot)
         })
@@ -866,7 +915,28 @@ async fn watch_views(
             "dns snapshot rebuilt"
         );
         shared.snapshot.store(Arc::new(snapshot));
+        // Served from now on: how long after the leader decided each change.
+        if let Some(previous) = &served_view {
+            let now_ms = unix_ms(SystemTime::now());
+            for change in health_changes(previous, &current) {
+                let seconds = now_ms.saturating_sub(change.decided_unix_ms) as f64 / 1000.0;
+                shared
+                    .metrics
+                    .health_change_to_serving
+                    .get_or_create(&ChangeLabels {
+                        change: change.change,
+                    })
+                    .observe(seconds);
+            }
+        }
+        served_view = Some(current);
     }
+}
+
+fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 // === impl Metrics ===
@@ -909,6 +979,17 @@ impl Metrics {
             "meridian_dns_serial",
             "SOA serial being served",
             serial.clone(),
+        );
+        let health_change_to_serving =
+            Family::<ChangeLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new([
+                    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                ])
+            });
+        registry.register(
+            "meridian_dns_health_change_to_serving_seconds",
+            "Time from the leader deciding a health change (change=verdict: a cluster's health; change=hostname: a cluster's serving state for a hostname) to this node serving DNS answers built with it; the leader's clock, so on other nodes clock skew adds in",
+            health_change_to_serving.clone(),
         );
         registry.register(
             "meridian_dns_data_problems",
@@ -961,6 +1042,7 @@ impl Metrics {
             serial,
             problems,
             tcp_connections,
+            health_change_to_serving,
         }
     }
 }

@@ -49,6 +49,7 @@ fn cluster(name: &str, region: &str, address: &str) -> ClusterView {
         },
         reported_addresses: Vec::new(),
         unserved_hostnames: Default::default(),
+        serving_changed_unix_ms: 0,
     }
 }
 
@@ -1908,4 +1909,49 @@ fn a_fail_open_answer_over_many_clusters_is_a_bounded_weighted_share_that_fits_u
         "10 answers used only {} addresses",
         seen.len()
     );
+}
+
+#[test]
+fn a_new_view_names_the_health_changes_it_brings_with_when_they_were_decided() {
+    use super::server::{HealthChange, health_changes};
+    let view = |clusters: Vec<ClusterView>| DnsView {
+        clusters: clusters
+            .into_iter()
+            .map(|c| (c.cluster.name.clone(), c))
+            .collect(),
+        ..DnsView::default()
+    };
+    let us = cluster("us-east", "us", "127.0.1.1");
+    let before = view(vec![us.clone()]);
+
+    // Nothing changed (a new cluster is not a change).
+    let eu = cluster("eu-west", "eu", "127.0.1.2");
+    assert!(health_changes(&before, &view(vec![us.clone(), eu])).is_empty());
+
+    // A verdict moved, and a hostname stopped being served.
+    let mut down = us.clone();
+    down.health.verdict = HealthVerdict::Unhealthy;
+    down.health.since_unix_ms = NOW_MS - 120;
+    down.unserved_hostnames
+        .insert(fqdn("app.demo.meridian.test"), "0 of 2 ready".into());
+    down.serving_changed_unix_ms = NOW_MS - 80;
+    assert_eq!(
+        health_changes(&before, &view(vec![down.clone()])),
+        [
+            HealthChange {
+                change: "verdict",
+                decided_unix_ms: NOW_MS - 120
+            },
+            HealthChange {
+                change: "hostname",
+                decided_unix_ms: NOW_MS - 80
+            },
+        ]
+    );
+    // A reason that changes alone is not a change of what DNS answers.
+    let mut reworded = down.clone();
+    reworded
+        .unserved_hostnames
+        .insert(fqdn("app.demo.meridian.test"), "0 of 3 ready".into());
+    assert!(health_changes(&view(vec![down]), &view(vec![reworded])).is_empty());
 }

@@ -229,7 +229,8 @@ impl Task {
     async fn run(mut self, mut rx: mpsc::Receiver<Msg>, shutdown: CancellationToken) {
         let mut status = self.deps.raft.status();
         self.on_status(&status.borrow_and_update().clone());
-        // Evaluate a few times per report interval so a missed report is noticed promptly.
+        // Evaluate a few times per report interval so a missed report is noticed promptly
+        // (and after every counted report).
         let period = (self.config.report_interval() / 4).max(Duration::from_millis(20));
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -291,7 +292,12 @@ impl Task {
                         &report,
                         relay,
                     ) {
-                        Accepted::Yes => "counted",
+                        Accepted::Yes => {
+                            // Decide at once rather than on the next tick: a report that
+                            // says a gateway went down is the failover signal.
+                            self.on_tick();
+                            "counted"
+                        }
                         Accepted::Stale => "stale",
                         Accepted::NotLeader => "not_leader",
                         Accepted::Conflict { live } => {

@@ -168,6 +168,12 @@ impl State {
                             .filter(|(_, h)| !h.serving)
                             .map(|(fqdn, h)| (fqdn.clone(), h.reason.clone()))
                             .collect(),
+                        serving_changed_unix_ms: record
+                            .hostnames
+                            .values()
+                            .map(|h| h.since_unix_ms)
+                            .max()
+                            .unwrap_or(0),
                     };
                     (name.clone(), view)
                 })
