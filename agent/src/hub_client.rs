@@ -238,7 +238,9 @@ async fn attempt(
         .connect()
         .await
         .map_err(|error| AttemptError::Connect(describe(&error)))?;
-    let mut client = GrpcHubClient::new(channel);
+    let mut client = GrpcHubClient::new(channel)
+        .max_decoding_message_size(meridian_proto::MAX_GRPC_MESSAGE_BYTES)
+        .max_encoding_message_size(meridian_proto::MAX_GRPC_MESSAGE_BYTES);
 
     let health = parts.health.borrow().clone();
     let register = pb::RegisterRequest {

@@ -309,7 +309,11 @@ pub async fn spawn(config: AgentConfig, mut registry: Registry) -> Result<AgentH
         // keepalive; its readiness probe marks it down sooner anyway.
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
-        .add_service(ConfigDiscoveryServer::new(config_server))
+        .add_service(
+            ConfigDiscoveryServer::new(config_server)
+                .max_decoding_message_size(meridian_proto::MAX_GRPC_MESSAGE_BYTES)
+                .max_encoding_message_size(meridian_proto::MAX_GRPC_MESSAGE_BYTES),
+        )
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
             async move {

@@ -74,7 +74,9 @@ async fn subscribe_once(
         .connect()
         .await
         .map_err(|e| format!("connecting: {}", with_causes(&e)))?;
-    let mut client = ConfigDiscoveryClient::new(channel);
+    let mut client = ConfigDiscoveryClient::new(channel)
+        .max_decoding_message_size(meridian_proto::MAX_GRPC_MESSAGE_BYTES)
+        .max_encoding_message_size(meridian_proto::MAX_GRPC_MESSAGE_BYTES);
     let (tx, rx) = mpsc::channel(4);
     let subscribe = pb::GatewayMessage {
         kind: Some(Kind::Subscribe(pb::GatewaySubscribe {

@@ -213,7 +213,12 @@ impl Hub {
                 peer_auth.clone(),
             ))
             .add_service(agent_service.into_server())
-            .add_service(HubPeerServer::with_interceptor(peer_service, peer_auth))
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                HubPeerServer::new(peer_service)
+                    .max_decoding_message_size(meridian_proto::MAX_GRPC_MESSAGE_BYTES)
+                    .max_encoding_message_size(meridian_proto::MAX_GRPC_MESSAGE_BYTES),
+                peer_auth,
+            ))
             .serve_with_incoming_shutdown(
                 // Nagle must be off on accepted sockets too: a forwarded write's reply is written in
                 // several HTTP/2 frames, and Nagle plus delayed ACKs held one for 40 ms.

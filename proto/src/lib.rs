@@ -11,6 +11,13 @@
 pub mod convert;
 pub mod model;
 
+/// The largest gRPC message hub, agents and gateways accept from each other (tonic's default
+/// is 4 MiB). A `SharedConfig` with some 20,000 routes, or a few dozen certificates with long
+/// chains, and a Gateway's programmed config are single messages; at 4 MiB they would be
+/// refused and the receiver would keep its old config (or, for an agent's report, lose its
+/// session and its cluster's health). Every peer is authenticated (mutual TLS in production).
+pub const MAX_GRPC_MESSAGE_BYTES: usize = 64 << 20;
+
 /// Generated protobuf and gRPC types (package `meridian.v1`).
 #[allow(missing_docs, clippy::all, clippy::pedantic, unreachable_pub)]
 pub mod pb {

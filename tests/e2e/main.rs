@@ -13,6 +13,7 @@ mod dev_process;
 mod frozen_hub;
 mod kube_source;
 mod kube_status;
+mod large_config;
 mod raft;
 mod security;
 mod skeleton;

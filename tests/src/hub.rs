@@ -453,6 +453,15 @@ impl HubCluster {
 
     async fn agreement(&self, ids: &[u64]) -> Result<Value, String> {
         let leader = self.agreed_leader(ids).await?;
+        // A linearizable read first: the leader answers it only once it has committed an
+        // entry of its own term, so entries a previous leader acknowledged but whose commit
+        // no node had stored before a restart are applied by then. Without it, nodes that
+        // just replayed their logs to the stored commit index agree on a state that lacks
+        // them, for a moment.
+        match self.get(leader, "/v1/clusters").await? {
+            (200, _) => {}
+            (code, body) => return Err(format!("leader {leader} read: {code} {body}")),
+        }
         let mut applied = BTreeMap::new();
         for id in ids {
             let status = self.status(*id).await?;

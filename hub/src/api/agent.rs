@@ -116,6 +116,8 @@ impl AgentService {
     /// The tonic service to mount.
     pub fn into_server(self) -> pb::hub_server::HubServer<Self> {
         pb::hub_server::HubServer::new(self)
+            .max_decoding_message_size(meridian_proto::MAX_GRPC_MESSAGE_BYTES)
+            .max_encoding_message_size(meridian_proto::MAX_GRPC_MESSAGE_BYTES)
     }
 
     fn leader_hint(&self) -> String {

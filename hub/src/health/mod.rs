@@ -609,7 +609,9 @@ fn peer_client(
     if let Some(tls) = tls {
         endpoint = endpoint.tls_config(tls)?;
     }
-    Ok(HubPeerClient::new(endpoint.connect_lazy()))
+    Ok(HubPeerClient::new(endpoint.connect_lazy())
+        .max_decoding_message_size(meridian_proto::MAX_GRPC_MESSAGE_BYTES)
+        .max_encoding_message_size(meridian_proto::MAX_GRPC_MESSAGE_BYTES))
 }
 
 fn count_dropped(metrics: &Metrics, why: &'static str, n_reports: u64) {
