@@ -106,12 +106,12 @@ enum Command {
         files: Vec<PathBuf>,
     },
     /// Delete objects: `delete -f FILE`, or `delete cluster NAME` / `hostname FQDN` /
-    /// `route NAMESPACE/NAME` / `records NAME/TYPE`.
+    /// `route NAMESPACE/NAME` / `certificate NAMESPACE/NAME` / `records NAME/TYPE`.
     Delete {
         /// Delete what these files describe.
         #[arg(short = 'f', long = "file")]
         files: Vec<PathBuf>,
-        /// cluster, hostname, route or records (without -f).
+        /// cluster, hostname, route, certificate or records (without -f).
         kind: Option<String>,
         /// Its name (without -f).
         name: Option<String>,
@@ -726,11 +726,19 @@ async fn routes(client: &Client, output: Output) -> anyhow::Result<()> {
     for route in items(&answer, "items") {
         let metadata = route.get("metadata").cloned().unwrap_or(Value::Null);
         let spec = route.get("spec").cloned().unwrap_or(Value::Null);
-        // Each cluster's one-word state (`Accepted`, `BackendNotFound`, `Pending`, ...);
-        // `ctl get route NS/NAME` shows the conditions behind it.
+        // Each cluster's one-word state (`Accepted`, `Degraded(BackendNotFound)`,
+        // `Propagating`, ...); `ctl get route NS/NAME` shows the conditions behind it.
         let clusters: Vec<String> = items(&route["status"], "clusters")
             .iter()
-            .map(|c| format!("{}={}", str_of(c, "cluster"), str_of(c, "state")))
+            .map(|c| {
+                let state = str_of(c, "state");
+                match (state, str_of(c, "reason")) {
+                    ("Degraded" | "NotAccepted", reason) if !reason.is_empty() => {
+                        format!("{}={state}({reason})", str_of(c, "cluster"))
+                    }
+                    _ => format!("{}={state}", str_of(c, "cluster")),
+                }
+            })
             .collect();
         table.row(vec![
             str_of(&metadata, "namespace").to_string(),
@@ -841,7 +849,9 @@ async fn delete(
 ) -> anyhow::Result<()> {
     let paths: Vec<(String, String)> = if files.is_empty() {
         let (Some(kind), Some(name)) = (kind, name) else {
-            bail!("give -f FILE, or a kind (cluster, hostname, route, records) and a name");
+            bail!(
+                "give -f FILE, or a kind (cluster, hostname, route, certificate, records) and a name"
+            );
         };
         vec![(object_path(kind, name)?, format!("{kind}/{name}"))]
     } else {
@@ -852,16 +862,20 @@ async fn delete(
             .map(|r| (r.path.clone(), r.label()))
             .collect()
     };
+    // Only certificates refuse a delete that `--force` overrides.
+    if force
+        && !paths
+            .iter()
+            .any(|(path, _)| path.starts_with("/v1/certificates/"))
+    {
+        bail!("--force applies to certificates only (a certificate listeners serve)");
+    }
     for (mut path, label) in paths {
-        // Only certificates refuse a delete that `--force` overrides.
         if force && path.starts_with("/v1/certificates/") {
             path.push_str("?force=true");
         }
         let answer = client.delete(&path).await?;
-        match output {
-            Output::Json => print_json(&answer)?,
-            Output::Table => outln!("{label} deleted")?,
-        }
+        report_change(output, &answer, &format!("{label} deleted"))?;
     }
     Ok(())
 }

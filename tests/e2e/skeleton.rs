@@ -431,7 +431,7 @@ async fn dev_shows_how_each_cluster_programmed_a_global_route_and_guards_certifi
     assert!((200..300).contains(&status), "PUT route: {status} {body}");
     let body = eventually("per-cluster states", Duration::from_secs(20), || {
         let (client, admin) = (&client, &admin);
-        let want = states(&[("eu-west", "Accepted"), ("us-east", "BackendNotFound")]);
+        let want = states(&[("eu-west", "Accepted"), ("us-east", "Degraded")]);
         async move {
             let (got, body) = route_states(client, admin, "demo/euonly").await?;
             if got == want {
@@ -447,6 +447,7 @@ async fn dev_shows_how_each_cluster_programmed_a_global_route_and_guards_certifi
         put_at.elapsed()
     );
     let us = &body["status"]["clusters"][1];
+    assert_eq!(us["reason"], "BackendNotFound", "{us}");
     assert_eq!(us["parents"][0]["parentRef"]["name"], "global", "{us}");
     let resolved = us["parents"][0]["conditions"]
         .as_array()
@@ -474,6 +475,14 @@ async fn dev_shows_how_each_cluster_programmed_a_global_route_and_guards_certifi
     .await
     .expect("PUT route");
     assert!((200..300).contains(&status), "PUT route: {status} {body}");
+    // Another route's change leaves this one's state alone (it is judged by its own version).
+    let (got, _) = route_states(&client, &admin, "demo/app")
+        .await
+        .expect("GET route");
+    assert_eq!(
+        got,
+        states(&[("eu-west", "Accepted"), ("us-east", "Accepted")])
+    );
     eventually("no parent", Duration::from_secs(20), || {
         let (client, admin) = (&client, &admin);
         let want = states(&[("eu-west", "NoParent"), ("us-east", "NoParent")]);
@@ -528,6 +537,37 @@ async fn dev_shows_how_each_cluster_programmed_a_global_route_and_guards_certifi
         line.contains("eu-west=Accepted us-east=Accepted"),
         "ctl routes: {table}"
     );
+
+    // A cluster whose agent stops reporting is down, and its last word is not shown as fact.
+    let eu = env.cluster("eu-west");
+    signal(eu.agent_pid, "STOP");
+    eventually("eu-west down", Duration::from_secs(20), || {
+        let (client, admin) = (&client, &admin);
+        let want = states(&[("eu-west", "ClusterDown"), ("us-east", "Accepted")]);
+        async move {
+            let (got, _) = route_states(client, admin, "demo/app").await?;
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("{got:?}"))
+            }
+        }
+    })
+    .await;
+    signal(eu.agent_pid, "CONT");
+    eventually("eu-west back", Duration::from_secs(20), || {
+        let (client, admin) = (&client, &admin);
+        let want = states(&[("eu-west", "Accepted"), ("us-east", "Accepted")]);
+        async move {
+            let (got, _) = route_states(client, admin, "demo/app").await?;
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("{got:?}"))
+            }
+        }
+    })
+    .await;
 
     // The demo certificate is served by both clusters' HTTPS listeners: the hub says so, and
     // refuses to delete it (every one of them would stop serving HTTPS) unless forced.

@@ -96,26 +96,39 @@ pub fn shared_objects_status(
     }
 }
 
-/// Decides, per report, whether it carries the route status: only when it changed since the
-/// last one sent on this session, or `SHARED_REFRESH` ago, so reports stay small.
+/// Decides, per report, whether it carries the shared status: when it changed since the last
+/// one sent on this session, in the two reports after that too (a report can be dropped on
+/// the way: a follower between leaders, a leader that just lost its term), and every
+/// `SHARED_REFRESH`; so reports stay small.
 #[derive(Debug, Default)]
 pub struct SharedSent {
     last: Option<(SharedObjectsStatus, Instant)>,
+    repeats_left: u8,
 }
+
+/// How many reports after a change carry the status again.
+const REPEATS: u8 = 2;
 
 impl SharedSent {
     /// Whether to send `current` now; records it as sent if so.
     pub fn should_send(&mut self, current: &SharedObjectsStatus, now: Instant) -> bool {
-        let due = match &self.last {
-            None => true,
-            Some((sent, at)) => {
-                sent != current || now.saturating_duration_since(*at) >= SHARED_REFRESH
-            }
-        };
-        if due {
+        let changed = self.last.as_ref().is_none_or(|(sent, _)| sent != current);
+        if changed {
             self.last = Some((current.clone(), now));
+            self.repeats_left = REPEATS;
+            return true;
         }
-        due
+        if self.repeats_left > 0 {
+            self.repeats_left -= 1;
+            return true;
+        }
+        match &mut self.last {
+            Some((_, at)) if now.saturating_duration_since(*at) >= SHARED_REFRESH => {
+                *at = now;
+                true
+            }
+            _ => false,
+        }
     }
 }
 
@@ -135,8 +148,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_status_is_sent_when_it_changes_and_again_every_refresh() {
+    fn the_status_is_sent_when_it_changes_twice_more_and_again_every_refresh() {
         let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
         let mut sent = SharedSent::default();
         let v1 = SharedObjectsStatus {
             shared_version: 1,
@@ -147,19 +161,21 @@ mod tests {
             ..Default::default()
         };
         assert!(
-            sent.should_send(&v1, start),
+            sent.should_send(&v1, at(0)),
             "the first report of a session"
         );
-        assert!(!sent.should_send(&v1, start + Duration::from_secs(1)));
+        assert!(sent.should_send(&v1, at(1)), "repeated once");
+        assert!(sent.should_send(&v1, at(2)), "repeated twice");
+        assert!(!sent.should_send(&v1, at(3)));
+        assert!(sent.should_send(&v2, at(4)), "a change");
+        assert!(sent.should_send(&v2, at(5)));
+        assert!(sent.should_send(&v2, at(6)));
+        assert!(!sent.should_send(&v2, at(33)));
         assert!(
-            sent.should_send(&v2, start + Duration::from_secs(2)),
-            "a change"
-        );
-        assert!(!sent.should_send(&v2, start + Duration::from_secs(31)));
-        assert!(
-            sent.should_send(&v2, start + Duration::from_secs(32)),
+            sent.should_send(&v2, at(34)),
             "a refresh for a leader elected meanwhile"
         );
+        assert!(!sent.should_send(&v2, at(35)));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
-use meridian_proto::model::{ClusterName, HealthReport, SharedConfig};
+use meridian_proto::model::{ClusterName, SharedConfig};
 use meridian_proto::pb;
 use meridian_proto::pb::hub_server::Hub;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -324,7 +324,12 @@ impl Session {
                         }
                     }
                     Ok(None) => break "agent closed the stream",
-                    Err(_) => break "stream error",
+                    Err(status) => {
+                        // Say why (a message over the size limit, a reset): "stream error"
+                        // alone hid an agent whose reports could never be read.
+                        tracing::warn!(cluster = %self.cluster, instance = %self.instance, code = ?status.code(), error = %status.message(), "agent stream failed");
+                        break "stream error";
+                    }
                 },
             }
         };
@@ -335,14 +340,18 @@ impl Session {
     fn on_message(&self, message: pb::AgentMessage) -> Result<(), Status> {
         use pb::agent_message::Kind;
         match message.kind {
-            Some(Kind::Health(report)) => match HealthReport::try_from(report) {
-                Ok(report) if report.cluster != self.cluster => {
+            Some(Kind::Health(report)) => match super::decode_report(report) {
+                Ok((report, _)) if report.cluster != self.cluster => {
                     return Err(Status::invalid_argument(format!(
                         "health.cluster: this session is for cluster {}, not {}",
                         self.cluster, report.cluster
                     )));
                 }
-                Ok(report) => {
+                Ok((report, dropped)) => {
+                    if let Some(err) = dropped {
+                        self.inner.metrics.invalid_reports.inc();
+                        tracing::warn!(cluster = %self.cluster, error = %err.in_field("health"), "dropping the invalid shared status of a health report; its readiness counts");
+                    }
                     self.inner
                         .deps
                         .health

@@ -10,3 +10,80 @@
 pub mod admin;
 pub mod agent;
 pub mod peer;
+
+/// Decodes an agent's health report, with its shared objects' status on its own: an invalid
+/// status (a value a newer agent sends, more parents than any route may have) is dropped with
+/// its error, and the readiness data the failover depends on is kept.
+pub(crate) fn decode_report(
+    mut report: meridian_proto::pb::HealthReport,
+) -> Result<
+    (
+        meridian_proto::model::HealthReport,
+        Option<meridian_proto::convert::ConvertError>,
+    ),
+    meridian_proto::convert::ConvertError,
+> {
+    let shared = report.shared.take();
+    let mut decoded = meridian_proto::model::HealthReport::try_from(report)?;
+    let mut dropped = None;
+    if let Some(shared) = shared {
+        match meridian_proto::model::SharedObjectsStatus::try_from(shared) {
+            Ok(shared) => decoded.shared = Some(shared),
+            Err(err) => dropped = Some(err.in_field("shared")),
+        }
+    }
+    Ok((decoded, dropped))
+}
+
+#[cfg(test)]
+mod tests {
+    use meridian_proto::pb;
+
+    #[test]
+    fn an_invalid_shared_status_is_dropped_and_the_readiness_kept() {
+        let report = pb::HealthReport {
+            cluster: "eu-west".into(),
+            seq: 3,
+            gateways: vec![pb::GatewayProbe {
+                name: "gw".into(),
+                address: String::new(),
+                ready: true,
+                detail: String::new(),
+            }],
+            hostnames: vec![],
+            shared: Some(pb::SharedObjectsStatus {
+                shared_version: 1,
+                routes: vec![pb::SharedRouteStatus {
+                    route: Some(pb::ObjectKey {
+                        namespace: "demo".into(),
+                        name: "app".into(),
+                    }),
+                    parents: vec![pb::RouteParentConditions {
+                        gateway: Some(pb::ObjectKey {
+                            namespace: "infra".into(),
+                            name: "edge".into(),
+                        }),
+                        section_name: None,
+                        port: None,
+                        // A condition state this build does not know (a newer agent).
+                        conditions: vec![pb::StatusCondition {
+                            r#type: "Accepted".into(),
+                            status: 9,
+                            reason: "Accepted".into(),
+                            message: String::new(),
+                        }],
+                    }],
+                }],
+                certificates: vec![],
+            }),
+        };
+        let (decoded, dropped) = super::decode_report(report).unwrap();
+        assert!(decoded.gateways[0].ready, "the readiness counts");
+        assert_eq!(decoded.shared, None);
+        let err = dropped.unwrap().to_string();
+        assert!(
+            err.starts_with("shared.routes[0].parents[0].conditions[0].status"),
+            "{err}"
+        );
+    }
+}

@@ -1,6 +1,5 @@
 //! The `HubPeer` gRPC service: the leader's side of report forwarding.
 
-use meridian_proto::model::HealthReport;
 use meridian_proto::pb;
 use meridian_proto::pb::hub_peer_server::HubPeer;
 use tokio::sync::watch;
@@ -41,12 +40,21 @@ impl HubPeer for PeerService {
             let Some(report) = forwarded.report else {
                 continue;
             };
-            match HealthReport::try_from(report) {
-                Ok(report) => self.health.report(
-                    &forwarded.instance_id,
-                    report,
-                    Origin::Forwarded(request.from_node),
-                ),
+            match super::decode_report(report) {
+                Ok((report, dropped)) => {
+                    if let Some(err) = dropped {
+                        tracing::warn!(
+                            from_node = request.from_node,
+                            error = %err.at_index(i).in_field("reports"),
+                            "dropping the invalid shared status of a forwarded health report"
+                        );
+                    }
+                    self.health.report(
+                        &forwarded.instance_id,
+                        report,
+                        Origin::Forwarded(request.from_node),
+                    )
+                }
                 Err(err) => tracing::warn!(
                     from_node = request.from_node,
                     error = %err.at_index(i).in_field("reports"),

@@ -502,6 +502,12 @@ impl Task {
             },
             |route| view.state.routes.contains_key(route),
             |certificate| view.state.certificates.contains_key(certificate),
+            view.state
+                .route_versions
+                .values()
+                .copied()
+                .max()
+                .unwrap_or(0),
         );
         for change in routes_changes {
             if !self.shared_in_flight.insert(change.cluster.clone()) {

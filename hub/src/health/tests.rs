@@ -589,6 +589,7 @@ fn route_status_is_asked_for_as_a_delta_against_the_committed_record() {
             |cluster| state.clusters.get(cluster).and_then(|r| r.shared.as_ref()),
             |route| state.routes.contains_key(route),
             |certificate| state.certificates.contains_key(certificate),
+            state.route_versions.values().copied().max().unwrap_or(0),
         );
         for change in &changes {
             commit(
@@ -664,7 +665,7 @@ fn route_status_is_asked_for_as_a_delta_against_the_committed_record() {
     h.tracker.set_leader(h.at(), false);
     assert!(
         h.tracker
-            .evaluate_shared(h.at(), |_| None, |_| true, |_| true)
+            .evaluate_shared(h.at(), |_| None, |_| true, |_| true, 0)
             .is_empty()
     );
 }

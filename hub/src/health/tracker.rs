@@ -227,6 +227,10 @@ impl Tracker {
                 }
             }
         }
+        if track.instance != instance {
+            // Another agent process took over: what the previous one said is not its word.
+            track.shared = None;
+        }
         if let Some(shared) = &report.shared {
             track.shared = Some(shared.clone());
         }
@@ -389,12 +393,18 @@ impl Tracker {
     /// and certificates that no longer exist (`route_exists`, `certificate_exists`) are left
     /// out, as the state machine would drop them, so a report naming a deleted one asks for
     /// nothing. Empty unless leading.
+    ///
+    /// A newer shared version alone is committed only when a route changed since the recorded
+    /// one (`latest_route_version` is the log index of the latest route change): the version
+    /// says which routes the cluster has programmed, and a certificate change alone would
+    /// otherwise cost one Raft entry per cluster.
     pub fn evaluate_shared<'a>(
         &self,
         now: Instant,
         committed: impl Fn(&ClusterName) -> Option<&'a SharedObjectsRecord>,
         route_exists: impl Fn(&ObjectKey) -> bool,
         certificate_exists: impl Fn(&ObjectKey) -> bool,
+        latest_route_version: u64,
     ) -> Vec<SharedChange> {
         if self.leader_since.is_none() {
             return Vec::new();
@@ -440,8 +450,11 @@ impl Tracker {
                 .collect();
             certificates.sort();
             certificates.dedup();
-            let same_version =
-                record.is_some_and(|record| record.shared_version == reported.shared_version);
+            let same_version = record.is_some_and(|record| {
+                record.shared_version == reported.shared_version
+                    || (record.shared_version < reported.shared_version
+                        && latest_route_version <= record.shared_version)
+            });
             let same_certificates =
                 record.is_some_and(|record| record.certificates == certificates);
             if same_version && same_certificates && changed.is_empty() && removed.is_empty() {

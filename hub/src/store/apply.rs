@@ -284,6 +284,7 @@ impl State {
                 if self.routes.get(&route.key) == Some(&*route) {
                     return Outcome::Unchanged;
                 }
+                self.route_versions.insert(route.key.clone(), index);
                 self.routes.insert(route.key.clone(), *route);
                 self.shared_version = index;
                 Outcome::Applied
@@ -294,6 +295,7 @@ impl State {
                         "route {key} does not exist"
                     )));
                 }
+                self.route_versions.remove(&key);
                 // A route put again later starts with no status until clusters report it.
                 for record in self.clusters.values_mut() {
                     if let Some(shared) = &mut record.shared {

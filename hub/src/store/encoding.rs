@@ -461,6 +461,11 @@ pub fn encode_snapshot(state: &State) -> Vec<u8> {
             .map(|((name, rtype), set)| encode_record_set(name, rtype, set.ttl, &set.values))
             .collect(),
         certificates: state.certificates.values().map(Into::into).collect(),
+        route_versions: state
+            .routes
+            .keys()
+            .map(|key| state.route_versions.get(key).copied().unwrap_or(0))
+            .collect(),
     }
     .encode_to_vec()
 }
@@ -573,10 +578,18 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<State, DecodeError> {
         hostnames.insert(policy.fqdn.clone(), policy);
     }
     let mut routes = BTreeMap::new();
+    let mut route_versions = BTreeMap::new();
+    let versions_known = message.route_versions.len() == message.routes.len();
     for (i, route) in message.routes.into_iter().enumerate() {
         let route: meridian_proto::model::route::HttpRoute = route
             .try_into()
             .map_err(|e: ConvertError| err(e.at_index(i).in_field("routes").to_string()))?;
+        let version = if versions_known {
+            message.route_versions[i]
+        } else {
+            0
+        };
+        route_versions.insert(route.key.clone(), version);
         routes.insert(route.key.clone(), route);
     }
     let mut zone_keys = BTreeMap::new();
@@ -618,6 +631,7 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<State, DecodeError> {
         clusters,
         hostnames,
         routes,
+        route_versions,
         certificates,
         zone_keys,
         records,

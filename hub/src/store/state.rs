@@ -24,6 +24,9 @@ pub struct State {
     pub hostnames: BTreeMap<Fqdn, HostnamePolicy>,
     /// Shared HTTPRoutes, pushed to every cluster.
     pub routes: BTreeMap<ObjectKey, HttpRoute>,
+    /// The log index of each shared route's last change: a cluster that programmed a shared
+    /// config at least this version has this version of the route.
+    pub route_versions: BTreeMap<ObjectKey, u64>,
     /// Certificates (chain and private key), pushed to every cluster, where they become
     /// `kubernetes.io/tls` Secrets Gateway listeners can reference.
     pub certificates: BTreeMap<ObjectKey, TlsCertificate>,

@@ -1,7 +1,10 @@
 //! Clusters, health reports and health verdicts on the wire.
 
 use super::net::{ip, optional_port, optional_socket_addr};
-use super::{Context, ConvertError, each, each_with, encode_all, enumeration, message, optional};
+use super::{
+    Context, ConvertError, ConvertErrorKind, each, each_with, encode_all, enumeration, message,
+    optional,
+};
 use crate::model::{
     CertificateUse, Cluster, ClusterHealth, ClusterName, ConditionState, GatewayProbe,
     HealthReport, HealthVerdict, HostnameHealth, Region, RouteParentConditions,
@@ -173,10 +176,40 @@ impl From<&SharedObjectsStatus> for pb::SharedObjectsStatus {
     }
 }
 
+/// Bounds on what one cluster's report may hold, so a buggy or hostile agent cannot bloat the
+/// hub's replicated state: the Gateway API allows 32 parentRefs per route, a route condition
+/// list has 3 types, Kubernetes condition reasons are short.
+const MAX_PARENTS: usize = 32;
+const MAX_CONDITIONS: usize = 8;
+const MAX_CONDITION_TYPE: usize = 64;
+const MAX_REASON: usize = 128;
+const MAX_MESSAGE: usize = 1024;
+const MAX_CERTIFICATE_USES: usize = 4096;
+
+fn at_most<T>(items: &[T], max: usize, why: &'static str) -> Result<(), ConvertError> {
+    if items.len() > max {
+        return Err(ConvertError::new(ConvertErrorKind::Constraint(why)));
+    }
+    Ok(())
+}
+
+fn short(text: &str, max: usize, why: &'static str) -> Result<(), ConvertError> {
+    if text.len() > max {
+        return Err(ConvertError::new(ConvertErrorKind::Constraint(why)));
+    }
+    Ok(())
+}
+
 impl TryFrom<pb::SharedObjectsStatus> for SharedObjectsStatus {
     type Error = ConvertError;
 
     fn try_from(status: pb::SharedObjectsStatus) -> Result<Self, ConvertError> {
+        at_most(
+            &status.certificates,
+            MAX_CERTIFICATE_USES,
+            "more than 4096 certificate uses",
+        )
+        .field("certificates")?;
         Ok(Self {
             shared_version: status.shared_version,
             routes: each(status.routes, "routes")?,
@@ -201,6 +234,7 @@ impl TryFrom<pb::CertificateUse> for CertificateUse {
     type Error = ConvertError;
 
     fn try_from(usage: pb::CertificateUse) -> Result<Self, ConvertError> {
+        short(&usage.listener, 253, "longer than 253 bytes").field("listener")?;
         Ok(Self {
             certificate: message(usage.certificate, "certificate")?,
             gateway: message(usage.gateway, "gateway")?,
@@ -224,6 +258,7 @@ impl TryFrom<pb::SharedRouteStatus> for SharedRouteStatus {
     type Error = ConvertError;
 
     fn try_from(status: pb::SharedRouteStatus) -> Result<Self, ConvertError> {
+        at_most(&status.parents, MAX_PARENTS, "more than 32 parents").field("parents")?;
         Ok(Self {
             route: message(status.route, "route")?,
             parents: each(status.parents, "parents")?,
@@ -248,6 +283,11 @@ impl TryFrom<pb::RouteParentConditions> for RouteParentConditions {
     type Error = ConvertError;
 
     fn try_from(parent: pb::RouteParentConditions) -> Result<Self, ConvertError> {
+        at_most(&parent.conditions, MAX_CONDITIONS, "more than 8 conditions")
+            .field("conditions")?;
+        if let Some(section) = &parent.section_name {
+            short(section, 253, "longer than 253 bytes").field("section_name")?;
+        }
         Ok(Self {
             gateway: message(parent.gateway, "gateway")?,
             section_name: parent.section_name,
@@ -274,6 +314,14 @@ impl TryFrom<pb::StatusCondition> for StatusCondition {
     type Error = ConvertError;
 
     fn try_from(condition: pb::StatusCondition) -> Result<Self, ConvertError> {
+        short(
+            &condition.r#type,
+            MAX_CONDITION_TYPE,
+            "longer than 64 bytes",
+        )
+        .field("type")?;
+        short(&condition.reason, MAX_REASON, "longer than 128 bytes").field("reason")?;
+        short(&condition.message, MAX_MESSAGE, "longer than 1024 bytes").field("message")?;
         Ok(Self {
             type_: condition.r#type,
             status: enumeration::<pb::ConditionState>(condition.status, "status")?.into(),

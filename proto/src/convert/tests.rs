@@ -1339,6 +1339,23 @@ fn cluster_and_health_errors_name_the_field_path() {
             "missing required field",
         ),
         (
+            |c| {
+                let route = &mut c.shared.as_mut().unwrap().routes[0];
+                let parent = route.parents[0].clone();
+                route.parents = vec![parent; 33];
+            },
+            "shared.routes[0].parents",
+            "more than 32 parents",
+        ),
+        (
+            |c| {
+                let parent = &mut c.shared.as_mut().unwrap().routes[0].parents[0];
+                parent.conditions[0].message = "m".repeat(1025);
+            },
+            "shared.routes[0].parents[0].conditions[0].message",
+            "longer than 1024 bytes",
+        ),
+        (
             |c| c.shared.as_mut().unwrap().certificates[0].gateway = None,
             "shared.certificates[0].gateway",
             "missing required field",

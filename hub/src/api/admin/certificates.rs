@@ -265,11 +265,27 @@ pub(super) struct DeleteQuery {
     force: bool,
 }
 
+/// Clusters whose listeners' use of certificates is not known: they never reported it (an
+/// agent not connected since it started, or one older than this report), or they are not
+/// healthy now (their agent may be silent, and what it said may be stale).
+fn unknown_users(state: &crate::store::State) -> Vec<String> {
+    state
+        .clusters
+        .values()
+        .filter(|record| {
+            record.shared.is_none()
+                || record.health.verdict != meridian_proto::model::HealthVerdict::Healthy
+        })
+        .map(|record| record.cluster.name.to_string())
+        .collect()
+}
+
 /// Deletes a certificate, unless a cluster reported a listener serving it: every such
 /// listener would lose the certificate at once and stop serving HTTPS (`?force=true` deletes
-/// all the same). The check reads a linearizable view; a listener a cluster starts serving
-/// it with between that read and the commit is not seen, as with any check-then-act over an
-/// API.
+/// all the same). Clusters whose use is unknown are named: in the refusal, and as warnings
+/// of a delete that goes through. The check reads a linearizable view; a listener a cluster
+/// starts serving it with between that read and the commit is not seen, as with any
+/// check-then-act over an API.
 pub(super) async fn delete(
     State(state): State<AppState>,
     Path((namespace, name)): Path<(String, String)>,
@@ -277,8 +293,19 @@ pub(super) async fn delete(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let key = path_route_key(&namespace, &name)?;
+    let view = read_view(&state, false).await?;
+    let unknown = unknown_users(&view.state);
+    let unknown_note = if unknown.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; whether cluster{} {} serve{} it is not known (not reporting)",
+            if unknown.len() == 1 { "" } else { "s" },
+            unknown.join(", "),
+            if unknown.len() == 1 { "s" } else { "" }
+        )
+    };
     if !query.force {
-        let view = read_view(&state, false).await?;
         let users = users(&view.state, &key);
         if !users.is_empty() {
             let listed: Vec<String> = users
@@ -291,15 +318,27 @@ pub(super) async fn delete(
                 })
                 .collect();
             return Err(ApiError::conflict(format!(
-                "certificate {key} is served by {} listener{}: {}; deleting it would stop HTTPS \
-                 on them. Point them at another certificate first, or delete with ?force=true \
-                 (meridian ctl delete --force)",
+                "certificate {key} is served by {} listener{}: {}{unknown_note}. Deleting it \
+                 stops HTTPS on them (unless a local Secret of the same name takes over): point \
+                 them at another certificate first, or delete with ?force=true \
+                 (meridian ctl delete certificate {key} --force)",
                 users.len(),
                 if users.len() == 1 { "" } else { "s" },
-                listed.join(", ")
+                listed.join(", "),
             )));
         }
     }
+    let warnings: Vec<String> = unknown
+        .iter()
+        .map(|cluster| {
+            format!(
+                "cluster {cluster} is not reporting which listeners serve certificates; it may \
+                 have served {key}"
+            )
+        })
+        .collect();
     submit(&state, &headers, Action::DeleteCertificate(key.clone())).await?;
-    Ok(Json(json!({ "deleted": key.to_string() })))
+    Ok(Json(
+        json!({ "deleted": key.to_string(), "warnings": warnings }),
+    ))
 }

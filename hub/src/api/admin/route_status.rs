@@ -2,52 +2,63 @@
 //! conditions that cluster's Gateways gave the route (what `kubectl get httproute -o yaml`
 //! shows under `status.parents`, but for every cluster the route reaches).
 //!
-//! Each cluster entry has a one-word `state`, so a table (and a script) can tell at a glance
-//! whether the route works there:
-//! - `NotReported`: the cluster's agent has not reported route status (not connected yet, or
-//!   older than route status);
-//! - `Pending`: the cluster last programmed an older shared config than the hub holds, so it
-//!   may not have this version of the route yet;
+//! Each cluster entry has a one-word `state` of Meridian's own, so a table (and a script) can
+//! tell at a glance whether the route works there, and, when a condition is not as it should
+//! be, the Gateway API `reason` of the first such condition. In order of precedence:
+//! - `ClusterDown`: the cluster's health verdict is not healthy (its agent may be silent, so
+//!   what it last reported may be stale; DNS sends it no traffic either way); `reason` is the
+//!   verdict's reason;
+//! - `NotReported`: the cluster's agent has not reported this route yet;
+//! - `Propagating`: the cluster last programmed a shared config older than this version of
+//!   the route;
 //! - `NoParent`: the route names no Gateway that exists in the cluster;
-//! - `Accepted`: every parent accepted it and every reference resolved;
-//! - otherwise the reason of the first condition that is not as it should be
-//!   (`NotAllowedByListeners`, `BackendNotFound`, `RefNotPermitted`, ...).
+//! - `Accepted`: every parent accepted the route and every reference resolved;
+//! - `Degraded`: some parent accepted it, but a condition is not as it should be (another
+//!   parent refused it, a backend is missing, rules were dropped);
+//! - `NotAccepted`: no parent accepted it.
 
-use meridian_proto::model::{ConditionState, ObjectKey, RouteParentConditions};
+use meridian_proto::model::{ConditionState, HealthVerdict, ObjectKey, RouteParentConditions};
 use serde_json::{Value, json};
 
 use crate::store::{ClusterRecord, State};
 
 /// The `status` object of a shared route: `{"clusters": [...]}` in cluster name order.
 pub(super) fn route_status(state: &State, route: &ObjectKey) -> Value {
+    let version = state.route_versions.get(route).copied().unwrap_or(0);
     let clusters: Vec<Value> = state
         .clusters
         .values()
-        .map(|record| cluster_entry(state.shared_version, record, route))
+        .map(|record| cluster_entry(version, record, route))
         .collect();
     json!({ "clusters": clusters })
 }
 
-fn cluster_entry(hub_version: u64, record: &ClusterRecord, route: &ObjectKey) -> Value {
-    let cluster = record.cluster.name.to_string();
-    let Some(routes) = &record.shared else {
-        return json!({ "cluster": cluster, "state": "NotReported" });
-    };
-    let entry = routes.routes.get(route);
-    let state = if routes.shared_version < hub_version {
-        "Pending".to_string()
+fn cluster_entry(route_version: u64, record: &ClusterRecord, route: &ObjectKey) -> Value {
+    let shared = record.shared.as_ref();
+    let entry = shared.and_then(|shared| shared.routes.get(route));
+    let programmed = shared.map(|shared| shared.shared_version);
+    let (state, reason) = if record.health.verdict != HealthVerdict::Healthy {
+        let reason = &record.health.reason;
+        ("ClusterDown", (!reason.is_empty()).then(|| reason.clone()))
+    } else if programmed.is_some_and(|v| v < route_version) {
+        ("Propagating", None)
     } else {
         match entry {
-            None => "NotReported".to_string(),
+            None => ("NotReported", None),
             Some(entry) => summary(&entry.parents),
         }
     };
     let mut value = json!({
-        "cluster": cluster,
+        "cluster": record.cluster.name.to_string(),
         "state": state,
-        "programmedVersion": routes.shared_version,
-        "hubVersion": hub_version,
+        "routeVersion": route_version,
     });
+    if let Some(reason) = reason {
+        value["reason"] = json!(reason);
+    }
+    if let Some(programmed) = programmed {
+        value["programmedVersion"] = json!(programmed);
+    }
     if let Some(entry) = entry {
         value["sinceUnixMs"] = json!(entry.since_unix_ms);
         value["parents"] = entry.parents.iter().map(parent).collect();
@@ -55,13 +66,17 @@ fn cluster_entry(hub_version: u64, record: &ClusterRecord, route: &ObjectKey) ->
     value
 }
 
-/// `Accepted` when every parent has every condition as it should be, `NoParent` when there is
-/// no parent, else the first wrong condition's reason.
-fn summary(parents: &[RouteParentConditions]) -> String {
+/// The state and first bad reason of a route's parents in one cluster.
+fn summary(parents: &[RouteParentConditions]) -> (&'static str, Option<String>) {
     if parents.is_empty() {
-        return "NoParent".to_string();
+        return ("NoParent", None);
     }
-    parents
+    let accepted = |p: &RouteParentConditions| {
+        p.conditions
+            .iter()
+            .any(|c| c.type_ == "Accepted" && c.status == ConditionState::True)
+    };
+    let first_bad = parents
         .iter()
         .flat_map(|p| p.conditions.iter())
         .find(|c| {
@@ -73,7 +88,19 @@ fn summary(parents: &[RouteParentConditions]) -> String {
             };
             c.status != good
         })
-        .map_or_else(|| "Accepted".to_string(), |c| c.reason.clone())
+        .map(|c| {
+            // Its reason (`UnsupportedValue`) says less than its type.
+            if c.type_ == "PartiallyInvalid" {
+                "PartiallyInvalid".to_string()
+            } else {
+                c.reason.clone()
+            }
+        });
+    match first_bad {
+        None => ("Accepted", None),
+        Some(reason) if parents.iter().any(accepted) => ("Degraded", Some(reason)),
+        Some(reason) => ("NotAccepted", Some(reason)),
+    }
 }
 
 fn parent(parent: &RouteParentConditions) -> Value {
@@ -100,4 +127,67 @@ fn parent(parent: &RouteParentConditions) -> Value {
         })
         .collect();
     json!({ "parentRef": parent_ref, "conditions": conditions })
+}
+
+#[cfg(test)]
+mod tests {
+    use meridian_proto::model::StatusCondition;
+
+    use super::*;
+
+    fn parent(conditions: &[(&str, ConditionState, &str)]) -> RouteParentConditions {
+        RouteParentConditions {
+            gateway: ObjectKey::new("infra", "edge").unwrap(),
+            section_name: None,
+            port: None,
+            conditions: conditions
+                .iter()
+                .map(|(type_, status, reason)| StatusCondition {
+                    type_: type_.to_string(),
+                    status: *status,
+                    reason: reason.to_string(),
+                    message: String::new(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_summary_tells_accepted_degraded_and_not_accepted_apart() {
+        use ConditionState::{False, True};
+        let good = parent(&[
+            ("Accepted", True, "Accepted"),
+            ("ResolvedRefs", True, "ResolvedRefs"),
+        ]);
+        let refused = parent(&[
+            ("Accepted", False, "NoMatchingParent"),
+            ("ResolvedRefs", True, "ResolvedRefs"),
+        ]);
+        let unresolved = parent(&[
+            ("Accepted", True, "Accepted"),
+            ("ResolvedRefs", False, "BackendNotFound"),
+        ]);
+        let partly = parent(&[
+            ("Accepted", True, "Accepted"),
+            ("ResolvedRefs", True, "ResolvedRefs"),
+            ("PartiallyInvalid", True, "UnsupportedValue"),
+        ]);
+        let reason = |r: &str| Some(r.to_string());
+        assert_eq!(summary(&[]), ("NoParent", None));
+        assert_eq!(summary(std::slice::from_ref(&good)), ("Accepted", None));
+        assert_eq!(
+            summary(&[good.clone(), refused.clone()]),
+            ("Degraded", reason("NoMatchingParent")),
+            "served through one parent of two"
+        );
+        assert_eq!(
+            summary(&[unresolved]),
+            ("Degraded", reason("BackendNotFound"))
+        );
+        assert_eq!(summary(&[partly]), ("Degraded", reason("PartiallyInvalid")));
+        assert_eq!(
+            summary(&[refused.clone(), refused]),
+            ("NotAccepted", reason("NoMatchingParent"))
+        );
+    }
 }
