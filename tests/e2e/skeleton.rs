@@ -569,6 +569,60 @@ async fn dev_shows_how_each_cluster_programmed_a_global_route_and_guards_certifi
     })
     .await;
 
+    // us-east's gateway cannot bind a new HTTPS port (the test holds it): it rejects the
+    // config and keeps its last good one, and the hub says the route is not programmed there.
+    let blocker = std::net::TcpListener::bind("127.0.1.1:0").expect("bind a port to block");
+    let blocked = blocker.local_addr().expect("local addr").port();
+    let gateway_yaml = env
+        .dir
+        .path()
+        .join("state/clusters/us-east/config/gateway.yaml");
+    let original = std::fs::read_to_string(&gateway_yaml).expect("read gateway.yaml");
+    let https_port = original
+        .lines()
+        .skip_while(|l| !l.contains("name: https"))
+        .find_map(|l| l.trim().strip_prefix("port: "))
+        .expect("https listener port")
+        .to_string();
+    std::fs::write(
+        &gateway_yaml,
+        original.replace(&format!("port: {https_port}"), &format!("port: {blocked}")),
+    )
+    .expect("write gateway.yaml");
+    let body = eventually("us-east not programmed", Duration::from_secs(20), || {
+        let (client, admin) = (&client, &admin);
+        let want = states(&[("eu-west", "Accepted"), ("us-east", "NotProgrammed")]);
+        async move {
+            let (got, body) = route_states(client, admin, "demo/app").await?;
+            if got == want {
+                Ok(body)
+            } else {
+                Err(format!("{got:?}"))
+            }
+        }
+    })
+    .await;
+    let reason = body["status"]["clusters"][1]["reason"].to_string();
+    assert!(
+        reason.contains("rejected its config") && reason.contains(&blocked.to_string()),
+        "the reason carries the gateway's error: {reason}"
+    );
+    std::fs::write(&gateway_yaml, &original).expect("restore gateway.yaml");
+    drop(blocker);
+    eventually("us-east programmed again", Duration::from_secs(20), || {
+        let (client, admin) = (&client, &admin);
+        let want = states(&[("eu-west", "Accepted"), ("us-east", "Accepted")]);
+        async move {
+            let (got, _) = route_states(client, admin, "demo/app").await?;
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("{got:?}"))
+            }
+        }
+    })
+    .await;
+
     // The demo certificate is served by both clusters' HTTPS listeners: the hub says so, and
     // refuses to delete it (every one of them would stop serving HTTPS) unless forced.
     let cert_url = format!("{admin}/v1/certificates/meridian-system/demo-tls");

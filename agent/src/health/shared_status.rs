@@ -26,7 +26,8 @@ pub const SHARED_REFRESH: Duration = Duration::from_secs(30);
 
 /// Every shared route of `shared`, with the conditions the programmed Gateways (`statuses`)
 /// gave it, in route key order (a route no Gateway of this cluster is named by has no
-/// parents), and every listener of the programmed `configs` serving a shared certificate.
+/// parents), and every listener of the programmed `configs` serving a shared certificate;
+/// `rejected` is left empty.
 pub fn shared_objects_status(
     shared: &SharedConfig,
     statuses: &BTreeMap<ObjectKey, GatewayStatus>,
@@ -85,6 +86,8 @@ pub fn shared_objects_status(
     SharedObjectsStatus {
         shared_version: shared.version,
         certificates,
+        // Filled in from the gateways' ACKs and NACKs, which change without reprogramming.
+        rejected: Vec::new(),
         routes: shared
             .http_routes
             .iter()
@@ -132,7 +135,8 @@ impl SharedSent {
     }
 }
 
-fn truncate(message: &str) -> String {
+/// `message`, cut to 256 bytes on a character boundary.
+pub fn truncate(message: &str) -> String {
     if message.len() <= MAX_MESSAGE_LEN {
         return message.to_string();
     }

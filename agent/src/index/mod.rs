@@ -33,7 +33,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use meridian_gwapi::status::{Condition, GatewayStatus};
 use meridian_gwapi::{Object, ObjectSet, Origin, Problem};
 use meridian_proto::model::gateway::GatewayConfig;
-use meridian_proto::model::{ClusterName, ObjectKey, SharedConfig, SharedObjectsStatus};
+use meridian_proto::model::{
+    ClusterName, GatewayRejection, ObjectKey, SharedConfig, SharedObjectsStatus,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -798,7 +800,11 @@ impl Index {
             gateway_addresses,
             readiness_epoch: self.readiness_epoch,
             readiness_changed_at: self.readiness_changed_at,
-            shared: self.shared_status.clone(),
+            shared: self.shared_status.as_ref().map(|status| {
+                let mut status = SharedObjectsStatus::clone(status);
+                status.rejected = rejected_gateways(&self.sessions, served);
+                Arc::new(status)
+            }),
         };
         self.health_tx.send_if_modified(|current| {
             if **current == view {
@@ -907,6 +913,30 @@ fn certificate_objects(shared: &SharedConfig) -> Vec<Object> {
 /// Ready means: its subscription is open, its Gateway exists, and its `/ready` probe is up.
 /// An instance that gave no admin address cannot be probed; it counts as ready once it has
 /// ACKed the current version of its config.
+/// The Gateways an open instance of which rejected the config it is served now, each with the
+/// first such error (cut to 256 bytes), in Gateway order.
+fn rejected_gateways(
+    sessions: &BTreeMap<u64, Session>,
+    served: &ServedConfigs,
+) -> Vec<GatewayRejection> {
+    let mut rejected: BTreeMap<&ObjectKey, &str> = BTreeMap::new();
+    for session in sessions.values().filter(|s| s.closed.is_none()) {
+        let current = served.get(&session.info.gateway).map(|c| c.version);
+        if let Some((version, error)) = &session.nack
+            && Some(*version) == current
+        {
+            rejected.entry(&session.info.gateway).or_insert(error);
+        }
+    }
+    rejected
+        .into_iter()
+        .map(|(gateway, error)| GatewayRejection {
+            gateway: gateway.clone(),
+            error: crate::health::shared_status::truncate(error),
+        })
+        .collect()
+}
+
 fn instance_readiness(session: &Session, served: &ServedConfigs) -> (bool, String) {
     if let Some((_, reason)) = &session.closed {
         return (false, reason.clone());

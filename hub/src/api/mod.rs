@@ -75,6 +75,7 @@ mod tests {
                     }],
                 }],
                 certificates: vec![],
+                rejected: vec![],
             }),
         };
         let (decoded, dropped) = super::decode_report(report).unwrap();

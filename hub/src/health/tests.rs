@@ -536,6 +536,7 @@ fn routes_status(
             })
             .collect(),
         certificates: Vec::new(),
+        rejected: Vec::new(),
     }
 }
 

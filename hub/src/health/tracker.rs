@@ -457,7 +457,16 @@ impl Tracker {
             });
             let same_certificates =
                 record.is_some_and(|record| record.certificates == certificates);
-            if same_version && same_certificates && changed.is_empty() && removed.is_empty() {
+            let mut rejected = reported.rejected.clone();
+            rejected.sort();
+            rejected.dedup_by(|a, b| a.gateway == b.gateway);
+            let same_rejected = record.is_some_and(|record| record.rejected == rejected);
+            if same_version
+                && same_certificates
+                && same_rejected
+                && changed.is_empty()
+                && removed.is_empty()
+            {
                 continue;
             }
             changes.push(SharedChange {
@@ -466,6 +475,7 @@ impl Tracker {
                     shared_version: reported.shared_version,
                     routes: changed,
                     certificates,
+                    rejected,
                 },
                 removed,
             });

@@ -174,6 +174,11 @@ impl State {
                 certificates.dedup();
                 applied |= shared.certificates != certificates;
                 shared.certificates = certificates;
+                let mut rejected = changed.rejected;
+                rejected.sort();
+                rejected.dedup_by(|a, b| a.gateway == b.gateway);
+                applied |= shared.rejected != rejected;
+                shared.rejected = rejected;
                 let routes = shared;
                 for key in &removed {
                     applied |= routes.routes.remove(key).is_some();

@@ -428,6 +428,7 @@ pub fn encode_snapshot(state: &State) -> Vec<u8> {
                         })
                         .collect(),
                     certificates: r.certificates.iter().map(Into::into).collect(),
+                    rejected: r.rejected.iter().map(Into::into).collect(),
                 }),
             })
             .collect(),
@@ -527,6 +528,7 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<State, DecodeError> {
                     shared_version: shared.shared_version,
                     routes: BTreeMap::new(),
                     certificates: Vec::new(),
+                    rejected: Vec::new(),
                 };
                 for (j, entry) in shared.routes.into_iter().enumerate() {
                     let status: SharedRouteStatus = entry
@@ -553,6 +555,13 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<State, DecodeError> {
                         .certificates
                         .push(usage.try_into().map_err(|e: ConvertError| {
                             err(format!("clusters[{i}].shared.certificates[{j}].{e}"))
+                        })?);
+                }
+                for (j, rejection) in shared.rejected.into_iter().enumerate() {
+                    decoded
+                        .rejected
+                        .push(rejection.try_into().map_err(|e: ConvertError| {
+                            err(format!("clusters[{i}].shared.rejected[{j}].{e}"))
                         })?);
                 }
                 Some(decoded)

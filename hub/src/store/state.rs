@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 
 use meridian_proto::model::{
-    CertificateUse, Cluster, ClusterHealth, ClusterName, DnsRecord, Fqdn, HostnamePolicy,
-    ObjectKey, RecordData, RouteParentConditions, SharedConfig, SharedObjectsStatus,
-    SharedRouteStatus, gateway::TlsCertificate, route::HttpRoute,
+    CertificateUse, Cluster, ClusterHealth, ClusterName, DnsRecord, Fqdn, GatewayRejection,
+    HostnamePolicy, ObjectKey, RecordData, RouteParentConditions, SharedConfig,
+    SharedObjectsStatus, SharedRouteStatus, gateway::TlsCertificate, route::HttpRoute,
 };
 
 use crate::dns::{ClusterView, DnsView};
@@ -70,6 +70,8 @@ pub struct SharedObjectsRecord {
     pub routes: BTreeMap<ObjectKey, RouteStatusEntry>,
     /// The listeners serving an existing shared certificate, sorted.
     pub certificates: Vec<CertificateUse>,
+    /// The Gateways an instance of which rejected the current programmed config, sorted.
+    pub rejected: Vec<GatewayRejection>,
 }
 
 /// One shared route's conditions in one cluster.
@@ -95,6 +97,7 @@ impl SharedObjectsRecord {
                 })
                 .collect(),
             certificates: self.certificates.clone(),
+            rejected: self.rejected.clone(),
         }
     }
 }

@@ -95,6 +95,7 @@ fn route_status(cluster: &str, version: u64, changed: &[(&str, &str)], removed: 
                 })
                 .collect(),
             certificates: Vec::new(),
+            rejected: Vec::new(),
         },
         removed: removed
             .iter()
@@ -1264,6 +1265,7 @@ fn certificate_uses_are_recorded_whole_and_go_with_their_certificate() {
             shared_version: 5,
             routes: Vec::new(),
             certificates,
+            rejected: Vec::new(),
         },
         removed: Vec::new(),
     };

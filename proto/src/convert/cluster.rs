@@ -7,7 +7,7 @@ use super::{
 };
 use crate::model::{
     CertificateUse, Cluster, ClusterHealth, ClusterName, ConditionState, GatewayProbe,
-    HealthReport, HealthVerdict, HostnameHealth, Region, RouteParentConditions,
+    GatewayRejection, HealthReport, HealthVerdict, HostnameHealth, Region, RouteParentConditions,
     SharedObjectsStatus, SharedRouteStatus, StatusCondition,
 };
 use crate::pb;
@@ -172,6 +172,7 @@ impl From<&SharedObjectsStatus> for pb::SharedObjectsStatus {
             shared_version: status.shared_version,
             routes: encode_all(&status.routes),
             certificates: encode_all(&status.certificates),
+            rejected: encode_all(&status.rejected),
         }
     }
 }
@@ -210,10 +211,40 @@ impl TryFrom<pb::SharedObjectsStatus> for SharedObjectsStatus {
             "more than 4096 certificate uses",
         )
         .field("certificates")?;
+        at_most(
+            &status.rejected,
+            MAX_CERTIFICATE_USES,
+            "more than 4096 Gateways",
+        )
+        .field("rejected")?;
         Ok(Self {
             shared_version: status.shared_version,
             routes: each(status.routes, "routes")?,
             certificates: each(status.certificates, "certificates")?,
+            rejected: each(status.rejected, "rejected")?,
+        })
+    }
+}
+
+// === impl GatewayRejection ===
+
+impl From<&GatewayRejection> for pb::GatewayRejection {
+    fn from(rejection: &GatewayRejection) -> Self {
+        Self {
+            gateway: Some((&rejection.gateway).into()),
+            error: rejection.error.clone(),
+        }
+    }
+}
+
+impl TryFrom<pb::GatewayRejection> for GatewayRejection {
+    type Error = ConvertError;
+
+    fn try_from(rejection: pb::GatewayRejection) -> Result<Self, ConvertError> {
+        short(&rejection.error, MAX_MESSAGE, "longer than 1024 bytes").field("error")?;
+        Ok(Self {
+            gateway: message(rejection.gateway, "gateway")?,
+            error: rejection.error,
         })
     }
 }

@@ -26,9 +26,9 @@ use crate::model::route::{
 };
 use crate::model::{
     AllUnhealthy, CertificateUse, Cluster, ClusterHealth, ClusterName, ConditionState, Fqdn,
-    GatewayProbe, HealthReport, HealthVerdict, HostnameHealth, HostnamePolicy, HostnameTarget,
-    ObjectKey, Region, RouteParentConditions, Routing, SharedConfig, SharedObjectsStatus,
-    SharedRouteStatus, StatusCondition,
+    GatewayProbe, GatewayRejection, HealthReport, HealthVerdict, HostnameHealth, HostnamePolicy,
+    HostnameTarget, ObjectKey, Region, RouteParentConditions, Routing, SharedConfig,
+    SharedObjectsStatus, SharedRouteStatus, StatusCondition,
 };
 use crate::pb;
 
@@ -131,6 +131,10 @@ fn health_report() -> HealthReport {
                 certificate: key("infra", "wildcard"),
                 gateway: key("infra", "edge"),
                 listener: "https".into(),
+            }],
+            rejected: vec![GatewayRejection {
+                gateway: key("infra", "edge"),
+                error: "binding 0.0.0.0:80: address in use".into(),
             }],
             routes: vec![
                 SharedRouteStatus {

@@ -73,6 +73,18 @@ pub struct SharedObjectsStatus {
     pub routes: Vec<SharedRouteStatus>,
     /// Each listener serving a shared certificate, in (certificate, Gateway, listener) order.
     pub certificates: Vec<CertificateUse>,
+    /// The Gateways some instance of which rejected the current programmed config (and keeps
+    /// serving its last good one), in Gateway order: their routes are not served as reported.
+    pub rejected: Vec<GatewayRejection>,
+}
+
+/// A Gateway whose programmed config one of its gateway instances rejected.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GatewayRejection {
+    /// The Gateway.
+    pub gateway: ObjectKey,
+    /// The instance's error (cut to 256 bytes).
+    pub error: String,
 }
 
 /// A listener of this cluster that serves one of the hub's certificates.

@@ -12,9 +12,9 @@ pub mod route;
 pub mod shared;
 
 pub use cluster::{
-    CertificateUse, Cluster, ClusterHealth, ConditionState, GatewayProbe, HealthReport,
-    HealthVerdict, HostnameHealth, RouteParentConditions, SharedObjectsStatus, SharedRouteStatus,
-    StatusCondition,
+    CertificateUse, Cluster, ClusterHealth, ConditionState, GatewayProbe, GatewayRejection,
+    HealthReport, HealthVerdict, HostnameHealth, RouteParentConditions, SharedObjectsStatus,
+    SharedRouteStatus, StatusCondition,
 };
 pub use dns::{AllUnhealthy, DnsRecord, HostnamePolicy, HostnameTarget, RecordData, Routing};
 pub use names::{ClusterName, Fqdn, ObjectKey, Region};

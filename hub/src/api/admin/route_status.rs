@@ -8,6 +8,9 @@
 //! - `ClusterDown`: the cluster's health verdict is not healthy (its agent may be silent, so
 //!   what it last reported may be stale; DNS sends it no traffic either way); `reason` is the
 //!   verdict's reason;
+//! - `NotProgrammed`: a gateway instance of a Gateway the route is attached to rejected its
+//!   programmed config (a port it cannot bind, ...) and serves its last good one, so the
+//!   conditions say what the cluster should serve, not what it serves; `reason` has the error;
 //! - `NotReported`: the cluster's agent has not reported this route yet;
 //! - `Propagating`: the cluster last programmed a shared config older than this version of
 //!   the route;
@@ -40,6 +43,20 @@ fn cluster_entry(route_version: u64, record: &ClusterRecord, route: &ObjectKey) 
     let (state, reason) = if record.health.verdict != HealthVerdict::Healthy {
         let reason = &record.health.reason;
         ("ClusterDown", (!reason.is_empty()).then(|| reason.clone()))
+    } else if let Some(rejection) = entry.and_then(|entry| {
+        let rejected = &shared?.rejected;
+        entry
+            .parents
+            .iter()
+            .find_map(|p| rejected.iter().find(|r| r.gateway == p.gateway))
+    }) {
+        (
+            "NotProgrammed",
+            Some(format!(
+                "a gateway of {} rejected its config and serves its last good one: {}",
+                rejection.gateway, rejection.error
+            )),
+        )
     } else if programmed.is_some_and(|v| v < route_version) {
         ("Propagating", None)
     } else {
