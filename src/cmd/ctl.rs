@@ -717,7 +717,12 @@ async fn hostnames(client: &Client, output: Output) -> anyhow::Result<()> {
 }
 
 async fn routes(client: &Client, output: Output) -> anyhow::Result<()> {
-    let answer = client.get("/v1/routes").await?;
+    // The table shows one word per cluster: no need for every condition of every route.
+    let path = match output {
+        Output::Json => "/v1/routes",
+        Output::Table => "/v1/routes?status=summary",
+    };
+    let answer = client.get(path).await?;
     if output == Output::Json {
         print_json(&answer)?;
         return Ok(());
@@ -728,18 +733,32 @@ async fn routes(client: &Client, output: Output) -> anyhow::Result<()> {
         let spec = route.get("spec").cloned().unwrap_or(Value::Null);
         // Each cluster's one-word state (`Accepted`, `Degraded(BackendNotFound)`,
         // `Propagating`, ...); `ctl get route NS/NAME` shows the conditions behind it.
-        let clusters: Vec<String> = items(&route["status"], "clusters")
-            .iter()
-            .map(|c| {
-                let state = str_of(c, "state");
-                match (state, str_of(c, "reason")) {
-                    ("Degraded" | "NotAccepted", reason) if !reason.is_empty() => {
-                        format!("{}={state}({reason})", str_of(c, "cluster"))
-                    }
-                    _ => format!("{}={state}", str_of(c, "cluster")),
+        let all = items(&route["status"], "clusters");
+        let word = |c: &Value| {
+            let state = str_of(c, "state");
+            match (state, str_of(c, "reason")) {
+                ("Degraded" | "NotAccepted", reason) if !reason.is_empty() => {
+                    format!("{}={state}({reason})", str_of(c, "cluster"))
                 }
-            })
-            .collect();
+                _ => format!("{}={state}", str_of(c, "cluster")),
+            }
+        };
+        // With many clusters, a count of the accepted ones and the others by name.
+        let clusters: Vec<String> = if all.len() > 4 {
+            let accepted = all
+                .iter()
+                .filter(|c| str_of(c, "state") == "Accepted")
+                .count();
+            std::iter::once(format!("{accepted}/{} Accepted", all.len()))
+                .chain(
+                    all.iter()
+                        .filter(|c| str_of(c, "state") != "Accepted")
+                        .map(word),
+                )
+                .collect()
+        } else {
+            all.iter().map(word).collect()
+        };
         table.row(vec![
             str_of(&metadata, "namespace").to_string(),
             str_of(&metadata, "name").to_string(),

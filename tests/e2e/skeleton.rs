@@ -537,6 +537,20 @@ async fn dev_shows_how_each_cluster_programmed_a_global_route_and_guards_certifi
         line.contains("eu-west=Accepted us-east=Accepted"),
         "ctl routes: {table}"
     );
+    // The summary a table reads carries the states, not every condition.
+    let (_, summary) = send_json(
+        &client,
+        Method::GET,
+        &format!("{admin}/v1/routes?status=summary"),
+        None,
+    )
+    .await
+    .expect("GET routes");
+    let first = &summary["items"][0]["status"]["clusters"][0];
+    assert!(
+        first["state"].is_string() && first.get("parents").is_none(),
+        "{first}"
+    );
 
     // A cluster whose agent stops reporting is down, and its last word is not shown as fact.
     let eu = env.cluster("eu-west");

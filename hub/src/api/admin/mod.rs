@@ -743,16 +743,41 @@ async fn unpin_hostname(
 
 // === handlers: routes ===
 
+/// `GET /v1/routes` query: `?stale=true`, and `?status=summary` for each cluster's state and
+/// reason without the conditions (what a table shows; the conditions of every route in every
+/// cluster can be megabytes).
+#[derive(Debug, Default, Deserialize)]
+struct RoutesQuery {
+    #[serde(default)]
+    stale: bool,
+    #[serde(default)]
+    status: StatusDetail,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum StatusDetail {
+    #[default]
+    Full,
+    Summary,
+}
+
 async fn list_routes(
     State(state): State<AppState>,
-    Params(query): Params<ReadQuery>,
+    Params(query): Params<RoutesQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let view = read_view(&state, query.stale).await?;
     let items: Vec<Value> = view
         .state
         .routes
         .values()
-        .map(|route| route_json(&view.state, route))
+        .map(|route| {
+            let mut json = route_json(&view.state, route);
+            if query.status == StatusDetail::Summary {
+                route_status::summarize(&mut json["status"]);
+            }
+            json
+        })
         .collect();
     Ok(Json(json!({ "items": items })))
 }

@@ -83,6 +83,17 @@ fn cluster_entry(route_version: u64, record: &ClusterRecord, route: &ObjectKey) 
     value
 }
 
+/// Drops the conditions from a rendered `status`, keeping each cluster's state and reason.
+pub(super) fn summarize(status: &mut Value) {
+    if let Some(clusters) = status.get_mut("clusters").and_then(Value::as_array_mut) {
+        for cluster in clusters {
+            if let Some(cluster) = cluster.as_object_mut() {
+                cluster.remove("parents");
+            }
+        }
+    }
+}
+
 /// The state and first bad reason of a route's parents in one cluster.
 fn summary(parents: &[RouteParentConditions]) -> (&'static str, Option<String>) {
     if parents.is_empty() {
