@@ -552,6 +552,7 @@ fn cluster_table(clusters: &[Value]) -> Table {
         "ADDRESSES",
         "REPORTED",
         "NOT SERVING",
+        "ROUTES",
         "REASON",
     ]);
     for cluster in clusters {
@@ -572,6 +573,11 @@ fn cluster_table(clusters: &[Value]) -> Table {
             list_of(cluster, "addresses"),
             list_of(cluster, "reported_addresses"),
             not_serving(cluster),
+            // Shared routes accepted there, of all (`ctl get cluster NAME` lists the others).
+            match cluster.get("routes") {
+                Some(routes) => format!("{}/{}", routes["accepted"], routes["total"]),
+                None => String::new(),
+            },
             reason(cluster, &health),
         ]);
     }

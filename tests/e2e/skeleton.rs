@@ -448,6 +448,18 @@ async fn dev_shows_how_each_cluster_programmed_a_global_route_and_guards_certifi
     );
     let us = &body["status"]["clusters"][1];
     assert_eq!(us["reason"], "BackendNotFound", "{us}");
+    // The cluster's own view lists the routes not accepted there.
+    let (_, cluster) = send_json(
+        &client,
+        Method::GET,
+        &format!("{admin}/v1/clusters/us-east"),
+        None,
+    )
+    .await
+    .expect("GET cluster");
+    let others = &cluster["routes"]["others"];
+    assert_eq!(others[0]["route"], "demo/euonly", "{cluster}");
+    assert_eq!(others[0]["state"], "Degraded", "{cluster}");
     assert_eq!(us["parents"][0]["parentRef"]["name"], "global", "{us}");
     let resolved = us["parents"][0]["conditions"]
         .as_array()

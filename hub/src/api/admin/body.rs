@@ -74,6 +74,10 @@ pub struct ClusterJson {
     /// cluster can serve it.
     #[serde(default)]
     pub hostnames: BTreeMap<String, HostnameServingJson>,
+    /// How the cluster stands with the shared routes: `{"accepted": N, "total": M, "others":
+    /// [{"route", "state", "reason"}]}` (see `GET /v1/routes`); on reads only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<serde_json::Value>,
 }
 
 /// Whether a cluster can serve one hostname (its backends behind the hostname's routes).
@@ -342,6 +346,7 @@ impl From<&ClusterRecord> for ClusterJson {
                     (fqdn.to_string(), json)
                 })
                 .collect(),
+            routes: None,
         }
     }
 }

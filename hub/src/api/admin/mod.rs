@@ -454,7 +454,12 @@ async fn list_clusters(
     Params(query): Params<ReadQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let view = read_view(&state, query.stale).await?;
-    let items: Vec<ClusterJson> = view.state.clusters.values().map(Into::into).collect();
+    let items: Vec<ClusterJson> = view
+        .state
+        .clusters
+        .values()
+        .map(|record| cluster_json(&view.state, record))
+        .collect();
     Ok(Json(json!({ "items": items })))
 }
 
@@ -470,7 +475,14 @@ async fn get_cluster(
         .clusters
         .get(&name)
         .ok_or_else(|| ApiError::not_found(format!("cluster {name} does not exist")))?;
-    Ok(Json(record.into()))
+    Ok(Json(cluster_json(&view.state, record)))
+}
+
+/// A cluster as reads show it, with how it stands with the shared routes.
+fn cluster_json(state: &crate::store::State, record: &crate::store::ClusterRecord) -> ClusterJson {
+    let mut json = ClusterJson::from(record);
+    json.routes = Some(route_status::cluster_routes(state, record));
+    json
 }
 
 async fn put_cluster(

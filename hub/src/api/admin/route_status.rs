@@ -36,35 +36,48 @@ pub(super) fn route_status(state: &State, route: &ObjectKey) -> Value {
     json!({ "clusters": clusters })
 }
 
-fn cluster_entry(route_version: u64, record: &ClusterRecord, route: &ObjectKey) -> Value {
+/// One cluster's state and reason for one route (see the module's documentation).
+fn cluster_state(
+    route_version: u64,
+    record: &ClusterRecord,
+    route: &ObjectKey,
+) -> (&'static str, Option<String>) {
     let shared = record.shared.as_ref();
     let entry = shared.and_then(|shared| shared.routes.get(route));
     let programmed = shared.map(|shared| shared.shared_version);
-    let (state, reason) = if record.health.verdict != HealthVerdict::Healthy {
+    if record.health.verdict != HealthVerdict::Healthy {
         let reason = &record.health.reason;
-        ("ClusterDown", (!reason.is_empty()).then(|| reason.clone()))
-    } else if let Some(rejection) = entry.and_then(|entry| {
+        return ("ClusterDown", (!reason.is_empty()).then(|| reason.clone()));
+    }
+    let rejection = entry.and_then(|entry| {
         let rejected = &shared?.rejected;
         entry
             .parents
             .iter()
             .find_map(|p| rejected.iter().find(|r| r.gateway == p.gateway))
-    }) {
-        (
+    });
+    if let Some(rejection) = rejection {
+        return (
             "NotProgrammed",
             Some(format!(
                 "a gateway of {} rejected its config and serves its last good one: {}",
                 rejection.gateway, rejection.error
             )),
-        )
-    } else if programmed.is_some_and(|v| v < route_version) {
-        ("Propagating", None)
-    } else {
-        match entry {
-            None => ("NotReported", None),
-            Some(entry) => summary(&entry.parents),
-        }
-    };
+        );
+    }
+    if programmed.is_some_and(|v| v < route_version) {
+        return ("Propagating", None);
+    }
+    match entry {
+        None => ("NotReported", None),
+        Some(entry) => summary(&entry.parents),
+    }
+}
+
+fn cluster_entry(route_version: u64, record: &ClusterRecord, route: &ObjectKey) -> Value {
+    let shared = record.shared.as_ref();
+    let entry = shared.and_then(|shared| shared.routes.get(route));
+    let (state, reason) = cluster_state(route_version, record, route);
     let mut value = json!({
         "cluster": record.cluster.name.to_string(),
         "state": state,
@@ -73,14 +86,35 @@ fn cluster_entry(route_version: u64, record: &ClusterRecord, route: &ObjectKey) 
     if let Some(reason) = reason {
         value["reason"] = json!(reason);
     }
-    if let Some(programmed) = programmed {
-        value["programmedVersion"] = json!(programmed);
+    if let Some(shared) = shared {
+        value["programmedVersion"] = json!(shared.shared_version);
     }
     if let Some(entry) = entry {
         value["sinceUnixMs"] = json!(entry.since_unix_ms);
         value["parents"] = entry.parents.iter().map(parent).collect();
     }
     value
+}
+
+/// How one cluster stands with every shared route: how many are `Accepted` there, and the
+/// others with their state and reason, in route order.
+pub(super) fn cluster_routes(state: &State, record: &ClusterRecord) -> Value {
+    let mut accepted = 0;
+    let mut others = Vec::new();
+    for key in state.routes.keys() {
+        let version = state.route_versions.get(key).copied().unwrap_or(0);
+        match cluster_state(version, record, key) {
+            ("Accepted", _) => accepted += 1,
+            (word, reason) => {
+                let mut other = json!({ "route": key.to_string(), "state": word });
+                if let Some(reason) = reason {
+                    other["reason"] = json!(reason);
+                }
+                others.push(other);
+            }
+        }
+    }
+    json!({ "accepted": accepted, "total": state.routes.len(), "others": others })
 }
 
 /// Drops the conditions from a rendered `status`, keeping each cluster's state and reason.
