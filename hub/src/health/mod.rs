@@ -248,7 +248,7 @@ impl Task {
                     Some(msg) => self.on_msg(msg),
                     None => break,
                 },
-                _ = tick.tick() => self.on_tick(),
+                _ = tick.tick() => self.on_tick(None),
             }
         }
     }
@@ -294,8 +294,11 @@ impl Task {
                     ) {
                         Accepted::Yes => {
                             // Decide at once rather than on the next tick: a report that
-                            // says a gateway went down is the failover signal.
-                            self.on_tick();
+                            // says a gateway went down is the failover signal. Shared
+                            // status only for the reporting cluster: comparing every
+                            // cluster's (routes × clusters) on every report would cost the
+                            // leader more than the ticks do.
+                            self.on_tick(Some(&report.cluster));
                             "counted"
                         }
                         Accepted::Stale => "stale",
@@ -411,7 +414,9 @@ impl Task {
         }
     }
 
-    fn on_tick(&mut self) {
+    /// Evaluates verdicts and hostname serving for every cluster, and the shared status of
+    /// `shared_of` (every cluster when `None`).
+    fn on_tick(&mut self, shared_of: Option<&ClusterName>) {
         if !self.tracker.is_leader() {
             return;
         }
@@ -494,6 +499,7 @@ impl Task {
         }
         let routes_changes = self.tracker.evaluate_shared(
             now,
+            shared_of,
             |cluster| {
                 view.state
                     .clusters

@@ -587,6 +587,7 @@ fn route_status_is_asked_for_as_a_delta_against_the_committed_record() {
         assert_eq!(h.tracker.report(h.at(), "agent-1", &report), Accepted::Yes);
         let changes = h.tracker.evaluate_shared(
             h.at(),
+            None,
             |cluster| state.clusters.get(cluster).and_then(|r| r.shared.as_ref()),
             |route| state.routes.contains_key(route),
             |certificate| state.certificates.contains_key(certificate),
@@ -666,7 +667,7 @@ fn route_status_is_asked_for_as_a_delta_against_the_committed_record() {
     h.tracker.set_leader(h.at(), false);
     assert!(
         h.tracker
-            .evaluate_shared(h.at(), |_| None, |_| true, |_| true, 0)
+            .evaluate_shared(h.at(), None, |_| None, |_| true, |_| true, 0)
             .is_empty()
     );
 }

@@ -392,7 +392,7 @@ impl Tracker {
     /// hysteresis, since the status is shown and guards deletes, never moves traffic. Routes
     /// and certificates that no longer exist (`route_exists`, `certificate_exists`) are left
     /// out, as the state machine would drop them, so a report naming a deleted one asks for
-    /// nothing. Empty unless leading.
+    /// nothing. Only cluster `only`, when given. Empty unless leading.
     ///
     /// A newer shared version alone is committed only when a route changed since the recorded
     /// one (`latest_route_version` is the log index of the latest route change): the version
@@ -401,6 +401,7 @@ impl Tracker {
     pub fn evaluate_shared<'a>(
         &self,
         now: Instant,
+        only: Option<&ClusterName>,
         committed: impl Fn(&ClusterName) -> Option<&'a SharedObjectsRecord>,
         route_exists: impl Fn(&ObjectKey) -> bool,
         certificate_exists: impl Fn(&ObjectKey) -> bool,
@@ -412,6 +413,9 @@ impl Tracker {
         let miss_timeout = self.config.miss_timeout();
         let mut changes = Vec::new();
         for (cluster, track) in &self.clusters {
+            if only.is_some_and(|only| only != cluster) {
+                continue;
+            }
             let current = track
                 .last_report
                 .is_some_and(|last| now.saturating_duration_since(last) <= miss_timeout);
