@@ -19,6 +19,7 @@ pub(crate) struct Metrics {
     pub(crate) applied_index: Gauge,
     pub(crate) commit_index: Gauge,
     pub(crate) snapshots_created: Counter,
+    pub(crate) snapshot_failures: Counter,
     pub(crate) snapshots_installed: Counter,
     pub(crate) snapshot_size: Gauge,
     pub(crate) proposal_failures: Family<Vec<(String, String)>, Counter>,
@@ -44,6 +45,7 @@ impl Metrics {
             applied_index: Gauge::default(),
             commit_index: Gauge::default(),
             snapshots_created: Counter::default(),
+            snapshot_failures: Counter::default(),
             snapshots_installed: Counter::default(),
             snapshot_size: Gauge::default(),
             proposal_failures: Family::default(),
@@ -84,6 +86,11 @@ impl Metrics {
             "snapshots_created",
             "Snapshots of the state machine taken by this node (log compactions)",
             metrics.snapshots_created.clone(),
+        );
+        registry.register(
+            "snapshot_failures",
+            "Snapshots this node could not write (retried after 30 s; the log is kept whole meanwhile)",
+            metrics.snapshot_failures.clone(),
         );
         registry.register(
             "snapshots_installed",

@@ -127,6 +127,8 @@ const MAX_UNCOMMITTED_SIZE: u64 = 256 << 20;
 const MAX_COMMITTED_SIZE_PER_READY: u64 = 64 << 20;
 /// At most this many mailbox messages are taken per loop iteration (group commit).
 const MAX_BATCH: usize = 1024;
+/// How long after a failed snapshot write the next one is tried.
+const SNAPSHOT_RETRY: Duration = Duration::from_secs(30);
 
 type Reply = oneshot::Sender<Result<Applied, ProposeFailure>>;
 
@@ -247,6 +249,8 @@ struct Node<S> {
     group_id_proposed: u64,
     /// The local snapshot in flight, if any (at most one).
     snapshot_job: Option<SnapshotJob>,
+    /// After a snapshot could not be written: when to try again.
+    snapshot_retry_at: Option<Instant>,
 }
 
 /// The data prefix of a group id entry (the id follows). The entry has an empty context, like
@@ -483,6 +487,7 @@ impl<S: StateMachine> Node<S> {
             group_id,
             group_id_proposed: 0,
             snapshot_job: None,
+            snapshot_retry_at: None,
         };
         node.metrics.applied_index.set(gauge(snapshot_index));
         // Replay the committed log before reporting the node started.
@@ -1557,6 +1562,10 @@ impl<S: StateMachine> Node<S> {
             // Raft's request (if any) stays noted in storage and is taken up after this one.
             return Ok(());
         }
+        if self.snapshot_retry_at.is_some_and(|at| Instant::now() < at) {
+            // After a failed write; a request stays noted for then.
+            return Ok(());
+        }
         let threshold = self.config.snapshot_threshold.max(1);
         let last_snapshot = self.raw.store().snapshot_meta().index;
         let requested = self.raw.store().take_snapshot_request();
@@ -1637,7 +1646,23 @@ impl<S: StateMachine> Node<S> {
         {
             tracing::warn!(node = self.id, "the snapshot thread panicked after writing");
         }
-        let written = written?;
+        let written = match written {
+            Ok(written) => written,
+            Err(failure) => {
+                // The log still holds everything: a failed snapshot (a full disk, a permission)
+                // only delays compaction, so the node keeps serving and tries again later.
+                self.metrics.snapshot_failures.inc();
+                self.snapshot_retry_at = Some(Instant::now() + SNAPSHOT_RETRY);
+                tracing::error!(
+                    node = self.id,
+                    index = job.meta.index,
+                    error = %failure,
+                    retry_in_s = SNAPSHOT_RETRY.as_secs(),
+                    "could not write a snapshot; the log is kept whole until one succeeds"
+                );
+                return Ok(());
+            }
+        };
         let started = Instant::now();
         let index = job.meta.index;
         let recorded =

@@ -914,9 +914,23 @@ impl raft::Storage for DiskStorage {
                 StorageError::SnapshotTemporarilyUnavailable,
             ));
         }
-        let data = self
-            .snapshot_data()
-            .map_err(|e| raft::Error::Store(StorageError::Other(Box::new(e))))?;
+        // An unreadable payload (its file removed or damaged) must not stop the leader: raft-rs
+        // treats any other error here as fatal. Ask for a fresh snapshot instead, which the
+        // node takes once it has applied past the stored one.
+        let data = match self.snapshot_data() {
+            Ok(data) => data,
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    index = self.snapshot_meta.index,
+                    "the stored snapshot cannot be read to send to a follower; a new one will be taken"
+                );
+                self.snapshot_wanted.set(true);
+                return Err(raft::Error::Store(
+                    StorageError::SnapshotTemporarilyUnavailable,
+                ));
+            }
+        };
         let mut snapshot = Snapshot::default();
         snapshot.set_metadata(self.snapshot_meta.clone());
         snapshot.set_data(data.into());

@@ -386,3 +386,63 @@ fn the_store_machine_encoder_keeps_the_state_it_was_taken_at() {
     );
     assert_ne!(state, *watches.view.borrow().state);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_that_cannot_be_written_leaves_the_node_serving_with_its_log_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let published = Arc::new(Mutex::new((0, Vec::new())));
+    let sm = Log {
+        published: published.clone(),
+        ..Log::default()
+    };
+    // The snapshot directory cannot be created: a file holds its name (as a full disk or a
+    // permission would make the write fail).
+    std::fs::write(dir.path().join("snapshots"), b"in the way").unwrap();
+    let mut registry = Registry::default();
+    let raft = spawn(single(dir.path()), sm, &mut registry).await.unwrap();
+    let mut status = raft.status();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        status.wait_for(|s| s.role == Role::Leader),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    for i in 1..=30 {
+        let outcome = raft.propose(format!("c{i}").into_bytes()).await.unwrap();
+        assert_eq!(outcome, i.to_string().into_bytes());
+    }
+    let failures = || {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("raft_snapshot_failures_total "))
+            .and_then(|n| n.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    for _ in 0..100 {
+        if failures() >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(failures() >= 1.0, "the failed write is counted");
+    assert!(
+        raft.status().borrow().snapshot_index <= 1,
+        "no snapshot past the one the group was founded with"
+    );
+    // Still serving, and a restart replays the whole log.
+    assert_eq!(raft.propose(b"c31".to_vec()).await.unwrap(), b"31");
+    raft.shutdown().await;
+    std::fs::remove_file(dir.path().join("snapshots")).unwrap();
+    let published = Arc::new(Mutex::new((0, Vec::new())));
+    let sm = Log {
+        published: published.clone(),
+        ..Log::default()
+    };
+    let raft = spawn(single(dir.path()), sm, &mut Registry::default())
+        .await
+        .unwrap();
+    assert_eq!(published.lock().unwrap().1.len(), 31);
+    raft.shutdown().await;
+}
