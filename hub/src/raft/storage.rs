@@ -729,12 +729,11 @@ pub(crate) fn write_snapshot_file(
     let fail = |what: &str, e: io::Error| {
         StorageFailure::new(dir, format!("{what} in {}: {e}", snapshots.display()))
     };
-    let created = !snapshots.is_dir();
     std::fs::create_dir_all(&snapshots).map_err(|e| fail("creating the snapshot directory", e))?;
-    if created {
-        // The directory's own entry must be durable before a file in it is relied upon.
-        sync_dir(dir).map_err(|e| fail("syncing the data directory", e))?;
-    }
+    // The directory's own entry must be durable before a file in it is relied upon; every
+    // time, not only when this call created it: a crash after an earlier creation could have
+    // left it unsynced (one fsync per snapshot).
+    sync_dir(dir).map_err(|e| fail("syncing the data directory", e))?;
     let name = format!("snapshot-{index:020}-{term:020}.bin");
     // A unique temporary name: a writer left over from an earlier run of the node (in the same
     // process) could still be writing one for the same index.

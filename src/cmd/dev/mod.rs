@@ -735,6 +735,9 @@ fn print_guide(state_dir: &Path, hubs: &[HubNode], clusters: &[RunningCluster], 
     println!("Inspect the hub:");
     println!("  {meridian} ctl --hub http://{admin} status");
     println!("  {meridian} ctl --hub http://{admin} clusters");
+    println!(
+        "  {meridian} ctl --hub http://{admin} routes   # how each cluster programmed each global route"
+    );
     println!("  curl http://{admin}/v1/status");
     println!();
     println!("Press Ctrl-C to stop everything.");
