@@ -369,34 +369,47 @@ async fn route_states(
     Ok((states, body))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dev_shows_how_each_cluster_programmed_a_global_route_and_guards_certificates_in_use() {
-    let env = DevEnv::start(meridian_bin(), &[]);
-    let client = http::client();
-    let admin = env.admin();
-    let states = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(c, s)| (c.to_string(), s.to_string()))
-            .collect()
-    };
-
-    // The demo's own global route works in both clusters.
+/// Waits until each cluster's state for `route` is as `want` says; returns the route.
+async fn until_states(
+    client: &reqwest::Client,
+    admin: &str,
+    route: &str,
+    want: &[(&str, &str)],
+) -> serde_json::Value {
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(c, s)| (c.to_string(), s.to_string()))
+        .collect();
     eventually(
-        "demo/app accepted everywhere",
+        &format!("{route}: {want:?}"),
         Duration::from_secs(20),
         || {
-            let (client, admin) = (&client, &admin);
-            let want = states(&[("eu-west", "Accepted"), ("us-east", "Accepted")]);
+            let want = &want;
             async move {
-                let (got, body) = route_states(client, admin, "demo/app").await?;
-                if got == want {
+                let (got, body) = route_states(client, admin, route).await?;
+                if got == *want {
                     Ok(body)
                 } else {
                     Err(format!("{got:?}"))
                 }
             }
         },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_shows_how_each_cluster_programmed_a_global_route_and_guards_certificates_in_use() {
+    let env = DevEnv::start(meridian_bin(), &[]);
+    let client = http::client();
+    let admin = env.admin();
+
+    // The demo's own global route works in both clusters.
+    until_states(
+        &client,
+        &admin,
+        "demo/app",
+        &[("eu-west", "Accepted"), ("us-east", "Accepted")],
     )
     .await;
 
@@ -429,18 +442,12 @@ async fn dev_shows_how_each_cluster_programmed_a_global_route_and_guards_certifi
     .await
     .expect("PUT route");
     assert!((200..300).contains(&status), "PUT route: {status} {body}");
-    let body = eventually("per-cluster states", Duration::from_secs(20), || {
-        let (client, admin) = (&client, &admin);
-        let want = states(&[("eu-west", "Accepted"), ("us-east", "Degraded")]);
-        async move {
-            let (got, body) = route_states(client, admin, "demo/euonly").await?;
-            if got == want {
-                Ok(body)
-            } else {
-                Err(format!("{got:?}"))
-            }
-        }
-    })
+    let body = until_states(
+        &client,
+        &admin,
+        "demo/euonly",
+        &[("eu-west", "Accepted"), ("us-east", "Degraded")],
+    )
     .await;
     eprintln!(
         "measured: route PUT -> both clusters' conditions on the hub in {:?}",
@@ -493,20 +500,17 @@ async fn dev_shows_how_each_cluster_programmed_a_global_route_and_guards_certifi
         .expect("GET route");
     assert_eq!(
         got,
-        states(&[("eu-west", "Accepted"), ("us-east", "Accepted")])
+        [
+            ("eu-west".to_string(), "Accepted".to_string()),
+            ("us-east".to_string(), "Accepted".to_string())
+        ]
     );
-    eventually("no parent", Duration::from_secs(20), || {
-        let (client, admin) = (&client, &admin);
-        let want = states(&[("eu-west", "NoParent"), ("us-east", "NoParent")]);
-        async move {
-            let (got, _) = route_states(client, admin, "demo/nowhere").await?;
-            if got == want {
-                Ok(())
-            } else {
-                Err(format!("{got:?}"))
-            }
-        }
-    })
+    until_states(
+        &client,
+        &admin,
+        "demo/nowhere",
+        &[("eu-west", "NoParent"), ("us-east", "NoParent")],
+    )
     .await;
 
     // Once us-east has the Service too, the route is accepted there as well; `ctl routes`
@@ -518,18 +522,12 @@ async fn dev_shows_how_each_cluster_programmed_a_global_route_and_guards_certifi
         std::fs::read(&config).expect("read"),
     )
     .expect("write us-east's Service");
-    eventually("accepted everywhere", Duration::from_secs(20), || {
-        let (client, admin) = (&client, &admin);
-        let want = states(&[("eu-west", "Accepted"), ("us-east", "Accepted")]);
-        async move {
-            let (got, _) = route_states(client, admin, "demo/euonly").await?;
-            if got == want {
-                Ok(())
-            } else {
-                Err(format!("{got:?}"))
-            }
-        }
-    })
+    until_states(
+        &client,
+        &admin,
+        "demo/euonly",
+        &[("eu-west", "Accepted"), ("us-east", "Accepted")],
+    )
     .await;
     let out = std::process::Command::new(meridian_bin())
         .args(["ctl", "--hub", &admin, "routes"])
@@ -567,32 +565,20 @@ async fn dev_shows_how_each_cluster_programmed_a_global_route_and_guards_certifi
     // A cluster whose agent stops reporting is down, and its last word is not shown as fact.
     let eu = env.cluster("eu-west");
     signal(eu.agent_pid, "STOP");
-    eventually("eu-west down", Duration::from_secs(20), || {
-        let (client, admin) = (&client, &admin);
-        let want = states(&[("eu-west", "ClusterDown"), ("us-east", "Accepted")]);
-        async move {
-            let (got, _) = route_states(client, admin, "demo/app").await?;
-            if got == want {
-                Ok(())
-            } else {
-                Err(format!("{got:?}"))
-            }
-        }
-    })
+    until_states(
+        &client,
+        &admin,
+        "demo/app",
+        &[("eu-west", "ClusterDown"), ("us-east", "Accepted")],
+    )
     .await;
     signal(eu.agent_pid, "CONT");
-    eventually("eu-west back", Duration::from_secs(20), || {
-        let (client, admin) = (&client, &admin);
-        let want = states(&[("eu-west", "Accepted"), ("us-east", "Accepted")]);
-        async move {
-            let (got, _) = route_states(client, admin, "demo/app").await?;
-            if got == want {
-                Ok(())
-            } else {
-                Err(format!("{got:?}"))
-            }
-        }
-    })
+    until_states(
+        &client,
+        &admin,
+        "demo/app",
+        &[("eu-west", "Accepted"), ("us-east", "Accepted")],
+    )
     .await;
 
     // us-east's gateway cannot bind a new HTTPS port (the test holds it): it rejects the
@@ -615,18 +601,12 @@ async fn dev_shows_how_each_cluster_programmed_a_global_route_and_guards_certifi
         original.replace(&format!("port: {https_port}"), &format!("port: {blocked}")),
     )
     .expect("write gateway.yaml");
-    let body = eventually("us-east not programmed", Duration::from_secs(20), || {
-        let (client, admin) = (&client, &admin);
-        let want = states(&[("eu-west", "Accepted"), ("us-east", "NotProgrammed")]);
-        async move {
-            let (got, body) = route_states(client, admin, "demo/app").await?;
-            if got == want {
-                Ok(body)
-            } else {
-                Err(format!("{got:?}"))
-            }
-        }
-    })
+    let body = until_states(
+        &client,
+        &admin,
+        "demo/app",
+        &[("eu-west", "Accepted"), ("us-east", "NotProgrammed")],
+    )
     .await;
     let reason = body["status"]["clusters"][1]["reason"].to_string();
     assert!(
@@ -635,18 +615,12 @@ async fn dev_shows_how_each_cluster_programmed_a_global_route_and_guards_certifi
     );
     std::fs::write(&gateway_yaml, &original).expect("restore gateway.yaml");
     drop(blocker);
-    eventually("us-east programmed again", Duration::from_secs(20), || {
-        let (client, admin) = (&client, &admin);
-        let want = states(&[("eu-west", "Accepted"), ("us-east", "Accepted")]);
-        async move {
-            let (got, _) = route_states(client, admin, "demo/app").await?;
-            if got == want {
-                Ok(())
-            } else {
-                Err(format!("{got:?}"))
-            }
-        }
-    })
+    until_states(
+        &client,
+        &admin,
+        "demo/app",
+        &[("eu-west", "Accepted"), ("us-east", "Accepted")],
+    )
     .await;
 
     // The demo certificate is served by both clusters' HTTPS listeners: the hub says so, and

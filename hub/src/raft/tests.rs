@@ -104,6 +104,32 @@ fn single(dir: &std::path::Path) -> RaftConfig {
     config
 }
 
+/// Starts the single-node group of `dir` with `sm` and waits until it leads.
+async fn lead_alone<S: StateMachine>(
+    dir: &std::path::Path,
+    sm: S,
+    registry: &mut Registry,
+) -> super::RaftHandle {
+    let raft = spawn(single(dir), sm, registry).await.unwrap();
+    let mut status = raft.status();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        status.wait_for(|s| s.role == Role::Leader),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    raft
+}
+
+/// `n` proposals `c1..=cn`, each answered with the log's new length.
+async fn propose_n(raft: &super::RaftHandle, n: usize) {
+    for i in 1..=n {
+        let outcome = raft.propose(format!("c{i}").into_bytes()).await.unwrap();
+        assert_eq!(outcome, i.to_string().into_bytes());
+    }
+}
+
 #[test]
 fn configurations_are_validated_with_the_field_named() {
     let dir = std::path::Path::new("/nonexistent");
@@ -296,21 +322,12 @@ async fn proposals_commit_while_a_snapshot_is_being_written() {
         applied: 0,
         gate: gate.clone(),
     };
-    let raft = spawn(single(dir.path()), sm, &mut Registry::default())
-        .await
-        .unwrap();
+    let raft = lead_alone(dir.path(), sm, &mut Registry::default()).await;
     let mut status = raft.status();
     let wait = Duration::from_secs(5);
-    tokio::time::timeout(wait, status.wait_for(|s| s.role == Role::Leader))
-        .await
-        .unwrap()
-        .unwrap();
     // Past the threshold (5) a snapshot starts, and its encoding blocks on the gate; the node
     // goes on committing (each proposal waits for its apply), far past the threshold again.
-    for i in 1..=30 {
-        let outcome = raft.propose(format!("c{i}").into_bytes()).await.unwrap();
-        assert_eq!(outcome, i.to_string().into_bytes());
-    }
+    propose_n(&raft, 30).await;
     let captured = gate.captured.lock().unwrap().clone();
     assert_eq!(captured.len(), 1, "one snapshot at a time: {captured:?}");
     let (index, n_entries) = captured[0];
@@ -399,19 +416,8 @@ async fn a_snapshot_that_cannot_be_written_leaves_the_node_serving_with_its_log_
     // permission would make the write fail).
     std::fs::write(dir.path().join("snapshots"), b"in the way").unwrap();
     let mut registry = Registry::default();
-    let raft = spawn(single(dir.path()), sm, &mut registry).await.unwrap();
-    let mut status = raft.status();
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        status.wait_for(|s| s.role == Role::Leader),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    for i in 1..=30 {
-        let outcome = raft.propose(format!("c{i}").into_bytes()).await.unwrap();
-        assert_eq!(outcome, i.to_string().into_bytes());
-    }
+    let raft = lead_alone(dir.path(), sm, &mut registry).await;
+    propose_n(&raft, 30).await;
     let failures = || {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
