@@ -222,15 +222,7 @@ async fn dev_route_put_reaches_both_gateways_and_hub_restart_keeps_state() {
         }
     });
     let put_at = Instant::now();
-    let (status, body) = send_json(
-        &client,
-        Method::PUT,
-        &format!("{admin}/v1/routes/demo/shop"),
-        Some(&route),
-    )
-    .await
-    .expect("PUT route");
-    assert!((200..300).contains(&status), "PUT route: {status} {body}");
+    put_route(&client, &admin, "demo/shop", &route).await;
     let mut slowest = Duration::ZERO;
     for cluster in [&us, &eu] {
         eventually("the new route is served", Duration::from_secs(10), || {
@@ -339,6 +331,19 @@ async fn dev_route_put_reaches_both_gateways_and_hub_restart_keeps_state() {
     .await;
 }
 
+/// PUTs a shared route on the hub; panics unless it is stored.
+async fn put_route(client: &reqwest::Client, admin: &str, key: &str, route: &serde_json::Value) {
+    let (status, body) = send_json(
+        client,
+        Method::PUT,
+        &format!("{admin}/v1/routes/{key}"),
+        Some(route),
+    )
+    .await
+    .expect("PUT route");
+    assert!((200..300).contains(&status), "PUT {key}: {status} {body}");
+}
+
 /// The state each cluster reports for a shared route, from `GET /v1/routes/NS/NAME`.
 async fn route_states(
     client: &reqwest::Client,
@@ -433,15 +438,7 @@ async fn dev_shows_how_each_cluster_programmed_a_global_route_and_guards_certifi
         }
     });
     let put_at = Instant::now();
-    let (status, body) = send_json(
-        &client,
-        Method::PUT,
-        &format!("{admin}/v1/routes/demo/euonly"),
-        Some(&route),
-    )
-    .await
-    .expect("PUT route");
-    assert!((200..300).contains(&status), "PUT route: {status} {body}");
+    put_route(&client, &admin, "demo/euonly", &route).await;
     let body = until_states(
         &client,
         &admin,
@@ -485,15 +482,7 @@ async fn dev_shows_how_each_cluster_programmed_a_global_route_and_guards_certifi
     let mut nowhere = route.clone();
     nowhere["metadata"]["name"] = serde_json::json!("nowhere");
     nowhere["spec"]["parentRefs"][0]["name"] = serde_json::json!("no-such-gateway");
-    let (status, body) = send_json(
-        &client,
-        Method::PUT,
-        &format!("{admin}/v1/routes/demo/nowhere"),
-        Some(&nowhere),
-    )
-    .await
-    .expect("PUT route");
-    assert!((200..300).contains(&status), "PUT route: {status} {body}");
+    put_route(&client, &admin, "demo/nowhere", &nowhere).await;
     // Another route's change leaves this one's state alone (it is judged by its own version).
     let (got, _) = route_states(&client, &admin, "demo/app")
         .await

@@ -243,15 +243,8 @@ async fn a_single_node_group_commits_snapshots_and_restarts_from_disk() {
         ..Log::default()
     };
     let mut registry = Registry::default();
-    let raft = spawn(single(dir.path()), sm, &mut registry).await.unwrap();
+    let raft = lead_alone(dir.path(), sm, &mut registry).await;
     let mut status = raft.status();
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        status.wait_for(|s| s.role == Role::Leader),
-    )
-    .await
-    .unwrap()
-    .unwrap();
     for i in 1..=12 {
         let outcome = raft.propose(format!("c{i}").into_bytes()).await.unwrap();
         assert_eq!(outcome, i.to_string().into_bytes());
