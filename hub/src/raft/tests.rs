@@ -20,6 +20,21 @@ struct Log {
     published: Arc<Mutex<(u64, Vec<String>)>>,
 }
 
+/// What a [`Log`] published last: the applied index and every command so far.
+type Published = Arc<Mutex<(u64, Vec<String>)>>;
+
+impl Log {
+    /// An empty log and what it publishes after each batch.
+    fn publishing() -> (Self, Published) {
+        let published = Arc::new(Mutex::new((0, Vec::new())));
+        let log = Self {
+            published: published.clone(),
+            ..Self::default()
+        };
+        (log, published)
+    }
+}
+
 impl StateMachine for Log {
     fn apply(&mut self, _index: u64, command: &[u8]) -> Vec<u8> {
         self.entries
@@ -237,11 +252,7 @@ fn forwarded_failures_keep_their_meaning() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_node_group_commits_snapshots_and_restarts_from_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let published = Arc::new(Mutex::new((0, Vec::new())));
-    let sm = Log {
-        published: published.clone(),
-        ..Log::default()
-    };
+    let (sm, published) = Log::publishing();
     let mut registry = Registry::default();
     let raft = lead_alone(dir.path(), sm, &mut registry).await;
     let mut status = raft.status();
@@ -291,11 +302,7 @@ async fn a_single_node_group_commits_snapshots_and_restarts_from_disk() {
     );
 
     // Restart: snapshot + log replayed before spawn returns.
-    let published = Arc::new(Mutex::new((0, Vec::new())));
-    let sm = Log {
-        published: published.clone(),
-        ..Log::default()
-    };
+    let (sm, published) = Log::publishing();
     let raft = spawn(single(dir.path()), sm, &mut Registry::default())
         .await
         .unwrap();
@@ -346,11 +353,7 @@ async fn proposals_commit_while_a_snapshot_is_being_written() {
 
     // The snapshots hold exactly the state of their index: with the log after them replayed,
     // every command is there once.
-    let published = Arc::new(Mutex::new((0, Vec::new())));
-    let sm = Log {
-        published: published.clone(),
-        ..Log::default()
-    };
+    let (sm, published) = Log::publishing();
     let raft = spawn(single(dir.path()), sm, &mut Registry::default())
         .await
         .unwrap();
@@ -400,11 +403,7 @@ fn the_store_machine_encoder_keeps_the_state_it_was_taken_at() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_that_cannot_be_written_leaves_the_node_serving_with_its_log_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let published = Arc::new(Mutex::new((0, Vec::new())));
-    let sm = Log {
-        published: published.clone(),
-        ..Log::default()
-    };
+    let (sm, _) = Log::publishing();
     // The snapshot directory cannot be created: a file holds its name (as a full disk or a
     // permission would make the write fail).
     std::fs::write(dir.path().join("snapshots"), b"in the way").unwrap();
@@ -434,11 +433,7 @@ async fn a_snapshot_that_cannot_be_written_leaves_the_node_serving_with_its_log_
     assert_eq!(raft.propose(b"c31".to_vec()).await.unwrap(), b"31");
     raft.shutdown().await;
     std::fs::remove_file(dir.path().join("snapshots")).unwrap();
-    let published = Arc::new(Mutex::new((0, Vec::new())));
-    let sm = Log {
-        published: published.clone(),
-        ..Log::default()
-    };
+    let (sm, published) = Log::publishing();
     let raft = spawn(single(dir.path()), sm, &mut Registry::default())
         .await
         .unwrap();
