@@ -42,6 +42,8 @@ const QUEUE: usize = 4096;
 const FORWARD_BATCH: usize = 256;
 /// How long one forwarding call may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
+/// The least time between two shared status proposals for one cluster.
+const SHARED_STATUS_MIN_INTERVAL: Duration = Duration::from_millis(500);
 /// The actor health verdicts are audited as.
 pub const ACTOR: &str = "health-tracker";
 
@@ -177,6 +179,7 @@ pub fn spawn(
         in_flight: HashMap::new(),
         hostnames_in_flight: HashMap::new(),
         shared_in_flight: HashSet::new(),
+        shared_proposed_at: HashMap::new(),
         metrics: metrics.clone(),
         conflicts_logged: HashMap::new(),
     };
@@ -199,6 +202,10 @@ struct Task {
     /// Clusters with a route status proposal not answered yet (one at a time each, since the
     /// next delta is computed against the record the previous one makes).
     shared_in_flight: HashSet<ClusterName>,
+    /// When each cluster's last shared status proposal went out: at most one per
+    /// `SHARED_STATUS_MIN_INTERVAL`, so an agent that floods reports with changing statuses
+    /// cannot fill the Raft log faster than that.
+    shared_proposed_at: HashMap<ClusterName, std::time::Instant>,
     metrics: Arc<Metrics>,
     /// When a conflict between two agents of a cluster was last logged, per cluster.
     conflicts_logged: HashMap<ClusterName, Instant>,
@@ -440,6 +447,8 @@ impl Task {
             })
             .collect();
         self.tracker.retain(|c| committed.contains_key(c));
+        self.shared_proposed_at
+            .retain(|c, _| committed.contains_key(c));
         let silent = self.deps.raft.status().borrow().silent_peers.clone();
         self.tracker.set_silent_relays(silent);
         self.tracker
@@ -516,9 +525,18 @@ impl Task {
                 .unwrap_or(0),
         );
         for change in routes_changes {
+            if self
+                .shared_proposed_at
+                .get(&change.cluster)
+                .is_some_and(|at| now.saturating_duration_since(*at) < SHARED_STATUS_MIN_INTERVAL)
+            {
+                // The next tick after the interval proposes what is current then.
+                continue;
+            }
             if !self.shared_in_flight.insert(change.cluster.clone()) {
                 continue;
             }
+            self.shared_proposed_at.insert(change.cluster.clone(), now);
             let proposer = self.deps.proposer.clone();
             let tx = self.tx.clone();
             tokio::spawn(async move {
