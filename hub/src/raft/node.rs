@@ -1681,6 +1681,9 @@ impl<S: StateMachine> Node<S> {
             );
             return Ok(());
         }
+        // A request raft made while this one was written is likely answered by it: forget it.
+        // If it is not (a follower further ahead), raft asks again on its next attempt to send.
+        self.raw.mut_store().take_snapshot_request();
         self.metrics.snapshots_created.inc();
         self.metrics.snapshot_size.set(gauge(written.bytes as u64));
         tracing::info!(
