@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use meridian_proto::model::{
-    CertificateUse, ClusterName, Fqdn, HealthReport, HealthVerdict, HostnameHealth, ObjectKey,
-    SharedObjectsStatus, SharedRouteStatus,
+    ClusterName, Fqdn, HealthReport, HealthVerdict, HostnameHealth, ObjectKey, SharedObjectsStatus,
+    SharedRouteStatus,
 };
 
 use crate::config::HealthConfig;
@@ -446,14 +446,10 @@ impl Tracker {
                         .collect()
                 })
                 .unwrap_or_default();
-            let mut certificates: Vec<CertificateUse> = reported
-                .certificates
-                .iter()
-                .filter(|u| certificate_exists(&u.certificate))
-                .cloned()
-                .collect();
-            certificates.sort();
-            certificates.dedup();
+            let certificates = SharedObjectsRecord::normalize_uses(
+                reported.certificates.clone(),
+                &certificate_exists,
+            );
             let same_version = record.is_some_and(|record| {
                 record.shared_version == reported.shared_version
                     || (record.shared_version < reported.shared_version
@@ -461,9 +457,7 @@ impl Tracker {
             });
             let same_certificates =
                 record.is_some_and(|record| record.certificates == certificates);
-            let mut rejected = reported.rejected.clone();
-            rejected.sort();
-            rejected.dedup_by(|a, b| a.gateway == b.gateway);
+            let rejected = SharedObjectsRecord::normalize_rejections(reported.rejected.clone());
             let same_rejected = record.is_some_and(|record| record.rejected == rejected);
             if same_version
                 && same_certificates

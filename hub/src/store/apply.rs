@@ -8,7 +8,8 @@ use meridian_proto::model::HostnamePolicy;
 use super::certificate::check_certificate;
 use super::command::{Action, Command, Outcome, Rejection};
 use super::state::{
-    AuditEntry, ClusterRecord, HostnameServing, RecordSet, RouteStatusEntry, State, ZoneKey,
+    AuditEntry, ClusterRecord, HostnameServing, RecordSet, RouteStatusEntry, SharedObjectsRecord,
+    State, ZoneKey,
 };
 
 /// The largest TTL DNS allows (RFC 2181 §8).
@@ -168,15 +169,13 @@ impl State {
                 applied |= shared.shared_version != changed.shared_version;
                 shared.shared_version = changed.shared_version;
                 // Whole every time; a certificate deleted since is in use nowhere.
-                let mut certificates = changed.certificates;
-                certificates.retain(|u| self.certificates.contains_key(&u.certificate));
-                certificates.sort();
-                certificates.dedup();
+                let certificates =
+                    SharedObjectsRecord::normalize_uses(changed.certificates, |key| {
+                        self.certificates.contains_key(key)
+                    });
                 applied |= shared.certificates != certificates;
                 shared.certificates = certificates;
-                let mut rejected = changed.rejected;
-                rejected.sort();
-                rejected.dedup_by(|a, b| a.gateway == b.gateway);
+                let rejected = SharedObjectsRecord::normalize_rejections(changed.rejected);
                 applied |= shared.rejected != rejected;
                 shared.rejected = rejected;
                 let routes = shared;

@@ -84,6 +84,25 @@ pub struct RouteStatusEntry {
 }
 
 impl SharedObjectsRecord {
+    /// Certificate uses as the record keeps them: of existing certificates, sorted, once each.
+    /// The leader compares reports in this form, and `apply` stores them in it.
+    pub fn normalize_uses(
+        mut uses: Vec<CertificateUse>,
+        exists: impl Fn(&ObjectKey) -> bool,
+    ) -> Vec<CertificateUse> {
+        uses.retain(|u| exists(&u.certificate));
+        uses.sort();
+        uses.dedup();
+        uses
+    }
+
+    /// Rejections as the record keeps them: sorted, one per Gateway.
+    pub fn normalize_rejections(mut rejected: Vec<GatewayRejection>) -> Vec<GatewayRejection> {
+        rejected.sort();
+        rejected.dedup_by(|a, b| a.gateway == b.gateway);
+        rejected
+    }
+
     /// The record as a report, to compare with what an agent reports.
     pub fn as_reported(&self) -> SharedObjectsStatus {
         SharedObjectsStatus {
