@@ -341,10 +341,9 @@ async fn send_report(
 ) -> Result<(), AttemptError> {
     let view = parts.health.borrow_and_update().clone();
     *seq += 1;
-    let with_shared = view
-        .shared
-        .as_ref()
-        .is_some_and(|shared| shared_sent.should_send(shared, std::time::Instant::now()));
+    let with_shared = view.shared.as_ref().is_some_and(|shared| {
+        shared_sent.should_send(shared, &view.rejected, std::time::Instant::now())
+    });
     let report = view.report(&parts.cluster, *seq, with_shared);
     let message = pb::AgentMessage {
         kind: Some(pb::agent_message::Kind::Health(pb::HealthReport::from(

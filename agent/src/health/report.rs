@@ -12,7 +12,8 @@ use std::time::Instant;
 use meridian_proto::model::gateway::GatewayConfig;
 use meridian_proto::model::route::Resolution;
 use meridian_proto::model::{
-    ClusterName, GatewayProbe, HealthReport, HostnameHealth, ObjectKey, SharedObjectsStatus,
+    ClusterName, GatewayProbe, GatewayRejection, HealthReport, HostnameHealth, ObjectKey,
+    SharedObjectsStatus,
 };
 
 /// The cluster's health as of the latest change, without report numbering.
@@ -34,6 +35,9 @@ pub struct HealthView {
     /// How the cluster programmed the hub's shared routes and certificates; `None` until the
     /// source's first complete read.
     pub shared: Option<Arc<SharedObjectsStatus>>,
+    /// The Gateways whose current config an instance rejected: the `rejected` part of the
+    /// shared status, kept apart because it moves with ACKs, not with programming.
+    pub rejected: Vec<GatewayRejection>,
 }
 
 /// What the report builder needs to know about one gateway instance.
@@ -60,11 +64,11 @@ impl HealthView {
             seq,
             gateways: self.gateways.clone(),
             hostnames: self.hostnames.clone(),
-            shared: self
-                .shared
-                .as_ref()
-                .filter(|_| with_shared)
-                .map(|shared| SharedObjectsStatus::clone(shared)),
+            shared: self.shared.as_ref().filter(|_| with_shared).map(|shared| {
+                let mut shared = SharedObjectsStatus::clone(shared);
+                shared.rejected = self.rejected.clone();
+                shared
+            }),
         }
     }
 }

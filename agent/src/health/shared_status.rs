@@ -7,13 +7,14 @@
 //! cluster against its own Gateways, Services and ReferenceGrants.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use meridian_gwapi::status::{ConditionStatus, GatewayStatus, RouteKind, RouteOrigin};
 use meridian_proto::model::gateway::GatewayConfig;
 use meridian_proto::model::{
-    CertificateUse, ConditionState, ObjectKey, RouteParentConditions, SharedConfig,
-    SharedObjectsStatus, SharedRouteStatus, StatusCondition,
+    CertificateUse, ConditionState, GatewayRejection, ObjectKey, RouteParentConditions,
+    SharedConfig, SharedObjectsStatus, SharedRouteStatus, StatusCondition,
 };
 
 /// The longest condition message reported. A report with thousands of routes must stay far
@@ -105,7 +106,7 @@ pub fn shared_objects_status(
 /// `SHARED_REFRESH`; so reports stay small.
 #[derive(Debug, Default)]
 pub struct SharedSent {
-    last: Option<(SharedObjectsStatus, Instant)>,
+    last: Option<(Arc<SharedObjectsStatus>, Vec<GatewayRejection>, Instant)>,
     repeats_left: u8,
 }
 
@@ -113,11 +114,21 @@ pub struct SharedSent {
 const REPEATS: u8 = 2;
 
 impl SharedSent {
-    /// Whether to send `current` now; records it as sent if so.
-    pub fn should_send(&mut self, current: &SharedObjectsStatus, now: Instant) -> bool {
-        let changed = self.last.as_ref().is_none_or(|(sent, _)| sent != current);
+    /// Whether to send `shared` (with `rejected`) now; records it as sent if so. Comparing an
+    /// unchanged status costs a pointer comparison: the index publishes a new `Arc` only when
+    /// it reprograms.
+    pub fn should_send(
+        &mut self,
+        shared: &Arc<SharedObjectsStatus>,
+        rejected: &[GatewayRejection],
+        now: Instant,
+    ) -> bool {
+        let changed = self
+            .last
+            .as_ref()
+            .is_none_or(|(sent, sent_rejected, _)| sent != shared || sent_rejected != rejected);
         if changed {
-            self.last = Some((current.clone(), now));
+            self.last = Some((shared.clone(), rejected.to_vec(), now));
             self.repeats_left = REPEATS;
             return true;
         }
@@ -126,7 +137,7 @@ impl SharedSent {
             return true;
         }
         match &mut self.last {
-            Some((_, at)) if now.saturating_duration_since(*at) >= SHARED_REFRESH => {
+            Some((_, _, at)) if now.saturating_duration_since(*at) >= SHARED_REFRESH => {
                 *at = now;
                 true
             }
@@ -156,30 +167,30 @@ mod tests {
         let start = Instant::now();
         let at = |s: u64| start + Duration::from_secs(s);
         let mut sent = SharedSent::default();
-        let v1 = SharedObjectsStatus {
+        let v1 = Arc::new(SharedObjectsStatus {
             shared_version: 1,
             ..Default::default()
-        };
-        let v2 = SharedObjectsStatus {
+        });
+        let v2 = Arc::new(SharedObjectsStatus {
             shared_version: 2,
             ..Default::default()
-        };
+        });
         assert!(
-            sent.should_send(&v1, at(0)),
+            sent.should_send(&v1, &[], at(0)),
             "the first report of a session"
         );
-        assert!(sent.should_send(&v1, at(1)), "repeated once");
-        assert!(sent.should_send(&v1, at(2)), "repeated twice");
-        assert!(!sent.should_send(&v1, at(3)));
-        assert!(sent.should_send(&v2, at(4)), "a change");
-        assert!(sent.should_send(&v2, at(5)));
-        assert!(sent.should_send(&v2, at(6)));
-        assert!(!sent.should_send(&v2, at(33)));
+        assert!(sent.should_send(&v1, &[], at(1)), "repeated once");
+        assert!(sent.should_send(&v1, &[], at(2)), "repeated twice");
+        assert!(!sent.should_send(&v1, &[], at(3)));
+        assert!(sent.should_send(&v2, &[], at(4)), "a change");
+        assert!(sent.should_send(&v2, &[], at(5)));
+        assert!(sent.should_send(&v2, &[], at(6)));
+        assert!(!sent.should_send(&v2, &[], at(33)));
         assert!(
-            sent.should_send(&v2, at(34)),
+            sent.should_send(&v2, &[], at(34)),
             "a refresh for a leader elected meanwhile"
         );
-        assert!(!sent.should_send(&v2, at(35)));
+        assert!(!sent.should_send(&v2, &[], at(35)));
     }
 
     #[test]

@@ -800,11 +800,8 @@ impl Index {
             gateway_addresses,
             readiness_epoch: self.readiness_epoch,
             readiness_changed_at: self.readiness_changed_at,
-            shared: self.shared_status.as_ref().map(|status| {
-                let mut status = SharedObjectsStatus::clone(status);
-                status.rejected = rejected_gateways(&self.sessions, served);
-                Arc::new(status)
-            }),
+            shared: self.shared_status.clone(),
+            rejected: rejected_gateways(&self.sessions, served),
         };
         self.health_tx.send_if_modified(|current| {
             if **current == view {
@@ -908,11 +905,6 @@ fn certificate_objects(shared: &SharedConfig) -> Vec<Object> {
     objects
 }
 
-/// Whether an instance counts as ready, and why.
-///
-/// Ready means: its subscription is open, its Gateway exists, and its `/ready` probe is up.
-/// An instance that gave no admin address cannot be probed; it counts as ready once it has
-/// ACKed the current version of its config.
 /// The Gateways an open instance of which rejected the config it is served now, each with the
 /// first such error (cut to 256 bytes), in Gateway order.
 fn rejected_gateways(
@@ -937,6 +929,11 @@ fn rejected_gateways(
         .collect()
 }
 
+/// Whether an instance counts as ready, and why.
+///
+/// Ready means: its subscription is open, its Gateway exists, and its `/ready` probe is up.
+/// An instance that gave no admin address cannot be probed; it counts as ready once it has
+/// ACKed the current version of its config.
 fn instance_readiness(session: &Session, served: &ServedConfigs) -> (bool, String) {
     if let Some((_, reason)) = &session.closed {
         return (false, reason.clone());

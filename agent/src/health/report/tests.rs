@@ -11,7 +11,7 @@ use meridian_proto::model::route::{
     BackendRef, HttpBackendRef, HttpRoute, HttpRouteMatch, HttpRouteRule, PathMatch, Resolution,
     ServiceKey, Timeouts,
 };
-use meridian_proto::model::{ClusterName, ObjectKey, SharedObjectsStatus};
+use meridian_proto::model::{ClusterName, GatewayRejection, ObjectKey, SharedObjectsStatus};
 
 use super::*;
 
@@ -219,6 +219,10 @@ fn report_numbers_the_view() {
             shared_version: 4,
             ..Default::default()
         })),
+        rejected: vec![GatewayRejection {
+            gateway: key("public"),
+            error: "port in use".into(),
+        }],
     };
     let cluster = ClusterName::new("us-east").unwrap();
     let report = view.report(&cluster, 9, false);
@@ -226,5 +230,10 @@ fn report_numbers_the_view() {
     assert_eq!(report.seq, 9);
     assert_eq!(report.shared, None);
     let report = view.report(&cluster, 10, true);
-    assert_eq!(report.shared.map(|r| r.shared_version), Some(4));
+    let shared = report.shared.unwrap();
+    assert_eq!(shared.shared_version, 4);
+    assert_eq!(
+        shared.rejected[0].error, "port in use",
+        "rejections ride along"
+    );
 }
