@@ -717,6 +717,12 @@ fn decode_compacted(bytes: &[u8]) -> Option<(u64, u64)> {
 /// directory is fsync'd: once this returns, the file survives a crash whole. Until the
 /// snapshot is recorded, no committed state names the file, so a crash leaves it unused (and
 /// the next open removes it).
+/// The name of the file holding the snapshot at `index` of `term` (zero-padded, so names sort
+/// by index).
+pub(crate) fn snapshot_file_name(index: u64, term: u64) -> String {
+    format!("snapshot-{index:020}-{term:020}.bin")
+}
+
 pub(crate) fn write_snapshot_file(
     dir: &Path,
     index: u64,
@@ -734,7 +740,7 @@ pub(crate) fn write_snapshot_file(
     // time, not only when this call created it: a crash after an earlier creation could have
     // left it unsynced (one fsync per snapshot).
     sync_dir(dir).map_err(|e| fail("syncing the data directory", e))?;
-    let name = format!("snapshot-{index:020}-{term:020}.bin");
+    let name = snapshot_file_name(index, term);
     // A unique temporary name: a writer left over from an earlier run of the node (in the same
     // process) could still be writing one for the same index.
     let temporary = snapshots.join(format!("{name}.{:016x}.tmp", rand::random::<u64>()));

@@ -462,7 +462,7 @@ fn a_local_snapshot_payload_is_a_file_until_a_newer_snapshot_replaces_it() {
         // The previous payload went with the transaction that replaced it.
         assert_eq!(
             snapshot_files(dir.path()),
-            vec![format!("snapshot-{:020}-{:020}.bin", 8, 2)]
+            vec![super::snapshot_file_name(8, 2)]
         );
         assert_eq!(storage.snapshot(8, 2).unwrap().get_data(), b"state@8");
     }
@@ -547,7 +547,7 @@ fn a_local_snapshot_whose_entry_the_log_no_longer_holds_is_dropped() {
 #[test]
 fn a_crash_before_a_local_snapshot_is_recorded_keeps_the_old_snapshot_and_the_log() {
     let dir = tempfile::tempdir().unwrap();
-    let kept = format!("snapshot-{:020}-{:020}.bin", 5, 2);
+    let kept = super::snapshot_file_name(5, 2);
     {
         let mut storage = ten_entries(dir.path());
         assert!(save_local_snapshot(
@@ -561,7 +561,7 @@ fn a_crash_before_a_local_snapshot_is_recorded_keeps_the_old_snapshot_and_the_lo
         write_snapshot_file(storage.dir(), 9, 2, b"state@9").unwrap();
         let snapshots = dir.path().join(super::SNAPSHOT_DIR);
         std::fs::write(
-            snapshots.join(format!("snapshot-{:020}-{:020}.bin.0123.tmp", 10, 2)),
+            snapshots.join(format!("{}.0123.tmp", super::snapshot_file_name(10, 2))),
             b"sta",
         )
         .unwrap();
@@ -580,7 +580,7 @@ fn a_crash_before_a_local_snapshot_is_recorded_keeps_the_old_snapshot_and_the_lo
 #[test]
 fn a_crash_after_a_local_snapshot_is_recorded_keeps_the_new_snapshot() {
     let dir = tempfile::tempdir().unwrap();
-    let old = format!("snapshot-{:020}-{:020}.bin", 5, 2);
+    let old = super::snapshot_file_name(5, 2);
     {
         let mut storage = ten_entries(dir.path());
         assert!(save_local_snapshot(
@@ -606,6 +606,6 @@ fn a_crash_after_a_local_snapshot_is_recorded_keeps_the_new_snapshot() {
     assert!(storage.hard_state().commit >= 9);
     assert_eq!(
         snapshot_files(dir.path()),
-        vec![format!("snapshot-{:020}-{:020}.bin", 9, 2)]
+        vec![super::snapshot_file_name(9, 2)]
     );
 }
