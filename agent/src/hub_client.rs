@@ -21,7 +21,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use meridian_proto::model::{ClusterName, SharedConfig};
+use meridian_proto::model::{ClusterName, SharedConfig, SharedStatusBasis};
 use meridian_proto::pb;
 use meridian_proto::pb::hub_client::HubClient as GrpcHubClient;
 use rand::Rng;
@@ -341,10 +341,22 @@ async fn send_report(
 ) -> Result<(), AttemptError> {
     let view = parts.health.borrow_and_update().clone();
     *seq += 1;
-    let with_shared = view.shared.as_ref().is_some_and(|shared| {
-        shared_sent.should_send(shared, &view.rejected, std::time::Instant::now())
-    });
-    let report = view.report(&parts.cluster, *seq, with_shared);
+    let shared = view
+        .shared
+        .as_ref()
+        .and_then(|shared| shared_sent.next(shared, &view.rejected, std::time::Instant::now()));
+    if let Some(shared) = &shared {
+        let form = match shared.basis {
+            SharedStatusBasis::Whole { .. } => "whole",
+            SharedStatusBasis::Delta { .. } => "delta",
+        };
+        parts
+            .metrics
+            .shared_status_routes
+            .get_or_create(&[("form", form)])
+            .inc_by(shared.status.routes.len() as u64);
+    }
+    let report = view.report(&parts.cluster, *seq, shared);
     let message = pb::AgentMessage {
         kind: Some(pb::agent_message::Kind::Health(pb::HealthReport::from(
             &report,

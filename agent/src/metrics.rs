@@ -32,6 +32,8 @@ pub(crate) struct Metrics {
     pub(crate) hub_connect_failures: Counter,
     /// Health reports written to the hub session.
     pub(crate) hub_reports: Counter,
+    /// Route statuses those reports carried, by `form` (`whole`, `delta`).
+    pub(crate) shared_status_routes: Family<Label, Counter>,
     /// Version of the SharedConfig in use (0 when none).
     pub(crate) shared_config_version: Gauge,
     /// SharedConfig snapshots from the hub that were rejected (NACKed).
@@ -61,6 +63,7 @@ impl Metrics {
             hub_connected: Gauge::default(),
             hub_connect_failures: Counter::default(),
             hub_reports: Counter::default(),
+            shared_status_routes: Family::default(),
             shared_config_version: Gauge::default(),
             shared_config_rejections: Counter::default(),
             readiness_report_seconds: Histogram::new([
@@ -114,6 +117,11 @@ impl Metrics {
             "hub_reports",
             "Health reports written to the hub session",
             metrics.hub_reports.clone(),
+        );
+        agent.register(
+            "shared_status_routes",
+            "Shared route statuses sent to the hub, by form: whole (every route, on a new session and every 30 s) or delta (the routes changed since)",
+            metrics.shared_status_routes.clone(),
         );
         agent.register(
             "shared_config_version",

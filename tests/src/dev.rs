@@ -30,6 +30,8 @@ pub struct DevCluster {
     pub gateway_pid: u32,
     /// Agent process id.
     pub agent_pid: u32,
+    /// The agent's admin URL (`/metrics`, `/status`).
+    pub agent_admin: String,
     /// Echo backend process ids.
     pub backend_pids: Vec<u32>,
 }
@@ -112,6 +114,7 @@ impl DevEnv {
                 .expect("addr"),
             gateway_pid: c["gateway_pid"].as_u64().expect("pid") as u32,
             agent_pid: c["agent_pid"].as_u64().expect("agent pid") as u32,
+            agent_admin: c["agent_admin"].as_str().expect("agent admin").to_string(),
             backend_pids: c["backends"]
                 .as_array()
                 .expect("backends")

@@ -13,8 +13,10 @@ use meridian_proto::model::gateway::GatewayConfig;
 use meridian_proto::model::route::Resolution;
 use meridian_proto::model::{
     ClusterName, GatewayProbe, GatewayRejection, HealthReport, HostnameHealth, ObjectKey,
-    SharedObjectsStatus,
+    SharedObjectsStatus, SharedStatusBasis,
 };
+
+use super::shared_status::OutgoingShared;
 
 /// The cluster's health as of the latest change, without report numbering.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -56,19 +58,25 @@ pub struct InstanceHealth {
 // === impl HealthView ===
 
 impl HealthView {
-    /// Builds a numbered report for `cluster`, with the shared objects' status if
-    /// `with_shared` (see [`SharedSent`](super::shared_status::SharedSent)).
-    pub fn report(&self, cluster: &ClusterName, seq: u64, with_shared: bool) -> HealthReport {
+    /// Builds a numbered report for `cluster`, with `shared` (see
+    /// [`SharedSent`](super::shared_status::SharedSent)).
+    pub fn report(
+        &self,
+        cluster: &ClusterName,
+        seq: u64,
+        shared: Option<OutgoingShared>,
+    ) -> HealthReport {
+        let (shared, shared_basis) = match shared {
+            Some(OutgoingShared { status, basis }) => (Some(status), basis),
+            None => (None, SharedStatusBasis::default()),
+        };
         HealthReport {
             cluster: cluster.clone(),
             seq,
             gateways: self.gateways.clone(),
             hostnames: self.hostnames.clone(),
-            shared: self.shared.as_ref().filter(|_| with_shared).map(|shared| {
-                let mut shared = SharedObjectsStatus::clone(shared);
-                shared.rejected = self.rejected.clone();
-                shared
-            }),
+            shared,
+            shared_basis,
         }
     }
 }

@@ -8,13 +8,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use meridian_gwapi::status::{ConditionStatus, GatewayStatus, RouteKind, RouteOrigin};
 use meridian_proto::model::gateway::GatewayConfig;
 use meridian_proto::model::{
     CertificateUse, ConditionState, GatewayRejection, ObjectKey, RouteParentConditions,
-    SharedConfig, SharedObjectsStatus, SharedRouteStatus, StatusCondition,
+    SharedConfig, SharedObjectsStatus, SharedRouteStatus, SharedStatusBasis, StatusCondition,
 };
 
 /// The longest condition message reported. A report with thousands of routes must stay far
@@ -100,50 +101,134 @@ pub fn shared_objects_status(
     }
 }
 
-/// Decides, per report, whether it carries the shared status: when it changed since the last
-/// one sent on this session, in the two reports after that too (a report can be dropped on
-/// the way: a follower between leaders, a leader that just lost its term), and every
-/// `SHARED_REFRESH`; so reports stay small.
+/// A shared status to send with one report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutgoingShared {
+    /// Whole, or only the routes added or changed since the base (`basis`).
+    pub status: SharedObjectsStatus,
+    /// Which of the two.
+    pub basis: SharedStatusBasis,
+}
+
+/// Decides, per report, whether it carries the shared status, and in which form.
+///
+/// - When: when the status changed since the last one sent on this session, in the two
+///   reports after that too (a report can be dropped on the way: a follower between leaders, a
+///   leader that just lost its term), and every `SHARED_REFRESH`; so reports stay small.
+/// - What: a whole status on the session's first send and on every refresh (a new hub leader
+///   holds no base); in between, the routes that changed since that whole one (cumulative, so
+///   a dropped delta costs nothing), unless they are so many that the whole is as cheap. One
+///   route changed among 10,000 costs a report of one route, not of 10,000.
 #[derive(Debug, Default)]
 pub struct SharedSent {
-    last: Option<(Arc<SharedObjectsStatus>, Vec<GatewayRejection>, Instant)>,
+    /// The whole status deltas are computed against: its number, the status, when it was sent.
+    base: Option<(u64, Arc<SharedObjectsStatus>, Instant)>,
+    /// The status (with its rejections) last sent, and what was sent for it.
+    last: Option<(
+        Arc<SharedObjectsStatus>,
+        Vec<GatewayRejection>,
+        OutgoingShared,
+    )>,
     repeats_left: u8,
 }
 
 /// How many reports after a change carry the status again.
 const REPEATS: u8 = 2;
 
+/// Numbers whole statuses, unique in this agent process (the hub keys bases by process).
+static NEXT_WHOLE_ID: AtomicU64 = AtomicU64::new(1);
+
 impl SharedSent {
-    /// Whether to send `shared` (with `rejected`) now; records it as sent if so. Comparing an
-    /// unchanged status costs a pointer comparison: the index publishes a new `Arc` only when
-    /// it reprograms.
-    pub fn should_send(
+    /// What to send with the next report, given the current `shared` status and `rejected`;
+    /// records it as sent. Comparing an unchanged status costs a pointer comparison: the index
+    /// publishes a new `Arc` only when it reprograms.
+    pub fn next(
         &mut self,
         shared: &Arc<SharedObjectsStatus>,
         rejected: &[GatewayRejection],
         now: Instant,
-    ) -> bool {
+    ) -> Option<OutgoingShared> {
         let changed = self
             .last
             .as_ref()
             .is_none_or(|(sent, sent_rejected, _)| sent != shared || sent_rejected != rejected);
-        if changed {
-            self.last = Some((shared.clone(), rejected.to_vec(), now));
-            self.repeats_left = REPEATS;
-            return true;
+        let refresh_due = self
+            .base
+            .as_ref()
+            .is_none_or(|(_, _, at)| now.saturating_duration_since(*at) >= SHARED_REFRESH);
+        if changed || refresh_due {
+            let outgoing = self.encode(shared, rejected, now, refresh_due);
+            self.last = Some((shared.clone(), rejected.to_vec(), outgoing.clone()));
+            // A refresh of an unchanged status is not repeated: the next one is 30 s away
+            // anyway, and a whole status can be large.
+            self.repeats_left = if changed { REPEATS } else { 0 };
+            return Some(outgoing);
         }
         if self.repeats_left > 0 {
             self.repeats_left -= 1;
-            return true;
+            return self.last.as_ref().map(|(_, _, sent)| sent.clone());
         }
-        match &mut self.last {
-            Some((_, _, at)) if now.saturating_duration_since(*at) >= SHARED_REFRESH => {
-                *at = now;
-                true
-            }
-            _ => false,
+        None
+    }
+
+    fn encode(
+        &mut self,
+        shared: &Arc<SharedObjectsStatus>,
+        rejected: &[GatewayRejection],
+        now: Instant,
+        refresh_due: bool,
+    ) -> OutgoingShared {
+        if let Some((id, base, _)) = self.base.as_ref().filter(|_| !refresh_due)
+            && let Some((routes, removed)) = route_delta(base, shared)
+        {
+            return OutgoingShared {
+                status: SharedObjectsStatus {
+                    shared_version: shared.shared_version,
+                    routes,
+                    certificates: shared.certificates.clone(),
+                    rejected: rejected.to_vec(),
+                },
+                basis: SharedStatusBasis::Delta { base: *id, removed },
+            };
+        }
+        let id = NEXT_WHOLE_ID.fetch_add(1, Ordering::Relaxed);
+        self.base = Some((id, shared.clone(), now));
+        OutgoingShared {
+            status: SharedObjectsStatus {
+                rejected: rejected.to_vec(),
+                ..SharedObjectsStatus::clone(shared)
+            },
+            basis: SharedStatusBasis::Whole { id },
         }
     }
+}
+
+/// The routes of `now` that `base` does not have as they are, and the routes of `base` that
+/// `now` lacks; `None` when they are more than half of `now`'s routes, where the whole status
+/// costs about as much and starts a fresh base.
+fn route_delta(
+    base: &SharedObjectsStatus,
+    now: &SharedObjectsStatus,
+) -> Option<(Vec<SharedRouteStatus>, Vec<ObjectKey>)> {
+    let before: BTreeMap<&ObjectKey, &Vec<RouteParentConditions>> =
+        base.routes.iter().map(|r| (&r.route, &r.parents)).collect();
+    let limit = now.routes.len() / 2;
+    let mut changed = Vec::new();
+    for route in &now.routes {
+        if before.get(&route.route) != Some(&&route.parents) {
+            changed.push(route.clone());
+            if changed.len() > limit {
+                return None;
+            }
+        }
+    }
+    let current: BTreeSet<&ObjectKey> = now.routes.iter().map(|r| &r.route).collect();
+    let removed: Vec<ObjectKey> = before
+        .keys()
+        .filter(|key| !current.contains(*key))
+        .map(|key| (*key).clone())
+        .collect();
+    (changed.len() + removed.len() <= limit).then_some((changed, removed))
 }
 
 /// `message`, cut to 256 bytes on a character boundary.
@@ -162,35 +247,145 @@ pub fn truncate(message: &str) -> String {
 mod tests {
     use super::*;
 
+    fn key(name: &str) -> ObjectKey {
+        ObjectKey::new("demo", name).unwrap()
+    }
+
+    /// A status of version `version` with routes `names`, each with `parents` parents.
+    fn status(version: u64, names: &[&str], parents: usize) -> Arc<SharedObjectsStatus> {
+        let parent = RouteParentConditions {
+            gateway: key("edge"),
+            section_name: None,
+            port: None,
+            conditions: Vec::new(),
+        };
+        Arc::new(SharedObjectsStatus {
+            shared_version: version,
+            routes: names
+                .iter()
+                .map(|name| SharedRouteStatus {
+                    route: key(name),
+                    parents: vec![parent.clone(); parents],
+                })
+                .collect(),
+            ..Default::default()
+        })
+    }
+
+    fn whole_id(sent: &Option<OutgoingShared>) -> u64 {
+        match sent {
+            Some(OutgoingShared {
+                basis: SharedStatusBasis::Whole { id },
+                ..
+            }) => *id,
+            other => panic!("expected a whole status, got {other:?}"),
+        }
+    }
+
     #[test]
     fn the_status_is_sent_when_it_changes_twice_more_and_again_every_refresh() {
         let start = Instant::now();
         let at = |s: u64| start + Duration::from_secs(s);
         let mut sent = SharedSent::default();
-        let v1 = Arc::new(SharedObjectsStatus {
-            shared_version: 1,
-            ..Default::default()
-        });
-        let v2 = Arc::new(SharedObjectsStatus {
-            shared_version: 2,
-            ..Default::default()
-        });
-        assert!(
-            sent.should_send(&v1, &[], at(0)),
-            "the first report of a session"
+        let v1 = status(1, &["a", "b", "c"], 1);
+        let v2 = status(2, &["a", "b", "c"], 1);
+        let first = sent.next(&v1, &[], at(0));
+        whole_id(&first);
+        assert_eq!(sent.next(&v1, &[], at(1)), first, "repeated once");
+        assert_eq!(sent.next(&v1, &[], at(2)), first, "repeated twice");
+        assert_eq!(sent.next(&v1, &[], at(3)), None);
+        assert!(sent.next(&v2, &[], at(4)).is_some(), "a change");
+        assert!(sent.next(&v2, &[], at(5)).is_some());
+        assert!(sent.next(&v2, &[], at(6)).is_some());
+        assert_eq!(sent.next(&v2, &[], at(29)), None);
+        let refresh = sent.next(&v2, &[], at(30));
+        assert_ne!(
+            whole_id(&refresh),
+            whole_id(&first),
+            "a refresh for a leader elected meanwhile is a new whole status"
         );
-        assert!(sent.should_send(&v1, &[], at(1)), "repeated once");
-        assert!(sent.should_send(&v1, &[], at(2)), "repeated twice");
-        assert!(!sent.should_send(&v1, &[], at(3)));
-        assert!(sent.should_send(&v2, &[], at(4)), "a change");
-        assert!(sent.should_send(&v2, &[], at(5)));
-        assert!(sent.should_send(&v2, &[], at(6)));
-        assert!(!sent.should_send(&v2, &[], at(33)));
-        assert!(
-            sent.should_send(&v2, &[], at(34)),
-            "a refresh for a leader elected meanwhile"
+        assert_eq!(refresh.unwrap().status.routes.len(), 3);
+        assert_eq!(
+            sent.next(&v2, &[], at(31)),
+            None,
+            "a refresh is not repeated"
         );
-        assert!(!sent.should_send(&v2, &[], at(35)));
+    }
+
+    #[test]
+    fn a_change_sends_only_the_routes_changed_since_the_whole_status() {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut sent = SharedSent::default();
+        let names: Vec<String> = (0..10).map(|i| format!("r{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let whole = status(1, &names, 1);
+        let base = whole_id(&sent.next(&whole, &[], at(0)));
+
+        // r3 gains a parent, r9 goes, r10 comes.
+        let mut changed = SharedObjectsStatus::clone(&whole);
+        changed.shared_version = 2;
+        let parent = changed.routes[3].parents[0].clone();
+        changed.routes[3].parents.push(parent);
+        changed.routes.pop();
+        changed.routes.push(SharedRouteStatus {
+            route: key("r10"),
+            parents: Vec::new(),
+        });
+        let rejected = vec![GatewayRejection {
+            gateway: key("edge"),
+            error: "port in use".into(),
+        }];
+        let delta = sent.next(&Arc::new(changed), &rejected, at(1)).unwrap();
+        assert_eq!(
+            delta.basis,
+            SharedStatusBasis::Delta {
+                base,
+                removed: vec![key("r9")]
+            }
+        );
+        let routes: Vec<&str> = delta
+            .status
+            .routes
+            .iter()
+            .map(|r| r.route.name.as_str())
+            .collect();
+        assert_eq!(routes, ["r3", "r10"]);
+        assert_eq!(delta.status.shared_version, 2);
+        assert_eq!(delta.status.rejected, rejected, "rejections are whole");
+
+        // Changes accumulate against the same base: r3 back as it was leaves r10 and r9.
+        let mut back = SharedObjectsStatus::clone(&whole);
+        back.shared_version = 3;
+        back.routes.pop();
+        back.routes.push(SharedRouteStatus {
+            route: key("r10"),
+            parents: Vec::new(),
+        });
+        let delta = sent.next(&Arc::new(back), &[], at(2)).unwrap();
+        let routes: Vec<&str> = delta
+            .status
+            .routes
+            .iter()
+            .map(|r| r.route.name.as_str())
+            .collect();
+        assert_eq!(routes, ["r10"]);
+        assert!(matches!(delta.basis, SharedStatusBasis::Delta { base: b, .. } if b == base));
+
+        // Most routes changed: a whole status, which becomes the new base.
+        let most = status(4, &names, 2);
+        let next_base = whole_id(&sent.next(&most, &[], at(3)));
+        assert_ne!(next_base, base);
+        let one_more = status(5, &names, 2);
+        let delta = sent.next(&one_more, &[], at(4)).unwrap();
+        assert_eq!(
+            delta.basis,
+            SharedStatusBasis::Delta {
+                base: next_base,
+                removed: Vec::new()
+            }
+        );
+        assert!(delta.status.routes.is_empty(), "only the version moved");
     }
 
     #[test]

@@ -24,12 +24,26 @@ pub(crate) fn decode_report(
     meridian_proto::convert::ConvertError,
 > {
     let shared = report.shared.take();
+    let (id, base) = (report.shared_id, report.shared_base);
+    let removed = std::mem::take(&mut report.shared_removed);
+    report.shared_id = 0;
+    report.shared_base = 0;
     let mut decoded = meridian_proto::model::HealthReport::try_from(report)?;
     let mut dropped = None;
     if let Some(shared) = shared {
-        match meridian_proto::model::SharedObjectsStatus::try_from(shared) {
-            Ok(shared) => decoded.shared = Some(shared),
-            Err(err) => dropped = Some(err.in_field("shared")),
+        let status = meridian_proto::model::SharedObjectsStatus::try_from(shared)
+            .map_err(|err| err.in_field("shared"));
+        match status.and_then(|status| {
+            Ok((
+                status,
+                meridian_proto::convert::shared_basis(id, base, removed)?,
+            ))
+        }) {
+            Ok((status, basis)) => {
+                decoded.shared = Some(status);
+                decoded.shared_basis = basis;
+            }
+            Err(err) => dropped = Some(err),
         }
     }
     Ok((decoded, dropped))
@@ -77,6 +91,9 @@ mod tests {
                 certificates: vec![],
                 rejected: vec![],
             }),
+            shared_id: 1,
+            shared_base: 0,
+            shared_removed: vec![],
         };
         let (decoded, dropped) = super::decode_report(report).unwrap();
         assert!(decoded.gateways[0].ready, "the readiness counts");

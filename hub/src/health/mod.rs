@@ -9,6 +9,7 @@
 //! **Invariant:** a verdict changes only by a committed command, so a node cut off from the
 //! majority can never fail a cluster over: its proposal simply fails.
 
+mod reported_shared;
 pub mod tracker;
 
 #[cfg(test)]
@@ -127,6 +128,7 @@ struct Metrics {
     report_age: Family<ClusterLabels, Gauge<f64, AtomicU64>>,
     reports: Family<ReportLabels, Counter>,
     proposal_failures: Counter,
+    shared_deltas_unmatched: Counter,
 }
 
 // === impl HealthHandle ===
@@ -299,13 +301,16 @@ impl Task {
                         &report,
                         relay,
                     ) {
-                        Accepted::Yes => {
+                        accepted @ (Accepted::Yes | Accepted::YesWithoutShared) => {
                             // Decide at once rather than on the next tick: a report that
                             // says a gateway went down is the failover signal. Shared
                             // status only for the reporting cluster: comparing every
                             // cluster's (routes × clusters) on every report would cost the
                             // leader more than the ticks do.
                             self.on_tick(Some(&report.cluster));
+                            if accepted == Accepted::YesWithoutShared {
+                                self.metrics.shared_deltas_unmatched.inc();
+                            }
                             "counted"
                         }
                         Accepted::Stale => "stale",
@@ -671,6 +676,7 @@ impl Metrics {
             report_age: Family::default(),
             reports: Family::default(),
             proposal_failures: Counter::default(),
+            shared_deltas_unmatched: Counter::default(),
         };
         registry.register(
             "meridian_hub_health_verdict_changes",
@@ -696,6 +702,11 @@ impl Metrics {
             "meridian_hub_health_proposal_failures",
             "Verdict proposals that did not commit (no quorum, leader change, timeout)",
             metrics.proposal_failures.clone(),
+        );
+        registry.register(
+            "meridian_hub_health_shared_deltas_unmatched",
+            "Shared status deltas ignored because this leader does not hold the whole status they change (it waits for the agent's next whole one, at most 30 s)",
+            metrics.shared_deltas_unmatched.clone(),
         );
         metrics
     }

@@ -42,6 +42,7 @@ fn report(cluster: &ClusterName, seq: u64, ready: &[bool]) -> HealthReport {
             .collect(),
         hostnames: Vec::new(),
         shared: None,
+        shared_basis: Default::default(),
     }
 }
 
@@ -543,7 +544,7 @@ fn routes_status(
 #[test]
 fn route_status_is_asked_for_as_a_delta_against_the_committed_record() {
     use crate::store::{Action, Command, SharedObjectsRecord, State};
-    use meridian_proto::model::ObjectKey;
+    use meridian_proto::model::{ObjectKey, SharedStatusBasis};
 
     let mut h = Harness::new(HealthConfig::default());
     // The state the leader holds: the cluster and two shared routes.
@@ -662,6 +663,49 @@ fn route_status_is_asked_for_as_a_delta_against_the_committed_record() {
         record(&state).map(|r| r.as_reported()),
         Some(routes_status(4, &[("b", "Accepted")]))
     );
+
+    // Agents number their whole statuses and send deltas against them in between.
+    let send = |h: &mut Harness, status, basis| {
+        h.now += Duration::from_millis(1000);
+        h.seq += 1;
+        let mut report = report(&us(), h.seq, &[true]);
+        report.shared = Some(status);
+        report.shared_basis = basis;
+        h.tracker.report(h.at(), "agent-1", &report)
+    };
+    let whole = routes_status(5, &[("a", "Accepted"), ("b", "Accepted")]);
+    let accepted = send(&mut h, whole, SharedStatusBasis::Whole { id: 9 });
+    assert_eq!(accepted, Accepted::Yes);
+    let changes = evaluate(&mut h, &mut state, None);
+    assert_eq!(changes[0].changed, routes_status(5, &[("a", "Accepted")]));
+
+    // A delta naming one route changes that one; the others stay as the whole status said.
+    let delta = routes_status(6, &[("b", "NotAllowedByListeners")]);
+    let basis = SharedStatusBasis::Delta {
+        base: 9,
+        removed: Vec::new(),
+    };
+    assert_eq!(send(&mut h, delta.clone(), basis), Accepted::Yes);
+    let changes = evaluate(&mut h, &mut state, None);
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].changed, delta);
+    assert!(changes[0].removed.is_empty());
+    assert_eq!(
+        record(&state).map(|r| r.as_reported()),
+        Some(routes_status(
+            6,
+            &[("a", "Accepted"), ("b", "NotAllowedByListeners")]
+        ))
+    );
+
+    // A delta against a whole status this leader never received is ignored, and counted.
+    let basis = SharedStatusBasis::Delta {
+        base: 8,
+        removed: vec![ObjectKey::new("shop", "a").unwrap()],
+    };
+    let accepted = send(&mut h, routes_status(7, &[]), basis);
+    assert_eq!(accepted, Accepted::YesWithoutShared);
+    assert!(evaluate(&mut h, &mut state, None).is_empty());
 
     // A follower decides nothing.
     h.tracker.set_leader(h.at(), false);

@@ -10,6 +10,7 @@ use meridian_proto::model::{
     SharedRouteStatus,
 };
 
+use super::reported_shared::{Merged, ReportedShared};
 use crate::config::HealthConfig;
 use crate::store::SharedObjectsRecord;
 
@@ -95,8 +96,8 @@ struct Track {
     last_bad: String,
     /// Per watched hostname: its own streaks.
     hostnames: HashMap<Fqdn, Streak>,
-    /// The shared objects' status as the last report that carried it said.
-    shared: Option<SharedObjectsStatus>,
+    /// The shared objects' status as the reports that carried it said.
+    shared: Option<ReportedShared>,
 }
 
 /// Consecutive reports for or against one hostname, with the latest explanation.
@@ -112,6 +113,9 @@ struct Streak {
 pub enum Accepted {
     /// Counted.
     Yes,
+    /// Counted, but its shared status was a delta against a whole status this node does not
+    /// hold (see [`ReportedShared`]), and was ignored.
+    YesWithoutShared,
     /// Dropped: this node is not the leader.
     NotLeader,
     /// Dropped: the same agent instance already sent a report with this or a later sequence
@@ -231,8 +235,12 @@ impl Tracker {
             // Another agent process took over: what the previous one said is not its word.
             track.shared = None;
         }
-        if let Some(shared) = &report.shared {
-            track.shared = Some(shared.clone());
+        let mut accepted = Accepted::Yes;
+        if let Some(shared) = &report.shared
+            && ReportedShared::merge(&mut track.shared, shared, &report.shared_basis)
+                == Merged::UnknownBase
+        {
+            accepted = Accepted::YesWithoutShared;
         }
         track.instance = instance.to_string();
         track.last_seq = report.seq;
@@ -249,7 +257,7 @@ impl Tracker {
                 track.last_bad = why;
             }
         }
-        Accepted::Yes
+        accepted
     }
 
     /// Sets the hub nodes the leader has not heard from lately. A cluster whose reports came
@@ -424,8 +432,7 @@ impl Tracker {
             };
             let record = committed(cluster);
             let changed: Vec<SharedRouteStatus> = reported
-                .routes
-                .iter()
+                .routes()
                 .filter(|r| route_exists(&r.route))
                 .filter(|r| {
                     record
@@ -434,8 +441,7 @@ impl Tracker {
                 })
                 .cloned()
                 .collect();
-            let reported_keys: BTreeSet<&ObjectKey> =
-                reported.routes.iter().map(|r| &r.route).collect();
+            let reported_keys: BTreeSet<&ObjectKey> = reported.routes().map(|r| &r.route).collect();
             let removed: Vec<ObjectKey> = record
                 .map(|record| {
                     record
@@ -447,17 +453,17 @@ impl Tracker {
                 })
                 .unwrap_or_default();
             let certificates = SharedObjectsRecord::normalize_uses(
-                reported.certificates.clone(),
+                reported.certificates().to_vec(),
                 &certificate_exists,
             );
             let same_version = record.is_some_and(|record| {
-                record.shared_version == reported.shared_version
-                    || (record.shared_version < reported.shared_version
+                record.shared_version == reported.shared_version()
+                    || (record.shared_version < reported.shared_version()
                         && latest_route_version <= record.shared_version)
             });
             let same_certificates =
                 record.is_some_and(|record| record.certificates == certificates);
-            let rejected = SharedObjectsRecord::normalize_rejections(reported.rejected.clone());
+            let rejected = SharedObjectsRecord::normalize_rejections(reported.rejected().to_vec());
             let same_rejected = record.is_some_and(|record| record.rejected == rejected);
             if same_version
                 && same_certificates
@@ -470,7 +476,7 @@ impl Tracker {
             changes.push(SharedChange {
                 cluster: cluster.clone(),
                 changed: SharedObjectsStatus {
-                    shared_version: reported.shared_version,
+                    shared_version: reported.shared_version(),
                     routes: changed,
                     certificates,
                     rejected,

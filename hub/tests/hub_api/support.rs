@@ -447,7 +447,7 @@ impl Agent {
                     detail: String::new(),
                 })
                 .collect(),
-            shared: None,
+            ..Default::default()
         };
         self.send(pb::agent_message::Kind::Health(report)).await;
     }

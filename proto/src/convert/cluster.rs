@@ -8,7 +8,7 @@ use super::{
 use crate::model::{
     CertificateUse, Cluster, ClusterHealth, ClusterName, ConditionState, GatewayProbe,
     GatewayRejection, HealthReport, HealthVerdict, HostnameHealth, Region, RouteParentConditions,
-    SharedObjectsStatus, SharedRouteStatus, StatusCondition,
+    SharedObjectsStatus, SharedRouteStatus, SharedStatusBasis, StatusCondition,
 };
 use crate::pb;
 
@@ -94,8 +94,41 @@ impl From<&HealthReport> for pb::HealthReport {
             gateways: encode_all(&report.gateways),
             hostnames: encode_all(&report.hostnames),
             shared: report.shared.as_ref().map(Into::into),
+            shared_id: match report.shared_basis {
+                SharedStatusBasis::Whole { id } => id,
+                SharedStatusBasis::Delta { .. } => 0,
+            },
+            shared_base: match report.shared_basis {
+                SharedStatusBasis::Whole { .. } => 0,
+                SharedStatusBasis::Delta { base, .. } => base,
+            },
+            shared_removed: match &report.shared_basis {
+                SharedStatusBasis::Whole { .. } => Vec::new(),
+                SharedStatusBasis::Delta { removed, .. } => encode_all(removed),
+            },
         }
     }
+}
+
+/// The [`SharedStatusBasis`] of a report's shared status, from its wire fields.
+pub fn shared_basis(
+    id: u64,
+    base: u64,
+    removed: Vec<pb::ObjectKey>,
+) -> Result<SharedStatusBasis, ConvertError> {
+    if base == 0 {
+        if !removed.is_empty() {
+            return Err(ConvertError::new(ConvertErrorKind::Constraint(
+                "removed routes in a whole status",
+            ))
+            .in_field("shared_removed"));
+        }
+        return Ok(SharedStatusBasis::Whole { id });
+    }
+    Ok(SharedStatusBasis::Delta {
+        base,
+        removed: each(removed, "shared_removed")?,
+    })
 }
 
 impl TryFrom<pb::HealthReport> for HealthReport {
@@ -108,6 +141,11 @@ impl TryFrom<pb::HealthReport> for HealthReport {
             gateways: each(report.gateways, "gateways")?,
             hostnames: each(report.hostnames, "hostnames")?,
             shared: optional(report.shared, "shared")?,
+            shared_basis: shared_basis(
+                report.shared_id,
+                report.shared_base,
+                report.shared_removed,
+            )?,
         })
     }
 }

@@ -26,6 +26,8 @@ mod net;
 mod route;
 mod shared;
 
+pub use cluster::shared_basis;
+
 #[cfg(test)]
 mod tests;
 

@@ -28,7 +28,7 @@ use crate::model::{
     AllUnhealthy, CertificateUse, Cluster, ClusterHealth, ClusterName, ConditionState, Fqdn,
     GatewayProbe, GatewayRejection, HealthReport, HealthVerdict, HostnameHealth, HostnamePolicy,
     HostnameTarget, ObjectKey, Region, RouteParentConditions, Routing, SharedConfig,
-    SharedObjectsStatus, SharedRouteStatus, StatusCondition,
+    SharedObjectsStatus, SharedRouteStatus, SharedStatusBasis, StatusCondition,
 };
 use crate::pb;
 
@@ -165,6 +165,7 @@ fn health_report() -> HealthReport {
                 },
             ],
         }),
+        shared_basis: SharedStatusBasis::Whole { id: 7 },
     }
 }
 
@@ -688,6 +689,13 @@ fn clusters_and_health_round_trip() {
         });
     }
     round_trip::<_, pb::HealthReport>(&health_report());
+    round_trip::<_, pb::HealthReport>(&HealthReport {
+        shared_basis: SharedStatusBasis::Delta {
+            base: 7,
+            removed: vec![key("shop", "gone")],
+        },
+        ..health_report()
+    });
 }
 
 #[test]
@@ -1363,6 +1371,19 @@ fn cluster_and_health_errors_name_the_field_path() {
             |c| c.shared.as_mut().unwrap().certificates[0].gateway = None,
             "shared.certificates[0].gateway",
             "missing required field",
+        ),
+        (
+            |c| c.shared_removed = vec![pb::ObjectKey::default()],
+            "shared_removed",
+            "removed routes in a whole status",
+        ),
+        (
+            |c| {
+                c.shared_base = 7;
+                c.shared_removed = vec![pb::ObjectKey::default()];
+            },
+            "shared_removed[0].namespace",
+            "must not be empty",
         ),
     ];
     check_cases::<HealthReport, _>(pb::HealthReport::from(&health_report()), report_cases);

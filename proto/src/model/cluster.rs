@@ -59,6 +59,34 @@ pub struct HealthReport {
     /// reports that do not carry it (agents send it when it changed), which leaves the hub's
     /// last committed record as it is.
     pub shared: Option<SharedObjectsStatus>,
+    /// Whether `shared` is whole or a change to a whole one sent earlier.
+    pub shared_basis: SharedStatusBasis,
+}
+
+/// What a report's [`SharedObjectsStatus`] is relative to. A cluster with thousands of shared
+/// routes would otherwise resend all of them whenever one changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SharedStatusBasis {
+    /// `routes` lists every shared route. Deltas the same agent process sends later name this
+    /// status by `id` (0: none will).
+    Whole {
+        /// The status's number, unique per agent process.
+        id: u64,
+    },
+    /// `routes` lists the routes added or changed since the whole status numbered `base`;
+    /// `removed` those gone since. The version, certificates and rejections are whole.
+    Delta {
+        /// The whole status this one changes.
+        base: u64,
+        /// The routes in `base` that are no longer shared, or no longer programmed.
+        removed: Vec<ObjectKey>,
+    },
+}
+
+impl Default for SharedStatusBasis {
+    fn default() -> Self {
+        Self::Whole { id: 0 }
+    }
 }
 
 /// How one cluster programmed the hub's shared objects, as of one shared config version: the

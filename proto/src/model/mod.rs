@@ -14,7 +14,7 @@ pub mod shared;
 pub use cluster::{
     CertificateUse, Cluster, ClusterHealth, ConditionState, GatewayProbe, GatewayRejection,
     HealthReport, HealthVerdict, HostnameHealth, RouteParentConditions, SharedObjectsStatus,
-    SharedRouteStatus, StatusCondition,
+    SharedRouteStatus, SharedStatusBasis, StatusCondition,
 };
 pub use dns::{AllUnhealthy, DnsRecord, HostnamePolicy, HostnameTarget, RecordData, Routing};
 pub use names::{ClusterName, Fqdn, ObjectKey, Region};

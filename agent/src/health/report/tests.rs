@@ -14,6 +14,7 @@ use meridian_proto::model::route::{
 use meridian_proto::model::{ClusterName, GatewayRejection, ObjectKey, SharedObjectsStatus};
 
 use super::*;
+use crate::health::shared_status::SharedSent;
 
 fn key(name: &str) -> ObjectKey {
     ObjectKey::new("default", name).unwrap()
@@ -225,11 +226,20 @@ fn report_numbers_the_view() {
         }],
     };
     let cluster = ClusterName::new("us-east").unwrap();
-    let report = view.report(&cluster, 9, false);
+    let report = view.report(&cluster, 9, None);
     assert_eq!(report.cluster, cluster);
     assert_eq!(report.seq, 9);
     assert_eq!(report.shared, None);
-    let report = view.report(&cluster, 10, true);
+    let outgoing = SharedSent::default().next(
+        view.shared.as_ref().unwrap(),
+        &view.rejected,
+        std::time::Instant::now(),
+    );
+    let report = view.report(&cluster, 10, outgoing);
+    assert!(matches!(
+        report.shared_basis,
+        meridian_proto::model::SharedStatusBasis::Whole { id } if id > 0
+    ));
     let shared = report.shared.unwrap();
     assert_eq!(shared.shared_version, 4);
     assert_eq!(
