@@ -571,9 +571,10 @@ impl<S: StateMachine> Node<S> {
         // index); one that finished is recorded, so the work is not lost.
         if let Some(job) = self.snapshot_job.as_mut() {
             if let Some(thread) = job.thread.take()
-                && thread.join().is_err()
+                && let Err(payload) = thread.join()
             {
-                tracing::warn!(node = self.id, "the snapshot thread panicked");
+                let message = panic_message(payload.as_ref());
+                tracing::warn!(node = self.id, %message, "the snapshot thread panicked");
             }
             if let Err(e) = self.finish_snapshot() {
                 tracing::warn!(node = self.id, error = %e, "could not record the last snapshot");
@@ -1632,19 +1633,27 @@ impl<S: StateMachine> Node<S> {
         let written = match job.done.try_recv() {
             Ok(written) => written,
             Err(oneshot::error::TryRecvError::Empty) => return Ok(()),
-            Err(oneshot::error::TryRecvError::Closed) => Err(StorageFailure::new(
-                &self.config.data_dir,
-                "the snapshot thread stopped without writing the snapshot (it panicked)".into(),
-            )),
+            Err(oneshot::error::TryRecvError::Closed) => {
+                let why = job
+                    .thread
+                    .take()
+                    .and_then(|thread| thread.join().err())
+                    .map_or_else(|| "no panic message".into(), |p| panic_message(p.as_ref()));
+                Err(StorageFailure::new(
+                    &self.config.data_dir,
+                    format!("the snapshot thread stopped without writing the snapshot: {why}"),
+                ))
+            }
         };
         let Some(job) = self.snapshot_job.take() else {
             return Ok(());
         };
         // It has sent its answer: only its exit is left to wait for.
         if let Some(thread) = job.thread
-            && thread.join().is_err()
+            && let Err(payload) = thread.join()
         {
-            tracing::warn!(node = self.id, "the snapshot thread panicked after writing");
+            let message = panic_message(payload.as_ref());
+            tracing::warn!(node = self.id, %message, "the snapshot thread panicked after writing");
         }
         let written = match written {
             Ok(written) => written,
