@@ -352,6 +352,11 @@ async fn send_report(
         };
         parts
             .metrics
+            .shared_status_reports
+            .get_or_create(&[("form", form)])
+            .inc();
+        parts
+            .metrics
             .shared_status_routes
             .get_or_create(&[("form", form)])
             .inc_by(shared.status.routes.len() as u64);

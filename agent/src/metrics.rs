@@ -32,6 +32,8 @@ pub(crate) struct Metrics {
     pub(crate) hub_connect_failures: Counter,
     /// Health reports written to the hub session.
     pub(crate) hub_reports: Counter,
+    /// Reports carrying the shared status, by `form` (`whole`, `delta`).
+    pub(crate) shared_status_reports: Family<Label, Counter>,
     /// Route statuses those reports carried, by `form` (`whole`, `delta`).
     pub(crate) shared_status_routes: Family<Label, Counter>,
     /// Version of the SharedConfig in use (0 when none).
@@ -63,6 +65,7 @@ impl Metrics {
             hub_connected: Gauge::default(),
             hub_connect_failures: Counter::default(),
             hub_reports: Counter::default(),
+            shared_status_reports: Family::default(),
             shared_status_routes: Family::default(),
             shared_config_version: Gauge::default(),
             shared_config_rejections: Counter::default(),
@@ -117,6 +120,11 @@ impl Metrics {
             "hub_reports",
             "Health reports written to the hub session",
             metrics.hub_reports.clone(),
+        );
+        agent.register(
+            "shared_status_reports",
+            "Health reports carrying the shared status, by form: whole or delta (see shared_status_routes)",
+            metrics.shared_status_reports.clone(),
         );
         agent.register(
             "shared_status_routes",

@@ -536,24 +536,6 @@ async fn dev_shows_how_each_cluster_programmed_a_global_route_and_guards_certifi
         line.contains("eu-west=Accepted us-east=Accepted"),
         "ctl routes: {table}"
     );
-    // Those changes reached the hub as deltas: the routes that changed, not every route.
-    let metrics_url = format!("{}/metrics", env.cluster("eu-west").agent_admin);
-    let (_, metrics) = http::get_text(&client, &metrics_url)
-        .await
-        .expect("agent metrics");
-    let sent = |form: &str| -> f64 {
-        let prefix = format!("meridian_agent_shared_status_routes_total{{form=\"{form}\"}} ");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0)
-    };
-    assert!(
-        sent("delta") > 0.0 && sent("whole") > 0.0,
-        "route statuses sent whole and as deltas: {metrics}"
-    );
-
     // The summary a table reads carries the states, not every condition.
     let (_, summary) = send_json(
         &client,
@@ -629,6 +611,24 @@ async fn dev_shows_how_each_cluster_programmed_a_global_route_and_guards_certifi
         &[("eu-west", "Accepted"), ("us-east", "Accepted")],
     )
     .await;
+    // Changes after the session's first reports reach the hub as deltas: the routes that
+    // changed, not every route.
+    let metrics_url = format!("{}/metrics", env.cluster("us-east").agent_admin);
+    let (_, metrics) = http::get_text(&client, &metrics_url)
+        .await
+        .expect("agent metrics");
+    let sent = |form: &str| -> f64 {
+        let prefix = format!("meridian_agent_shared_status_reports_total{{form=\"{form}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        sent("delta") > 0.0 && sent("whole") > 0.0,
+        "statuses sent whole and as deltas: {metrics}"
+    );
 
     // The demo certificate is served by both clusters' HTTPS listeners: the hub says so, and
     // refuses to delete it (every one of them would stop serving HTTPS) unless forced.

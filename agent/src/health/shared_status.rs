@@ -116,13 +116,14 @@ pub struct OutgoingShared {
 ///   reports after that too (a report can be dropped on the way: a follower between leaders, a
 ///   leader that just lost its term), and every `SHARED_REFRESH`; so reports stay small.
 /// - What: a whole status on the session's first send and on every refresh (a new hub leader
-///   holds no base); in between, the routes that changed since that whole one (cumulative, so
-///   a dropped delta costs nothing), unless they are so many that the whole is as cheap. One
+///   holds no base), in three reports; after that, the routes that changed since that whole
+///   one (cumulative, so a dropped delta costs nothing), unless they are so many that the
+///   whole is as cheap. One
 ///   route changed among 10,000 costs a report of one route, not of 10,000.
 #[derive(Debug, Default)]
 pub struct SharedSent {
-    /// The whole status deltas are computed against: its number, the status, when it was sent.
-    base: Option<(u64, Arc<SharedObjectsStatus>, Instant)>,
+    /// The whole status deltas are computed against.
+    base: Option<Base>,
     /// The status (with its rejections) last sent, and what was sent for it.
     last: Option<(
         Arc<SharedObjectsStatus>,
@@ -130,6 +131,18 @@ pub struct SharedSent {
         OutgoingShared,
     )>,
     repeats_left: u8,
+}
+
+/// A whole status sent on this session.
+#[derive(Debug)]
+struct Base {
+    id: u64,
+    status: Arc<SharedObjectsStatus>,
+    /// When it was first sent.
+    at: Instant,
+    /// How many reports carried it. Deltas refer to it only once it was sent `REPEATS + 1`
+    /// times, so one dropped report does not leave the hub without a base until the refresh.
+    sends: u8,
 }
 
 /// How many reports after a change carry the status again.
@@ -155,18 +168,22 @@ impl SharedSent {
         let refresh_due = self
             .base
             .as_ref()
-            .is_none_or(|(_, _, at)| now.saturating_duration_since(*at) >= SHARED_REFRESH);
+            .is_none_or(|base| now.saturating_duration_since(base.at) >= SHARED_REFRESH);
         if changed || refresh_due {
             let outgoing = self.encode(shared, rejected, now, refresh_due);
             self.last = Some((shared.clone(), rejected.to_vec(), outgoing.clone()));
-            // A refresh of an unchanged status is not repeated: the next one is 30 s away
-            // anyway, and a whole status can be large.
-            self.repeats_left = if changed { REPEATS } else { 0 };
+            self.repeats_left = REPEATS;
             return Some(outgoing);
         }
         if self.repeats_left > 0 {
             self.repeats_left -= 1;
-            return self.last.as_ref().map(|(_, _, sent)| sent.clone());
+            let sent = self.last.as_ref().map(|(_, _, sent)| sent.clone());
+            if let (Some(base), Some(OutgoingShared { basis, .. })) = (&mut self.base, &sent)
+                && *basis == (SharedStatusBasis::Whole { id: base.id })
+            {
+                base.sends = base.sends.saturating_add(1);
+            }
+            return sent;
         }
         None
     }
@@ -178,8 +195,11 @@ impl SharedSent {
         now: Instant,
         refresh_due: bool,
     ) -> OutgoingShared {
-        if let Some((id, base, _)) = self.base.as_ref().filter(|_| !refresh_due)
-            && let Some((routes, removed)) = route_delta(base, shared)
+        if let Some(base) = self
+            .base
+            .as_ref()
+            .filter(|base| !refresh_due && base.sends > REPEATS)
+            && let Some((routes, removed)) = route_delta(&base.status, shared)
         {
             return OutgoingShared {
                 status: SharedObjectsStatus {
@@ -188,11 +208,19 @@ impl SharedSent {
                     certificates: shared.certificates.clone(),
                     rejected: rejected.to_vec(),
                 },
-                basis: SharedStatusBasis::Delta { base: *id, removed },
+                basis: SharedStatusBasis::Delta {
+                    base: base.id,
+                    removed,
+                },
             };
         }
         let id = NEXT_WHOLE_ID.fetch_add(1, Ordering::Relaxed);
-        self.base = Some((id, shared.clone(), now));
+        self.base = Some(Base {
+            id,
+            status: shared.clone(),
+            at: now,
+            sends: 1,
+        });
         OutgoingShared {
             status: SharedObjectsStatus {
                 rejected: rejected.to_vec(),
@@ -304,11 +332,39 @@ mod tests {
             whole_id(&first),
             "a refresh for a leader elected meanwhile is a new whole status"
         );
-        assert_eq!(refresh.unwrap().status.routes.len(), 3);
+        assert_eq!(refresh.clone().unwrap().status.routes.len(), 3);
         assert_eq!(
             sent.next(&v2, &[], at(31)),
-            None,
-            "a refresh is not repeated"
+            refresh,
+            "repeated like any whole"
+        );
+        assert_eq!(sent.next(&v2, &[], at(32)), refresh);
+        assert_eq!(sent.next(&v2, &[], at(33)), None);
+    }
+
+    #[test]
+    fn a_change_before_the_whole_status_was_sent_three_times_is_sent_whole() {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut sent = SharedSent::default();
+        let first = whole_id(&sent.next(&status(1, &["a", "b", "c"], 1), &[], at(0)));
+        // The report carrying the first may have been dropped: a delta against it could be
+        // ignored by the hub until the next refresh, so the change goes whole.
+        let v2 = status(2, &["a", "b", "c"], 2);
+        let second = sent.next(&v2, &[], at(1));
+        assert_ne!(whole_id(&second), first);
+        assert_eq!(sent.next(&v2, &[], at(2)), second);
+        assert_eq!(sent.next(&v2, &[], at(3)), second);
+        assert_eq!(sent.next(&v2, &[], at(4)), None);
+        // Sent three times: the next change is a delta against it.
+        let v3 = status(3, &["a", "b", "c"], 2);
+        let delta = sent.next(&v3, &[], at(5)).unwrap();
+        assert_eq!(
+            delta.basis,
+            SharedStatusBasis::Delta {
+                base: whole_id(&second),
+                removed: Vec::new()
+            }
         );
     }
 
@@ -321,6 +377,9 @@ mod tests {
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let whole = status(1, &names, 1);
         let base = whole_id(&sent.next(&whole, &[], at(0)));
+        for _ in 0..REPEATS {
+            assert!(sent.next(&whole, &[], at(0)).is_some(), "repeated");
+        }
 
         // r3 gains a parent, r9 goes, r10 comes.
         let mut changed = SharedObjectsStatus::clone(&whole);
@@ -370,12 +429,21 @@ mod tests {
             .map(|r| r.route.name.as_str())
             .collect();
         assert_eq!(routes, ["r10"]);
-        assert!(matches!(delta.basis, SharedStatusBasis::Delta { base: b, .. } if b == base));
+        assert_eq!(
+            delta.basis,
+            SharedStatusBasis::Delta {
+                base,
+                removed: vec![key("r9")]
+            }
+        );
 
         // Most routes changed: a whole status, which becomes the new base.
         let most = status(4, &names, 2);
         let next_base = whole_id(&sent.next(&most, &[], at(3)));
         assert_ne!(next_base, base);
+        for _ in 0..REPEATS {
+            assert!(sent.next(&most, &[], at(3)).is_some(), "repeated");
+        }
         let one_more = status(5, &names, 2);
         let delta = sent.next(&one_more, &[], at(4)).unwrap();
         assert_eq!(

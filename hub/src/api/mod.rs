@@ -23,28 +23,16 @@ pub(crate) fn decode_report(
     ),
     meridian_proto::convert::ConvertError,
 > {
-    let shared = report.shared.take();
-    let (id, base) = (report.shared_id, report.shared_base);
-    let removed = std::mem::take(&mut report.shared_removed);
-    report.shared_id = 0;
-    report.shared_base = 0;
+    let shared = meridian_proto::convert::SharedStatusFields::take(&mut report);
     let mut decoded = meridian_proto::model::HealthReport::try_from(report)?;
     let mut dropped = None;
-    if let Some(shared) = shared {
-        let status = meridian_proto::model::SharedObjectsStatus::try_from(shared)
-            .map_err(|err| err.in_field("shared"));
-        match status.and_then(|status| {
-            Ok((
-                status,
-                meridian_proto::convert::shared_basis(id, base, removed)?,
-            ))
-        }) {
-            Ok((status, basis)) => {
-                decoded.shared = Some(status);
-                decoded.shared_basis = basis;
-            }
-            Err(err) => dropped = Some(err),
+    match shared.decode() {
+        Ok(Some((status, basis))) => {
+            decoded.shared = Some(status);
+            decoded.shared_basis = basis;
         }
+        Ok(None) => {}
+        Err(err) => dropped = Some(err),
     }
     Ok((decoded, dropped))
 }
@@ -92,8 +80,7 @@ mod tests {
                 rejected: vec![],
             }),
             shared_id: 1,
-            shared_base: 0,
-            shared_removed: vec![],
+            ..Default::default()
         };
         let (decoded, dropped) = super::decode_report(report).unwrap();
         assert!(decoded.gateways[0].ready, "the readiness counts");

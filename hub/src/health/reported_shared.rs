@@ -1,7 +1,8 @@
 //! [`ReportedShared`]: a cluster's shared objects' status as its agent last reported it,
 //! rebuilt from a whole status and the latest delta against it.
 //!
-//! Agents send the whole status rarely (a session's first report, every 30 s) and in between
+//! Agents send the whole status rarely (a session's first reports, every 30 s; each in three
+//! reports) and in between
 //! only the routes changed since that whole one (`SharedStatusBasis::Delta`), cumulatively: the
 //! latest delta replaces the previous one, so a dropped report loses nothing.
 

@@ -3,7 +3,6 @@
 use super::net::{ip, optional_port, optional_socket_addr};
 use super::{
     Context, ConvertError, ConvertErrorKind, each, each_with, encode_all, enumeration, message,
-    optional,
 };
 use crate::model::{
     CertificateUse, Cluster, ClusterHealth, ClusterName, ConditionState, GatewayProbe,
@@ -93,7 +92,11 @@ impl From<&HealthReport> for pb::HealthReport {
             seq: report.seq,
             gateways: encode_all(&report.gateways),
             hostnames: encode_all(&report.hostnames),
-            shared: report.shared.as_ref().map(Into::into),
+            shared: report
+                .shared
+                .as_ref()
+                .filter(|_| matches!(report.shared_basis, SharedStatusBasis::Whole { .. }))
+                .map(Into::into),
             shared_id: match report.shared_basis {
                 SharedStatusBasis::Whole { id } => id,
                 SharedStatusBasis::Delta { .. } => 0,
@@ -106,46 +109,99 @@ impl From<&HealthReport> for pb::HealthReport {
                 SharedStatusBasis::Whole { .. } => Vec::new(),
                 SharedStatusBasis::Delta { removed, .. } => encode_all(removed),
             },
+            shared_delta: report
+                .shared
+                .as_ref()
+                .filter(|_| matches!(report.shared_basis, SharedStatusBasis::Delta { .. }))
+                .map(Into::into),
         }
     }
 }
 
-/// The [`SharedStatusBasis`] of a report's shared status, from its wire fields.
-pub fn shared_basis(
+/// The wire fields of a report's shared status, taken out of it (`shared`, `shared_id`,
+/// `shared_base`, `shared_removed`, `shared_delta`), so a hub can decode them apart from the
+/// readiness data.
+#[derive(Debug, Default)]
+pub struct SharedStatusFields {
+    whole: Option<pb::SharedObjectsStatus>,
     id: u64,
     base: u64,
     removed: Vec<pb::ObjectKey>,
-) -> Result<SharedStatusBasis, ConvertError> {
-    if base == 0 {
-        if !removed.is_empty() {
-            return Err(ConvertError::new(ConvertErrorKind::Constraint(
-                "removed routes in a whole status",
-            ))
-            .in_field("shared_removed"));
+    delta: Option<pb::SharedObjectsStatus>,
+}
+
+impl SharedStatusFields {
+    /// Moves the shared status fields out of `report`.
+    pub fn take(report: &mut pb::HealthReport) -> Self {
+        Self {
+            whole: report.shared.take(),
+            id: std::mem::take(&mut report.shared_id),
+            base: std::mem::take(&mut report.shared_base),
+            removed: std::mem::take(&mut report.shared_removed),
+            delta: report.shared_delta.take(),
         }
-        return Ok(SharedStatusBasis::Whole { id });
     }
-    Ok(SharedStatusBasis::Delta {
-        base,
-        removed: each(removed, "shared_removed")?,
-    })
+
+    /// The status and what it is relative to (`None`: the report carries none).
+    pub fn decode(self) -> Result<Option<(SharedObjectsStatus, SharedStatusBasis)>, ConvertError> {
+        match (self.whole, self.delta) {
+            (None, None) => Ok(None),
+            (Some(_), Some(_)) => Err(ConvertError::new(ConvertErrorKind::Constraint(
+                "both a whole status and a delta",
+            ))
+            .in_field("shared_delta")),
+            (Some(whole), None) => {
+                if self.base != 0 || !self.removed.is_empty() {
+                    return Err(ConvertError::new(ConvertErrorKind::Constraint(
+                        "a base or removed routes with a whole status",
+                    ))
+                    .in_field("shared_base"));
+                }
+                let status = SharedObjectsStatus::try_from(whole).field("shared")?;
+                Ok(Some((status, SharedStatusBasis::Whole { id: self.id })))
+            }
+            (None, Some(delta)) => {
+                if self.base == 0 {
+                    return Err(ConvertError::new(ConvertErrorKind::Constraint(
+                        "a delta needs a base",
+                    ))
+                    .in_field("shared_base"));
+                }
+                at_most(
+                    &self.removed,
+                    MAX_REMOVED_ROUTES,
+                    "more than 65536 removed routes",
+                )
+                .field("shared_removed")?;
+                let status = SharedObjectsStatus::try_from(delta).field("shared_delta")?;
+                let removed = each(self.removed, "shared_removed")?;
+                Ok(Some((
+                    status,
+                    SharedStatusBasis::Delta {
+                        base: self.base,
+                        removed,
+                    },
+                )))
+            }
+        }
+    }
 }
 
 impl TryFrom<pb::HealthReport> for HealthReport {
     type Error = ConvertError;
 
-    fn try_from(report: pb::HealthReport) -> Result<Self, ConvertError> {
+    fn try_from(mut report: pb::HealthReport) -> Result<Self, ConvertError> {
+        let (shared, shared_basis) = match SharedStatusFields::take(&mut report).decode()? {
+            Some((status, basis)) => (Some(status), basis),
+            None => (None, SharedStatusBasis::default()),
+        };
         Ok(Self {
             cluster: ClusterName::new(report.cluster).field("cluster")?,
             seq: report.seq,
             gateways: each(report.gateways, "gateways")?,
             hostnames: each(report.hostnames, "hostnames")?,
-            shared: optional(report.shared, "shared")?,
-            shared_basis: shared_basis(
-                report.shared_id,
-                report.shared_base,
-                report.shared_removed,
-            )?,
+            shared,
+            shared_basis,
         })
     }
 }
@@ -224,6 +280,8 @@ const MAX_CONDITION_TYPE: usize = 64;
 const MAX_REASON: usize = 128;
 const MAX_MESSAGE: usize = 1024;
 const MAX_CERTIFICATE_USES: usize = 4096;
+/// More than any cluster programs; a delta removing more is sent whole anyway.
+const MAX_REMOVED_ROUTES: usize = 65536;
 
 fn at_most<T>(items: &[T], max: usize, why: &'static str) -> Result<(), ConvertError> {
     if items.len() > max {

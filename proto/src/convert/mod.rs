@@ -26,7 +26,7 @@ mod net;
 mod route;
 mod shared;
 
-pub use cluster::shared_basis;
+pub use cluster::SharedStatusFields;
 
 #[cfg(test)]
 mod tests;

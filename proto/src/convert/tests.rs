@@ -689,13 +689,18 @@ fn clusters_and_health_round_trip() {
         });
     }
     round_trip::<_, pb::HealthReport>(&health_report());
-    round_trip::<_, pb::HealthReport>(&HealthReport {
+    let delta = HealthReport {
         shared_basis: SharedStatusBasis::Delta {
             base: 7,
             removed: vec![key("shop", "gone")],
         },
         ..health_report()
-    });
+    };
+    round_trip::<_, pb::HealthReport>(&delta);
+    // A delta has a field of its own: a hub of an earlier build, which reads only `shared`,
+    // sees no status in it rather than take it for the whole one.
+    let wire = pb::HealthReport::from(&delta);
+    assert!(wire.shared.is_none() && wire.shared_delta.is_some());
 }
 
 #[test]
@@ -1374,16 +1379,36 @@ fn cluster_and_health_errors_name_the_field_path() {
         ),
         (
             |c| c.shared_removed = vec![pb::ObjectKey::default()],
-            "shared_removed",
-            "removed routes in a whole status",
+            "shared_base",
+            "a base or removed routes with a whole status",
+        ),
+        (
+            |c| c.shared_delta = c.shared.clone(),
+            "shared_delta",
+            "both a whole status and a delta",
+        ),
+        (
+            |c| c.shared_delta = c.shared.take(),
+            "shared_base",
+            "a delta needs a base",
         ),
         (
             |c| {
+                c.shared_delta = c.shared.take();
                 c.shared_base = 7;
                 c.shared_removed = vec![pb::ObjectKey::default()];
             },
             "shared_removed[0].namespace",
             "must not be empty",
+        ),
+        (
+            |c| {
+                c.shared_delta = c.shared.take();
+                c.shared_base = 7;
+                c.shared_delta.as_mut().unwrap().routes[1].route = None;
+            },
+            "shared_delta.routes[1].route",
+            "missing required field",
         ),
     ];
     check_cases::<HealthReport, _>(pb::HealthReport::from(&health_report()), report_cases);
