@@ -322,10 +322,18 @@ async fn attempt(
                     .map_err(|status| AttemptError::Session(format!("{:?}: {}", status.code(), status.message())))?;
                 let Some(message) = message else { return Ok(()) };
                 *got_message = true;
-                if let Some(pb::hub_message::Kind::Config(config)) = message.kind {
-                    let ack = apply_snapshot(parts, config, current).await?;
-                    let ack = pb::AgentMessage { kind: Some(pb::agent_message::Kind::Ack(ack)) };
-                    send(&outbound, ack).await?;
+                match message.kind {
+                    Some(pb::hub_message::Kind::Config(config)) => {
+                        let ack = apply_snapshot(parts, config, current).await?;
+                        let ack = pb::AgentMessage { kind: Some(pb::agent_message::Kind::Ack(ack)) };
+                        send(&outbound, ack).await?;
+                    }
+                    Some(pb::hub_message::Kind::ResendSharedStatus(_)) => {
+                        // A new hub leader: the next reports carry the whole status.
+                        shared_sent = SharedSent::default();
+                    }
+                    // A kind of a later hub build.
+                    None => {}
                 }
             }
         }

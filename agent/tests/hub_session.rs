@@ -197,6 +197,27 @@ async fn session_reports_health_and_applies_shared_routes() {
     );
     assert_eq!(status["hub"]["state"], "connected");
 
+    // Once the status stopped changing, reports no longer carry it; a hub that sees a new
+    // leader asks for it, and the next report carries the whole status again, long before the
+    // 30 s refresh.
+    hub.expect("a report without the shared status", SOON, |e| match e {
+        HubEvent::Report(r, _) if r.shared.is_none() && r.shared_delta.is_none() => Some(()),
+        _ => None,
+    })
+    .await;
+    let asked = Instant::now();
+    hub.resend_shared_status();
+    let whole = hub
+        .expect("the whole status, asked for", SOON, |e| match e {
+            HubEvent::Report(r, at) if *at >= asked && r.shared.is_some() => Some(r.clone()),
+            _ => None,
+        })
+        .await;
+    let shared = whole.shared.unwrap();
+    assert_eq!(shared.shared_version, 7, "the config it programmed");
+    assert_eq!(shared.routes.len(), 1, "{shared:?}");
+    assert_ne!(whole.shared_id, 0, "numbered, for the deltas after it");
+
     agent.shutdown().await;
 }
 

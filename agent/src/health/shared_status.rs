@@ -300,6 +300,14 @@ mod tests {
         })
     }
 
+    fn route_names(status: &SharedObjectsStatus) -> Vec<&str> {
+        status
+            .routes
+            .iter()
+            .map(|r| r.route.name.as_str())
+            .collect()
+    }
+
     fn whole_id(sent: &Option<OutgoingShared>) -> u64 {
         match sent {
             Some(OutgoingShared {
@@ -403,12 +411,7 @@ mod tests {
                 removed: vec![key("r9")]
             }
         );
-        let routes: Vec<&str> = delta
-            .status
-            .routes
-            .iter()
-            .map(|r| r.route.name.as_str())
-            .collect();
+        let routes = route_names(&delta.status);
         assert_eq!(routes, ["r3", "r10"]);
         assert_eq!(delta.status.shared_version, 2);
         assert_eq!(delta.status.rejected, rejected, "rejections are whole");
@@ -422,12 +425,7 @@ mod tests {
             parents: Vec::new(),
         });
         let delta = sent.next(&Arc::new(back), &[], at(2)).unwrap();
-        let routes: Vec<&str> = delta
-            .status
-            .routes
-            .iter()
-            .map(|r| r.route.name.as_str())
-            .collect();
+        let routes = route_names(&delta.status);
         assert_eq!(routes, ["r10"]);
         assert_eq!(
             delta.basis,

@@ -330,6 +330,7 @@ pub struct FakeHub {
     pub addr: SocketAddr,
     pub events: mpsc::UnboundedReceiver<HubEvent>,
     shared: watch::Sender<Option<pb::SharedConfig>>,
+    resend: watch::Sender<u64>,
     server: JoinHandle<()>,
     sessions: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
@@ -339,6 +340,7 @@ struct HubService {
     node_id: u64,
     events: mpsc::UnboundedSender<HubEvent>,
     shared: watch::Receiver<Option<pb::SharedConfig>>,
+    resend: watch::Receiver<u64>,
     sessions: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
@@ -378,6 +380,8 @@ impl pb::hub_server::Hub for HubService {
         let events = self.events.clone();
         let (outbound, outbound_rx) = mpsc::channel(16);
         let mut shared = self.shared.clone();
+        let mut resend = self.resend.clone();
+        resend.borrow_and_update();
         let reader = tokio::spawn(async move {
             while let Ok(Some(message)) = inbound.message().await {
                 let event = match message.kind {
@@ -402,8 +406,28 @@ impl pb::hub_server::Hub for HubService {
                         return;
                     }
                 }
-                if shared.changed().await.is_err() {
-                    return;
+                loop {
+                    tokio::select! {
+                        changed = shared.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                            break;
+                        }
+                        changed = resend.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                            let message = pb::HubMessage {
+                                kind: Some(pb::hub_message::Kind::ResendSharedStatus(
+                                    pb::ResendSharedStatus {},
+                                )),
+                            };
+                            if outbound.send(Ok(message)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
                 }
             }
         });
@@ -419,12 +443,14 @@ impl FakeHub {
         let addr = listener.local_addr().unwrap();
         let (events_tx, events) = mpsc::unbounded_channel();
         let (shared, shared_rx) = watch::channel(None);
+        let (resend, resend_rx) = watch::channel(0);
         let sessions = Arc::new(Mutex::new(Vec::new()));
         let service = HubService {
             cluster: cluster.to_string(),
             node_id,
             events: events_tx,
             shared: shared_rx,
+            resend: resend_rx,
             sessions: sessions.clone(),
         };
         let server = tokio::spawn(async move {
@@ -437,6 +463,7 @@ impl FakeHub {
             addr,
             events,
             shared,
+            resend,
             server,
             sessions,
         }
@@ -450,6 +477,12 @@ impl FakeHub {
     /// Pushes a SharedConfig to every session (now and to sessions that start later).
     pub fn push(&self, config: pb::SharedConfig) {
         self.shared.send_replace(Some(config));
+    }
+
+    /// Asks every open session for the agent's whole shared status, as a hub node does when it
+    /// sees a new Raft leader.
+    pub fn resend_shared_status(&self) {
+        self.resend.send_modify(|n| *n += 1);
     }
 
     /// Waits for the first event `pick` accepts, skipping others.

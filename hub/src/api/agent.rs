@@ -273,6 +273,11 @@ impl Hub for AgentService {
 
 // === the session task ===
 
+/// The term and leader a Raft status names (leader 0: none known).
+fn leader_of(status: &crate::raft::RaftStatus) -> (u64, u64) {
+    (status.term, status.leader_id)
+}
+
 struct Session {
     inner: Arc<Inner>,
     cluster: ClusterName,
@@ -286,6 +291,8 @@ impl Session {
         metrics.sessions.inc();
         let mut shared = self.inner.deps.shared.clone();
         let shutdown = self.inner.deps.shutdown.clone();
+        let mut raft = self.inner.deps.raft.status();
+        let mut leader = leader_of(&raft.borrow_and_update());
         // The full config at once, then again on every change.
         let mut sent_version = None;
         let mut push_due = true;
@@ -315,6 +322,25 @@ impl Session {
                         break "hub state machine stopped";
                     }
                     push_due = true;
+                }
+                changed = raft.changed() => {
+                    if changed.is_err() {
+                        break "hub raft node stopped";
+                    }
+                    // A new leader holds none of the agent's whole shared status: ask for it
+                    // now rather than wait for the agent's 30 s refresh.
+                    let now = leader_of(&raft.borrow_and_update());
+                    if now.1 != 0 && now != leader {
+                        leader = now;
+                        let message = pb::HubMessage {
+                            kind: Some(pb::hub_message::Kind::ResendSharedStatus(
+                                pb::ResendSharedStatus {},
+                            )),
+                        };
+                        if self.tx.send(Ok(message)).await.is_err() {
+                            break "agent went away";
+                        }
+                    }
                 }
                 message = inbound.message() => match message {
                     Ok(Some(message)) => {

@@ -705,7 +705,7 @@ impl Metrics {
         );
         registry.register(
             "meridian_hub_health_shared_deltas_unmatched",
-            "Shared status deltas ignored because this leader does not hold the whole status they change (it keeps the committed status until the agent's next whole one, sent every 30 s)",
+            "Shared status deltas ignored because this leader does not hold the whole status they change (it keeps the committed status until the agent's next whole one: on connecting, on a leader change and every 30 s)",
             metrics.shared_deltas_unmatched.clone(),
         );
         metrics

@@ -153,11 +153,17 @@ mod tests {
             ReportedShared::merge(&mut reported, &whole, &SharedStatusBasis::Whole { id: 5 });
         assert_eq!(merged, Merged::Yes);
 
-        let delta = status(2, vec![route("b", 2), route("d", 0)]);
-        let basis = SharedStatusBasis::Delta {
-            base: 5,
-            removed: vec![key("c")],
+        // b changed, d added, c removed.
+        let delta_without_c = |version: u64, routes: Vec<SharedRouteStatus>| {
+            (
+                status(version, routes),
+                SharedStatusBasis::Delta {
+                    base: 5,
+                    removed: vec![key("c")],
+                },
+            )
         };
+        let (delta, basis) = delta_without_c(2, vec![route("b", 2), route("d", 0)]);
         assert_eq!(
             ReportedShared::merge(&mut reported, &delta, &basis),
             Merged::Yes
@@ -170,11 +176,7 @@ mod tests {
         assert_eq!(routes[&key("b")].parents.len(), 2);
 
         // The next delta is cumulative: b is back as it was, c still gone.
-        let delta = status(3, vec![route("d", 0)]);
-        let basis = SharedStatusBasis::Delta {
-            base: 5,
-            removed: vec![key("c")],
-        };
+        let (delta, basis) = delta_without_c(3, vec![route("d", 0)]);
         assert_eq!(
             ReportedShared::merge(&mut reported, &delta, &basis),
             Merged::Yes

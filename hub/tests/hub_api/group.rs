@@ -9,6 +9,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
 use meridian_hub::Hub;
+use meridian_proto::pb;
 
 use crate::support::{
     Admin, Agent, Group, cluster_body, config, dns_query, eventually, single_with,
@@ -117,8 +118,17 @@ async fn a_report_to_a_follower_reaches_the_leader() {
     )
     .await;
 
+    // The follower asked the agent for its whole shared status: the new leader holds none.
+    let mut agent = reporter.stop().await;
+    loop {
+        match agent.next().await.expect("hub message").kind {
+            Some(pb::hub_message::Kind::ResendSharedStatus(_)) => break,
+            Some(pb::hub_message::Kind::Config(_)) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
     // Reports stop: the new leader fails the cluster over.
-    let agent = reporter.stop().await;
     follower_admin
         .wait_verdict("eu-west", "unhealthy", Duration::from_secs(10))
         .await;
