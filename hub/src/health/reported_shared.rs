@@ -1,10 +1,10 @@
 //! [`ReportedShared`]: a cluster's shared objects' status as its agent last reported it,
 //! rebuilt from a whole status and the latest delta against it.
 //!
-//! Agents send the whole status rarely (a session's first reports, every 30 s; each in three
-//! reports) and in between
-//! only the routes changed since that whole one (`SharedStatusBasis::Delta`), cumulatively: the
-//! latest delta replaces the previous one, so a dropped report loses nothing.
+//! Agents send the whole status rarely (when a session starts, when a hub node sees a new
+//! leader, and every 30 s; each in three reports) and in between only the routes changed since
+//! that whole one (`SharedStatusBasis::Delta`), cumulatively: the latest delta replaces the
+//! previous one, so a dropped report loses nothing.
 
 use std::collections::BTreeSet;
 
@@ -50,6 +50,11 @@ impl ReportedShared {
     ) -> Merged {
         match basis {
             SharedStatusBasis::Whole { id } => {
+                // The same whole status again (agents send each in three reports): nothing to
+                // copy; at 10,000 routes a copy is megabytes.
+                if *id != 0 && reported.as_ref().is_some_and(|r| r.id == *id) {
+                    return Merged::Yes;
+                }
                 *reported = Some(ReportedShared {
                     id: *id,
                     whole: status.clone(),
