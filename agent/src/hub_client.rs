@@ -9,6 +9,10 @@
 //! - Every snapshot gets an answer: ACK once the index has programmed it, NACK with the
 //!   conversion error (field path included) when it is not a valid `SharedConfig`. A NACKed
 //!   snapshot changes nothing.
+//! - A `SharedConfigDelta` (the hub sends them because the hello says the agent takes them) is
+//!   applied to the config in use when that is the delta's base version, and then handled like
+//!   a snapshot of the result. Otherwise (the agent refused the base, or got it from its state
+//!   directory) the answer is an ACK with `want_whole`, and the hub sends the whole config.
 //! - Accepted snapshots are written to the state directory (atomically) so that a restarted
 //!   agent serves the hub's routes even while no hub is reachable.
 //!
@@ -21,7 +25,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use meridian_proto::model::{ClusterName, SharedConfig, SharedStatusBasis};
+use meridian_proto::model::{ClusterName, SharedConfig, SharedConfigDelta, SharedStatusBasis};
 use meridian_proto::pb;
 use meridian_proto::pb::hub_client::HubClient as GrpcHubClient;
 use rand::Rng;
@@ -280,6 +284,7 @@ async fn attempt(
             cluster: parts.cluster.to_string(),
             have_version: current.as_ref().map_or(0, |c| c.version),
             instance_id: instance.to_string(),
+            accepts_config_delta: true,
         })),
     };
     // The channel is empty, so this cannot wait.
@@ -325,6 +330,11 @@ async fn attempt(
                 match message.kind {
                     Some(pb::hub_message::Kind::Config(config)) => {
                         let ack = apply_snapshot(parts, config, current).await?;
+                        let ack = pb::AgentMessage { kind: Some(pb::agent_message::Kind::Ack(ack)) };
+                        send(&outbound, ack).await?;
+                    }
+                    Some(pb::hub_message::Kind::ConfigDelta(delta)) => {
+                        let ack = apply_delta(parts, delta, current).await?;
                         let ack = pb::AgentMessage { kind: Some(pb::agent_message::Kind::Ack(ack)) };
                         send(&outbound, ack).await?;
                     }
@@ -405,6 +415,28 @@ async fn send_report(
     Ok(())
 }
 
+/// The NACK of a config the agent could not take, counted and shown in `/status`.
+fn refuse(parts: &mut HubClientParts, version: u64, error: String) -> pb::ConfigAck {
+    tracing::warn!(version, %error, "rejected a SharedConfig from the hub; keeping the last good one");
+    parts.metrics.shared_config_rejections.inc();
+    parts.status.send_modify(|status| {
+        Arc::make_mut(status).last_nack = Some(format!("{version}: {error}"))
+    });
+    pb::ConfigAck {
+        version,
+        error,
+        want_whole: false,
+    }
+}
+
+fn ack(version: u64) -> pb::ConfigAck {
+    pb::ConfigAck {
+        version,
+        error: String::new(),
+        want_whole: false,
+    }
+}
+
 /// Converts, applies and persists one snapshot; returns the ACK or NACK to send.
 async fn apply_snapshot(
     parts: &mut HubClientParts,
@@ -416,21 +448,56 @@ async fn apply_snapshot(
         Ok(config) => config,
         Err(error) => {
             let error = format!("invalid SharedConfig version {version}: {error}");
-            tracing::warn!(version, %error, "rejected a SharedConfig from the hub; keeping the last good one");
-            parts.metrics.shared_config_rejections.inc();
-            parts.status.send_modify(|status| {
-                Arc::make_mut(status).last_nack = Some(format!("{version}: {error}"))
-            });
-            return Ok(pb::ConfigAck { version, error });
+            return Ok(refuse(parts, version, error));
         }
     };
     if current.as_deref() == Some(&config) {
         // The snapshot every new session starts with, unchanged: nothing to apply or save.
-        return Ok(pb::ConfigAck {
-            version,
-            error: String::new(),
-        });
+        return Ok(ack(version));
     }
+    install(parts, config, current).await
+}
+
+/// Converts a delta and applies it to the config in use; asks for the whole config when the
+/// config in use is not the delta's base.
+async fn apply_delta(
+    parts: &mut HubClientParts,
+    message: pb::SharedConfigDelta,
+    current: &mut Option<Arc<SharedConfig>>,
+) -> Result<pb::ConfigAck, AttemptError> {
+    let version = message.version;
+    let delta = match SharedConfigDelta::try_from(message) {
+        Ok(delta) => delta,
+        Err(error) => {
+            let error = format!("invalid SharedConfigDelta to version {version}: {error}");
+            return Ok(refuse(parts, version, error));
+        }
+    };
+    let empty = SharedConfig::default();
+    let base = current.as_deref().unwrap_or(&empty);
+    let config = match delta.apply(base) {
+        Ok(config) => config,
+        Err(mismatch) => {
+            tracing::info!(%mismatch, "asking the hub for the whole SharedConfig");
+            parts.metrics.shared_config_resyncs.inc();
+            return Ok(pb::ConfigAck {
+                version,
+                error: String::new(),
+                want_whole: true,
+            });
+        }
+    };
+    parts.metrics.shared_config_deltas.inc();
+    install(parts, config, current).await
+}
+
+/// Programs, records and persists a config the agent accepted.
+async fn install(
+    parts: &mut HubClientParts,
+    config: SharedConfig,
+    current: &mut Option<Arc<SharedConfig>>,
+) -> Result<pb::ConfigAck, AttemptError> {
+    let version = config.version;
     let current_version = current.as_ref().map_or(0, |c| c.version);
     if version < current_version {
         // The hub is the source of truth even when its version goes back (a lagging node,
@@ -474,10 +541,7 @@ async fn apply_snapshot(
             Err(error) => tracing::warn!(%error, "persisting the SharedConfig failed"),
         }
     }
-    Ok(pb::ConfigAck {
-        version,
-        error: String::new(),
-    })
+    Ok(ack(version))
 }
 
 /// tonic's transport error prints only "transport error"; the cause chain says why.

@@ -40,6 +40,10 @@ pub(crate) struct Metrics {
     pub(crate) shared_config_version: Gauge,
     /// SharedConfig snapshots from the hub that were rejected (NACKed).
     pub(crate) shared_config_rejections: Counter,
+    /// SharedConfigDeltas from the hub applied to the config in use.
+    pub(crate) shared_config_deltas: Counter,
+    /// SharedConfigDeltas whose base was not the config in use (the whole config was asked for).
+    pub(crate) shared_config_resyncs: Counter,
     /// Seconds from a gateway readiness change being observed to the report carrying it
     /// being written to the hub session.
     pub(crate) readiness_report_seconds: Histogram,
@@ -69,6 +73,8 @@ impl Metrics {
             shared_status_routes: Family::default(),
             shared_config_version: Gauge::default(),
             shared_config_rejections: Counter::default(),
+            shared_config_deltas: Counter::default(),
+            shared_config_resyncs: Counter::default(),
             readiness_report_seconds: Histogram::new([
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
             ]),
@@ -140,6 +146,16 @@ impl Metrics {
             "shared_config_rejections",
             "SharedConfig snapshots from the hub that were rejected (NACKed)",
             metrics.shared_config_rejections.clone(),
+        );
+        agent.register(
+            "shared_config_deltas",
+            "SharedConfigDeltas from the hub applied to the config in use",
+            metrics.shared_config_deltas.clone(),
+        );
+        agent.register(
+            "shared_config_resyncs",
+            "SharedConfigDeltas from the hub whose base was not the config in use, so the agent asked for the whole config",
+            metrics.shared_config_resyncs.clone(),
         );
         agent.register(
             "readiness_report_seconds",

@@ -123,6 +123,7 @@ async fn session_reports_health_and_applies_shared_routes() {
         (hello.cluster.as_str(), hello.have_version),
         ("test-cluster", 0)
     );
+    assert!(hello.accepts_config_delta);
     let ack = hub
         .expect("ACK of version 7", SOON, |e| match e {
             HubEvent::Ack(a) => Some(a.clone()),
@@ -217,6 +218,69 @@ async fn session_reports_health_and_applies_shared_routes() {
     assert_eq!(shared.shared_version, 7, "the config it programmed");
     assert_eq!(shared.routes.len(), 1, "{shared:?}");
     assert_ne!(whole.shared_id, 0, "numbered, for the deltas after it");
+
+    // A delta against a version the agent does not hold (it refused 8) changes nothing and
+    // asks for the whole config.
+    let mut added = shared_config(9);
+    added.http_routes[0].key = Some(gateway_key("app/second"));
+    added.http_routes[0].hostnames = vec!["second.example.com".into()];
+    hub.push_delta(pb::SharedConfigDelta {
+        base_version: 8,
+        version: 9,
+        http_routes: added.http_routes.clone(),
+        ..Default::default()
+    });
+    let resync = hub
+        .expect("the answer to a delta on 8", SOON, |e| match e {
+            HubEvent::Ack(a) if a.version == 9 => Some(a.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(resync.want_whole && resync.error.is_empty(), "{resync:?}");
+    assert_eq!(
+        gateway.config_within(Duration::from_millis(300)).await,
+        None
+    );
+
+    // A delta against the config in use is applied: the route it adds reaches the gateway
+    // beside the one it had, and the state directory holds the result.
+    hub.push_delta(pb::SharedConfigDelta {
+        base_version: 7,
+        version: 10,
+        http_routes: added.http_routes,
+        ..Default::default()
+    });
+    let ack = hub
+        .expect("ACK of version 10", SOON, |e| match e {
+            HubEvent::Ack(a) if a.version == 10 => Some(a.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(!ack.want_whole && ack.error.is_empty(), "{ack:?}");
+    let mut config = gateway.next_config(SOON).await;
+    while !has_route(&config, "second") {
+        config = gateway.next_config(SOON).await;
+    }
+    assert!(has_route(&config, "global") && has_route(&config, "site"));
+    let saved = meridian_agent::state_dir::load_shared_config(state.path())
+        .unwrap()
+        .unwrap();
+    assert_eq!(saved.version, 10);
+    assert_eq!(saved.http_routes.len(), 2);
+
+    // A delta that removes a route takes it off the gateway.
+    hub.push_delta(pb::SharedConfigDelta {
+        base_version: 10,
+        version: 11,
+        removed_http_routes: vec![gateway_key("app/global")],
+        ..Default::default()
+    });
+    let mut config = gateway.next_config(SOON).await;
+    while has_route(&config, "global") {
+        config = gateway.next_config(SOON).await;
+    }
+    assert!(has_route(&config, "second"));
+    assert_eq!(support::status(&agent).await["shared"]["version"], 11);
 
     agent.shutdown().await;
 }

@@ -629,6 +629,14 @@ async fn dev_shows_how_each_cluster_programmed_a_global_route_and_guards_certifi
         sent("delta") > 0.0 && sent("whole") > 0.0,
         "statuses sent whole and as deltas: {metrics}"
     );
+    // The other way too: the hub sent the shared routes added after the session started as
+    // deltas, which the agent applied.
+    let applied = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("meridian_agent_shared_config_deltas_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(applied > 0.0, "config deltas applied: {metrics}");
 
     // The demo certificate is served by both clusters' HTTPS listeners: the hub says so, and
     // refuses to delete it (every one of them would stop serving HTTPS) unless forced.

@@ -324,12 +324,12 @@ pub enum HubEvent {
 }
 
 /// A hub implementing the real `Hub` gRPC service: it knows one cluster, records everything
-/// agents send, and pushes whatever SharedConfig the test sets (at session start and on every
-/// change).
+/// agents send, and pushes whatever SharedConfig or SharedConfigDelta the test sets (at session
+/// start and on every change).
 pub struct FakeHub {
     pub addr: SocketAddr,
     pub events: mpsc::UnboundedReceiver<HubEvent>,
-    shared: watch::Sender<Option<pb::SharedConfig>>,
+    shared: watch::Sender<Option<pb::hub_message::Kind>>,
     resend: watch::Sender<u64>,
     server: JoinHandle<()>,
     sessions: Arc<Mutex<Vec<JoinHandle<()>>>>,
@@ -339,7 +339,7 @@ struct HubService {
     cluster: String,
     node_id: u64,
     events: mpsc::UnboundedSender<HubEvent>,
-    shared: watch::Receiver<Option<pb::SharedConfig>>,
+    shared: watch::Receiver<Option<pb::hub_message::Kind>>,
     resend: watch::Receiver<u64>,
     sessions: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
@@ -398,10 +398,8 @@ impl pb::hub_server::Hub for HubService {
         let writer = tokio::spawn(async move {
             loop {
                 let current = shared.borrow_and_update().clone();
-                if let Some(config) = current {
-                    let message = pb::HubMessage {
-                        kind: Some(pb::hub_message::Kind::Config(config)),
-                    };
+                if let Some(kind) = current {
+                    let message = pb::HubMessage { kind: Some(kind) };
                     if outbound.send(Ok(message)).await.is_err() {
                         return;
                     }
@@ -476,7 +474,14 @@ impl FakeHub {
 
     /// Pushes a SharedConfig to every session (now and to sessions that start later).
     pub fn push(&self, config: pb::SharedConfig) {
-        self.shared.send_replace(Some(config));
+        self.shared
+            .send_replace(Some(pb::hub_message::Kind::Config(config)));
+    }
+
+    /// Pushes a SharedConfigDelta to every session, as the hub does to agents that take them.
+    pub fn push_delta(&self, delta: pb::SharedConfigDelta) {
+        self.shared
+            .send_replace(Some(pb::hub_message::Kind::ConfigDelta(delta)));
     }
 
     /// Asks every open session for the agent's whole shared status, as a hub node does when it

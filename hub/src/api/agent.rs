@@ -1,5 +1,12 @@
 //! The `Hub` gRPC service agents use: `Register`, then one `Session` stream per agent carrying
-//! health reports in and `SharedConfig` snapshots out.
+//! health reports in and shared config out.
+//!
+//! Shared config out: the whole `SharedConfig` when the session opens, then each change as a
+//! `SharedConfigDelta` against the version last sent, when the agent's hello says it takes
+//! deltas. At 10,000 routes the whole config is megabytes and hundreds of thousands of
+//! allocations to convert, once per agent per change; a delta is the changed routes only. The
+//! session sends the whole config again when the agent asks (`want_whole`: it does not hold the
+//! delta's base, after refusing a snapshot, say) and when more than half the objects changed.
 //!
 //! With gRPC TLS on, both calls require the client certificate to name the cluster
 //! ([`crate::auth::check_cluster_identity`]), so one cluster's agent cannot register as
@@ -10,7 +17,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
-use meridian_proto::model::{ClusterName, SharedConfig};
+use meridian_proto::model::{ClusterName, SharedConfig, SharedConfigDelta};
 use meridian_proto::pb;
 use meridian_proto::pb::hub_server::Hub;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -68,9 +75,14 @@ struct AckLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FormLabels {
+    form: &'static str,
+}
+
 struct Metrics {
     sessions: Gauge,
-    pushes: Counter,
+    pushes: Family<FormLabels, Counter>,
     acks: Family<AckLabels, Counter>,
     invalid_reports: Counter,
 }
@@ -84,7 +96,7 @@ impl AgentService {
     pub fn new(deps: AgentDeps, registry: &mut Registry) -> Self {
         let metrics = Metrics {
             sessions: Gauge::default(),
-            pushes: Counter::default(),
+            pushes: Family::default(),
             acks: Family::default(),
             invalid_reports: Counter::default(),
         };
@@ -95,12 +107,13 @@ impl AgentService {
         );
         registry.register(
             "meridian_hub_agent_config_pushes",
-            "SharedConfig snapshots sent to agents",
+            "Shared config sent to agents, by form: whole (a SharedConfig) or delta (a SharedConfigDelta)",
             metrics.pushes.clone(),
         );
         registry.register(
             "meridian_hub_agent_config_acks",
-            "Agents' answers to SharedConfig snapshots, by cluster and result (ack or nack)",
+            "Agents' answers to shared config, by cluster and result: ack, nack, or want_whole (the \
+             agent did not hold a delta's base and asked for the whole config)",
             metrics.acks.clone(),
         );
         registry.register(
@@ -264,6 +277,7 @@ impl Hub for AgentService {
             inner: self.inner.clone(),
             cluster,
             instance,
+            accepts_delta: hello.accepts_config_delta,
             tx,
         };
         tokio::spawn(session.run(inbound));
@@ -282,7 +296,58 @@ struct Session {
     inner: Arc<Inner>,
     cluster: ClusterName,
     instance: String,
+    /// The agent applies `SharedConfigDelta`s (its hello said so).
+    accepts_delta: bool,
     tx: mpsc::Sender<Result<pb::HubMessage, Status>>,
+}
+
+/// What the session sends an agent next, and what it sent last.
+#[derive(Default)]
+struct Pushes {
+    /// The config last sent, whole or as a delta: the base of the next delta.
+    sent: Option<Arc<SharedConfig>>,
+    /// The version of the last whole config sent.
+    whole_version: Option<u64>,
+    /// The agent asked for the whole config.
+    whole_wanted: bool,
+}
+
+impl Pushes {
+    /// The message that brings the agent to `config`, or `None` when it has it already.
+    fn next(&mut self, config: &Arc<SharedConfig>, accepts_delta: bool) -> Option<pb::HubMessage> {
+        use pb::hub_message::Kind;
+        let base = match &self.sent {
+            Some(sent) if sent.version == config.version && !self.whole_wanted => return None,
+            Some(sent) if accepts_delta && !self.whole_wanted => Some(sent.clone()),
+            _ => None,
+        };
+        let delta = base
+            .map(|base| SharedConfigDelta::between(&base, config))
+            // Past half of the objects the delta saves little, and a whole config lets the
+            // agent drop anything it holds in error.
+            .filter(|delta| delta.len() * 2 <= config.len().max(1));
+        self.sent = Some(config.clone());
+        self.whole_wanted = false;
+        let kind = match delta {
+            Some(delta) => Kind::ConfigDelta((&delta).into()),
+            None => {
+                self.whole_version = Some(config.version);
+                Kind::Config((&**config).into())
+            }
+        };
+        Some(pb::HubMessage { kind: Some(kind) })
+    }
+
+    /// The agent asked for the whole config instead of the delta to `version`. Deltas sent
+    /// before the last whole config may still be in flight and ask too: those are answered
+    /// already.
+    fn want_whole(&mut self, version: u64) -> bool {
+        if self.whole_version.is_some_and(|whole| whole >= version) {
+            return false;
+        }
+        self.whole_wanted = true;
+        true
+    }
 }
 
 impl Session {
@@ -293,22 +358,22 @@ impl Session {
         let shutdown = self.inner.deps.shutdown.clone();
         let mut raft = self.inner.deps.raft.status();
         let mut leader = leader_of(&raft.borrow_and_update());
-        // The full config at once, then again on every change.
-        let mut sent_version = None;
+        // The whole config at once, then every change.
+        let mut pushes = Pushes::default();
         let mut push_due = true;
         let end = loop {
             if push_due {
                 push_due = false;
                 let config = shared.borrow_and_update().clone();
-                if sent_version != Some(config.version) {
-                    sent_version = Some(config.version);
-                    let message = pb::HubMessage {
-                        kind: Some(pb::hub_message::Kind::Config((&*config).into())),
+                if let Some(message) = pushes.next(&config, self.accepts_delta) {
+                    let form = match message.kind {
+                        Some(pb::hub_message::Kind::ConfigDelta(_)) => "delta",
+                        _ => "whole",
                     };
                     if self.tx.send(Ok(message)).await.is_err() {
                         break "agent went away";
                     }
-                    metrics.pushes.inc();
+                    metrics.pushes.get_or_create(&FormLabels { form }).inc();
                 }
             }
             tokio::select! {
@@ -343,12 +408,18 @@ impl Session {
                     }
                 }
                 message = inbound.message() => match message {
-                    Ok(Some(message)) => {
-                        if let Err(status) = self.on_message(message) {
+                    Ok(Some(message)) => match self.on_message(message) {
+                        Ok(Some(WantWhole(version))) => {
+                            if pushes.want_whole(version) {
+                                push_due = true;
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(status) => {
                             let _ = self.tx.send(Err(status)).await;
                             break "protocol error";
                         }
-                    }
+                    },
                     Ok(None) => break "agent closed the stream",
                     Err(status) => {
                         // Say why (a message over the size limit, a reset): "stream error"
@@ -363,7 +434,7 @@ impl Session {
         tracing::info!(cluster = %self.cluster, instance = %self.instance, reason = end, "agent session closed");
     }
 
-    fn on_message(&self, message: pb::AgentMessage) -> Result<(), Status> {
+    fn on_message(&self, message: pb::AgentMessage) -> Result<Option<WantWhole>, Status> {
         use pb::agent_message::Kind;
         match message.kind {
             Some(Kind::Health(report)) => match super::decode_report(report) {
@@ -389,7 +460,10 @@ impl Session {
                 }
             },
             Some(Kind::Ack(ack)) => {
-                let result = if ack.error.is_empty() {
+                let result = if ack.want_whole {
+                    tracing::info!(cluster = %self.cluster, version = ack.version, "agent asked for the whole shared config");
+                    "want_whole"
+                } else if ack.error.is_empty() {
                     tracing::debug!(cluster = %self.cluster, version = ack.version, "agent applied shared config");
                     "ack"
                 } else {
@@ -404,6 +478,9 @@ impl Session {
                         result,
                     })
                     .inc();
+                if ack.want_whole {
+                    return Ok(Some(WantWhole(ack.version)));
+                }
             }
             Some(Kind::Hello(_)) => {
                 return Err(Status::invalid_argument(
@@ -416,6 +493,9 @@ impl Session {
                 ));
             }
         }
-        Ok(())
+        Ok(None)
     }
 }
+
+/// An agent's request for the whole config instead of the delta to this version.
+struct WantWhole(u64);

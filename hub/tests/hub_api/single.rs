@@ -376,6 +376,7 @@ async fn verdicts_follow_reports_and_config_is_pushed() {
         .send(pb::agent_message::Kind::Ack(pb::ConfigAck {
             version: pushed.version,
             error: String::new(),
+            want_whole: false,
         }))
         .await;
 
@@ -402,6 +403,132 @@ async fn verdicts_follow_reports_and_config_is_pushed() {
     ] {
         assert!(metrics.contains(name), "{name} missing from\n{metrics}");
     }
+    hub.shutdown().await;
+}
+
+/// A route named `name` on its own hostname.
+fn named_route(name: &str) -> serde_json::Value {
+    let mut body = route_body();
+    body["metadata"]["name"] = json!(name);
+    body["spec"]["hostnames"] = json!([format!("{name}.demo.meridian.test")]);
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_takes_deltas_gets_each_change_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = single(dir.path()).await;
+    let admin = Admin::new(&hub);
+    admin
+        .put_ok("/v1/clusters/eu-west", &json!({"region": "eu"}))
+        .await;
+    for name in ["a", "b", "c"] {
+        admin
+            .put_ok(&format!("/v1/routes/shop/{name}"), &named_route(name))
+            .await;
+    }
+
+    let mut agent = Agent::connect(&hub, "eu-west").await;
+    agent.register(&["127.0.1.2"]).await.unwrap();
+    agent.open_taking_deltas().await.unwrap();
+    // The session starts with the whole config.
+    let first = agent.next_config().await;
+    assert_eq!(first.http_routes.len(), 3);
+
+    // One changed route: the delta holds that route alone, against the version sent.
+    let mut changed = named_route("b");
+    changed["spec"]["hostnames"] = json!(["b2.demo.meridian.test"]);
+    admin.put_ok("/v1/routes/shop/b", &changed).await;
+    let delta = agent.next_delta().await;
+    assert_eq!(delta.base_version, first.version);
+    assert!(delta.version > first.version);
+    let names: Vec<&str> = delta
+        .http_routes
+        .iter()
+        .map(|r| r.key.as_ref().unwrap().name.as_str())
+        .collect();
+    assert_eq!(names, ["b"]);
+    assert_eq!(delta.http_routes[0].hostnames, ["b2.demo.meridian.test"]);
+    assert!(delta.removed_http_routes.is_empty());
+
+    // A removal names the key only, against the previous delta's version.
+    admin.delete_ok("/v1/routes/shop/c").await;
+    let removal = agent.next_delta().await;
+    assert_eq!(removal.base_version, delta.version);
+    assert!(removal.http_routes.is_empty());
+    let removed: Vec<&str> = removal
+        .removed_http_routes
+        .iter()
+        .map(|k| k.name.as_str())
+        .collect();
+    assert_eq!(removed, ["c"]);
+
+    // An agent that does not hold the base asks for the whole config and gets it, once.
+    agent
+        .send(pb::agent_message::Kind::Ack(pb::ConfigAck {
+            version: removal.version,
+            error: String::new(),
+            want_whole: true,
+        }))
+        .await;
+    let whole = agent.next_config().await;
+    assert_eq!(whole.version, removal.version);
+    assert_eq!(whole.http_routes.len(), 2);
+    // A late request for a delta the whole config already covers changes nothing: the next
+    // message is the next change, as a delta against the whole config.
+    agent
+        .send(pb::agent_message::Kind::Ack(pb::ConfigAck {
+            version: delta.version,
+            error: String::new(),
+            want_whole: true,
+        }))
+        .await;
+    admin.put_ok("/v1/routes/shop/d", &named_route("d")).await;
+    let next = agent.next_delta().await;
+    assert_eq!(next.base_version, whole.version);
+    assert_eq!(next.http_routes.len(), 1);
+
+    // More than half the routes changed: the whole config. Removing the last route changes
+    // all of them, so the session ends on the whole, empty config whatever the deletes
+    // before it were sent as.
+    for name in ["a", "b", "d"] {
+        admin.delete_ok(&format!("/v1/routes/shop/{name}")).await;
+    }
+    loop {
+        match agent.next().await.unwrap().kind {
+            Some(pb::hub_message::Kind::ConfigDelta(delta)) => {
+                assert_eq!(delta.removed_http_routes.len(), 1, "{delta:?}");
+            }
+            Some(pb::hub_message::Kind::Config(config)) if config.http_routes.is_empty() => break,
+            Some(pb::hub_message::Kind::Config(_)) => {}
+            other => panic!("expected shared config, got {other:?}"),
+        }
+    }
+
+    let metrics = admin.metrics().await;
+    assert!(
+        metrics.contains(r#"meridian_hub_agent_config_pushes_total{form="delta"}"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"result="want_whole""#), "{metrics}");
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_of_an_earlier_build_gets_whole_configs() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = single(dir.path()).await;
+    let admin = Admin::new(&hub);
+    admin
+        .put_ok("/v1/clusters/eu-west", &json!({"region": "eu"}))
+        .await;
+    admin.put_ok("/v1/routes/shop/a", &named_route("a")).await;
+    let mut agent = Agent::connect(&hub, "eu-west").await;
+    agent.register(&["127.0.1.2"]).await.unwrap();
+    agent.open().await.unwrap();
+    assert_eq!(agent.next_config().await.http_routes.len(), 1);
+    admin.put_ok("/v1/routes/shop/b", &named_route("b")).await;
+    assert_eq!(agent.next_config().await.http_routes.len(), 2);
     hub.shutdown().await;
 }
 

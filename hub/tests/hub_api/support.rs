@@ -300,6 +300,13 @@ impl Admin {
             .await
     }
 
+    /// DELETE, expecting 200.
+    pub async fn delete_ok(&self, path: &str) -> Value {
+        let (status, answer) = self.delete(path).await;
+        assert_eq!(status, 200, "DELETE {path}: {answer}");
+        answer
+    }
+
     /// The raw text of `/metrics`.
     pub async fn metrics(&self) -> String {
         self.http
@@ -395,14 +402,25 @@ impl Agent {
             .map(tonic::Response::into_inner)
     }
 
-    /// Opens a session (sends `hello`).
+    /// Opens a session (sends `hello`) as an agent of an earlier build, which takes whole
+    /// SharedConfigs only.
     pub async fn open(&mut self) -> Result<(), tonic::Status> {
+        self.open_with(false).await
+    }
+
+    /// Opens a session as an agent that takes SharedConfigDeltas.
+    pub async fn open_taking_deltas(&mut self) -> Result<(), tonic::Status> {
+        self.open_with(true).await
+    }
+
+    async fn open_with(&mut self, accepts_config_delta: bool) -> Result<(), tonic::Status> {
         let (tx, rx) = mpsc::channel(16);
         tx.send(pb::AgentMessage {
             kind: Some(pb::agent_message::Kind::Hello(pb::AgentHello {
                 cluster: self.cluster.clone(),
                 have_version: 0,
                 instance_id: format!("test-agent-{}", self.cluster),
+                accepts_config_delta,
             })),
         })
         .await
@@ -476,6 +494,14 @@ impl Agent {
         match self.next().await.unwrap().kind {
             Some(pb::hub_message::Kind::Config(config)) => config,
             other => panic!("expected a config, got {other:?}"),
+        }
+    }
+
+    /// The next SharedConfigDelta from the hub.
+    pub async fn next_delta(&mut self) -> pb::SharedConfigDelta {
+        match self.next().await.unwrap().kind {
+            Some(pb::hub_message::Kind::ConfigDelta(delta)) => delta,
+            other => panic!("expected a config delta, got {other:?}"),
         }
     }
 

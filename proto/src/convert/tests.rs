@@ -28,7 +28,7 @@ use crate::model::{
     AllUnhealthy, CertificateUse, Cluster, ClusterHealth, ClusterName, ConditionState, Fqdn,
     GatewayProbe, GatewayRejection, HealthReport, HealthVerdict, HostnameHealth, HostnamePolicy,
     HostnameTarget, ObjectKey, Region, RouteParentConditions, Routing, SharedConfig,
-    SharedObjectsStatus, SharedRouteStatus, SharedStatusBasis, StatusCondition,
+    SharedConfigDelta, SharedObjectsStatus, SharedRouteStatus, SharedStatusBasis, StatusCondition,
 };
 use crate::pb;
 
@@ -737,6 +737,15 @@ fn backend_client_certificate_key_is_never_printed() {
 fn shared_configs_round_trip() {
     round_trip::<_, pb::SharedConfig>(&shared_config());
     round_trip::<_, pb::SharedConfig>(&SharedConfig::default());
+    round_trip::<_, pb::SharedConfigDelta>(&SharedConfigDelta {
+        base_version: 3,
+        version: 7,
+        http_routes: vec![http_route()],
+        removed_http_routes: vec![key("shop", "gone")],
+        certificates: vec![cert("demo-tls")],
+        removed_certificates: vec![key("shop", "old-tls")],
+    });
+    round_trip::<_, pb::SharedConfigDelta>(&SharedConfigDelta::default());
 }
 
 #[test]

@@ -18,7 +18,7 @@ pub use cluster::{
 };
 pub use dns::{AllUnhealthy, DnsRecord, HostnamePolicy, HostnameTarget, RecordData, Routing};
 pub use names::{ClusterName, Fqdn, ObjectKey, Region};
-pub use shared::SharedConfig;
+pub use shared::{BaseMismatch, SharedConfig, SharedConfigDelta};
 
 /// A value that does not satisfy the model's rules.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
