@@ -305,6 +305,10 @@ async fn attempt(
     let mut reported_epoch = None;
     // A new session may reach another hub node, or a new leader: send the shared status again.
     let mut shared_sent = SharedSent::default();
+    // The version of the config this session's hub sent and the agent took: the only base a
+    // delta may apply to. A config from the state directory, or from another session, may
+    // carry the same version with other content (a rebuilt hub), so it is never one.
+    let mut session_base: Option<u64> = None;
     loop {
         tokio::select! {
             // Readiness changes first: they are the failover signal.
@@ -330,11 +334,17 @@ async fn attempt(
                 match message.kind {
                     Some(pb::hub_message::Kind::Config(config)) => {
                         let ack = apply_snapshot(parts, config, current).await?;
+                        if ack.error.is_empty() {
+                            session_base = Some(ack.version);
+                        }
                         let ack = pb::AgentMessage { kind: Some(pb::agent_message::Kind::Ack(ack)) };
                         send(&outbound, ack).await?;
                     }
                     Some(pb::hub_message::Kind::ConfigDelta(delta)) => {
-                        let ack = apply_delta(parts, delta, current).await?;
+                        let ack = apply_delta(parts, delta, current, session_base).await?;
+                        if ack.error.is_empty() && !ack.want_whole {
+                            session_base = Some(ack.version);
+                        }
                         let ack = pb::AgentMessage { kind: Some(pb::agent_message::Kind::Ack(ack)) };
                         send(&outbound, ack).await?;
                     }
@@ -459,13 +469,28 @@ async fn apply_snapshot(
 }
 
 /// Converts a delta and applies it to the config in use; asks for the whole config when the
-/// config in use is not the delta's base.
+/// config in use is not the delta's base, or not one this session took (`session_base`).
 async fn apply_delta(
     parts: &mut HubClientParts,
     message: pb::SharedConfigDelta,
     current: &mut Option<Arc<SharedConfig>>,
+    session_base: Option<u64>,
 ) -> Result<pb::ConfigAck, AttemptError> {
     let version = message.version;
+    if session_base != Some(message.base_version) {
+        tracing::info!(
+            version,
+            base = message.base_version,
+            session_base,
+            "the delta's base is not a config this session took; asking the hub for the whole SharedConfig"
+        );
+        parts.metrics.shared_config_resyncs.inc();
+        return Ok(pb::ConfigAck {
+            version,
+            error: String::new(),
+            want_whole: true,
+        });
+    }
     let delta = match SharedConfigDelta::try_from(message) {
         Ok(delta) => delta,
         Err(error) => {

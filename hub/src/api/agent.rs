@@ -8,6 +8,12 @@
 //! session sends the whole config again when the agent asks (`want_whole`: it does not hold the
 //! delta's base, after refusing a snapshot, say) and when more than half the objects changed.
 //!
+//! Pushes are paced by the agent's answers: the next goes out once the agent answered the last
+//! (or after [`ANSWER_WAIT`]), and covers every change since. A bulk load of thousands of
+//! routes then costs an agent one reprogramming per answer, not one per route: deltas are
+//! small enough that thousands fit in the stream's flow-control window, so without pacing the
+//! agent would reprogram all its routes once per queued delta.
+//!
 //! With gRPC TLS on, both calls require the client certificate to name the cluster
 //! ([`crate::auth::check_cluster_identity`]), so one cluster's agent cannot register as
 //! another or report its health.
@@ -36,6 +42,9 @@ use crate::store::{Action, Outcome, Proposer, StoreView};
 
 /// Messages buffered towards one agent; a slow agent gets the newest config once it catches up.
 const OUTBOUND: usize = 4;
+/// How long the session waits for the agent's answer to a push before it sends the next one
+/// anyway (an agent that lost track must not stop getting config).
+const ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long `Register` waits for a linearizable read before answering from local state (a node
 /// cut off from the majority still lets its agents register).
 const REGISTER_BARRIER: std::time::Duration = std::time::Duration::from_secs(2);
@@ -310,6 +319,8 @@ struct Pushes {
     whole_version: Option<u64>,
     /// The agent asked for the whole config.
     whole_wanted: bool,
+    /// The version of the last push, until the agent answers it, and when it went out.
+    awaiting: Option<(u64, tokio::time::Instant)>,
 }
 
 impl Pushes {
@@ -328,6 +339,7 @@ impl Pushes {
             .filter(|delta| delta.len() * 2 <= config.len().max(1));
         self.sent = Some(config.clone());
         self.whole_wanted = false;
+        self.awaiting = Some((config.version, tokio::time::Instant::now()));
         let kind = match delta {
             Some(delta) => Kind::ConfigDelta((&delta).into()),
             None => {
@@ -336,6 +348,19 @@ impl Pushes {
             }
         };
         Some(pb::HubMessage { kind: Some(kind) })
+    }
+
+    /// When the next push may go out: `None` for now (the last one was answered).
+    fn answer_deadline(&self) -> Option<tokio::time::Instant> {
+        self.awaiting.map(|(_, at)| at + ANSWER_WAIT)
+    }
+
+    /// The agent answered the push of `version` (an ACK, a NACK or a request for the whole
+    /// config); answers to earlier pushes do not count.
+    fn answered(&mut self, version: u64) {
+        if self.awaiting.is_some_and(|(awaited, _)| version >= awaited) {
+            self.awaiting = None;
+        }
     }
 
     /// The agent asked for the whole config instead of the delta to `version`. Deltas sent
@@ -362,7 +387,8 @@ impl Session {
         let mut pushes = Pushes::default();
         let mut push_due = true;
         let end = loop {
-            if push_due {
+            let deadline = pushes.answer_deadline();
+            if push_due && deadline.is_none_or(|at| at <= tokio::time::Instant::now()) {
                 push_due = false;
                 let config = shared.borrow_and_update().clone();
                 if let Some(message) = pushes.next(&config, self.accepts_delta) {
@@ -382,6 +408,9 @@ impl Session {
                     break "hub shutting down";
                 }
                 () = self.tx.closed() => break "agent went away",
+                () = sleep_until(deadline), if push_due => {
+                    tracing::warn!(cluster = %self.cluster, instance = %self.instance, "no answer to the last shared config within {ANSWER_WAIT:?}; sending the next one");
+                }
                 changed = shared.changed() => {
                     if changed.is_err() {
                         break "hub state machine stopped";
@@ -409,10 +438,13 @@ impl Session {
                 }
                 message = inbound.message() => match message {
                     Ok(Some(message)) => match self.on_message(message) {
-                        Ok(Some(WantWhole(version))) => {
-                            if pushes.want_whole(version) {
+                        Ok(Some(answer)) => {
+                            pushes.answered(answer.version);
+                            if answer.want_whole && pushes.want_whole(answer.version) {
                                 push_due = true;
                             }
+                            // Changes that came while the agent worked go out now, as one.
+                            push_due |= pushes.sent.as_ref().is_some_and(|sent| sent.version != shared.borrow().version);
                         }
                         Ok(None) => {}
                         Err(status) => {
@@ -434,7 +466,7 @@ impl Session {
         tracing::info!(cluster = %self.cluster, instance = %self.instance, reason = end, "agent session closed");
     }
 
-    fn on_message(&self, message: pb::AgentMessage) -> Result<Option<WantWhole>, Status> {
+    fn on_message(&self, message: pb::AgentMessage) -> Result<Option<Answer>, Status> {
         use pb::agent_message::Kind;
         match message.kind {
             Some(Kind::Health(report)) => match super::decode_report(report) {
@@ -478,9 +510,10 @@ impl Session {
                         result,
                     })
                     .inc();
-                if ack.want_whole {
-                    return Ok(Some(WantWhole(ack.version)));
-                }
+                return Ok(Some(Answer {
+                    version: ack.version,
+                    want_whole: ack.want_whole,
+                }));
             }
             Some(Kind::Hello(_)) => {
                 return Err(Status::invalid_argument(
@@ -497,5 +530,17 @@ impl Session {
     }
 }
 
-/// An agent's request for the whole config instead of the delta to this version.
-struct WantWhole(u64);
+/// An agent's answer to a push.
+struct Answer {
+    version: u64,
+    /// It asked for the whole config instead of the delta to `version`.
+    want_whole: bool,
+}
+
+/// Waits until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

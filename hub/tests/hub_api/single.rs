@@ -488,19 +488,45 @@ async fn an_agent_that_takes_deltas_gets_each_change_alone() {
     assert_eq!(next.base_version, whole.version);
     assert_eq!(next.http_routes.len(), 1);
 
+    // Pushes wait for the agent's answer; changes made meanwhile go out as one delta once it
+    // answers.
+    admin.put_ok("/v1/routes/shop/e", &named_route("e")).await;
+    let unanswered = match agent.next().await.unwrap().kind {
+        Some(pb::hub_message::Kind::ConfigDelta(delta)) => delta,
+        other => panic!("expected a config delta, got {other:?}"),
+    };
+    admin.put_ok("/v1/routes/shop/f", &named_route("f")).await;
+    admin.put_ok("/v1/routes/shop/g", &named_route("g")).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), agent.next())
+            .await
+            .is_err(),
+        "nothing is pushed before the agent answers"
+    );
+    agent.ack(unanswered.version).await;
+    let together = agent.next_delta().await;
+    assert_eq!(together.base_version, unanswered.version);
+    let names: Vec<&str> = together
+        .http_routes
+        .iter()
+        .map(|r| r.key.as_ref().unwrap().name.as_str())
+        .collect();
+    assert_eq!(names, ["f", "g"]);
+
     // More than half the routes changed: the whole config. Removing the last route changes
     // all of them, so the session ends on the whole, empty config whatever the deletes
     // before it were sent as.
-    for name in ["a", "b", "d"] {
+    for name in ["a", "b", "d", "e", "f", "g"] {
         admin.delete_ok(&format!("/v1/routes/shop/{name}")).await;
     }
     loop {
         match agent.next().await.unwrap().kind {
             Some(pb::hub_message::Kind::ConfigDelta(delta)) => {
                 assert_eq!(delta.removed_http_routes.len(), 1, "{delta:?}");
+                agent.ack(delta.version).await;
             }
             Some(pb::hub_message::Kind::Config(config)) if config.http_routes.is_empty() => break,
-            Some(pb::hub_message::Kind::Config(_)) => {}
+            Some(pb::hub_message::Kind::Config(config)) => agent.ack(config.version).await,
             other => panic!("expected shared config, got {other:?}"),
         }
     }

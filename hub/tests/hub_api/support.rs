@@ -489,20 +489,37 @@ impl Agent {
             .ok_or_else(|| tonic::Status::aborted("stream ended"))
     }
 
-    /// The next SharedConfig from the hub.
+    /// The next SharedConfig from the hub, ACKed as an agent does (the hub sends the next
+    /// change once the last one is answered).
     pub async fn next_config(&mut self) -> pb::SharedConfig {
         match self.next().await.unwrap().kind {
-            Some(pb::hub_message::Kind::Config(config)) => config,
+            Some(pb::hub_message::Kind::Config(config)) => {
+                self.ack(config.version).await;
+                config
+            }
             other => panic!("expected a config, got {other:?}"),
         }
     }
 
-    /// The next SharedConfigDelta from the hub.
+    /// The next SharedConfigDelta from the hub, ACKed.
     pub async fn next_delta(&mut self) -> pb::SharedConfigDelta {
         match self.next().await.unwrap().kind {
-            Some(pb::hub_message::Kind::ConfigDelta(delta)) => delta,
+            Some(pb::hub_message::Kind::ConfigDelta(delta)) => {
+                self.ack(delta.version).await;
+                delta
+            }
             other => panic!("expected a config delta, got {other:?}"),
         }
+    }
+
+    /// ACKs shared config `version`.
+    pub async fn ack(&mut self, version: u64) {
+        self.send(pb::agent_message::Kind::Ack(pb::ConfigAck {
+            version,
+            error: String::new(),
+            want_whole: false,
+        }))
+        .await;
     }
 
     /// Reports every 100 ms in the background until the returned sender is dropped or told
