@@ -4,6 +4,8 @@
 //! do not derive `Serialize` (a serialized type is a compatibility promise). Field names are
 //! snake_case; fields are only ever added.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::hub_client::HubStatus;
@@ -85,8 +87,10 @@ pub struct GatewayView {
     pub conditions: Vec<ConditionView>,
     /// Listener statuses.
     pub listeners: Vec<ListenerView>,
-    /// Route statuses towards this Gateway.
-    pub routes: Vec<RouteView>,
+    /// Route statuses towards this Gateway, rendered when `/status` is asked for: with
+    /// thousands of routes, building and dropping them on every change was most of what the
+    /// agent spent on one.
+    pub routes: RouteViews,
     /// BackendTLSPolicies that apply to its routes' backends, with their conditions (an
     /// invalid policy makes its backends fail closed; its violations are here).
     pub policies: Vec<PolicyView>,
@@ -242,7 +246,7 @@ impl From<&meridian_gwapi::status::Condition> for ConditionView {
 pub(crate) fn gateway_view(
     gateway: &meridian_proto::model::ObjectKey,
     version: u64,
-    status: Option<&meridian_gwapi::status::GatewayStatus>,
+    status: Option<&Arc<meridian_gwapi::status::GatewayStatus>>,
 ) -> GatewayView {
     let conditions = |list: &[meridian_gwapi::status::Condition]| -> Vec<ConditionView> {
         list.iter().map(ConditionView::from).collect()
@@ -271,33 +275,47 @@ pub(crate) fn gateway_view(
             conditions: conditions(&policy.conditions),
         })
         .collect();
-    view.routes = status
-        .routes
-        .iter()
-        .map(|route| RouteView {
-            kind: route.kind.as_str().to_string(),
-            key: route.key.to_string(),
-            origin: match route.origin {
-                meridian_gwapi::status::RouteOrigin::Local => "local".to_string(),
-                meridian_gwapi::status::RouteOrigin::Shared => "shared".to_string(),
-            },
-            parents: route
-                .parents
-                .iter()
-                .map(|parent| RouteParentView {
-                    parent: match &parent.parent_ref.section_name {
-                        Some(section) => format!(
-                            "{}/{}/{section}",
-                            parent.parent_ref.namespace, parent.parent_ref.name
-                        ),
-                        None => {
-                            format!("{}/{}", parent.parent_ref.namespace, parent.parent_ref.name)
-                        }
-                    },
-                    conditions: conditions(&parent.conditions),
-                })
-                .collect(),
-        })
-        .collect();
+    view.routes = RouteViews(Some(status.clone()));
     view
+}
+
+/// The route statuses of one Gateway, turned into [`RouteView`]s as they are serialized.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RouteViews(Option<Arc<meridian_gwapi::status::GatewayStatus>>);
+
+impl Serialize for RouteViews {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let routes = self.0.as_ref().map_or(&[][..], |status| &status.routes[..]);
+        serializer.collect_seq(routes.iter().map(route_view))
+    }
+}
+
+fn route_view(route: &meridian_gwapi::status::RouteStatus) -> RouteView {
+    let conditions = |list: &[meridian_gwapi::status::Condition]| -> Vec<ConditionView> {
+        list.iter().map(ConditionView::from).collect()
+    };
+    RouteView {
+        kind: route.kind.as_str().to_string(),
+        key: route.key.to_string(),
+        origin: match route.origin {
+            meridian_gwapi::status::RouteOrigin::Local => "local".to_string(),
+            meridian_gwapi::status::RouteOrigin::Shared => "shared".to_string(),
+        },
+        parents: route
+            .parents
+            .iter()
+            .map(|parent| RouteParentView {
+                parent: match &parent.parent_ref.section_name {
+                    Some(section) => format!(
+                        "{}/{}/{section}",
+                        parent.parent_ref.namespace, parent.parent_ref.name
+                    ),
+                    None => {
+                        format!("{}/{}", parent.parent_ref.namespace, parent.parent_ref.name)
+                    }
+                },
+                conditions: conditions(&parent.conditions),
+            })
+            .collect(),
+    }
 }

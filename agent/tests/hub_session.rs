@@ -473,5 +473,30 @@ async fn serves_the_saved_shared_config_after_a_restart_without_hub() {
     assert_eq!(status["shared"]["version"], 5);
     assert_eq!(status["hub"]["shared_source"], "state-dir");
     assert_ne!(status["hub"]["state"], "connected");
+
+    // A hub comes back and its first message is a delta on version 5. The saved config has
+    // that version, but it did not come from this session (a rebuilt hub can reuse a version
+    // for other content), so the agent asks for the whole config rather than patch it.
+    let mut hub = FakeHub::start(hub.addr, "test-cluster", 1).await;
+    let mut second = shared_config(6);
+    second.http_routes[0].key = Some(gateway_key("app/second"));
+    hub.push_delta(pb::SharedConfigDelta {
+        base_version: 5,
+        version: 6,
+        http_routes: second.http_routes,
+        ..Default::default()
+    });
+    let answer = hub
+        .expect(
+            "the answer to the delta",
+            Duration::from_secs(10),
+            |e| match e {
+                HubEvent::Ack(a) if a.version == 6 => Some(a.clone()),
+                _ => None,
+            },
+        )
+        .await;
+    assert!(answer.want_whole, "{answer:?}");
+    assert_eq!(support::status(&agent).await["shared"]["version"], 5);
     agent.shutdown().await;
 }

@@ -100,6 +100,8 @@ def main():
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--block", type=int, default=1000)
     parser.add_argument("--probes", type=int, default=20)
+    parser.add_argument("--prefix", default="probe", help="names of the single-change routes")
+    parser.add_argument("--no-load", action="store_true", help="only the single changes")
     args = parser.parse_args()
 
     with open(args.dev_json) as f:
@@ -111,6 +113,13 @@ def main():
         name = f"r{i:05d}"
         admin.put(f"/v1/routes/demo/{name}", route_body(name, f"{name}.{ZONE_LABEL}.{zone}"))
 
+    if not args.no_load:
+        load(args, admin, dev, zone, put)
+    probe(args, admin, dev, zone)
+    memory(dev)
+
+
+def load(args, admin, dev, zone, put):
     print(f"== loading {args.routes} routes, {args.concurrency} at a time")
     rates = []
     started = time.monotonic()
@@ -135,10 +144,13 @@ def main():
         time.sleep(0.05)
     print(f"  every gateway served the last route {time.monotonic() - t0:.1f} s after the last PUT")
 
+
+
+def probe(args, admin, dev, zone):
     print(f"== {args.probes} single changes at {args.routes} routes: PUT until every gateway serves")
     latencies = []
     for k in range(args.probes):
-        name = f"probe{k:03d}"
+        name = f"{args.prefix}{k:03d}"
         hostname = f"{name}.{ZONE_LABEL}.{zone}"
         t0 = time.monotonic()
         admin.put(f"/v1/routes/demo/{name}", route_body(name, hostname))
@@ -157,6 +169,9 @@ def main():
     print(f"  served everywhere: median {statistics.median(served_ms):.0f} ms, "
           f"max {served_ms[-1]:.0f} ms")
 
+
+
+def memory(dev):
     print("== memory (KiB): now / peak")
     for hub in dev["hubs"]:
         m = rss_kib(hub["pid"]) or {}

@@ -32,7 +32,7 @@ pub const SHARED_REFRESH: Duration = Duration::from_secs(30);
 /// `rejected` is left empty.
 pub fn shared_objects_status(
     shared: &SharedConfig,
-    statuses: &BTreeMap<ObjectKey, GatewayStatus>,
+    statuses: &BTreeMap<ObjectKey, Arc<GatewayStatus>>,
     configs: &BTreeMap<ObjectKey, GatewayConfig>,
 ) -> SharedObjectsStatus {
     let mut parents: BTreeMap<&ObjectKey, Vec<RouteParentConditions>> = BTreeMap::new();

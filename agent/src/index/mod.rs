@@ -114,7 +114,7 @@ pub(crate) struct ProgrammedGateway {
     /// `spec.gatewayClassName`.
     pub(crate) class: String,
     /// Gateway, listener, route and policy conditions.
-    pub(crate) status: GatewayStatus,
+    pub(crate) status: Arc<GatewayStatus>,
     /// The addresses its listeners bind (its `spec.addresses` in use), in first-seen order.
     pub(crate) addresses: Vec<IpAddr>,
 }
@@ -172,7 +172,7 @@ struct Index {
     shared_objects: Arc<Vec<Object>>,
     // Programmed configs before the probe overlay, and their statuses.
     base: BTreeMap<ObjectKey, GatewayConfig>,
-    statuses: BTreeMap<ObjectKey, GatewayStatus>,
+    statuses: BTreeMap<ObjectKey, Arc<GatewayStatus>>,
     versioner: Versioner,
     sessions: BTreeMap<u64, Session>,
     next_session: u64,
@@ -597,7 +597,7 @@ impl Index {
             let programmed =
                 meridian_gwapi::program(&self.objects, &self.shared.http_routes, &gateway);
             base.insert(gateway.clone(), programmed.config);
-            statuses.insert(gateway, programmed.status);
+            statuses.insert(gateway, Arc::new(programmed.status));
         }
         self.shared_status = Some(Arc::new(shared_objects_status(
             &self.shared,

@@ -2,6 +2,7 @@
 //! and of the observed objects (relists, the writer's own echoes).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use meridian_gwapi::status::{
     Condition, ConditionType, GatewayStatus, ListenerStatus, PolicyStatus, Reason, RouteKind,
@@ -80,7 +81,7 @@ fn programmed(resolved: Condition) -> ProgrammedStatus {
             key("app", "gw"),
             ProgrammedGateway {
                 class: "meridian".to_string(),
-                status,
+                status: status.into(),
                 addresses: vec!["127.0.0.1".parse().unwrap()],
             },
         )]),
@@ -261,7 +262,7 @@ fn a_new_generation_is_written_with_the_old_transition_time() {
     let seen = after_writes(&programmed(resolved()), fresh_objects());
     let mut next = programmed(ok(ConditionType::ResolvedRefs, Reason::ResolvedRefs, 8));
     next.gateways.values_mut().for_each(|g| {
-        g.status.routes[0].parents[0].conditions[0].observed_generation = 8;
+        Arc::make_mut(&mut g.status).routes[0].parents[0].conditions[0].observed_generation = 8;
     });
     let writes = written(&plan(&next, &seen, CONTROLLER, NOW));
     let conditions = &writes["HTTPRoute/web"].1["status"]["parents"][0]["conditions"];

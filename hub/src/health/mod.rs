@@ -514,6 +514,7 @@ impl Task {
         let routes_changes = self.tracker.evaluate_shared(
             now,
             shared_of,
+            view.applied_index,
             |cluster| {
                 view.state
                     .clusters

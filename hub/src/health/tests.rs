@@ -586,9 +586,11 @@ fn route_status_is_asked_for_as_a_delta_against_the_committed_record() {
         let mut report = report(&us(), h.seq, &[true]);
         report.shared = reported;
         assert_eq!(h.tracker.report(h.at(), "agent-1", &report), Accepted::Yes);
+        // Each evaluation follows a commit or a report, so it names a new state.
         let changes = h.tracker.evaluate_shared(
             h.at(),
             None,
+            h.seq,
             |cluster| state.clusters.get(cluster).and_then(|r| r.shared.as_ref()),
             |route| state.routes.contains_key(route),
             |certificate| state.certificates.contains_key(certificate),
@@ -711,7 +713,7 @@ fn route_status_is_asked_for_as_a_delta_against_the_committed_record() {
     h.tracker.set_leader(h.at(), false);
     assert!(
         h.tracker
-            .evaluate_shared(h.at(), None, |_| None, |_| true, |_| true, 0)
+            .evaluate_shared(h.at(), None, 0, |_| None, |_| true, |_| true, 0)
             .is_empty()
     );
 }

@@ -79,6 +79,10 @@ pub struct Tracker {
     watched: BTreeMap<ClusterName, BTreeSet<Fqdn>>,
     /// Hub nodes the leader has not heard from lately (frozen, partitioned or down).
     silent_relays: BTreeSet<u64>,
+    /// Per cluster, the (reported shared status generation, committed state) at which
+    /// [`Tracker::evaluate_shared`] last found nothing to propose: with thousands of routes
+    /// the comparison is milliseconds, and it ran on every tick and report.
+    shared_settled: HashMap<ClusterName, (u64, u64)>,
 }
 
 /// What the tracker knows about one cluster.
@@ -98,6 +102,8 @@ struct Track {
     hostnames: HashMap<Fqdn, Streak>,
     /// The shared objects' status as the reports that carried it said.
     shared: Option<ReportedShared>,
+    /// Bumped whenever `shared` may have changed.
+    shared_generation: u64,
 }
 
 /// Consecutive reports for or against one hostname, with the latest explanation.
@@ -142,6 +148,7 @@ impl Tracker {
             leader_since: None,
             watched: BTreeMap::new(),
             silent_relays: BTreeSet::new(),
+            shared_settled: HashMap::new(),
         }
     }
 
@@ -234,6 +241,10 @@ impl Tracker {
         if track.instance != instance {
             // Another agent process took over: what the previous one said is not its word.
             track.shared = None;
+            track.shared_generation += 1;
+        }
+        if report.shared.is_some() {
+            track.shared_generation += 1;
         }
         let mut accepted = Accepted::Yes;
         if let Some(shared) = &report.shared
@@ -406,10 +417,15 @@ impl Tracker {
     /// one (`latest_route_version` is the log index of the latest route change): the version
     /// says which routes the cluster has programmed, and a certificate change alone would
     /// otherwise cost one Raft entry per cluster.
+    ///
+    /// `state` identifies the committed state the closures read (its applied index): a
+    /// cluster found settled at the same state and reported status is not compared again.
+    #[allow(clippy::too_many_arguments)]
     pub fn evaluate_shared<'a>(
-        &self,
+        &mut self,
         now: Instant,
         only: Option<&ClusterName>,
+        state: u64,
         committed: impl Fn(&ClusterName) -> Option<&'a SharedObjectsRecord>,
         route_exists: impl Fn(&ObjectKey) -> bool,
         certificate_exists: impl Fn(&ObjectKey) -> bool,
@@ -430,6 +446,10 @@ impl Tracker {
             let Some(reported) = track.shared.as_ref().filter(|_| current) else {
                 continue;
             };
+            let settled_at = (track.shared_generation, state);
+            if self.shared_settled.get(cluster) == Some(&settled_at) {
+                continue;
+            }
             let record = committed(cluster);
             let changed: Vec<SharedRouteStatus> = reported
                 .routes()
@@ -471,6 +491,7 @@ impl Tracker {
                 && changed.is_empty()
                 && removed.is_empty()
             {
+                self.shared_settled.insert(cluster.clone(), settled_at);
                 continue;
             }
             changes.push(SharedChange {
@@ -500,6 +521,7 @@ impl Tracker {
     /// Forgets clusters that no longer exist.
     pub fn retain(&mut self, exists: impl Fn(&ClusterName) -> bool) {
         self.clusters.retain(|cluster, _| exists(cluster));
+        self.shared_settled.retain(|cluster, _| exists(cluster));
     }
 }
 
