@@ -142,13 +142,17 @@ impl Hub {
         let mut registry = Registry::default();
         let certificate_expiry = admin::register_certificate_expiry(&mut registry);
         let shutdown = CancellationToken::new();
-        let (machine, watches, mut dns_feed) = StoreMachine::new(&mut registry);
+        let (machine, watches, feeds) = StoreMachine::new(&mut registry);
+        let (mut dns_feed, mut shared_feed) = (feeds.dns, feeds.shared);
         let mut raft_config = config.raft_config(advertise.clone());
         raft_config.client_tls = tls.as_ref().map(GrpcTls::peer_client_config);
         let raft = raft::spawn(raft_config, machine, &mut registry).await?;
         // DNS starts from the replayed state, then follows changes off the Raft thread.
         dns_feed.publish_now();
         let dns_feed_task = tokio::spawn(dns_feed.run(shutdown.child_token()));
+        // Agents too: a session never starts on the empty config of a state not replayed yet.
+        shared_feed.publish_now();
+        let shared_feed_task = tokio::spawn(shared_feed.run(shutdown.child_token()));
         let proposer = Proposer::new(raft.clone(), watches.view.clone());
 
         let health = health::spawn(
@@ -166,7 +170,7 @@ impl Hub {
         let dns = dns::spawn(config.dns.clone(), watches.dns.clone(), &mut registry).await?;
         let dns_addr = dns.local_addr();
 
-        let mut tasks = vec![dns_feed_task];
+        let mut tasks = vec![dns_feed_task, shared_feed_task];
         let dnssec_zones: Vec<Fqdn> = config
             .dns
             .zones

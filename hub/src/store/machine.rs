@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use super::command::{Command, Outcome, RejectKind, Rejection};
 use super::dns_feed::DnsFeed;
 use super::encoding::{decode_command, decode_snapshot, encode_outcome, encode_snapshot};
+use super::shared_feed::SharedFeed;
 use super::state::State;
 use crate::dns::DnsView;
 
@@ -33,8 +34,18 @@ pub struct StoreWatches {
     pub view: watch::Receiver<Arc<StoreView>>,
     /// What DNS answers from, after DNS-relevant changes (published by the [`DnsFeed`]).
     pub dns: watch::Receiver<Arc<DnsView>>,
-    /// What agents receive, after every change to shared routes.
+    /// What agents receive, after changes to shared routes and certificates (published by the
+    /// [`SharedFeed`]).
     pub shared: watch::Receiver<Arc<SharedConfig>>,
+}
+
+/// The tasks that derive views from the store's: run each one's `run`, after a first
+/// `publish_now` once Raft replayed the log.
+pub struct Feeds {
+    /// DNS views.
+    pub dns: DnsFeed,
+    /// What agents receive.
+    pub shared: SharedFeed,
 }
 
 /// The hub's state machine: owns the [`State`], applies commands from the Raft log, and
@@ -69,7 +80,6 @@ pub struct StoreMachine {
     /// Whether the state changed since the last publication.
     dirty: bool,
     view_tx: watch::Sender<Arc<StoreView>>,
-    shared_tx: watch::Sender<Arc<SharedConfig>>,
     metrics: Metrics,
 }
 
@@ -98,10 +108,10 @@ impl StoreMachine {
     /// An empty state machine, the watches it publishes to, and the [`DnsFeed`] that derives
     /// DNS views from it (run it with [`DnsFeed::run`]). Raft restores its snapshot and replays
     /// the log into the machine on startup.
-    pub fn new(registry: &mut Registry) -> (Self, StoreWatches, DnsFeed) {
+    pub fn new(registry: &mut Registry) -> (Self, StoreWatches, Feeds) {
         let state = State::default();
         let (view_tx, view) = watch::channel(Arc::new(StoreView::default()));
-        let (shared_tx, shared) = watch::channel(Arc::new(state.shared_config()));
+        let (shared_feed, shared) = SharedFeed::new(view.clone());
         let commands = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "meridian_hub_store_commands",
@@ -125,10 +135,13 @@ impl StoreMachine {
             applied_index: 0,
             dirty: false,
             view_tx,
-            shared_tx,
             metrics: Metrics { commands, copies },
         };
-        (machine, StoreWatches { view, dns, shared }, feed)
+        let feeds = Feeds {
+            dns: feed,
+            shared: shared_feed,
+        };
+        (machine, StoreWatches { view, dns, shared }, feeds)
     }
 
     /// The state the current batch changes, made on first use: the oldest spare no reader
@@ -196,11 +209,6 @@ impl StoreMachine {
             return;
         };
         let state = Arc::new(state);
-        let shared_changed = self.shared_tx.borrow().version != state.shared_version;
-        if shared_changed {
-            let shared = Arc::new(state.shared_config());
-            self.shared_tx.send_replace(shared);
-        }
         let old_view = self.view_tx.send_replace(Arc::new(StoreView {
             applied_index: self.applied_index,
             state: state.clone(),

@@ -8,6 +8,7 @@
 //! - [`encoding`]: the versioned protobuf encodings of commands, outcomes and snapshots.
 //! - [`machine`]: [`StoreMachine`], the `raft::StateMachine` that publishes views.
 //! - [`dns_feed`]: [`DnsFeed`], which derives DNS views from them off the Raft thread.
+//! - [`shared_feed`]: [`SharedFeed`], which derives what agents receive, off the Raft thread.
 //!
 //! **Invariant:** `State::apply` is deterministic: no clock, randomness or IO. Times come
 //! inside the command, stamped by the proposer.
@@ -19,6 +20,7 @@ pub mod dns_feed;
 pub mod encoding;
 pub mod machine;
 pub mod proposer;
+pub mod shared_feed;
 pub mod state;
 
 #[cfg(test)]
@@ -28,8 +30,9 @@ pub use apply::{RECORD_TYPES, check_hostname, check_record_set};
 pub use certificate::{CertificateInfo, certificate_info, check_certificate};
 pub use command::{Action, Command, Outcome, RejectKind, Rejection, verdict_name};
 pub use dns_feed::DnsFeed;
-pub use machine::{StoreMachine, StoreView, StoreWatches};
+pub use machine::{Feeds, StoreMachine, StoreView, StoreWatches};
 pub use proposer::{ProposeError, Proposer, unix_now_ms};
+pub use shared_feed::SharedFeed;
 pub use state::{
     AUDIT_CAPACITY, AuditEntry, ClusterRecord, HostnameServing, RecordSet, RouteStatusEntry,
     SharedObjectsRecord, State, ZoneKey,

@@ -718,7 +718,7 @@ fn newer_snapshot_formats_are_refused() {
 #[test]
 fn machine_publishes_views_after_each_batch() {
     let mut registry = Registry::default();
-    let (mut machine, watches, mut feed) = StoreMachine::new(&mut registry);
+    let (mut machine, watches, mut feeds) = StoreMachine::new(&mut registry);
     for (i, action) in script().into_iter().enumerate() {
         let outcome = machine.apply(i as u64 + 1, &encode_command(&cmd(action)));
         assert_eq!(decode_outcome(&outcome).unwrap().1, i as u64 + 1);
@@ -729,9 +729,16 @@ fn machine_publishes_views_after_each_batch() {
     assert_eq!(watches.view.borrow().applied_index, 12);
     assert_eq!(watches.view.borrow().state.clusters.len(), 2);
     // DNS views come from the feed.
-    assert!(feed.publish_now());
-    assert!(!feed.publish_now(), "nothing DNS-relevant changed since");
+    assert!(feeds.dns.publish_now());
+    assert!(
+        !feeds.dns.publish_now(),
+        "nothing DNS-relevant changed since"
+    );
     assert_eq!(watches.dns.borrow().applied_index, 12);
+    // And what agents receive from the shared feed.
+    assert_eq!(watches.shared.borrow().version, 0);
+    assert!(feeds.shared.publish_now());
+    assert!(!feeds.shared.publish_now(), "no shared change since");
     assert_eq!(watches.shared.borrow().version, 8);
 
     // Garbage is refused with an outcome, and the empty raft entry is a no-op.
@@ -742,9 +749,10 @@ fn machine_publishes_views_after_each_batch() {
 
     // Snapshot and restore into a fresh machine.
     let snapshot = machine.snapshot();
-    let (mut other, other_watches, mut other_feed) = StoreMachine::new(&mut Registry::default());
+    let (mut other, other_watches, mut other_feeds) = StoreMachine::new(&mut Registry::default());
     other.restore(14, &snapshot).unwrap();
-    other_feed.publish_now();
+    other_feeds.dns.publish_now();
+    other_feeds.shared.publish_now();
     assert_eq!(
         other_watches.view.borrow().state,
         watches.view.borrow().state

@@ -501,6 +501,21 @@ impl Agent {
         }
     }
 
+    /// The first whole SharedConfig from the hub that `wanted` accepts, ACKing each. What
+    /// agents receive is built off the Raft thread, so a session opened right after a write
+    /// may start with the config from before it.
+    pub async fn config_where(
+        &mut self,
+        wanted: impl Fn(&pb::SharedConfig) -> bool,
+    ) -> pb::SharedConfig {
+        loop {
+            let config = self.next_config().await;
+            if wanted(&config) {
+                return config;
+            }
+        }
+    }
+
     /// The next SharedConfigDelta from the hub, ACKed.
     pub async fn next_delta(&mut self) -> pb::SharedConfigDelta {
         match self.next().await.unwrap().kind {
