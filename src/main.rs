@@ -53,6 +53,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         tokio::spawn(cmd::logging::report_dropped_lines());
+        if matches!(
+            cli.command,
+            Command::Hub(_) | Command::Agent(_) | Command::Gateway(_)
+        ) {
+            tokio::spawn(cmd::memory::trim_periodically());
+        }
         match cli.command {
             Command::Hub(args) => cmd::hub::run(args).await,
             Command::Agent(args) => cmd::agent::run(args).await,

@@ -7,6 +7,7 @@ pub mod echo;
 pub mod gateway;
 pub mod hub;
 pub mod logging;
+pub mod memory;
 pub mod process;
 
 /// Process-wide setup shared by every subcommand: the rustls crypto provider and logging.
