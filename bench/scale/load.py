@@ -102,6 +102,8 @@ def main():
     parser.add_argument("--probes", type=int, default=20)
     parser.add_argument("--prefix", default="probe", help="names of the single-change routes")
     parser.add_argument("--no-load", action="store_true", help="only the single changes")
+    parser.add_argument("--settle", type=float, default=15.0,
+                        help="seconds idle before memory is read again")
     args = parser.parse_args()
 
     with open(args.dev_json) as f:
@@ -116,7 +118,9 @@ def main():
     if not args.no_load:
         load(args, admin, dev, zone, put)
     probe(args, admin, dev, zone)
-    memory(dev)
+    memory(dev, "right after the changes")
+    time.sleep(args.settle)
+    memory(dev, f"after {args.settle:.0f} s idle")
 
 
 def load(args, admin, dev, zone, put):
@@ -171,8 +175,8 @@ def probe(args, admin, dev, zone):
 
 
 
-def memory(dev):
-    print("== memory (KiB): now / peak")
+def memory(dev, when):
+    print(f"== memory (KiB) {when}: now / peak")
     for hub in dev["hubs"]:
         m = rss_kib(hub["pid"]) or {}
         print(f"  hub {hub['id']}: {m.get('VmRSS')} / {m.get('VmHWM')}")
