@@ -45,6 +45,9 @@ const OUTBOUND: usize = 4;
 /// How long the session waits for the agent's answer to a push before it sends the next one
 /// anyway (an agent that lost track must not stop getting config).
 const ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a new session waits for what agents receive to catch up with the state the
+/// agent was admitted on (the shared feed builds it off the Raft thread, a moment later).
+const FEED_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// How long `Register` waits for a linearizable read before answering from local state (a node
 /// cut off from the majority still lets its agents register).
 const REGISTER_BARRIER: std::time::Duration = std::time::Duration::from_secs(2);
@@ -383,6 +386,19 @@ impl Session {
         let shutdown = self.inner.deps.shutdown.clone();
         let mut raft = self.inner.deps.raft.status();
         let mut leader = leader_of(&raft.borrow_and_update());
+        // A node that just caught up (a snapshot installed, a log replayed) shows its state
+        // before the feed has built what agents receive from it: the first push must not be
+        // the older, or empty, config an agent would install and save.
+        let admitted = self.inner.deps.view.borrow().state.shared_version;
+        let caught_up = tokio::time::timeout(
+            FEED_WAIT,
+            shared.wait_for(|config| config.version >= admitted),
+        )
+        .await
+        .map(|result| result.is_ok());
+        if caught_up != Ok(true) {
+            tracing::warn!(cluster = %self.cluster, admitted, "what agents receive has not caught up with this node's state; sending what it has");
+        }
         // The whole config at once, then every change.
         let mut pushes = Pushes::default();
         let mut push_due = true;

@@ -717,3 +717,97 @@ fn route_status_is_asked_for_as_a_delta_against_the_committed_record() {
             .is_empty()
     );
 }
+
+#[test]
+fn a_settled_cluster_is_compared_again_when_its_status_changes_or_after_a_new_term() {
+    use crate::store::{Action, Command, State};
+    use meridian_proto::model::ObjectKey;
+
+    let mut h = Harness::new(HealthConfig::default());
+    let mut state = State::default();
+    let mut index = 0;
+    let mut commit = |state: &mut State, action: Action| {
+        index += 1;
+        state.apply(
+            index,
+            Command {
+                actor: "test".into(),
+                unix_ms: index,
+                action,
+            },
+        )
+    };
+    commit(
+        &mut state,
+        Action::PutCluster(meridian_proto::model::Cluster {
+            name: us(),
+            region: meridian_proto::model::Region::new("us").unwrap(),
+            addresses: vec![],
+            drained: false,
+        }),
+    );
+    for name in ["a", "b"] {
+        let route = meridian_proto::model::route::HttpRoute {
+            key: ObjectKey::new("shop", name).unwrap(),
+            parent_refs: vec![],
+            hostnames: vec![],
+            rules: vec![],
+            created_unix_ms: 0,
+        };
+        commit(&mut state, Action::PutRoute(Box::new(route)));
+    }
+    let send = |h: &mut Harness, shared| {
+        h.now += Duration::from_millis(1000);
+        h.seq += 1;
+        let mut report = report(&us(), h.seq, &[true]);
+        report.shared = shared;
+        h.tracker.report(h.at(), "agent-1", &report)
+    };
+    // `key` stands for the committed state's applied index.
+    let evaluate = |h: &mut Harness, state: &State, key: u64| {
+        h.tracker.evaluate_shared(
+            h.at(),
+            None,
+            key,
+            |cluster| state.clusters.get(cluster).and_then(|r| r.shared.as_ref()),
+            |route| state.routes.contains_key(route),
+            |certificate| state.certificates.contains_key(certificate),
+            state.route_versions.values().copied().max().unwrap_or(0),
+        )
+    };
+    let mut settle = |h: &mut Harness, state: &mut State, key: u64| {
+        for change in evaluate(h, state, key) {
+            commit(
+                state,
+                Action::SetSharedStatus {
+                    cluster: change.cluster,
+                    changed: change.changed,
+                    removed: change.removed,
+                },
+            );
+        }
+        assert!(evaluate(h, state, key + 1).is_empty(), "settled");
+    };
+
+    send(&mut h, Some(routes_status(3, &[("a", "Accepted")])));
+    settle(&mut h, &mut state, 10);
+    // A report without a status changes nothing.
+    send(&mut h, None);
+    assert!(evaluate(&mut h, &state, 11).is_empty());
+
+    // A new status at the same committed state is compared again.
+    send(&mut h, Some(routes_status(3, &[("b", "Accepted")])));
+    let changes = evaluate(&mut h, &state, 11);
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    settle(&mut h, &mut state, 20);
+
+    // A new term starts the tracks again; a status that differs from the record is asked
+    // for even though the committed state is the one a settled entry of the old term named.
+    // (Two reports, so a count kept per track would be back at the settled entry's.)
+    h.tracker.set_leader(h.at(), false);
+    h.tracker.set_leader(h.at(), true);
+    send(&mut h, Some(routes_status(3, &[("b", "Accepted")])));
+    send(&mut h, Some(routes_status(3, &[("a", "Accepted")])));
+    let changes = evaluate(&mut h, &state, 21);
+    assert_eq!(changes.len(), 1, "{changes:?}");
+}

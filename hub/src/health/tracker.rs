@@ -83,6 +83,8 @@ pub struct Tracker {
     /// [`Tracker::evaluate_shared`] last found nothing to propose: with thousands of routes
     /// the comparison is milliseconds, and it ran on every tick and report.
     shared_settled: HashMap<ClusterName, (u64, u64)>,
+    /// The last shared status generation handed out.
+    shared_generations: u64,
 }
 
 /// What the tracker knows about one cluster.
@@ -102,7 +104,7 @@ struct Track {
     hostnames: HashMap<Fqdn, Streak>,
     /// The shared objects' status as the reports that carried it said.
     shared: Option<ReportedShared>,
-    /// Bumped whenever `shared` may have changed.
+    /// A new number from the tracker's count whenever `shared` may have changed.
     shared_generation: u64,
 }
 
@@ -149,6 +151,7 @@ impl Tracker {
             watched: BTreeMap::new(),
             silent_relays: BTreeSet::new(),
             shared_settled: HashMap::new(),
+            shared_generations: 0,
         }
     }
 
@@ -164,10 +167,12 @@ impl Tracker {
             (true, None) => {
                 self.leader_since = Some(now);
                 self.clusters.clear();
+                self.shared_settled.clear();
             }
             (false, Some(_)) => {
                 self.leader_since = None;
                 self.clusters.clear();
+                self.shared_settled.clear();
             }
             _ => {}
         }
@@ -241,10 +246,12 @@ impl Tracker {
         if track.instance != instance {
             // Another agent process took over: what the previous one said is not its word.
             track.shared = None;
-            track.shared_generation += 1;
         }
-        if report.shared.is_some() {
-            track.shared_generation += 1;
+        if track.instance != instance || report.shared.is_some() {
+            // Tracker-wide, so a track made again (a new term, a recreated cluster) never
+            // reuses a generation a settled entry names.
+            self.shared_generations += 1;
+            track.shared_generation = self.shared_generations;
         }
         let mut accepted = Accepted::Yes;
         if let Some(shared) = &report.shared

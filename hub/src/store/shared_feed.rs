@@ -93,6 +93,10 @@ impl SharedFeed {
                         // workers too.
                         drop(tokio::task::spawn_blocking(move || drop(old)));
                     }
+                    Err(error) if error.is_panic() => {
+                        // A bug: agents keep the last config, and the next change tries again.
+                        tracing::error!(%error, "building the shared config for agents panicked");
+                    }
                     // The runtime is shutting down.
                     Err(_) => return,
                 }
