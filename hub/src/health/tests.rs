@@ -541,16 +541,17 @@ fn routes_status(
     }
 }
 
-#[test]
-fn route_status_is_asked_for_as_a_delta_against_the_committed_record() {
-    use crate::store::{Action, Command, SharedObjectsRecord, State};
-    use meridian_proto::model::{ObjectKey, SharedStatusBasis};
+/// The state a leader holds in the shared status tests: cluster `us` and the shared routes
+/// `shop/a` and `shop/b`; and the function that commits to it, numbering the entries.
+fn shared_state() -> (
+    crate::store::State,
+    impl FnMut(&mut crate::store::State, crate::store::Action) -> crate::store::Outcome,
+) {
+    use crate::store::{Action, Command, State};
+    use meridian_proto::model::ObjectKey;
 
-    let mut h = Harness::new(HealthConfig::default());
-    // The state the leader holds: the cluster and two shared routes.
-    let mut state = State::default();
     let mut index = 0;
-    let mut commit = |state: &mut State, action: Action| {
+    let mut commit = move |state: &mut State, action: Action| {
         index += 1;
         state.apply(
             index,
@@ -561,6 +562,7 @@ fn route_status_is_asked_for_as_a_delta_against_the_committed_record() {
             },
         )
     };
+    let mut state = State::default();
     commit(
         &mut state,
         Action::PutCluster(meridian_proto::model::Cluster {
@@ -580,6 +582,16 @@ fn route_status_is_asked_for_as_a_delta_against_the_committed_record() {
         };
         commit(&mut state, Action::PutRoute(Box::new(route)));
     }
+    (state, commit)
+}
+
+#[test]
+fn route_status_is_asked_for_as_a_delta_against_the_committed_record() {
+    use crate::store::{Action, SharedObjectsRecord, State};
+    use meridian_proto::model::{ObjectKey, SharedStatusBasis};
+
+    let mut h = Harness::new(HealthConfig::default());
+    let (mut state, mut commit) = shared_state();
     let mut evaluate = |h: &mut Harness, state: &mut State, reported| {
         h.now += Duration::from_millis(1000);
         h.seq += 1;
@@ -720,42 +732,10 @@ fn route_status_is_asked_for_as_a_delta_against_the_committed_record() {
 
 #[test]
 fn a_settled_cluster_is_compared_again_when_its_status_changes_or_after_a_new_term() {
-    use crate::store::{Action, Command, State};
-    use meridian_proto::model::ObjectKey;
+    use crate::store::{Action, State};
 
     let mut h = Harness::new(HealthConfig::default());
-    let mut state = State::default();
-    let mut index = 0;
-    let mut commit = |state: &mut State, action: Action| {
-        index += 1;
-        state.apply(
-            index,
-            Command {
-                actor: "test".into(),
-                unix_ms: index,
-                action,
-            },
-        )
-    };
-    commit(
-        &mut state,
-        Action::PutCluster(meridian_proto::model::Cluster {
-            name: us(),
-            region: meridian_proto::model::Region::new("us").unwrap(),
-            addresses: vec![],
-            drained: false,
-        }),
-    );
-    for name in ["a", "b"] {
-        let route = meridian_proto::model::route::HttpRoute {
-            key: ObjectKey::new("shop", name).unwrap(),
-            parent_refs: vec![],
-            hostnames: vec![],
-            rules: vec![],
-            created_unix_ms: 0,
-        };
-        commit(&mut state, Action::PutRoute(Box::new(route)));
-    }
+    let (mut state, mut commit) = shared_state();
     let send = |h: &mut Harness, shared| {
         h.now += Duration::from_millis(1000);
         h.seq += 1;
