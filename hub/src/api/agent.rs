@@ -407,7 +407,25 @@ impl Session {
             if push_due && deadline.is_none_or(|at| at <= tokio::time::Instant::now()) {
                 push_due = false;
                 let config = shared.borrow_and_update().clone();
-                if let Some(message) = pushes.next(&config, self.accepts_delta) {
+                // A diff or a whole conversion is in proportion to the routes (milliseconds at
+                // 10,000): off the async workers, which carry Raft messages and admin requests.
+                let accepts_delta = self.accepts_delta;
+                let next = tokio::task::spawn_blocking(move || {
+                    let message = pushes.next(&config, accepts_delta);
+                    (pushes, message)
+                })
+                .await;
+                let message = match next {
+                    Ok((returned, message)) => {
+                        pushes = returned;
+                        message
+                    }
+                    Err(error) => {
+                        tracing::error!(cluster = %self.cluster, %error, "building the shared config push failed");
+                        break "push failed";
+                    }
+                };
+                if let Some(message) = message {
                     let form = match message.kind {
                         Some(pb::hub_message::Kind::ConfigDelta(_)) => "delta",
                         _ => "whole",
