@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::feed::wait_due;
 use super::machine::StoreView;
 use crate::dns::DnsView;
 
@@ -98,21 +99,17 @@ impl DnsFeed {
         self.publish_now();
         let mut last = Instant::now();
         loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                changed = self.view.changed() => if changed.is_err() { return },
-            }
-            let pending =
-                self.view.borrow().state.dns_version != self.dns_tx.borrow().applied_index;
-            if !pending {
-                continue;
-            }
-            let due = last + MIN_INTERVAL;
-            if Instant::now() < due {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep_until(due) => {}
-                }
+            let published = self.dns_tx.borrow().applied_index;
+            let due = wait_due(
+                &mut self.view,
+                &shutdown,
+                last,
+                MIN_INTERVAL,
+                published,
+                |s| s.dns_version,
+            );
+            if !due.await {
+                return;
             }
             if let Some((view, current)) = self.due() {
                 let built = tokio::task::spawn_blocking(move || build(&view, &current)).await;

@@ -18,6 +18,7 @@ pub mod certificate;
 pub mod command;
 pub mod dns_feed;
 pub mod encoding;
+mod feed;
 pub mod machine;
 pub mod proposer;
 pub mod shared_feed;

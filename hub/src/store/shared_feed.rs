@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::feed::wait_due;
 use super::machine::StoreView;
 
 /// The shortest time between two published shared configs.
@@ -65,21 +66,17 @@ impl SharedFeed {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut last = Instant::now();
         loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                changed = self.view.changed() => if changed.is_err() { return },
-            }
-            let pending =
-                self.view.borrow().state.shared_version != self.shared_tx.borrow().version;
-            if !pending {
-                continue;
-            }
-            let due = last + MIN_INTERVAL;
-            if Instant::now() < due {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep_until(due) => {}
-                }
+            let published = self.shared_tx.borrow().version;
+            let due = wait_due(
+                &mut self.view,
+                &shutdown,
+                last,
+                MIN_INTERVAL,
+                published,
+                |s| s.shared_version,
+            );
+            if !due.await {
+                return;
             }
             if let Some(view) = self.due() {
                 // The copy is in proportion to the routes: off the async workers, which carry
